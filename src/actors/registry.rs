@@ -1,0 +1,233 @@
+//! Registry: finds or starts the actor of a thread and forgets it when it
+//! stops. It is the only place that knows which thread actors are live.
+//!
+//! Thread actors run on a fixed set of arbiters (one per core by default),
+//! chosen by a hash of the thread id, so one busy thread never shares a
+//! queue with every other. A thread actor tells the registry when it
+//! starts or ends a generation (for thread `status` and stats) and when it
+//! stops; each actor has an incarnation number so a late `Stopped` of an
+//! old actor cannot remove its successor.
+
+use std::{collections::HashMap, sync::Arc};
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+use uuid::Uuid;
+
+use super::{
+    thread::{StatusReport, Stop, StopReason, ThreadActor, ThreadStatusQuery},
+    Deps,
+};
+
+/// The live actor of `thread_id`, started if needed.
+#[derive(Message)]
+#[rtype(result = "Addr<ThreadActor>")]
+pub struct Lookup {
+    pub thread_id: Uuid,
+}
+
+/// The live actor of `thread_id`, if there is one (never starts one).
+#[derive(Message)]
+#[rtype(result = "Option<Addr<ThreadActor>>")]
+pub struct Peek {
+    pub thread_id: Uuid,
+}
+
+/// Which of these threads are generating.
+#[derive(Message)]
+#[rtype(result = "Vec<bool>")]
+pub struct Generating {
+    pub thread_ids: Vec<Uuid>,
+}
+
+/// Sent by a thread actor when its generation starts or ends.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GenerationChanged {
+    pub thread_id: Uuid,
+    pub incarnation: u64,
+    pub generating: bool,
+}
+
+/// Sent by a thread actor from `stopping`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ThreadStopped {
+    pub thread_id: Uuid,
+    pub incarnation: u64,
+}
+
+/// One status row per live thread actor.
+#[derive(Message)]
+#[rtype(result = "Vec<StatusReport>")]
+pub struct ListThreads;
+
+/// Stops every thread actor (graceful shutdown); resolves when all have
+/// published their last frames and queued their last writes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopAll {
+    pub reason: StopReason,
+}
+
+struct Entry {
+    addr: Addr<ThreadActor>,
+    incarnation: u64,
+    generating: bool,
+}
+
+pub struct Registry {
+    deps: Arc<Deps>,
+    arbiters: Vec<ArbiterHandle>,
+    threads: HashMap<Uuid, Entry>,
+    next_incarnation: u64,
+    closing: bool,
+}
+
+impl Registry {
+    pub fn new(deps: Arc<Deps>, arbiters: Vec<ArbiterHandle>) -> Self {
+        Registry { deps, arbiters, threads: HashMap::new(), next_incarnation: 1, closing: false }
+    }
+
+    fn arbiter_for(&self, thread_id: Uuid) -> Option<&ArbiterHandle> {
+        if self.arbiters.is_empty() {
+            return None;
+        }
+        let h = thread_id.as_u128();
+        let h = (h ^ (h >> 64)) as u64;
+        Some(&self.arbiters[(h % self.arbiters.len() as u64) as usize])
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(1024);
+    }
+}
+
+impl Handler<Lookup> for Registry {
+    type Result = MessageResult<Lookup>;
+
+    fn handle(&mut self, msg: Lookup, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(entry) = self.threads.get(&msg.thread_id) {
+            if entry.addr.connected() {
+                return MessageResult(entry.addr.clone());
+            }
+        }
+        let incarnation = self.next_incarnation;
+        self.next_incarnation += 1;
+        let deps = self.deps.clone();
+        let registry = ctx.address();
+        let thread_id = msg.thread_id;
+        let closing = self.closing;
+        let make = move |_: &mut actix::Context<ThreadActor>| {
+            ThreadActor::new(thread_id, incarnation, deps, registry, closing)
+        };
+        let addr = match self.arbiter_for(thread_id) {
+            Some(arbiter) => ThreadActor::start_in_arbiter(arbiter, make),
+            None => ThreadActor::create(make),
+        };
+        self.deps.metrics.threads_live.inc();
+        self.threads.insert(thread_id, Entry { addr: addr.clone(), incarnation, generating: false });
+        MessageResult(addr)
+    }
+}
+
+impl Handler<Peek> for Registry {
+    type Result = Option<Addr<ThreadActor>>;
+
+    fn handle(&mut self, msg: Peek, _: &mut Context<Self>) -> Self::Result {
+        self.threads.get(&msg.thread_id).filter(|e| e.addr.connected()).map(|e| e.addr.clone())
+    }
+}
+
+impl Handler<Generating> for Registry {
+    type Result = Vec<bool>;
+
+    fn handle(&mut self, msg: Generating, _: &mut Context<Self>) -> Self::Result {
+        msg.thread_ids.iter().map(|id| self.threads.get(id).is_some_and(|e| e.generating)).collect()
+    }
+}
+
+impl Handler<GenerationChanged> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: GenerationChanged, _: &mut Context<Self>) {
+        if let Some(entry) = self.threads.get_mut(&msg.thread_id) {
+            if entry.incarnation == msg.incarnation && entry.generating != msg.generating {
+                entry.generating = msg.generating;
+                let gauge = &self.deps.metrics.threads_generating;
+                if msg.generating {
+                    gauge.inc()
+                } else {
+                    gauge.dec()
+                }
+            }
+        }
+    }
+}
+
+impl Handler<ThreadStopped> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: ThreadStopped, _: &mut Context<Self>) {
+        let mine = self.threads.get(&msg.thread_id).is_some_and(|e| e.incarnation == msg.incarnation);
+        if mine {
+            if let Some(entry) = self.threads.remove(&msg.thread_id) {
+                if entry.generating {
+                    self.deps.metrics.threads_generating.dec();
+                }
+            }
+        }
+        // Every started actor was counted once; count its end once too.
+        self.deps.metrics.threads_live.dec();
+    }
+}
+
+impl Handler<ListThreads> for Registry {
+    type Result = ResponseFuture<Vec<StatusReport>>;
+
+    fn handle(&mut self, _: ListThreads, _: &mut Context<Self>) -> Self::Result {
+        let addrs: Vec<_> = self.threads.values().map(|e| e.addr.clone()).collect();
+        Box::pin(async move {
+            let replies = join_all(addrs.iter().map(|a| a.send(ThreadStatusQuery))).await;
+            replies.into_iter().filter_map(Result::ok).collect()
+        })
+    }
+}
+
+impl Handler<StopAll> for Registry {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: StopAll, _: &mut Context<Self>) -> Self::Result {
+        self.closing = true;
+        let addrs: Vec<_> = self.threads.values().map(|e| e.addr.clone()).collect();
+        Box::pin(async move {
+            join_all(addrs.iter().map(|a| a.send(Stop { reason: msg.reason }))).await;
+        })
+    }
+}
+
+/// Sends `make()` to the live actor of `thread_id`, starting it if needed.
+/// An actor may stop between the lookup and the send (idle timeout); then
+/// the lookup starts a new one and the message is sent once more.
+pub async fn ask<M>(
+    registry: &Addr<Registry>,
+    thread_id: Uuid,
+    make: impl Fn() -> M,
+) -> Result<M::Result, super::ThreadError>
+where
+    M: actix::Message + Send + 'static,
+    M::Result: Send,
+    ThreadActor: Handler<M>,
+{
+    for _ in 0..2 {
+        let addr = registry.send(Lookup { thread_id }).await.map_err(|_| super::ThreadError::Unavailable)?;
+        if let Ok(reply) = addr.send(make()).await {
+            return Ok(reply);
+        }
+    }
+    Err(super::ThreadError::Unavailable)
+}

@@ -1,0 +1,435 @@
+//! SessionActor: one per subscriber connection. The same actor serves the
+//! three transports (SSE, WebSocket, and the seed route's SSE dialect);
+//! only `write` knows the difference.
+//!
+//! It subscribes to its thread actor (fresh or from a cursor), writes the
+//! frames it is handed, then reads the thread's fan-out stream. While its
+//! transport is full it waits (`ctx.wait`), which stops it from reading the
+//! stream: the frames stay in the thread's shared ring and nothing queues
+//! per subscriber. If it falls further behind than the ring holds, the
+//! stream says `Lagged` and the session asks its thread for what it missed
+//! after its cursor (one coalesced delta per block), then skips the frames
+//! that catch-up already covered.
+//!
+//! It remembers the cursor of the last positional frame it wrote. It stops
+//! when its client goes away or its thread closes, and then unsubscribes.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
+
+use actix::prelude::*;
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError};
+use bytes::Bytes;
+use bytestring::ByteString;
+use futures_util::FutureExt;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::{
+    registry::{ask, Registry},
+    thread::{AbortGeneration, Cancel, CatchUp, StartGeneration, Subscribe, ThreadActor, Unsubscribe},
+    ThreadError,
+};
+use crate::{
+    broadcast::{Lagged, Signal},
+    domain::{
+        cursor::Cursor,
+        event::Event,
+        frame::{Frame, SSE_KEEP_ALIVE},
+    },
+    metrics::Metrics,
+};
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// Where a session's frames go.
+pub enum Transport {
+    /// `text/event-stream` body fed from a small bounded channel.
+    Sse(mpsc::Sender<Bytes>),
+    /// An actix-ws session (itself a bounded channel) and the client's
+    /// incoming frames.
+    Ws { session: actix_ws::Session, incoming: Option<AggregatedMessageStream> },
+    /// The seed route: only that message's text chunks, in its wire format,
+    /// and the response ends with the message.
+    Seed { tx: mpsc::Sender<Bytes>, message_id: Uuid },
+}
+
+/// A frame of the WebSocket client.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    Send { content: String, model: Option<String>, max_tokens: Option<u32> },
+    Cancel,
+}
+
+pub struct SessionActor {
+    id: u64,
+    thread_id: Uuid,
+    registry: Addr<Registry>,
+    thread: Option<Addr<ThreadActor>>,
+    transport: Transport,
+    metrics: Arc<Metrics>,
+    heartbeat: std::time::Duration,
+    start_from: Option<Cursor>,
+    cursor: Option<Cursor>,
+    last_seq: u64,
+    last_write: Instant,
+}
+
+enum Payload {
+    Sse(Bytes),
+    Ws(ByteString),
+}
+
+impl SessionActor {
+    pub fn new(
+        thread_id: Uuid,
+        registry: Addr<Registry>,
+        transport: Transport,
+        metrics: Arc<Metrics>,
+        heartbeat: std::time::Duration,
+        from: Option<Cursor>,
+    ) -> Self {
+        SessionActor {
+            id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+            thread_id,
+            registry,
+            thread: None,
+            transport,
+            metrics,
+            heartbeat,
+            start_from: from,
+            cursor: from,
+            last_seq: 0,
+            last_write: Instant::now(),
+        }
+    }
+
+    fn gauge(&self) -> &prometheus::IntGauge {
+        match self.transport {
+            Transport::Ws { .. } => &self.metrics.subscribers_ws,
+            _ => &self.metrics.subscribers_sse,
+        }
+    }
+
+    /// What this transport writes for `frame`, or `None` to skip it.
+    fn payload(&self, frame: &Frame) -> Option<Payload> {
+        match &self.transport {
+            Transport::Sse(_) => Some(Payload::Sse(frame.sse.clone())),
+            Transport::Ws { .. } => Some(Payload::Ws(frame.json.clone())),
+            Transport::Seed { message_id, .. } => {
+                let mine = frame.cursor.is_some_and(|c| c.message_id == *message_id);
+                frame.seed.clone().filter(|_| mine).map(Payload::Sse)
+            }
+        }
+    }
+
+    /// Writes frames in order. Frames go out at once while the transport
+    /// has room; from the first one that does not fit, the rest are sent by
+    /// one future the actor waits on, so nothing else is read meanwhile.
+    fn write(&mut self, frames: &[&Frame], ctx: &mut Context<Self>) {
+        let mut rest: Vec<Payload> = Vec::new();
+        for frame in frames {
+            if let Some(c) = frame.cursor {
+                self.cursor = Some(c);
+            }
+            if frame.kind == "message.delta" {
+                self.metrics.chunks_out.inc();
+            }
+            let Some(payload) = self.payload(frame) else { continue };
+            if !rest.is_empty() {
+                rest.push(payload);
+                continue;
+            }
+            match self.try_write(payload) {
+                Ok(None) => {}
+                Ok(Some(blocked)) => rest.push(blocked),
+                Err(()) => return ctx.stop(),
+            }
+        }
+        self.last_write = Instant::now();
+        if rest.is_empty() {
+            return;
+        }
+        let fut = match &self.transport {
+            Transport::Sse(tx) | Transport::Seed { tx, .. } => {
+                let tx = tx.clone();
+                async move {
+                    for p in rest {
+                        if let Payload::Sse(b) = p {
+                            tx.send(b).await.map_err(|_| ())?;
+                        }
+                    }
+                    Ok(())
+                }
+                .boxed_local()
+            }
+            Transport::Ws { session, .. } => {
+                let mut session = session.clone();
+                async move {
+                    for p in rest {
+                        if let Payload::Ws(s) = p {
+                            session.text(s).await.map_err(|_| ())?;
+                        }
+                    }
+                    Ok(())
+                }
+                .boxed_local()
+            }
+        };
+        ctx.wait(fut.into_actor(self).map(|res: Result<(), ()>, act, ctx| {
+            act.last_write = Instant::now();
+            if res.is_err() {
+                ctx.stop();
+            }
+        }));
+    }
+
+    /// `Ok(None)` written; `Ok(Some(p))` no room now; `Err` client gone.
+    fn try_write(&mut self, payload: Payload) -> Result<Option<Payload>, ()> {
+        match (&mut self.transport, payload) {
+            (Transport::Sse(tx) | Transport::Seed { tx, .. }, Payload::Sse(b)) => match tx.try_send(b) {
+                Ok(()) => Ok(None),
+                Err(mpsc::error::TrySendError::Full(b)) => Ok(Some(Payload::Sse(b))),
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+            },
+            (Transport::Ws { session, .. }, Payload::Ws(s)) => match session.text(s.clone()).now_or_never() {
+                Some(Ok(())) => Ok(None),
+                Some(Err(_)) => Err(()),
+                None => Ok(Some(Payload::Ws(s))),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    /// An event for this subscriber alone, at its own cursor.
+    fn write_event(&mut self, event: Event, ctx: &mut Context<Self>) {
+        let frame = Frame::encode(&event, 0, false);
+        self.write(&[&frame], ctx);
+    }
+
+    fn write_error(&mut self, code: &str, message: &str, ctx: &mut Context<Self>) {
+        if matches!(self.transport, Transport::Seed { .. }) {
+            let line = format!(
+                "data: {{\"type\": \"error\", \"message\": {}}}\n\n",
+                serde_json::to_string(message).unwrap_or_default()
+            );
+            let _ = self.try_write(Payload::Sse(Bytes::from(line)));
+            return;
+        }
+        let event =
+            Event::Error { thread_id: self.thread_id, cursor: self.cursor, code: code.into(), message: message.into() };
+        self.write_event(event, ctx);
+    }
+
+    fn close(&mut self, code: &str, message: &str, ctx: &mut Context<Self>) {
+        self.write_error(code, message, ctx);
+        if let Transport::Ws { session, .. } = &self.transport {
+            let session = session.clone();
+            let reason = CloseReason { code: CloseCode::Away, description: Some(code.to_owned()) };
+            actix::spawn(async move {
+                let _ = session.close(Some(reason)).await;
+            });
+        }
+        ctx.stop();
+    }
+
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        if self.last_write.elapsed() < self.heartbeat {
+            return;
+        }
+        let sent = match &mut self.transport {
+            Transport::Sse(tx) => !matches!(
+                tx.try_send(Bytes::from_static(SSE_KEEP_ALIVE)),
+                Err(mpsc::error::TrySendError::Closed(_))
+            ),
+            Transport::Ws { session, .. } => !matches!(session.ping(b"").now_or_never(), Some(Err(_))),
+            Transport::Seed { .. } => true,
+        };
+        self.last_write = Instant::now();
+        if !sent {
+            ctx.stop();
+        }
+    }
+
+    fn on_client_frame(&mut self, text: &str, ctx: &mut Context<Self>) {
+        let frame: ClientFrame = match serde_json::from_str(text) {
+            Ok(f) => f,
+            Err(e) => return self.write_error("bad_request", &format!("malformed frame: {e}"), ctx),
+        };
+        let registry = self.registry.clone();
+        let thread_id = self.thread_id;
+        match frame {
+            ClientFrame::Send { content, .. } if content.trim().is_empty() => {
+                self.write_error("bad_request", "`content` must not be empty", ctx)
+            }
+            ClientFrame::Send { content, model, max_tokens } => {
+                let fut = async move {
+                    let start = || StartGeneration { content: content.clone(), model: model.clone(), max_tokens };
+                    let started = ask(&registry, thread_id, start).await??;
+                    let id = started.assistant_message.id;
+                    match started.committed.await {
+                        Ok(Ok(())) => Ok(()),
+                        _ => {
+                            let _ = ask(&registry, thread_id, || AbortGeneration { assistant_message_id: id }).await;
+                            Err(ThreadError::Unavailable)
+                        }
+                    }
+                };
+                ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+                    if let Err(e) = res {
+                        let api: crate::error::ApiError = e.into();
+                        act.write_error(api.code.as_str(), &api.message, ctx);
+                    }
+                }));
+            }
+            ClientFrame::Cancel => {
+                let fut = async move { ask(&registry, thread_id, || Cancel).await? };
+                ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+                    if let Err(e) = res {
+                        let api: crate::error::ApiError = e.into();
+                        act.write_error(api.code.as_str(), &api.message, ctx);
+                    }
+                }));
+            }
+        }
+    }
+
+    fn close_ws(&mut self, code: CloseCode, description: &str, ctx: &mut Context<Self>) {
+        if let Transport::Ws { session, .. } = &self.transport {
+            let session = session.clone();
+            let reason = CloseReason { code, description: Some(description.to_owned()) };
+            actix::spawn(async move {
+                let _ = session.close(Some(reason)).await;
+            });
+        }
+        ctx.stop();
+    }
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.gauge().inc();
+        if let Transport::Ws { incoming, .. } = &mut self.transport {
+            if let Some(stream) = incoming.take() {
+                ctx.add_stream(stream);
+            }
+        }
+        if let Transport::Sse(tx) | Transport::Seed { tx, .. } = &self.transport {
+            // The client going away drops the response body and with it the
+            // receiver; notice it even while nothing is being written.
+            let tx = tx.clone();
+            ctx.spawn(async move { tx.closed().await }.into_actor(self).map(|_, _, ctx| ctx.stop()));
+        }
+        let registry = self.registry.clone();
+        let (thread_id, session_id, from) = (self.thread_id, self.id, self.start_from);
+        ctx.wait(
+            async move { ask(&registry, thread_id, || Subscribe { session_id, from }).await? }.into_actor(self).map(
+                |res, act, ctx| match res {
+                    Ok(sub) => {
+                        act.thread = Some(sub.thread);
+                        let frames: Vec<&Frame> = sub.frames.iter().collect();
+                        act.write(&frames, ctx);
+                        ctx.add_stream(sub.signals);
+                    }
+                    Err(e) => {
+                        tracing::warn!(thread_id = %act.thread_id, error.message = %e, "subscription refused");
+                        act.close("unavailable", &e.to_string(), ctx);
+                    }
+                },
+            ),
+        );
+        ctx.run_interval(self.heartbeat, |act, ctx| act.heartbeat(ctx));
+    }
+
+    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        self.gauge().dec();
+        if let Some(thread) = &self.thread {
+            thread.do_send(Unsubscribe { session_id: self.id });
+        }
+        Running::Stop
+    }
+}
+
+impl StreamHandler<Result<Signal, Lagged>> for SessionActor {
+    fn handle(&mut self, item: Result<Signal, Lagged>, ctx: &mut Context<Self>) {
+        match item {
+            Ok(Signal::Frame(frame)) => {
+                if frame.seq > self.last_seq {
+                    self.last_seq = frame.seq;
+                    self.write(&[&frame], ctx);
+                    if let Transport::Seed { message_id, .. } = &self.transport {
+                        let done = frame.kind == "message.completed"
+                            && frame.cursor.is_some_and(|c| c.message_id == *message_id);
+                        if done {
+                            ctx.stop();
+                        }
+                    }
+                }
+            }
+            Ok(Signal::Presence(subscribers)) => {
+                if !matches!(self.transport, Transport::Seed { .. }) {
+                    let event = Event::Presence { thread_id: self.thread_id, cursor: self.cursor, subscribers };
+                    self.write_event(event, ctx);
+                }
+            }
+            Ok(Signal::Closed { code, message }) => self.close(code, message, ctx),
+            Err(Lagged(missed)) => {
+                tracing::debug!(thread_id = %self.thread_id, session = self.id, missed, "subscriber lagged; catching up");
+                let Some(thread) = self.thread.clone() else { return };
+                let from = self.cursor;
+                ctx.wait(thread.send(CatchUp { from }).into_actor(self).map(|res, act, ctx| match res {
+                    Ok(Ok(reply)) => {
+                        act.last_seq = act.last_seq.max(reply.head_seq);
+                        let frames: Vec<&Frame> = reply.frames.iter().collect();
+                        act.write(&frames, ctx);
+                    }
+                    _ => act.close("thread_stopped", "the thread is no longer live; reconnect to resume", ctx),
+                }));
+            }
+        }
+    }
+
+    /// The thread's fan-out ended: its actor stopped.
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.close("thread_stopped", "the thread is no longer live; reconnect to resume", ctx);
+    }
+}
+
+impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for SessionActor {
+    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
+        match item {
+            Ok(AggregatedMessage::Text(text)) => self.on_client_frame(&text, ctx),
+            Ok(AggregatedMessage::Binary(_)) => {
+                self.write_error("bad_request", "binary frames are not supported; send JSON text frames", ctx)
+            }
+            Ok(AggregatedMessage::Ping(bytes)) => {
+                if let Transport::Ws { session, .. } = &mut self.transport {
+                    let _ = session.pong(&bytes).now_or_never();
+                }
+            }
+            Ok(AggregatedMessage::Pong(_)) => {}
+            Ok(AggregatedMessage::Close(_)) => ctx.stop(),
+            Err(ProtocolError::Overflow) => self.close_ws(CloseCode::Size, "frame too large", ctx),
+            Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                self.close_ws(CloseCode::Invalid, "invalid UTF-8", ctx)
+            }
+            Err(e) => {
+                tracing::debug!(error.message = %e, "websocket protocol error");
+                self.close_ws(CloseCode::Protocol, "protocol error", ctx)
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

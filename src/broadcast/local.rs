@@ -1,0 +1,41 @@
+//! In-process fan-out over a `tokio::sync::broadcast` ring: the frame is
+//! stored once and each subscriber holds only a read position, so memory
+//! per subscriber does not grow with its lag.
+
+use futures_util::StreamExt;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
+
+use super::{Fanout, Lagged, Signal, SignalStream};
+
+pub struct LocalFanout {
+    sender: broadcast::Sender<Signal>,
+}
+
+impl LocalFanout {
+    /// A ring of `capacity` signals.
+    pub fn new(capacity: usize) -> Self {
+        let (sender, _) = broadcast::channel(capacity.max(2));
+        LocalFanout { sender }
+    }
+}
+
+impl Fanout for LocalFanout {
+    fn publish(&self, signal: Signal) {
+        // An error only means nobody listens right now, which is fine: the
+        // generation goes on without subscribers.
+        let _ = self.sender.send(signal);
+    }
+
+    fn subscribe(&self) -> SignalStream {
+        Box::pin(BroadcastStream::new(self.sender.subscribe()).map(|item| {
+            item.map_err(|e| match e {
+                BroadcastStreamRecvError::Lagged(n) => Lagged(n),
+            })
+        }))
+    }
+
+    fn backlog(&self) -> usize {
+        self.sender.len()
+    }
+}

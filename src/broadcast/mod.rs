@@ -1,0 +1,43 @@
+//! The fan-out seam. A thread actor publishes `Signal`s; each subscriber
+//! session reads them at its own pace. Nothing outside this module knows
+//! whether fan-out is in-process or spans nodes: a Redis-backed
+//! implementation of `Fanout` is the planned second one.
+//!
+//! Publishing never waits and does no per-subscriber work: one shared
+//! frame, one ring. A subscriber that falls further behind than the ring
+//! holds is told `Lagged` and catches up from its cursor instead.
+
+pub mod local;
+
+use std::{pin::Pin, sync::Arc};
+
+use futures_util::Stream;
+
+use crate::domain::frame::Frame;
+
+/// What a thread actor tells its subscribers.
+#[derive(Debug, Clone)]
+pub enum Signal {
+    /// A positional event, already encoded.
+    Frame(Arc<Frame>),
+    /// The number of live subscribers changed.
+    Presence(usize),
+    /// The thread is going away; subscribers get this `error` and close.
+    Closed { code: &'static str, message: &'static str },
+}
+
+/// Why a subscriber's stream skipped signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lagged(pub u64);
+
+pub type SignalStream = Pin<Box<dyn Stream<Item = Result<Signal, Lagged>> + Send>>;
+
+/// One thread's fan-out.
+pub trait Fanout: Send + 'static {
+    /// Hands `signal` to every subscriber without waiting.
+    fn publish(&self, signal: Signal);
+    /// A new subscriber's stream: every signal published from now on.
+    fn subscribe(&self) -> SignalStream;
+    /// Signals retained for the slowest subscriber.
+    fn backlog(&self) -> usize;
+}

@@ -1,0 +1,162 @@
+//! Settings: one struct, parsed by clap, every flag with an environment
+//! variable (the flag wins). `convo --help` documents them all.
+//!
+//! The struct is passed explicitly to `Application::build`; nothing reads
+//! the environment after start-up.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, ValueEnum};
+
+/// Every setting of the service, grouped by concern.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "convo", version, about = "Streams LLM conversations to many subscribers over SSE and WebSocket")]
+pub struct Settings {
+    #[command(flatten)]
+    pub http: HttpSettings,
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    #[command(flatten)]
+    pub provider: ProviderSettings,
+    #[command(flatten)]
+    pub streaming: StreamingSettings,
+    #[command(flatten)]
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HttpSettings {
+    /// Address to listen on (`host:port`; port 0 picks a free port).
+    #[arg(long, env = "BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "HTTP_WORKERS")]
+    pub http_workers: Option<usize>,
+    /// Time a graceful shutdown may take before open connections are cut.
+    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+    /// Largest accepted JSON request body, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseSettings {
+    /// Database URL (`sqlite://path?mode=rwc` or `postgres://...`); default: SQLite in `--data-dir`.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Folder for the default SQLite database file.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Group-commit interval: at most one write transaction per interval.
+    #[arg(long, env = "FLUSH_INTERVAL_MS", default_value_t = 50)]
+    pub flush_interval_ms: u64,
+    /// Largest number of pooled database connections.
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 8)]
+    pub db_max_connections: u32,
+}
+
+/// Which model provider answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProviderKind {
+    /// Deterministic text at a set pace; needs no network.
+    Simulated,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProviderSettings {
+    /// Model provider (default: `simulated`).
+    #[arg(long, env = "PROVIDER", value_enum)]
+    pub provider: Option<ProviderKind>,
+    /// Default model name when neither the thread nor the request names one.
+    #[arg(long, env = "MODEL")]
+    pub model: Option<String>,
+    /// Default `max_tokens` for a generation.
+    #[arg(long, env = "MAX_TOKENS", default_value_t = 1024)]
+    pub max_tokens: u32,
+    /// Simulated provider: number of text chunks per reply.
+    #[arg(long, env = "SIM_CHUNKS", default_value_t = 40)]
+    pub sim_chunks: usize,
+    /// Simulated provider: characters per chunk.
+    #[arg(long, env = "SIM_CHUNK_CHARS", default_value_t = 8)]
+    pub sim_chunk_chars: usize,
+    /// Simulated provider: pause between chunks.
+    #[arg(long, env = "SIM_INTERVAL_MS", default_value_t = 25)]
+    pub sim_interval_ms: u64,
+    /// Simulated provider: stream a thinking block before the text.
+    #[arg(long, env = "SIM_THINKING", default_value_t = false)]
+    pub sim_thinking: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StreamingSettings {
+    /// Heartbeat period while a subscription is idle (SSE comment or WS ping).
+    #[arg(long, env = "HEARTBEAT_MS", default_value_t = 15_000)]
+    pub heartbeat_ms: u64,
+    /// A thread actor with no subscribers and no generation stops after this.
+    #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+    /// Frames kept per thread for subscribers that fall behind; past it they catch up with one coalesced delta.
+    #[arg(long, env = "BROADCAST_CAPACITY", default_value_t = 256)]
+    pub broadcast_capacity: usize,
+    /// Arbiters (threads) that run thread actors (default: one per core).
+    #[arg(long, env = "ACTOR_ARBITERS")]
+    pub actor_arbiters: Option<usize>,
+    /// SSE `retry:` hint sent to browsers, in milliseconds.
+    #[arg(long, env = "SSE_RETRY_MS", default_value_t = 1_000)]
+    pub sse_retry_ms: u64,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TelemetrySettings {
+    /// Log format (default: `pretty` on a terminal, `json` otherwise).
+    #[arg(long, env = "LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter in `tracing` syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+}
+
+impl DatabaseSettings {
+    /// The URL to connect to: the configured one, or the default SQLite file.
+    pub fn url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("convo.db").display()),
+        }
+    }
+
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_interval_ms.max(1))
+    }
+}
+
+impl ProviderKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::Simulated => "simulated",
+        }
+    }
+}
+
+impl ProviderSettings {
+    pub fn kind(&self) -> ProviderKind {
+        self.provider.unwrap_or(ProviderKind::Simulated)
+    }
+}
+
+impl StreamingSettings {
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms.max(10))
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+}

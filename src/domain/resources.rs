@@ -1,0 +1,175 @@
+//! The resources of the HTTP contract: projects, threads and messages made
+//! of content blocks. A message's text is append-only per block, which is
+//! what makes byte-offset cursors exact.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Project {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A thread as stored; its `status` is not stored but derived from its live
+/// actor (see `http::threads`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thread {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub title: Option<String>,
+    pub system: Option<String>,
+    pub model: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    Complete,
+    Streaming,
+    Cancelled,
+    Failed,
+    Interrupted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockKind {
+    Text,
+    Thinking,
+    ToolUse,
+}
+
+/// One content block: an append-only text of one kind. For `tool_use` the
+/// text is the tool's JSON input and `id`/`name` name the call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Block {
+    pub kind: BlockKind,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Thinking signature from the provider: stored and sent back upstream,
+    /// never shown to clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+impl Block {
+    pub fn new(kind: BlockKind) -> Self {
+        Block { kind, text: String::new(), id: None, name: None, signature: None }
+    }
+
+    pub fn text(text: impl Into<String>) -> Self {
+        Block { text: text.into(), ..Block::new(BlockKind::Text) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// Why a message ended `failed` (or any other non-complete status).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageError {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub id: Uuid,
+    pub thread_id: Uuid,
+    pub position: i64,
+    pub role: Role,
+    pub blocks: Vec<Block>,
+    pub status: MessageStatus,
+    pub model: Option<String>,
+    pub stop_reason: Option<String>,
+    pub usage: Usage,
+    pub error: Option<MessageError>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl Message {
+    /// The text blocks joined: what a text-only client shows.
+    pub fn content(&self) -> String {
+        self.blocks
+            .iter()
+            .filter(|b| b.kind == BlockKind::Text)
+            .map(|b| b.text.as_str())
+            .collect()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.status != MessageStatus::Streaming
+    }
+}
+
+/// The public shape of a block: the stored one less its signature.
+#[derive(Serialize)]
+struct BlockView<'a> {
+    kind: BlockKind,
+    text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct MessageView<'a> {
+    id: Uuid,
+    thread_id: Uuid,
+    position: i64,
+    role: Role,
+    content: String,
+    blocks: Vec<BlockView<'a>>,
+    status: MessageStatus,
+    model: Option<&'a str>,
+    stop_reason: Option<&'a str>,
+    usage: Usage,
+    error: Option<&'a MessageError>,
+    created_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
+}
+
+impl Serialize for Message {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        MessageView {
+            id: self.id,
+            thread_id: self.thread_id,
+            position: self.position,
+            role: self.role,
+            content: self.content(),
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| BlockView { kind: b.kind, text: &b.text, id: b.id.as_deref(), name: b.name.as_deref() })
+                .collect(),
+            status: self.status,
+            model: self.model.as_deref(),
+            stop_reason: self.stop_reason.as_deref(),
+            usage: self.usage,
+            error: self.error.as_ref(),
+            created_at: self.created_at,
+            completed_at: self.completed_at,
+        }
+        .serialize(serializer)
+    }
+}

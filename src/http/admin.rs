@@ -1,0 +1,83 @@
+//! Operations: `/admin/stats`, `/admin/threads[/{tid}]`, `/metrics`,
+//! `/healthz`, `/readyz`.
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::AppState;
+use crate::{
+    actors::{
+        registry::{ListThreads, Peek},
+        thread::{Stop, StopReason, ThreadStatusQuery},
+        ThreadError,
+    },
+    error::ApiError,
+};
+
+pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
+    let m = &state.deps.metrics;
+    let batches = m.persistence_batches.get();
+    let rows = m.persistence_rows.get();
+    let (sse, ws) = (m.subscribers_sse.get(), m.subscribers_ws.get());
+    HttpResponse::Ok().json(json!({
+        "uptime_secs": m.started_at.elapsed().as_secs_f64(),
+        "provider": state.deps.provider.name(),
+        "threads": { "live": m.threads_live.get(), "generating": m.threads_generating.get() },
+        "subscribers": { "sse": sse, "ws": ws, "total": sse + ws },
+        "chunks": { "in": m.chunks_in.get(), "out": m.chunks_out.get() },
+        "persistence": {
+            "queue_depth": m.persistence_queue_depth.get(),
+            "batches": batches,
+            "transactions": m.persistence_transactions.get(),
+            "rows": rows,
+            "rows_per_batch": if batches == 0 { 0.0 } else { rows as f64 / batches as f64 },
+            "last_batch_rows": m.persistence_last_batch_rows.get(),
+            "last_batch_ms": m.persistence_last_batch_seconds.get() * 1000.0,
+            "failures": m.persistence_failures.get(),
+        },
+    }))
+}
+
+pub async fn threads(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let rows = state.registry.send(ListThreads).await.map_err(|_| ApiError::from(ThreadError::Unavailable))?;
+    Ok(HttpResponse::Ok().json(json!({ "data": rows })))
+}
+
+pub async fn thread(state: web::Data<AppState>, path: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+    let actor = state
+        .registry
+        .send(Peek { thread_id: *path })
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| ApiError::not_found("live thread actor"))?;
+    let report = actor.send(ThreadStatusQuery).await.map_err(|_| ApiError::not_found("live thread actor"))?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// Stops a live thread actor; its generation ends `cancelled`.
+pub async fn stop_thread(state: web::Data<AppState>, path: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+    let actor = state
+        .registry
+        .send(Peek { thread_id: *path })
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| ApiError::not_found("live thread actor"))?;
+    let _ = actor.send(Stop { reason: StopReason::Stopped }).await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.deps.metrics.render())
+}
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.store.ping().await?;
+    Ok(HttpResponse::Ok().json(json!({ "status": "ready" })))
+}

@@ -1,0 +1,116 @@
+//! `GET /v1/.../events` (SSE) and the seed-compatible
+//! `POST /projects/{pid}/threads/{tid}/query/stream`. Each response body
+//! is fed by a `SessionActor` through a small bounded channel.
+
+use std::convert::Infallible;
+
+use actix::Actor;
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use uuid::Uuid;
+
+use super::{
+    messages::{start, NewMessage},
+    threads::find,
+    AppState,
+};
+use crate::{
+    actors::session::{SessionActor, Transport},
+    domain::{cursor::Cursor, event::end_cursor},
+    error::ApiError,
+};
+
+/// Frames buffered per SSE response before the session waits. Small on
+/// purpose: past it the session stops reading and later catches up.
+const SSE_BUFFER: usize = 16;
+
+#[derive(Deserialize)]
+pub struct ResumeQuery {
+    pub cursor: Option<String>,
+}
+
+/// The resume position of a request: `Last-Event-ID` (what a browser
+/// sends on reconnect) wins over `?cursor=`. A malformed cursor is kept as
+/// one that names nothing, so the thread answers `cursor_invalid` and
+/// starts the subscriber fresh, as the contract says.
+pub fn resume_cursor(req: &HttpRequest, query: &ResumeQuery) -> Option<Cursor> {
+    let header = req.headers().get("Last-Event-ID").and_then(|v| v.to_str().ok()).filter(|s| !s.trim().is_empty());
+    let raw = header.or(query.cursor.as_deref().filter(|s| !s.is_empty()))?;
+    Some(raw.parse().unwrap_or(Cursor::new(Uuid::nil(), 0, 0)))
+}
+
+fn sse_response(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .insert_header((header::CONTENT_ENCODING, "identity"))
+        .streaming(ReceiverStream::new(rx).map(Ok::<_, Infallible>))
+}
+
+#[tracing::instrument(skip_all, fields(project_id = %path.0, thread_id = %path.1))]
+pub async fn subscribe(
+    state: web::Data<AppState>,
+    path: web::Path<(Uuid, Uuid)>,
+    query: web::Query<ResumeQuery>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let thread = find(&state, path.0, path.1).await?;
+    let from = resume_cursor(&req, &query);
+    let (tx, rx) = mpsc::channel(SSE_BUFFER);
+    let settings = &state.deps.settings.streaming;
+    // unwrap-free: a fresh channel always has room for its first item.
+    let _ = tx.try_send(Bytes::from(format!("retry: {}\n\n", settings.sse_retry_ms)));
+    SessionActor::new(
+        thread.id,
+        state.registry.clone(),
+        Transport::Sse(tx),
+        state.deps.metrics.clone(),
+        settings.heartbeat(),
+        from,
+    )
+    .start();
+    Ok(sse_response(rx))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedQuery {
+    query: Option<String>,
+    content: Option<String>,
+    model: Option<String>,
+    max_tokens: Option<u32>,
+}
+
+/// The original service's direct path: starts a generation like POST
+/// messages and streams that one answer back in the seed's wire format.
+#[tracing::instrument(skip_all, fields(project_id = %path.0, thread_id = %path.1))]
+pub async fn seed_stream(
+    state: web::Data<AppState>,
+    path: web::Path<(Uuid, Uuid)>,
+    body: web::Json<SeedQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let SeedQuery { query, content, model, max_tokens } = body.into_inner();
+    let content = query.or(content).ok_or_else(|| ApiError::bad_request("`query` is required"))?;
+    let message = NewMessage { content, model, max_tokens };
+    message.validate()?;
+    let thread = find(&state, path.0, path.1).await?;
+    let started = start(&state, thread.id, message).await?;
+    let (tx, rx) = mpsc::channel(SSE_BUFFER);
+    // Resuming right after the user message replays this answer from its
+    // first byte, then follows it live.
+    SessionActor::new(
+        thread.id,
+        state.registry.clone(),
+        Transport::Seed { tx, message_id: started.assistant_message.id },
+        state.deps.metrics.clone(),
+        state.deps.settings.streaming.heartbeat(),
+        Some(end_cursor(&started.user_message)),
+    )
+    .start();
+    Ok(sse_response(rx))
+}

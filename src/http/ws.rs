@@ -1,0 +1,47 @@
+//! `GET /v1/.../ws`: upgrades to a WebSocket (actix-ws) served by a
+//! `SessionActor`. actix-ws keeps outgoing frames in a bounded channel,
+//! unlike the deprecated actix-web-actors context, which is what keeps
+//! memory per subscriber bounded.
+
+use actix::Actor;
+use actix_web::{web, HttpRequest, HttpResponse};
+use uuid::Uuid;
+
+use super::{
+    events::{resume_cursor, ResumeQuery},
+    threads::find,
+    AppState,
+};
+use crate::{
+    actors::session::{SessionActor, Transport},
+    error::ApiError,
+};
+
+/// Largest client frame, and largest message after joining continuations.
+const MAX_CLIENT_FRAME: usize = 256 * 1024;
+
+#[tracing::instrument(skip_all, fields(project_id = %path.0, thread_id = %path.1))]
+pub async fn subscribe(
+    state: web::Data<AppState>,
+    path: web::Path<(Uuid, Uuid)>,
+    query: web::Query<ResumeQuery>,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
+    let thread = find(&state, path.0, path.1).await?;
+    let from = resume_cursor(&req, &query);
+    let (response, session, incoming) = actix_ws::handle(&req, body)
+        .map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
+    let incoming =
+        incoming.max_frame_size(MAX_CLIENT_FRAME).aggregate_continuations().max_continuation_size(MAX_CLIENT_FRAME);
+    SessionActor::new(
+        thread.id,
+        state.registry.clone(),
+        Transport::Ws { session, incoming: Some(incoming) },
+        state.deps.metrics.clone(),
+        state.deps.settings.streaming.heartbeat(),
+        from,
+    )
+    .start();
+    Ok(response)
+}

@@ -1,0 +1,15 @@
+//! convo: an actor-based service that streams LLM conversations to many
+//! subscribers at once over SSE and WebSocket, with exact resume, batched
+//! persistence and no polling. See `ARCHITECTURE.md` for the map.
+
+pub mod actors;
+pub mod broadcast;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod model;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

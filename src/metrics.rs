@@ -1,0 +1,110 @@
+//! Counters and gauges shared by the actors, exported as Prometheus text
+//! at `/metrics` and read back by `/admin/stats`. Each application owns
+//! its own registry (tests run several applications in one process).
+//! Updates are single atomic operations: safe on the hot path.
+
+use std::time::Instant;
+
+use prometheus::{Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    registry: Registry,
+    pub started_at: Instant,
+    pub threads_live: IntGauge,
+    pub threads_generating: IntGauge,
+    pub subscribers_sse: IntGauge,
+    pub subscribers_ws: IntGauge,
+    pub chunks_in: IntCounter,
+    pub chunks_out: IntCounter,
+    pub persistence_queue_depth: IntGauge,
+    pub persistence_batches: IntCounter,
+    pub persistence_transactions: IntCounter,
+    pub persistence_rows: IntCounter,
+    pub persistence_failures: IntCounter,
+    pub persistence_last_batch_rows: IntGauge,
+    pub persistence_last_batch_seconds: Gauge,
+    pub persistence_batch_seconds: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let subscribers = IntGaugeVec::new(
+            Opts::new("convo_subscribers", "Live subscriptions by transport"),
+            &["transport"],
+        )
+        .expect("valid metric");
+        let m = Metrics {
+            started_at: Instant::now(),
+            threads_live: IntGauge::new("convo_threads_live", "Live thread actors").expect("valid metric"),
+            threads_generating: IntGauge::new("convo_threads_generating", "Thread actors with a running generation")
+                .expect("valid metric"),
+            subscribers_sse: subscribers.with_label_values(&["sse"]),
+            subscribers_ws: subscribers.with_label_values(&["ws"]),
+            chunks_in: IntCounter::new("convo_chunks_in_total", "Text chunks received from providers")
+                .expect("valid metric"),
+            chunks_out: IntCounter::new("convo_chunks_out_total", "Text chunks delivered to subscribers")
+                .expect("valid metric"),
+            persistence_queue_depth: IntGauge::new("convo_persistence_queue_depth", "Writes waiting for the next batch")
+                .expect("valid metric"),
+            persistence_batches: IntCounter::new("convo_persistence_batches_total", "Batches written")
+                .expect("valid metric"),
+            persistence_transactions: IntCounter::new(
+                "convo_persistence_transactions_total",
+                "Database write transactions",
+            )
+            .expect("valid metric"),
+            persistence_rows: IntCounter::new("convo_persistence_rows_total", "Rows written").expect("valid metric"),
+            persistence_failures: IntCounter::new("convo_persistence_failures_total", "Failed batch writes")
+                .expect("valid metric"),
+            persistence_last_batch_rows: IntGauge::new("convo_persistence_last_batch_rows", "Rows in the last batch")
+                .expect("valid metric"),
+            persistence_last_batch_seconds: Gauge::new(
+                "convo_persistence_last_batch_seconds",
+                "Duration of the last batch",
+            )
+            .expect("valid metric"),
+            persistence_batch_seconds: Histogram::with_opts(
+                HistogramOpts::new("convo_persistence_batch_seconds", "Batch write latency").buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                ]),
+            )
+            .expect("valid metric"),
+            registry,
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.threads_live.clone()),
+            Box::new(m.threads_generating.clone()),
+            Box::new(subscribers),
+            Box::new(m.chunks_in.clone()),
+            Box::new(m.chunks_out.clone()),
+            Box::new(m.persistence_queue_depth.clone()),
+            Box::new(m.persistence_batches.clone()),
+            Box::new(m.persistence_transactions.clone()),
+            Box::new(m.persistence_rows.clone()),
+            Box::new(m.persistence_failures.clone()),
+            Box::new(m.persistence_last_batch_rows.clone()),
+            Box::new(m.persistence_last_batch_seconds.clone()),
+            Box::new(m.persistence_batch_seconds.clone()),
+        ];
+        for c in collectors {
+            // expect: names are distinct constants, so registration cannot clash.
+            m.registry.register(c).expect("distinct metric names");
+        }
+        m
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // unwrap: encoding into a Vec cannot fail for valid metric families.
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).unwrap();
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

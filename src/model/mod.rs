@@ -1,0 +1,87 @@
+//! The provider seam: one trait, one stream of provider events. A thread
+//! actor builds a `ModelRequest` from its conversation and consumes the
+//! stream; it never knows which provider answers.
+
+pub mod simulated;
+
+use std::{pin::Pin, sync::Arc};
+
+use futures_util::Stream;
+
+use crate::{
+    config::{ProviderKind, ProviderSettings},
+    domain::{Block, BlockKind, Role},
+};
+
+/// One turn of the conversation sent upstream.
+#[derive(Debug, Clone)]
+pub struct ChatTurn {
+    pub role: Role,
+    pub blocks: Vec<Block>,
+}
+
+/// What a provider needs to answer.
+#[derive(Debug, Clone)]
+pub struct ModelRequest {
+    pub model: String,
+    pub system: Option<String>,
+    pub turns: Vec<ChatTurn>,
+    pub max_tokens: u32,
+}
+
+/// Machine-readable reason a generation failed upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureCode {
+    /// The upstream refused, erred or dropped the stream.
+    UpstreamError,
+    /// The upstream sent nothing for too long.
+    UpstreamTimeout,
+}
+
+impl FailureCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCode::UpstreamError => "upstream_error",
+            FailureCode::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+}
+
+/// What a provider's stream yields, in order. A stream that ends without
+/// `Stop` or `Failed` was cut off.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderEvent {
+    /// The upstream accepted the request (input usage when it tells it).
+    Started { input_tokens: Option<u64> },
+    /// Content block `index` begins.
+    BlockStart { index: usize, kind: BlockKind, id: Option<String>, name: Option<String> },
+    /// Text appended to block `index`.
+    Delta { index: usize, text: String },
+    /// A thinking block's signature (kept, never shown).
+    Signature { index: usize, signature: String },
+    /// Usage so far; output tokens are cumulative.
+    Usage { input_tokens: Option<u64>, output_tokens: Option<u64> },
+    /// The answer ended normally.
+    Stop { stop_reason: Option<String> },
+    /// The answer ended in a fault; text so far is kept.
+    Failed { code: FailureCode, message: String },
+}
+
+pub type ProviderStream = Pin<Box<dyn Stream<Item = ProviderEvent> + Send>>;
+
+/// A model provider.
+pub trait Provider: Send + Sync + 'static {
+    /// Short name for logs and stats.
+    fn name(&self) -> &'static str;
+    /// The model used when neither the request nor the thread names one.
+    fn default_model(&self) -> &str;
+    /// Starts answering. Dropping the stream cancels the request upstream.
+    fn stream(&self, request: ModelRequest) -> ProviderStream;
+}
+
+/// Builds the configured provider.
+pub fn from_settings(settings: &ProviderSettings) -> anyhow::Result<Arc<dyn Provider>> {
+    Ok(match settings.kind() {
+        ProviderKind::Simulated => Arc::new(simulated::Simulated::new(settings)),
+    })
+}

@@ -1,0 +1,148 @@
+//! `Application::build`: connects and migrates the database, marks
+//! messages a crash left `streaming` as `interrupted`, starts the actors,
+//! binds the listener. `main` and the tests both call it, so the tests run
+//! the server that ships.
+//!
+//! Shutdown (SIGINT/SIGTERM, or `AppHandle::shutdown`): every thread actor
+//! ends its generation `interrupted` and tells its subscribers
+//! `shutting_down`; the write queue is drained; then the HTTP server stops,
+//! waiting at most the configured grace time for connections.
+
+use std::{net::TcpListener, sync::Arc, time::Duration};
+
+use actix::{Actor, Addr, Arbiter};
+use actix_web::{dev::Server, dev::ServerHandle, web, App, HttpServer};
+use anyhow::Context as _;
+
+use crate::{
+    actors::{
+        persistence::{Drain, PersistenceActor},
+        registry::{Registry, StopAll},
+        thread::StopReason,
+        Deps,
+    },
+    config::Settings,
+    http::{self, AppState},
+    metrics::Metrics,
+    model,
+    store::Store,
+};
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    handle: AppHandle,
+    arbiters: Vec<Arbiter>,
+}
+
+/// Stops a running application gracefully.
+#[derive(Clone)]
+pub struct AppHandle {
+    server: ServerHandle,
+    registry: Addr<Registry>,
+    persistence: Addr<PersistenceActor>,
+    grace: Duration,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let settings = Arc::new(settings);
+        let metrics = Arc::new(Metrics::new());
+        let store = Store::connect(&settings.database).await.context("could not open the database")?;
+        let interrupted = store.interrupt_streaming().await.context("could not recover interrupted messages")?;
+        if interrupted > 0 {
+            tracing::warn!(messages = interrupted, "messages left streaming by a previous run are now interrupted");
+        }
+        let provider = model::from_settings(&settings.provider)?;
+        let persistence =
+            PersistenceActor::new(store.clone(), metrics.clone(), settings.database.flush_interval()).start();
+        let deps = Arc::new(Deps {
+            store: store.clone(),
+            persistence: persistence.clone(),
+            provider,
+            metrics,
+            settings: settings.clone(),
+        });
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let arbiters: Vec<Arbiter> = (0..settings.streaming.actor_arbiters.unwrap_or(cores).max(1)).map(|_| Arbiter::new()).collect();
+        let registry = Registry::new(deps.clone(), arbiters.iter().map(|a| a.handle()).collect()).start();
+
+        let listener = TcpListener::bind(&settings.http.bind)
+            .with_context(|| format!("could not listen on {}", settings.http.bind))?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState { store, registry: registry.clone(), deps });
+        let max_body = settings.http.max_body_bytes;
+        let grace = Duration::from_millis(settings.http.shutdown_grace_ms);
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(http::error_shape())
+                .wrap(tracing_actix_web::TracingLogger::default())
+                .app_data(state.clone())
+                .configure(|cfg| http::configure(cfg, max_body))
+        })
+        .listen(listener)?
+        .disable_signals()
+        .shutdown_timeout(grace.as_secs().max(1))
+        .workers(settings.http.http_workers.unwrap_or(cores).max(1))
+        .run();
+        let handle = AppHandle { server: server.handle(), registry, persistence, grace };
+        tracing::info!(port, provider = settings.provider.kind().name(), "listening");
+        Ok(Application { port, server, handle, arbiters })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn handle(&self) -> AppHandle {
+        self.handle.clone()
+    }
+
+    /// Serves until stopped by a signal or by `AppHandle::shutdown`.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.handle.clone();
+        actix_web::rt::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received; shutting down");
+            handle.shutdown().await;
+        });
+        self.server.await?;
+        for arbiter in self.arbiters {
+            arbiter.stop();
+        }
+        Ok(())
+    }
+}
+
+impl AppHandle {
+    pub async fn shutdown(&self) {
+        let stop = async {
+            let _ = self.registry.send(StopAll { reason: StopReason::ShuttingDown }).await;
+            let _ = self.persistence.send(Drain).await;
+        };
+        if tokio::time::timeout(self.grace, stop).await.is_err() {
+            tracing::error!("shutdown grace time ran out before every write was committed");
+        }
+        self.server.stop(true).await;
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            _ => std::future::pending::<()>().await,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
