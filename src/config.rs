@@ -59,15 +59,65 @@ pub struct DatabaseSettings {
 /// Which model provider answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProviderKind {
+    /// The Anthropic Messages API (needs `ANTHROPIC_API_KEY`).
+    Anthropic,
+    /// An OpenAI-compatible chat completions server (vLLM, llama.cpp, Ollama, ...).
+    Openai,
     /// Deterministic text at a set pace; needs no network.
     Simulated,
 }
 
+/// A secret read from the environment: never printed, not even by `Debug`.
+#[derive(Clone, Default)]
+pub struct Secret(Option<String>);
+
+impl Secret {
+    pub fn from_env(name: &str) -> Secret {
+        Secret(std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+    pub fn expose(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Secret(***)" } else { "Secret(None)" })
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ProviderSettings {
-    /// Model provider (default: `simulated`).
+    /// Model provider (default: `anthropic` when ANTHROPIC_API_KEY is set, else `simulated`).
     #[arg(long, env = "PROVIDER", value_enum)]
     pub provider: Option<ProviderKind>,
+    /// Anthropic API key: from the environment only (ANTHROPIC_API_KEY), never logged.
+    #[arg(skip = Secret::from_env("ANTHROPIC_API_KEY"))]
+    pub anthropic_api_key: Secret,
+    /// Base URL of the Anthropic API.
+    #[arg(long, env = "ANTHROPIC_BASE_URL", default_value = "https://api.anthropic.com")]
+    pub anthropic_base_url: String,
+    /// OpenAI-compatible API key: from the environment only (OPENAI_API_KEY), never logged.
+    #[arg(skip = Secret::from_env("OPENAI_API_KEY"))]
+    pub openai_api_key: Secret,
+    /// Base URL of an OpenAI-compatible API, up to `/v1` (e.g. `http://127.0.0.1:11434/v1`).
+    #[arg(long, env = "OPENAI_BASE_URL")]
+    pub openai_base_url: Option<String>,
+    /// Attempts per request while the upstream refuses before the answer starts (1 = no retry).
+    #[arg(long, env = "UPSTREAM_ATTEMPTS", default_value_t = 4)]
+    pub upstream_attempts: usize,
+    /// First retry delay; later ones double, with jitter.
+    #[arg(long, env = "UPSTREAM_RETRY_MIN_MS", default_value_t = 500)]
+    pub upstream_retry_min_ms: u64,
+    /// Longest retry delay.
+    #[arg(long, env = "UPSTREAM_RETRY_MAX_MS", default_value_t = 8_000)]
+    pub upstream_retry_max_ms: u64,
+    /// An answer with no byte (not even a ping) for this long fails with `upstream_timeout`.
+    #[arg(long, env = "UPSTREAM_STALL_MS", default_value_t = 60_000)]
+    pub upstream_stall_ms: u64,
+    /// Time to connect to the upstream.
+    #[arg(long, env = "UPSTREAM_CONNECT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub upstream_connect_timeout_ms: u64,
     /// Default model name when neither the thread nor the request names one.
     #[arg(long, env = "MODEL")]
     pub model: Option<String>,
@@ -141,6 +191,8 @@ impl DatabaseSettings {
 impl ProviderKind {
     pub fn name(self) -> &'static str {
         match self {
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Openai => "openai",
             ProviderKind::Simulated => "simulated",
         }
     }
@@ -148,7 +200,11 @@ impl ProviderKind {
 
 impl ProviderSettings {
     pub fn kind(&self) -> ProviderKind {
-        self.provider.unwrap_or(ProviderKind::Simulated)
+        match self.provider {
+            Some(kind) => kind,
+            None if self.anthropic_api_key.expose().is_some() => ProviderKind::Anthropic,
+            None => ProviderKind::Simulated,
+        }
     }
 }
 

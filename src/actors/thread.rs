@@ -389,8 +389,11 @@ impl ThreadActor {
                     message.usage.output_tokens = n;
                 }
             }
+            ProviderEvent::StopReason { stop_reason } => message.stop_reason = Some(stop_reason),
             ProviderEvent::Stop { stop_reason } => {
-                message.stop_reason = stop_reason;
+                if stop_reason.is_some() {
+                    message.stop_reason = stop_reason;
+                }
                 self.finish(MessageStatus::Complete, None, ctx);
             }
             ProviderEvent::Failed { code, message } => self.fail(code, message, ctx),

@@ -2,9 +2,12 @@
 //! actor builds a `ModelRequest` from its conversation and consumes the
 //! stream; it never knows which provider answers.
 
+pub mod anthropic;
+pub mod openai;
 pub mod simulated;
+pub mod upstream;
 
-use std::{pin::Pin, sync::Arc};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures_util::Stream;
 
@@ -61,7 +64,9 @@ pub enum ProviderEvent {
     Signature { index: usize, signature: String },
     /// Usage so far; output tokens are cumulative.
     Usage { input_tokens: Option<u64>, output_tokens: Option<u64> },
-    /// The answer ended normally.
+    /// Why the model stopped, known before the stream's end.
+    StopReason { stop_reason: String },
+    /// The answer ended normally (with its stop reason, if not told before).
     Stop { stop_reason: Option<String> },
     /// The answer ended in a fault; text so far is kept.
     Failed { code: FailureCode, message: String },
@@ -81,7 +86,40 @@ pub trait Provider: Send + Sync + 'static {
 
 /// Builds the configured provider.
 pub fn from_settings(settings: &ProviderSettings) -> anyhow::Result<Arc<dyn Provider>> {
+    let policy = upstream::UpstreamPolicy {
+        attempts: settings.upstream_attempts.max(1),
+        min_delay: Duration::from_millis(settings.upstream_retry_min_ms),
+        max_delay: Duration::from_millis(settings.upstream_retry_max_ms.max(settings.upstream_retry_min_ms)),
+        stall: Duration::from_millis(settings.upstream_stall_ms.max(1)),
+    };
+    let client = || {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(settings.upstream_connect_timeout_ms))
+            .tcp_nodelay(true)
+            .build()
+    };
     Ok(match settings.kind() {
+        ProviderKind::Anthropic => {
+            let key = settings
+                .anthropic_api_key
+                .expose()
+                .ok_or_else(|| anyhow::anyhow!("--provider anthropic needs ANTHROPIC_API_KEY in the environment"))?;
+            Arc::new(anthropic::Anthropic::new(
+                client()?,
+                &settings.anthropic_base_url,
+                key.to_owned(),
+                settings.model.clone(),
+                policy,
+            ))
+        }
+        ProviderKind::Openai => {
+            let base = settings
+                .openai_base_url
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("--provider openai needs OPENAI_BASE_URL (e.g. http://127.0.0.1:11434/v1)"))?;
+            let key = settings.openai_api_key.expose().map(str::to_owned);
+            Arc::new(openai::OpenAi::new(client()?, base, key, settings.model.clone(), policy))
+        }
         ProviderKind::Simulated => Arc::new(simulated::Simulated::new(settings)),
     })
 }

@@ -1,0 +1,16 @@
+//! Database migrations (sea-orm-migration), applied at start-up by
+//! `store::Store::connect`. Portable: the same migrations run on SQLite and
+//! on Postgres.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_create_tables;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261125_000001_create_tables::Migration)]
+    }
+}

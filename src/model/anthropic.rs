@@ -1,0 +1,294 @@
+//! The Anthropic Messages API, streamed (`stream: true`) over reqwest.
+//!
+//! Every event of the protocol is handled: `message_start` (input usage),
+//! `content_block_start` / `_delta` / `_stop` for text (`text_delta`),
+//! thinking (`thinking_delta`, `signature_delta` kept apart from the text)
+//! and tool_use (`input_json_delta`, with the block's `id` and `name`),
+//! `message_delta` (stop reason, cumulative output usage), `message_stop`,
+//! any number of `ping`s, `error` (also after HTTP 200), and unknown event
+//! types (counted and logged at debug, then ignored).
+//!
+//! Before the first content event, refusals worth retrying (429, 5xx, 529,
+//! connection errors, a stream cut before content) are retried with
+//! backoff; after it, never: a retry would be a different answer.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use super::{
+    upstream::{self, ReadFault, UpstreamPolicy},
+    ChatTurn, FailureCode, ModelRequest, Provider, ProviderEvent, ProviderStream,
+};
+use crate::domain::{BlockKind, Role};
+
+pub const DEFAULT_MODEL: &str = "claude-sonnet-4-5";
+const API_VERSION: &str = "2023-06-01";
+
+pub struct Anthropic {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: reqwest::Client,
+    url: String,
+    api_key: String,
+    model: String,
+    policy: UpstreamPolicy,
+}
+
+impl Anthropic {
+    pub fn new(client: reqwest::Client, base_url: &str, api_key: String, model: Option<String>, policy: UpstreamPolicy) -> Self {
+        let url = format!("{}/v1/messages", base_url.trim_end_matches('/'));
+        let model = model.unwrap_or_else(|| DEFAULT_MODEL.to_owned());
+        Anthropic { inner: Arc::new(Inner { client, url, api_key, model, policy }) }
+    }
+}
+
+/// The request body: the conversation in order, consecutive turns of one
+/// role merged (the API wants them alternating), assistant blocks sent back
+/// as the content they were.
+pub fn request_body(request: &ModelRequest) -> Value {
+    let mut messages: Vec<Value> = Vec::new();
+    let mut last_role = None;
+    for turn in &request.turns {
+        let content = content_of(turn);
+        if content.is_empty() {
+            continue;
+        }
+        if last_role == Some(turn.role) {
+            if let Some(Value::Array(prev)) = messages.last_mut().and_then(|m| m.get_mut("content")) {
+                prev.extend(content);
+                continue;
+            }
+        }
+        let role = match turn.role {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        };
+        messages.push(json!({ "role": role, "content": content }));
+        last_role = Some(turn.role);
+    }
+    let mut body = json!({
+        "model": request.model,
+        "max_tokens": request.max_tokens,
+        "messages": messages,
+        "stream": true,
+    });
+    if let Some(system) = request.system.as_deref().filter(|s| !s.is_empty()) {
+        body["system"] = json!(system);
+    }
+    body
+}
+
+fn content_of(turn: &ChatTurn) -> Vec<Value> {
+    turn.blocks
+        .iter()
+        .filter_map(|b| match b.kind {
+            BlockKind::Text if !b.text.is_empty() => Some(json!({ "type": "text", "text": b.text })),
+            // A thinking block can only be sent back with its signature.
+            BlockKind::Thinking => b
+                .signature
+                .as_ref()
+                .map(|sig| json!({ "type": "thinking", "thinking": b.text, "signature": sig })),
+            BlockKind::ToolUse => Some(json!({
+                "type": "tool_use",
+                "id": b.id,
+                "name": b.name,
+                "input": serde_json::from_str::<Value>(&b.text).unwrap_or_else(|_| json!({})),
+            })),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What one SSE event of the answer means.
+enum Step {
+    Emit(Vec<ProviderEvent>),
+    /// `message_stop`: the answer is complete.
+    Done,
+    Fail(String),
+}
+
+/// Interprets one event. `content` says whether content began already.
+fn interpret(name: &str, data: &str) -> Step {
+    let v: Value = match serde_json::from_str(data) {
+        Ok(v) => v,
+        Err(_) if name == "ping" => return Step::Emit(vec![]),
+        Err(e) => return Step::Fail(format!("unreadable `{name}` event: {e}")),
+    };
+    let kind = v.get("type").and_then(Value::as_str).unwrap_or(name);
+    let index = v.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+    let text = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_owned);
+    let num = |p: &str| v.pointer(p).and_then(Value::as_u64);
+    match kind {
+        "message_start" => Step::Emit(vec![ProviderEvent::Started { input_tokens: num("/message/usage/input_tokens") }]),
+        "content_block_start" => {
+            let block_kind = match text("/content_block/type").as_deref() {
+                Some("text") => BlockKind::Text,
+                Some("thinking") | Some("redacted_thinking") => BlockKind::Thinking,
+                Some("tool_use") | Some("server_tool_use") => BlockKind::ToolUse,
+                other => return Step::Fail(format!("unsupported content block type {other:?}")),
+            };
+            let mut out = vec![ProviderEvent::BlockStart {
+                index,
+                kind: block_kind,
+                id: text("/content_block/id"),
+                name: text("/content_block/name"),
+            }];
+            // A block may start with text already in it.
+            if let Some(t) = text("/content_block/text").filter(|t| !t.is_empty()) {
+                out.push(ProviderEvent::Delta { index, text: t });
+            }
+            Step::Emit(out)
+        }
+        "content_block_delta" => match text("/delta/type").as_deref() {
+            Some("text_delta") => Step::Emit(vec![ProviderEvent::Delta { index, text: text("/delta/text").unwrap_or_default() }]),
+            Some("thinking_delta") => {
+                Step::Emit(vec![ProviderEvent::Delta { index, text: text("/delta/thinking").unwrap_or_default() }])
+            }
+            Some("input_json_delta") => {
+                Step::Emit(vec![ProviderEvent::Delta { index, text: text("/delta/partial_json").unwrap_or_default() }])
+            }
+            Some("signature_delta") => Step::Emit(vec![ProviderEvent::Signature {
+                index,
+                signature: text("/delta/signature").unwrap_or_default(),
+            }]),
+            other => {
+                tracing::debug!(delta_type = ?other, "ignoring unknown delta type");
+                Step::Emit(vec![])
+            }
+        },
+        "content_block_stop" | "ping" => Step::Emit(vec![]),
+        "message_delta" => {
+            let mut out = vec![ProviderEvent::Usage {
+                input_tokens: num("/usage/input_tokens"),
+                output_tokens: num("/usage/output_tokens"),
+            }];
+            if let Some(reason) = text("/delta/stop_reason") {
+                out.push(ProviderEvent::StopReason { stop_reason: reason });
+            }
+            Step::Emit(out)
+        }
+        "message_stop" => Step::Done,
+        "error" => {
+            let etype = text("/error/type").unwrap_or_else(|| "error".into());
+            let message = text("/error/message").unwrap_or_default();
+            Step::Fail(format!("model provider error ({etype}): {message}"))
+        }
+        other => {
+            tracing::debug!(event = other, "ignoring unknown upstream event type");
+            Step::Emit(vec![])
+        }
+    }
+}
+
+impl Provider for Anthropic {
+    fn name(&self) -> &'static str {
+        "anthropic"
+    }
+
+    fn default_model(&self) -> &str {
+        &self.inner.model
+    }
+
+    fn stream(&self, request: ModelRequest) -> ProviderStream {
+        let inner = self.inner.clone();
+        let body = request_body(&request);
+        Box::pin(async_stream::stream! {
+            let mut delays = inner.policy.delays();
+            let mut content_began = false;
+            'attempt: loop {
+                let http = inner
+                    .client
+                    .post(&inner.url)
+                    .header("x-api-key", &inner.api_key)
+                    .header("anthropic-version", API_VERSION)
+                    .header("accept", "text/event-stream")
+                    .json(&body);
+                let response = match upstream::send_once(http).await {
+                    Ok(r) => r,
+                    Err(refusal) => {
+                        if refusal.retryable {
+                            if let Some(d) = delays.next() {
+                                let wait = refusal.retry_after.map_or(d, |ra| ra.max(d));
+                                tracing::warn!(error.message = %refusal.message, wait_ms = wait.as_millis() as u64, "retrying the model provider");
+                                tokio::time::sleep(wait).await;
+                                continue 'attempt;
+                            }
+                        }
+                        yield ProviderEvent::Failed { code: refusal.code, message: refusal.message };
+                        return;
+                    }
+                };
+                let mut events = std::pin::pin!(upstream::sse_events(response, inner.policy.stall));
+                loop {
+                    let fault = match events.next().await {
+                        Some(Ok(ev)) => match interpret(&ev.event, &ev.data) {
+                            Step::Emit(out) => {
+                                for e in out {
+                                    content_began |= matches!(e, ProviderEvent::BlockStart { .. } | ProviderEvent::Delta { .. });
+                                    yield e;
+                                }
+                                continue;
+                            }
+                            Step::Done => {
+                                yield ProviderEvent::Stop { stop_reason: None };
+                                return;
+                            }
+                            Step::Fail(message) => {
+                                yield ProviderEvent::Failed { code: FailureCode::UpstreamError, message };
+                                return;
+                            }
+                        },
+                        Some(Err(fault)) => fault,
+                        None => ReadFault::Transport("the stream ended before `message_stop`".into()),
+                    };
+                    // A stream cut before any content can be asked again.
+                    if !content_began && !matches!(fault, ReadFault::Malformed(_)) {
+                        if let Some(d) = delays.next() {
+                            tracing::warn!(error.message = %fault.message(inner.policy.stall), "answer cut before content; retrying");
+                            tokio::time::sleep(d).await;
+                            continue 'attempt;
+                        }
+                    }
+                    yield ProviderEvent::Failed { code: fault.code(), message: fault.message(inner.policy.stall) };
+                    return;
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Block;
+
+    #[test]
+    fn body_merges_turns_and_sends_blocks_back() {
+        let thinking = Block { signature: Some("sig".into()), ..Block::text("hmm") };
+        let thinking = Block { kind: BlockKind::Thinking, ..thinking };
+        let request = ModelRequest {
+            model: "m".into(),
+            system: Some("be brief".into()),
+            turns: vec![
+                ChatTurn { role: Role::User, blocks: vec![Block::text("a")] },
+                ChatTurn { role: Role::User, blocks: vec![Block::text("b")] },
+                ChatTurn { role: Role::Assistant, blocks: vec![thinking, Block::text("c")] },
+                ChatTurn { role: Role::User, blocks: vec![Block::text("d")] },
+            ],
+            max_tokens: 10,
+        };
+        let body = request_body(&request);
+        assert_eq!(body["system"], "be brief");
+        assert_eq!(body["stream"], true);
+        let messages = body["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 3);
+        assert_eq!(messages[0]["content"].as_array().unwrap().len(), 2);
+        assert_eq!(messages[1]["content"][0]["type"], "thinking");
+        assert_eq!(messages[1]["content"][0]["signature"], "sig");
+        assert_eq!(messages[2]["content"][0]["text"], "d");
+    }
+}

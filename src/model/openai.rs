@@ -1,0 +1,287 @@
+//! OpenAI-compatible chat completions, streamed: what vLLM, llama.cpp's
+//! server and Ollama speak, so the service can run on a local model.
+//!
+//! Reads `choices[].delta.content` (a text block), `delta.reasoning_content`
+//! or `delta.reasoning` (a thinking block, as reasoning servers send it),
+//! `delta.tool_calls` (one tool_use block per call index, its arguments as
+//! the block's text), `finish_reason`, the final usage chunk (with empty or
+//! null `choices`), `data: [DONE]`, and error chunks, which always fail the
+//! answer. Retries follow the same rules as the Anthropic provider.
+
+use std::{collections::HashMap, sync::Arc};
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use super::{
+    upstream::{self, ReadFault, UpstreamPolicy},
+    FailureCode, ModelRequest, Provider, ProviderEvent, ProviderStream,
+};
+use crate::domain::{BlockKind, Role};
+
+pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
+
+pub struct OpenAi {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: reqwest::Client,
+    url: String,
+    api_key: Option<String>,
+    model: String,
+    policy: UpstreamPolicy,
+}
+
+impl OpenAi {
+    pub fn new(
+        client: reqwest::Client,
+        base_url: &str,
+        api_key: Option<String>,
+        model: Option<String>,
+        policy: UpstreamPolicy,
+    ) -> Self {
+        let url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
+        let model = model.unwrap_or_else(|| DEFAULT_MODEL.to_owned());
+        OpenAi { inner: Arc::new(Inner { client, url, api_key, model, policy }) }
+    }
+}
+
+pub fn request_body(request: &ModelRequest) -> Value {
+    let mut messages = Vec::new();
+    if let Some(system) = request.system.as_deref().filter(|s| !s.is_empty()) {
+        messages.push(json!({ "role": "system", "content": system }));
+    }
+    for turn in &request.turns {
+        let text: String =
+            turn.blocks.iter().filter(|b| b.kind == BlockKind::Text).map(|b| b.text.as_str()).collect();
+        match turn.role {
+            Role::User => messages.push(json!({ "role": "user", "content": text })),
+            Role::Assistant => {
+                let calls: Vec<Value> = turn
+                    .blocks
+                    .iter()
+                    .filter(|b| b.kind == BlockKind::ToolUse)
+                    .map(|b| json!({ "id": b.id, "type": "function", "function": { "name": b.name, "arguments": b.text } }))
+                    .collect();
+                let mut m = json!({ "role": "assistant", "content": text });
+                if !calls.is_empty() {
+                    m["tool_calls"] = Value::Array(calls);
+                }
+                messages.push(m);
+            }
+        }
+    }
+    json!({
+        "model": request.model,
+        "messages": messages,
+        "max_tokens": request.max_tokens,
+        "stream": true,
+        "stream_options": { "include_usage": true },
+    })
+}
+
+/// Maps the chunks' implicit blocks onto our numbered blocks.
+#[derive(Default)]
+struct Blocks {
+    count: usize,
+    text: Option<usize>,
+    thinking: Option<usize>,
+    tools: HashMap<u64, usize>,
+}
+
+impl Blocks {
+    fn open(&mut self, kind: BlockKind, id: Option<String>, name: Option<String>, out: &mut Vec<ProviderEvent>) -> usize {
+        let index = self.count;
+        self.count += 1;
+        out.push(ProviderEvent::BlockStart { index, kind, id, name });
+        index
+    }
+}
+
+enum Step {
+    Emit(Vec<ProviderEvent>),
+    Done,
+    Fail(String),
+}
+
+fn interpret(data: &str, blocks: &mut Blocks, finished: &mut bool) -> Step {
+    if data.trim() == "[DONE]" {
+        return Step::Done;
+    }
+    let v: Value = match serde_json::from_str(data) {
+        Ok(v) => v,
+        Err(e) => return Step::Fail(format!("unreadable chunk: {e}")),
+    };
+    if let Some(err) = v.get("error") {
+        let message = err.get("message").and_then(Value::as_str).unwrap_or("unknown error");
+        return Step::Fail(format!("model provider error: {message}"));
+    }
+    let mut out = Vec::new();
+    if let Some(usage) = v.get("usage").filter(|u| u.is_object()) {
+        out.push(ProviderEvent::Usage {
+            input_tokens: usage.get("prompt_tokens").and_then(Value::as_u64),
+            output_tokens: usage.get("completion_tokens").and_then(Value::as_u64),
+        });
+    }
+    let choices = v.get("choices").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    for choice in choices.iter().filter(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0) {
+        let delta = choice.get("delta").cloned().unwrap_or(Value::Null);
+        let reasoning = delta.get("reasoning_content").or_else(|| delta.get("reasoning")).and_then(Value::as_str);
+        if let Some(t) = reasoning.filter(|t| !t.is_empty()) {
+            let index = match blocks.thinking {
+                Some(i) => i,
+                None => {
+                    let i = blocks.open(BlockKind::Thinking, None, None, &mut out);
+                    blocks.thinking = Some(i);
+                    i
+                }
+            };
+            out.push(ProviderEvent::Delta { index, text: t.to_owned() });
+        }
+        if let Some(t) = delta.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+            let index = match blocks.text {
+                Some(i) => i,
+                None => {
+                    let i = blocks.open(BlockKind::Text, None, None, &mut out);
+                    blocks.text = Some(i);
+                    i
+                }
+            };
+            out.push(ProviderEvent::Delta { index, text: t.to_owned() });
+        }
+        for call in delta.get("tool_calls").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+            let key = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let index = match blocks.tools.get(&key) {
+                Some(&i) => i,
+                None => {
+                    let id = call.get("id").and_then(Value::as_str).map(str::to_owned);
+                    let name = call.pointer("/function/name").and_then(Value::as_str).map(str::to_owned);
+                    let i = blocks.open(BlockKind::ToolUse, id, name, &mut out);
+                    blocks.tools.insert(key, i);
+                    i
+                }
+            };
+            if let Some(args) = call.pointer("/function/arguments").and_then(Value::as_str).filter(|a| !a.is_empty()) {
+                out.push(ProviderEvent::Delta { index, text: args.to_owned() });
+            }
+        }
+        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            *finished = true;
+            out.push(ProviderEvent::StopReason { stop_reason: reason.to_owned() });
+        }
+    }
+    Step::Emit(out)
+}
+
+impl Provider for OpenAi {
+    fn name(&self) -> &'static str {
+        "openai"
+    }
+
+    fn default_model(&self) -> &str {
+        &self.inner.model
+    }
+
+    fn stream(&self, request: ModelRequest) -> ProviderStream {
+        let inner = self.inner.clone();
+        let body = request_body(&request);
+        Box::pin(async_stream::stream! {
+            let mut delays = inner.policy.delays();
+            'attempt: loop {
+                let mut http = inner.client.post(&inner.url).header("accept", "text/event-stream").json(&body);
+                if let Some(key) = &inner.api_key {
+                    http = http.bearer_auth(key);
+                }
+                let response = match upstream::send_once(http).await {
+                    Ok(r) => r,
+                    Err(refusal) => {
+                        if refusal.retryable {
+                            if let Some(d) = delays.next() {
+                                let wait = refusal.retry_after.map_or(d, |ra| ra.max(d));
+                                tracing::warn!(error.message = %refusal.message, wait_ms = wait.as_millis() as u64, "retrying the model provider");
+                                tokio::time::sleep(wait).await;
+                                continue 'attempt;
+                            }
+                        }
+                        yield ProviderEvent::Failed { code: refusal.code, message: refusal.message };
+                        return;
+                    }
+                };
+                yield ProviderEvent::Started { input_tokens: None };
+                let mut blocks = Blocks::default();
+                let mut finished = false;
+                let mut events = std::pin::pin!(upstream::sse_events(response, inner.policy.stall));
+                loop {
+                    let fault = match events.next().await {
+                        Some(Ok(ev)) => match interpret(&ev.data, &mut blocks, &mut finished) {
+                            Step::Emit(out) => {
+                                for e in out {
+                                    yield e;
+                                }
+                                continue;
+                            }
+                            Step::Done => {
+                                yield ProviderEvent::Stop { stop_reason: None };
+                                return;
+                            }
+                            Step::Fail(message) => {
+                                yield ProviderEvent::Failed { code: FailureCode::UpstreamError, message };
+                                return;
+                            }
+                        },
+                        Some(Err(fault)) => fault,
+                        // Some servers close after the finish reason without
+                        // `[DONE]`: the answer itself is whole then.
+                        None if finished => {
+                            yield ProviderEvent::Stop { stop_reason: None };
+                            return;
+                        }
+                        None => ReadFault::Transport("the stream ended before `[DONE]`".into()),
+                    };
+                    if blocks.count == 0 && !matches!(fault, ReadFault::Malformed(_)) {
+                        if let Some(d) = delays.next() {
+                            tokio::time::sleep(d).await;
+                            continue 'attempt;
+                        }
+                    }
+                    yield ProviderEvent::Failed { code: fault.code(), message: fault.message(inner.policy.stall) };
+                    return;
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_map_to_blocks_in_order() {
+        let mut blocks = Blocks::default();
+        let mut finished = false;
+        let chunks = [
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"Hé"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c1","function":{"name":"f","arguments":"{\"a\""}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":":1}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+            r#"{"choices":null,"usage":{"prompt_tokens":3,"completion_tokens":5}}"#,
+        ];
+        let mut events = Vec::new();
+        for c in chunks {
+            match interpret(c, &mut blocks, &mut finished) {
+                Step::Emit(out) => events.extend(out),
+                _ => panic!("unexpected step for {c}"),
+            }
+        }
+        assert!(finished);
+        assert_eq!(events[0], ProviderEvent::BlockStart { index: 0, kind: BlockKind::Text, id: None, name: None });
+        assert_eq!(events[1], ProviderEvent::Delta { index: 0, text: "Hé".into() });
+        assert!(matches!(&events[2], ProviderEvent::BlockStart { index: 1, kind: BlockKind::ToolUse, .. }));
+        assert!(events.contains(&ProviderEvent::Usage { input_tokens: Some(3), output_tokens: Some(5) }));
+        assert!(matches!(interpret(r#"{"error":{"message":"boom"}}"#, &mut blocks, &mut finished), Step::Fail(_)));
+        assert!(matches!(interpret("[DONE]", &mut blocks, &mut finished), Step::Done));
+    }
+}

@@ -1,0 +1,150 @@
+//! What the HTTP providers share: sending a request with retries before
+//! the answer starts (exponential backoff with jitter, honouring
+//! `retry-after`), reading an upstream's error message, and turning a
+//! response body into SSE events guarded against stalls.
+//!
+//! The SSE wire format itself is parsed by the `eventsource-stream` crate.
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use eventsource_stream::{Event as SseEvent, EventStreamError, Eventsource};
+use futures_util::{Stream, StreamExt};
+use reqwest::{header::HeaderMap, RequestBuilder, Response, StatusCode};
+
+use super::FailureCode;
+
+/// Retry and stall limits of an upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamPolicy {
+    /// Attempts in all (1 = no retry).
+    pub attempts: usize,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    /// No byte for this long ends the answer `upstream_timeout`.
+    pub stall: Duration,
+}
+
+impl UpstreamPolicy {
+    /// The waits between attempts.
+    pub fn delays(&self) -> impl Iterator<Item = Duration> {
+        ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.attempts.saturating_sub(1))
+            .with_jitter()
+            .build()
+    }
+}
+
+/// Why a request did not produce an answer.
+#[derive(Debug)]
+pub struct Refusal {
+    /// Worth trying again (429, 5xx, 529, connection errors).
+    pub retryable: bool,
+    /// The upstream's `retry-after`, when it said one.
+    pub retry_after: Option<Duration>,
+    pub code: FailureCode,
+    pub message: String,
+}
+
+/// HTTP statuses that mean "try again later".
+pub fn is_retryable(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 409 | 429 | 500 | 502 | 503 | 504 | 529)
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(|s| Duration::from_secs_f64(s.min(600.0)))
+}
+
+/// Sends the request once; a non-2xx answer becomes a `Refusal` carrying
+/// the upstream's own error message.
+pub async fn send_once(request: RequestBuilder) -> Result<Response, Refusal> {
+    let response = request.send().await.map_err(|e| Refusal {
+        retryable: true,
+        retry_after: None,
+        code: FailureCode::UpstreamError,
+        message: format!("could not reach the model provider: {}", without_url(&e)),
+    })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let after = retry_after(response.headers());
+    let body = response.text().await.unwrap_or_default();
+    Err(Refusal {
+        retryable: is_retryable(status),
+        retry_after: after,
+        code: FailureCode::UpstreamError,
+        message: format!("model provider answered {}: {}", status.as_u16(), error_message(&body)),
+    })
+}
+
+/// The `error.message` of a JSON error body (Anthropic and OpenAI both
+/// use it), or the start of the body.
+pub fn error_message(body: &str) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let message = parsed.as_ref().and_then(|v| {
+        v.pointer("/error/message").or_else(|| v.get("message")).and_then(|m| m.as_str()).map(str::to_owned)
+    });
+    message.unwrap_or_else(|| body.chars().take(300).collect())
+}
+
+/// A reqwest error's text without the URL (which may carry a query key).
+pub fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "<upstream>");
+    }
+    text
+}
+
+/// A fault while reading an answer.
+#[derive(Debug)]
+pub enum ReadFault {
+    Stalled,
+    Transport(String),
+    Malformed(String),
+}
+
+impl ReadFault {
+    pub fn code(&self) -> FailureCode {
+        match self {
+            ReadFault::Stalled => FailureCode::UpstreamTimeout,
+            _ => FailureCode::UpstreamError,
+        }
+    }
+
+    pub fn message(&self, stall: Duration) -> String {
+        match self {
+            ReadFault::Stalled => format!("the model provider sent nothing for {} ms", stall.as_millis()),
+            ReadFault::Transport(e) => format!("the connection to the model provider broke: {e}"),
+            ReadFault::Malformed(e) => format!("the model provider sent a malformed stream: {e}"),
+        }
+    }
+}
+
+/// The SSE events of a response body. Any gap of `stall` without a byte
+/// (pings count) yields `ReadFault::Stalled`.
+pub fn sse_events(response: Response, stall: Duration) -> impl Stream<Item = Result<SseEvent, ReadFault>> {
+    let bytes = tokio_stream::StreamExt::timeout(response.bytes_stream(), stall).map(|item| match item {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => Err(ReadFault::Transport(without_url(&e))),
+        Err(_) => Err(ReadFault::Stalled),
+    });
+    // `timeout` keeps polling after it fires; stop at the first fault.
+    let mut failed = false;
+    let bytes = bytes.take_while(move |item| {
+        let go = !failed;
+        failed |= item.is_err();
+        std::future::ready(go)
+    });
+    bytes.eventsource().map(|item| {
+        item.map_err(|e| match e {
+            EventStreamError::Transport(fault) => fault,
+            EventStreamError::Utf8(e) => ReadFault::Malformed(e.to_string()),
+            EventStreamError::Parser(e) => ReadFault::Malformed(e.to_string()),
+        })
+    })
+}

@@ -1,0 +1,83 @@
+//! Mapping between sea-orm rows and domain types. Enum columns are stored
+//! as their serde names (`"user"`, `"streaming"`, ...); a value the code
+//! does not know is an error, not a panic.
+
+use sea_orm::ActiveValue::Set;
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::{
+    entities::{message, project, thread},
+    StoreError,
+};
+use crate::domain::{Block, Message, MessageError, Project, Thread, Usage};
+
+fn to_name<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+fn from_name<T: DeserializeOwned>(column: &str, name: &str) -> Result<T, StoreError> {
+    serde_json::from_value(serde_json::Value::String(name.to_owned()))
+        .map_err(|_| StoreError::Corrupt(format!("unknown {column} {name:?}")))
+}
+
+pub fn project(m: project::Model) -> Project {
+    Project { id: m.id, name: m.name, created_at: m.created_at }
+}
+
+pub fn thread(m: thread::Model) -> Thread {
+    Thread {
+        id: m.id,
+        project_id: m.project_id,
+        title: m.title,
+        system: m.system,
+        model: m.model,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    }
+}
+
+pub fn message(m: message::Model) -> Result<Message, StoreError> {
+    let blocks: Vec<Block> =
+        serde_json::from_value(m.blocks).map_err(|e| StoreError::Corrupt(format!("message blocks: {e}")))?;
+    let error = match (m.error_code, m.error_message) {
+        (Some(code), message) => Some(MessageError { code, message: message.unwrap_or_default() }),
+        _ => None,
+    };
+    Ok(Message {
+        id: m.id,
+        thread_id: m.thread_id,
+        position: m.position,
+        role: from_name("role", &m.role)?,
+        blocks,
+        status: from_name("status", &m.status)?,
+        model: m.model,
+        stop_reason: m.stop_reason,
+        usage: Usage { input_tokens: m.input_tokens.max(0) as u64, output_tokens: m.output_tokens.max(0) as u64 },
+        error,
+        created_at: m.created_at,
+        completed_at: m.completed_at,
+    })
+}
+
+/// Every column of a message row.
+pub fn message_row(m: &Message) -> message::ActiveModel {
+    message::ActiveModel {
+        id: Set(m.id),
+        thread_id: Set(m.thread_id),
+        position: Set(m.position),
+        role: Set(to_name(&m.role)),
+        blocks: Set(serde_json::to_value(&m.blocks).unwrap_or_default()),
+        status: Set(to_name(&m.status)),
+        model: Set(m.model.clone()),
+        stop_reason: Set(m.stop_reason.clone()),
+        input_tokens: Set(m.usage.input_tokens as i64),
+        output_tokens: Set(m.usage.output_tokens as i64),
+        error_code: Set(m.error.as_ref().map(|e| e.code.clone())),
+        error_message: Set(m.error.as_ref().map(|e| e.message.clone())),
+        created_at: Set(m.created_at),
+        completed_at: Set(m.completed_at),
+    }
+}

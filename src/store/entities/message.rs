@@ -1,0 +1,28 @@
+//! The `messages` table. `blocks` holds the content blocks as JSON.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "messages")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub thread_id: Uuid,
+    pub position: i64,
+    pub role: String,
+    pub blocks: Json,
+    pub status: String,
+    pub model: Option<String>,
+    pub stop_reason: Option<String>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub created_at: DateTimeUtc,
+    pub completed_at: Option<DateTimeUtc>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

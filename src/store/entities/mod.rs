@@ -1,0 +1,6 @@
+//! sea-orm entities, one file per table. Only `store/` uses them; the rest
+//! of the service speaks `domain` types (see `store::convert`).
+
+pub mod message;
+pub mod project;
+pub mod thread;

@@ -1,0 +1,74 @@
+//! Paginated reads: thread lists (newest first, by UUIDv7 id) and message
+//! history (by position), plus the whole conversation a thread actor loads.
+
+use sea_orm::{ColumnTrait, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect};
+use uuid::Uuid;
+
+use super::{
+    convert,
+    entities::{message, thread},
+    Store, StoreError,
+};
+use crate::domain::{Message, Thread};
+
+impl Store {
+    /// Newest first; `before` is the exclusive cursor (a thread id). The
+    /// next cursor is the last id, when more rows exist.
+    pub async fn list_threads(
+        &self,
+        project_id: Uuid,
+        limit: u64,
+        before: Option<Uuid>,
+    ) -> Result<(Vec<Thread>, Option<Uuid>), StoreError> {
+        let mut query = thread::Entity::find().filter(thread::Column::ProjectId.eq(project_id));
+        if let Some(b) = before {
+            query = query.filter(thread::Column::Id.lt(b));
+        }
+        let mut rows = query.order_by(thread::Column::Id, Order::Desc).limit(limit + 1).all(&self.db).await?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        let next = if more { rows.last().map(|r| r.id) } else { None };
+        Ok((rows.into_iter().map(convert::thread).collect(), next))
+    }
+
+    /// Position ascending. `before`: the `limit` messages just before that
+    /// position (`has_more`: older ones exist). Otherwise from `after` (or
+    /// the start) on (`has_more`: later ones exist).
+    pub async fn list_messages(
+        &self,
+        thread_id: Uuid,
+        limit: u64,
+        before: Option<i64>,
+        after: Option<i64>,
+    ) -> Result<(Vec<Message>, bool), StoreError> {
+        let mut query = message::Entity::find().filter(message::Column::ThreadId.eq(thread_id));
+        let descending = before.is_some();
+        if let Some(b) = before {
+            query = query.filter(message::Column::Position.lt(b));
+        }
+        if let Some(a) = after {
+            query = query.filter(message::Column::Position.gt(a));
+        }
+        let order = if descending { Order::Desc } else { Order::Asc };
+        let mut rows = query.order_by(message::Column::Position, order).limit(limit + 1).all(&self.db).await?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        if descending {
+            rows.reverse();
+        }
+        let messages = rows.into_iter().map(convert::message).collect::<Result<Vec<_>, _>>()?;
+        Ok((messages, more))
+    }
+
+    /// Every message of the thread, position ascending.
+    pub async fn all_messages(&self, thread_id: Uuid) -> Result<Vec<Message>, StoreError> {
+        message::Entity::find()
+            .filter(message::Column::ThreadId.eq(thread_id))
+            .order_by(message::Column::Position, Order::Asc)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(convert::message)
+            .collect()
+    }
+}

@@ -1,0 +1,193 @@
+//! The store: the only module that names sea-orm. It connects (SQLite by
+//! default, Postgres by URL), applies the migrations, and offers the
+//! queries the service needs in domain types. Writes of the hot path go
+//! through `write_batch`, one transaction for a whole group commit.
+
+mod convert;
+pub mod entities;
+mod error;
+mod history;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    sea_query::Expr, sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous}, ActiveModelTrait, ActiveValue::Set,
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryFilter,
+    TransactionTrait,
+};
+use uuid::Uuid;
+
+pub use error::StoreError;
+
+use crate::{
+    config::DatabaseSettings,
+    domain::{new_id, Message, MessageStatus, Project, Thread},
+};
+use entities::{message, project, thread};
+
+/// One write of a batch.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// A new message row (its thread's `updated_at` moves too).
+    Insert(Message),
+    /// A message's newest state: every mutable column.
+    Update(Message),
+    /// A thread and its messages.
+    DeleteThread(Uuid),
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Connects and applies the migrations.
+    pub async fn connect(settings: &DatabaseSettings) -> Result<Store, StoreError> {
+        let url = settings.url();
+        if let Some(path) = sqlite_path(&url) {
+            if let Some(dir) = std::path::Path::new(&path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Setup(format!("cannot create {}: {e}", dir.display())))?;
+            }
+        }
+        let mut options = ConnectOptions::new(url);
+        options
+            .max_connections(settings.db_max_connections.max(1))
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(5))
+            .sqlx_logging(false)
+            // sea-orm's SQLite driver sets neither WAL nor a synchronous
+            // level; WAL lets readers run beside the writer, and FULL makes
+            // a commit durable, which group commit makes cheap.
+            .map_sqlx_sqlite_opts(|o| {
+                o.create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true)
+            });
+        let db = Database::connect(options).await?;
+        Migrator::up(&db, None).await?;
+        Ok(Store { db })
+    }
+
+    /// The connection, for tests and checks.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        Ok(self.db.ping().await?)
+    }
+
+    pub async fn create_project(&self, name: &str) -> Result<Project, StoreError> {
+        let row = project::ActiveModel { id: Set(new_id()), name: Set(name.to_owned()), created_at: Set(Utc::now()) }
+            .insert(&self.db)
+            .await?;
+        Ok(convert::project(row))
+    }
+
+    pub async fn get_project(&self, id: Uuid) -> Result<Option<Project>, StoreError> {
+        Ok(project::Entity::find_by_id(id).one(&self.db).await?.map(convert::project))
+    }
+
+    pub async fn create_thread(
+        &self,
+        project_id: Uuid,
+        title: Option<String>,
+        system: Option<String>,
+        model: Option<String>,
+    ) -> Result<Thread, StoreError> {
+        let now = Utc::now();
+        let row = thread::ActiveModel {
+            id: Set(new_id()),
+            project_id: Set(project_id),
+            title: Set(title),
+            system: Set(system),
+            model: Set(model),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&self.db)
+        .await?;
+        Ok(convert::thread(row))
+    }
+
+    /// The thread only if it belongs to that project.
+    pub async fn get_thread(&self, project_id: Uuid, thread_id: Uuid) -> Result<Option<Thread>, StoreError> {
+        Ok(self.find_thread(thread_id).await?.filter(|t| t.project_id == project_id))
+    }
+
+    pub async fn find_thread(&self, thread_id: Uuid) -> Result<Option<Thread>, StoreError> {
+        Ok(thread::Entity::find_by_id(thread_id).one(&self.db).await?.map(convert::thread))
+    }
+
+    /// At start-up: messages a stopped process left `streaming` become
+    /// `interrupted`, their text kept.
+    pub async fn interrupt_streaming(&self) -> Result<u64, StoreError> {
+        let result = message::Entity::update_many()
+            .col_expr(message::Column::Status, Expr::value("interrupted"))
+            .col_expr(message::Column::CompletedAt, Expr::value(Utc::now()))
+            .col_expr(message::Column::ErrorCode, Expr::value("interrupted"))
+            .col_expr(message::Column::ErrorMessage, Expr::value("the service stopped while this message streamed"))
+            .filter(message::Column::Status.eq(status_name(MessageStatus::Streaming)))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected)
+    }
+
+    /// Writes `ops` in one transaction, in order.
+    pub async fn write_batch(&self, ops: &[WriteOp]) -> Result<(), StoreError> {
+        let txn = self.db.begin().await?;
+        for op in ops {
+            apply(&txn, op).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// One op in its own transaction (to isolate a bad row).
+    pub async fn write_one(&self, op: &WriteOp) -> Result<(), StoreError> {
+        self.write_batch(std::slice::from_ref(op)).await
+    }
+}
+
+fn status_name(status: MessageStatus) -> String {
+    serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+fn sqlite_path(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then(|| path.to_owned())
+}
+
+async fn apply<C: ConnectionTrait>(db: &C, op: &WriteOp) -> Result<(), StoreError> {
+    match op {
+        WriteOp::Insert(m) => {
+            message::Entity::insert(convert::message_row(m)).exec_without_returning(db).await?;
+            thread::Entity::update_many()
+                .col_expr(thread::Column::UpdatedAt, Expr::value(m.created_at))
+                .filter(thread::Column::Id.eq(m.thread_id))
+                .exec(db)
+                .await?;
+        }
+        WriteOp::Update(m) => {
+            let mut row = convert::message_row(m);
+            // The identity columns never change.
+            row.thread_id = sea_orm::ActiveValue::NotSet;
+            row.position = sea_orm::ActiveValue::NotSet;
+            row.role = sea_orm::ActiveValue::NotSet;
+            row.created_at = sea_orm::ActiveValue::NotSet;
+            message::Entity::update_many().set(row).filter(message::Column::Id.eq(m.id)).exec(db).await?;
+        }
+        WriteOp::DeleteThread(id) => {
+            message::Entity::delete_many().filter(message::Column::ThreadId.eq(*id)).exec(db).await?;
+            thread::Entity::delete_by_id(*id).exec(db).await?;
+        }
+    }
+    Ok(())
+}
