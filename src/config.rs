@@ -72,6 +72,9 @@ pub enum ProviderKind {
 pub struct Secret(Option<String>);
 
 impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(Some(value.into()))
+    }
     pub fn from_env(name: &str) -> Secret {
         Secret(std::env::var(name).ok().filter(|v| !v.is_empty()))
     }

@@ -5,7 +5,9 @@
 
 use std::time::Instant;
 
-use prometheus::{Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -29,11 +31,9 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let subscribers = IntGaugeVec::new(
-            Opts::new("convo_subscribers", "Live subscriptions by transport"),
-            &["transport"],
-        )
-        .expect("valid metric");
+        let subscribers =
+            IntGaugeVec::new(Opts::new("convo_subscribers", "Live subscriptions by transport"), &["transport"])
+                .expect("valid metric");
         let m = Metrics {
             started_at: Instant::now(),
             threads_live: IntGauge::new("convo_threads_live", "Live thread actors").expect("valid metric"),
@@ -45,8 +45,11 @@ impl Metrics {
                 .expect("valid metric"),
             chunks_out: IntCounter::new("convo_chunks_out_total", "Text chunks delivered to subscribers")
                 .expect("valid metric"),
-            persistence_queue_depth: IntGauge::new("convo_persistence_queue_depth", "Writes waiting for the next batch")
-                .expect("valid metric"),
+            persistence_queue_depth: IntGauge::new(
+                "convo_persistence_queue_depth",
+                "Writes waiting for the next batch",
+            )
+            .expect("valid metric"),
             persistence_batches: IntCounter::new("convo_persistence_batches_total", "Batches written")
                 .expect("valid metric"),
             persistence_transactions: IntCounter::new(
@@ -65,9 +68,8 @@ impl Metrics {
             )
             .expect("valid metric"),
             persistence_batch_seconds: Histogram::with_opts(
-                HistogramOpts::new("convo_persistence_batch_seconds", "Batch write latency").buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                ]),
+                HistogramOpts::new("convo_persistence_batch_seconds", "Batch write latency")
+                    .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
             )
             .expect("valid metric"),
             registry,

@@ -64,7 +64,8 @@ impl Application {
             settings: settings.clone(),
         });
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let arbiters: Vec<Arbiter> = (0..settings.streaming.actor_arbiters.unwrap_or(cores).max(1)).map(|_| Arbiter::new()).collect();
+        let arbiters: Vec<Arbiter> =
+            (0..settings.streaming.actor_arbiters.unwrap_or(cores).max(1)).map(|_| Arbiter::new()).collect();
         let registry = Registry::new(deps.clone(), arbiters.iter().map(|a| a.handle()).collect()).start();
 
         let listener = TcpListener::bind(&settings.http.bind)

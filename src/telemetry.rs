@@ -9,9 +9,11 @@ use crate::config::{LogFormat, TelemetrySettings};
 
 /// Installs the global subscriber. Call once, from `main`.
 pub fn init(settings: &TelemetrySettings) {
-    let format = settings
-        .log_format
-        .unwrap_or(if std::io::stdout().is_terminal() { LogFormat::Pretty } else { LogFormat::Json });
+    let format = settings.log_format.unwrap_or(if std::io::stdout().is_terminal() {
+        LogFormat::Pretty
+    } else {
+        LogFormat::Json
+    });
     let filter = EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {

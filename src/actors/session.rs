@@ -245,10 +245,9 @@ impl SessionActor {
             return;
         }
         let sent = match &mut self.transport {
-            Transport::Sse(tx) => !matches!(
-                tx.try_send(Bytes::from_static(SSE_KEEP_ALIVE)),
-                Err(mpsc::error::TrySendError::Closed(_))
-            ),
+            Transport::Sse(tx) => {
+                !matches!(tx.try_send(Bytes::from_static(SSE_KEEP_ALIVE)), Err(mpsc::error::TrySendError::Closed(_)))
+            }
             Transport::Ws { session, .. } => !matches!(session.ping(b"").now_or_never(), Some(Err(_))),
             Transport::Seed { .. } => true,
         };

@@ -125,10 +125,13 @@ pub struct Stop {
     pub reason: StopReason,
 }
 
-/// The running message, with its live text.
+/// These messages as the actor holds them now: their live text, or their
+/// final state before its write is committed.
 #[derive(Message)]
-#[rtype(result = "Option<Message>")]
-pub struct LiveMessage;
+#[rtype(result = "Vec<Message>")]
+pub struct LiveMessages {
+    pub ids: Vec<Uuid>,
+}
 
 #[derive(Message)]
 #[rtype(result = "StatusReport")]
@@ -215,7 +218,8 @@ impl ThreadActor {
 
     /// The cursor right after the last message that is not running.
     fn head_cursor(&self) -> Option<Cursor> {
-        let settled = if self.generation.is_some() { self.messages.len().saturating_sub(1) } else { self.messages.len() };
+        let settled =
+            if self.generation.is_some() { self.messages.len().saturating_sub(1) } else { self.messages.len() };
         self.messages[..settled].last().map(end_cursor)
     }
 
@@ -234,8 +238,8 @@ impl ThreadActor {
         let mut out = Vec::new();
         if m.role == Role::Assistant {
             let n = m.blocks.len();
-            let valid = c.block < n && m.blocks[c.block].text.is_char_boundary(c.offset)
-                || c.block == n && c.offset == 0;
+            let valid =
+                c.block < n && m.blocks[c.block].text.is_char_boundary(c.offset) || c.block == n && c.offset == 0;
             if !valid {
                 return (fresh(), true);
             }
@@ -292,7 +296,11 @@ impl ThreadActor {
     }
 
     fn set_generating(&self, generating: bool) {
-        self.registry.do_send(GenerationChanged { thread_id: self.thread_id, incarnation: self.incarnation, generating });
+        self.registry.do_send(GenerationChanged {
+            thread_id: self.thread_id,
+            incarnation: self.incarnation,
+            generating,
+        });
     }
 
     fn model_request(&self, model: String, max_tokens: u32) -> ModelRequest {
@@ -356,7 +364,11 @@ impl ThreadActor {
             }
             ProviderEvent::Delta { index, text } => {
                 let Some(block) = message.blocks.get_mut(index) else {
-                    return self.fail(FailureCode::UpstreamError, format!("upstream wrote to unknown block {index}"), ctx);
+                    return self.fail(
+                        FailureCode::UpstreamError,
+                        format!("upstream wrote to unknown block {index}"),
+                        ctx,
+                    );
                 };
                 if text.is_empty() {
                     return;
@@ -490,10 +502,8 @@ impl Handler<StartGeneration> for ThreadActor {
             return Err(ThreadError::Busy);
         }
         let thread = self.thread.as_ref().ok_or(ThreadError::NotFound)?;
-        let model = msg
-            .model
-            .or_else(|| thread.model.clone())
-            .unwrap_or_else(|| self.deps.provider.default_model().to_owned());
+        let model =
+            msg.model.or_else(|| thread.model.clone()).unwrap_or_else(|| self.deps.provider.default_model().to_owned());
         let now = Utc::now();
         let position = self.messages.last().map_or(0, |m| m.position + 1);
         let user = Message {
@@ -651,11 +661,11 @@ impl Handler<Stop> for ThreadActor {
     }
 }
 
-impl Handler<LiveMessage> for ThreadActor {
-    type Result = Option<Message>;
+impl Handler<LiveMessages> for ThreadActor {
+    type Result = MessageResult<LiveMessages>;
 
-    fn handle(&mut self, _: LiveMessage, _: &mut Context<Self>) -> Self::Result {
-        self.active().cloned()
+    fn handle(&mut self, msg: LiveMessages, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.messages.iter().rev().filter(|m| msg.ids.contains(&m.id)).cloned().collect())
     }
 }
 

@@ -34,13 +34,7 @@ pub enum Event {
     #[serde(rename = "message.created")]
     MessageCreated { thread_id: Uuid, cursor: Option<Cursor>, message: Message },
     #[serde(rename = "message.started")]
-    MessageStarted {
-        thread_id: Uuid,
-        cursor: Option<Cursor>,
-        message_id: Uuid,
-        role: Role,
-        model: Option<String>,
-    },
+    MessageStarted { thread_id: Uuid, cursor: Option<Cursor>, message_id: Uuid, role: Role, model: Option<String> },
     #[serde(rename = "message.block")]
     MessageBlock {
         thread_id: Uuid,

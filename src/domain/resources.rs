@@ -109,11 +109,7 @@ pub struct Message {
 impl Message {
     /// The text blocks joined: what a text-only client shows.
     pub fn content(&self) -> String {
-        self.blocks
-            .iter()
-            .filter(|b| b.kind == BlockKind::Text)
-            .map(|b| b.text.as_str())
-            .collect()
+        self.blocks.iter().filter(|b| b.kind == BlockKind::Text).map(|b| b.text.as_str()).collect()
     }
 
     pub fn is_finished(&self) -> bool {

@@ -10,7 +10,7 @@ use crate::{
     actors::{
         persistence::WriteError,
         registry::{ask, Peek},
-        thread::{AbortGeneration, Cancel, LiveMessage, StartGeneration, Started},
+        thread::{AbortGeneration, Cancel, LiveMessages, StartGeneration, Started},
     },
     domain::{Message, MessageStatus},
     error::ApiError,
@@ -108,10 +108,11 @@ pub async fn history(
     let thread = find(&state, path.0, path.1).await?;
     let (mut data, has_more) = state.store.list_messages(thread.id, limit, query.before, query.after).await?;
     // The database holds the last checkpoint; the live actor holds the text
-    // of this instant.
-    if data.iter().any(|m| m.status == MessageStatus::Streaming) {
+    // of this instant, and a just-ended message before its write commits.
+    let streaming: Vec<Uuid> = data.iter().filter(|m| m.status == MessageStatus::Streaming).map(|m| m.id).collect();
+    if !streaming.is_empty() {
         if let Ok(Some(actor)) = state.registry.send(Peek { thread_id: thread.id }).await {
-            if let Ok(Some(live)) = actor.send(LiveMessage).await {
+            for live in actor.send(LiveMessages { ids: streaming }).await.unwrap_or_default() {
                 if let Some(slot) = data.iter_mut().find(|m| m.id == live.id) {
                     *slot = live;
                 }

@@ -99,7 +99,9 @@ pub async fn list(
     let limit = clamp_limit(query.limit, 20, 100)?;
     let before = match query.cursor.as_deref() {
         None | Some("") => None,
-        Some(c) => Some(Uuid::try_parse(c).map_err(|_| ApiError::bad_request("`cursor` is not a cursor of this list"))?),
+        Some(c) => {
+            Some(Uuid::try_parse(c).map_err(|_| ApiError::bad_request("`cursor` is not a cursor of this list"))?)
+        }
     };
     state.store.get_project(project_id).await?.ok_or_else(|| ApiError::not_found("project"))?;
     let (threads, next) = state.store.list_threads(project_id, limit, before).await?;

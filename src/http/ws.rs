@@ -30,8 +30,8 @@ pub async fn subscribe(
 ) -> Result<HttpResponse, actix_web::Error> {
     let thread = find(&state, path.0, path.1).await?;
     let from = resume_cursor(&req, &query);
-    let (response, session, incoming) = actix_ws::handle(&req, body)
-        .map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
+    let (response, session, incoming) =
+        actix_ws::handle(&req, body).map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
     let incoming =
         incoming.max_frame_size(MAX_CLIENT_FRAME).aggregate_continuations().max_continuation_size(MAX_CLIENT_FRAME);
     SessionActor::new(

@@ -39,7 +39,13 @@ struct Inner {
 }
 
 impl Anthropic {
-    pub fn new(client: reqwest::Client, base_url: &str, api_key: String, model: Option<String>, policy: UpstreamPolicy) -> Self {
+    pub fn new(
+        client: reqwest::Client,
+        base_url: &str,
+        api_key: String,
+        model: Option<String>,
+        policy: UpstreamPolicy,
+    ) -> Self {
         let url = format!("{}/v1/messages", base_url.trim_end_matches('/'));
         let model = model.unwrap_or_else(|| DEFAULT_MODEL.to_owned());
         Anthropic { inner: Arc::new(Inner { client, url, api_key, model, policy }) }
@@ -88,10 +94,9 @@ fn content_of(turn: &ChatTurn) -> Vec<Value> {
         .filter_map(|b| match b.kind {
             BlockKind::Text if !b.text.is_empty() => Some(json!({ "type": "text", "text": b.text })),
             // A thinking block can only be sent back with its signature.
-            BlockKind::Thinking => b
-                .signature
-                .as_ref()
-                .map(|sig| json!({ "type": "thinking", "thinking": b.text, "signature": sig })),
+            BlockKind::Thinking => {
+                b.signature.as_ref().map(|sig| json!({ "type": "thinking", "thinking": b.text, "signature": sig }))
+            }
             BlockKind::ToolUse => Some(json!({
                 "type": "tool_use",
                 "id": b.id,
@@ -123,7 +128,9 @@ fn interpret(name: &str, data: &str) -> Step {
     let text = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_owned);
     let num = |p: &str| v.pointer(p).and_then(Value::as_u64);
     match kind {
-        "message_start" => Step::Emit(vec![ProviderEvent::Started { input_tokens: num("/message/usage/input_tokens") }]),
+        "message_start" => {
+            Step::Emit(vec![ProviderEvent::Started { input_tokens: num("/message/usage/input_tokens") }])
+        }
         "content_block_start" => {
             let block_kind = match text("/content_block/type").as_deref() {
                 Some("text") => BlockKind::Text,
@@ -144,7 +151,9 @@ fn interpret(name: &str, data: &str) -> Step {
             Step::Emit(out)
         }
         "content_block_delta" => match text("/delta/type").as_deref() {
-            Some("text_delta") => Step::Emit(vec![ProviderEvent::Delta { index, text: text("/delta/text").unwrap_or_default() }]),
+            Some("text_delta") => {
+                Step::Emit(vec![ProviderEvent::Delta { index, text: text("/delta/text").unwrap_or_default() }])
+            }
             Some("thinking_delta") => {
                 Step::Emit(vec![ProviderEvent::Delta { index, text: text("/delta/thinking").unwrap_or_default() }])
             }

@@ -113,10 +113,9 @@ pub fn from_settings(settings: &ProviderSettings) -> anyhow::Result<Arc<dyn Prov
             ))
         }
         ProviderKind::Openai => {
-            let base = settings
-                .openai_base_url
-                .as_deref()
-                .ok_or_else(|| anyhow::anyhow!("--provider openai needs OPENAI_BASE_URL (e.g. http://127.0.0.1:11434/v1)"))?;
+            let base = settings.openai_base_url.as_deref().ok_or_else(|| {
+                anyhow::anyhow!("--provider openai needs OPENAI_BASE_URL (e.g. http://127.0.0.1:11434/v1)")
+            })?;
             let key = settings.openai_api_key.expose().map(str::to_owned);
             Arc::new(openai::OpenAi::new(client()?, base, key, settings.model.clone(), policy))
         }

@@ -53,8 +53,7 @@ pub fn request_body(request: &ModelRequest) -> Value {
         messages.push(json!({ "role": "system", "content": system }));
     }
     for turn in &request.turns {
-        let text: String =
-            turn.blocks.iter().filter(|b| b.kind == BlockKind::Text).map(|b| b.text.as_str()).collect();
+        let text: String = turn.blocks.iter().filter(|b| b.kind == BlockKind::Text).map(|b| b.text.as_str()).collect();
         match turn.role {
             Role::User => messages.push(json!({ "role": "user", "content": text })),
             Role::Assistant => {
@@ -91,7 +90,13 @@ struct Blocks {
 }
 
 impl Blocks {
-    fn open(&mut self, kind: BlockKind, id: Option<String>, name: Option<String>, out: &mut Vec<ProviderEvent>) -> usize {
+    fn open(
+        &mut self,
+        kind: BlockKind,
+        id: Option<String>,
+        name: Option<String>,
+        out: &mut Vec<ProviderEvent>,
+    ) -> usize {
         let index = self.count;
         self.count += 1;
         out.push(ProviderEvent::BlockStart { index, kind, id, name });

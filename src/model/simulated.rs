@@ -11,8 +11,24 @@ use super::{ModelRequest, Provider, ProviderEvent, ProviderStream};
 use crate::{config::ProviderSettings, domain::BlockKind};
 
 const WORDS: &[&str] = &[
-    "stream", "façade", "naïve", "日本語", "🚀", "Ωmega", "actor", "délai", "chunk", "数据", "zero", "polling", "über",
-    "résumé", "—", "🙂", "byte", "exact",
+    "stream",
+    "façade",
+    "naïve",
+    "日本語",
+    "🚀",
+    "Ωmega",
+    "actor",
+    "délai",
+    "chunk",
+    "数据",
+    "zero",
+    "polling",
+    "über",
+    "résumé",
+    "—",
+    "🙂",
+    "byte",
+    "exact",
 ];
 
 pub struct Simulated {

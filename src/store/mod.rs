@@ -13,7 +13,10 @@ use std::time::Duration;
 use chrono::Utc;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
-    sea_query::Expr, sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous}, ActiveModelTrait, ActiveValue::Set,
+    sea_query::Expr,
+    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+    ActiveModelTrait,
+    ActiveValue::Set,
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryFilter,
     TransactionTrait,
 };

@@ -1,0 +1,5 @@
+//! One black-box test binary: each test starts the real server on a random
+//! port and talks HTTP, SSE and WebSocket to it like a client.
+
+mod fake_upstream;
+mod providers;

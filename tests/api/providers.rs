@@ -1,0 +1,459 @@
+//! The real Anthropic and OpenAI-compatible clients against a fake upstream
+//! that speaks each protocol byte for byte: one test per fault, through the
+//! service's HTTP API, asserting the final message, its text, what a
+//! subscriber saw and, for cancel and stall, that the upstream saw its
+//! connection closed.
+
+use std::time::Duration;
+
+use clap::Parser;
+use convo::{
+    config::{Secret, Settings},
+    startup::Application,
+};
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::fake_upstream::{anthropic as a, openai as o, End, FakeUpstream, Piece, Reply};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Harness {
+    base: String,
+    client: reqwest::Client,
+    pid: String,
+    tid: String,
+    upstream: FakeUpstream,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness(provider: &str, replies: Vec<Reply>, extra: &[&str]) -> Harness {
+    convo::telemetry::init_for_tests();
+    let upstream = FakeUpstream::start(replies).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/t.db?mode=rwc", dir.path().display());
+    let openai_base = format!("{}/v1", upstream.url);
+    let mut args = vec![
+        "convo",
+        "--bind",
+        "127.0.0.1:0",
+        "--database-url",
+        &db,
+        "--provider",
+        provider,
+        "--anthropic-base-url",
+        &upstream.url,
+        "--openai-base-url",
+        &openai_base,
+        "--upstream-retry-min-ms",
+        "10",
+        "--upstream-retry-max-ms",
+        "40",
+        "--flush-interval-ms",
+        "10",
+        "--heartbeat-ms",
+        "200",
+    ];
+    // A flag given in `extra` replaces its default (clap refuses repeats).
+    for pair in extra.chunks(2) {
+        if let Some(i) = args.iter().position(|a| *a == pair[0]) {
+            args.drain(i..i + 2);
+        }
+    }
+    args.extend_from_slice(extra);
+    let mut settings = Settings::try_parse_from(args).unwrap();
+    settings.provider.anthropic_api_key = Secret::new("sk-test-key");
+    let app = Application::build(settings).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    actix_web::rt::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+    let p: Value = client
+        .post(format!("{base}/v1/projects"))
+        .json(&json!({"name": "p"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pid = p["id"].as_str().unwrap().to_owned();
+    let t: Value = client
+        .post(format!("{base}/v1/projects/{pid}/threads"))
+        .json(&json!({"system": "You are terse.", "model": "model-of-thread"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tid = t["id"].as_str().unwrap().to_owned();
+    Harness { base, client, pid, tid, upstream, _dir: dir }
+}
+
+impl Harness {
+    fn url(&self, rest: &str) -> String {
+        format!("{}/v1/projects/{}/threads/{}{rest}", self.base, self.pid, self.tid)
+    }
+
+    /// Opens /events, posts `content`, and returns every event up to the
+    /// message's `message.completed`.
+    async fn ask(&self, body: Value) -> Vec<Value> {
+        let sse = self.client.get(self.url("/events")).send().await.unwrap();
+        let mut events = sse.bytes_stream().eventsource();
+        let ready = tokio::time::timeout(WAIT, events.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(ready.event, "ready");
+        let posted = self.client.post(self.url("/messages")).json(&body).send().await.unwrap();
+        assert_eq!(posted.status(), 202);
+        let mut seen = Vec::new();
+        loop {
+            let ev = tokio::time::timeout(WAIT, events.next()).await.expect("event in time").unwrap().unwrap();
+            let data: Value = serde_json::from_str(&ev.data).unwrap();
+            seen.push(data.clone());
+            if ev.event == "message.completed" {
+                return seen;
+            }
+        }
+    }
+
+    async fn last_message(&self) -> Value {
+        let page: Value = self.client.get(self.url("/messages")).send().await.unwrap().json().await.unwrap();
+        page["data"].as_array().unwrap().last().unwrap().clone()
+    }
+}
+
+/// The text of block 0 as the deltas built it, checking offsets.
+fn streamed_text(events: &[Value], block: u64) -> String {
+    let mut text = String::new();
+    for e in events.iter().filter(|e| e["type"] == "message.delta" && e["block"] == block) {
+        assert_eq!(e["offset"].as_u64().unwrap() as usize, text.len(), "offsets continue without gap or overlap");
+        text.push_str(e["text"].as_str().unwrap());
+    }
+    text
+}
+
+fn completed(events: &[Value]) -> &Value {
+    events.last().filter(|e| e["type"] == "message.completed").expect("ends with message.completed")
+}
+
+#[actix_web::test]
+async fn anthropic_streams_a_whole_answer_and_sends_the_conversation_in_order() {
+    let mut first = a::text_answer(&["Bonjour, ", "ça va ", "😀 bien"]);
+    // Split TCP writes inside a multi-byte character, an unknown event, and
+    // a data field spread over two lines.
+    first.insert(4, Piece::Split(a::text_delta(0, "—split—"), 7));
+    first.insert(5, Piece::Bytes(a::event("content_block_flourish", &json!({"type": "content_block_flourish"}))));
+    first.insert(6, Piece::Bytes(b"event: content_block_delta\ndata: {\"type\": \"content_block_delta\", \"index\": 0,\ndata: \"delta\": {\"type\": \"text_delta\", \"text\": \"!\"}}\n\n".to_vec()));
+    let second = a::text_answer(&["second answer"]);
+    let h = harness(
+        "anthropic",
+        vec![Reply::Stream { pieces: first, end: End::Clean }, Reply::Stream { pieces: second, end: End::Clean }],
+        &[],
+    )
+    .await;
+
+    let events = h.ask(json!({"content": "first question", "max_tokens": 77})).await;
+    let text = streamed_text(&events, 0);
+    assert_eq!(text, "Bonjour, —split—!ça va 😀 bien");
+    assert_eq!(completed(&events)["status"], "complete");
+    let stored = h.last_message().await;
+    assert_eq!(stored["content"], text);
+    assert_eq!(stored["status"], "complete");
+    assert_eq!(stored["stop_reason"], "end_turn");
+    assert_eq!(stored["usage"]["input_tokens"], 11);
+    assert_eq!(stored["usage"]["output_tokens"], 3);
+
+    let events = h.ask(json!({"content": "second question", "model": "model-of-request"})).await;
+    assert_eq!(streamed_text(&events, 0), "second answer");
+
+    let requests = h.upstream.requests();
+    assert_eq!(requests.len(), 2);
+    let r = &requests[1];
+    assert_eq!(r.path, "/v1/messages");
+    assert_eq!(r.header("x-api-key"), Some("sk-test-key"));
+    assert_eq!(r.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(requests[0].body["model"], "model-of-thread");
+    assert_eq!(requests[0].body["max_tokens"], 77);
+    assert_eq!(r.body["model"], "model-of-request");
+    assert_eq!(r.body["stream"], true);
+    assert_eq!(r.body["system"], "You are terse.");
+    let turns: Vec<(String, String)> = r.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap().to_owned(), m["content"][0]["text"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        turns,
+        vec![
+            ("user".into(), "first question".into()),
+            ("assistant".into(), text.clone()),
+            ("user".into(), "second question".into())
+        ]
+    );
+}
+
+#[actix_web::test]
+async fn anthropic_thinking_and_tool_use_blocks_are_kept_apart() {
+    let pieces = vec![
+        Piece::Bytes(a::message_start(5)),
+        Piece::Bytes(a::event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+        )),
+        Piece::Bytes(a::event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Let me think."}}),
+        )),
+        Piece::Bytes(a::event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "SIG123"}}),
+        )),
+        Piece::Bytes(a::block_stop(0)),
+        Piece::Bytes(a::text_start(1)),
+        Piece::Bytes(a::text_delta(1, "Checking the weather.")),
+        Piece::Bytes(a::block_stop(1)),
+        Piece::Bytes(a::event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}}),
+        )),
+        Piece::Bytes(a::event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{\"city\": "}}),
+        )),
+        Piece::Bytes(a::event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "\"Paris\"}"}}),
+        )),
+        Piece::Bytes(a::block_stop(2)),
+        Piece::Bytes(a::message_delta("tool_use", 42)),
+        Piece::Bytes(a::message_stop()),
+    ];
+    let h = harness("anthropic", vec![Reply::Stream { pieces, end: End::Clean }], &[]).await;
+    let events = h.ask(json!({"content": "weather?"})).await;
+    let kinds: Vec<&str> =
+        events.iter().filter(|e| e["type"] == "message.block").map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["thinking", "text", "tool_use"]);
+    let tool = events.iter().find(|e| e["type"] == "message.block" && e["kind"] == "tool_use").unwrap();
+    assert_eq!(tool["id"], "toolu_1");
+    assert_eq!(tool["name"], "get_weather");
+    let stored = h.last_message().await;
+    assert_eq!(stored["content"], "Checking the weather.");
+    assert_eq!(stored["blocks"][0]["text"], "Let me think.");
+    assert_eq!(stored["blocks"][2]["text"], "{\"city\": \"Paris\"}");
+    assert_eq!(stored["stop_reason"], "tool_use");
+    assert_eq!(stored["usage"]["output_tokens"], 42);
+    assert!(!stored.to_string().contains("SIG123"), "signatures are never shown");
+    assert!(!events.iter().any(|e| e.to_string().contains("SIG123")));
+}
+
+#[actix_web::test]
+async fn anthropic_retries_overload_and_rate_limits_before_the_first_delta() {
+    let overloaded =
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}).to_string();
+    let h = harness(
+        "anthropic",
+        vec![
+            Reply::Status { code: 529, body: overloaded.clone(), retry_after: None },
+            Reply::Status { code: 429, body: overloaded, retry_after: Some(0) },
+            Reply::Stream { pieces: a::text_answer(&["after retries"]), end: End::Clean },
+        ],
+        &[],
+    )
+    .await;
+    let events = h.ask(json!({"content": "hi"})).await;
+    assert_eq!(completed(&events)["status"], "complete");
+    assert_eq!(streamed_text(&events, 0), "after retries");
+    assert_eq!(h.upstream.requests().len(), 3);
+}
+
+#[actix_web::test]
+async fn anthropic_gives_up_after_the_configured_attempts() {
+    let body = json!({"type": "error", "error": {"type": "api_error", "message": "Internal"}}).to_string();
+    let h =
+        harness("anthropic", vec![Reply::Status { code: 503, body, retry_after: None }], &["--upstream-attempts", "3"])
+            .await;
+    let events = h.ask(json!({"content": "hi"})).await;
+    let done = completed(&events);
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["error"]["code"], "upstream_error");
+    assert_eq!(h.upstream.requests().len(), 3);
+    let stored = h.last_message().await;
+    assert_eq!(stored["status"], "failed");
+    assert_eq!(stored["content"], "");
+}
+
+#[actix_web::test]
+async fn anthropic_client_errors_are_not_retried_and_keep_the_upstream_message() {
+    for code in [400u16, 401] {
+        let body = json!({"type": "error", "error": {"type": "invalid_request_error", "message": format!("refused with {code}")}}).to_string();
+        let h = harness("anthropic", vec![Reply::Status { code, body, retry_after: None }], &[]).await;
+        let events = h.ask(json!({"content": "hi"})).await;
+        let done = completed(&events);
+        assert_eq!(done["status"], "failed");
+        assert!(done["error"]["message"].as_str().unwrap().contains(&format!("refused with {code}")));
+        assert_eq!(h.upstream.requests().len(), 1, "no retry for {code}");
+    }
+}
+
+/// The first part of an answer, then the given ending.
+fn cut_answer(tail: Vec<Piece>) -> Vec<Piece> {
+    let mut pieces = vec![
+        Piece::Bytes(a::message_start(9)),
+        Piece::Bytes(a::text_start(0)),
+        Piece::Bytes(a::text_delta(0, "partial ")),
+        Piece::Bytes(a::text_delta(0, "tëxt")),
+        Piece::Bytes(a::message_delta("end_turn", 2)),
+    ];
+    pieces.extend(tail);
+    pieces
+}
+
+async fn assert_failed_with_partial(h: &Harness, code: &str) {
+    let events = h.ask(json!({"content": "hi"})).await;
+    let done = completed(&events);
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["error"]["code"], code);
+    assert_eq!(streamed_text(&events, 0), "partial tëxt");
+    let stored = h.last_message().await;
+    assert_eq!(stored["status"], "failed");
+    assert_eq!(stored["content"], "partial tëxt");
+    assert_eq!(stored["usage"]["input_tokens"], 9);
+    assert_eq!(h.upstream.requests().len(), 1, "no retry after the first delta");
+}
+
+#[actix_web::test]
+async fn anthropic_error_event_after_200_fails_and_keeps_the_text() {
+    let pieces = cut_answer(vec![Piece::Bytes(a::error("overloaded_error", "Overloaded"))]);
+    let h = harness("anthropic", vec![Reply::Stream { pieces, end: End::Clean }], &[]).await;
+    assert_failed_with_partial(&h, "upstream_error").await;
+}
+
+#[actix_web::test]
+async fn anthropic_dropped_connection_fails_and_keeps_the_text() {
+    let h = harness("anthropic", vec![Reply::Stream { pieces: cut_answer(vec![]), end: End::Drop }], &[]).await;
+    assert_failed_with_partial(&h, "upstream_error").await;
+}
+
+#[actix_web::test]
+async fn anthropic_stream_without_message_stop_is_not_complete() {
+    let h = harness("anthropic", vec![Reply::Stream { pieces: cut_answer(vec![]), end: End::Clean }], &[]).await;
+    assert_failed_with_partial(&h, "upstream_error").await;
+}
+
+#[actix_web::test]
+async fn anthropic_stall_times_out_and_closes_the_upstream_connection() {
+    let h = harness(
+        "anthropic",
+        vec![Reply::Stream { pieces: cut_answer(vec![]), end: End::Hold }],
+        &["--upstream-stall-ms", "300"],
+    )
+    .await;
+    assert_failed_with_partial(&h, "upstream_timeout").await;
+    assert!(h.upstream.wait_hangup(WAIT).await, "the upstream saw its connection closed");
+}
+
+#[actix_web::test]
+async fn cancel_drops_the_upstream_request_at_once() {
+    let mut pieces = vec![
+        Piece::Bytes(a::message_start(3)),
+        Piece::Bytes(a::text_start(0)),
+        Piece::Bytes(a::text_delta(0, "before cancel")),
+    ];
+    pieces.push(Piece::Pause(Duration::from_secs(30)));
+    pieces.extend(a::text_answer(&["never sent"]));
+    let h = harness("anthropic", vec![Reply::Stream { pieces, end: End::Clean }], &[]).await;
+
+    let sse = h.client.get(h.url("/events")).send().await.unwrap();
+    let mut events = sse.bytes_stream().eventsource();
+    assert_eq!(events.next().await.unwrap().unwrap().event, "ready");
+    assert_eq!(h.client.post(h.url("/messages")).json(&json!({"content": "go"})).send().await.unwrap().status(), 202);
+    loop {
+        let ev = tokio::time::timeout(WAIT, events.next()).await.unwrap().unwrap().unwrap();
+        if ev.event == "message.delta" {
+            break;
+        }
+    }
+    assert_eq!(h.client.post(h.url("/cancel")).send().await.unwrap().status(), 202);
+    assert!(h.upstream.wait_hangup(Duration::from_secs(5)).await, "cancel closed the upstream connection");
+    let stored = h.last_message().await;
+    assert_eq!(stored["status"], "cancelled");
+    assert_eq!(stored["content"], "before cancel");
+}
+
+#[actix_web::test]
+async fn unreachable_upstream_fails_after_retries() {
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let url = format!("http://{closed}");
+    let h = harness(
+        "anthropic",
+        vec![Reply::Status { code: 500, body: String::new(), retry_after: None }],
+        &["--anthropic-base-url", &url, "--upstream-attempts", "2"],
+    )
+    .await;
+    let events = h.ask(json!({"content": "hi"})).await;
+    let done = completed(&events);
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["error"]["code"], "upstream_error");
+}
+
+#[actix_web::test]
+async fn openai_compatible_streams_text_tool_calls_and_usage() {
+    let pieces = vec![
+        Piece::Bytes(o::chunk(json!({"role": "assistant", "content": ""}), None)),
+        Piece::Bytes(o::chunk(json!({"content": "Hola "}), None)),
+        Piece::Split(o::chunk(json!({"content": "señor"}), None), 5),
+        Piece::Bytes(o::chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{\"q\":"}}]}),
+            None,
+        )),
+        Piece::Bytes(o::chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}), None)),
+        Piece::Bytes(o::chunk(json!({}), Some("tool_calls"))),
+        Piece::Bytes(o::usage(12, 7)),
+        Piece::Bytes(o::done()),
+    ];
+    let h = harness("openai", vec![Reply::Stream { pieces, end: End::Clean }], &[]).await;
+    let events = h.ask(json!({"content": "hola"})).await;
+    assert_eq!(completed(&events)["status"], "complete");
+    assert_eq!(streamed_text(&events, 0), "Hola señor");
+    let stored = h.last_message().await;
+    assert_eq!(stored["content"], "Hola señor");
+    assert_eq!(stored["blocks"][1]["kind"], "tool_use");
+    assert_eq!(stored["blocks"][1]["id"], "call_1");
+    assert_eq!(stored["blocks"][1]["name"], "lookup");
+    assert_eq!(stored["blocks"][1]["text"], "{\"q\":1}");
+    assert_eq!(stored["stop_reason"], "tool_calls");
+    assert_eq!(stored["usage"]["input_tokens"], 12);
+    assert_eq!(stored["usage"]["output_tokens"], 7);
+    let r = &h.upstream.requests()[0];
+    assert_eq!(r.path, "/v1/chat/completions");
+    assert_eq!(r.body["stream"], true);
+    assert_eq!(r.body["stream_options"]["include_usage"], true);
+    assert_eq!(r.body["messages"][0], json!({"role": "system", "content": "You are terse."}));
+    assert_eq!(r.body["messages"][1], json!({"role": "user", "content": "hola"}));
+}
+
+#[actix_web::test]
+async fn openai_error_chunk_is_never_a_clean_stop() {
+    let pieces = vec![
+        Piece::Bytes(o::chunk(json!({"content": "partial"}), None)),
+        Piece::Bytes(o::data(&json!({"error": {"message": "model crashed", "type": "server_error"}}))),
+        Piece::Bytes(o::done()),
+    ];
+    let h = harness("openai", vec![Reply::Stream { pieces, end: End::Clean }], &[]).await;
+    let events = h.ask(json!({"content": "hola"})).await;
+    let done = completed(&events);
+    assert_eq!(done["status"], "failed");
+    assert!(done["error"]["message"].as_str().unwrap().contains("model crashed"));
+    assert_eq!(h.last_message().await["content"], "partial");
+}
+
+#[actix_web::test]
+async fn openai_stream_cut_before_done_fails() {
+    let pieces = vec![Piece::Bytes(o::chunk(json!({"content": "half an ans"}), None))];
+    let h = harness("openai", vec![Reply::Stream { pieces, end: End::Drop }], &[]).await;
+    let events = h.ask(json!({"content": "hola"})).await;
+    assert_eq!(completed(&events)["status"], "failed");
+    assert_eq!(h.last_message().await["content"], "half an ans");
+}
