@@ -155,6 +155,9 @@ pub struct StreamingSettings {
     /// Arbiters (threads) that run thread actors (default: one per core).
     #[arg(long, env = "ACTOR_ARBITERS")]
     pub actor_arbiters: Option<usize>,
+    /// A subscriber whose socket accepts nothing for this long while frames wait is closed (`slow_consumer`).
+    #[arg(long, env = "SLOW_CONSUMER_MS", default_value_t = 30_000)]
+    pub slow_consumer_ms: u64,
     /// SSE `retry:` hint sent to browsers, in milliseconds.
     #[arg(long, env = "SSE_RETRY_MS", default_value_t = 1_000)]
     pub sse_retry_ms: u64,
@@ -214,6 +217,12 @@ impl ProviderSettings {
 impl StreamingSettings {
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms.max(10))
+    }
+    pub fn session_limits(&self) -> crate::actors::session::SessionLimits {
+        crate::actors::session::SessionLimits {
+            heartbeat: self.heartbeat(),
+            slow_consumer: Duration::from_millis(self.slow_consumer_ms.max(1)),
+        }
     }
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub subscribers_ws: IntGauge,
     pub chunks_in: IntCounter,
     pub chunks_out: IntCounter,
+    pub slow_consumers: IntCounter,
+    pub catch_ups: IntCounter,
     pub persistence_queue_depth: IntGauge,
     pub persistence_batches: IntCounter,
     pub persistence_transactions: IntCounter,
@@ -44,6 +46,10 @@ impl Metrics {
             chunks_in: IntCounter::new("convo_chunks_in_total", "Text chunks received from providers")
                 .expect("valid metric"),
             chunks_out: IntCounter::new("convo_chunks_out_total", "Text chunks delivered to subscribers")
+                .expect("valid metric"),
+            slow_consumers: IntCounter::new("convo_slow_consumers_total", "Subscribers closed for reading too slowly")
+                .expect("valid metric"),
+            catch_ups: IntCounter::new("convo_catch_ups_total", "Times a lagging subscriber caught up from its cursor")
                 .expect("valid metric"),
             persistence_queue_depth: IntGauge::new(
                 "convo_persistence_queue_depth",
@@ -80,6 +86,8 @@ impl Metrics {
             Box::new(subscribers),
             Box::new(m.chunks_in.clone()),
             Box::new(m.chunks_out.clone()),
+            Box::new(m.slow_consumers.clone()),
+            Box::new(m.catch_ups.clone()),
             Box::new(m.persistence_queue_depth.clone()),
             Box::new(m.persistence_batches.clone()),
             Box::new(m.persistence_transactions.clone()),

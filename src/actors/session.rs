@@ -19,7 +19,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use actix::prelude::*;
@@ -68,6 +68,17 @@ pub enum ClientFrame {
     Cancel,
 }
 
+/// Timing limits of a session.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// Heartbeat period while nothing else is written.
+    pub heartbeat: Duration,
+    /// A transport that accepts nothing for this long while frames wait is
+    /// a slow consumer: it gets `error` `slow_consumer` and is closed (it
+    /// can resume with its cursor).
+    pub slow_consumer: Duration,
+}
+
 pub struct SessionActor {
     id: u64,
     thread_id: Uuid,
@@ -75,7 +86,7 @@ pub struct SessionActor {
     thread: Option<Addr<ThreadActor>>,
     transport: Transport,
     metrics: Arc<Metrics>,
-    heartbeat: std::time::Duration,
+    limits: SessionLimits,
     start_from: Option<Cursor>,
     cursor: Option<Cursor>,
     last_seq: u64,
@@ -93,7 +104,7 @@ impl SessionActor {
         registry: Addr<Registry>,
         transport: Transport,
         metrics: Arc<Metrics>,
-        heartbeat: std::time::Duration,
+        limits: SessionLimits,
         from: Option<Cursor>,
     ) -> Self {
         SessionActor {
@@ -103,7 +114,7 @@ impl SessionActor {
             thread: None,
             transport,
             metrics,
-            heartbeat,
+            limits,
             start_from: from,
             cursor: from,
             last_seq: 0,
@@ -183,10 +194,21 @@ impl SessionActor {
                 .boxed_local()
             }
         };
-        ctx.wait(fut.into_actor(self).map(|res: Result<(), ()>, act, ctx| {
+        let fut = tokio::time::timeout(self.limits.slow_consumer, fut);
+        ctx.wait(fut.into_actor(self).map(|res, act, ctx| {
             act.last_write = Instant::now();
-            if res.is_err() {
-                ctx.stop();
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(())) => ctx.stop(),
+                Err(_) => {
+                    tracing::info!(thread_id = %act.thread_id, session = act.id, "slow consumer closed");
+                    act.metrics.slow_consumers.inc();
+                    act.close(
+                        "slow_consumer",
+                        "this subscriber read too slowly; reconnect with your cursor to resume",
+                        ctx,
+                    );
+                }
             }
         }));
     }
@@ -194,6 +216,14 @@ impl SessionActor {
     /// `Ok(None)` written; `Ok(Some(p))` no room now; `Err` client gone.
     fn try_write(&mut self, payload: Payload) -> Result<Option<Payload>, ()> {
         match (&mut self.transport, payload) {
+            // The last slot stays free for a closing `error` event.
+            (Transport::Sse(tx) | Transport::Seed { tx, .. }, Payload::Sse(b)) if tx.capacity() <= 1 => {
+                if tx.is_closed() {
+                    Err(())
+                } else {
+                    Ok(Some(Payload::Sse(b)))
+                }
+            }
             (Transport::Sse(tx) | Transport::Seed { tx, .. }, Payload::Sse(b)) => match tx.try_send(b) {
                 Ok(()) => Ok(None),
                 Err(mpsc::error::TrySendError::Full(b)) => Ok(Some(Payload::Sse(b))),
@@ -215,21 +245,35 @@ impl SessionActor {
     }
 
     fn write_error(&mut self, code: &str, message: &str, ctx: &mut Context<Self>) {
-        if matches!(self.transport, Transport::Seed { .. }) {
-            let line = format!(
-                "data: {{\"type\": \"error\", \"message\": {}}}\n\n",
-                serde_json::to_string(message).unwrap_or_default()
-            );
-            let _ = self.try_write(Payload::Sse(Bytes::from(line)));
-            return;
-        }
         let event =
             Event::Error { thread_id: self.thread_id, cursor: self.cursor, code: code.into(), message: message.into() };
-        self.write_event(event, ctx);
+        let payload = match &self.transport {
+            Transport::Seed { .. } => Payload::Sse(Bytes::from(format!(
+                "data: {{\"type\": \"error\", \"message\": {}}}\n\n",
+                serde_json::to_string(message).unwrap_or_default()
+            ))),
+            _ => return self.write_event(event, ctx),
+        };
+        let _ = self.try_write(payload);
+    }
+
+    /// The closing `error`: into the slot kept free for it, never waiting.
+    fn write_final_error(&mut self, code: &str, message: &str, ctx: &mut Context<Self>) {
+        let event =
+            Event::Error { thread_id: self.thread_id, cursor: self.cursor, code: code.into(), message: message.into() };
+        match &mut self.transport {
+            Transport::Sse(tx) => {
+                let _ = tx.try_send(Frame::encode(&event, 0, false).sse);
+            }
+            Transport::Ws { session, .. } => {
+                let _ = session.text(Frame::encode(&event, 0, false).json).now_or_never();
+            }
+            Transport::Seed { .. } => self.write_error(code, message, ctx),
+        }
     }
 
     fn close(&mut self, code: &str, message: &str, ctx: &mut Context<Self>) {
-        self.write_error(code, message, ctx);
+        self.write_final_error(code, message, ctx);
         if let Transport::Ws { session, .. } = &self.transport {
             let session = session.clone();
             let reason = CloseReason { code: CloseCode::Away, description: Some(code.to_owned()) };
@@ -241,7 +285,7 @@ impl SessionActor {
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
-        if self.last_write.elapsed() < self.heartbeat {
+        if self.last_write.elapsed() < self.limits.heartbeat {
             return;
         }
         let sent = match &mut self.transport {
@@ -346,7 +390,7 @@ impl Actor for SessionActor {
                 },
             ),
         );
-        ctx.run_interval(self.heartbeat, |act, ctx| act.heartbeat(ctx));
+        ctx.run_interval(self.limits.heartbeat, |act, ctx| act.heartbeat(ctx));
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
@@ -382,6 +426,7 @@ impl StreamHandler<Result<Signal, Lagged>> for SessionActor {
             }
             Ok(Signal::Closed { code, message }) => self.close(code, message, ctx),
             Err(Lagged(missed)) => {
+                self.metrics.catch_ups.inc();
                 tracing::debug!(thread_id = %self.thread_id, session = self.id, missed, "subscriber lagged; catching up");
                 let Some(thread) = self.thread.clone() else { return };
                 let from = self.cursor;

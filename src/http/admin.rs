@@ -26,6 +26,8 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
         "threads": { "live": m.threads_live.get(), "generating": m.threads_generating.get() },
         "subscribers": { "sse": sse, "ws": ws, "total": sse + ws },
         "chunks": { "in": m.chunks_in.get(), "out": m.chunks_out.get() },
+        "slow_consumers": m.slow_consumers.get(),
+        "catch_ups": m.catch_ups.get(),
         "persistence": {
             "queue_depth": m.persistence_queue_depth.get(),
             "batches": batches,

@@ -70,7 +70,7 @@ pub async fn subscribe(
         state.registry.clone(),
         Transport::Sse(tx),
         state.deps.metrics.clone(),
-        settings.heartbeat(),
+        settings.session_limits(),
         from,
     )
     .start();
@@ -108,7 +108,7 @@ pub async fn seed_stream(
         state.registry.clone(),
         Transport::Seed { tx, message_id: started.assistant_message.id },
         state.deps.metrics.clone(),
-        state.deps.settings.streaming.heartbeat(),
+        state.deps.settings.streaming.session_limits(),
         Some(end_cursor(&started.user_message)),
     )
     .start();

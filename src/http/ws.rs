@@ -39,7 +39,7 @@ pub async fn subscribe(
         state.registry.clone(),
         Transport::Ws { session, incoming: Some(incoming) },
         state.deps.metrics.clone(),
-        state.deps.settings.streaming.heartbeat(),
+        state.deps.settings.streaming.session_limits(),
         from,
     )
     .start();

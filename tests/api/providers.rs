@@ -32,7 +32,7 @@ async fn harness(provider: &str, replies: Vec<Reply>, extra: &[&str]) -> Harness
     convo::telemetry::init_for_tests();
     let upstream = FakeUpstream::start(replies).await;
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}/t.db?mode=rwc", dir.path().display());
+    let db = crate::support::database_url(dir.path()).await;
     let openai_base = format!("{}/v1", upstream.url);
     let mut args = vec![
         "convo",

@@ -1,0 +1,235 @@
+//! Test support for the resume, slow-subscriber and lifecycle suites: a
+//! server in-process (or the real binary), a typed SSE reader, and a
+//! transcript that rebuilds messages from events while checking offsets.
+
+use std::{collections::HashMap, time::Duration};
+
+use clap::Parser;
+use convo::{
+    config::Settings,
+    startup::{AppHandle, Application},
+};
+use eventsource_stream::Eventsource;
+use futures_util::{Stream, StreamExt};
+use serde_json::{json, Value};
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Command-line flags for a test server, later flags replacing earlier ones.
+pub fn args(db_url: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "convo",
+        "--bind",
+        "127.0.0.1:0",
+        "--database-url",
+        db_url,
+        "--flush-interval-ms",
+        "20",
+        "--heartbeat-ms",
+        "200",
+        "--sim-interval-ms",
+        "5",
+        "--sim-chunks",
+        "20",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for flag in extra.iter().filter(|a| a.starts_with("--")) {
+        if let Some(i) = args.iter().position(|a| a == flag) {
+            args.drain(i..i + 2);
+        }
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// A database for one test: a SQLite file in `dir`, or a fresh Postgres
+/// database when `TEST_DATABASE_URL` is set.
+pub async fn database_url(dir: &std::path::Path) -> String {
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(base) if !base.is_empty() => crate::pg::fresh_database(&base).await,
+        _ => format!("sqlite://{}/test.db?mode=rwc", dir.display()),
+    }
+}
+
+#[derive(Clone)]
+pub struct Server {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub handle: AppHandle,
+}
+
+impl Server {
+    pub async fn start(db_url: &str, extra: &[&str]) -> Server {
+        convo::telemetry::init_for_tests();
+        let settings = Settings::try_parse_from(args(db_url, extra)).expect("test settings");
+        let app = Application::build(settings).await.expect("application starts");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let handle = app.handle();
+        actix_web::rt::spawn(app.run_until_stopped());
+        Server { base, client: reqwest::Client::new(), handle }
+    }
+
+    /// A project and a thread: their URL prefix `…/projects/{pid}/threads/{tid}`.
+    pub async fn thread(&self) -> String {
+        let p: Value = self.post_json("/v1/projects", json!({"name": "t"})).await;
+        let pid = p["id"].as_str().unwrap();
+        let t: Value = self.post_json(&format!("/v1/projects/{pid}/threads"), json!({})).await;
+        format!("/v1/projects/{pid}/threads/{}", t["id"].as_str().unwrap())
+    }
+
+    pub async fn post_json(&self, path: &str, body: Value) -> Value {
+        let r = self.client.post(format!("{}{path}", self.base)).json(&body).send().await.unwrap();
+        assert!(r.status().is_success(), "POST {path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.client.get(format!("{}{path}", self.base)).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Posts a message; returns the assistant message id.
+    pub async fn ask(&self, thread: &str, content: &str) -> String {
+        let v = self.post_json(&format!("{thread}/messages"), json!({"content": content})).await;
+        v["assistant_message"]["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn messages(&self, thread: &str) -> Vec<Value> {
+        let page = self.get_json(&format!("{thread}/messages?limit=200")).await;
+        page["data"].as_array().unwrap().clone()
+    }
+
+    pub async fn message(&self, thread: &str, id: &str) -> Value {
+        self.messages(thread).await.into_iter().find(|m| m["id"] == id).expect("message in history")
+    }
+
+    /// Waits until the message is no longer streaming in history.
+    pub async fn finished(&self, thread: &str, id: &str) -> Value {
+        eventually(|| async {
+            let m = self.message(thread, id).await;
+            (m["status"] != "streaming").then_some(m)
+        })
+        .await
+    }
+
+    pub async fn sse(&self, thread: &str, cursor: Option<&str>) -> Sse {
+        let mut req = self.client.get(format!("{}{thread}/events", self.base));
+        if let Some(c) = cursor {
+            req = req.header("Last-Event-ID", c);
+        }
+        Sse::open(req).await
+    }
+}
+
+/// Polls `check` until it yields, for at most `WAIT`.
+pub async fn eventually<T, F, Fut>(mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "condition not reached in time");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Ev {
+    pub kind: String,
+    pub id: String,
+    pub data: Value,
+}
+
+pub struct Sse {
+    events: std::pin::Pin<Box<dyn Stream<Item = Ev> + Send>>,
+}
+
+impl Sse {
+    pub async fn open(req: reqwest::RequestBuilder) -> Sse {
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let events = resp.bytes_stream().eventsource().filter_map(|e| async move { e.ok() }).map(|e| Ev {
+            kind: e.event,
+            id: e.id,
+            data: serde_json::from_str(&e.data).unwrap_or(Value::Null),
+        });
+        Sse { events: Box::pin(events) }
+    }
+
+    /// The next event, or `None` when the stream ended.
+    pub async fn next(&mut self) -> Option<Ev> {
+        tokio::time::timeout(WAIT, self.events.next()).await.expect("an event in time")
+    }
+
+    /// Events up to and including the first of `kind`.
+    pub async fn until(&mut self, kind: &str) -> Vec<Ev> {
+        let mut out = Vec::new();
+        loop {
+            let ev = self.next().await.unwrap_or_else(|| panic!("stream ended before {kind}"));
+            let done = ev.kind == kind;
+            out.push(ev);
+            if done {
+                return out;
+            }
+        }
+    }
+}
+
+/// Messages rebuilt from events. Every delta must start exactly where its
+/// block's text ends.
+#[derive(Default, Debug)]
+pub struct Transcript {
+    pub blocks: HashMap<(String, u64), String>,
+    pub kinds: HashMap<(String, u64), String>,
+    pub completed: Vec<(String, String)>,
+    pub last_id: Option<String>,
+}
+
+impl Transcript {
+    pub fn apply(&mut self, ev: &Ev) {
+        if !ev.id.is_empty() {
+            self.last_id = Some(ev.id.clone());
+        }
+        let d = &ev.data;
+        let key = || (d["message_id"].as_str().unwrap().to_owned(), d["block"].as_u64().unwrap());
+        match ev.kind.as_str() {
+            "message.block" => {
+                self.kinds.insert(key(), d["kind"].as_str().unwrap().to_owned());
+                self.blocks.entry(key()).or_default();
+            }
+            "message.delta" => {
+                let text = self.blocks.entry(key()).or_default();
+                assert_eq!(
+                    d["offset"].as_u64().unwrap() as usize,
+                    text.len(),
+                    "delta continues its block exactly: {d}"
+                );
+                text.push_str(d["text"].as_str().unwrap());
+            }
+            "message.completed" => self
+                .completed
+                .push((d["message_id"].as_str().unwrap().to_owned(), d["status"].as_str().unwrap().to_owned())),
+            _ => {}
+        }
+    }
+
+    pub fn apply_all(&mut self, evs: &[Ev]) {
+        for ev in evs {
+            self.apply(ev);
+        }
+    }
+
+    /// Asserts the transcript holds `message` (from history) byte for byte.
+    pub fn assert_matches(&self, message: &Value) {
+        let id = message["id"].as_str().unwrap();
+        for (i, block) in message["blocks"].as_array().unwrap().iter().enumerate() {
+            let got = self.blocks.get(&(id.to_owned(), i as u64)).map(String::as_str).unwrap_or("");
+            assert_eq!(got, block["text"].as_str().unwrap(), "block {i} of {id} is byte-identical");
+        }
+    }
+}
