@@ -35,6 +35,10 @@ pub struct HttpSettings {
     /// Time a graceful shutdown may take before open connections are cut.
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+    /// Kernel send buffer per connection, in bytes (0: the kernel's autotuning, up to megabytes).
+    /// A small one bounds memory per subscriber and makes a stalled reader felt at once.
+    #[arg(long, env = "SOCKET_SEND_BUFFER", default_value_t = 0)]
+    pub socket_send_buffer: usize,
     /// Largest accepted JSON request body, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,

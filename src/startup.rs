@@ -81,6 +81,7 @@ impl Application {
                 .app_data(state.clone())
                 .configure(|cfg| http::configure(cfg, max_body))
         })
+        .on_connect(socket_options(settings.http.socket_send_buffer))
         .listen(listener)?
         .disable_signals()
         .shutdown_timeout(grace.as_secs().max(1))
@@ -125,6 +126,20 @@ impl AppHandle {
             tracing::error!("shutdown grace time ran out before every write was committed");
         }
         self.server.stop(true).await;
+    }
+}
+
+/// Per-connection socket options, applied as connections are accepted.
+fn socket_options(send_buffer: usize) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync {
+    move |conn, _| {
+        if send_buffer == 0 {
+            return;
+        }
+        if let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            if let Err(e) = socket2::SockRef::from(stream).set_send_buffer_size(send_buffer) {
+                tracing::warn!(error.message = %e, "could not set the socket send buffer");
+            }
+        }
     }
 }
 

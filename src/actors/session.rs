@@ -88,6 +88,9 @@ pub struct SessionActor {
     metrics: Arc<Metrics>,
     limits: SessionLimits,
     start_from: Option<Cursor>,
+    /// A channel slot held back for the closing `error` event, so it is
+    /// delivered even when the subscriber stopped reading.
+    final_slot: Option<mpsc::OwnedPermit<Bytes>>,
     cursor: Option<Cursor>,
     last_seq: u64,
     last_write: Instant,
@@ -116,6 +119,7 @@ impl SessionActor {
             metrics,
             limits,
             start_from: from,
+            final_slot: None,
             cursor: from,
             last_seq: 0,
             last_write: Instant::now(),
@@ -216,14 +220,6 @@ impl SessionActor {
     /// `Ok(None)` written; `Ok(Some(p))` no room now; `Err` client gone.
     fn try_write(&mut self, payload: Payload) -> Result<Option<Payload>, ()> {
         match (&mut self.transport, payload) {
-            // The last slot stays free for a closing `error` event.
-            (Transport::Sse(tx) | Transport::Seed { tx, .. }, Payload::Sse(b)) if tx.capacity() <= 1 => {
-                if tx.is_closed() {
-                    Err(())
-                } else {
-                    Ok(Some(Payload::Sse(b)))
-                }
-            }
             (Transport::Sse(tx) | Transport::Seed { tx, .. }, Payload::Sse(b)) => match tx.try_send(b) {
                 Ok(()) => Ok(None),
                 Err(mpsc::error::TrySendError::Full(b)) => Ok(Some(Payload::Sse(b))),
@@ -244,17 +240,15 @@ impl SessionActor {
         self.write(&[&frame], ctx);
     }
 
+    /// An `error` event for this subscriber (the seed route has no such
+    /// event outside its closing line).
     fn write_error(&mut self, code: &str, message: &str, ctx: &mut Context<Self>) {
+        if matches!(self.transport, Transport::Seed { .. }) {
+            return;
+        }
         let event =
             Event::Error { thread_id: self.thread_id, cursor: self.cursor, code: code.into(), message: message.into() };
-        let payload = match &self.transport {
-            Transport::Seed { .. } => Payload::Sse(Bytes::from(format!(
-                "data: {{\"type\": \"error\", \"message\": {}}}\n\n",
-                serde_json::to_string(message).unwrap_or_default()
-            ))),
-            _ => return self.write_event(event, ctx),
-        };
-        let _ = self.try_write(payload);
+        self.write_event(event, ctx);
     }
 
     /// The closing `error`: into the slot kept free for it, never waiting.
@@ -263,12 +257,25 @@ impl SessionActor {
             Event::Error { thread_id: self.thread_id, cursor: self.cursor, code: code.into(), message: message.into() };
         match &mut self.transport {
             Transport::Sse(tx) => {
-                let _ = tx.try_send(Frame::encode(&event, 0, false).sse);
+                let bytes = Frame::encode(&event, 0, false).sse;
+                match self.final_slot.take() {
+                    Some(slot) => drop(slot.send(bytes)),
+                    None => drop(tx.try_send(bytes)),
+                }
             }
             Transport::Ws { session, .. } => {
                 let _ = session.text(Frame::encode(&event, 0, false).json).now_or_never();
             }
-            Transport::Seed { .. } => self.write_error(code, message, ctx),
+            Transport::Seed { tx, .. } => {
+                let line = format!(
+                    "data: {{\"type\": \"error\", \"message\": {}}}\n\n",
+                    serde_json::to_string(message).unwrap_or_default()
+                );
+                match self.final_slot.take() {
+                    Some(slot) => drop(slot.send(Bytes::from(line))),
+                    None => drop(tx.try_send(Bytes::from(line))),
+                }
+            }
         }
     }
 
@@ -367,6 +374,7 @@ impl Actor for SessionActor {
             }
         }
         if let Transport::Sse(tx) | Transport::Seed { tx, .. } = &self.transport {
+            self.final_slot = tx.clone().try_reserve_owned().ok();
             // The client going away drops the response body and with it the
             // receiver; notice it even while nothing is being written.
             let tx = tx.clone();

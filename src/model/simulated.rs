@@ -54,12 +54,16 @@ impl Simulated {
 /// Deterministic text of `chars` characters, seeded by `seed`.
 fn text_of(seed: u64, chars: usize) -> String {
     let mut out = String::new();
+    let mut count = 0;
     let mut i = seed as usize;
-    while out.chars().count() < chars {
-        if !out.is_empty() {
+    while count < chars {
+        if count > 0 {
             out.push(' ');
+            count += 1;
         }
-        out.push_str(WORDS[i % WORDS.len()]);
+        let word = WORDS[i % WORDS.len()];
+        out.push_str(word);
+        count += word.chars().count();
         i = i.wrapping_mul(31).wrapping_add(7);
     }
     out.chars().take(chars).collect()

@@ -5,4 +5,5 @@ mod fake_upstream;
 mod pg;
 mod providers;
 mod resume;
+mod slow;
 mod support;

@@ -233,3 +233,106 @@ impl Transcript {
         }
     }
 }
+
+/// An SSE client on a raw socket with a tiny receive buffer, so that when
+/// it stops reading the server's socket fills at once (an HTTP library
+/// would keep reading into its own buffers).
+pub struct RawSse {
+    sock: tokio::net::TcpStream,
+    /// Bytes read and not yet de-chunked.
+    raw: Vec<u8>,
+    /// De-chunked body bytes not yet parsed into events.
+    body: Vec<u8>,
+    headers_done: bool,
+    ended: bool,
+}
+
+impl RawSse {
+    pub async fn open(base: &str, path: &str, cursor: Option<&str>) -> RawSse {
+        let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(2048).unwrap();
+        let mut sock = socket.connect(addr).await.unwrap();
+        let resume = cursor.map(|c| format!("Last-Event-ID: {c}\r\n")).unwrap_or_default();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n{resume}\r\n");
+        tokio::io::AsyncWriteExt::write_all(&mut sock, request.as_bytes()).await.unwrap();
+        RawSse { sock, raw: Vec::new(), body: Vec::new(), headers_done: false, ended: false }
+    }
+
+    /// The next event, or `None` once the response ended.
+    pub async fn next(&mut self) -> Option<Ev> {
+        loop {
+            if let Some(ev) = self.parse_event() {
+                return Some(ev);
+            }
+            if self.ended {
+                return None;
+            }
+            let mut buf = [0u8; 8192];
+            let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut self.sock, &mut buf))
+                .await
+                .expect("bytes in time")
+                .unwrap_or(0);
+            if n == 0 {
+                self.ended = true;
+            }
+            self.raw.extend_from_slice(&buf[..n]);
+            self.dechunk();
+        }
+    }
+
+    pub async fn until(&mut self, kind: &str) -> Vec<Ev> {
+        let mut out = Vec::new();
+        loop {
+            let ev = self.next().await.unwrap_or_else(|| panic!("stream ended before {kind}"));
+            let done = ev.kind == kind;
+            out.push(ev);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    fn dechunk(&mut self) {
+        if !self.headers_done {
+            let Some(end) = self.raw.windows(4).position(|w| w == b"\r\n\r\n") else { return };
+            assert!(self.raw.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&self.raw));
+            self.raw.drain(..end + 4);
+            self.headers_done = true;
+        }
+        loop {
+            let Some(line_end) = self.raw.windows(2).position(|w| w == b"\r\n") else { return };
+            let size = usize::from_str_radix(std::str::from_utf8(&self.raw[..line_end]).unwrap().trim(), 16).unwrap();
+            if size == 0 {
+                self.ended = true;
+                return;
+            }
+            if self.raw.len() < line_end + 2 + size + 2 {
+                return;
+            }
+            self.body.extend_from_slice(&self.raw[line_end + 2..line_end + 2 + size]);
+            self.raw.drain(..line_end + 2 + size + 2);
+        }
+    }
+
+    fn parse_event(&mut self) -> Option<Ev> {
+        loop {
+            let end = self.body.windows(2).position(|w| w == b"\n\n")?;
+            let frame = String::from_utf8(self.body[..end].to_vec()).unwrap();
+            self.body.drain(..end + 2);
+            let (mut kind, mut id, mut data) = (String::new(), String::new(), String::new());
+            for line in frame.lines() {
+                if let Some(v) = line.strip_prefix("event: ") {
+                    kind = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = v.to_owned();
+                }
+            }
+            if !kind.is_empty() {
+                return Some(Ev { kind, id, data: serde_json::from_str(&data).unwrap_or(Value::Null) });
+            }
+        }
+    }
+}
