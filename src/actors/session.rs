@@ -252,7 +252,7 @@ impl SessionActor {
     }
 
     /// The closing `error`: into the slot kept free for it, never waiting.
-    fn write_final_error(&mut self, code: &str, message: &str, ctx: &mut Context<Self>) {
+    fn write_final_error(&mut self, code: &str, message: &str) {
         let event =
             Event::Error { thread_id: self.thread_id, cursor: self.cursor, code: code.into(), message: message.into() };
         match &mut self.transport {
@@ -280,7 +280,7 @@ impl SessionActor {
     }
 
     fn close(&mut self, code: &str, message: &str, ctx: &mut Context<Self>) {
-        self.write_final_error(code, message, ctx);
+        self.write_final_error(code, message);
         if let Transport::Ws { session, .. } = &self.transport {
             let session = session.clone();
             let reason = CloseReason { code: CloseCode::Away, description: Some(code.to_owned()) };
