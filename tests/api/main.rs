@@ -2,6 +2,7 @@
 //! port and talks HTTP, SSE and WebSocket to it like a client.
 
 mod fake_upstream;
+mod lifecycle;
 mod pg;
 mod providers;
 mod resume;

@@ -149,7 +149,7 @@ async fn resume_works_after_the_actor_idled_out_and_after_a_restart() {
     t.apply_all(&rest);
     t.assert_matches(&stored);
 
-    server.handle.shutdown().await;
+    server.handle.as_ref().unwrap().shutdown().await;
     let again = Server::start(&db, &[]).await;
     let rest = resume(&again, &thread, &cursor, 1).await;
     let mut t = Transcript::default();

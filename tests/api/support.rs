@@ -57,7 +57,7 @@ pub async fn database_url(dir: &std::path::Path) -> String {
 pub struct Server {
     pub base: String,
     pub client: reqwest::Client,
-    pub handle: AppHandle,
+    pub handle: Option<AppHandle>,
 }
 
 impl Server {
@@ -68,7 +68,13 @@ impl Server {
         let base = format!("http://127.0.0.1:{}", app.port());
         let handle = app.handle();
         actix_web::rt::spawn(app.run_until_stopped());
-        Server { base, client: reqwest::Client::new(), handle }
+        Server { base, client: reqwest::Client::new(), handle: Some(handle) }
+    }
+
+    /// A client of a server started elsewhere (the real binary). Its handle
+    /// is never used: such servers are stopped by signals.
+    pub fn attach(base: String) -> Server {
+        Server { base, client: reqwest::Client::new(), handle: None }
     }
 
     /// A project and a thread: their URL prefix `…/projects/{pid}/threads/{tid}`.
@@ -164,6 +170,11 @@ impl Sse {
     /// The next event, or `None` when the stream ended.
     pub async fn next(&mut self) -> Option<Ev> {
         tokio::time::timeout(WAIT, self.events.next()).await.expect("an event in time")
+    }
+
+    /// The next event, or `None` when the stream ended or broke.
+    pub async fn try_next(&mut self) -> Option<Ev> {
+        tokio::time::timeout(WAIT, self.events.next()).await.ok().flatten()
     }
 
     /// Events up to and including the first of `kind`.

@@ -1,0 +1,154 @@
+//! The real binary under `kill -9` and SIGTERM: what a client was promised
+//! survives, and the service comes back ready for the next message.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::{json, Value};
+
+use crate::support::{args, database_url, Server, Transcript};
+
+/// The service binary, started with test flags; its port is read from its
+/// `listening` log line.
+struct Binary {
+    child: Child,
+    server: Server,
+}
+
+impl Binary {
+    async fn start(db: &str, extra: &[&str]) -> Binary {
+        let mut flags = args(db, extra);
+        flags.remove(0);
+        flags.extend(["--log-format".into(), "json".into(), "--log-filter".into(), "info".into()]);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_convo"))
+            .args(&flags)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                        if v["message"] == "listening" {
+                            let _ = tx.send(v["port"].as_u64().unwrap());
+                            sent = true;
+                        }
+                    }
+                }
+            }
+        });
+        let port = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
+            .await
+            .unwrap()
+            .expect("the binary logs its port");
+        let server = Server::attach(format!("http://127.0.0.1:{port}"));
+        Binary { child, server }
+    }
+
+    /// Waits for the process to exit; its exit code.
+    async fn exit_code(mut self, within: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(std::time::Instant::now() < deadline, "the process exits in time");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+const SLOW: &[&str] = &["--sim-chunks", "400", "--sim-interval-ms", "10", "--flush-interval-ms", "20"];
+
+#[actix_web::test]
+async fn kill_9_mid_generation_leaves_an_interrupted_message_and_a_usable_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+    let mut bin = Binary::start(&db, SLOW).await;
+    let thread = bin.server.thread().await;
+    let mut sse = bin.server.sse(&thread, None).await;
+    let id = bin.server.ask(&thread, "will you survive?").await;
+    let mut seen = Transcript::default();
+    let mut deltas = 0;
+    while deltas < 30 {
+        let ev = sse.next().await.unwrap();
+        deltas += (ev.kind == "message.delta") as usize;
+        seen.apply(&ev);
+    }
+    bin.child.kill().unwrap();
+    bin.child.wait().unwrap();
+    while let Some(ev) = sse.try_next().await {
+        seen.apply(&ev);
+    }
+
+    let bin = Binary::start(&db, &[]).await;
+    let messages = bin.server.messages(&thread).await;
+    assert_eq!(messages.len(), 2, "the accepted user message and its answer");
+    assert_eq!(messages[0]["content"], "will you survive?");
+    let answer = &messages[1];
+    assert_eq!(answer["id"], id);
+    assert_eq!(answer["status"], "interrupted");
+    let stored = answer["content"].as_str().unwrap();
+    let streamed = seen.blocks.get(&(id.clone(), 0)).unwrap();
+    assert!(!stored.is_empty(), "a checkpoint was written");
+    assert!(
+        streamed.starts_with(stored) || stored.starts_with(streamed.as_str()),
+        "the checkpoint is the streamed text, at most a flush interval behind"
+    );
+    // The thread takes a new message and answers it.
+    let next = bin.server.ask(&thread, "again").await;
+    assert_eq!(bin.server.finished(&thread, &next).await["status"], "complete");
+    let mut bin = bin;
+    bin.child.kill().unwrap();
+}
+
+#[actix_web::test]
+async fn sigterm_tells_subscribers_commits_everything_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+    let bin = Binary::start(&db, SLOW).await;
+    let thread = bin.server.thread().await;
+    let mut sse = bin.server.sse(&thread, None).await;
+    let id = bin.server.ask(&thread, "stop gracefully").await;
+    let mut seen = Transcript::default();
+    let mut deltas = 0;
+    while deltas < 20 {
+        let ev = sse.next().await.unwrap();
+        deltas += (ev.kind == "message.delta") as usize;
+        seen.apply(&ev);
+    }
+    let status = Command::new("kill").args(["-TERM", &bin.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let mut error = None;
+    while let Some(ev) = sse.try_next().await {
+        if ev.kind == "error" {
+            error = Some(ev.data["code"].as_str().unwrap().to_owned());
+        }
+        seen.apply(&ev);
+    }
+    assert_eq!(error.as_deref(), Some("shutting_down"));
+    assert_eq!(seen.completed, vec![(id.clone(), "interrupted".to_owned())]);
+    assert_eq!(bin.exit_code(Duration::from_secs(15)).await, Some(0));
+
+    let mut bin = Binary::start(&db, &[]).await;
+    let answer = bin.server.message(&thread, &id).await;
+    assert_eq!(answer["status"], "interrupted");
+    seen.assert_matches(&answer);
+    let r = bin
+        .server
+        .client
+        .post(format!("{}{thread}/messages", bin.server.base))
+        .json(&json!({"content": "more"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    bin.child.kill().unwrap();
+}
