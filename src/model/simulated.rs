@@ -116,14 +116,21 @@ impl Provider for Simulated {
         let text_index = index;
 
         // Each paced piece waits one interval: the upstream's own pace.
-        let body = stream::iter(paced).then(move |(i, text)| async move {
-            tokio::time::sleep(interval).await;
-            if i == usize::MAX {
-                ProviderEvent::BlockStart { index: text_index, kind: BlockKind::Text, id: None, name: None }
-            } else {
-                ProviderEvent::Delta { index: i, text }
-            }
-        });
+        // Output usage grows with every piece, so a cancelled or failed
+        // answer still has its usage so far.
+        let body = stream::iter(paced.into_iter().enumerate())
+            .then(move |(n, (i, text))| async move {
+                tokio::time::sleep(interval).await;
+                if i == usize::MAX {
+                    vec![ProviderEvent::BlockStart { index: text_index, kind: BlockKind::Text, id: None, name: None }]
+                } else {
+                    vec![
+                        ProviderEvent::Delta { index: i, text },
+                        ProviderEvent::Usage { input_tokens: None, output_tokens: Some(n as u64 + 1) },
+                    ]
+                }
+            })
+            .flat_map(stream::iter);
         let first_text_block = if self.thinking {
             vec![]
         } else {
@@ -131,7 +138,8 @@ impl Provider for Simulated {
         };
         let tail = vec![
             ProviderEvent::Usage { input_tokens: None, output_tokens: Some(output_tokens) },
-            ProviderEvent::Stop { stop_reason: Some("end_turn".to_owned()) },
+            ProviderEvent::StopReason { stop_reason: "end_turn".to_owned() },
+            ProviderEvent::Stop { stop_reason: None },
         ];
         events.extend(first_text_block);
         Box::pin(stream::iter(events).chain(body).chain(stream::iter(tail)))

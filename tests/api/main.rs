@@ -2,9 +2,14 @@
 //! port and talks HTTP, SSE and WebSocket to it like a client.
 
 mod fake_upstream;
+mod fanout;
 mod lifecycle;
+mod operations;
 mod pg;
 mod providers;
+mod rest;
 mod resume;
+mod seed_route;
 mod slow;
 mod support;
+mod websocket;

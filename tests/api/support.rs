@@ -347,3 +347,66 @@ impl RawSse {
         }
     }
 }
+
+/// A WebSocket subscriber speaking JSON text frames.
+pub struct Ws {
+    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl Ws {
+    pub async fn open(base: &str, thread: &str, cursor: Option<&str>) -> Ws {
+        let query = cursor.map(|c| format!("?cursor={c}")).unwrap_or_default();
+        let url = format!("{}{thread}/ws{query}", base.replace("http://", "ws://"));
+        let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket upgrade");
+        Ws { socket }
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        use futures_util::SinkExt;
+        self.socket.send(tokio_tungstenite::tungstenite::Message::Text(frame.to_string().into())).await.unwrap();
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        use futures_util::SinkExt;
+        self.socket.send(tokio_tungstenite::tungstenite::Message::Text(text.to_owned().into())).await.unwrap();
+    }
+
+    /// The next event (text frames only; pings are answered by the
+    /// library), or `None` once closed.
+    pub async fn next(&mut self) -> Option<Ev> {
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.socket.next()).await.expect("a frame in time")?;
+            match msg {
+                Ok(Message::Text(t)) => {
+                    let data: Value = serde_json::from_str(t.as_str()).unwrap();
+                    let kind = data["type"].as_str().unwrap().to_owned();
+                    let id = data["cursor"].as_str().unwrap_or("").to_owned();
+                    return Some(Ev { kind, id, data });
+                }
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    pub async fn until(&mut self, kind: &str) -> Vec<Ev> {
+        let mut out = Vec::new();
+        loop {
+            let ev = self.next().await.unwrap_or_else(|| panic!("closed before {kind}"));
+            let done = ev.kind == kind;
+            out.push(ev);
+            if done {
+                return out;
+            }
+        }
+    }
+}
+
+/// The contract's error body, checked: returns the code.
+pub async fn error_code(resp: reqwest::Response) -> (u16, String) {
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.expect("a JSON error body");
+    assert!(body["error"]["message"].is_string(), "error has a message: {body}");
+    (status, body["error"]["code"].as_str().expect("error has a code").to_owned())
+}

@@ -1,0 +1,134 @@
+//! Fan-out of one generation to several subscribers over SSE and
+//! WebSocket: identical, gap-free text for everyone, late joiners
+//! included, and generations that outlive their audience.
+
+use serde_json::json;
+
+use crate::support::{database_url, error_code, Server, Transcript, Ws};
+
+async fn two_sse_and_one_ws(extra: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+    let server = Server::start(&db, extra).await;
+    let thread = server.thread().await;
+    let mut a = server.sse(&thread, None).await;
+    let mut b = server.sse(&thread, None).await;
+    let mut w = Ws::open(&server.base, &thread, None).await;
+    for ready in [a.next().await.unwrap(), b.next().await.unwrap(), w.next().await.unwrap()] {
+        assert_eq!(ready.kind, "ready");
+    }
+    let id = server.ask(&thread, "hello all").await;
+    let mut ts = Vec::new();
+    for evs in
+        [a.until("message.completed").await, b.until("message.completed").await, w.until("message.completed").await]
+    {
+        let mut t = Transcript::default();
+        t.apply_all(&evs);
+        assert!(evs.iter().all(|e| !e.data["cursor"].is_null() || e.kind == "thread.presence" || e.kind == "ready"));
+        ts.push(t);
+    }
+    let stored = server.finished(&thread, &id).await;
+    assert_eq!(stored["status"], "complete");
+    for t in &ts {
+        t.assert_matches(&stored);
+        assert_eq!(t.completed, vec![(id.clone(), "complete".to_owned())]);
+        assert_eq!(t.blocks, ts[0].blocks, "every subscriber saw the same text");
+    }
+}
+
+#[actix_web::test]
+async fn two_sse_and_one_ws_subscriber_receive_identical_complete_text() {
+    two_sse_and_one_ws(&[]).await;
+}
+
+#[actix_web::test]
+async fn identical_text_with_a_thinking_block_first() {
+    two_sse_and_one_ws(&["--sim-thinking"]).await;
+}
+
+#[actix_web::test]
+async fn a_subscriber_joining_mid_generation_ends_with_the_same_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+    let server = Server::start(&db, &["--sim-chunks", "40", "--sim-interval-ms", "15", "--sim-thinking"]).await;
+    let thread = server.thread().await;
+    let mut early = server.sse(&thread, None).await;
+    let id = server.ask(&thread, "join me").await;
+    // Wait until the text block streams, then join.
+    loop {
+        let ev = early.next().await.unwrap();
+        if ev.kind == "message.delta" && ev.data["block"] == 1 {
+            break;
+        }
+    }
+    let mut late = server.sse(&thread, None).await;
+    let evs = late.until("message.completed").await;
+    assert_eq!(evs[0].kind, "ready");
+    assert_eq!(evs[0].data["status"], "generating");
+    assert_eq!(evs[0].data["active_message_id"], id.as_str());
+    let kinds: Vec<&str> = evs.iter().map(|e| e.kind.as_str()).filter(|k| *k != "thread.presence").take(6).collect();
+    assert_eq!(kinds, ["ready", "message.started", "message.block", "message.delta", "message.block", "message.delta"]);
+    let mut t = Transcript::default();
+    t.apply_all(&evs);
+    t.assert_matches(&server.finished(&thread, &id).await);
+}
+
+#[actix_web::test]
+async fn a_generation_completes_when_every_subscriber_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+    let server = Server::start(&db, &["--sim-chunks", "30", "--sim-interval-ms", "10", "--sim-chunk-chars", "5"]).await;
+    let thread = server.thread().await;
+    let mut a = server.sse(&thread, None).await;
+    let mut w = Ws::open(&server.base, &thread, None).await;
+    let id = server.ask(&thread, "go on without me").await;
+    a.until("message.delta").await;
+    w.until("message.delta").await;
+    drop(a);
+    drop(w);
+    let stored = server.finished(&thread, &id).await;
+    assert_eq!(stored["status"], "complete");
+    assert_eq!(stored["content"].as_str().unwrap().chars().count(), 30 * 5, "the whole answer was stored");
+    assert!(stored["usage"]["output_tokens"].as_u64().unwrap() > 0);
+    assert!(stored["usage"]["input_tokens"].as_u64().unwrap() > 0);
+}
+
+#[actix_web::test]
+async fn busy_thread_refuses_and_cancel_keeps_the_partial_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+    let server = Server::start(&db, &["--sim-chunks", "500", "--sim-interval-ms", "10"]).await;
+    let thread = server.thread().await;
+    let mut sse = server.sse(&thread, None).await;
+    let id = server.ask(&thread, "long one").await;
+    let mut t = Transcript::default();
+    let mut deltas = 0;
+    while deltas < 3 {
+        let ev = sse.next().await.unwrap();
+        deltas += (ev.kind == "message.delta") as usize;
+        t.apply(&ev);
+    }
+    let url = |p: &str| format!("{}{thread}{p}", server.base);
+    let busy = server.client.post(url("/messages")).json(&json!({"content": "me too"})).send().await.unwrap();
+    assert_eq!(error_code(busy).await, (409, "thread_busy".to_owned()));
+
+    let cancel = server.client.post(url("/cancel")).send().await.unwrap();
+    assert_eq!(cancel.status(), 202);
+    let body: serde_json::Value = cancel.json().await.unwrap();
+    assert_eq!(body["message_id"], id.as_str());
+    t.apply_all(&sse.until("message.completed").await);
+    assert_eq!(t.completed, vec![(id.clone(), "cancelled".to_owned())]);
+    let stored = server.finished(&thread, &id).await;
+    assert_eq!(stored["status"], "cancelled");
+    assert!(!stored["content"].as_str().unwrap().is_empty());
+    t.assert_matches(&stored);
+    assert!(stored["usage"]["output_tokens"].as_u64().unwrap() >= 3, "usage is kept on cancel");
+
+    let idle = server.client.post(url("/cancel")).send().await.unwrap();
+    assert_eq!(error_code(idle).await, (409, "not_generating".to_owned()));
+    // The thread takes the next message.
+    assert_eq!(
+        server.client.post(url("/messages")).json(&json!({"content": "next"})).send().await.unwrap().status(),
+        202
+    );
+}
