@@ -54,14 +54,21 @@ impl Application {
             tracing::warn!(messages = interrupted, "messages left streaming by a previous run are now interrupted");
         }
         let provider = model::from_settings(&settings.provider)?;
-        let persistence =
-            PersistenceActor::new(store.clone(), metrics.clone(), settings.database.flush_interval()).start();
+        let db_healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let persistence = PersistenceActor::new(
+            store.clone(),
+            metrics.clone(),
+            db_healthy.clone(),
+            settings.database.flush_interval(),
+        )
+        .start();
         let deps = Arc::new(Deps {
             store: store.clone(),
             persistence: persistence.clone(),
             provider,
             metrics,
             settings: settings.clone(),
+            db_healthy,
         });
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let arbiters: Vec<Arbiter> =

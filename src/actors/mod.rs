@@ -34,6 +34,8 @@ pub struct Deps {
     pub provider: Arc<dyn Provider>,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
+    /// Whether the last write reached the database (see `PersistenceActor`).
+    pub db_healthy: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Errors of thread operations, each one of the contract's codes.

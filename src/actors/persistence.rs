@@ -14,7 +14,14 @@
 //! single bad row cannot sink the others. `Drain` (graceful shutdown)
 //! resolves once everything queued so far is written.
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -76,6 +83,9 @@ struct Entry {
 pub struct PersistenceActor {
     store: Store,
     metrics: Arc<Metrics>,
+    /// False while the last write found the database unreachable; new
+    /// messages are refused (503) rather than accepted and lost.
+    healthy: Arc<AtomicBool>,
     interval: std::time::Duration,
     queue: Vec<Entry>,
     /// Position in `queue` of the pending update of each message.
@@ -88,10 +98,11 @@ pub struct PersistenceActor {
 }
 
 impl PersistenceActor {
-    pub fn new(store: Store, metrics: Arc<Metrics>, interval: std::time::Duration) -> Self {
+    pub fn new(store: Store, metrics: Arc<Metrics>, healthy: Arc<AtomicBool>, interval: std::time::Duration) -> Self {
         PersistenceActor {
             store,
             metrics,
+            healthy,
             interval,
             queue: Vec::new(),
             updates: HashMap::new(),
@@ -166,6 +177,9 @@ impl PersistenceActor {
     ) {
         match result {
             Ok(()) => {
+                if !self.healthy.swap(true, Ordering::Relaxed) {
+                    tracing::info!("database reachable again");
+                }
                 self.record(ops.len(), took);
                 for ack in acks.iter_mut().filter_map(Option::take) {
                     let _ = ack.send(Ok(()));
@@ -173,6 +187,7 @@ impl PersistenceActor {
                 self.done(ctx);
             }
             Err(e) if e.is_unavailable() => {
+                self.healthy.store(false, Ordering::Relaxed);
                 self.metrics.persistence_failures.inc();
                 tracing::warn!(error.message = %e, rows = ops.len(), "database unavailable; batch kept for retry");
                 // Inserts fail fast (their POST answers 503); updates and

@@ -501,6 +501,10 @@ impl Handler<StartGeneration> for ThreadActor {
         if self.generation.is_some() {
             return Err(ThreadError::Busy);
         }
+        // Refuse rather than accept what could not be stored.
+        if !self.deps.db_healthy.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(ThreadError::Unavailable);
+        }
         let thread = self.thread.as_ref().ok_or(ThreadError::NotFound)?;
         let model =
             msg.model.or_else(|| thread.model.clone()).unwrap_or_else(|| self.deps.provider.default_model().to_owned());

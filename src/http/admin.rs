@@ -79,7 +79,14 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
+/// Ready when the database answers within two seconds.
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.store.ping().await?;
-    Ok(HttpResponse::Ok().json(json!({ "status": "ready" })))
+    match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await {
+        Ok(Ok(())) => Ok(HttpResponse::Ok().json(json!({ "status": "ready" }))),
+        Ok(Err(e)) => {
+            tracing::warn!(error.message = %e, "readiness: database unreachable");
+            Err(ApiError::unavailable())
+        }
+        Err(_) => Err(ApiError::unavailable()),
+    }
 }

@@ -194,3 +194,82 @@ async fn apply<C: ConnectionTrait>(db: &C, op: &WriteOp) -> Result<(), StoreErro
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Block, Role, Usage};
+
+    async fn store(dir: &std::path::Path) -> Store {
+        let settings = DatabaseSettings {
+            database_url: None,
+            data_dir: dir.join("nested"),
+            flush_interval_ms: 50,
+            db_max_connections: 2,
+        };
+        Store::connect(&settings).await.unwrap()
+    }
+
+    fn message(thread_id: Uuid, position: i64, status: MessageStatus) -> Message {
+        Message {
+            id: new_id(),
+            thread_id,
+            position,
+            role: if position % 2 == 0 { Role::User } else { Role::Assistant },
+            blocks: vec![Block::text(format!("m{position} é"))],
+            status,
+            model: None,
+            stop_reason: None,
+            usage: Usage { input_tokens: 1, output_tokens: 2 },
+            error: None,
+            created_at: Utc::now(),
+            completed_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite_is_wal_with_full_sync_on_every_pooled_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path()).await;
+        for _ in 0..3 {
+            let mode = store
+                .db
+                .query_one(sea_orm::Statement::from_string(store.db.get_database_backend(), "PRAGMA journal_mode"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(mode.try_get_by_index::<String>(0).unwrap(), "wal");
+            let sync = store
+                .db
+                .query_one(sea_orm::Statement::from_string(store.db.get_database_backend(), "PRAGMA synchronous"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(sync.try_get_by_index::<i32>(0).unwrap(), 2, "synchronous=FULL");
+        }
+        assert!(dir.path().join("nested/convo.db").exists(), "the data folder is created");
+    }
+
+    #[tokio::test]
+    async fn a_batch_round_trips_and_start_up_interrupts_streaming_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path()).await;
+        let project = store.create_project("p").await.unwrap();
+        let thread = store.create_thread(project.id, Some("t".into()), None, None).await.unwrap();
+        let user = message(thread.id, 0, MessageStatus::Complete);
+        let mut answer = message(thread.id, 1, MessageStatus::Streaming);
+        store.write_batch(&[WriteOp::Insert(user.clone()), WriteOp::Insert(answer.clone())]).await.unwrap();
+        answer.blocks[0].text.push_str(" more");
+        store.write_batch(&[WriteOp::Update(answer.clone())]).await.unwrap();
+        let all = store.all_messages(thread.id).await.unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].blocks, answer.blocks);
+        assert_eq!(store.interrupt_streaming().await.unwrap(), 1);
+        let all = store.all_messages(thread.id).await.unwrap();
+        assert_eq!(all[1].status, MessageStatus::Interrupted);
+        assert_eq!(all[1].blocks, answer.blocks, "text kept");
+        store.write_batch(&[WriteOp::DeleteThread(thread.id)]).await.unwrap();
+        assert!(store.find_thread(thread.id).await.unwrap().is_none());
+        assert!(store.all_messages(thread.id).await.unwrap().is_empty());
+    }
+}

@@ -5,6 +5,7 @@ mod fake_upstream;
 mod fanout;
 mod lifecycle;
 mod operations;
+mod outage;
 mod pg;
 mod providers;
 mod rest;
