@@ -19,6 +19,7 @@ pub struct Metrics {
     pub chunks_in: IntCounter,
     pub chunks_out: IntCounter,
     pub slow_consumers: IntCounter,
+    pub upstream_unknown_events: IntCounter,
     pub catch_ups: IntCounter,
     pub persistence_queue_depth: IntGauge,
     pub persistence_batches: IntCounter,
@@ -49,6 +50,11 @@ impl Metrics {
                 .expect("valid metric"),
             slow_consumers: IntCounter::new("convo_slow_consumers_total", "Subscribers closed for reading too slowly")
                 .expect("valid metric"),
+            upstream_unknown_events: IntCounter::new(
+                "convo_upstream_unknown_events_total",
+                "Upstream stream events of a type this service does not know (ignored)",
+            )
+            .expect("valid metric"),
             catch_ups: IntCounter::new("convo_catch_ups_total", "Times a lagging subscriber caught up from its cursor")
                 .expect("valid metric"),
             persistence_queue_depth: IntGauge::new(
@@ -88,6 +94,7 @@ impl Metrics {
             Box::new(m.chunks_out.clone()),
             Box::new(m.slow_consumers.clone()),
             Box::new(m.catch_ups.clone()),
+            Box::new(m.upstream_unknown_events.clone()),
             Box::new(m.persistence_queue_depth.clone()),
             Box::new(m.persistence_batches.clone()),
             Box::new(m.persistence_transactions.clone()),

@@ -53,7 +53,7 @@ impl Application {
         if interrupted > 0 {
             tracing::warn!(messages = interrupted, "messages left streaming by a previous run are now interrupted");
         }
-        let provider = model::from_settings(&settings.provider)?;
+        let provider = model::from_settings(&settings.provider, &metrics)?;
         let db_healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let persistence = PersistenceActor::new(
             store.clone(),

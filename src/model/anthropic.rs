@@ -36,19 +36,32 @@ struct Inner {
     api_key: String,
     model: String,
     policy: UpstreamPolicy,
+    unknown_events: prometheus::IntCounter,
+}
+
+/// How to reach the Anthropic API.
+pub struct AnthropicConfig {
+    pub base_url: String,
+    pub api_key: String,
+    pub model: Option<String>,
+    pub policy: UpstreamPolicy,
+    /// Counts event types this client does not know.
+    pub unknown_events: prometheus::IntCounter,
 }
 
 impl Anthropic {
-    pub fn new(
-        client: reqwest::Client,
-        base_url: &str,
-        api_key: String,
-        model: Option<String>,
-        policy: UpstreamPolicy,
-    ) -> Self {
-        let url = format!("{}/v1/messages", base_url.trim_end_matches('/'));
-        let model = model.unwrap_or_else(|| DEFAULT_MODEL.to_owned());
-        Anthropic { inner: Arc::new(Inner { client, url, api_key, model, policy }) }
+    pub fn new(client: reqwest::Client, config: AnthropicConfig) -> Self {
+        let url = format!("{}/v1/messages", config.base_url.trim_end_matches('/'));
+        let model = config.model.unwrap_or_else(|| DEFAULT_MODEL.to_owned());
+        let inner = Inner {
+            client,
+            url,
+            api_key: config.api_key,
+            model,
+            policy: config.policy,
+            unknown_events: config.unknown_events,
+        };
+        Anthropic { inner: Arc::new(inner) }
     }
 }
 
@@ -111,6 +124,8 @@ fn content_of(turn: &ChatTurn) -> Vec<Value> {
 /// What one SSE event of the answer means.
 enum Step {
     Emit(Vec<ProviderEvent>),
+    /// An event type this client does not know: ignored, counted.
+    Unknown,
     /// `message_stop`: the answer is complete.
     Done,
     Fail(String),
@@ -188,7 +203,7 @@ fn interpret(name: &str, data: &str) -> Step {
         }
         other => {
             tracing::debug!(event = other, "ignoring unknown upstream event type");
-            Step::Emit(vec![])
+            Step::Unknown
         }
     }
 }
@@ -240,6 +255,10 @@ impl Provider for Anthropic {
                                     content_began |= matches!(e, ProviderEvent::BlockStart { .. } | ProviderEvent::Delta { .. });
                                     yield e;
                                 }
+                                continue;
+                            }
+                            Step::Unknown => {
+                                inner.unknown_events.inc();
                                 continue;
                             }
                             Step::Done => {

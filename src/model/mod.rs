@@ -14,6 +14,7 @@ use futures_util::Stream;
 use crate::{
     config::{ProviderKind, ProviderSettings},
     domain::{Block, BlockKind, Role},
+    metrics::Metrics,
 };
 
 /// One turn of the conversation sent upstream.
@@ -85,7 +86,7 @@ pub trait Provider: Send + Sync + 'static {
 }
 
 /// Builds the configured provider.
-pub fn from_settings(settings: &ProviderSettings) -> anyhow::Result<Arc<dyn Provider>> {
+pub fn from_settings(settings: &ProviderSettings, metrics: &Metrics) -> anyhow::Result<Arc<dyn Provider>> {
     let policy = upstream::UpstreamPolicy {
         attempts: settings.upstream_attempts.max(1),
         min_delay: Duration::from_millis(settings.upstream_retry_min_ms),
@@ -104,13 +105,14 @@ pub fn from_settings(settings: &ProviderSettings) -> anyhow::Result<Arc<dyn Prov
                 .anthropic_api_key
                 .expose()
                 .ok_or_else(|| anyhow::anyhow!("--provider anthropic needs ANTHROPIC_API_KEY in the environment"))?;
-            Arc::new(anthropic::Anthropic::new(
-                client()?,
-                &settings.anthropic_base_url,
-                key.to_owned(),
-                settings.model.clone(),
+            let config = anthropic::AnthropicConfig {
+                base_url: settings.anthropic_base_url.clone(),
+                api_key: key.to_owned(),
+                model: settings.model.clone(),
                 policy,
-            ))
+                unknown_events: metrics.upstream_unknown_events.clone(),
+            };
+            Arc::new(anthropic::Anthropic::new(client()?, config))
         }
         ProviderKind::Openai => {
             let base = settings.openai_base_url.as_deref().ok_or_else(|| {

@@ -51,6 +51,7 @@ pub enum Reply {
 
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    pub at: std::time::Instant,
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Value,
@@ -237,7 +238,7 @@ async fn read_request(socket: &mut TcpStream) -> Option<Recorded> {
         buf.extend_from_slice(&tmp[..n]);
     }
     let body = serde_json::from_slice(&buf[head_end..head_end + len]).unwrap_or(Value::Null);
-    Some(Recorded { path, headers, body })
+    Some(Recorded { at: std::time::Instant::now(), path, headers, body })
 }
 
 /// Exact Anthropic Messages streaming scripts.

@@ -165,6 +165,8 @@ async fn anthropic_streams_a_whole_answer_and_sends_the_conversation_in_order() 
 
     let events = h.ask(json!({"content": "second question", "model": "model-of-request"})).await;
     assert_eq!(streamed_text(&events, 0), "second answer");
+    let metrics = h.client.get(format!("{}/metrics", h.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("convo_upstream_unknown_events_total 1"), "the unknown event type was counted");
 
     let requests = h.upstream.requests();
     assert_eq!(requests.len(), 2);
@@ -255,7 +257,7 @@ async fn anthropic_retries_overload_and_rate_limits_before_the_first_delta() {
         "anthropic",
         vec![
             Reply::Status { code: 529, body: overloaded.clone(), retry_after: None },
-            Reply::Status { code: 429, body: overloaded, retry_after: Some(0) },
+            Reply::Status { code: 429, body: overloaded, retry_after: Some(1) },
             Reply::Stream { pieces: a::text_answer(&["after retries"]), end: End::Clean },
         ],
         &[],
@@ -264,7 +266,10 @@ async fn anthropic_retries_overload_and_rate_limits_before_the_first_delta() {
     let events = h.ask(json!({"content": "hi"})).await;
     assert_eq!(completed(&events)["status"], "complete");
     assert_eq!(streamed_text(&events, 0), "after retries");
-    assert_eq!(h.upstream.requests().len(), 3);
+    let requests = h.upstream.requests();
+    assert_eq!(requests.len(), 3);
+    let waited = requests[2].at - requests[1].at;
+    assert!(waited >= Duration::from_millis(950), "retry-after: 1 was honoured (waited {waited:?})");
 }
 
 #[actix_web::test]
@@ -285,7 +290,7 @@ async fn anthropic_gives_up_after_the_configured_attempts() {
 
 #[actix_web::test]
 async fn anthropic_client_errors_are_not_retried_and_keep_the_upstream_message() {
-    for code in [400u16, 401] {
+    for code in [400u16, 401, 403, 404] {
         let body = json!({"type": "error", "error": {"type": "invalid_request_error", "message": format!("refused with {code}")}}).to_string();
         let h = harness("anthropic", vec![Reply::Status { code, body, retry_after: None }], &[]).await;
         let events = h.ask(json!({"content": "hi"})).await;

@@ -184,3 +184,37 @@ async fn an_unknown_or_malformed_cursor_gets_cursor_invalid_then_a_fresh_start()
     }
     let _ = reqwest::Client::new().post(format!("{}{thread}/cancel", server.base)).send().await;
 }
+
+#[actix_web::test]
+async fn the_cursor_query_parameter_resumes_over_sse_and_websocket() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+    let server = Server::start(&db, &["--sim-chunks", "60", "--sim-interval-ms", "10", "--sim-thinking"]).await;
+    let thread = server.thread().await;
+    let mut ws = crate::support::Ws::open(&server.base, &thread, None).await;
+    let id = server.ask(&thread, "both ways").await;
+    let mut seen = Vec::new();
+    let mut deltas = 0;
+    while deltas < 12 {
+        let ev = ws.next().await.unwrap();
+        deltas += (ev.kind == "message.delta") as usize;
+        seen.push(ev);
+    }
+    drop(ws);
+    let cursor = seen.last().unwrap().id.clone();
+
+    let mut again = crate::support::Ws::open(&server.base, &thread, Some(&cursor)).await;
+    let ws_rest = again.until("message.completed").await;
+    assert_eq!(ws_rest[0].kind, "ready");
+    let sse_url = format!("{}{thread}/events?cursor={cursor}", server.base);
+    let mut sse = crate::support::Sse::open(server.client.get(sse_url)).await;
+    let sse_rest = sse.until("message.completed").await;
+
+    let stored = server.finished(&thread, &id).await;
+    for rest in [ws_rest, sse_rest] {
+        let mut t = Transcript::default();
+        t.apply_all(&seen);
+        t.apply_all(&rest);
+        t.assert_matches(&stored);
+    }
+}
