@@ -1,0 +1,223 @@
+//! convo-bench: measures the service through its public API only.
+//!
+//! `cargo run --release -p convo-bench -- <scenario>` builds the service in
+//! release mode, starts it against an in-process fake Anthropic upstream
+//! that stamps every chunk with its send time, opens subscribers, posts
+//! messages, checks every reconstructed message byte for byte against what
+//! the upstream sent, and reports added latency per chunk, time to first
+//! delta, deliveries per second, correctness failures, server memory per
+//! subscriber and persistence figures.
+//!
+//! It raises its open-file limit (the service inherits it) so that the
+//! `connections` scenario can hold 10,000 sockets on each side.
+
+mod client;
+mod report;
+mod server;
+mod upstream;
+
+use std::{collections::HashMap, time::Duration};
+
+use clap::{Parser, ValueEnum};
+use futures_util::future::join_all;
+use hdrhistogram::Histogram;
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// 20 threads x 1 SSE subscriber, 100 chunks every 10 ms.
+    Latency,
+    /// 50 threads x 20 subscribers (10 SSE + 10 WS), 100 chunks every 20 ms.
+    Fanout,
+    /// 100 threads x 100 SSE subscribers (10,000), 50 chunks every 50 ms.
+    Connections,
+    /// 200 concurrent generations of 200 chunks (1 subscriber each), every 10 ms.
+    Persistence,
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "Load generator and fake upstream for convo")]
+struct Cli {
+    scenario: Scenario,
+    /// Override: threads.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Override: subscribers per thread.
+    #[arg(long)]
+    subscribers: Option<usize>,
+    /// Override: chunks per answer.
+    #[arg(long)]
+    chunks: Option<usize>,
+    /// Override: upstream interval between chunks, ms.
+    #[arg(long)]
+    interval_ms: Option<u64>,
+    /// The service binary (built with `cargo build --release` first if absent).
+    #[arg(long, default_value = "target/release/convo")]
+    server_bin: String,
+    /// Extra flags for the service, e.g. `--server-arg=--flush-interval-ms=100`.
+    #[arg(long = "server-arg")]
+    server_args: Vec<String>,
+}
+
+/// The shape of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    pub threads: usize,
+    pub subscribers: usize,
+    pub ws_share: usize,
+    pub chunks: usize,
+    pub interval: Duration,
+}
+
+impl Cli {
+    fn plan(&self) -> Plan {
+        let (threads, subscribers, ws_share, chunks, interval) = match self.scenario {
+            Scenario::Latency => (20, 1, 0, 100, 10),
+            Scenario::Fanout => (50, 20, 10, 100, 20),
+            Scenario::Connections => (100, 100, 0, 50, 50),
+            Scenario::Persistence => (200, 1, 0, 200, 10),
+        };
+        let subscribers = self.subscribers.unwrap_or(subscribers);
+        Plan {
+            threads: self.threads.unwrap_or(threads),
+            subscribers,
+            ws_share: ws_share.min(subscribers),
+            chunks: self.chunks.unwrap_or(chunks),
+            interval: Duration::from_millis(self.interval_ms.unwrap_or(interval)),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let plan = cli.plan();
+    let limit = rlimit::increase_nofile_limit(65_536).unwrap_or(0);
+    eprintln!("open-file limit raised to {limit}");
+    let up = upstream::Upstream::start(plan.chunks, plan.interval).await?;
+    let srv = server::Server::spawn(&cli.server_bin, &up.url, &cli.server_args).await?;
+    let http = reqwest::Client::new();
+
+    // Threads.
+    let project: serde_json::Value =
+        http.post(srv.url("/v1/projects")).json(&serde_json::json!({"name": "bench"})).send().await?.json().await?;
+    let pid = project["id"].as_str().unwrap_or_default().to_owned();
+    let mut threads = Vec::new();
+    for _ in 0..plan.threads {
+        let t: serde_json::Value = http
+            .post(srv.url(&format!("/v1/projects/{pid}/threads")))
+            .json(&serde_json::json!({}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        threads.push(format!("/v1/projects/{pid}/threads/{}", t["id"].as_str().unwrap_or_default()));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = srv.rss_kib();
+
+    // Subscribers, all ready before anything is posted.
+    let total = plan.threads * plan.subscribers;
+    let (ready_tx, mut ready_rx) = mpsc::channel(total.max(1));
+    let mut subs = Vec::new();
+    for (i, thread) in threads.iter().enumerate() {
+        for s in 0..plan.subscribers {
+            let path = format!("{thread}/events");
+            let ready = ready_tx.clone();
+            let task = if s < plan.ws_share {
+                let url = format!("ws://{}{thread}/ws", srv.addr);
+                tokio::spawn(client::ws(url, ready, 1))
+            } else {
+                tokio::spawn(client::sse(srv.addr, path, ready, 1))
+            };
+            subs.push((i, task));
+            if subs.len() % 500 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+    drop(ready_tx);
+    for n in 0..total {
+        if tokio::time::timeout(Duration::from_secs(60), ready_rx.recv()).await.ok().flatten().is_none() {
+            anyhow::bail!("only {n} of {total} subscribers became ready");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_after = srv.rss_kib();
+    let stats_before = srv.stats(&http).await?;
+
+    // One message per thread, all at once.
+    let started = std::time::Instant::now();
+    let posts = threads.iter().map(|thread| {
+        let http = http.clone();
+        let url = srv.url(&format!("{thread}/messages"));
+        async move {
+            let t0 = upstream::now_ns();
+            let r = http.post(url).json(&serde_json::json!({"content": thread})).send().await;
+            let ok = matches!(&r, Ok(r) if r.status() == 202);
+            (t0, ok)
+        }
+    });
+    let posted: Vec<(u128, bool)> = join_all(posts).await;
+
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut ttfd = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut failures: Vec<String> = posted.iter().filter(|(_, ok)| !ok).map(|_| "POST refused".to_owned()).collect();
+    let mut deliveries = 0u64;
+    let mut first_seen: HashMap<usize, u128> = HashMap::new();
+    let mut texts: Vec<(usize, String)> = Vec::new();
+    for (i, task) in subs {
+        let seen = tokio::time::timeout(plan.interval * plan.chunks as u32 + Duration::from_secs(60), task)
+            .await
+            .map_err(|_| anyhow::anyhow!("subscribers did not finish"))??;
+        latency.add(&seen.latency_us)?;
+        deliveries += seen.deltas;
+        failures.extend(seen.failures);
+        if let Some(&t) = seen.first_delta_ns.values().next() {
+            let e = first_seen.entry(i).or_insert(t);
+            *e = (*e).min(t);
+        }
+        texts.extend(seen.texts.into_values().map(|t| (i, t)));
+    }
+    let elapsed = started.elapsed();
+
+    // Byte-exact against what the upstream sent, and the upstream's own
+    // first-chunk delay taken out of the time to first delta.
+    let sent = up.sent.lock().map(|m| m.clone()).unwrap_or_default();
+    for (i, text) in &texts {
+        match sent.get(&threads[*i]) {
+            Some(s) if &s.text == text => {}
+            Some(_) => failures.push(format!("thread {i}: text differs from what the upstream sent")),
+            None => failures.push(format!("thread {i}: the upstream has no answer for it")),
+        }
+    }
+    if texts.len() != total {
+        failures.push(format!("{} of {total} subscribers rebuilt a message", texts.len()));
+    }
+    for (i, (t0, _)) in posted.iter().enumerate() {
+        if let (Some(first), Some(s)) = (first_seen.get(&i), sent.get(&threads[i])) {
+            let own = s.first_chunk_ns.saturating_sub(s.received_ns);
+            let added = first.saturating_sub(*t0).saturating_sub(own);
+            ttfd.record(((added / 1000) as u64).max(1))?;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats_after = srv.stats(&http).await?;
+    let report = report::Report {
+        scenario: format!("{:?}", cli.scenario).to_lowercase(),
+        plan,
+        latency,
+        ttfd,
+        deliveries,
+        elapsed,
+        failures,
+        rss_before,
+        rss_after,
+        subscribers: total,
+        stats_before,
+        stats_after,
+    };
+    report.print();
+    srv.stop();
+    Ok(())
+}

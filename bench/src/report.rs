@@ -1,0 +1,92 @@
+//! The benchmark's report: a readable table on stdout and one JSON line
+//! (for scripts and the README).
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+use crate::Plan;
+
+pub struct Report {
+    pub scenario: String,
+    pub plan: Plan,
+    pub latency: Histogram<u64>,
+    pub ttfd: Histogram<u64>,
+    pub deliveries: u64,
+    pub elapsed: Duration,
+    pub failures: Vec<String>,
+    pub rss_before: u64,
+    pub rss_after: u64,
+    pub subscribers: usize,
+    pub stats_before: Value,
+    pub stats_after: Value,
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+impl Report {
+    pub fn print(&self) {
+        let p = |h: &Histogram<u64>, q: f64| ms(h.value_at_quantile(q));
+        let per_sub_kib =
+            self.rss_after.saturating_sub(self.rss_before) as f64 / self.subscribers.max(1) as f64;
+        let delta = |path: &str| {
+            let get = |v: &Value| v.pointer(path).and_then(Value::as_f64).unwrap_or(0.0);
+            get(&self.stats_after) - get(&self.stats_before)
+        };
+        let transactions = delta("/persistence/transactions");
+        let rows = delta("/persistence/rows");
+        let batches = delta("/persistence/batches");
+        let flush_intervals = self.elapsed.as_secs_f64() / 0.05;
+        let out = json!({
+            "scenario": self.scenario,
+            "threads": self.plan.threads,
+            "subscribers": self.subscribers,
+            "chunks": self.plan.chunks,
+            "interval_ms": self.plan.interval.as_millis() as u64,
+            "latency_ms": {"p50": p(&self.latency, 0.5), "p90": p(&self.latency, 0.9), "p99": p(&self.latency, 0.99), "max": ms(self.latency.max()), "samples": self.latency.len()},
+            "first_delta_added_ms": {"p50": p(&self.ttfd, 0.5), "p99": p(&self.ttfd, 0.99), "max": ms(self.ttfd.max())},
+            "deliveries_per_s": self.deliveries as f64 / self.elapsed.as_secs_f64(),
+            "failures": self.failures.len(),
+            "rss_kib": {"before": self.rss_before, "after_subscribe": self.rss_after, "per_subscriber": per_sub_kib},
+            "persistence": {"transactions": transactions, "batches": batches, "rows": rows,
+                "rows_per_batch": if batches > 0.0 { rows / batches } else { 0.0 },
+                "last_batch_ms": self.stats_after.pointer("/persistence/last_batch_ms"),
+                "flush_intervals_elapsed": flush_intervals},
+            "elapsed_s": self.elapsed.as_secs_f64(),
+        });
+        println!("scenario            {}", self.scenario);
+        println!("threads x subs      {} x {} ({} subscribers)", self.plan.threads, self.plan.subscribers, self.subscribers);
+        println!("chunks              {} every {} ms", self.plan.chunks, self.plan.interval.as_millis());
+        println!(
+            "added latency/chunk p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} samples)",
+            p(&self.latency, 0.5),
+            p(&self.latency, 0.9),
+            p(&self.latency, 0.99),
+            ms(self.latency.max()),
+            self.latency.len()
+        );
+        println!(
+            "POST->first delta   p50 {:.2} ms  p99 {:.2} ms  (upstream delay removed)",
+            p(&self.ttfd, 0.5),
+            p(&self.ttfd, 0.99)
+        );
+        println!("deliveries/s        {:.0}", self.deliveries as f64 / self.elapsed.as_secs_f64());
+        println!("failures            {}", self.failures.len());
+        for f in self.failures.iter().take(5) {
+            println!("  {f}");
+        }
+        println!(
+            "server RSS          {} KiB idle, {} KiB with subscribers: {:.1} KiB per subscriber",
+            self.rss_before, self.rss_after, per_sub_kib
+        );
+        println!(
+            "persistence         {transactions} transactions, {batches} batches, {rows} rows ({:.1} rows/batch) in {:.1} s",
+            if batches > 0.0 { rows / batches } else { 0.0 },
+            self.elapsed.as_secs_f64()
+        );
+        println!("json {out}");
+    }
+}

@@ -1,0 +1,76 @@
+//! Runs the service binary as a child process pointed at the fake upstream,
+//! and reads its memory (VmRSS) and `/admin/stats`.
+
+use std::{
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+pub struct Server {
+    pub addr: SocketAddr,
+    child: Child,
+    _data: DataDir,
+}
+
+/// A scratch folder for the service's SQLite file, removed afterwards.
+struct DataDir(std::path::PathBuf);
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Server {
+    pub async fn spawn(bin: &str, upstream: &str, extra: &[String]) -> anyhow::Result<Server> {
+        if !std::path::Path::new(bin).exists() {
+            eprintln!("building the service: cargo build --release --bin convo");
+            let ok = Command::new("cargo").args(["build", "--release", "--bin", "convo"]).status()?.success();
+            anyhow::ensure!(ok, "could not build the service");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let data = std::env::temp_dir().join(format!("convo-bench-{}-{port}", std::process::id()));
+        let child = Command::new(bin)
+            .args(["--bind", &addr.to_string(), "--provider", "anthropic", "--anthropic-base-url", upstream])
+            .args(["--data-dir", &data.display().to_string(), "--log-filter", "warn", "--log-format", "json"])
+            .args(extra)
+            .env("ANTHROPIC_API_KEY", "bench-key")
+            .stdout(Stdio::null())
+            .spawn()?;
+        let server = Server { addr, child, _data: DataDir(data) };
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if http.get(server.url("/healthz")).send().await.is_ok() {
+                return Ok(server);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("the service did not start")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Resident memory of the service, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub async fn stats(&self, http: &reqwest::Client) -> anyhow::Result<serde_json::Value> {
+        Ok(http.get(self.url("/admin/stats")).send().await?.json().await?)
+    }
+
+    pub fn stop(mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,145 @@
+//! A fake Anthropic Messages API for the benchmark. It streams the exact
+//! protocol (message_start, content_block_start, pings, text deltas,
+//! content_block_stop, message_delta, message_stop) and stamps every chunk
+//! with its send time, so the load generator can measure the latency the
+//! service adds to each chunk it delivers.
+//!
+//! Chunk k of an answer is `<k:05>@<unix nanoseconds:019>;` (26 bytes).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde_json::{json, Value};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+pub const CHUNK_LEN: usize = 26;
+
+/// What one answer looked like from the upstream's side.
+#[derive(Debug, Clone, Default)]
+pub struct Sent {
+    pub text: String,
+    /// Wall clock (ns) when the request arrived and when chunk 0 left.
+    pub received_ns: u128,
+    pub first_chunk_ns: u128,
+}
+
+#[derive(Clone)]
+pub struct Upstream {
+    pub url: String,
+    chunks: usize,
+    interval: Duration,
+    /// Answers by tag (the last user message's text).
+    pub sent: Arc<Mutex<HashMap<String, Sent>>>,
+}
+
+pub fn now_ns() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos()
+}
+
+impl Upstream {
+    pub async fn start(chunks: usize, interval: Duration) -> anyhow::Result<Upstream> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let up = Upstream { url, chunks, interval, sent: Arc::default() };
+        let server = up.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let _ = socket.set_nodelay(true);
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let _ = server.serve(socket).await;
+                });
+            }
+        });
+        Ok(up)
+    }
+
+    async fn serve(&self, mut socket: TcpStream) -> std::io::Result<()> {
+        // Keep-alive: serve requests on this connection until it closes.
+        while let Some(body) = read_request(&mut socket).await? {
+            let received_ns = now_ns();
+            let tag = body["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .and_then(|m| m["content"][0]["text"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            socket
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n",
+                )
+                .await?;
+            let start = json!({"type": "message_start", "message": {"id": "msg_bench", "type": "message", "role": "assistant",
+                "content": [], "model": "bench", "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 10, "output_tokens": 1}}});
+            write_event(&mut socket, "message_start", &start).await?;
+            let block = json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}});
+            write_event(&mut socket, "content_block_start", &block).await?;
+            write_event(&mut socket, "ping", &json!({"type": "ping"})).await?;
+            let mut sent = Sent { received_ns, ..Sent::default() };
+            let mut next = tokio::time::Instant::now();
+            for k in 0..self.chunks {
+                next += self.interval;
+                tokio::time::sleep_until(next).await;
+                let ns = now_ns();
+                if k == 0 {
+                    sent.first_chunk_ns = ns;
+                }
+                let text = format!("{k:05}@{ns:019};");
+                sent.text.push_str(&text);
+                let delta = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}});
+                write_event(&mut socket, "content_block_delta", &delta).await?;
+            }
+            write_event(&mut socket, "content_block_stop", &json!({"type": "content_block_stop", "index": 0})).await?;
+            let end = json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                "usage": {"output_tokens": self.chunks}});
+            write_event(&mut socket, "message_delta", &end).await?;
+            write_event(&mut socket, "message_stop", &json!({"type": "message_stop"})).await?;
+            socket.write_all(b"0\r\n\r\n").await?;
+            self.sent.lock().unwrap().insert(tag, sent);
+        }
+        Ok(())
+    }
+}
+
+async fn write_event(socket: &mut TcpStream, name: &str, data: &Value) -> std::io::Result<()> {
+    let payload = format!("event: {name}\ndata: {data}\n\n");
+    let chunk = format!("{:x}\r\n{payload}\r\n", payload.len());
+    socket.write_all(chunk.as_bytes()).await
+}
+
+/// Reads one request; its JSON body, or `None` when the peer closed.
+async fn read_request(socket: &mut TcpStream) -> std::io::Result<Option<Value>> {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 8192];
+    let head_end = loop {
+        let n = socket.read(&mut tmp).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&tmp[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = socket.read(&mut tmp).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
+    Ok(Some(serde_json::from_slice(&buf[head_end..head_end + len]).unwrap_or(Value::Null)))
+}
