@@ -39,6 +39,9 @@ pub struct HttpSettings {
     /// A small one bounds memory per subscriber and makes a stalled reader felt at once.
     #[arg(long, env = "SOCKET_SEND_BUFFER", default_value_t = 0)]
     pub socket_send_buffer: usize,
+    /// Set TCP_NODELAY on accepted connections (each write its own packet).
+    #[arg(long, env = "TCP_NODELAY", default_value_t = false)]
+    pub tcp_nodelay: bool,
     /// Largest accepted JSON request body, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
