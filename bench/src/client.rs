@@ -79,31 +79,10 @@ impl Seen {
         self.deltas += 1;
     }
 
-    /// Applies one parsed event; true when it completed a message.
+    /// Applies one parsed event other than a delta; true when it completed
+    /// a message.
     fn apply(&mut self, kind: &str, data: &Value) -> bool {
         match kind {
-            "message.delta" => {
-                let now = now_ns();
-                let id = data["message_id"].as_str().unwrap_or_default().to_owned();
-                self.first_delta_ns.entry(id.clone()).or_insert(now);
-                let text = self.texts.entry(id).or_default();
-                let offset = data["offset"].as_u64().unwrap_or(u64::MAX) as usize;
-                if offset != text.len() {
-                    self.failures.push(format!("delta at offset {offset}, expected {}", text.len()));
-                }
-                let before = text.len() / CHUNK_LEN;
-                text.push_str(data["text"].as_str().unwrap_or_default());
-                let after = text.len() / CHUNK_LEN;
-                for k in before..after {
-                    let chunk = &text[k * CHUNK_LEN..(k + 1) * CHUNK_LEN];
-                    if let Some(stamp) = chunk.get(6..25).and_then(|s| s.parse::<u128>().ok()) {
-                        let us = (now.saturating_sub(stamp) / 1000) as u64;
-                        let _ = self.latency_us.record(us.max(1));
-                    }
-                }
-                self.deltas += 1;
-                false
-            }
             "message.completed" => {
                 if data["status"] != "complete" {
                     self.failures.push(format!("message ended {}", data["status"]));
@@ -146,7 +125,8 @@ async fn sse_inner(
 ) -> anyhow::Result<()> {
     let mut sock = TcpStream::connect(addr).await?;
     sock.set_nodelay(true)?;
-    sock.write_all(format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n").as_bytes()).await?;
+    sock.write_all(format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n").as_bytes())
+        .await?;
     let mut raw: Vec<u8> = Vec::new();
     let mut body: Vec<u8> = Vec::new();
     let mut headers_done = false;

@@ -30,8 +30,7 @@ fn ms(us: u64) -> f64 {
 impl Report {
     pub fn print(&self) {
         let p = |h: &Histogram<u64>, q: f64| ms(h.value_at_quantile(q));
-        let per_sub_kib =
-            self.rss_after.saturating_sub(self.rss_before) as f64 / self.subscribers.max(1) as f64;
+        let per_sub_kib = self.rss_after.saturating_sub(self.rss_before) as f64 / self.subscribers.max(1) as f64;
         let delta = |path: &str| {
             let get = |v: &Value| v.pointer(path).and_then(Value::as_f64).unwrap_or(0.0);
             get(&self.stats_after) - get(&self.stats_before)
@@ -58,7 +57,10 @@ impl Report {
             "elapsed_s": self.elapsed.as_secs_f64(),
         });
         println!("scenario            {}", self.scenario);
-        println!("threads x subs      {} x {} ({} subscribers)", self.plan.threads, self.plan.subscribers, self.subscribers);
+        println!(
+            "threads x subs      {} x {} ({} subscribers)",
+            self.plan.threads, self.plan.subscribers, self.subscribers
+        );
         println!("chunks              {} every {} ms", self.plan.chunks, self.plan.interval.as_millis());
         println!(
             "added latency/chunk p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} samples)",

@@ -79,7 +79,8 @@ impl Upstream {
                 "content": [], "model": "bench", "stop_reason": null, "stop_sequence": null,
                 "usage": {"input_tokens": 10, "output_tokens": 1}}});
             write_event(&mut socket, "message_start", &start).await?;
-            let block = json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}});
+            let block =
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}});
             write_event(&mut socket, "content_block_start", &block).await?;
             write_event(&mut socket, "ping", &json!({"type": "ping"})).await?;
             let mut sent = Sent { received_ns, ..Sent::default() };
@@ -93,7 +94,8 @@ impl Upstream {
                 }
                 let text = format!("{k:05}@{ns:019};");
                 sent.text.push_str(&text);
-                let delta = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}});
+                let delta =
+                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}});
                 write_event(&mut socket, "content_block_delta", &delta).await?;
             }
             write_event(&mut socket, "content_block_stop", &json!({"type": "content_block_stop", "index": 0})).await?;
@@ -129,11 +131,8 @@ async fn read_request(socket: &mut TcpStream) -> std::io::Result<Option<Value>> 
         }
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let len: usize =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
     while buf.len() < head_end + len {
         let n = socket.read(&mut tmp).await?;
         if n == 0 {

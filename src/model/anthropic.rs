@@ -224,24 +224,18 @@ impl Provider for Anthropic {
             let mut delays = inner.policy.delays();
             let mut content_began = false;
             'attempt: loop {
-                let http = inner
-                    .client
-                    .post(&inner.url)
-                    .header("x-api-key", &inner.api_key)
-                    .header("anthropic-version", API_VERSION)
-                    .header("accept", "text/event-stream")
-                    .json(&body);
-                let response = match upstream::send_once(http).await {
+                let make = || {
+                    inner
+                        .client
+                        .post(&inner.url)
+                        .header("x-api-key", &inner.api_key)
+                        .header("anthropic-version", API_VERSION)
+                        .header("accept", "text/event-stream")
+                        .json(&body)
+                };
+                let response = match upstream::send_with_retries(make, &mut delays).await {
                     Ok(r) => r,
                     Err(refusal) => {
-                        if refusal.retryable {
-                            if let Some(d) = delays.next() {
-                                let wait = refusal.retry_after.map_or(d, |ra| ra.max(d));
-                                tracing::warn!(error.message = %refusal.message, wait_ms = wait.as_millis() as u64, "retrying the model provider");
-                                tokio::time::sleep(wait).await;
-                                continue 'attempt;
-                            }
-                        }
                         yield ProviderEvent::Failed { code: refusal.code, message: refusal.message };
                         return;
                     }
@@ -273,13 +267,8 @@ impl Provider for Anthropic {
                         Some(Err(fault)) => fault,
                         None => ReadFault::Transport("the stream ended before `message_stop`".into()),
                     };
-                    // A stream cut before any content can be asked again.
-                    if !content_began && !matches!(fault, ReadFault::Malformed(_)) {
-                        if let Some(d) = delays.next() {
-                            tracing::warn!(error.message = %fault.message(inner.policy.stall), "answer cut before content; retrying");
-                            tokio::time::sleep(d).await;
-                            continue 'attempt;
-                        }
+                    if upstream::retry_cut_answer(&fault, content_began, inner.policy.stall, &mut delays).await {
+                        continue 'attempt;
                     }
                     yield ProviderEvent::Failed { code: fault.code(), message: fault.message(inner.policy.stall) };
                     return;

@@ -194,21 +194,16 @@ impl Provider for OpenAi {
         Box::pin(async_stream::stream! {
             let mut delays = inner.policy.delays();
             'attempt: loop {
-                let mut http = inner.client.post(&inner.url).header("accept", "text/event-stream").json(&body);
-                if let Some(key) = &inner.api_key {
-                    http = http.bearer_auth(key);
-                }
-                let response = match upstream::send_once(http).await {
+                let make = || {
+                    let http = inner.client.post(&inner.url).header("accept", "text/event-stream").json(&body);
+                    match &inner.api_key {
+                        Some(key) => http.bearer_auth(key),
+                        None => http,
+                    }
+                };
+                let response = match upstream::send_with_retries(make, &mut delays).await {
                     Ok(r) => r,
                     Err(refusal) => {
-                        if refusal.retryable {
-                            if let Some(d) = delays.next() {
-                                let wait = refusal.retry_after.map_or(d, |ra| ra.max(d));
-                                tracing::warn!(error.message = %refusal.message, wait_ms = wait.as_millis() as u64, "retrying the model provider");
-                                tokio::time::sleep(wait).await;
-                                continue 'attempt;
-                            }
-                        }
                         yield ProviderEvent::Failed { code: refusal.code, message: refusal.message };
                         return;
                     }
@@ -244,11 +239,8 @@ impl Provider for OpenAi {
                         }
                         None => ReadFault::Transport("the stream ended before `[DONE]`".into()),
                     };
-                    if blocks.count == 0 && !matches!(fault, ReadFault::Malformed(_)) {
-                        if let Some(d) = delays.next() {
-                            tokio::time::sleep(d).await;
-                            continue 'attempt;
-                        }
+                    if upstream::retry_cut_answer(&fault, blocks.count > 0, inner.policy.stall, &mut delays).await {
+                        continue 'attempt;
                     }
                     yield ProviderEvent::Failed { code: fault.code(), message: fault.message(inner.policy.stall) };
                     return;

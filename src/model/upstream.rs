@@ -153,3 +153,41 @@ pub fn sse_events(response: Response, stall: Duration) -> impl Stream<Item = Res
         })
     })
 }
+
+/// Sends `make()` until the upstream accepts it, retrying what is worth
+/// retrying after the next backoff delay (never shorter than the
+/// upstream's `retry-after`); the last refusal when the delays run out.
+pub async fn send_with_retries(
+    make: impl Fn() -> RequestBuilder,
+    delays: &mut impl Iterator<Item = Duration>,
+) -> Result<Response, Refusal> {
+    loop {
+        let refusal = match send_once(make()).await {
+            Ok(response) => return Ok(response),
+            Err(refusal) if refusal.retryable => refusal,
+            Err(refusal) => return Err(refusal),
+        };
+        let Some(delay) = delays.next() else { return Err(refusal) };
+        let wait = refusal.retry_after.map_or(delay, |after| after.max(delay));
+        tracing::warn!(error.message = %refusal.message, wait_ms = wait.as_millis() as u64, "retrying the model provider");
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// After an answer broke: whether to ask again. Only before any content
+/// (after it, a retry would be a different answer) and never for a
+/// malformed stream; waits the next backoff delay first.
+pub async fn retry_cut_answer(
+    fault: &ReadFault,
+    content_began: bool,
+    stall: Duration,
+    delays: &mut impl Iterator<Item = Duration>,
+) -> bool {
+    if content_began || matches!(fault, ReadFault::Malformed(_)) {
+        return false;
+    }
+    let Some(delay) = delays.next() else { return false };
+    tracing::warn!(error.message = %fault.message(stall), "answer cut before content; retrying");
+    tokio::time::sleep(delay).await;
+    true
+}
