@@ -32,6 +32,16 @@ pub struct HttpSettings {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "HTTP_WORKERS")]
     pub http_workers: Option<usize>,
+    /// Admin token: needed for /admin/* and project creation, and enables
+    /// project keys on /v1. Without it the service runs open (loopback only).
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub admin_token: Option<Secret>,
+    /// Allow open mode (no admin token) on a non-loopback address.
+    #[arg(long, env = "ALLOW_OPEN", default_value_t = false)]
+    pub allow_open: bool,
+    /// Lifetime of thread-scoped stream tokens, in seconds.
+    #[arg(long, env = "STREAM_TOKEN_TTL_SECS", default_value_t = 300)]
+    pub stream_token_ttl_secs: u64,
     /// Time a graceful shutdown may take before open connections are cut.
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -88,6 +98,13 @@ impl Secret {
     pub fn expose(&self) -> Option<&str> {
         self.0.as_deref()
     }
+}
+
+fn parse_secret(value: &str) -> Result<Secret, String> {
+    if value.len() < 16 {
+        return Err("must be at least 16 characters".into());
+    }
+    Ok(Secret::new(value))
 }
 
 impl std::fmt::Debug for Secret {

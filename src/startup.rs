@@ -75,16 +75,27 @@ impl Application {
             (0..settings.streaming.actor_arbiters.unwrap_or(cores).max(1)).map(|_| Arbiter::new()).collect();
         let registry = Registry::new(deps.clone(), arbiters.iter().map(|a| a.handle()).collect()).start();
 
+        let auth = http::auth::Auth::new(
+            settings.http.admin_token.as_ref().and_then(|t| t.expose()),
+            Duration::from_secs(settings.http.stream_token_ttl_secs),
+        )?;
         let listener = TcpListener::bind(&settings.http.bind)
             .with_context(|| format!("could not listen on {}", settings.http.bind))?;
-        let port = listener.local_addr()?.port();
-        let state = web::Data::new(AppState { store, registry: registry.clone(), deps });
+        let local = listener.local_addr()?;
+        if auth.is_open() && !local.ip().is_loopback() && !settings.http.allow_open {
+            anyhow::bail!(
+                "refusing to run open (no --admin-token) on the non-loopback address {local}: \
+                 set --admin-token (ADMIN_TOKEN), or pass --allow-open if this network is trusted"
+            );
+        }
+        let port = local.port();
+        let state = web::Data::new(AppState { store, registry: registry.clone(), deps, auth });
         let max_body = settings.http.max_body_bytes;
         let grace = Duration::from_millis(settings.http.shutdown_grace_ms);
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(http::error_shape())
-                .wrap(tracing_actix_web::TracingLogger::default())
+                .wrap(tracing_actix_web::TracingLogger::<http::logging::RedactedRootSpan>::new())
                 .app_data(state.clone())
                 .configure(|cfg| http::configure(cfg, max_body))
         })

@@ -5,7 +5,10 @@
 //! the answer. Only `events.rs` and `ws.rs` know SSE and WebSocket framing.
 
 pub mod admin;
+pub mod auth;
 pub mod events;
+pub mod keys;
+pub mod logging;
 pub mod messages;
 pub mod projects;
 pub mod threads;
@@ -18,8 +21,9 @@ use actix_web::{
     dev::ServiceResponse,
     error::{JsonPayloadError, PathError, QueryPayloadError},
     http::header,
-    middleware::{ErrorHandlerResponse, ErrorHandlers},
-    web, HttpRequest, HttpResponse,
+    http::Method,
+    middleware::{from_fn, ErrorHandlerResponse, ErrorHandlers},
+    web, HttpRequest, HttpResponse, Resource, Route,
 };
 
 use crate::{
@@ -33,6 +37,42 @@ pub struct AppState {
     pub store: Store,
     pub registry: Addr<Registry>,
     pub deps: Arc<Deps>,
+    pub auth: auth::Auth,
+}
+
+/// Every route under `/v1/projects/{pid}`, as (method, path, handler). The
+/// router is built from this list and the access tests walk it, so no
+/// route can escape the project check.
+pub fn project_routes() -> Vec<(Method, &'static str, Route)> {
+    vec![
+        (Method::GET, "", web::get().to(projects::get)),
+        (Method::POST, "/threads", web::post().to(threads::create)),
+        (Method::GET, "/threads", web::get().to(threads::list)),
+        (Method::GET, "/threads/{tid}", web::get().to(threads::get)),
+        (Method::DELETE, "/threads/{tid}", web::delete().to(threads::delete)),
+        (Method::GET, "/threads/{tid}/messages", web::get().to(messages::history)),
+        (Method::POST, "/threads/{tid}/messages", web::post().to(messages::post)),
+        (Method::POST, "/threads/{tid}/cancel", web::post().to(messages::cancel)),
+        (Method::POST, "/threads/{tid}/stream-token", web::post().to(keys::stream_token)),
+        (Method::GET, "/threads/{tid}/events", web::get().to(events::subscribe)),
+        (Method::GET, "/threads/{tid}/ws", web::get().to(ws::subscribe)),
+    ]
+}
+
+/// Groups routes of one path into one resource, so a wrong method on a
+/// known path answers 405.
+fn resources(routes: Vec<(Method, &'static str, Route)>) -> Vec<Resource> {
+    let mut out: Vec<(&'static str, Resource)> = Vec::new();
+    for (_, path, route) in routes {
+        match out.iter().position(|(p, _)| *p == path) {
+            Some(i) => {
+                let (p, resource) = out.remove(i);
+                out.insert(i, (p, resource.route(route)));
+            }
+            None => out.push((path, web::resource(path).route(route))),
+        }
+    }
+    out.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Registers every route.
@@ -40,21 +80,28 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
     cfg.app_data(web::JsonConfig::default().limit(max_body).error_handler(json_error))
         .app_data(web::PathConfig::default().error_handler(path_error))
         .app_data(web::QueryConfig::default().error_handler(query_error))
+        .service(web::resource("/v1/projects").wrap(from_fn(auth::admin_only)).post(projects::create))
         .service(
-            web::scope("/v1/projects")
-                .service(web::resource("").post(projects::create))
-                .service(web::resource("/{pid}").get(projects::get))
-                .service(web::resource("/{pid}/threads").post(threads::create).get(threads::list))
-                .service(web::resource("/{pid}/threads/{tid}").get(threads::get).delete(threads::delete))
-                .service(web::resource("/{pid}/threads/{tid}/messages").get(messages::history).post(messages::post))
-                .service(web::resource("/{pid}/threads/{tid}/cancel").post(messages::cancel))
-                .service(web::resource("/{pid}/threads/{tid}/events").get(events::subscribe))
-                .service(web::resource("/{pid}/threads/{tid}/ws").get(ws::subscribe)),
+            resources(project_routes())
+                .into_iter()
+                .fold(web::scope("/v1/projects/{pid}").wrap(from_fn(auth::project_access)), |scope, r| {
+                    scope.service(r)
+                }),
         )
-        .service(web::resource("/projects/{pid}/threads/{tid}/query/stream").post(events::seed_stream))
-        .service(web::resource("/admin/stats").get(admin::stats))
-        .service(web::resource("/admin/threads").get(admin::threads))
-        .service(web::resource("/admin/threads/{tid}").get(admin::thread).delete(admin::stop_thread))
+        .service(
+            web::scope("/projects/{pid}")
+                .wrap(from_fn(auth::project_access))
+                .service(web::resource("/threads/{tid}/query/stream").post(events::seed_stream)),
+        )
+        .service(
+            web::scope("/admin")
+                .wrap(from_fn(auth::admin_only))
+                .service(web::resource("/stats").get(admin::stats))
+                .service(web::resource("/threads").get(admin::threads))
+                .service(web::resource("/threads/{tid}").get(admin::thread).delete(admin::stop_thread))
+                .service(web::resource("/projects/{pid}/keys").post(keys::create))
+                .service(web::resource("/projects/{pid}/keys/{key_id}").delete(keys::revoke)),
+        )
         .service(web::resource("/metrics").get(admin::metrics))
         .service(web::resource("/healthz").get(admin::healthz))
         .service(web::resource("/readyz").get(admin::readyz))

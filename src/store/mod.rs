@@ -7,6 +7,7 @@ mod convert;
 pub mod entities;
 mod error;
 mod history;
+mod keys;
 
 use std::time::Duration;
 

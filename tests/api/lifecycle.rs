@@ -16,13 +16,18 @@ use crate::support::{args, database_url, Server, Transcript};
 struct Binary {
     child: Child,
     server: Server,
+    /// Every log line the process wrote.
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Binary {
     async fn start(db: &str, extra: &[&str]) -> Binary {
         let mut flags = args(db, extra);
         flags.remove(0);
-        flags.extend(["--log-format".into(), "json".into(), "--log-filter".into(), "info".into()]);
+        flags.extend(["--log-format".into(), "json".into()]);
+        if !flags.iter().any(|f| f == "--log-filter") {
+            flags.extend(["--log-filter".into(), "info".into()]);
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_convo"))
             .args(&flags)
             .stderr(Stdio::piped())
@@ -31,9 +36,12 @@ impl Binary {
             .expect("the binary starts");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line.clone());
                 if !sent {
                     if let Ok(v) = serde_json::from_str::<Value>(&line) {
                         if v["message"] == "listening" {
@@ -49,7 +57,7 @@ impl Binary {
             .unwrap()
             .expect("the binary logs its port");
         let server = Server::attach(format!("http://127.0.0.1:{port}"));
-        Binary { child, server }
+        Binary { child, server, logs }
     }
 
     /// Waits for the process to exit; its exit code.
@@ -151,4 +159,65 @@ async fn sigterm_tells_subscribers_commits_everything_and_exits_zero() {
         .unwrap();
     assert_eq!(r.status(), 202);
     bin.child.kill().unwrap();
+}
+
+#[actix_web::test]
+async fn keys_and_tokens_never_reach_the_logs() {
+    use crate::access::ADMIN;
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+    let mut bin = Binary::start(&db, &["--admin-token", ADMIN, "--log-filter", "debug"]).await;
+    let (c, base) = (bin.server.client.clone(), bin.server.base.clone());
+    let p: Value = c
+        .post(format!("{base}/v1/projects"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "p"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pid = p["id"].as_str().unwrap();
+    let k: Value = c
+        .post(format!("{base}/admin/projects/{pid}/keys"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = k["key"].as_str().unwrap().to_owned();
+    let t: Value = c
+        .post(format!("{base}/v1/projects/{pid}/threads"))
+        .bearer_auth(&key)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let thread = format!("/v1/projects/{pid}/threads/{}", t["id"].as_str().unwrap());
+    let tok: Value =
+        c.post(format!("{base}{thread}/stream-token")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    let token = tok["token"].as_str().unwrap().to_owned();
+    let mut sse = crate::support::Sse::open(c.get(format!("{base}{thread}/events?token={token}"))).await;
+    assert_eq!(sse.next().await.unwrap().kind, "ready");
+    // Refusals are logged too: they must not echo what was sent.
+    let _ = c.get(format!("{base}{thread}")).bearer_auth("ck_not-a-real-key-but-secret").send().await;
+    let _ = c.get(format!("{base}{thread}/events?token=forged.{token}")).send().await;
+    drop(sse);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bin.child.kill().unwrap();
+    let _ = bin.child.wait();
+    let logs = bin.logs.lock().unwrap().join("\n");
+    assert!(logs.lines().count() > 5, "the run logged something");
+    for secret in [ADMIN, key.as_str(), token.as_str(), "ck_not-a-real-key-but-secret"] {
+        let leak: Vec<&str> = logs.lines().filter(|l| l.contains(secret)).take(2).collect();
+        assert!(leak.is_empty(), "a secret reached the logs: {leak:?}");
+    }
+    let body = c.get(format!("{base}/metrics")).send().await.map(|_| ()).is_err();
+    assert!(body, "the process is gone");
 }

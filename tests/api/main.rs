@@ -1,6 +1,7 @@
 //! One black-box test binary: each test starts the real server on a random
 //! port and talks HTTP, SSE and WebSocket to it like a client.
 
+mod access;
 mod fake_upstream;
 mod fanout;
 mod lifecycle;

@@ -356,7 +356,10 @@ pub struct Ws {
 impl Ws {
     pub async fn open(base: &str, thread: &str, cursor: Option<&str>) -> Ws {
         let query = cursor.map(|c| format!("?cursor={c}")).unwrap_or_default();
-        let url = format!("{}{thread}/ws{query}", base.replace("http://", "ws://"));
+        Ws::connect(&format!("{}{thread}/ws{query}", base.replace("http://", "ws://"))).await
+    }
+
+    pub async fn connect(url: &str) -> Ws {
         let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket upgrade");
         Ws { socket }
     }

@@ -1,6 +1,7 @@
 //! sea-orm entities, one file per table. Only `store/` uses them; the rest
 //! of the service speaks `domain` types (see `store::convert`).
 
+pub mod api_key;
 pub mod message;
 pub mod project;
 pub mod thread;

@@ -1,0 +1,190 @@
+//! Access control: who is calling, and may they touch this.
+//!
+//! - With no admin token configured the service is open (and refuses to
+//!   start so on a non-loopback address unless `--allow-open`).
+//! - The admin token (`Authorization: Bearer`) opens everything.
+//! - A project key opens that project's routes only; any other project's
+//!   resources answer 404, exactly like ones that do not exist.
+//! - A stream token (`?token=`), signed by this server, opens the
+//!   `/events` and `/ws` of one thread until it expires. Browsers cannot set
+//!   headers on EventSource or WebSocket, and long-lived keys do not belong
+//!   in URLs.
+//!
+//! Keys and tokens are compared as hashes or HMACs and never logged.
+
+use actix_web::{
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
+    http::header,
+    middleware::Next,
+    web,
+};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use super::AppState;
+use crate::error::{ApiError, Code};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The access settings of a running service.
+pub struct Auth {
+    admin_hash: Option<[u8; 32]>,
+    signing_key: [u8; 32],
+    pub stream_token_ttl: std::time::Duration,
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// Open mode: no admin token is configured.
+    Open,
+    Admin,
+    Project(Uuid),
+    /// A stream token for this thread.
+    Stream(Uuid),
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// The stored form of a project key.
+pub fn key_hash(key: &str) -> String {
+    sha256(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], ApiError> {
+    let mut buf = [0u8; N];
+    getrandom::getrandom(&mut buf).map_err(|e| ApiError::internal(&e))?;
+    Ok(buf)
+}
+
+/// A new project key: shown once, stored as its hash.
+pub fn new_key() -> Result<String, ApiError> {
+    Ok(format!("ck_{}", B64.encode(random_bytes::<24>()?)))
+}
+
+fn unauthorized(message: &str) -> actix_web::Error {
+    ApiError::new(Code::Unauthorized, message).into()
+}
+
+impl Auth {
+    pub fn new(admin_token: Option<&str>, stream_token_ttl: std::time::Duration) -> anyhow::Result<Auth> {
+        let mut signing_key = [0u8; 32];
+        getrandom::getrandom(&mut signing_key).map_err(|e| anyhow::anyhow!("no randomness for the token key: {e}"))?;
+        Ok(Auth { admin_hash: admin_token.map(|t| sha256(t.as_bytes())), signing_key, stream_token_ttl })
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.admin_hash.is_none()
+    }
+
+    fn mac(&self, payload: &[u8]) -> HmacSha256 {
+        // expect: HMAC accepts keys of any length.
+        let mut mac = HmacSha256::new_from_slice(&self.signing_key).expect("any key length");
+        mac.update(payload);
+        mac
+    }
+
+    /// A token for one thread's streams; its expiry time.
+    pub fn stream_token(&self, thread_id: Uuid) -> (String, chrono::DateTime<chrono::Utc>) {
+        let expires = chrono::Utc::now() + self.stream_token_ttl;
+        let mut payload = thread_id.as_bytes().to_vec();
+        payload.extend_from_slice(&expires.timestamp().to_be_bytes());
+        let tag = self.mac(&payload).finalize().into_bytes();
+        (format!("{}.{}", B64.encode(&payload), B64.encode(tag)), expires)
+    }
+
+    /// The thread a valid, unexpired stream token opens.
+    fn verify_stream_token(&self, token: &str) -> Option<Uuid> {
+        let (payload, tag) = token.split_once('.')?;
+        let payload = B64.decode(payload).ok()?;
+        let tag = B64.decode(tag).ok()?;
+        self.mac(&payload).verify_slice(&tag).ok()?;
+        let (id, expires) = payload.split_at_checked(16)?;
+        let expires = i64::from_be_bytes(expires.try_into().ok()?);
+        (expires > chrono::Utc::now().timestamp()).then(|| Uuid::from_slice(id).ok()).flatten()
+    }
+
+    async fn caller(&self, req: &ServiceRequest, state: &AppState) -> Result<Caller, actix_web::Error> {
+        let Some(admin_hash) = &self.admin_hash else { return Ok(Caller::Open) };
+        let bearer = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if let Some(token) = bearer {
+            if bool::from(sha256(token.as_bytes()).ct_eq(admin_hash)) {
+                return Ok(Caller::Admin);
+            }
+            return match state.store.project_of_key(&key_hash(token)).await.map_err(ApiError::from)? {
+                Some(project) => Ok(Caller::Project(project)),
+                None => Err(unauthorized("the key is not valid")),
+            };
+        }
+        let token = web::Query::<TokenQuery>::from_query(req.query_string()).ok().and_then(|q| q.0.token);
+        match token {
+            Some(t) => self
+                .verify_stream_token(&t)
+                .map(Caller::Stream)
+                .ok_or_else(|| unauthorized("the stream token is not valid or has expired")),
+            None => Err(unauthorized("send `Authorization: Bearer <key>`")),
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+fn state_of(req: &ServiceRequest) -> Result<web::Data<AppState>, actix_web::Error> {
+    req.app_data::<web::Data<AppState>>().cloned().ok_or_else(|| ApiError::new(Code::Internal, "no state").into())
+}
+
+/// `/v1/projects/{pid}/…` and the seed route: the project's key, the admin
+/// token, or a stream token on its own thread's `/events` or `/ws`.
+pub async fn project_access(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let state = state_of(&req)?;
+    let caller = state.auth.caller(&req, &state).await?;
+    let project = req.match_info().get("pid").and_then(|p| Uuid::try_parse(p).ok());
+    let allowed = match caller {
+        Caller::Open | Caller::Admin => true,
+        Caller::Project(p) => Some(p) == project || project.is_none(),
+        Caller::Stream(thread) => {
+            // …/threads/{tid}/events or …/threads/{tid}/ws, and nothing else.
+            let segments: Vec<&str> = req.path().trim_end_matches('/').rsplit('/').take(3).collect();
+            let stream_route = matches!(segments.as_slice(), [last, tid, "threads"]
+                if (*last == "events" || *last == "ws") && Uuid::try_parse(tid).ok() == Some(thread));
+            if !stream_route {
+                return Err(unauthorized("a stream token opens only its thread's /events and /ws"));
+            }
+            true
+        }
+    };
+    if !allowed {
+        // Another project's resources look exactly like missing ones.
+        return Err(ApiError::not_found("project").into());
+    }
+    next.call(req).await
+}
+
+/// `/admin/*` and project creation: the admin token (or open mode).
+pub async fn admin_only(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let state = state_of(&req)?;
+    match state.auth.caller(&req, &state).await? {
+        Caller::Open | Caller::Admin => next.call(req).await,
+        _ => Err(unauthorized("this route needs the admin token")),
+    }
+}

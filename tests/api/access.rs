@@ -1,0 +1,142 @@
+//! Access control, tried as an attacker would: no token, a wrong token, a
+//! key of another project on every project route (the table comes from the
+//! router's own route list), stream tokens outside their thread or past
+//! their expiry, and open mode on a public address.
+
+use clap::Parser;
+use convo::{config::Settings, startup::Application};
+use serde_json::{json, Value};
+
+use crate::support::{args, database_url, error_code, Server, Ws};
+
+pub const ADMIN: &str = "admin-token-for-tests-0123456789";
+
+async fn secured(extra: &[&str]) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+    let mut flags = vec!["--admin-token", ADMIN];
+    flags.extend_from_slice(extra);
+    (Server::start(&db, &flags).await, dir)
+}
+
+async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A project with a thread, created with the admin token; the thread path.
+async fn project_with_thread(server: &Server) -> (String, String) {
+    let c = &server.client;
+    let (_, p) =
+        send(c.post(format!("{}/v1/projects", server.base)).bearer_auth(ADMIN).json(&json!({"name": "p"}))).await;
+    let pid = p["id"].as_str().unwrap().to_owned();
+    let (_, t) =
+        send(c.post(format!("{}/v1/projects/{pid}/threads", server.base)).bearer_auth(ADMIN).json(&json!({}))).await;
+    (pid.clone(), format!("/v1/projects/{pid}/threads/{}", t["id"].as_str().unwrap()))
+}
+
+async fn new_key(server: &Server, pid: &str) -> (String, String) {
+    let (status, k) =
+        send(server.client.post(format!("{}/admin/projects/{pid}/keys", server.base)).bearer_auth(ADMIN)).await;
+    assert_eq!(status, 201);
+    (k["id"].as_str().unwrap().to_owned(), k["key"].as_str().unwrap().to_owned())
+}
+
+#[actix_web::test]
+async fn open_mode_is_refused_on_a_non_loopback_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+    let open = Settings::try_parse_from(args(&db, &["--bind", "0.0.0.0:0"])).unwrap();
+    let err = Application::build(open).await.err().expect("refused").to_string();
+    assert!(err.contains("--admin-token") && err.contains("--allow-open"), "{err}");
+    for extra in [&["--bind", "0.0.0.0:0", "--allow-open"][..], &["--bind", "0.0.0.0:0", "--admin-token", ADMIN][..]] {
+        let settings = Settings::try_parse_from(args(&db, extra)).unwrap();
+        let app = Application::build(settings).await.expect("allowed");
+        let handle = app.handle();
+        actix_web::rt::spawn(app.run_until_stopped());
+        handle.shutdown().await;
+    }
+}
+
+#[actix_web::test]
+async fn the_admin_token_guards_admin_routes_and_project_creation() {
+    let (server, _dir) = secured(&[]).await;
+    let c = &server.client;
+    let stats = format!("{}/admin/stats", server.base);
+    assert_eq!(error_code(c.get(&stats).send().await.unwrap()).await, (401, "unauthorized".into()));
+    assert_eq!(error_code(c.get(&stats).bearer_auth("wrong-token").send().await.unwrap()).await.0, 401);
+    assert_eq!(c.get(&stats).bearer_auth(ADMIN).send().await.unwrap().status(), 200);
+    let projects = format!("{}/v1/projects", server.base);
+    let r = c.post(&projects).json(&json!({"name": "x"})).send().await.unwrap();
+    assert_eq!(error_code(r).await, (401, "unauthorized".into()));
+    assert_eq!(c.post(&projects).bearer_auth(ADMIN).json(&json!({"name": "x"})).send().await.unwrap().status(), 201);
+}
+
+#[actix_web::test]
+async fn a_project_key_opens_its_project_only_and_can_be_revoked() {
+    let (server, _dir) = secured(&[]).await;
+    let c = &server.client;
+    let (a, a_thread) = project_with_thread(&server).await;
+    let (b, b_thread) = project_with_thread(&server).await;
+    let (key_id, key) = new_key(&server, &a).await;
+
+    // Its own project works.
+    assert_eq!(c.get(format!("{}/v1/projects/{a}", server.base)).bearer_auth(&key).send().await.unwrap().status(), 200);
+    let r = c.post(format!("{}{a_thread}/messages", server.base)).bearer_auth(&key).json(&json!({"content": "hi"}));
+    assert_eq!(r.send().await.unwrap().status(), 202);
+
+    // Every route of another project answers 404, as if it did not exist.
+    let b_tid = b_thread.rsplit('/').next().unwrap();
+    let mut routes: Vec<(String, String)> = convo::http::project_routes()
+        .into_iter()
+        .map(|(m, path, _)| (m.to_string(), format!("/v1/projects/{b}{}", path.replace("{tid}", b_tid))))
+        .collect();
+    routes.push(("POST".into(), format!("/projects/{b}/threads/{b_tid}/query/stream")));
+    assert!(routes.len() >= 12);
+    for (method, path) in routes {
+        let req =
+            c.request(method.parse().unwrap(), format!("{}{path}", server.base)).bearer_auth(&key).json(&json!({}));
+        assert_eq!(error_code(req.send().await.unwrap()).await, (404, "not_found".into()), "{method} {path}");
+    }
+    // …and the key opens no admin route.
+    let r = c.get(format!("{}/admin/stats", server.base)).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    let r =
+        c.delete(format!("{}/admin/projects/{a}/keys/{key_id}", server.base)).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let r = c.get(format!("{}/v1/projects/{a}", server.base)).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(error_code(r).await, (401, "unauthorized".into()));
+}
+
+#[actix_web::test]
+async fn stream_tokens_open_one_threads_streams_until_they_expire() {
+    let (server, _dir) = secured(&["--stream-token-ttl-secs", "1"]).await;
+    let c = &server.client;
+    let (pid, thread) = project_with_thread(&server).await;
+    let (_, key) = new_key(&server, &pid).await;
+    let (_, other) =
+        send(c.post(format!("{}/v1/projects/{pid}/threads", server.base)).bearer_auth(&key).json(&json!({}))).await;
+    let other = format!("/v1/projects/{pid}/threads/{}", other["id"].as_str().unwrap());
+    let (status, t) = send(c.post(format!("{}{thread}/stream-token", server.base)).bearer_auth(&key)).await;
+    assert_eq!(status, 201);
+    assert!(t["expires_at"].is_string());
+    let token = t["token"].as_str().unwrap().to_owned();
+
+    let mut sse = crate::support::Sse::open(c.get(format!("{}{thread}/events?token={token}", server.base))).await;
+    assert_eq!(sse.next().await.unwrap().kind, "ready");
+    let ws_url = format!("{}{thread}/ws?token={token}", server.base.replace("http://", "ws://"));
+    let mut ws = Ws::connect(&ws_url).await;
+    assert_eq!(ws.next().await.unwrap().kind, "ready");
+
+    for path in [format!("{other}/events"), format!("{thread}/messages"), format!("{thread}/cancel")] {
+        let r = c.get(format!("{}{path}?token={token}", server.base)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+    }
+    let r = c.get(format!("{}{thread}/events", server.base)).send().await.unwrap();
+    assert_eq!(error_code(r).await, (401, "unauthorized".into()));
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let r = c.get(format!("{}{thread}/events?token={token}", server.base)).send().await.unwrap();
+    assert_eq!(error_code(r).await, (401, "unauthorized".into()), "an expired token is refused");
+}
