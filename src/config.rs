@@ -39,6 +39,12 @@ pub struct HttpSettings {
     /// Allow open mode (no admin token) on a non-loopback address.
     #[arg(long, env = "ALLOW_OPEN", default_value_t = false)]
     pub allow_open: bool,
+    /// Browser origins allowed to call the API (CORS) and open WebSockets,
+    /// comma-separated (`https://app.example.com,http://localhost:3000`);
+    /// `*` allows any origin, without credentials. Requests without an
+    /// `Origin` header (non-browser clients) are not affected.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
     /// Lifetime of thread-scoped stream tokens, in seconds.
     #[arg(long, env = "STREAM_TOKEN_TTL_SECS", default_value_t = 300)]
     pub stream_token_ttl_secs: u64,
@@ -179,6 +185,9 @@ pub struct StreamingSettings {
     /// Arbiters (threads) that run thread actors (default: one per core).
     #[arg(long, env = "ACTOR_ARBITERS")]
     pub actor_arbiters: Option<usize>,
+    /// A WebSocket peer that sends nothing (not even a pong) for this long is closed as dead.
+    #[arg(long, env = "WS_TIMEOUT_MS", default_value_t = 45_000)]
+    pub ws_timeout_ms: u64,
     /// A subscriber whose socket accepts nothing for this long while frames wait is closed (`slow_consumer`).
     #[arg(long, env = "SLOW_CONSUMER_MS", default_value_t = 30_000)]
     pub slow_consumer_ms: u64,
@@ -246,6 +255,7 @@ impl StreamingSettings {
         crate::actors::session::SessionLimits {
             heartbeat: self.heartbeat(),
             slow_consumer: Duration::from_millis(self.slow_consumer_ms.max(1)),
+            peer_timeout: Duration::from_millis(self.ws_timeout_ms.max(1)),
         }
     }
     pub fn idle_timeout(&self) -> Duration {

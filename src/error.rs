@@ -18,6 +18,7 @@ use serde::Serialize;
 pub enum Code {
     BadRequest,
     Unauthorized,
+    Forbidden,
     NotFound,
     MethodNotAllowed,
     ThreadBusy,
@@ -35,6 +36,7 @@ impl Code {
         match self {
             Code::BadRequest => "bad_request",
             Code::Unauthorized => "unauthorized",
+            Code::Forbidden => "forbidden",
             Code::NotFound => "not_found",
             Code::MethodNotAllowed => "method_not_allowed",
             Code::ThreadBusy => "thread_busy",
@@ -52,6 +54,7 @@ impl Code {
         match self {
             Code::BadRequest => StatusCode::BAD_REQUEST,
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
+            Code::Forbidden => StatusCode::FORBIDDEN,
             Code::NotFound => StatusCode::NOT_FOUND,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::ThreadBusy | Code::NotGenerating => StatusCode::CONFLICT,
@@ -69,7 +72,8 @@ impl Code {
     pub fn for_status(status: StatusCode) -> Code {
         match status.as_u16() {
             400 | 408 | 411 | 414 | 431 => Code::BadRequest,
-            401 | 403 => Code::Unauthorized,
+            401 => Code::Unauthorized,
+            403 => Code::Forbidden,
             404 => Code::NotFound,
             405 => Code::MethodNotAllowed,
             413 => Code::PayloadTooLarge,

@@ -75,6 +75,14 @@ impl Application {
             (0..settings.streaming.actor_arbiters.unwrap_or(cores).max(1)).map(|_| Arbiter::new()).collect();
         let registry = Registry::new(deps.clone(), arbiters.iter().map(|a| a.handle()).collect()).start();
 
+        for origin in settings.http.allowed_origins.iter().filter(|o| *o != "*") {
+            let uri: actix_web::http::Uri =
+                origin.parse().with_context(|| format!("--allowed-origins: {origin:?} is not an origin"))?;
+            anyhow::ensure!(
+                uri.scheme().is_some() && uri.host().is_some() && uri.path() == "/",
+                "--allowed-origins: {origin:?} must look like https://host[:port]"
+            );
+        }
         let auth = http::auth::Auth::new(
             settings.http.admin_token.as_ref().and_then(|t| t.expose()),
             Duration::from_secs(settings.http.stream_token_ttl_secs),
@@ -91,9 +99,11 @@ impl Application {
         let port = local.port();
         let state = web::Data::new(AppState { store, registry: registry.clone(), deps, auth });
         let max_body = settings.http.max_body_bytes;
+        let cors_origins = settings.http.allowed_origins.clone();
         let grace = Duration::from_millis(settings.http.shutdown_grace_ms);
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(http::cors(&cors_origins))
                 .wrap(http::error_shape())
                 .wrap(tracing_actix_web::TracingLogger::<http::logging::RedactedRootSpan>::new())
                 .app_data(state.clone())

@@ -77,6 +77,8 @@ pub struct SessionLimits {
     /// a slow consumer: it gets `error` `slow_consumer` and is closed (it
     /// can resume with its cursor).
     pub slow_consumer: Duration,
+    /// A WebSocket peer silent this long (no frame, no pong) is dead.
+    pub peer_timeout: Duration,
 }
 
 pub struct SessionActor {
@@ -94,6 +96,8 @@ pub struct SessionActor {
     cursor: Option<Cursor>,
     last_seq: u64,
     last_write: Instant,
+    /// When the WebSocket peer last sent anything.
+    last_heard: Instant,
 }
 
 enum Payload {
@@ -123,6 +127,7 @@ impl SessionActor {
             cursor: from,
             last_seq: 0,
             last_write: Instant::now(),
+            last_heard: Instant::now(),
         }
     }
 
@@ -292,6 +297,10 @@ impl SessionActor {
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        if matches!(self.transport, Transport::Ws { .. }) && self.last_heard.elapsed() > self.limits.peer_timeout {
+            tracing::debug!(thread_id = %self.thread_id, session = self.id, "websocket peer silent; closing");
+            return self.close_ws(CloseCode::Away, "no pong", ctx);
+        }
         if self.last_write.elapsed() < self.limits.heartbeat {
             return;
         }
@@ -458,6 +467,7 @@ impl StreamHandler<Result<Signal, Lagged>> for SessionActor {
 
 impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for SessionActor {
     fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
+        self.last_heard = Instant::now();
         match item {
             Ok(AggregatedMessage::Text(text)) => self.on_client_frame(&text, ctx),
             Ok(AggregatedMessage::Binary(_)) => {

@@ -157,6 +157,23 @@ pub fn error_shape<B: 'static>() -> ErrorHandlers<B> {
     })
 }
 
+/// CORS for the allowed origins. `*` allows any origin but never with
+/// credentials; an empty list allows no cross-origin browser calls.
+pub fn cors(origins: &[String]) -> actix_cors::Cors {
+    let cors = actix_cors::Cors::default()
+        .allowed_methods(["GET", "POST", "DELETE"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("last-event-id"),
+        ])
+        .max_age(3600);
+    if origins.iter().any(|o| o == "*") {
+        return cors.allow_any_origin();
+    }
+    origins.iter().fold(cors, |cors, o| cors.allowed_origin(o))
+}
+
 /// Page-size query parameters share one clamp.
 pub fn clamp_limit(limit: Option<u64>, default: u64, max: u64) -> Result<u64, ApiError> {
     match limit {

@@ -28,6 +28,13 @@ pub async fn subscribe(
     req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
+    if let Some(origin) = req.headers().get(actix_web::http::header::ORIGIN) {
+        let allowed = &state.deps.settings.http.allowed_origins;
+        let origin = origin.to_str().unwrap_or_default();
+        if !allowed.iter().any(|a| a == "*" || a == origin) {
+            return Err(ApiError::new(crate::error::Code::Forbidden, "this origin may not open WebSockets here").into());
+        }
+    }
     let thread = find(&state, path.0, path.1).await?;
     let from = resume_cursor(&req, &query);
     let (response, session, incoming) =

@@ -140,3 +140,59 @@ async fn stream_tokens_open_one_threads_streams_until_they_expire() {
     let r = c.get(format!("{}{thread}/events?token={token}", server.base)).send().await.unwrap();
     assert_eq!(error_code(r).await, (401, "unauthorized".into()), "an expired token is refused");
 }
+
+#[actix_web::test]
+async fn websocket_upgrades_and_cors_check_the_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+    let server = Server::start(&db, &["--allowed-origins", "https://app.example.com,http://localhost:3000"]).await;
+    let thread = server.thread().await;
+    let url = format!("{}{thread}/ws", server.base.replace("http://", "ws://"));
+    let upgrade = |origin: &'static str| {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = url.clone().into_client_request().unwrap();
+        req.headers_mut().insert("Origin", origin.parse().unwrap());
+        tokio_tungstenite::connect_async(req)
+    };
+    match upgrade("https://evil.example.net").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
+        other => panic!("a foreign origin was let in: {:?}", other.map(|(_, r)| r.status())),
+    }
+    let (_, resp) = upgrade("https://app.example.com").await.expect("an allowed origin upgrades");
+    assert_eq!(resp.status(), 101);
+
+    let preflight = |origin: &str| {
+        server
+            .client
+            .request(reqwest::Method::OPTIONS, format!("{}{thread}/messages", server.base))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "authorization, content-type")
+            .send()
+    };
+    let ok = preflight("http://localhost:3000").await.unwrap();
+    assert_eq!(ok.headers()["access-control-allow-origin"], "http://localhost:3000");
+    assert!(ok.headers().get("access-control-allow-credentials").is_none(), "no credentials");
+    let refused = preflight("https://evil.example.net").await.unwrap();
+    assert!(refused.headers().get("access-control-allow-origin").is_none());
+}
+
+#[actix_web::test]
+async fn a_silent_websocket_peer_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+    let server = Server::start(&db, &["--heartbeat-ms", "100", "--ws-timeout-ms", "400"]).await;
+    let thread = server.thread().await;
+    let url = format!("{}{thread}/ws", server.base.replace("http://", "ws://"));
+    // A raw upgrade, then silence: no pong ever goes back.
+    let (socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    crate::support::eventually(|| async {
+        (server.get_json("/admin/stats").await["subscribers"]["ws"] == 1).then_some(())
+    })
+    .await;
+    crate::support::eventually(|| async {
+        (server.get_json("/admin/stats").await["subscribers"]["ws"] == 0).then_some(())
+    })
+    .await;
+    drop(socket);
+}
