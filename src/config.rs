@@ -21,7 +21,29 @@ pub struct Settings {
     #[command(flatten)]
     pub streaming: StreamingSettings,
     #[command(flatten)]
+    pub limits: LimitSettings,
+    #[command(flatten)]
     pub telemetry: TelemetrySettings,
+}
+
+/// Limits that keep one client from hurting the others.
+#[derive(Debug, Clone, Args)]
+pub struct LimitSettings {
+    /// Largest message `content`, in bytes (413 above).
+    #[arg(long, env = "MAX_CONTENT_BYTES", default_value_t = 100_000)]
+    pub max_content_bytes: usize,
+    /// Largest `max_tokens` a request may ask for (400 above).
+    #[arg(long, env = "MAX_TOKENS_CAP", default_value_t = 64_000)]
+    pub max_tokens_cap: u32,
+    /// New messages per project per minute (429 with Retry-After above); 0: no limit.
+    #[arg(long, env = "POSTS_PER_MINUTE", default_value_t = 600)]
+    pub posts_per_minute: u32,
+    /// Live subscribers per thread (429 above).
+    #[arg(long, env = "MAX_SUBSCRIBERS_PER_THREAD", default_value_t = 1_000)]
+    pub max_subscribers_per_thread: usize,
+    /// A client must send its request headers within this time (408).
+    #[arg(long, env = "HEADER_TIMEOUT_MS", default_value_t = 5_000)]
+    pub header_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -251,8 +273,9 @@ impl StreamingSettings {
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms.max(10))
     }
-    pub fn session_limits(&self) -> crate::actors::session::SessionLimits {
+    pub fn session_limits(&self, max_content_bytes: usize) -> crate::actors::session::SessionLimits {
         crate::actors::session::SessionLimits {
+            max_content_bytes,
             heartbeat: self.heartbeat(),
             slow_consumer: Duration::from_millis(self.slow_consumer_ms.max(1)),
             peer_timeout: Duration::from_millis(self.ws_timeout_ms.max(1)),

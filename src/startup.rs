@@ -97,7 +97,13 @@ impl Application {
             );
         }
         let port = local.port();
-        let state = web::Data::new(AppState { store, registry: registry.clone(), deps, auth });
+        let state = web::Data::new(AppState {
+            store,
+            registry: registry.clone(),
+            deps,
+            auth,
+            post_limiter: http::limits::PostLimiter::new(settings.limits.posts_per_minute),
+        });
         let max_body = settings.http.max_body_bytes;
         let cors_origins = settings.http.allowed_origins.clone();
         let grace = Duration::from_millis(settings.http.shutdown_grace_ms);
@@ -112,6 +118,7 @@ impl Application {
         .on_connect(socket_options(settings.http.socket_send_buffer, settings.http.tcp_nodelay))
         .listen(listener)?
         .disable_signals()
+        .client_request_timeout(Duration::from_millis(settings.limits.header_timeout_ms))
         .shutdown_timeout(grace.as_secs().max(1))
         .workers(settings.http.http_workers.unwrap_or(cores).max(1))
         .run();

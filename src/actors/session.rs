@@ -79,6 +79,8 @@ pub struct SessionLimits {
     pub slow_consumer: Duration,
     /// A WebSocket peer silent this long (no frame, no pong) is dead.
     pub peer_timeout: Duration,
+    /// Largest `content` of a `send` frame.
+    pub max_content_bytes: usize,
 }
 
 pub struct SessionActor {
@@ -327,6 +329,9 @@ impl SessionActor {
         match frame {
             ClientFrame::Send { content, .. } if content.trim().is_empty() => {
                 self.write_error("bad_request", "`content` must not be empty", ctx)
+            }
+            ClientFrame::Send { content, .. } if content.len() > self.limits.max_content_bytes => {
+                self.write_error("payload_too_large", "`content` is too large", ctx)
             }
             ClientFrame::Send { content, model, max_tokens } => {
                 let fut = async move {

@@ -19,9 +19,13 @@ use super::{
     AppState,
 };
 use crate::{
-    actors::session::{SessionActor, Transport},
+    actors::{
+        registry::Peek,
+        session::{SessionActor, Transport},
+        thread::ThreadStatusQuery,
+    },
     domain::{cursor::Cursor, event::end_cursor},
-    error::ApiError,
+    error::{ApiError, Code},
 };
 
 /// Frames buffered per SSE response before the session waits. Small on
@@ -43,6 +47,19 @@ pub fn resume_cursor(req: &HttpRequest, query: &ResumeQuery) -> Option<Cursor> {
     Some(raw.parse().unwrap_or(Cursor::new(Uuid::nil(), 0, 0)))
 }
 
+/// 429 when the thread already has `--max-subscribers-per-thread`.
+pub async fn room_for_one_more(state: &AppState, thread_id: Uuid) -> Result<(), ApiError> {
+    let cap = state.deps.settings.limits.max_subscribers_per_thread;
+    let live = match state.registry.send(Peek { thread_id }).await {
+        Ok(Some(actor)) => actor.send(ThreadStatusQuery).await.map(|r| r.subscribers).unwrap_or(0),
+        _ => 0,
+    };
+    if live >= cap {
+        return Err(ApiError::new(Code::RateLimited, format!("this thread already has {cap} subscribers")));
+    }
+    Ok(())
+}
+
 fn sse_response(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
@@ -60,6 +77,7 @@ pub async fn subscribe(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let thread = find(&state, path.0, path.1).await?;
+    room_for_one_more(&state, thread.id).await?;
     let from = resume_cursor(&req, &query);
     let (tx, rx) = mpsc::channel(SSE_BUFFER);
     let settings = &state.deps.settings.streaming;
@@ -70,7 +88,7 @@ pub async fn subscribe(
         state.registry.clone(),
         Transport::Sse(tx),
         state.deps.metrics.clone(),
-        settings.session_limits(),
+        settings.session_limits(state.deps.settings.limits.max_content_bytes),
         from,
     )
     .start();
@@ -93,12 +111,13 @@ pub async fn seed_stream(
     state: web::Data<AppState>,
     path: web::Path<(Uuid, Uuid)>,
     body: web::Json<SeedQuery>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, actix_web::Error> {
     let SeedQuery { query, content, model, max_tokens } = body.into_inner();
     let content = query.or(content).ok_or_else(|| ApiError::bad_request("`query` is required"))?;
     let message = NewMessage { content, model, max_tokens };
-    message.validate()?;
+    message.validate(&state.deps.settings.limits)?;
     let thread = find(&state, path.0, path.1).await?;
+    state.post_limiter.check(thread.project_id)?;
     let started = start(&state, thread.id, message).await?;
     let (tx, rx) = mpsc::channel(SSE_BUFFER);
     // Resuming right after the user message replays this answer from its
@@ -108,7 +127,7 @@ pub async fn seed_stream(
         state.registry.clone(),
         Transport::Seed { tx, message_id: started.assistant_message.id },
         state.deps.metrics.clone(),
-        state.deps.settings.streaming.session_limits(),
+        state.deps.settings.streaming.session_limits(state.deps.settings.limits.max_content_bytes),
         Some(end_cursor(&started.user_message)),
     )
     .start();

@@ -12,8 +12,9 @@ use crate::{
         registry::{ask, Peek},
         thread::{AbortGeneration, Cancel, LiveMessages, StartGeneration, Started},
     },
+    config::LimitSettings,
     domain::{Message, MessageStatus},
-    error::ApiError,
+    error::{ApiError, Code},
 };
 
 #[derive(Deserialize)]
@@ -25,14 +26,21 @@ pub struct NewMessage {
 }
 
 impl NewMessage {
-    pub fn validate(&self) -> Result<(), ApiError> {
+    pub fn validate(&self, limits: &LimitSettings) -> Result<(), ApiError> {
         if self.content.trim().is_empty() {
             return Err(ApiError::bad_request("`content` must not be empty"));
         }
-        if self.max_tokens == Some(0) {
-            return Err(ApiError::bad_request("`max_tokens` must be at least 1"));
+        if self.content.len() > limits.max_content_bytes {
+            let message = format!("`content` is larger than {} bytes", limits.max_content_bytes);
+            return Err(ApiError::new(Code::PayloadTooLarge, message));
         }
-        Ok(())
+        match self.max_tokens {
+            Some(0) => Err(ApiError::bad_request("`max_tokens` must be at least 1")),
+            Some(n) if n > limits.max_tokens_cap => {
+                Err(ApiError::bad_request(format!("`max_tokens` must be at most {}", limits.max_tokens_cap)))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -45,10 +53,10 @@ pub fn write_error(e: WriteError) -> ApiError {
 
 /// Starts a generation and waits until its user message is committed. If
 /// the commit fails, the generation is aborted and the caller told so.
-pub async fn start(state: &AppState, thread_id: Uuid, body: NewMessage) -> Result<Started, ApiError> {
+pub async fn start(state: &AppState, thread_id: Uuid, body: NewMessage) -> Result<Started, actix_web::Error> {
     let NewMessage { content, model, max_tokens } = body;
     let make = || StartGeneration { content: content.clone(), model: model.clone(), max_tokens };
-    let mut started = ask(&state.registry, thread_id, make).await??;
+    let mut started = ask(&state.registry, thread_id, make).await.map_err(ApiError::from)?.map_err(ApiError::from)?;
     let committed = (&mut started.committed).await;
     match committed {
         Ok(Ok(())) => Ok(started),
@@ -58,7 +66,8 @@ pub async fn start(state: &AppState, thread_id: Uuid, body: NewMessage) -> Resul
             Err(match failed {
                 Ok(Err(e)) => write_error(e),
                 _ => ApiError::unavailable(),
-            })
+            }
+            .into())
         }
     }
 }
@@ -74,9 +83,10 @@ pub async fn post(
     state: web::Data<AppState>,
     path: web::Path<(Uuid, Uuid)>,
     body: web::Json<NewMessage>,
-) -> Result<HttpResponse, ApiError> {
-    body.validate()?;
+) -> Result<HttpResponse, actix_web::Error> {
+    body.validate(&state.deps.settings.limits)?;
     let thread = find(&state, path.0, path.1).await?;
+    state.post_limiter.check(thread.project_id)?;
     let started = start(&state, thread.id, body.into_inner()).await?;
     Ok(HttpResponse::Accepted()
         .json(Accepted { user_message: started.user_message, assistant_message: started.assistant_message }))

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod auth;
 pub mod events;
 pub mod keys;
+pub mod limits;
 pub mod logging;
 pub mod messages;
 pub mod projects;
@@ -38,6 +39,7 @@ pub struct AppState {
     pub registry: Addr<Registry>,
     pub deps: Arc<Deps>,
     pub auth: auth::Auth,
+    pub post_limiter: limits::PostLimiter,
 }
 
 /// Every route under `/v1/projects/{pid}`, as (method, path, handler). The

@@ -36,6 +36,7 @@ pub async fn subscribe(
         }
     }
     let thread = find(&state, path.0, path.1).await?;
+    super::events::room_for_one_more(&state, thread.id).await?;
     let from = resume_cursor(&req, &query);
     let (response, session, incoming) =
         actix_ws::handle(&req, body).map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
@@ -46,7 +47,7 @@ pub async fn subscribe(
         state.registry.clone(),
         Transport::Ws { session, incoming: Some(incoming) },
         state.deps.metrics.clone(),
-        state.deps.settings.streaming.session_limits(),
+        state.deps.settings.streaming.session_limits(state.deps.settings.limits.max_content_bytes),
         from,
     )
     .start();

@@ -5,6 +5,7 @@ mod access;
 mod fake_upstream;
 mod fanout;
 mod lifecycle;
+mod limits;
 mod operations;
 mod outage;
 mod pg;
