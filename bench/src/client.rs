@@ -125,7 +125,7 @@ async fn sse_inner(
 ) -> anyhow::Result<()> {
     let mut sock = TcpStream::connect(addr).await?;
     sock.set_nodelay(true)?;
-    sock.write_all(format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n").as_bytes())
+    sock.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n").as_bytes())
         .await?;
     let mut raw: Vec<u8> = Vec::new();
     let mut body: Vec<u8> = Vec::new();

@@ -69,8 +69,18 @@ impl Server {
         Ok(http.get(self.url("/admin/stats")).send().await?.json().await?)
     }
 
-    pub fn stop(mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
+    /// Stops the service gracefully (SIGTERM) and waits for it.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+/// However the run ends (a failed scenario included), the service goes too.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+            let _ = self.child.wait();
+        }
     }
 }
