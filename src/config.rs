@@ -38,7 +38,21 @@ pub struct LimitSettings {
     /// New messages per project per minute (429 with Retry-After above); 0: no limit.
     #[arg(long, env = "POSTS_PER_MINUTE", default_value_t = 600)]
     pub posts_per_minute: u32,
-    /// Live subscribers per thread (429 above).
+    /// Generations running at once per project (429 above); 0: no limit.
+    #[arg(long, env = "MAX_GENERATIONS_PER_PROJECT", default_value_t = 256)]
+    pub max_generations_per_project: usize,
+    /// Generations running at once on this node: the upstream is never
+    /// called more often than this at once (503 above); 0: no limit.
+    #[arg(long, env = "MAX_GENERATIONS", default_value_t = 1_024)]
+    pub max_generations: usize,
+    /// Open SSE/WebSocket streams per project key, stream tokens minted
+    /// with it included (429 above); 0: no limit. The admin token is not limited.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_KEY", default_value_t = 1_000)]
+    pub max_connections_per_key: usize,
+    /// A request body must arrive within this time once its headers have (408).
+    #[arg(long, env = "BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_timeout_ms: u64,
+    /// Live subscribers per thread (429 above); 0: no limit.
     #[arg(long, env = "MAX_SUBSCRIBERS_PER_THREAD", default_value_t = 1_000)]
     pub max_subscribers_per_thread: usize,
     /// A client must send its request headers within this time (408).
@@ -273,9 +287,10 @@ impl StreamingSettings {
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms.max(10))
     }
-    pub fn session_limits(&self, max_content_bytes: usize) -> crate::actors::session::SessionLimits {
+    pub fn session_limits(&self, limits: &LimitSettings) -> crate::actors::session::SessionLimits {
         crate::actors::session::SessionLimits {
-            max_content_bytes,
+            max_content_bytes: limits.max_content_bytes,
+            max_tokens_cap: limits.max_tokens_cap,
             heartbeat: self.heartbeat(),
             slow_consumer: Duration::from_millis(self.slow_consumer_ms.max(1)),
             peer_timeout: Duration::from_millis(self.ws_timeout_ms.max(1)),

@@ -23,6 +23,7 @@ pub enum Code {
     MethodNotAllowed,
     ThreadBusy,
     NotGenerating,
+    RequestTimeout,
     PayloadTooLarge,
     UnsupportedMediaType,
     RateLimited,
@@ -32,6 +33,24 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, for the API description.
+    pub const ALL: [Code; 14] = [
+        Code::BadRequest,
+        Code::Unauthorized,
+        Code::Forbidden,
+        Code::NotFound,
+        Code::MethodNotAllowed,
+        Code::ThreadBusy,
+        Code::NotGenerating,
+        Code::RequestTimeout,
+        Code::PayloadTooLarge,
+        Code::UnsupportedMediaType,
+        Code::RateLimited,
+        Code::UpstreamError,
+        Code::Unavailable,
+        Code::Internal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Code::BadRequest => "bad_request",
@@ -41,6 +60,7 @@ impl Code {
             Code::MethodNotAllowed => "method_not_allowed",
             Code::ThreadBusy => "thread_busy",
             Code::NotGenerating => "not_generating",
+            Code::RequestTimeout => "request_timeout",
             Code::PayloadTooLarge => "payload_too_large",
             Code::UnsupportedMediaType => "unsupported_media_type",
             Code::RateLimited => "rate_limited",
@@ -58,6 +78,7 @@ impl Code {
             Code::NotFound => StatusCode::NOT_FOUND,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::ThreadBusy | Code::NotGenerating => StatusCode::CONFLICT,
+            Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -71,7 +92,8 @@ impl Code {
     /// itself (see `http::errors`).
     pub fn for_status(status: StatusCode) -> Code {
         match status.as_u16() {
-            400 | 408 | 411 | 414 | 431 => Code::BadRequest,
+            400 | 411 | 414 | 431 => Code::BadRequest,
+            408 => Code::RequestTimeout,
             401 => Code::Unauthorized,
             403 => Code::Forbidden,
             404 => Code::NotFound,
@@ -92,11 +114,17 @@ impl Code {
 pub struct ApiError {
     pub code: Code,
     pub message: String,
+    /// Seconds after which a retry may succeed (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into() }
+        ApiError { code, message: message.into(), retry_after: None }
+    }
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(Code::BadRequest, message)
@@ -136,9 +164,12 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse<BoxBody> {
-        HttpResponse::build(self.status_code())
-            .insert_header((header::CONTENT_TYPE, "application/json"))
-            .body(self.body())
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header((header::CONTENT_TYPE, "application/json"));
+        if let Some(secs) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, secs));
+        }
+        response.body(self.body())
     }
 }
 

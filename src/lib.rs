@@ -4,6 +4,7 @@
 
 pub mod actors;
 pub mod broadcast;
+pub mod capacity;
 pub mod config;
 pub mod domain;
 pub mod error;

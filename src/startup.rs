@@ -11,7 +11,7 @@
 use std::{net::TcpListener, sync::Arc, time::Duration};
 
 use actix::{Actor, Addr, Arbiter};
-use actix_web::{dev::Server, dev::ServerHandle, web, App, HttpServer};
+use actix_web::{dev::Server, dev::ServerHandle, middleware::from_fn, web, App, HttpServer};
 use anyhow::Context as _;
 
 use crate::{
@@ -32,7 +32,8 @@ pub struct Application {
     port: u16,
     server: Server,
     handle: AppHandle,
-    arbiters: Vec<Arbiter>,
+    /// Held for its `Drop`: the actor threads stop with the application.
+    _actor_threads: ActorThreads,
 }
 
 /// Stops a running application gracefully.
@@ -69,6 +70,7 @@ impl Application {
             metrics,
             settings: settings.clone(),
             db_healthy,
+            capacity: Arc::new(crate::capacity::Capacity::new(&settings.limits)),
         });
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let arbiters: Vec<Arbiter> =
@@ -78,9 +80,15 @@ impl Application {
         for origin in settings.http.allowed_origins.iter().filter(|o| *o != "*") {
             let uri: actix_web::http::Uri =
                 origin.parse().with_context(|| format!("--allowed-origins: {origin:?} is not an origin"))?;
+            // Exactly what a browser sends as `Origin`: no path, no
+            // trailing slash, no query, or it would never match.
             anyhow::ensure!(
-                uri.scheme().is_some() && uri.host().is_some() && uri.path() == "/",
-                "--allowed-origins: {origin:?} must look like https://host[:port]"
+                uri.scheme().is_some()
+                    && uri.host().is_some()
+                    && uri.path() == "/"
+                    && !origin.ends_with('/')
+                    && uri.query().is_none(),
+                "--allowed-origins: {origin:?} must look like https://host[:port] (no path or trailing slash)"
             );
         }
         let auth = http::auth::Auth::new(
@@ -97,19 +105,15 @@ impl Application {
             );
         }
         let port = local.port();
-        let state = web::Data::new(AppState {
-            store,
-            registry: registry.clone(),
-            deps,
-            auth,
-            post_limiter: http::limits::PostLimiter::new(settings.limits.posts_per_minute),
-        });
+        let api_doc = http::openapi::document(&settings.limits);
+        let state = web::Data::new(AppState { store, registry: registry.clone(), deps, auth, api_doc });
         let max_body = settings.http.max_body_bytes;
         let cors_origins = settings.http.allowed_origins.clone();
         let grace = Duration::from_millis(settings.http.shutdown_grace_ms);
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(http::cors(&cors_origins))
+                .wrap(from_fn(http::auth::open_mode_host))
                 .wrap(http::error_shape())
                 .wrap(tracing_actix_web::TracingLogger::<http::logging::RedactedRootSpan>::new())
                 .app_data(state.clone())
@@ -124,7 +128,7 @@ impl Application {
         .run();
         let handle = AppHandle { server: server.handle(), registry, persistence, grace };
         tracing::info!(port, provider = settings.provider.kind().name(), "listening");
-        Ok(Application { port, server, handle, arbiters })
+        Ok(Application { port, server, handle, _actor_threads: ActorThreads(arbiters) })
     }
 
     pub fn port(&self) -> u16 {
@@ -144,10 +148,21 @@ impl Application {
             handle.shutdown().await;
         });
         self.server.await?;
-        for arbiter in self.arbiters {
+        Ok(())
+    }
+}
+
+/// The threads running thread actors. They are stopped when the
+/// application is dropped, however it ends: a server whose future is
+/// dropped (an embedding runtime that stops) must not leave actor threads
+/// holding database connections behind.
+struct ActorThreads(Vec<Arbiter>);
+
+impl Drop for ActorThreads {
+    fn drop(&mut self) {
+        for arbiter in &self.0 {
             arbiter.stop();
         }
-        Ok(())
     }
 }
 

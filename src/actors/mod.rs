@@ -36,6 +36,8 @@ pub struct Deps {
     pub settings: Arc<Settings>,
     /// Whether the last write reached the database (see `PersistenceActor`).
     pub db_healthy: Arc<std::sync::atomic::AtomicBool>,
+    /// Rate and concurrency allowances (generations hold their slot).
+    pub capacity: Arc<crate::capacity::Capacity>,
 }
 
 /// Errors of thread operations, each one of the contract's codes.
@@ -51,6 +53,8 @@ pub enum ThreadError {
     Unavailable,
     #[error("the service is shutting down")]
     ShuttingDown,
+    #[error(transparent)]
+    Refused(#[from] crate::capacity::Refusal),
 }
 
 impl From<ThreadError> for crate::error::ApiError {
@@ -61,6 +65,7 @@ impl From<ThreadError> for crate::error::ApiError {
             ThreadError::NotGenerating => ApiError::new(Code::NotGenerating, e.to_string()),
             ThreadError::NotFound => ApiError::not_found("thread"),
             ThreadError::Unavailable | ThreadError::ShuttingDown => ApiError::new(Code::Unavailable, e.to_string()),
+            ThreadError::Refused(refusal) => refusal.into(),
         }
     }
 }

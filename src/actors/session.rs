@@ -38,10 +38,12 @@ use super::{
 };
 use crate::{
     broadcast::{Lagged, Signal},
+    capacity::ConnectionSlot,
     domain::{
         cursor::Cursor,
         event::Event,
         frame::{Frame, SSE_KEEP_ALIVE},
+        input,
     },
     metrics::Metrics,
 };
@@ -64,7 +66,12 @@ pub enum Transport {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientFrame {
-    Send { content: String, model: Option<String>, max_tokens: Option<u32> },
+    Send {
+        content: String,
+        model: Option<String>,
+        #[serde(default, deserialize_with = "input::whole_u32")]
+        max_tokens: Option<u32>,
+    },
     Cancel,
 }
 
@@ -81,6 +88,8 @@ pub struct SessionLimits {
     pub peer_timeout: Duration,
     /// Largest `content` of a `send` frame.
     pub max_content_bytes: usize,
+    /// Largest `max_tokens` of a `send` frame.
+    pub max_tokens_cap: u32,
 }
 
 pub struct SessionActor {
@@ -100,6 +109,8 @@ pub struct SessionActor {
     last_write: Instant,
     /// When the WebSocket peer last sent anything.
     last_heard: Instant,
+    /// This connection's slot of its key's allowance, given back on stop.
+    _connection: Option<ConnectionSlot>,
 }
 
 enum Payload {
@@ -130,7 +141,14 @@ impl SessionActor {
             last_seq: 0,
             last_write: Instant::now(),
             last_heard: Instant::now(),
+            _connection: None,
         }
+    }
+
+    /// Holds `slot` for as long as the session lives.
+    pub fn holding(mut self, slot: Option<ConnectionSlot>) -> Self {
+        self._connection = slot;
+        self
     }
 
     fn gauge(&self) -> &prometheus::IntGauge {
@@ -327,15 +345,24 @@ impl SessionActor {
         let registry = self.registry.clone();
         let thread_id = self.thread_id;
         match frame {
-            ClientFrame::Send { content, .. } if content.trim().is_empty() => {
-                self.write_error("bad_request", "`content` must not be empty", ctx)
-            }
-            ClientFrame::Send { content, .. } if content.len() > self.limits.max_content_bytes => {
-                self.write_error("payload_too_large", "`content` is too large", ctx)
-            }
             ClientFrame::Send { content, model, max_tokens } => {
+                let checked = input::message(
+                    &content,
+                    model.as_deref(),
+                    max_tokens,
+                    self.limits.max_content_bytes,
+                    self.limits.max_tokens_cap,
+                );
+                if let Err(e) = checked {
+                    return self.write_error(e.code.as_str(), &e.message, ctx);
+                }
                 let fut = async move {
-                    let start = || StartGeneration { content: content.clone(), model: model.clone(), max_tokens };
+                    let start = || StartGeneration {
+                        project_id: None,
+                        content: content.clone(),
+                        model: model.clone(),
+                        max_tokens,
+                    };
                     let started = ask(&registry, thread_id, start).await??;
                     let id = started.assistant_message.id;
                     match started.committed.await {
@@ -486,6 +513,11 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for SessionActor {
             Ok(AggregatedMessage::Pong(_)) => {}
             Ok(AggregatedMessage::Close(_)) => ctx.stop(),
             Err(ProtocolError::Overflow) => self.close_ws(CloseCode::Size, "frame too large", ctx),
+            // actix-ws reports a message too large across continuation
+            // frames only as an I/O error with this text.
+            Err(ProtocolError::Io(e)) if e.to_string().contains("maximum continuation size") => {
+                self.close_ws(CloseCode::Size, "message too large", ctx)
+            }
             Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
                 self.close_ws(CloseCode::Invalid, "invalid UTF-8", ctx)
             }
@@ -498,5 +530,38 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for SessionActor {
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::ClientFrame;
+
+    proptest! {
+        #[test]
+        fn any_client_text_is_a_frame_or_an_error(text in "\\PC{0,200}") {
+            let _ = serde_json::from_str::<ClientFrame>(&text);
+        }
+
+        #[test]
+        fn send_frames_keep_their_content(content in "\\PC{1,200}") {
+            let frame = serde_json::json!({"type": "send", "content": content}).to_string();
+            match serde_json::from_str::<ClientFrame>(&frame) {
+                Ok(ClientFrame::Send { content: got, .. }) => prop_assert_eq!(got, content),
+                other => prop_assert!(false, "{other:?}"),
+            }
+        }
+
+        #[test]
+        fn unknown_fields_and_types_are_refused(extra in "[a-z_]{1,10}") {
+            // A number is only right for `max_tokens`; any other field,
+            // known with the wrong type or unknown, is refused.
+            let frame = serde_json::json!({"type": "send", "content": "x", extra.clone(): 1}).to_string();
+            prop_assert_eq!(serde_json::from_str::<ClientFrame>(&frame).is_err(), extra != "max_tokens");
+            let kind = serde_json::json!({"type": extra}).to_string();
+            prop_assert_eq!(serde_json::from_str::<ClientFrame>(&kind).is_ok(), extra == "cancel");
+        }
     }
 }

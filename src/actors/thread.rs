@@ -47,6 +47,9 @@ use crate::{
 #[derive(Message)]
 #[rtype(result = "Result<Started, ThreadError>")]
 pub struct StartGeneration {
+    /// The project the caller named: the thread must be of it (else
+    /// `NotFound`), so a live actor answers without a database read.
+    pub project_id: Option<Uuid>,
     pub content: String,
     pub model: Option<String>,
     pub max_tokens: Option<u32>,
@@ -137,7 +140,8 @@ pub struct LiveMessages {
 #[rtype(result = "StatusReport")]
 pub struct ThreadStatusQuery;
 
-#[derive(Debug, Clone, serde::Serialize)]
+/// What operators see of a live thread actor.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct StatusReport {
     pub thread_id: Uuid,
     pub subscribers: usize,
@@ -160,6 +164,9 @@ pub struct GenEvent {
 struct Generation {
     gen: u64,
     handle: SpawnHandle,
+    /// Held while the generation runs: counts against the project's and
+    /// the node's concurrent generations.
+    _slot: crate::capacity::GenerationSlot,
 }
 
 pub struct ThreadActor {
@@ -495,6 +502,12 @@ impl Handler<StartGeneration> for ThreadActor {
     type Result = Result<Started, ThreadError>;
 
     fn handle(&mut self, msg: StartGeneration, ctx: &mut Context<Self>) -> Self::Result {
+        // First: a caller of another project learns nothing, not even
+        // that this thread is busy.
+        let thread = self.thread.as_ref().ok_or(ThreadError::NotFound)?;
+        if msg.project_id.is_some_and(|p| p != thread.project_id) {
+            return Err(ThreadError::NotFound);
+        }
         if self.refuse_work {
             return Err(ThreadError::ShuttingDown);
         }
@@ -505,7 +518,7 @@ impl Handler<StartGeneration> for ThreadActor {
         if !self.deps.db_healthy.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(ThreadError::Unavailable);
         }
-        let thread = self.thread.as_ref().ok_or(ThreadError::NotFound)?;
+        let slot = self.deps.capacity.admit_generation(thread.project_id)?;
         let model =
             msg.model.or_else(|| thread.model.clone()).unwrap_or_else(|| self.deps.provider.default_model().to_owned());
         let now = Utc::now();
@@ -558,7 +571,7 @@ impl Handler<StartGeneration> for ThreadActor {
             .map(move |e| GenEvent { gen, event: Some(e) })
             .chain(stream::once(async move { GenEvent { gen, event: None } }));
         let handle = ctx.add_stream(events);
-        self.generation = Some(Generation { gen, handle });
+        self.generation = Some(Generation { gen, handle, _slot: slot });
         self.set_generating(true);
         self.touch(ctx);
         tracing::info!(thread_id = %self.thread_id, message_id = %assistant.id, "generation started");

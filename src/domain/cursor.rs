@@ -73,3 +73,26 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_cursor_round_trips(id in any::<u128>(), block in 0usize..10_000, offset in 0usize..10_000_000) {
+            let c = Cursor::new(Uuid::from_u128(id), block, offset);
+            prop_assert_eq!(c.to_string().parse::<Cursor>(), Ok(c));
+        }
+
+        #[test]
+        fn any_text_parses_or_is_refused_without_panicking(text in ".{0,80}") {
+            if let Ok(c) = text.parse::<Cursor>() {
+                // Whatever parsed names the same position when written back.
+                prop_assert_eq!(c.to_string().parse::<Cursor>(), Ok(c));
+            }
+        }
+    }
+}

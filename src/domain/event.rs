@@ -13,7 +13,7 @@ impl Serialize for Cursor {
 }
 
 /// The thread's state as a new subscriber sees it.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ThreadStatus {
     Idle,

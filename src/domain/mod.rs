@@ -4,6 +4,7 @@
 pub mod cursor;
 pub mod event;
 pub mod frame;
+pub mod input;
 pub mod resources;
 
 pub use resources::*;

@@ -4,9 +4,10 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, Serializer};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct Project {
     pub id: Uuid,
     pub name: String,
@@ -26,14 +27,14 @@ pub struct Thread {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     User,
     Assistant,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageStatus {
     Complete,
@@ -43,7 +44,7 @@ pub enum MessageStatus {
     Interrupted,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BlockKind {
     Text,
@@ -77,14 +78,14 @@ impl Block {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
 }
 
 /// Why a message ended `failed` (or any other non-complete status).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MessageError {
     pub code: String,
     pub message: String,
@@ -118,7 +119,9 @@ impl Message {
 }
 
 /// The public shape of a block: the stored one less its signature.
-#[derive(Serialize)]
+/// A block as the contract shows it (`signature` stays inside).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Block)]
 struct BlockView<'a> {
     kind: BlockKind,
     text: &'a str,
@@ -128,7 +131,8 @@ struct BlockView<'a> {
     name: Option<&'a str>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Message)]
 struct MessageView<'a> {
     id: Uuid,
     thread_id: Uuid,
@@ -167,5 +171,22 @@ impl Serialize for Message {
             completed_at: self.completed_at,
         }
         .serialize(serializer)
+    }
+}
+
+/// A message is described by the view it serializes as.
+impl utoipa::PartialSchema for Message {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <MessageView<'static> as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl ToSchema for Message {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Message".into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        <MessageView<'static> as ToSchema>::schemas(schemas);
     }
 }

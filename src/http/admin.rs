@@ -2,6 +2,7 @@
 //! `/healthz`, `/readyz`.
 
 use actix_web::{web, HttpResponse};
+use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -9,12 +10,14 @@ use super::AppState;
 use crate::{
     actors::{
         registry::{ListThreads, Peek},
-        thread::{Stop, StopReason, ThreadStatusQuery},
+        thread::{StatusReport, Stop, StopReason, ThreadStatusQuery},
         ThreadError,
     },
     error::ApiError,
 };
 
+#[utoipa::path(get, path = "/admin/stats", tag = "admin",
+    responses((status = 200, description = "Counters of actors, subscribers, chunks and persistence", body = serde_json::Value)))]
 pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
     let m = &state.deps.metrics;
     let batches = m.persistence_batches.get();
@@ -41,11 +44,21 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
-pub async fn threads(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let rows = state.registry.send(ListThreads).await.map_err(|_| ApiError::from(ThreadError::Unavailable))?;
-    Ok(HttpResponse::Ok().json(json!({ "data": rows })))
+/// The live thread actors.
+#[derive(Serialize, utoipa::ToSchema)]
+struct LiveThreads {
+    data: Vec<StatusReport>,
 }
 
+#[utoipa::path(get, path = "/admin/threads", tag = "admin",
+    responses((status = 200, description = "Every live thread actor", body = LiveThreads)))]
+pub async fn threads(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let rows = state.registry.send(ListThreads).await.map_err(|_| ApiError::from(ThreadError::Unavailable))?;
+    Ok(HttpResponse::Ok().json(LiveThreads { data: rows }))
+}
+
+#[utoipa::path(get, path = "/admin/threads/{tid}", tag = "admin", params(("tid" = Uuid, Path, description = "Thread id")),
+    responses((status = 200, description = "The live thread actor", body = StatusReport)))]
 pub async fn thread(state: web::Data<AppState>, path: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     let actor = state
         .registry
@@ -59,6 +72,8 @@ pub async fn thread(state: web::Data<AppState>, path: web::Path<Uuid>) -> Result
 }
 
 /// Stops a live thread actor; its generation ends `cancelled`.
+#[utoipa::path(delete, path = "/admin/threads/{tid}", tag = "admin", params(("tid" = Uuid, Path, description = "Thread id")),
+    responses((status = 204, description = "Stopped; its subscribers were told, a running answer ended `cancelled`")))]
 pub async fn stop_thread(state: web::Data<AppState>, path: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     let actor = state
         .registry
@@ -71,18 +86,30 @@ pub async fn stop_thread(state: web::Data<AppState>, path: web::Path<Uuid>) -> R
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.deps.metrics.render())
 }
 
+/// A probe's answer.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Health {
+    status: &'static str,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is up", body = Health)))]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+    HttpResponse::Ok().json(Health { status: "ok" })
 }
 
 /// Ready when the database answers within two seconds.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "The database answers", body = Health)))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => Ok(HttpResponse::Ok().json(json!({ "status": "ready" }))),
+        Ok(Ok(())) => Ok(HttpResponse::Ok().json(Health { status: "ready" })),
         Ok(Err(e)) => {
             tracing::warn!(error.message = %e, "readiness: database unreachable");
             Err(ApiError::unavailable())

@@ -17,7 +17,7 @@ use actix_web::{
     dev::{ServiceRequest, ServiceResponse},
     http::header,
     middleware::Next,
-    web,
+    web, HttpMessage,
 };
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine};
 use hmac::{Hmac, Mac};
@@ -26,7 +26,10 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use super::AppState;
-use crate::error::{ApiError, Code};
+use crate::{
+    capacity::Credential,
+    error::{ApiError, Code},
+};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -37,15 +40,49 @@ pub struct Auth {
     pub stream_token_ttl: std::time::Duration,
 }
 
-/// Who is calling.
+/// Who is calling. Handlers find it in the request's extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
     /// Open mode: no admin token is configured.
     Open,
     Admin,
-    Project(Uuid),
-    /// A stream token for this thread.
-    Stream(Uuid),
+    Project {
+        project: Uuid,
+        credential: Credential,
+    },
+    /// A stream token for this thread, minted with `credential` (none when
+    /// the admin minted it).
+    Stream {
+        thread: Uuid,
+        credential: Option<Credential>,
+    },
+}
+
+impl Caller {
+    /// The credential whose connections count together, if limited.
+    pub fn credential(&self) -> Option<Credential> {
+        match self {
+            Caller::Project { credential, .. } => Some(*credential),
+            Caller::Stream { credential, .. } => *credential,
+            Caller::Open | Caller::Admin => None,
+        }
+    }
+}
+
+/// The caller `project_access` found for this request.
+pub fn caller_of(req: &actix_web::HttpRequest) -> Option<Caller> {
+    req.extensions().get::<Caller>().copied()
+}
+
+/// The credential a request's streams count against.
+pub fn credential_of_request(req: &actix_web::HttpRequest) -> Option<Credential> {
+    caller_of(req).and_then(|c| c.credential())
+}
+
+fn credential_of(key_hash: &[u8; 32]) -> Credential {
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&key_hash[..8]);
+    id
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {
@@ -54,7 +91,11 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 
 /// The stored form of a project key.
 pub fn key_hash(key: &str) -> String {
-    sha256(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&sha256(key.as_bytes()))
+}
+
+fn hex(hash: &[u8; 32]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], ApiError> {
@@ -90,24 +131,36 @@ impl Auth {
         mac
     }
 
-    /// A token for one thread's streams; its expiry time.
-    pub fn stream_token(&self, thread_id: Uuid) -> (String, chrono::DateTime<chrono::Utc>) {
+    /// A token for one thread's streams, minted by `caller`; its expiry
+    /// time. The token carries the minting key's credential, so its
+    /// connections count against that key.
+    pub fn stream_token(&self, thread_id: Uuid, caller: &Caller) -> (String, chrono::DateTime<chrono::Utc>) {
         let expires = chrono::Utc::now() + self.stream_token_ttl;
         let mut payload = thread_id.as_bytes().to_vec();
-        payload.extend_from_slice(&expires.timestamp().to_be_bytes());
+        // Milliseconds: whole seconds would cut up to a second off the TTL.
+        payload.extend_from_slice(&expires.timestamp_millis().to_be_bytes());
+        if let Some(credential) = caller.credential() {
+            payload.extend_from_slice(&credential);
+        }
         let tag = self.mac(&payload).finalize().into_bytes();
         (format!("{}.{}", B64.encode(&payload), B64.encode(tag)), expires)
     }
 
-    /// The thread a valid, unexpired stream token opens.
-    fn verify_stream_token(&self, token: &str) -> Option<Uuid> {
+    /// What a valid, unexpired stream token opens.
+    fn verify_stream_token(&self, token: &str) -> Option<Caller> {
         let (payload, tag) = token.split_once('.')?;
         let payload = B64.decode(payload).ok()?;
         let tag = B64.decode(tag).ok()?;
         self.mac(&payload).verify_slice(&tag).ok()?;
-        let (id, expires) = payload.split_at_checked(16)?;
+        let (id, rest) = payload.split_at_checked(16)?;
+        let (expires, credential) = rest.split_at_checked(8)?;
         let expires = i64::from_be_bytes(expires.try_into().ok()?);
-        (expires > chrono::Utc::now().timestamp()).then(|| Uuid::from_slice(id).ok()).flatten()
+        let credential = match credential.len() {
+            0 => None,
+            _ => Some(credential.try_into().ok()?),
+        };
+        let thread = Uuid::from_slice(id).ok()?;
+        (expires > chrono::Utc::now().timestamp_millis()).then_some(Caller::Stream { thread, credential })
     }
 
     async fn caller(&self, req: &ServiceRequest, state: &AppState) -> Result<Caller, actix_web::Error> {
@@ -122,17 +175,17 @@ impl Auth {
             if bool::from(sha256(token.as_bytes()).ct_eq(admin_hash)) {
                 return Ok(Caller::Admin);
             }
-            return match state.store.project_of_key(&key_hash(token)).await.map_err(ApiError::from)? {
-                Some(project) => Ok(Caller::Project(project)),
+            let hash = sha256(token.as_bytes());
+            return match state.store.project_of_key(&hex(&hash)).await.map_err(ApiError::from)? {
+                Some(project) => Ok(Caller::Project { project, credential: credential_of(&hash) }),
                 None => Err(unauthorized("the key is not valid")),
             };
         }
         let token = web::Query::<TokenQuery>::from_query(req.query_string()).ok().and_then(|q| q.0.token);
         match token {
-            Some(t) => self
-                .verify_stream_token(&t)
-                .map(Caller::Stream)
-                .ok_or_else(|| unauthorized("the stream token is not valid or has expired")),
+            Some(t) => {
+                self.verify_stream_token(&t).ok_or_else(|| unauthorized("the stream token is not valid or has expired"))
+            }
             None => Err(unauthorized("send `Authorization: Bearer <key>`")),
         }
     }
@@ -158,8 +211,9 @@ pub async fn project_access(
     let project = req.match_info().get("pid").and_then(|p| Uuid::try_parse(p).ok());
     let allowed = match caller {
         Caller::Open | Caller::Admin => true,
-        Caller::Project(p) => Some(p) == project || project.is_none(),
-        Caller::Stream(thread) => {
+        // A `{pid}` that is not an id opens nothing (fail closed).
+        Caller::Project { project: p, .. } => Some(p) == project,
+        Caller::Stream { thread, .. } => {
             // …/threads/{tid}/events or …/threads/{tid}/ws, and nothing else.
             let segments: Vec<&str> = req.path().trim_end_matches('/').rsplit('/').take(3).collect();
             let stream_route = matches!(segments.as_slice(), [last, tid, "threads"]
@@ -174,6 +228,7 @@ pub async fn project_access(
         // Another project's resources look exactly like missing ones.
         return Err(ApiError::not_found("project").into());
     }
+    req.extensions_mut().insert(caller);
     next.call(req).await
 }
 
@@ -186,5 +241,45 @@ pub async fn admin_only(
     match state.auth.caller(&req, &state).await? {
         Caller::Open | Caller::Admin => next.call(req).await,
         _ => Err(unauthorized("this route needs the admin token")),
+    }
+}
+
+/// Open mode answers loopback names only: a web page whose own name a
+/// rebinding DNS points at 127.0.0.1 sends its own `Host`, and is refused
+/// (403) instead of reaching an unauthenticated API. With `--allow-open`
+/// on a public address, the operator chose the network; any `Host` goes.
+pub async fn open_mode_host(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let state = state_of(&req)?;
+    if state.auth.is_open() && !state.deps.settings.http.allow_open {
+        let host = req.connection_info().host().to_owned();
+        if !is_loopback_host(&host) {
+            return Err(ApiError::new(Code::Forbidden, "open mode answers only loopback host names").into());
+        }
+    }
+    next.call(req).await
+}
+
+/// `localhost`, `127.x.x.x` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_hosts_are_told_apart_from_other_names() {
+        for host in ["localhost", "localhost:8080", "127.0.0.1:1", "127.9.9.9", "[::1]:80", "LOCALHOST"] {
+            assert!(super::is_loopback_host(host), "{host}");
+        }
+        for host in ["evil.example", "evil.example:8080", "10.0.0.1:80", "localhost.evil.example", "[::2]:80", ""] {
+            assert!(!super::is_loopback_host(host), "{host}");
+        }
     }
 }

@@ -14,6 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
 use super::{
+    auth::credential_of_request,
     messages::{start, NewMessage},
     threads::find,
     AppState,
@@ -32,8 +33,10 @@ use crate::{
 /// purpose: past it the session stops reading and later catches up.
 const SSE_BUFFER: usize = 16;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ResumeQuery {
+    /// Resume after this cursor (the `id` of the last event seen).
     pub cursor: Option<String>,
 }
 
@@ -47,15 +50,21 @@ pub fn resume_cursor(req: &HttpRequest, query: &ResumeQuery) -> Option<Cursor> {
     Some(raw.parse().unwrap_or(Cursor::new(Uuid::nil(), 0, 0)))
 }
 
-/// 429 when the thread already has `--max-subscribers-per-thread`.
+/// 429 when the thread already has `--max-subscribers-per-thread` (0: no
+/// limit).
 pub async fn room_for_one_more(state: &AppState, thread_id: Uuid) -> Result<(), ApiError> {
     let cap = state.deps.settings.limits.max_subscribers_per_thread;
+    if cap == 0 {
+        return Ok(());
+    }
     let live = match state.registry.send(Peek { thread_id }).await {
         Ok(Some(actor)) => actor.send(ThreadStatusQuery).await.map(|r| r.subscribers).unwrap_or(0),
         _ => 0,
     };
     if live >= cap {
-        return Err(ApiError::new(Code::RateLimited, format!("this thread already has {cap} subscribers")));
+        return Err(
+            ApiError::new(Code::RateLimited, format!("this thread already has {cap} subscribers")).retry_after(1)
+        );
     }
     Ok(())
 }
@@ -69,6 +78,10 @@ fn sse_response(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
         .streaming(ReceiverStream::new(rx).map(Ok::<_, Infallible>))
 }
 
+#[utoipa::path(get, path = "/v1/projects/{pid}/threads/{tid}/events", tag = "streams", operation_id = "events",
+    params(("pid" = Uuid, Path, description = "Project id"), ("tid" = Uuid, Path, description = "Thread id"), ResumeQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this cursor (what browsers send on reconnect); wins over `cursor`"), ("token" = Option<String>, Query, description = "A stream token of this thread, for clients that cannot send headers")),
+    responses((status = 200, description = "Server-sent events: `ready` first, then the thread's events, each with its cursor as `id`",
+        content_type = "text/event-stream", body = String)))]
 #[tracing::instrument(skip_all, fields(project_id = %path.0, thread_id = %path.1))]
 pub async fn subscribe(
     state: web::Data<AppState>,
@@ -78,6 +91,7 @@ pub async fn subscribe(
 ) -> Result<HttpResponse, ApiError> {
     let thread = find(&state, path.0, path.1).await?;
     room_for_one_more(&state, thread.id).await?;
+    let slot = state.deps.capacity.admit_connection(credential_of_request(&req))?;
     let from = resume_cursor(&req, &query);
     let (tx, rx) = mpsc::channel(SSE_BUFFER);
     let settings = &state.deps.settings.streaming;
@@ -88,48 +102,55 @@ pub async fn subscribe(
         state.registry.clone(),
         Transport::Sse(tx),
         state.deps.metrics.clone(),
-        settings.session_limits(state.deps.settings.limits.max_content_bytes),
+        settings.session_limits(&state.deps.settings.limits),
         from,
     )
+    .holding(slot)
     .start();
     Ok(sse_response(rx))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SeedQuery {
     query: Option<String>,
     content: Option<String>,
     model: Option<String>,
+    #[serde(default, deserialize_with = "crate::domain::input::whole_u32")]
     max_tokens: Option<u32>,
 }
 
 /// The original service's direct path: starts a generation like POST
 /// messages and streams that one answer back in the seed's wire format.
+#[utoipa::path(post, path = "/projects/{pid}/threads/{tid}/query/stream", tag = "streams", params(("pid" = Uuid, Path, description = "Project id"), ("tid" = Uuid, Path, description = "Thread id")),
+    request_body = SeedQuery,
+    responses((status = 200, description = "The answer to this one question, in the original service's wire format",
+        content_type = "text/event-stream", body = String)))]
 #[tracing::instrument(skip_all, fields(project_id = %path.0, thread_id = %path.1))]
 pub async fn seed_stream(
     state: web::Data<AppState>,
     path: web::Path<(Uuid, Uuid)>,
     body: web::Json<SeedQuery>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, actix_web::Error> {
     let SeedQuery { query, content, model, max_tokens } = body.into_inner();
     let content = query.or(content).ok_or_else(|| ApiError::bad_request("`query` is required"))?;
     let message = NewMessage { content, model, max_tokens };
     message.validate(&state.deps.settings.limits)?;
-    let thread = find(&state, path.0, path.1).await?;
-    state.post_limiter.check(thread.project_id)?;
-    let started = start(&state, thread.id, message).await?;
+    let slot = state.deps.capacity.admit_connection(credential_of_request(&req)).map_err(ApiError::from)?;
+    let started = start(&state, path.0, path.1, message).await?;
     let (tx, rx) = mpsc::channel(SSE_BUFFER);
     // Resuming right after the user message replays this answer from its
     // first byte, then follows it live.
     SessionActor::new(
-        thread.id,
+        path.1,
         state.registry.clone(),
         Transport::Seed { tx, message_id: started.assistant_message.id },
         state.deps.metrics.clone(),
-        state.deps.settings.streaming.session_limits(state.deps.settings.limits.max_content_bytes),
+        state.deps.settings.streaming.session_limits(&state.deps.settings.limits),
         Some(end_cursor(&started.user_message)),
     )
+    .holding(slot)
     .start();
     Ok(sse_response(rx))
 }

@@ -13,34 +13,34 @@ use crate::{
         thread::{AbortGeneration, Cancel, LiveMessages, StartGeneration, Started},
     },
     config::LimitSettings,
-    domain::{Message, MessageStatus},
-    error::{ApiError, Code},
+    domain::{input, Message, MessageStatus},
+    error::ApiError,
 };
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMessage {
+    /// The question; not blank, no NUL, at most `--max-content-bytes`.
+    #[schema(pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub content: String,
+    /// Overrides the thread's model for this answer.
+    #[schema(max_length = 200, pattern = r"^[^\x00]*$")]
     pub model: Option<String>,
+    /// At least 1, at most `--max-tokens-cap`.
+    #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "input::whole_u32")]
     pub max_tokens: Option<u32>,
 }
 
 impl NewMessage {
     pub fn validate(&self, limits: &LimitSettings) -> Result<(), ApiError> {
-        if self.content.trim().is_empty() {
-            return Err(ApiError::bad_request("`content` must not be empty"));
-        }
-        if self.content.len() > limits.max_content_bytes {
-            let message = format!("`content` is larger than {} bytes", limits.max_content_bytes);
-            return Err(ApiError::new(Code::PayloadTooLarge, message));
-        }
-        match self.max_tokens {
-            Some(0) => Err(ApiError::bad_request("`max_tokens` must be at least 1")),
-            Some(n) if n > limits.max_tokens_cap => {
-                Err(ApiError::bad_request(format!("`max_tokens` must be at most {}", limits.max_tokens_cap)))
-            }
-            _ => Ok(()),
-        }
+        input::message(
+            &self.content,
+            self.model.as_deref(),
+            self.max_tokens,
+            limits.max_content_bytes,
+            limits.max_tokens_cap,
+        )
     }
 }
 
@@ -51,12 +51,33 @@ pub fn write_error(e: WriteError) -> ApiError {
     }
 }
 
-/// Starts a generation and waits until its user message is committed. If
-/// the commit fails, the generation is aborted and the caller told so.
-pub async fn start(state: &AppState, thread_id: Uuid, body: NewMessage) -> Result<Started, actix_web::Error> {
+/// Starts a generation on thread `thread_id` of project `project_id` and
+/// waits until its user message is committed. A live thread actor checks
+/// the project itself (no database read on the hot path); otherwise the
+/// thread is looked up before an actor is started for it. If the commit
+/// fails, the generation is aborted and the caller told so.
+pub async fn start(
+    state: &AppState,
+    project_id: Uuid,
+    thread_id: Uuid,
+    body: NewMessage,
+) -> Result<Started, actix_web::Error> {
     let NewMessage { content, model, max_tokens } = body;
-    let make = || StartGeneration { content: content.clone(), model: model.clone(), max_tokens };
-    let mut started = ask(&state.registry, thread_id, make).await.map_err(ApiError::from)?.map_err(ApiError::from)?;
+    let make =
+        || StartGeneration { project_id: Some(project_id), content: content.clone(), model: model.clone(), max_tokens };
+    let live = state.registry.send(Peek { thread_id }).await.ok().flatten();
+    let answer = match live {
+        Some(actor) => actor.send(make()).await.ok(),
+        None => None,
+    };
+    let answer = match answer {
+        Some(answer) => answer,
+        None => {
+            find(state, project_id, thread_id).await?;
+            ask(&state.registry, thread_id, make).await.map_err(ApiError::from)?
+        }
+    };
+    let mut started = answer.map_err(ApiError::from)?;
     let committed = (&mut started.committed).await;
     match committed {
         Ok(Ok(())) => Ok(started),
@@ -72,12 +93,15 @@ pub async fn start(state: &AppState, thread_id: Uuid, body: NewMessage) -> Resul
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Accepted {
     user_message: Message,
     assistant_message: Message,
 }
 
+#[utoipa::path(post, path = "/v1/projects/{pid}/threads/{tid}/messages", tag = "messages", params(("pid" = Uuid, Path, description = "Project id"), ("tid" = Uuid, Path, description = "Thread id")),
+    request_body = NewMessage,
+    responses((status = 202, description = "Stored; the answer streams on /events and /ws", body = Accepted)))]
 #[tracing::instrument(skip_all, fields(project_id = %path.0, thread_id = %path.1))]
 pub async fn post(
     state: web::Data<AppState>,
@@ -85,26 +109,31 @@ pub async fn post(
     body: web::Json<NewMessage>,
 ) -> Result<HttpResponse, actix_web::Error> {
     body.validate(&state.deps.settings.limits)?;
-    let thread = find(&state, path.0, path.1).await?;
-    state.post_limiter.check(thread.project_id)?;
-    let started = start(&state, thread.id, body.into_inner()).await?;
+    let started = start(&state, path.0, path.1, body.into_inner()).await?;
     Ok(HttpResponse::Accepted()
         .json(Accepted { user_message: started.user_message, assistant_message: started.assistant_message }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u64>,
+    /// Messages before this position: the newest page below it.
     before: Option<i64>,
+    /// Messages after this position (with `before`: the range between).
     after: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct HistoryPage {
     data: Vec<Message>,
     has_more: bool,
 }
 
+#[utoipa::path(get, path = "/v1/projects/{pid}/threads/{tid}/messages", tag = "messages", params(("pid" = Uuid, Path, description = "Project id"), ("tid" = Uuid, Path, description = "Thread id"), HistoryQuery),
+    responses((status = 200, description = "Messages by position; a streaming one shows its live text", body = HistoryPage)))]
 #[tracing::instrument(skip_all, fields(project_id = %path.0, thread_id = %path.1))]
 pub async fn history(
     state: web::Data<AppState>,
@@ -112,9 +141,6 @@ pub async fn history(
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = clamp_limit(query.limit, 50, 200)?;
-    if query.before.is_some() && query.after.is_some() {
-        return Err(ApiError::bad_request("give `before` or `after`, not both"));
-    }
     let thread = find(&state, path.0, path.1).await?;
     let (mut data, has_more) = state.store.list_messages(thread.id, limit, query.before, query.after).await?;
     // The database holds the last checkpoint; the live actor holds the text
@@ -132,11 +158,13 @@ pub async fn history(
     Ok(HttpResponse::Ok().json(HistoryPage { data, has_more }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Cancelled {
     message_id: Uuid,
 }
 
+#[utoipa::path(post, path = "/v1/projects/{pid}/threads/{tid}/cancel", tag = "messages", params(("pid" = Uuid, Path, description = "Project id"), ("tid" = Uuid, Path, description = "Thread id")),
+    responses((status = 202, description = "The running answer ends `cancelled`", body = Cancelled)))]
 #[tracing::instrument(skip_all, fields(project_id = %path.0, thread_id = %path.1))]
 pub async fn cancel(state: web::Data<AppState>, path: web::Path<(Uuid, Uuid)>) -> Result<HttpResponse, ApiError> {
     let thread = find(&state, path.0, path.1).await?;

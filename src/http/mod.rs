@@ -6,11 +6,12 @@
 
 pub mod admin;
 pub mod auth;
+pub mod body;
 pub mod events;
 pub mod keys;
-pub mod limits;
 pub mod logging;
 pub mod messages;
+pub mod openapi;
 pub mod projects;
 pub mod threads;
 pub mod ws;
@@ -27,6 +28,7 @@ use actix_web::{
     web, HttpRequest, HttpResponse, Resource, Route,
 };
 
+use self::body::BodyKind;
 use crate::{
     actors::{registry::Registry, Deps},
     error::{ApiError, Code},
@@ -39,75 +41,150 @@ pub struct AppState {
     pub registry: Addr<Registry>,
     pub deps: Arc<Deps>,
     pub auth: auth::Auth,
-    pub post_limiter: limits::PostLimiter,
+    /// `/openapi.json`, built at start with this server's limits.
+    pub api_doc: String,
 }
 
-/// Every route under `/v1/projects/{pid}`, as (method, path, handler). The
-/// router is built from this list and the access tests walk it, so no
-/// route can escape the project check.
-pub fn project_routes() -> Vec<(Method, &'static str, Route)> {
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: probes, metrics, the API description.
+    Public,
+    /// The admin token (or open mode).
+    Admin,
+    /// A key of the route's project `{pid}`, the admin token, or (on a
+    /// thread's `/events` and `/ws`) a stream token.
+    Project,
+}
+
+/// One route of the service. The router is built from `routes()` alone,
+/// and the tests walk the same list: every route is behind its access
+/// check and its body guard, and is described in `/openapi.json`.
+pub struct ApiRoute {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    pub body: BodyKind,
+    pub route: Route,
+}
+
+fn route(method: Method, path: &'static str, access: Access, body: BodyKind, route: Route) -> ApiRoute {
+    ApiRoute { method, path, access, body, route }
+}
+
+/// Every route, in matching order.
+pub fn routes() -> Vec<ApiRoute> {
+    use Access::{Admin, Project, Public};
+    use BodyKind::{Empty, Json, Upgrade};
     vec![
-        (Method::GET, "", web::get().to(projects::get)),
-        (Method::POST, "/threads", web::post().to(threads::create)),
-        (Method::GET, "/threads", web::get().to(threads::list)),
-        (Method::GET, "/threads/{tid}", web::get().to(threads::get)),
-        (Method::DELETE, "/threads/{tid}", web::delete().to(threads::delete)),
-        (Method::GET, "/threads/{tid}/messages", web::get().to(messages::history)),
-        (Method::POST, "/threads/{tid}/messages", web::post().to(messages::post)),
-        (Method::POST, "/threads/{tid}/cancel", web::post().to(messages::cancel)),
-        (Method::POST, "/threads/{tid}/stream-token", web::post().to(keys::stream_token)),
-        (Method::GET, "/threads/{tid}/events", web::get().to(events::subscribe)),
-        (Method::GET, "/threads/{tid}/ws", web::get().to(ws::subscribe)),
+        route(Method::POST, "/v1/projects", Admin, Json, web::post().to(projects::create)),
+        route(Method::GET, "/v1/projects/{pid}", Project, Empty, web::get().to(projects::get)),
+        route(Method::POST, "/v1/projects/{pid}/threads", Project, Json, web::post().to(threads::create)),
+        route(Method::GET, "/v1/projects/{pid}/threads", Project, Empty, web::get().to(threads::list)),
+        route(Method::GET, "/v1/projects/{pid}/threads/{tid}", Project, Empty, web::get().to(threads::get)),
+        route(Method::DELETE, "/v1/projects/{pid}/threads/{tid}", Project, Empty, web::delete().to(threads::delete)),
+        route(
+            Method::GET,
+            "/v1/projects/{pid}/threads/{tid}/messages",
+            Project,
+            Empty,
+            web::get().to(messages::history),
+        ),
+        route(Method::POST, "/v1/projects/{pid}/threads/{tid}/messages", Project, Json, web::post().to(messages::post)),
+        route(
+            Method::POST,
+            "/v1/projects/{pid}/threads/{tid}/cancel",
+            Project,
+            Empty,
+            web::post().to(messages::cancel),
+        ),
+        route(
+            Method::POST,
+            "/v1/projects/{pid}/threads/{tid}/stream-token",
+            Project,
+            Empty,
+            web::post().to(keys::stream_token),
+        ),
+        route(Method::GET, "/v1/projects/{pid}/threads/{tid}/events", Project, Empty, web::get().to(events::subscribe)),
+        route(Method::GET, "/v1/projects/{pid}/threads/{tid}/ws", Project, Upgrade, web::get().to(ws::subscribe)),
+        route(
+            Method::POST,
+            "/projects/{pid}/threads/{tid}/query/stream",
+            Project,
+            Json,
+            web::post().to(events::seed_stream),
+        ),
+        route(Method::GET, "/admin/stats", Admin, Empty, web::get().to(admin::stats)),
+        route(Method::GET, "/admin/threads", Admin, Empty, web::get().to(admin::threads)),
+        route(Method::GET, "/admin/threads/{tid}", Admin, Empty, web::get().to(admin::thread)),
+        route(Method::DELETE, "/admin/threads/{tid}", Admin, Empty, web::delete().to(admin::stop_thread)),
+        route(Method::POST, "/admin/projects/{pid}/keys", Admin, Empty, web::post().to(keys::create)),
+        route(Method::DELETE, "/admin/projects/{pid}/keys/{key_id}", Admin, Empty, web::delete().to(keys::revoke)),
+        route(Method::GET, "/metrics", Public, Empty, web::get().to(admin::metrics)),
+        route(Method::GET, "/healthz", Public, Empty, web::get().to(admin::healthz)),
+        route(Method::GET, "/readyz", Public, Empty, web::get().to(admin::readyz)),
+        route(Method::GET, "/openapi.json", Public, Empty, web::get().to(openapi::spec)),
+        route(Method::GET, "/docs", Public, Empty, web::get().to(openapi::docs)),
     ]
 }
 
-/// Groups routes of one path into one resource, so a wrong method on a
-/// known path answers 405.
-fn resources(routes: Vec<(Method, &'static str, Route)>) -> Vec<Resource> {
-    let mut out: Vec<(&'static str, Resource)> = Vec::new();
-    for (_, path, route) in routes {
-        match out.iter().position(|(p, _)| *p == path) {
-            Some(i) => {
-                let (p, resource) = out.remove(i);
-                out.insert(i, (p, resource.route(route)));
-            }
-            None => out.push((path, web::resource(path).route(route))),
-        }
-    }
-    out.into_iter().map(|(_, r)| r).collect()
-}
-
-/// Registers every route.
+/// Registers every route of `routes()`: routes of one path share one
+/// resource (so a wrong method on a known path answers 405), behind its
+/// body guard and, outside it, its access check.
 pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
     cfg.app_data(web::JsonConfig::default().limit(max_body).error_handler(json_error))
         .app_data(web::PathConfig::default().error_handler(path_error))
-        .app_data(web::QueryConfig::default().error_handler(query_error))
-        .service(web::resource("/v1/projects").wrap(from_fn(auth::admin_only)).post(projects::create))
-        .service(
-            resources(project_routes())
-                .into_iter()
-                .fold(web::scope("/v1/projects/{pid}").wrap(from_fn(auth::project_access)), |scope, r| {
-                    scope.service(r)
-                }),
-        )
-        .service(
-            web::scope("/projects/{pid}")
-                .wrap(from_fn(auth::project_access))
-                .service(web::resource("/threads/{tid}/query/stream").post(events::seed_stream)),
-        )
-        .service(
-            web::scope("/admin")
-                .wrap(from_fn(auth::admin_only))
-                .service(web::resource("/stats").get(admin::stats))
-                .service(web::resource("/threads").get(admin::threads))
-                .service(web::resource("/threads/{tid}").get(admin::thread).delete(admin::stop_thread))
-                .service(web::resource("/projects/{pid}/keys").post(keys::create))
-                .service(web::resource("/projects/{pid}/keys/{key_id}").delete(keys::revoke)),
-        )
-        .service(web::resource("/metrics").get(admin::metrics))
-        .service(web::resource("/healthz").get(admin::healthz))
-        .service(web::resource("/readyz").get(admin::readyz))
-        .default_service(web::to(not_found));
+        .app_data(web::QueryConfig::default().error_handler(query_error));
+    let mut paths: Vec<(&'static str, Access, BodyKind, Vec<Method>, Resource)> = Vec::new();
+    for r in routes() {
+        match paths.iter_mut().find(|(path, ..)| *path == r.path) {
+            Some((_, access, body, methods, resource)) => {
+                assert_eq!(*access, r.access, "routes of {} must share their access", r.path);
+                *body = (*body).max(r.body);
+                methods.push(r.method);
+                *resource = std::mem::replace(resource, web::resource(r.path)).route(r.route);
+            }
+            None => paths.push((r.path, r.access, r.body, vec![r.method], web::resource(r.path).route(r.route))),
+        }
+    }
+    for (_, access, body, methods, resource) in paths {
+        let allow = methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+        let resource = resource.default_service(web::to(move || method_not_allowed(allow.clone())));
+        match body {
+            BodyKind::Json => guarded(cfg, access, resource.wrap(from_fn(body::json))),
+            BodyKind::Empty => guarded(cfg, access, resource.wrap(from_fn(body::empty))),
+            BodyKind::Upgrade => guarded(cfg, access, resource),
+        }
+    }
+    cfg.default_service(web::to(not_found));
+}
+
+fn guarded<T, B>(cfg: &mut web::ServiceConfig, access: Access, resource: Resource<T>)
+where
+    B: actix_web::body::MessageBody + 'static,
+    T: actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = ServiceResponse<B>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+{
+    match access {
+        Access::Public => cfg.service(resource),
+        Access::Admin => cfg.service(resource.wrap(from_fn(auth::admin_only))),
+        Access::Project => cfg.service(resource.wrap(from_fn(auth::project_access))),
+    };
+}
+
+/// 405 with the `Allow` header RFC 9110 asks for.
+async fn method_not_allowed(allow: String) -> HttpResponse {
+    let error = ApiError::new(Code::MethodNotAllowed, format!("this path takes {allow}"));
+    let mut response = actix_web::ResponseError::error_response(&error);
+    if let Ok(value) = header::HeaderValue::from_str(&allow) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -14,21 +14,28 @@ use crate::{
         thread::{Stop, StopReason},
         ThreadError,
     },
-    domain::{event::ThreadStatus, Thread},
+    domain::{event::ThreadStatus, input, Thread},
     error::ApiError,
     store::WriteOp,
 };
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewThread {
+    /// At most 200 characters.
+    #[schema(max_length = 200, pattern = r"^[^\x00]*$")]
     title: Option<String>,
+    /// The system prompt sent with every answer.
+    #[schema(pattern = r"^[^\x00]*$")]
     system: Option<String>,
+    /// The model of this thread's answers (default: the provider's).
+    #[schema(max_length = 200, pattern = r"^[^\x00]*$")]
     model: Option<String>,
 }
 
 /// A thread as the contract shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Thread)]
 pub struct ThreadView {
     id: Uuid,
     project_id: Uuid,
@@ -64,6 +71,8 @@ pub async fn find(state: &AppState, project_id: Uuid, thread_id: Uuid) -> Result
     state.store.get_thread(project_id, thread_id).await?.ok_or_else(|| ApiError::not_found("thread"))
 }
 
+#[utoipa::path(post, path = "/v1/projects/{pid}/threads", tag = "threads", params(("pid" = Uuid, Path, description = "Project id")), request_body = NewThread,
+    responses((status = 201, description = "The new thread", body = ThreadView)))]
 #[tracing::instrument(skip_all, fields(project_id = %path))]
 pub async fn create(
     state: web::Data<AppState>,
@@ -73,22 +82,34 @@ pub async fn create(
     let project_id = *path;
     state.store.get_project(project_id).await?.ok_or_else(|| ApiError::not_found("project"))?;
     let NewThread { title, system, model } = body.into_inner();
+    input::label("title", title.as_deref())?;
+    input::label("model", model.as_deref())?;
+    if let Some(system) = &system {
+        input::text("system", system, state.deps.settings.limits.max_content_bytes)?;
+    }
     let thread = state.store.create_thread(project_id, title, system, model).await?;
     Ok(HttpResponse::Created().json(ThreadView::new(thread, false)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$")]
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ThreadPage {
     data: Vec<ThreadView>,
     next_cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/projects/{pid}/threads", tag = "threads", params(("pid" = Uuid, Path, description = "Project id"), ListQuery),
+    responses((status = 200, description = "Threads, newest first", body = ThreadPage)))]
 #[tracing::instrument(skip_all, fields(project_id = %path))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -110,6 +131,8 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(ThreadPage { data, next_cursor: next.map(|id| id.to_string()) }))
 }
 
+#[utoipa::path(get, path = "/v1/projects/{pid}/threads/{tid}", tag = "threads", params(("pid" = Uuid, Path, description = "Project id"), ("tid" = Uuid, Path, description = "Thread id")),
+    responses((status = 200, description = "The thread", body = ThreadView)))]
 #[tracing::instrument(skip_all, fields(project_id = %path.0, thread_id = %path.1))]
 pub async fn get(state: web::Data<AppState>, path: web::Path<(Uuid, Uuid)>) -> Result<HttpResponse, ApiError> {
     let thread = find(&state, path.0, path.1).await?;
@@ -120,6 +143,8 @@ pub async fn get(state: web::Data<AppState>, path: web::Path<(Uuid, Uuid)>) -> R
 /// Stops the live actor (its subscribers get `thread_deleted`, a running
 /// generation ends `cancelled`), then deletes the rows behind its last
 /// writes, through the same write queue so the order holds.
+#[utoipa::path(delete, path = "/v1/projects/{pid}/threads/{tid}", tag = "threads", params(("pid" = Uuid, Path, description = "Project id"), ("tid" = Uuid, Path, description = "Thread id")),
+    responses((status = 204, description = "Deleted; live subscribers got `thread_deleted`")))]
 #[tracing::instrument(skip_all, fields(project_id = %path.0, thread_id = %path.1))]
 pub async fn delete(state: web::Data<AppState>, path: web::Path<(Uuid, Uuid)>) -> Result<HttpResponse, ApiError> {
     let thread = find(&state, path.0, path.1).await?;

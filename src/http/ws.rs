@@ -20,6 +20,10 @@ use crate::{
 /// Largest client frame, and largest message after joining continuations.
 const MAX_CLIENT_FRAME: usize = 256 * 1024;
 
+#[utoipa::path(get, path = "/v1/projects/{pid}/threads/{tid}/ws", tag = "streams", operation_id = "websocket",
+    params(("pid" = Uuid, Path, description = "Project id"), ("tid" = Uuid, Path, description = "Thread id"), ResumeQuery, ("token" = Option<String>, Query, description = "A stream token of this thread")),
+    responses((status = 101, description = "Switched to WebSocket: the events of /events as JSON text frames; \
+        the client sends `send` and `cancel` frames")))]
 #[tracing::instrument(skip_all, fields(project_id = %path.0, thread_id = %path.1))]
 pub async fn subscribe(
     state: web::Data<AppState>,
@@ -37,6 +41,8 @@ pub async fn subscribe(
     }
     let thread = find(&state, path.0, path.1).await?;
     super::events::room_for_one_more(&state, thread.id).await?;
+    let slot =
+        state.deps.capacity.admit_connection(super::auth::credential_of_request(&req)).map_err(ApiError::from)?;
     let from = resume_cursor(&req, &query);
     let (response, session, incoming) =
         actix_ws::handle(&req, body).map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
@@ -47,9 +53,10 @@ pub async fn subscribe(
         state.registry.clone(),
         Transport::Ws { session, incoming: Some(incoming) },
         state.deps.metrics.clone(),
-        state.deps.settings.streaming.session_limits(state.deps.settings.limits.max_content_bytes),
+        state.deps.settings.streaming.session_limits(&state.deps.settings.limits),
         from,
     )
+    .holding(slot)
     .start();
     Ok(response)
 }

@@ -14,12 +14,11 @@
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::{
-    upstream::{self, ReadFault, UpstreamPolicy},
-    ChatTurn, FailureCode, ModelRequest, Provider, ProviderEvent, ProviderStream,
+    upstream::{self, Step, UpstreamPolicy},
+    ChatTurn, ModelRequest, Provider, ProviderEvent, ProviderStream,
 };
 use crate::domain::{BlockKind, Role};
 
@@ -121,16 +120,6 @@ fn content_of(turn: &ChatTurn) -> Vec<Value> {
         .collect()
 }
 
-/// What one SSE event of the answer means.
-enum Step {
-    Emit(Vec<ProviderEvent>),
-    /// An event type this client does not know: ignored, counted.
-    Unknown,
-    /// `message_stop`: the answer is complete.
-    Done,
-    Fail(String),
-}
-
 /// Interprets one event. `content` says whether content began already.
 fn interpret(name: &str, data: &str) -> Step {
     let v: Value = match serde_json::from_str(data) {
@@ -220,61 +209,41 @@ impl Provider for Anthropic {
     fn stream(&self, request: ModelRequest) -> ProviderStream {
         let inner = self.inner.clone();
         let body = request_body(&request);
-        Box::pin(async_stream::stream! {
-            let mut delays = inner.policy.delays();
-            let mut content_began = false;
-            'attempt: loop {
-                let make = || {
-                    inner
-                        .client
-                        .post(&inner.url)
-                        .header("x-api-key", &inner.api_key)
-                        .header("anthropic-version", API_VERSION)
-                        .header("accept", "text/event-stream")
-                        .json(&body)
-                };
-                let response = match upstream::send_with_retries(make, &mut delays).await {
-                    Ok(r) => r,
-                    Err(refusal) => {
-                        yield ProviderEvent::Failed { code: refusal.code, message: refusal.message };
-                        return;
-                    }
-                };
-                let mut events = std::pin::pin!(upstream::sse_events(response, inner.policy.stall));
-                loop {
-                    let fault = match events.next().await {
-                        Some(Ok(ev)) => match interpret(&ev.event, &ev.data) {
-                            Step::Emit(out) => {
-                                for e in out {
-                                    content_began |= matches!(e, ProviderEvent::BlockStart { .. } | ProviderEvent::Delta { .. });
-                                    yield e;
-                                }
-                                continue;
-                            }
-                            Step::Unknown => {
-                                inner.unknown_events.inc();
-                                continue;
-                            }
-                            Step::Done => {
-                                yield ProviderEvent::Stop { stop_reason: None };
-                                return;
-                            }
-                            Step::Fail(message) => {
-                                yield ProviderEvent::Failed { code: FailureCode::UpstreamError, message };
-                                return;
-                            }
-                        },
-                        Some(Err(fault)) => fault,
-                        None => ReadFault::Transport("the stream ended before `message_stop`".into()),
-                    };
-                    if upstream::retry_cut_answer(&fault, content_began, inner.policy.stall, &mut delays).await {
-                        continue 'attempt;
-                    }
-                    yield ProviderEvent::Failed { code: fault.code(), message: fault.message(inner.policy.stall) };
-                    return;
-                }
-            }
-        })
+        let protocol = Messages { unknown_events: inner.unknown_events.clone() };
+        let policy = inner.policy.clone();
+        let make = move || {
+            inner
+                .client
+                .post(&inner.url)
+                .header("x-api-key", &inner.api_key)
+                .header("anthropic-version", API_VERSION)
+                .header("accept", "text/event-stream")
+                .json(&body)
+        };
+        upstream::stream_answer(policy, make, protocol)
+    }
+}
+
+/// The Messages streaming protocol, for `upstream::stream_answer`.
+struct Messages {
+    unknown_events: prometheus::IntCounter,
+}
+
+impl upstream::Protocol for Messages {
+    fn begin(&mut self) -> Vec<ProviderEvent> {
+        Vec::new()
+    }
+
+    fn read(&mut self, event: &eventsource_stream::Event) -> Step {
+        let step = interpret(&event.event, &event.data);
+        if matches!(step, Step::Unknown) {
+            self.unknown_events.inc();
+        }
+        step
+    }
+
+    fn closed(&self) -> Result<(), &'static str> {
+        Err("message_stop")
     }
 }
 
@@ -282,6 +251,75 @@ impl Provider for Anthropic {
 mod tests {
     use super::*;
     use crate::domain::Block;
+    use eventsource_stream::Eventsource;
+    use futures_util::StreamExt;
+    use proptest::prelude::*;
+
+    /// A whole answer as the upstream writes it: pings, a multi-line data
+    /// field, multi-byte text, thinking with a signature.
+    fn transcript() -> String {
+        [
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":7}}}\n\n",
+            "event: ping\ndata: {\"type\": \"ping\"}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"hmm… 🤔\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"signature_delta\",\"signature\":\"c2ln\"}}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\r\ndata: \"content_block\":{\"type\":\"text\",\"text\":\"\"}}\r\n\r\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"Grüße, 世界\"}}\n\n",
+            ": a comment line\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":9}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        ]
+        .concat()
+    }
+
+    /// Decodes bytes delivered in these pieces into provider events.
+    fn decode(pieces: Vec<Vec<u8>>) -> (Vec<ProviderEvent>, bool) {
+        let chunks = futures_util::stream::iter(pieces.into_iter().map(Ok::<_, std::convert::Infallible>));
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let events = runtime.block_on(chunks.eventsource().collect::<Vec<_>>());
+        let mut out = Vec::new();
+        let mut done = false;
+        for ev in events {
+            let ev = ev.expect("well-formed stream");
+            match interpret(&ev.event, &ev.data) {
+                Step::Emit(e) => out.extend(e),
+                Step::Done => done = true,
+                Step::Unknown | Step::Fail(_) => panic!("unexpected {}", ev.event),
+            }
+        }
+        (out, done)
+    }
+
+    proptest! {
+        /// However TCP splits the bytes, the same events come out.
+        #[test]
+        fn any_split_of_the_stream_decodes_the_same(cuts in proptest::collection::vec(0usize..2000, 0..40)) {
+            let bytes = transcript().into_bytes();
+            let whole = decode(vec![bytes.clone()]);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % bytes.len()).collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut pieces = Vec::new();
+            let mut from = 0;
+            for c in cuts {
+                pieces.push(bytes[from..c].to_vec());
+                from = c;
+            }
+            pieces.push(bytes[from..].to_vec());
+            prop_assert_eq!(decode(pieces), whole);
+        }
+    }
+
+    #[test]
+    fn the_transcript_decodes_to_blocks_usage_and_stop() {
+        let (events, done) = decode(vec![transcript().into_bytes()]);
+        assert!(done);
+        assert!(events.contains(&ProviderEvent::Delta { index: 1, text: "Grüße, 世界".into() }));
+        assert!(events.contains(&ProviderEvent::Signature { index: 0, signature: "c2ln".into() }));
+        assert!(events.contains(&ProviderEvent::Started { input_tokens: Some(7) }));
+        assert!(events.contains(&ProviderEvent::StopReason { stop_reason: "end_turn".into() }));
+    }
 
     #[test]
     fn body_merges_turns_and_sends_blocks_back() {

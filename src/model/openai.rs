@@ -10,12 +10,11 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::{
-    upstream::{self, ReadFault, UpstreamPolicy},
-    FailureCode, ModelRequest, Provider, ProviderEvent, ProviderStream,
+    upstream::{self, Step, UpstreamPolicy},
+    ModelRequest, Provider, ProviderEvent, ProviderStream,
 };
 use crate::domain::{BlockKind, Role};
 
@@ -104,12 +103,6 @@ impl Blocks {
     }
 }
 
-enum Step {
-    Emit(Vec<ProviderEvent>),
-    Done,
-    Fail(String),
-}
-
 fn interpret(data: &str, blocks: &mut Blocks, finished: &mut bool) -> Step {
     if data.trim() == "[DONE]" {
         return Step::Done;
@@ -191,62 +184,44 @@ impl Provider for OpenAi {
     fn stream(&self, request: ModelRequest) -> ProviderStream {
         let inner = self.inner.clone();
         let body = request_body(&request);
-        Box::pin(async_stream::stream! {
-            let mut delays = inner.policy.delays();
-            'attempt: loop {
-                let make = || {
-                    let http = inner.client.post(&inner.url).header("accept", "text/event-stream").json(&body);
-                    match &inner.api_key {
-                        Some(key) => http.bearer_auth(key),
-                        None => http,
-                    }
-                };
-                let response = match upstream::send_with_retries(make, &mut delays).await {
-                    Ok(r) => r,
-                    Err(refusal) => {
-                        yield ProviderEvent::Failed { code: refusal.code, message: refusal.message };
-                        return;
-                    }
-                };
-                yield ProviderEvent::Started { input_tokens: None };
-                let mut blocks = Blocks::default();
-                let mut finished = false;
-                let mut events = std::pin::pin!(upstream::sse_events(response, inner.policy.stall));
-                loop {
-                    let fault = match events.next().await {
-                        Some(Ok(ev)) => match interpret(&ev.data, &mut blocks, &mut finished) {
-                            Step::Emit(out) => {
-                                for e in out {
-                                    yield e;
-                                }
-                                continue;
-                            }
-                            Step::Done => {
-                                yield ProviderEvent::Stop { stop_reason: None };
-                                return;
-                            }
-                            Step::Fail(message) => {
-                                yield ProviderEvent::Failed { code: FailureCode::UpstreamError, message };
-                                return;
-                            }
-                        },
-                        Some(Err(fault)) => fault,
-                        // Some servers close after the finish reason without
-                        // `[DONE]`: the answer itself is whole then.
-                        None if finished => {
-                            yield ProviderEvent::Stop { stop_reason: None };
-                            return;
-                        }
-                        None => ReadFault::Transport("the stream ended before `[DONE]`".into()),
-                    };
-                    if upstream::retry_cut_answer(&fault, blocks.count > 0, inner.policy.stall, &mut delays).await {
-                        continue 'attempt;
-                    }
-                    yield ProviderEvent::Failed { code: fault.code(), message: fault.message(inner.policy.stall) };
-                    return;
-                }
+        let policy = inner.policy.clone();
+        let make = move || {
+            let http = inner.client.post(&inner.url).header("accept", "text/event-stream").json(&body);
+            match &inner.api_key {
+                Some(key) => http.bearer_auth(key),
+                None => http,
             }
-        })
+        };
+        upstream::stream_answer(policy, make, ChatCompletions::default())
+    }
+}
+
+/// The chat-completions streaming protocol, for `upstream::stream_answer`.
+#[derive(Default)]
+struct ChatCompletions {
+    blocks: Blocks,
+    /// A finish reason arrived.
+    finished: bool,
+}
+
+impl upstream::Protocol for ChatCompletions {
+    fn begin(&mut self) -> Vec<ProviderEvent> {
+        *self = ChatCompletions::default();
+        vec![ProviderEvent::Started { input_tokens: None }]
+    }
+
+    fn read(&mut self, event: &eventsource_stream::Event) -> Step {
+        interpret(&event.data, &mut self.blocks, &mut self.finished)
+    }
+
+    /// Some servers close after the finish reason without `[DONE]`: the
+    /// answer itself is whole then.
+    fn closed(&self) -> Result<(), &'static str> {
+        if self.finished {
+            Ok(())
+        } else {
+            Err("[DONE]")
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! What the HTTP providers share: sending a request with retries before
 //! the answer starts (exponential backoff with jitter, honouring
-//! `retry-after`), reading an upstream's error message, and turning a
-//! response body into SSE events guarded against stalls.
+//! `retry-after`), reading an upstream's error message, turning a response
+//! body into SSE events guarded against stalls, and `stream_answer`, which
+//! drives a whole answer given a provider's `Protocol`.
 //!
 //! The SSE wire format itself is parsed by the `eventsource-stream` crate.
 
@@ -12,7 +13,7 @@ use eventsource_stream::{Event as SseEvent, EventStreamError, Eventsource};
 use futures_util::{Stream, StreamExt};
 use reqwest::{header::HeaderMap, RequestBuilder, Response, StatusCode};
 
-use super::FailureCode;
+use super::{FailureCode, ProviderEvent, ProviderStream};
 
 /// Retry and stall limits of an upstream.
 #[derive(Debug, Clone)]
@@ -158,7 +159,7 @@ pub fn sse_events(response: Response, stall: Duration) -> impl Stream<Item = Res
 /// retrying after the next backoff delay (never shorter than the
 /// upstream's `retry-after`); the last refusal when the delays run out.
 pub async fn send_with_retries(
-    make: impl Fn() -> RequestBuilder,
+    make: &impl Fn() -> RequestBuilder,
     delays: &mut impl Iterator<Item = Duration>,
 ) -> Result<Response, Refusal> {
     loop {
@@ -190,4 +191,91 @@ pub async fn retry_cut_answer(
     tracing::warn!(error.message = %fault.message(stall), "answer cut before content; retrying");
     tokio::time::sleep(delay).await;
     true
+}
+
+/// What a provider makes of one event of its upstream's stream.
+pub enum Step {
+    Emit(Vec<ProviderEvent>),
+    /// An event type the provider does not know: ignored (and counted by
+    /// the provider).
+    Unknown,
+    /// The protocol's end marker: the answer is complete.
+    Done,
+    Fail(String),
+}
+
+/// One provider's reading of its streaming protocol. `stream_answer`
+/// does everything else, the same way for every provider.
+pub trait Protocol: Send + 'static {
+    /// Starts an attempt (forgets what an earlier one read); events to
+    /// emit before the answer's own.
+    fn begin(&mut self) -> Vec<ProviderEvent>;
+    /// Interprets one SSE event.
+    fn read(&mut self, event: &SseEvent) -> Step;
+    /// The stream closed without the end marker: whether the answer is
+    /// whole anyway, or else the name of the missing marker.
+    fn closed(&self) -> Result<(), &'static str>;
+}
+
+/// One answer from an HTTP upstream: sends `make()` with retries before
+/// the answer starts, reads the SSE stream (stall-guarded) through
+/// `protocol`, retries an answer cut before any content, and ends with
+/// `Stop` or `Failed`: never a cut answer presented as whole.
+pub fn stream_answer<P: Protocol>(
+    policy: UpstreamPolicy,
+    make: impl Fn() -> RequestBuilder + Send + Sync + 'static,
+    mut protocol: P,
+) -> ProviderStream {
+    Box::pin(async_stream::stream! {
+        let mut delays = policy.delays();
+        'attempt: loop {
+            let response = match send_with_retries(&make, &mut delays).await {
+                Ok(r) => r,
+                Err(refusal) => {
+                    yield ProviderEvent::Failed { code: refusal.code, message: refusal.message };
+                    return;
+                }
+            };
+            for e in protocol.begin() {
+                yield e;
+            }
+            let mut content_began = false;
+            let mut events = std::pin::pin!(sse_events(response, policy.stall));
+            loop {
+                let fault = match events.next().await {
+                    Some(Ok(ev)) => match protocol.read(&ev) {
+                        Step::Emit(out) => {
+                            for e in out {
+                                content_began |= matches!(e, ProviderEvent::BlockStart { .. } | ProviderEvent::Delta { .. });
+                                yield e;
+                            }
+                            continue;
+                        }
+                        Step::Unknown => continue,
+                        Step::Done => {
+                            yield ProviderEvent::Stop { stop_reason: None };
+                            return;
+                        }
+                        Step::Fail(message) => {
+                            yield ProviderEvent::Failed { code: FailureCode::UpstreamError, message };
+                            return;
+                        }
+                    },
+                    Some(Err(fault)) => fault,
+                    None => match protocol.closed() {
+                        Ok(()) => {
+                            yield ProviderEvent::Stop { stop_reason: None };
+                            return;
+                        }
+                        Err(marker) => ReadFault::Transport(format!("the stream ended before `{marker}`")),
+                    },
+                };
+                if retry_cut_answer(&fault, content_began, policy.stall, &mut delays).await {
+                    continue 'attempt;
+                }
+                yield ProviderEvent::Failed { code: fault.code(), message: fault.message(policy.stall) };
+                return;
+            }
+        }
+    })
 }

@@ -88,11 +88,11 @@ async fn a_project_key_opens_its_project_only_and_can_be_revoked() {
 
     // Every route of another project answers 404, as if it did not exist.
     let b_tid = b_thread.rsplit('/').next().unwrap();
-    let mut routes: Vec<(String, String)> = convo::http::project_routes()
+    let routes: Vec<(String, String)> = convo::http::routes()
         .into_iter()
-        .map(|(m, path, _)| (m.to_string(), format!("/v1/projects/{b}{}", path.replace("{tid}", b_tid))))
+        .filter(|r| r.access == convo::http::Access::Project)
+        .map(|r| (r.method.to_string(), r.path.replace("{pid}", &b).replace("{tid}", b_tid)))
         .collect();
-    routes.push(("POST".into(), format!("/projects/{b}/threads/{b_tid}/query/stream")));
     assert!(routes.len() >= 12);
     for (method, path) in routes {
         let req =
@@ -112,7 +112,7 @@ async fn a_project_key_opens_its_project_only_and_can_be_revoked() {
 
 #[actix_web::test]
 async fn stream_tokens_open_one_threads_streams_until_they_expire() {
-    let (server, _dir) = secured(&["--stream-token-ttl-secs", "1"]).await;
+    let (server, _dir) = secured(&["--stream-token-ttl-secs", "3"]).await;
     let c = &server.client;
     let (pid, thread) = project_with_thread(&server).await;
     let (_, key) = new_key(&server, &pid).await;
@@ -136,7 +136,9 @@ async fn stream_tokens_open_one_threads_streams_until_they_expire() {
     }
     let r = c.get(format!("{}{thread}/events", server.base)).send().await.unwrap();
     assert_eq!(error_code(r).await, (401, "unauthorized".into()));
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let expires: chrono::DateTime<chrono::Utc> = t["expires_at"].as_str().unwrap().parse().unwrap();
+    let left = (expires - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(left + std::time::Duration::from_millis(100)).await;
     let r = c.get(format!("{}{thread}/events?token={token}", server.base)).send().await.unwrap();
     assert_eq!(error_code(r).await, (401, "unauthorized".into()), "an expired token is refused");
 }
@@ -195,4 +197,91 @@ async fn a_silent_websocket_peer_is_closed() {
     })
     .await;
     drop(socket);
+}
+
+#[actix_web::test]
+async fn a_key_holds_no_more_streams_than_its_cap_even_through_stream_tokens() {
+    let (server, _dir) = secured(&["--max-connections-per-key", "2"]).await;
+    let c = &server.client;
+    let (pid, thread) = project_with_thread(&server).await;
+    let (_, key) = new_key(&server, &pid).await;
+    let (_, other_key) = new_key(&server, &pid).await;
+    let events = format!("{}{thread}/events", server.base);
+    let mut first = crate::support::Sse::open(c.get(&events).bearer_auth(&key)).await;
+    assert_eq!(first.next().await.unwrap().kind, "ready");
+    let ws_url = format!("{}{thread}/ws", server.base.replace("http://", "ws://"));
+    let mut ws = {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = ws_url.into_client_request().unwrap();
+        req.headers_mut().insert("Authorization", format!("Bearer {key}").parse().unwrap());
+        Ws { socket: tokio_tungstenite::connect_async(req).await.unwrap().0 }
+    };
+    assert_eq!(ws.next().await.unwrap().kind, "ready");
+
+    // A third stream with the key, or with a token minted by it, is refused.
+    let r = c.get(&events).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(error_code(r).await, (429, "rate_limited".into()));
+    let (_, t) = send(c.post(format!("{}{thread}/stream-token", server.base)).bearer_auth(&key)).await;
+    let token = t["token"].as_str().unwrap().to_owned();
+    let r = c.get(format!("{events}?token={token}")).send().await.unwrap();
+    assert_eq!(error_code(r).await, (429, "rate_limited".into()));
+
+    // Other keys and the admin token are not held back by it.
+    assert_eq!(c.get(&events).bearer_auth(&other_key).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(&events).bearer_auth(ADMIN).send().await.unwrap().status(), 200);
+
+    // A stream that ends gives its place back.
+    drop(first);
+    crate::support::eventually(|| async {
+        let r = c.get(format!("{events}?token={token}")).send().await.unwrap();
+        (r.status() == 200).then_some(())
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn a_busy_thread_of_another_project_is_still_not_found() {
+    let (server, _dir) = secured(&["--sim-chunks", "400", "--sim-interval-ms", "10"]).await;
+    let c = &server.client;
+    let (a, _) = project_with_thread(&server).await;
+    let (_, b_thread) = project_with_thread(&server).await;
+    let (_, key) = new_key(&server, &a).await;
+    // B's thread is generating, so its actor is live and busy.
+    let r = c.post(format!("{}{b_thread}/messages", server.base)).bearer_auth(ADMIN).json(&json!({"content": "go"}));
+    assert_eq!(r.send().await.unwrap().status(), 202);
+    // A's key names its own project and B's thread: 404, never 409.
+    let b_tid = b_thread.rsplit('/').next().unwrap();
+    let path = format!("{}/v1/projects/{a}/threads/{b_tid}/messages", server.base);
+    let r = c.post(&path).bearer_auth(&key).json(&json!({"content": "hi"})).send().await.unwrap();
+    assert_eq!(error_code(r).await, (404, "not_found".into()));
+}
+
+#[actix_web::test]
+async fn an_allowed_origin_that_could_never_match_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+    for origin in ["https://app.example.com/", "https://app.example.com/app", "app.example.com"] {
+        let settings = Settings::try_parse_from(args(&db, &["--allowed-origins", origin])).unwrap();
+        let err = Application::build(settings).await.err().expect("refused").to_string();
+        assert!(err.contains("--allowed-origins"), "{origin}: {err}");
+    }
+}
+
+#[actix_web::test]
+async fn open_mode_answers_loopback_host_names_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&database_url(dir.path()).await, &[]).await;
+    let url = format!("{}/v1/projects", server.base);
+    // A page on a rebinding domain reaches 127.0.0.1 with its own name.
+    let r = server.client.post(&url).header("Host", "rebind.evil.example").json(&json!({"name": "x"})).send().await;
+    assert_eq!(error_code(r.unwrap()).await, (403, "forbidden".into()));
+    for host in ["localhost:8080", "127.0.0.1"] {
+        let r = server.client.post(&url).header("Host", host).json(&json!({"name": "x"})).send().await.unwrap();
+        assert_eq!(r.status(), 201, "{host}");
+    }
+    // With an admin token every request is authenticated: any name goes.
+    let (secured, _dir) = secured(&[]).await;
+    let r = secured.client.get(format!("{}/admin/stats", secured.base)).header("Host", "api.example.com");
+    assert_eq!(r.bearer_auth(ADMIN).send().await.unwrap().status(), 200);
 }

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::support::{database_url, error_code, Server, Transcript, Ws};
+use crate::support::{database_url, error_code, Events as _, Server, Transcript, Ws};
 
 async fn two_sse_and_one_ws(extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();

@@ -1,19 +1,34 @@
-//! Limits, each tried: oversized content, a `max_tokens` past the cap, a
-//! project posting too fast (429 with Retry-After, other projects
-//! untouched), too many subscribers on one thread, and a client too slow
-//! with its headers (408) while others are served.
+//! Limits, each tried: oversized content and bodies (by length, chunked,
+//! on routes that take no body), a `max_tokens` past the cap, a project
+//! posting too fast over HTTP or WebSocket (429 with Retry-After, other
+//! projects untouched), too many generations of one project, too many
+//! subscribers on one thread, and clients too slow with their headers or
+//! body (408) while others are served.
 
 use std::time::Duration;
 
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{database_url, error_code, Server};
+use crate::support::{database_url, error_code, Events as _, Server, Ws};
 
 async fn server(extra: &[&str]) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(dir.path()).await;
     (Server::start(&db, extra).await, dir)
+}
+
+/// Two threads of one project (so a project's limit, not 409, answers).
+async fn two_threads_of_one_project(server: &Server) -> (String, String) {
+    let a = server.thread().await;
+    let project = a.rsplit_once("/threads/").unwrap().0;
+    let t = server.post_json(&format!("{project}/threads"), json!({})).await;
+    let a2 = format!("{project}/threads/{}", t["id"].as_str().unwrap());
+    (a, a2)
+}
+
+fn post_hi(server: &Server, thread: &str) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> {
+    server.client.post(format!("{}{thread}/messages", server.base)).json(&json!({"content": "hi"})).send()
 }
 
 #[actix_web::test]
@@ -31,20 +46,20 @@ async fn oversized_content_and_max_tokens_are_refused_and_nothing_is_stored() {
     let huge = "x".repeat(300 * 1024);
     let r = server.client.post(&url).json(&json!({"content": huge})).send().await.unwrap();
     assert_eq!(error_code(r).await, (413, "payload_too_large".into()), "the body limit answers before buffering");
+    // Text no database could store (Postgres refuses NUL) is refused up front.
+    let r = server.client.post(&url).json(&json!({"content": "a\u{0}b"})).send().await.unwrap();
+    assert_eq!(error_code(r).await, (400, "bad_request".into()));
+    let project = thread.rsplit_once("/threads/").unwrap().0;
+    let r = server.client.post(format!("{}{project}/threads", server.base)).json(&json!({"title": "a\u{0}"}));
+    assert_eq!(error_code(r.send().await.unwrap()).await, (400, "bad_request".into()));
     assert!(server.messages(&thread).await.is_empty());
 }
 
 #[actix_web::test]
 async fn a_project_posting_too_fast_gets_429_with_retry_after() {
     let (server, _dir) = server(&["--posts-per-minute", "2", "--sim-chunks", "2"]).await;
-    let a = server.thread().await;
-    // A second thread of the same project (so the limit, not 409, answers).
-    let project = a.rsplit_once("/threads/").unwrap().0;
-    let t = server.post_json(&format!("{project}/threads"), json!({})).await;
-    let a2 = format!("{project}/threads/{}", t["id"].as_str().unwrap());
-    let post = |thread: &str| {
-        server.client.post(format!("{}{thread}/messages", server.base)).json(&json!({"content": "hi"})).send()
-    };
+    let (a, a2) = two_threads_of_one_project(&server).await;
+    let post = |thread: &str| post_hi(&server, thread);
     assert_eq!(post(&a).await.unwrap().status(), 202);
     assert_eq!(post(&a2).await.unwrap().status(), 202);
     let r = post(&a2).await.unwrap();
@@ -79,11 +94,99 @@ async fn slow_headers_get_408_while_other_clients_are_served() {
     let (server, _dir) = server(&["--header-timeout-ms", "300"]).await;
     let addr = server.base.trim_start_matches("http://").to_owned();
     let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n").await.unwrap();
     // Meanwhile another client is answered at once.
     assert_eq!(server.client.get(format!("{}/healthz", server.base)).send().await.unwrap().status(), 200);
     let mut answer = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer)).await;
     assert!(read.is_ok(), "the slow client was cut off");
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"), "{}", String::from_utf8_lossy(&answer));
+}
+
+/// Sends raw bytes and returns the status line of the answer.
+async fn raw_status(addr: &str, request: &[u8], within: Duration) -> String {
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(request).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(within, socket.read(&mut answer)).await.expect("answered in time").unwrap();
+    String::from_utf8_lossy(&answer[..n]).lines().next().unwrap_or_default().to_owned()
+}
+
+#[actix_web::test]
+async fn bodies_past_their_routes_limit_or_too_slow_are_refused_before_buffering() {
+    let (server, _dir) = server(&["--max-body-bytes", "4096", "--body-timeout-ms", "300"]).await;
+    let thread = server.thread().await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let post =
+        |path: &str, headers: &str| format!("POST {path} HTTP/1.1\r\nHost: localhost\r\n{headers}\r\n").into_bytes();
+
+    // A declared length past the limit: refused at once, nothing read.
+    let big = post(&format!("{thread}/messages"), "Content-Type: application/json\r\nContent-Length: 5000000\r\n");
+    assert!(raw_status(&addr, &big, Duration::from_secs(2)).await.contains("413"));
+
+    // A chunked body that passes the limit: refused once it does.
+    let mut chunked =
+        post(&format!("{thread}/messages"), "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n");
+    for _ in 0..5 {
+        chunked.extend_from_slice(format!("400\r\n{}\r\n", "x".repeat(1024)).as_bytes());
+    }
+    assert!(raw_status(&addr, &chunked, Duration::from_secs(2)).await.contains("413"));
+
+    // Routes that take no body allow only a small one.
+    let r = server.client.post(format!("{}{thread}/cancel", server.base)).body("x".repeat(2048)).send().await.unwrap();
+    assert_eq!(error_code(r).await, (413, "payload_too_large".into()));
+
+    // A body that never arrives whole: 408 after the body timeout, while
+    // other clients are served.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(&post(&format!("{thread}/messages"), "Content-Type: application/json\r\nContent-Length: 100\r\n"))
+        .await
+        .unwrap();
+    slow.write_all(b"{\"content\": ").await.unwrap();
+    assert_eq!(server.client.get(format!("{}/healthz", server.base)).send().await.unwrap().status(), 200);
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut answer)).await.expect("cut off").unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+
+    assert!(server.messages(&thread).await.is_empty(), "nothing refused was stored");
+    // The thread still takes a proper message.
+    let r = server.client.post(format!("{}{thread}/messages", server.base)).json(&json!({"content": "hi"})).send();
+    assert_eq!(r.await.unwrap().status(), 202);
+}
+
+#[actix_web::test]
+async fn a_project_runs_no_more_than_its_generation_cap() {
+    let (server, _dir) =
+        server(&["--max-generations-per-project", "1", "--sim-chunks", "400", "--sim-interval-ms", "10"]).await;
+    let (a, a2) = two_threads_of_one_project(&server).await;
+    let post = |thread: &str| post_hi(&server, thread);
+    assert_eq!(post(&a).await.unwrap().status(), 202);
+    let r = post(&a2).await.unwrap();
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(error_code(r).await, (429, "rate_limited".into()));
+    assert!(server.messages(&a2).await.is_empty());
+    // Another project is not held back.
+    assert_eq!(post(&server.thread().await).await.unwrap().status(), 202);
+    // When the first ends, the project may start another.
+    assert_eq!(server.client.post(format!("{}{a}/cancel", server.base)).send().await.unwrap().status(), 202);
+    assert_eq!(post(&a2).await.unwrap().status(), 202);
+}
+
+#[actix_web::test]
+async fn websocket_sends_count_against_the_projects_message_rate() {
+    let (server, _dir) = server(&["--posts-per-minute", "1", "--sim-chunks", "2"]).await;
+    let thread = server.thread().await;
+    let mut ws = Ws::open(&server.base, &thread, None).await;
+    ws.until("ready").await;
+    ws.send(json!({"type": "send", "content": "one"})).await;
+    ws.until("message.completed").await;
+    ws.send(json!({"type": "send", "content": "two"})).await;
+    let error = ws.until("error").await.pop().unwrap();
+    assert_eq!(error.data["code"], "rate_limited", "{:?}", error.data);
+    // The connection stays usable and nothing was stored for the refused send.
+    ws.send(json!({"type": "cancel"})).await;
+    assert_eq!(ws.until("error").await.pop().unwrap().data["code"], "not_generating");
+    assert_eq!(server.messages(&thread).await.len(), 2);
 }

@@ -6,6 +6,7 @@ mod fake_upstream;
 mod fanout;
 mod lifecycle;
 mod limits;
+mod openapi;
 mod operations;
 mod outage;
 mod pg;

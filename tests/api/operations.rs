@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::support::{database_url, eventually, Server, Ws};
+use crate::support::{database_url, eventually, Events as _, Server, Ws};
 
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()

@@ -11,7 +11,7 @@ use std::sync::{
 use serde_json::json;
 use tokio::{net::TcpListener, task::AbortHandle};
 
-use crate::support::{error_code, Server, Transcript};
+use crate::support::{error_code, Events as _, Server, Transcript};
 
 /// A TCP proxy to Postgres that can be unplugged and plugged back.
 #[derive(Clone)]

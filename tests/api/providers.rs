@@ -462,3 +462,32 @@ async fn openai_stream_cut_before_done_fails() {
     assert_eq!(completed(&events)["status"], "failed");
     assert_eq!(h.last_message().await["content"], "half an ans");
 }
+
+#[actix_web::test]
+async fn the_upstream_is_never_called_past_the_node_generation_cap() {
+    let mut pieces = vec![Piece::Bytes(a::message_start(3)), Piece::Bytes(a::text_start(0))];
+    pieces.push(Piece::Pause(Duration::from_secs(30)));
+    let slow = Reply::Stream { pieces, end: End::Clean };
+    let h = harness("anthropic", vec![slow.clone(), slow], &["--max-generations", "1"]).await;
+    assert_eq!(h.client.post(h.url("/messages")).json(&json!({"content": "one"})).send().await.unwrap().status(), 202);
+
+    // Another project's thread: the node is at its cap, so the message is
+    // refused before anything is sent upstream, and nothing is stored.
+    let send = |req: reqwest::RequestBuilder| async move { req.send().await.unwrap().json::<Value>().await.unwrap() };
+    let p = send(h.client.post(format!("{}/v1/projects", h.base)).json(&json!({"name": "q"}))).await;
+    let threads = format!("{}/v1/projects/{}/threads", h.base, p["id"].as_str().unwrap());
+    let t = send(h.client.post(&threads).json(&json!({}))).await;
+    let other = format!("{threads}/{}", t["id"].as_str().unwrap());
+    let r = h.client.post(format!("{other}/messages")).json(&json!({"content": "two"})).send().await.unwrap();
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(crate::support::error_code(r).await, (503, "unavailable".into()));
+    assert_eq!(send(h.client.get(format!("{other}/messages"))).await["data"], json!([]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.upstream.requests().len(), 1, "one generation, one upstream call");
+
+    // Cancelling the first frees the slot: the next message reaches the upstream.
+    assert_eq!(h.client.post(h.url("/cancel")).send().await.unwrap().status(), 202);
+    let r = h.client.post(format!("{other}/messages")).json(&json!({"content": "two"})).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    crate::support::eventually(|| async { (h.upstream.requests().len() == 2).then_some(()) }).await;
+}

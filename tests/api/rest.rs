@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{database_url, error_code, eventually, Server, Ws};
+use crate::support::{database_url, error_code, eventually, Events as _, Server, Ws};
 
 async fn server(extra: &[&str]) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -45,6 +45,13 @@ async fn history_pages_by_position_both_ways() {
     assert_eq!(oldest["has_more"], false);
     assert_eq!(oldest["data"][0]["content"], "a");
     assert_eq!(oldest["data"][1]["role"], "assistant");
+    // Both bounds: the messages strictly between, newest page first.
+    let between = page("after=0&before=5").await;
+    assert_eq!(positions(&between), [1, 2, 3, 4]);
+    assert_eq!(between["has_more"], false);
+    let between = page("limit=2&after=0&before=5").await;
+    assert_eq!(positions(&between), [3, 4]);
+    assert_eq!(between["has_more"], true);
 }
 
 #[actix_web::test]
@@ -142,6 +149,9 @@ async fn every_refusal_has_the_contract_error_shape() {
         (c.post(format!("{base}{thread}/messages")).json(&json!({"content": "  "})), 400, "bad_request"),
         (c.post(format!("{base}{thread}/messages")).json(&json!({})), 400, "bad_request"),
         (c.get(format!("{base}{thread}/messages?limit=abc")), 400, "bad_request"),
+        (c.get(format!("{base}{thread}/messages?limit=201")), 400, "bad_request"),
+        (c.get(format!("{base}{thread}/messages?limit=0")), 400, "bad_request"),
+        (c.get(format!("{base}{}?limit=101", thread.rsplit_once("/").unwrap().0)), 400, "bad_request"),
         (c.delete(format!("{base}/v1/projects")), 405, "method_not_allowed"),
     ];
     for (req, status, code) in cases {
@@ -149,6 +159,10 @@ async fn every_refusal_has_the_contract_error_shape() {
         let url = r.url().to_string();
         assert_eq!(error_code(r).await, (status, code.to_owned()), "{url}");
     }
+    // A wrong method names the right ones (RFC 9110).
+    let r = c.put(format!("{base}{thread}/messages")).send().await.unwrap();
+    assert_eq!(r.headers()["allow"], "GET, POST");
+    assert_eq!(error_code(r).await, (405, "method_not_allowed".to_owned()));
     let project = server.post_json("/v1/projects", json!({"name": "x"})).await;
     let wrong =
         format!("/v1/projects/{}/threads/{}", project["id"].as_str().unwrap(), thread.rsplit('/').next().unwrap());

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::support::{database_url, eventually, Ev, Server, Transcript};
+use crate::support::{database_url, eventually, Ev, Events as _, Server, Transcript};
 
 /// Reads the first `k` deltas of a fresh subscription (plus what precedes
 /// them) and returns the events and the last cursor.

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{database_url, Server, Transcript};
+use crate::support::{database_url, Events as _, Server, Transcript};
 
 #[actix_web::test]
 async fn query_stream_speaks_the_seed_wire_format_exactly() {

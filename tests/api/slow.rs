@@ -4,7 +4,7 @@
 //! deltas); one that stays stuck too long is closed with `slow_consumer`
 //! and resumes from its cursor.
 
-use crate::support::{database_url, RawSse, Server, Transcript};
+use crate::support::{database_url, Events as _, RawSse, Server, Transcript};
 
 /// Large chunks, so a client that does not read fills every buffer on the
 /// way (its socket, the HTTP client's, the session's channel) and then the

@@ -151,6 +151,44 @@ pub struct Ev {
     pub data: Value,
 }
 
+/// A subscriber of any transport: its next event, and the events up to
+/// one of a kind.
+pub trait Events {
+    /// The next event, or `None` once the stream ended.
+    async fn next_event(&mut self) -> Option<Ev>;
+
+    /// Events up to and including the first of `kind`.
+    async fn until(&mut self, kind: &str) -> Vec<Ev> {
+        let mut out = Vec::new();
+        loop {
+            let ev = self.next_event().await.unwrap_or_else(|| panic!("stream ended before {kind}"));
+            let done = ev.kind == kind;
+            out.push(ev);
+            if done {
+                return out;
+            }
+        }
+    }
+}
+
+impl Events for Sse {
+    async fn next_event(&mut self) -> Option<Ev> {
+        self.next().await
+    }
+}
+
+impl Events for RawSse {
+    async fn next_event(&mut self) -> Option<Ev> {
+        self.next().await
+    }
+}
+
+impl Events for Ws {
+    async fn next_event(&mut self) -> Option<Ev> {
+        self.next().await
+    }
+}
+
 pub struct Sse {
     events: std::pin::Pin<Box<dyn Stream<Item = Ev> + Send>>,
 }
@@ -175,19 +213,6 @@ impl Sse {
     /// The next event, or `None` when the stream ended or broke.
     pub async fn try_next(&mut self) -> Option<Ev> {
         tokio::time::timeout(WAIT, self.events.next()).await.ok().flatten()
-    }
-
-    /// Events up to and including the first of `kind`.
-    pub async fn until(&mut self, kind: &str) -> Vec<Ev> {
-        let mut out = Vec::new();
-        loop {
-            let ev = self.next().await.unwrap_or_else(|| panic!("stream ended before {kind}"));
-            let done = ev.kind == kind;
-            out.push(ev);
-            if done {
-                return out;
-            }
-        }
     }
 }
 
@@ -265,7 +290,7 @@ impl RawSse {
         socket.set_recv_buffer_size(2048).unwrap();
         let mut sock = socket.connect(addr).await.unwrap();
         let resume = cursor.map(|c| format!("Last-Event-ID: {c}\r\n")).unwrap_or_default();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n{resume}\r\n");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{resume}\r\n");
         tokio::io::AsyncWriteExt::write_all(&mut sock, request.as_bytes()).await.unwrap();
         RawSse { sock, raw: Vec::new(), body: Vec::new(), headers_done: false, ended: false }
     }
@@ -289,18 +314,6 @@ impl RawSse {
             }
             self.raw.extend_from_slice(&buf[..n]);
             self.dechunk();
-        }
-    }
-
-    pub async fn until(&mut self, kind: &str) -> Vec<Ev> {
-        let mut out = Vec::new();
-        loop {
-            let ev = self.next().await.unwrap_or_else(|| panic!("stream ended before {kind}"));
-            let done = ev.kind == kind;
-            out.push(ev);
-            if done {
-                return out;
-            }
         }
     }
 
@@ -350,7 +363,7 @@ impl RawSse {
 
 /// A WebSocket subscriber speaking JSON text frames.
 pub struct Ws {
-    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    pub socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
 }
 
 impl Ws {
@@ -389,18 +402,6 @@ impl Ws {
                 }
                 Ok(Message::Close(_)) | Err(_) => return None,
                 Ok(_) => continue,
-            }
-        }
-    }
-
-    pub async fn until(&mut self, kind: &str) -> Vec<Ev> {
-        let mut out = Vec::new();
-        loop {
-            let ev = self.next().await.unwrap_or_else(|| panic!("closed before {kind}"));
-            let done = ev.kind == kind;
-            out.push(ev);
-            if done {
-                return out;
             }
         }
     }

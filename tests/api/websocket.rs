@@ -1,9 +1,11 @@
 //! WebSocket client frames: `send` starts a generation, `cancel` stops
-//! it, a malformed frame gets an `error` and the connection stays usable.
+//! it, a malformed or binary frame gets an `error` and the connection
+//! stays usable; an over-size frame closes it with 1009 and invalid UTF-8
+//! with 1007.
 
 use serde_json::json;
 
-use crate::support::{database_url, Server, Transcript, Ws};
+use crate::support::{database_url, Events as _, Server, Transcript, Ws};
 
 #[actix_web::test]
 async fn send_and_cancel_frames_drive_the_thread() {
@@ -56,4 +58,69 @@ async fn a_malformed_frame_gets_an_error_and_the_connection_stays_usable() {
     let mut t = Transcript::default();
     t.apply_all(&evs);
     t.assert_matches(&server.finished(&thread, done.data["message_id"].as_str().unwrap()).await);
+}
+
+/// The close code the server sends next, skipping other frames.
+async fn close_code(ws: &mut Ws) -> Option<u16> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let frame = tokio::time::timeout(crate::support::WAIT, ws.socket.next()).await.expect("a frame in time");
+        match frame {
+            Some(Ok(Message::Close(close))) => return close.map(|c| u16::from(c.code)),
+            Some(Ok(_)) => continue,
+            _ => return None,
+        }
+    }
+}
+
+#[actix_web::test]
+async fn binary_frames_get_an_error_and_bad_frames_close_with_the_proper_code() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::{
+        protocol::frame::{
+            coding::{Data, OpCode},
+            Frame,
+        },
+        Message,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+    let server = Server::start(&db, &[]).await;
+    let thread = server.thread().await;
+
+    // Binary: a clear error, and the connection goes on.
+    let mut ws = Ws::open(&server.base, &thread, None).await;
+    assert_eq!(ws.next().await.unwrap().kind, "ready");
+    ws.socket.send(Message::Binary(vec![1u8, 2, 3].into())).await.unwrap();
+    let error = ws.until("error").await.pop().unwrap();
+    assert_eq!(error.data["code"], "bad_request");
+    assert!(error.data["message"].as_str().unwrap().contains("binary"));
+    ws.send(json!({"type": "cancel"})).await;
+    assert_eq!(ws.until("error").await.pop().unwrap().data["code"], "not_generating", "still usable");
+
+    // Larger than a frame may be: closed with 1009 (message too big).
+    let mut ws = Ws::open(&server.base, &thread, None).await;
+    assert_eq!(ws.next().await.unwrap().kind, "ready");
+    let huge = json!({"type": "send", "content": "x".repeat(300 * 1024)}).to_string();
+    ws.socket.send(Message::Text(huge.into())).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1009));
+
+    // Frames each under the limit, one message over it: 1009 too.
+    let mut ws = Ws::open(&server.base, &thread, None).await;
+    assert_eq!(ws.next().await.unwrap().kind, "ready");
+    let half = vec![b'x'; 200 * 1024];
+    ws.socket.send(Message::Frame(Frame::message(half.clone(), OpCode::Data(Data::Text), false))).await.unwrap();
+    ws.socket.send(Message::Frame(Frame::message(half, OpCode::Data(Data::Continue), true))).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1009));
+
+    // A text frame that is not UTF-8: closed with 1007 (invalid payload).
+    let mut ws = Ws::open(&server.base, &thread, None).await;
+    assert_eq!(ws.next().await.unwrap().kind, "ready");
+    let invalid = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    ws.socket.send(Message::Frame(invalid)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1007));
+
+    // Nothing of it reached the thread.
+    assert!(server.messages(&thread).await.is_empty());
 }

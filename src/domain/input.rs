@@ -1,0 +1,107 @@
+//! Checks on text a client sends, shared by every way in (REST, the seed
+//! route, WebSocket `send` frames): what the contract refuses, and what
+//! no database can store (a NUL character, which Postgres rejects).
+
+use crate::error::{ApiError, Code};
+
+/// Largest `name`, `title` or `model`, in characters (as JSON Schema's
+/// `maxLength` counts).
+pub const MAX_LABEL_CHARS: usize = 200;
+
+fn no_nul(field: &str, value: &str) -> Result<(), ApiError> {
+    match value.contains('\0') {
+        true => Err(ApiError::bad_request(format!("`{field}` must not contain NUL characters"))),
+        false => Ok(()),
+    }
+}
+
+/// A body-sized text: no NUL, at most `max_bytes` (413 past it).
+pub fn text(field: &str, value: &str, max_bytes: usize) -> Result<(), ApiError> {
+    no_nul(field, value)?;
+    if value.len() > max_bytes {
+        return Err(ApiError::new(Code::PayloadTooLarge, format!("`{field}` is larger than {max_bytes} bytes")));
+    }
+    Ok(())
+}
+
+/// A short label: optional, no NUL, at most `MAX_LABEL_CHARS` (400 past it).
+pub fn label(field: &str, value: Option<&str>) -> Result<(), ApiError> {
+    let Some(value) = value else { return Ok(()) };
+    no_nul(field, value)?;
+    if value.chars().count() > MAX_LABEL_CHARS {
+        return Err(ApiError::bad_request(format!("`{field}` is longer than {MAX_LABEL_CHARS} characters")));
+    }
+    Ok(())
+}
+
+/// A new message: non-blank content within the size limit, a sane model
+/// name, and `max_tokens` between 1 and the cap.
+pub fn message(
+    content: &str,
+    model: Option<&str>,
+    max_tokens: Option<u32>,
+    max_content_bytes: usize,
+    max_tokens_cap: u32,
+) -> Result<(), ApiError> {
+    if content.trim().is_empty() {
+        return Err(ApiError::bad_request("`content` must not be empty"));
+    }
+    text("content", content, max_content_bytes)?;
+    label("model", model)?;
+    match max_tokens {
+        Some(0) => Err(ApiError::bad_request("`max_tokens` must be at least 1")),
+        Some(n) if n > max_tokens_cap => {
+            Err(ApiError::bad_request(format!("`max_tokens` must be at most {max_tokens_cap}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Deserializes an optional count that JSON may write as `7` or `7.0`
+/// (the same number to JSON Schema), refusing fractions, negatives and
+/// values past `u32`.
+pub fn whole_u32<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    use serde::{de::Error, Deserialize};
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else { return Ok(None) };
+    if let Some(n) = number.as_u64() {
+        return u32::try_from(n).map(Some).map_err(|_| D::Error::custom(format!("{n} is too large")));
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&f) => Ok(Some(f as u32)),
+        _ => Err(D::Error::custom(format!("expected a whole number from 0 to {}, got {number}", u32::MAX))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_nul_blank_oversized_and_out_of_range() {
+        assert!(message("hi", Some("m"), Some(10), 100, 100).is_ok());
+        assert_eq!(message("a\0b", None, None, 100, 100).unwrap_err().code, Code::BadRequest);
+        assert_eq!(message("  ", None, None, 100, 100).unwrap_err().code, Code::BadRequest);
+        assert_eq!(message(&"x".repeat(101), None, None, 100, 100).unwrap_err().code, Code::PayloadTooLarge);
+        assert_eq!(message("hi", None, Some(101), 100, 100).unwrap_err().code, Code::BadRequest);
+        assert_eq!(message("hi", Some(&"m".repeat(201)), None, 100, 100).unwrap_err().code, Code::BadRequest);
+        assert!(label("title", Some(&"é".repeat(200))).is_ok(), "labels count characters, not bytes");
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Count {
+        #[serde(default, deserialize_with = "whole_u32")]
+        n: Option<u32>,
+    }
+
+    #[test]
+    fn whole_numbers_are_accepted_in_either_json_spelling() {
+        let parse = |s: &str| serde_json::from_str::<Count>(s).map(|c| c.n).ok();
+        assert_eq!(parse(r#"{"n": 7}"#), Some(Some(7)));
+        assert_eq!(parse(r#"{"n": 7.0}"#), Some(Some(7)));
+        assert_eq!(parse(r#"{"n": null}"#), Some(None));
+        assert_eq!(parse(r#"{}"#), Some(None));
+        for bad in [r#"{"n": 7.5}"#, r#"{"n": -1}"#, r#"{"n": 5000000000}"#, r#"{"n": "7"}"#] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
+}
