@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 
-use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::Value;
 use tokio::{
@@ -116,6 +115,10 @@ pub async fn sse(addr: std::net::SocketAddr, path: String, ready: mpsc::Sender<(
     seen
 }
 
+/// Reads the response on a raw socket: headers, then the chunked body is
+/// decoded in place and each complete event is handled as it arrives.
+/// One buffer per subscriber, compacted once per read: the load generator
+/// shares the machine with the service and must cost little per event.
 async fn sse_inner(
     addr: std::net::SocketAddr,
     path: &str,
@@ -127,38 +130,42 @@ async fn sse_inner(
     sock.set_nodelay(true)?;
     sock.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n").as_bytes())
         .await?;
-    let mut raw: Vec<u8> = Vec::new();
-    let mut body: Vec<u8> = Vec::new();
+    let mut raw: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut body: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut headers_done = false;
     let mut completed = 0;
-    let mut buf = vec![0u8; 16 * 1024];
     loop {
-        let n = sock.read(&mut buf).await?;
+        if raw.capacity() - raw.len() < 4096 {
+            raw.reserve(16 * 1024);
+        }
+        let n = sock.read_buf(&mut raw).await?;
         anyhow::ensure!(n > 0, "connection closed after {completed} messages");
-        raw.extend_from_slice(&buf[..n]);
+        let mut at = 0;
         if !headers_done {
-            let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+            let Some(end) = memchr::memmem::find(&raw, b"\r\n\r\n") else { continue };
             anyhow::ensure!(raw.starts_with(b"HTTP/1.1 200"), "status {}", String::from_utf8_lossy(&raw[..12]));
-            raw.drain(..end + 4);
+            at = end + 4;
             headers_done = true;
         }
-        // De-chunk.
-        loop {
-            let Some(le) = raw.windows(2).position(|w| w == b"\r\n") else { break };
-            let size = usize::from_str_radix(std::str::from_utf8(&raw[..le])?.trim(), 16)?;
-            if raw.len() < le + 2 + size + 2 {
+        // De-chunk what is complete into `body`.
+        while let Some(le) = memchr::memmem::find(&raw[at..], b"\r\n") {
+            let size = usize::from_str_radix(std::str::from_utf8(&raw[at..at + le])?.trim(), 16)?;
+            let start = at + le + 2;
+            if raw.len() < start + size + 2 {
                 break;
             }
-            body.extend_from_slice(&raw[le + 2..le + 2 + size]);
-            raw.drain(..le + 2 + size + 2);
+            body.extend_from_slice(&raw[start..start + size]);
+            at = start + size + 2;
         }
-        // Events.
-        while let Some(end) = body.windows(2).position(|w| w == b"\n\n") {
-            let frame = std::str::from_utf8(&body[..end])?.to_owned();
-            body.drain(..end + 2);
+        raw.drain(..at);
+        // Handle every complete event in `body`.
+        let mut from = 0;
+        while let Some(end) = memchr::memmem::find(&body[from..], b"\n\n") {
+            let frame = std::str::from_utf8(&body[from..from + end])?;
+            from += end + 2;
             let mut kind = "";
             let mut data = "";
-            for line in frame.lines() {
+            for line in frame.split('\n') {
                 if let Some(v) = line.strip_prefix("event: ") {
                     kind = v;
                 } else if let Some(v) = line.strip_prefix("data: ") {
@@ -179,36 +186,114 @@ async fn sse_inner(
                 }
             }
         }
+        body.drain(..from);
     }
 }
 
-/// Subscribes over WebSocket, like `sse`.
-pub async fn ws(url: String, ready: mpsc::Sender<()>, messages: usize) -> Seen {
+/// Subscribes over WebSocket, like `sse`: the upgrade by hand, then server
+/// frames (never masked) read straight off the socket, as cheaply as the
+/// SSE reader, so the two transports are measured alike.
+pub async fn ws(addr: std::net::SocketAddr, path: String, ready: mpsc::Sender<()>, messages: usize) -> Seen {
     let mut seen = Seen::new();
-    let result: anyhow::Result<()> = async {
-        let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
-        let mut completed = 0;
-        while let Some(msg) = socket.next().await {
-            let tokio_tungstenite::tungstenite::Message::Text(text) = msg? else { continue };
-            let text = text.as_str();
-            // The type comes first in every event object.
-            let kind = text.get(9..).and_then(|t| t.split('"').next()).unwrap_or_default().to_owned();
-            if kind == "ready" {
-                let _ = ready.send(()).await;
-                continue;
-            }
-            if seen.apply_json(&kind, text)? {
-                completed += 1;
-                if completed == messages {
-                    return Ok(());
-                }
-            }
-        }
-        anyhow::bail!("websocket closed after {completed} messages")
-    }
-    .await;
-    if let Err(e) = result {
+    if let Err(e) = ws_inner(addr, &path, ready, messages, &mut seen).await {
         seen.failures.push(format!("ws: {e}"));
     }
     seen
+}
+
+async fn ws_inner(
+    addr: std::net::SocketAddr,
+    path: &str,
+    ready: mpsc::Sender<()>,
+    messages: usize,
+    seen: &mut Seen,
+) -> anyhow::Result<()> {
+    let mut sock = TcpStream::connect(addr).await?;
+    sock.set_nodelay(true)?;
+    let upgrade = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: Y29udm8tYmVuY2gta2V5MQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    sock.write_all(upgrade.as_bytes()).await?;
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut message: Vec<u8> = Vec::new();
+    let mut headers_done = false;
+    let mut completed = 0;
+    loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        let n = sock.read_buf(&mut buf).await?;
+        anyhow::ensure!(n > 0, "connection closed after {completed} messages");
+        let mut at = 0;
+        if !headers_done {
+            let Some(end) = memchr::memmem::find(&buf, b"\r\n\r\n") else { continue };
+            anyhow::ensure!(buf.starts_with(b"HTTP/1.1 101"), "status {}", String::from_utf8_lossy(&buf[..12]));
+            at = end + 4;
+            headers_done = true;
+        }
+        while let Some(frame) = WsFrame::parse(&buf[at..])? {
+            let payload = &buf[at + frame.header..at + frame.header + frame.len];
+            at += frame.header + frame.len;
+            match frame.opcode {
+                0x1 | 0x0 => {
+                    message.extend_from_slice(payload);
+                    if !frame.fin {
+                        continue;
+                    }
+                    let text = std::str::from_utf8(&message)?;
+                    // The type comes first in every event object.
+                    let kind = text.get(9..).and_then(|t| t.split('"').next()).unwrap_or_default();
+                    if kind == "ready" {
+                        let _ = ready.send(()).await;
+                    } else if seen.apply_json(kind, text)? {
+                        completed += 1;
+                        if completed == messages {
+                            return Ok(());
+                        }
+                    }
+                    message.clear();
+                }
+                0x9 => {
+                    // Pong with the same payload, masked with a zero key.
+                    anyhow::ensure!(payload.len() < 126, "oversized ping");
+                    let mut pong = vec![0x8A, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+                    pong.extend_from_slice(payload);
+                    sock.write_all(&pong).await?;
+                }
+                0x8 => anyhow::bail!("websocket closed after {completed} messages"),
+                _ => {}
+            }
+        }
+        buf.drain(..at);
+    }
+}
+
+/// The header of one server frame.
+struct WsFrame {
+    fin: bool,
+    opcode: u8,
+    /// Header bytes, then payload bytes.
+    header: usize,
+    len: usize,
+}
+
+impl WsFrame {
+    /// The frame at the start of `b`, once all of it has arrived.
+    fn parse(b: &[u8]) -> anyhow::Result<Option<WsFrame>> {
+        if b.len() < 2 {
+            return Ok(None);
+        }
+        anyhow::ensure!(b[1] & 0x80 == 0, "a server frame was masked");
+        let (header, len) = match b[1] & 0x7f {
+            126 if b.len() >= 4 => (4, u16::from_be_bytes([b[2], b[3]]) as usize),
+            127 if b.len() >= 10 => (10, u64::from_be_bytes(b[2..10].try_into()?) as usize),
+            126 | 127 => return Ok(None),
+            n => (2, n as usize),
+        };
+        if b.len() < header + len {
+            return Ok(None);
+        }
+        Ok(Some(WsFrame { fin: b[0] & 0x80 != 0, opcode: b[0] & 0x0f, header, len }))
+    }
 }

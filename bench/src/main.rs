@@ -54,6 +54,13 @@ struct Cli {
     /// The service binary (built with `cargo build --release` first if absent).
     #[arg(long, default_value = "target/release/convo")]
     server_bin: String,
+    /// Post every thread's message at the same instant, so that every
+    /// upstream stream ticks in phase and each tick is one burst of
+    /// threads x subscribers deliveries (the worst case). By default the
+    /// posts are spread evenly over one chunk interval, as independent
+    /// conversations are.
+    #[arg(long)]
+    in_phase: bool,
     /// Extra flags for the service, e.g. `--server-arg=--flush-interval-ms=100`.
     #[arg(long = "server-arg")]
     server_args: Vec<String>,
@@ -67,6 +74,8 @@ pub struct Plan {
     pub ws_share: usize,
     pub chunks: usize,
     pub interval: Duration,
+    /// All posts at once (see `--in-phase`).
+    pub in_phase: bool,
 }
 
 impl Cli {
@@ -84,6 +93,7 @@ impl Cli {
             ws_share: ws_share.min(subscribers),
             chunks: self.chunks.unwrap_or(chunks),
             interval: Duration::from_millis(self.interval_ms.unwrap_or(interval)),
+            in_phase: self.in_phase,
         }
     }
 }
@@ -125,8 +135,7 @@ async fn main() -> anyhow::Result<()> {
             let path = format!("{thread}/events");
             let ready = ready_tx.clone();
             let task = if s < plan.ws_share {
-                let url = format!("ws://{}{thread}/ws", srv.addr);
-                tokio::spawn(client::ws(url, ready, 1))
+                tokio::spawn(client::ws(srv.addr, format!("{thread}/ws"), ready, 1))
             } else {
                 tokio::spawn(client::sse(srv.addr, path, ready, 1))
             };
@@ -151,12 +160,16 @@ async fn main() -> anyhow::Result<()> {
     // load generator's TCP handshakes.
     join_all((0..threads.len()).map(|_| http.get(srv.url("/healthz")).send())).await;
 
-    // One message per thread, all at once.
+    // One message per thread: spread over one chunk interval, or all at
+    // once with --in-phase.
     let started = std::time::Instant::now();
-    let posts = threads.iter().map(|thread| {
+    let spread = if plan.in_phase { Duration::ZERO } else { plan.interval / plan.threads.max(1) as u32 };
+    let posts = threads.iter().enumerate().map(|(i, thread)| {
         let http = http.clone();
         let url = srv.url(&format!("{thread}/messages"));
+        let at = tokio::time::Instant::from_std(started) + spread * i as u32;
         async move {
+            tokio::time::sleep_until(at).await;
             let t0 = upstream::now_ns();
             let r = http.post(url).json(&serde_json::json!({"content": thread})).send().await;
             let status = r.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);

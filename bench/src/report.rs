@@ -45,6 +45,7 @@ impl Report {
             "subscribers": self.subscribers,
             "chunks": self.plan.chunks,
             "interval_ms": self.plan.interval.as_millis() as u64,
+            "in_phase": self.plan.in_phase,
             "latency_ms": {"p50": p(&self.latency, 0.5), "p90": p(&self.latency, 0.9), "p99": p(&self.latency, 0.99), "max": ms(self.latency.max()), "samples": self.latency.len()},
             "first_delta_added_ms": {"p50": p(&self.ttfd, 0.5), "p99": p(&self.ttfd, 0.99), "max": ms(self.ttfd.max())},
             "deliveries_per_s": self.deliveries as f64 / self.elapsed.as_secs_f64(),
@@ -62,6 +63,8 @@ impl Report {
             self.plan.threads, self.plan.subscribers, self.subscribers
         );
         println!("chunks              {} every {} ms", self.plan.chunks, self.plan.interval.as_millis());
+        let posts = if self.plan.in_phase { "all at once (--in-phase)" } else { "spread over one interval" };
+        println!("posts               {posts}");
         println!(
             "added latency/chunk p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} samples)",
             p(&self.latency, 0.5),
