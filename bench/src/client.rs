@@ -16,10 +16,17 @@ use tokio::{
 
 use crate::upstream::{now_ns, CHUNK_LEN};
 
+/// Chunks at the start of each answer left out of the warm figure: the
+/// report shows how much of the tail is the answer starting (a new
+/// upstream connection, buffers growing) rather than steady streaming.
+pub const WARM: usize = 10;
+
 /// What one subscriber saw.
 pub struct Seen {
     /// Latency added per chunk, in microseconds.
     pub latency_us: Histogram<u64>,
+    /// The same, for chunks after the first `WARM` of each answer only.
+    pub warm_latency_us: Histogram<u64>,
     /// Text per message id.
     pub texts: HashMap<String, String>,
     /// Wall clock (ns) of the first delta per message id.
@@ -33,6 +40,8 @@ impl Seen {
         Seen {
             // unwrap: the bounds are constants within hdrhistogram's range.
             latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
+            // unwrap: as above.
+            warm_latency_us: Histogram::new_with_bounds(1, 60_000_000, 2).unwrap(),
             texts: HashMap::new(),
             first_delta_ns: HashMap::new(),
             deltas: 0,
@@ -73,6 +82,9 @@ impl Seen {
             if let Some(stamp) = chunk.get(6..25).and_then(|s| s.parse::<u128>().ok()) {
                 let us = (now.saturating_sub(stamp) / 1000) as u64;
                 let _ = self.latency_us.record(us.max(1));
+                if k >= WARM {
+                    let _ = self.warm_latency_us.record(us.max(1));
+                }
             }
         }
         self.deltas += 1;

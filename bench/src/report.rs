@@ -12,6 +12,8 @@ pub struct Report {
     pub scenario: String,
     pub plan: Plan,
     pub latency: Histogram<u64>,
+    /// Chunks after the first `client::WARM` of each answer.
+    pub warm_latency: Histogram<u64>,
     pub ttfd: Histogram<u64>,
     pub deliveries: u64,
     pub elapsed: Duration,
@@ -47,6 +49,7 @@ impl Report {
             "interval_ms": self.plan.interval.as_millis() as u64,
             "in_phase": self.plan.in_phase,
             "latency_ms": {"p50": p(&self.latency, 0.5), "p90": p(&self.latency, 0.9), "p99": p(&self.latency, 0.99), "max": ms(self.latency.max()), "samples": self.latency.len()},
+            "warm_latency_ms": {"p50": p(&self.warm_latency, 0.5), "p99": p(&self.warm_latency, 0.99), "max": ms(self.warm_latency.max())},
             "first_delta_added_ms": {"p50": p(&self.ttfd, 0.5), "p99": p(&self.ttfd, 0.99), "max": ms(self.ttfd.max())},
             "deliveries_per_s": self.deliveries as f64 / self.elapsed.as_secs_f64(),
             "failures": self.failures.len(),
@@ -72,6 +75,13 @@ impl Report {
             p(&self.latency, 0.99),
             ms(self.latency.max()),
             self.latency.len()
+        );
+        println!(
+            "  after chunk {:<5}  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            crate::client::WARM,
+            p(&self.warm_latency, 0.5),
+            p(&self.warm_latency, 0.99),
+            ms(self.warm_latency.max())
         );
         println!(
             "POST->first delta   p50 {:.2} ms  p99 {:.2} ms  (upstream delay removed)",
