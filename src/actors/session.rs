@@ -28,7 +28,6 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use futures_util::FutureExt;
 use serde::Deserialize;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{
@@ -46,20 +45,21 @@ use crate::{
         input,
     },
     metrics::Metrics,
+    pipe::{PipeWriter, TrySendError},
 };
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 /// Where a session's frames go.
 pub enum Transport {
-    /// `text/event-stream` body fed from a small bounded channel.
-    Sse(mpsc::Sender<Bytes>),
+    /// `text/event-stream` body fed through a small bounded pipe.
+    Sse(PipeWriter),
     /// An actix-ws session (itself a bounded channel) and the client's
     /// incoming frames.
     Ws { session: actix_ws::Session, incoming: Option<AggregatedMessageStream> },
     /// The seed route: only that message's text chunks, in its wire format,
     /// and the response ends with the message.
-    Seed { tx: mpsc::Sender<Bytes>, message_id: Uuid },
+    Seed { tx: PipeWriter, message_id: Uuid },
 }
 
 /// A frame of the WebSocket client.
@@ -101,9 +101,6 @@ pub struct SessionActor {
     metrics: Arc<Metrics>,
     limits: SessionLimits,
     start_from: Option<Cursor>,
-    /// A channel slot held back for the closing `error` event, so it is
-    /// delivered even when the subscriber stopped reading.
-    final_slot: Option<mpsc::OwnedPermit<Bytes>>,
     cursor: Option<Cursor>,
     last_seq: u64,
     last_write: Instant,
@@ -136,7 +133,6 @@ impl SessionActor {
             metrics,
             limits,
             start_from: from,
-            final_slot: None,
             cursor: from,
             last_seq: 0,
             last_write: Instant::now(),
@@ -203,7 +199,7 @@ impl SessionActor {
                 async move {
                     for p in rest {
                         if let Payload::Sse(b) = p {
-                            tx.send(b).await.map_err(|_| ())?;
+                            tx.send(b).await?;
                         }
                     }
                     Ok(())
@@ -247,8 +243,8 @@ impl SessionActor {
         match (&mut self.transport, payload) {
             (Transport::Sse(tx) | Transport::Seed { tx, .. }, Payload::Sse(b)) => match tx.try_send(b) {
                 Ok(()) => Ok(None),
-                Err(mpsc::error::TrySendError::Full(b)) => Ok(Some(Payload::Sse(b))),
-                Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+                Err(TrySendError::Full(b)) => Ok(Some(Payload::Sse(b))),
+                Err(TrySendError::Closed(_)) => Err(()),
             },
             (Transport::Ws { session, .. }, Payload::Ws(s)) => match session.text(s.clone()).now_or_never() {
                 Some(Ok(())) => Ok(None),
@@ -276,18 +272,13 @@ impl SessionActor {
         self.write_event(event, ctx);
     }
 
-    /// The closing `error`: into the slot kept free for it, never waiting.
+    /// The closing `error`: into the place the pipe keeps for it, never
+    /// waiting, so even a subscriber that stopped reading is told why.
     fn write_final_error(&mut self, code: &str, message: &str) {
         let event =
             Event::Error { thread_id: self.thread_id, cursor: self.cursor, code: code.into(), message: message.into() };
         match &mut self.transport {
-            Transport::Sse(tx) => {
-                let bytes = Frame::encode(&event, 0, false).sse;
-                match self.final_slot.take() {
-                    Some(slot) => drop(slot.send(bytes)),
-                    None => drop(tx.try_send(bytes)),
-                }
-            }
+            Transport::Sse(tx) => tx.push_final(Frame::encode(&event, 0, false).sse),
             Transport::Ws { session, .. } => {
                 let _ = session.text(Frame::encode(&event, 0, false).json).now_or_never();
             }
@@ -296,10 +287,7 @@ impl SessionActor {
                     "data: {{\"type\": \"error\", \"message\": {}}}\n\n",
                     serde_json::to_string(message).unwrap_or_default()
                 );
-                match self.final_slot.take() {
-                    Some(slot) => drop(slot.send(Bytes::from(line))),
-                    None => drop(tx.try_send(Bytes::from(line))),
-                }
+                tx.push_final(Bytes::from(line));
             }
         }
     }
@@ -326,7 +314,7 @@ impl SessionActor {
         }
         let sent = match &mut self.transport {
             Transport::Sse(tx) => {
-                !matches!(tx.try_send(Bytes::from_static(SSE_KEEP_ALIVE)), Err(mpsc::error::TrySendError::Closed(_)))
+                !matches!(tx.try_send(Bytes::from_static(SSE_KEEP_ALIVE)), Err(TrySendError::Closed(_)))
             }
             Transport::Ws { session, .. } => !matches!(session.ping(b"").now_or_never(), Some(Err(_))),
             Transport::Seed { .. } => true,
@@ -415,7 +403,6 @@ impl Actor for SessionActor {
             }
         }
         if let Transport::Sse(tx) | Transport::Seed { tx, .. } = &self.transport {
-            self.final_slot = tx.clone().try_reserve_owned().ok();
             // The client going away drops the response body and with it the
             // receiver; notice it even while nothing is being written.
             let tx = tx.clone();
@@ -439,7 +426,6 @@ impl Actor for SessionActor {
                 },
             ),
         );
-        ctx.run_interval(self.limits.heartbeat, |act, ctx| act.heartbeat(ctx));
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
@@ -474,6 +460,7 @@ impl StreamHandler<Result<Signal, Lagged>> for SessionActor {
                 }
             }
             Ok(Signal::Closed { code, message }) => self.close(code, message, ctx),
+            Ok(Signal::Tick) => self.heartbeat(ctx),
             Err(Lagged(missed)) => {
                 self.metrics.catch_ups.inc();
                 tracing::debug!(thread_id = %self.thread_id, session = self.id, missed, "subscriber lagged; catching up");

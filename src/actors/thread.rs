@@ -470,6 +470,11 @@ impl Actor for ThreadActor {
         );
         let interval = self.deps.settings.database.flush_interval();
         ctx.run_interval(interval, |act, _| act.checkpoint());
+        ctx.run_interval(self.deps.settings.streaming.heartbeat(), |act, _| {
+            if !act.subscribers.is_empty() {
+                act.fanout.publish(Signal::Tick);
+            }
+        });
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {

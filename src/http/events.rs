@@ -1,16 +1,11 @@
 //! `GET /v1/.../events` (SSE) and the seed-compatible
 //! `POST /projects/{pid}/threads/{tid}/query/stream`. Each response body
-//! is fed by a `SessionActor` through a small bounded channel.
-
-use std::convert::Infallible;
+//! is fed by a `SessionActor` through a small bounded pipe (`crate::pipe`).
 
 use actix::Actor;
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde::Deserialize;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
 use super::{
@@ -27,6 +22,7 @@ use crate::{
     },
     domain::{cursor::Cursor, event::end_cursor},
     error::{ApiError, Code},
+    pipe::{pipe, PipeBody},
 };
 
 /// Frames buffered per SSE response before the session waits. Small on
@@ -69,13 +65,13 @@ pub async fn room_for_one_more(state: &AppState, thread_id: Uuid) -> Result<(), 
     Ok(())
 }
 
-fn sse_response(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
+fn sse_response(body: PipeBody) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
         .insert_header((header::CONTENT_ENCODING, "identity"))
-        .streaming(ReceiverStream::new(rx).map(Ok::<_, Infallible>))
+        .streaming(body)
 }
 
 #[utoipa::path(get, path = "/v1/projects/{pid}/threads/{tid}/events", tag = "streams", operation_id = "events",
@@ -93,9 +89,9 @@ pub async fn subscribe(
     room_for_one_more(&state, thread.id).await?;
     let slot = state.deps.capacity.admit_connection(credential_of_request(&req))?;
     let from = resume_cursor(&req, &query);
-    let (tx, rx) = mpsc::channel(SSE_BUFFER);
+    let (tx, rx) = pipe(SSE_BUFFER);
     let settings = &state.deps.settings.streaming;
-    // unwrap-free: a fresh channel always has room for its first item.
+    // A fresh pipe always has room for its first frame.
     let _ = tx.try_send(Bytes::from(format!("retry: {}\n\n", settings.sse_retry_ms)));
     SessionActor::new(
         thread.id,
@@ -139,7 +135,7 @@ pub async fn seed_stream(
     message.validate(&state.deps.settings.limits)?;
     let slot = state.deps.capacity.admit_connection(credential_of_request(&req)).map_err(ApiError::from)?;
     let started = start(&state, path.0, path.1, message).await?;
-    let (tx, rx) = mpsc::channel(SSE_BUFFER);
+    let (tx, rx) = pipe(SSE_BUFFER);
     // Resuming right after the user message replays this answer from its
     // first byte, then follows it live.
     SessionActor::new(
