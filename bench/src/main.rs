@@ -45,6 +45,9 @@ struct Cli {
     /// Override: subscribers per thread.
     #[arg(long)]
     subscribers: Option<usize>,
+    /// Override: how many of each thread's subscribers use WebSocket.
+    #[arg(long)]
+    ws: Option<usize>,
     /// Override: chunks per answer.
     #[arg(long)]
     chunks: Option<usize>,
@@ -90,7 +93,7 @@ impl Cli {
         Plan {
             threads: self.threads.unwrap_or(threads),
             subscribers,
-            ws_share: ws_share.min(subscribers),
+            ws_share: self.ws.unwrap_or(ws_share).min(subscribers),
             chunks: self.chunks.unwrap_or(chunks),
             interval: Duration::from_millis(self.interval_ms.unwrap_or(interval)),
             in_phase: self.in_phase,

@@ -23,10 +23,9 @@ use std::{
 };
 
 use actix::prelude::*;
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError};
+use actix_http::ws::OpCode;
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, ProtocolError};
 use bytes::Bytes;
-use bytestring::ByteString;
-use futures_util::FutureExt;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -41,7 +40,7 @@ use crate::{
     domain::{
         cursor::Cursor,
         event::Event,
-        frame::{Frame, SSE_KEEP_ALIVE},
+        frame::{ws_close, ws_frame, Frame, SSE_KEEP_ALIVE},
         input,
     },
     metrics::Metrics,
@@ -50,16 +49,25 @@ use crate::{
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
-/// Where a session's frames go.
+/// Where a session's frames go: every transport is a response body fed
+/// through a small bounded pipe, with bytes already in its wire format.
 pub enum Transport {
-    /// `text/event-stream` body fed through a small bounded pipe.
+    /// A `text/event-stream` body.
     Sse(PipeWriter),
-    /// An actix-ws session (itself a bounded channel) and the client's
-    /// incoming frames.
-    Ws { session: actix_ws::Session, incoming: Option<AggregatedMessageStream> },
+    /// The WebSocket's outgoing frames, and the client's incoming ones
+    /// (actix-ws parses those).
+    Ws { tx: PipeWriter, incoming: Option<AggregatedMessageStream> },
     /// The seed route: only that message's text chunks, in its wire format,
     /// and the response ends with the message.
     Seed { tx: PipeWriter, message_id: Uuid },
+}
+
+impl Transport {
+    fn tx(&self) -> &PipeWriter {
+        match self {
+            Transport::Sse(tx) | Transport::Ws { tx, .. } | Transport::Seed { tx, .. } => tx,
+        }
+    }
 }
 
 /// A frame of the WebSocket client.
@@ -110,11 +118,6 @@ pub struct SessionActor {
     _connection: Option<ConnectionSlot>,
 }
 
-enum Payload {
-    Sse(Bytes),
-    Ws(ByteString),
-}
-
 impl SessionActor {
     pub fn new(
         thread_id: Uuid,
@@ -155,13 +158,13 @@ impl SessionActor {
     }
 
     /// What this transport writes for `frame`, or `None` to skip it.
-    fn payload(&self, frame: &Frame) -> Option<Payload> {
+    fn payload(&self, frame: &Frame) -> Option<Bytes> {
         match &self.transport {
-            Transport::Sse(_) => Some(Payload::Sse(frame.sse.clone())),
-            Transport::Ws { .. } => Some(Payload::Ws(frame.json.clone())),
+            Transport::Sse(_) => Some(frame.sse.clone()),
+            Transport::Ws { .. } => Some(frame.ws.clone()),
             Transport::Seed { message_id, .. } => {
                 let mine = frame.cursor.is_some_and(|c| c.message_id == *message_id);
-                frame.seed.clone().filter(|_| mine).map(Payload::Sse)
+                frame.seed.clone().filter(|_| mine)
             }
         }
     }
@@ -170,7 +173,7 @@ impl SessionActor {
     /// has room; from the first one that does not fit, the rest are sent by
     /// one future the actor waits on, so nothing else is read meanwhile.
     fn write(&mut self, frames: &[&Frame], ctx: &mut Context<Self>) {
-        let mut rest: Vec<Payload> = Vec::new();
+        let mut rest: Vec<Bytes> = Vec::new();
         for frame in frames {
             if let Some(c) = frame.cursor {
                 self.cursor = Some(c);
@@ -193,31 +196,12 @@ impl SessionActor {
         if rest.is_empty() {
             return;
         }
-        let fut = match &self.transport {
-            Transport::Sse(tx) | Transport::Seed { tx, .. } => {
-                let tx = tx.clone();
-                async move {
-                    for p in rest {
-                        if let Payload::Sse(b) = p {
-                            tx.send(b).await?;
-                        }
-                    }
-                    Ok(())
-                }
-                .boxed_local()
+        let tx = self.transport.tx().clone();
+        let fut = async move {
+            for bytes in rest {
+                tx.send(bytes).await?;
             }
-            Transport::Ws { session, .. } => {
-                let mut session = session.clone();
-                async move {
-                    for p in rest {
-                        if let Payload::Ws(s) = p {
-                            session.text(s).await.map_err(|_| ())?;
-                        }
-                    }
-                    Ok(())
-                }
-                .boxed_local()
-            }
+            Ok::<(), ()>(())
         };
         let fut = tokio::time::timeout(self.limits.slow_consumer, fut);
         ctx.wait(fut.into_actor(self).map(|res, act, ctx| {
@@ -238,20 +222,12 @@ impl SessionActor {
         }));
     }
 
-    /// `Ok(None)` written; `Ok(Some(p))` no room now; `Err` client gone.
-    fn try_write(&mut self, payload: Payload) -> Result<Option<Payload>, ()> {
-        match (&mut self.transport, payload) {
-            (Transport::Sse(tx) | Transport::Seed { tx, .. }, Payload::Sse(b)) => match tx.try_send(b) {
-                Ok(()) => Ok(None),
-                Err(TrySendError::Full(b)) => Ok(Some(Payload::Sse(b))),
-                Err(TrySendError::Closed(_)) => Err(()),
-            },
-            (Transport::Ws { session, .. }, Payload::Ws(s)) => match session.text(s.clone()).now_or_never() {
-                Some(Ok(())) => Ok(None),
-                Some(Err(_)) => Err(()),
-                None => Ok(Some(Payload::Ws(s))),
-            },
-            _ => Ok(None),
+    /// `Ok(None)` written; `Ok(Some(bytes))` no room now; `Err` client gone.
+    fn try_write(&mut self, bytes: Bytes) -> Result<Option<Bytes>, ()> {
+        match self.transport.tx().try_send(bytes) {
+            Ok(()) => Ok(None),
+            Err(TrySendError::Full(bytes)) => Ok(Some(bytes)),
+            Err(TrySendError::Closed(_)) => Err(()),
         }
     }
 
@@ -277,11 +253,9 @@ impl SessionActor {
     fn write_final_error(&mut self, code: &str, message: &str) {
         let event =
             Event::Error { thread_id: self.thread_id, cursor: self.cursor, code: code.into(), message: message.into() };
-        match &mut self.transport {
+        match &self.transport {
             Transport::Sse(tx) => tx.push_final(Frame::encode(&event, 0, false).sse),
-            Transport::Ws { session, .. } => {
-                let _ = session.text(Frame::encode(&event, 0, false).json).now_or_never();
-            }
+            Transport::Ws { tx, .. } => tx.push_final(Frame::encode(&event, 0, false).ws),
             Transport::Seed { tx, .. } => {
                 let line = format!(
                     "data: {{\"type\": \"error\", \"message\": {}}}\n\n",
@@ -292,16 +266,11 @@ impl SessionActor {
         }
     }
 
+    /// The closing `error`, then (WebSocket) a close frame; the response
+    /// ends when the session stops and drops its end of the pipe.
     fn close(&mut self, code: &str, message: &str, ctx: &mut Context<Self>) {
         self.write_final_error(code, message);
-        if let Transport::Ws { session, .. } = &self.transport {
-            let session = session.clone();
-            let reason = CloseReason { code: CloseCode::Away, description: Some(code.to_owned()) };
-            actix::spawn(async move {
-                let _ = session.close(Some(reason)).await;
-            });
-        }
-        ctx.stop();
+        self.close_ws(CloseCode::Away, code, ctx);
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
@@ -316,7 +285,9 @@ impl SessionActor {
             Transport::Sse(tx) => {
                 !matches!(tx.try_send(Bytes::from_static(SSE_KEEP_ALIVE)), Err(TrySendError::Closed(_)))
             }
-            Transport::Ws { session, .. } => !matches!(session.ping(b"").now_or_never(), Some(Err(_))),
+            Transport::Ws { tx, .. } => {
+                !matches!(tx.try_send(ws_frame(OpCode::Ping, b"")), Err(TrySendError::Closed(_)))
+            }
             Transport::Seed { .. } => true,
         };
         self.last_write = Instant::now();
@@ -380,13 +351,11 @@ impl SessionActor {
         }
     }
 
+    /// A close frame (WebSocket only; it fits even when the pipe is full),
+    /// then stop.
     fn close_ws(&mut self, code: CloseCode, description: &str, ctx: &mut Context<Self>) {
-        if let Transport::Ws { session, .. } = &self.transport {
-            let session = session.clone();
-            let reason = CloseReason { code, description: Some(description.to_owned()) };
-            actix::spawn(async move {
-                let _ = session.close(Some(reason)).await;
-            });
+        if let Transport::Ws { tx, .. } = &self.transport {
+            tx.push_final(ws_close(code, description));
         }
         ctx.stop();
     }
@@ -402,12 +371,10 @@ impl Actor for SessionActor {
                 ctx.add_stream(stream);
             }
         }
-        if let Transport::Sse(tx) | Transport::Seed { tx, .. } = &self.transport {
-            // The client going away drops the response body and with it the
-            // receiver; notice it even while nothing is being written.
-            let tx = tx.clone();
-            ctx.spawn(async move { tx.closed().await }.into_actor(self).map(|_, _, ctx| ctx.stop()));
-        }
+        // The client going away drops the response body and with it the
+        // pipe's reader; notice it even while nothing is being written.
+        let tx = self.transport.tx().clone();
+        ctx.spawn(async move { tx.closed().await }.into_actor(self).map(|_, _, ctx| ctx.stop()));
         let registry = self.registry.clone();
         let (thread_id, session_id, from) = (self.thread_id, self.id, self.start_from);
         ctx.wait(
@@ -493,9 +460,7 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for SessionActor {
                 self.write_error("bad_request", "binary frames are not supported; send JSON text frames", ctx)
             }
             Ok(AggregatedMessage::Ping(bytes)) => {
-                if let Transport::Ws { session, .. } = &mut self.transport {
-                    let _ = session.pong(&bytes).now_or_never();
-                }
+                let _ = self.transport.tx().try_send(ws_frame(OpCode::Pong, &bytes));
             }
             Ok(AggregatedMessage::Pong(_)) => {}
             Ok(AggregatedMessage::Close(_)) => ctx.stop(),

@@ -1,10 +1,11 @@
-//! The encode-once frame. A broadcast event is serialized a single time
-//! into one buffer laid out as an SSE frame; the WebSocket payload is a
-//! slice of that same buffer (the JSON), so every subscriber shares one
-//! allocation whatever its transport.
+//! The encode-once frame, and the only place that knows the wire formats.
+//! A broadcast event is serialized a single time, as an SSE frame and as a
+//! WebSocket text frame (server frames are never masked, so the bytes are
+//! the same for every subscriber): each subscriber is handed a shared
+//! `Bytes`, whatever its transport, and nothing is encoded per subscriber.
 
+use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser};
 use bytes::{BufMut, Bytes, BytesMut};
-use bytestring::ByteString;
 
 use super::{cursor::Cursor, event::Event};
 
@@ -19,8 +20,8 @@ pub struct Frame {
     pub cursor: Option<Cursor>,
     /// `event: ..\nid: ..\ndata: <json>\n\n`
     pub sse: Bytes,
-    /// The JSON object alone, for WebSocket text frames.
-    pub json: ByteString,
+    /// The JSON object as one WebSocket text frame, header included.
+    pub ws: Bytes,
     /// For the seed-compatible route: this event in its wire format, when it
     /// has one (text deltas, completion).
     pub seed: Option<Bytes>,
@@ -46,10 +47,23 @@ impl Frame {
         let end = buf.len();
         buf.put_slice(b"\n\n");
         let sse = buf.freeze();
-        // unwrap: serde_json writes valid UTF-8.
-        let json = ByteString::try_from(sse.slice(start..end)).unwrap();
-        Frame { seq, kind: event.kind(), cursor, sse, json, seed: seed_line(event, text_block) }
+        let ws = ws_frame(OpCode::Text, &sse[start..end]);
+        Frame { seq, kind: event.kind(), cursor, sse, ws, seed: seed_line(event, text_block) }
     }
+}
+
+/// One unmasked (server) WebSocket frame.
+pub fn ws_frame(op: OpCode, payload: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(payload.len() + 10);
+    Parser::write_message(&mut buf, payload, op, true, false);
+    buf.freeze()
+}
+
+/// A WebSocket close frame with its code and reason.
+pub fn ws_close(code: CloseCode, description: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(description.len() + 8);
+    Parser::write_close(&mut buf, Some(CloseReason { code, description: Some(description.to_owned()) }), false);
+    buf.freeze()
 }
 
 /// The seed route's wire format: `{"type": "chunk", "content": "<text>"}`

@@ -25,9 +25,9 @@ use crate::{
     pipe::{pipe, PipeBody},
 };
 
-/// Frames buffered per SSE response before the session waits. Small on
-/// purpose: past it the session stops reading and later catches up.
-const SSE_BUFFER: usize = 16;
+/// Frames buffered per SSE or WebSocket response before the session waits.
+/// Small on purpose: past it the session stops reading and later catches up.
+pub const STREAM_BUFFER: usize = 16;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -89,7 +89,7 @@ pub async fn subscribe(
     room_for_one_more(&state, thread.id).await?;
     let slot = state.deps.capacity.admit_connection(credential_of_request(&req))?;
     let from = resume_cursor(&req, &query);
-    let (tx, rx) = pipe(SSE_BUFFER);
+    let (tx, rx) = pipe(STREAM_BUFFER);
     let settings = &state.deps.settings.streaming;
     // A fresh pipe always has room for its first frame.
     let _ = tx.try_send(Bytes::from(format!("retry: {}\n\n", settings.sse_retry_ms)));
@@ -135,7 +135,7 @@ pub async fn seed_stream(
     message.validate(&state.deps.settings.limits)?;
     let slot = state.deps.capacity.admit_connection(credential_of_request(&req)).map_err(ApiError::from)?;
     let started = start(&state, path.0, path.1, message).await?;
-    let (tx, rx) = pipe(SSE_BUFFER);
+    let (tx, rx) = pipe(STREAM_BUFFER);
     // Resuming right after the user message replays this answer from its
     // first byte, then follows it live.
     SessionActor::new(

@@ -1,10 +1,15 @@
-//! `GET /v1/.../ws`: upgrades to a WebSocket (actix-ws) served by a
-//! `SessionActor`. actix-ws keeps outgoing frames in a bounded channel,
-//! unlike the deprecated actix-web-actors context, which is what keeps
-//! memory per subscriber bounded.
+//! `GET /v1/.../ws`: upgrades to a WebSocket served by a `SessionActor`.
+//! actix-ws does the handshake and parses the client's frames; outgoing
+//! frames are already encoded (`domain::frame`) and go through the same
+//! small bounded pipe as SSE (`crate::pipe`), so the broadcast frame is
+//! shared, not re-encoded per subscriber, and memory per subscriber stays
+//! bounded (the deprecated actix-web-actors context queued without bound).
 
 use actix::Actor;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{
+    body::{BodyStream, BoxBody},
+    web, HttpRequest, HttpResponse,
+};
 use uuid::Uuid;
 
 use super::{
@@ -15,6 +20,7 @@ use super::{
 use crate::{
     actors::session::{SessionActor, Transport},
     error::ApiError,
+    pipe::pipe,
 };
 
 /// Largest client frame, and largest message after joining continuations.
@@ -44,14 +50,18 @@ pub async fn subscribe(
     let slot =
         state.deps.capacity.admit_connection(super::auth::credential_of_request(&req)).map_err(ApiError::from)?;
     let from = resume_cursor(&req, &query);
-    let (response, session, incoming) =
+    // actix-ws answers the handshake and parses incoming frames; its own
+    // outgoing channel is replaced by the pipe.
+    let (response, _, incoming) =
         actix_ws::handle(&req, body).map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
+    let (tx, outgoing) = pipe(super::events::STREAM_BUFFER);
+    let response = response.set_body(BoxBody::new(BodyStream::new(outgoing)));
     let incoming =
         incoming.max_frame_size(MAX_CLIENT_FRAME).aggregate_continuations().max_continuation_size(MAX_CLIENT_FRAME);
     SessionActor::new(
         thread.id,
         state.registry.clone(),
-        Transport::Ws { session, incoming: Some(incoming) },
+        Transport::Ws { tx, incoming: Some(incoming) },
         state.deps.metrics.clone(),
         state.deps.settings.streaming.session_limits(&state.deps.settings.limits),
         from,
