@@ -33,6 +33,11 @@ pub struct Seen {
     pub first_delta_ns: HashMap<String, u128>,
     pub deltas: u64,
     pub failures: Vec<String>,
+    /// The connection, still open: a tab stays open after its answer, so
+    /// subscribers leave only when the whole run is over (all leaving at
+    /// the end of their own answer would be a burst of departures that
+    /// other threads' last chunks wait behind).
+    pub connection: Option<TcpStream>,
 }
 
 impl Seen {
@@ -46,6 +51,7 @@ impl Seen {
             first_delta_ns: HashMap::new(),
             deltas: 0,
             failures: Vec::new(),
+            connection: None,
         }
     }
 
@@ -121,7 +127,15 @@ struct Delta<'a> {
 /// until `messages` messages completed.
 pub async fn sse(addr: std::net::SocketAddr, path: String, ready: mpsc::Sender<()>, messages: usize) -> Seen {
     let mut seen = Seen::new();
-    if let Err(e) = sse_inner(addr, &path, ready, messages, &mut seen).await {
+    let result = match TcpStream::connect(addr).await {
+        Ok(mut sock) => {
+            let result = sse_inner(&mut sock, &path, ready, messages, &mut seen).await;
+            seen.connection = Some(sock);
+            result
+        }
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = result {
         seen.failures.push(format!("sse: {e}"));
     }
     seen
@@ -132,13 +146,12 @@ pub async fn sse(addr: std::net::SocketAddr, path: String, ready: mpsc::Sender<(
 /// One buffer per subscriber, compacted once per read: the load generator
 /// shares the machine with the service and must cost little per event.
 async fn sse_inner(
-    addr: std::net::SocketAddr,
+    sock: &mut TcpStream,
     path: &str,
     ready: mpsc::Sender<()>,
     messages: usize,
     seen: &mut Seen,
 ) -> anyhow::Result<()> {
-    let mut sock = TcpStream::connect(addr).await?;
     sock.set_nodelay(true)?;
     sock.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n").as_bytes())
         .await?;
@@ -207,20 +220,27 @@ async fn sse_inner(
 /// SSE reader, so the two transports are measured alike.
 pub async fn ws(addr: std::net::SocketAddr, path: String, ready: mpsc::Sender<()>, messages: usize) -> Seen {
     let mut seen = Seen::new();
-    if let Err(e) = ws_inner(addr, &path, ready, messages, &mut seen).await {
+    let result = match TcpStream::connect(addr).await {
+        Ok(mut sock) => {
+            let result = ws_inner(&mut sock, &path, ready, messages, &mut seen).await;
+            seen.connection = Some(sock);
+            result
+        }
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = result {
         seen.failures.push(format!("ws: {e}"));
     }
     seen
 }
 
 async fn ws_inner(
-    addr: std::net::SocketAddr,
+    sock: &mut TcpStream,
     path: &str,
     ready: mpsc::Sender<()>,
     messages: usize,
     seen: &mut Seen,
 ) -> anyhow::Result<()> {
-    let mut sock = TcpStream::connect(addr).await?;
     sock.set_nodelay(true)?;
     let upgrade = format!(
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

@@ -195,10 +195,16 @@ async fn main() -> anyhow::Result<()> {
     let mut deliveries = 0u64;
     let mut first_seen: HashMap<usize, u128> = HashMap::new();
     let mut texts: Vec<(usize, String)> = Vec::new();
-    for (i, task) in subs {
-        let seen = tokio::time::timeout(plan.interval * plan.chunks as u32 + Duration::from_secs(60), task)
-            .await
-            .map_err(|_| anyhow::anyhow!("subscribers did not finish"))??;
+    // Wait for every subscriber before touching any result: merging
+    // histograms while others still read would put the load generator's
+    // own work into their latency (it did, on each answer's last chunk).
+    let (indices, tasks): (Vec<usize>, Vec<_>) = subs.into_iter().unzip();
+    let results = tokio::time::timeout(plan.interval * plan.chunks as u32 + Duration::from_secs(60), join_all(tasks))
+        .await
+        .map_err(|_| anyhow::anyhow!("subscribers did not finish"))?;
+    let elapsed = started.elapsed();
+    for (i, seen) in indices.into_iter().zip(results) {
+        let seen = seen?;
         latency.add(&seen.latency_us)?;
         warm_latency.add(&seen.warm_latency_us)?;
         deliveries += seen.deltas;
@@ -209,7 +215,6 @@ async fn main() -> anyhow::Result<()> {
         }
         texts.extend(seen.texts.into_values().map(|t| (i, t)));
     }
-    let elapsed = started.elapsed();
 
     // Byte-exact against what the upstream sent, and the upstream's own
     // first-chunk delay taken out of the time to first delta.
