@@ -7,7 +7,7 @@ use convo::{config::Settings, startup::Application, telemetry};
 /// jemalloc, configured in `.cargo/config.toml` to return freed pages to
 /// the OS within a second: a burst of connections allocates far more while
 /// setting up than each keeps (see README, Performance).
-#[cfg(not(target_env = "msvc"))]
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
