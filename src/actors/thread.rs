@@ -41,6 +41,9 @@ use crate::{
     store::WriteOp,
 };
 
+/// At most one `thread.presence` event per thread this often.
+const PRESENCE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 // ----- messages -------------------------------------------------------
 
 /// Starts a generation answering `content`.
@@ -182,6 +185,10 @@ pub struct ThreadActor {
     fanout: LocalFanout,
     seq: u64,
     subscribers: HashSet<u64>,
+    /// The subscriber count last published, and whether a publication is
+    /// already scheduled (see `presence_changed`).
+    presence_published: usize,
+    presence_scheduled: bool,
     idle_timer: Option<SpawnHandle>,
     dirty: bool,
     last_activity: chrono::DateTime<Utc>,
@@ -203,6 +210,8 @@ impl ThreadActor {
             fanout: LocalFanout::new(capacity),
             seq: 0,
             subscribers: HashSet::new(),
+            presence_published: 0,
+            presence_scheduled: false,
             idle_timer: None,
             dirty: false,
             last_activity: Utc::now(),
@@ -219,8 +228,23 @@ impl ThreadActor {
         self.fanout.publish(Signal::Frame(Arc::new(frame)));
     }
 
-    fn publish_presence(&self) {
-        self.fanout.publish(Signal::Presence(self.subscribers.len()));
+    /// Tells subscribers the count changed, at most once per
+    /// `PRESENCE_EVERY`: a hundred tabs joining or leaving at once (a
+    /// reconnect storm) is one `thread.presence` event, not one per change
+    /// to each of the others, which grew with the square of the count.
+    fn presence_changed(&mut self, ctx: &mut Context<Self>) {
+        if self.presence_scheduled {
+            return;
+        }
+        self.presence_scheduled = true;
+        ctx.run_later(PRESENCE_EVERY, |act, _| {
+            act.presence_scheduled = false;
+            let count = act.subscribers.len();
+            if count != act.presence_published {
+                act.presence_published = count;
+                act.fanout.publish(Signal::Presence(count));
+            }
+        });
     }
 
     /// The cursor right after the last message that is not running.
@@ -639,7 +663,7 @@ impl Handler<Subscribe> for ThreadActor {
         }
         frames.extend(self.encode_all(&events));
         let signals = self.fanout.subscribe();
-        self.publish_presence();
+        self.presence_changed(ctx);
         self.touch(ctx);
         Ok(Subscription { frames, signals, thread: ctx.address() })
     }
@@ -659,7 +683,7 @@ impl Handler<Unsubscribe> for ThreadActor {
 
     fn handle(&mut self, msg: Unsubscribe, ctx: &mut Context<Self>) {
         if self.subscribers.remove(&msg.session_id) {
-            self.publish_presence();
+            self.presence_changed(ctx);
         }
         self.touch(ctx);
     }

@@ -132,3 +132,41 @@ async fn busy_thread_refuses_and_cancel_keeps_the_partial_text() {
         202
     );
 }
+
+/// Presence is coalesced: a crowd of tabs opening (or closing) at once is
+/// a few `thread.presence` events to the others, ending at the right
+/// count, not one per change.
+#[actix_web::test]
+async fn a_crowd_joining_and_leaving_at_once_is_a_few_presence_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+    let server = Server::start(&db, &[]).await;
+    let thread = server.thread().await;
+    let mut watcher = server.sse(&thread, None).await;
+    assert_eq!(watcher.next().await.unwrap().kind, "ready");
+
+    async fn counts_until(watcher: &mut crate::support::Sse, target: u64) -> Vec<u64> {
+        let mut counts = Vec::new();
+        while counts.last() != Some(&target) {
+            let ev = tokio::time::timeout(std::time::Duration::from_secs(10), watcher.next())
+                .await
+                .unwrap_or_else(|_| panic!("no presence of {target} yet: {counts:?}"))
+                .unwrap();
+            if ev.kind == "thread.presence" {
+                counts.push(ev.data["subscribers"].as_u64().unwrap());
+            }
+        }
+        counts
+    }
+
+    let mut crowd = futures_util::future::join_all((0..30).map(|_| server.sse(&thread, None))).await;
+    for s in crowd.iter_mut() {
+        assert_eq!(s.next().await.unwrap().kind, "ready");
+    }
+    let joined = counts_until(&mut watcher, 31).await;
+    assert!(joined.len() < 15, "one presence event per join: {joined:?}");
+
+    drop(crowd);
+    let left = counts_until(&mut watcher, 1).await;
+    assert!(left.len() < 15, "one presence event per departure: {left:?}");
+}
