@@ -123,56 +123,83 @@ struct Delta<'a> {
     text: std::borrow::Cow<'a, str>,
 }
 
-/// Subscribes over SSE; signals `ready` after the `ready` event, then reads
-/// until `messages` messages completed.
-pub async fn sse(addr: std::net::SocketAddr, path: String, ready: mpsc::Sender<()>, messages: usize) -> Seen {
-    let mut seen = Seen::new();
-    let result = match TcpStream::connect(addr).await {
-        Ok(mut sock) => {
-            let result = sse_inner(&mut sock, &path, ready, messages, &mut seen).await;
-            seen.connection = Some(sock);
-            result
+/// A subscriber's connection: the socket, and the bytes read from it and
+/// not used yet. One buffer per subscriber, compacted once per read: the
+/// load generator shares the machine with the service and must cost little
+/// per event.
+struct Conn {
+    sock: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    /// Connects, sends `request` and reads the response head, which must
+    /// start with `status`; what follows the head stays in `buf`.
+    async fn open(addr: std::net::SocketAddr, request: &str, status: &[u8]) -> anyhow::Result<Conn> {
+        let sock = TcpStream::connect(addr).await?;
+        sock.set_nodelay(true)?;
+        let mut conn = Conn { sock, buf: Vec::with_capacity(16 * 1024) };
+        conn.sock.write_all(request.as_bytes()).await?;
+        loop {
+            conn.read_more().await?;
+            if let Some(end) = memchr::memmem::find(&conn.buf, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&conn.buf[..conn.buf.len().min(12)]).into_owned();
+                anyhow::ensure!(conn.buf.starts_with(status), "status {head}");
+                conn.buf.drain(..end + 4);
+                return Ok(conn);
+            }
         }
-        Err(e) => Err(e.into()),
-    };
-    if let Err(e) = result {
-        seen.failures.push(format!("sse: {e}"));
+    }
+
+    /// Reads what has arrived onto the end of `buf`.
+    async fn read_more(&mut self) -> anyhow::Result<()> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(16 * 1024);
+        }
+        let n = self.sock.read_buf(&mut self.buf).await?;
+        anyhow::ensure!(n > 0, "connection closed");
+        Ok(())
+    }
+}
+
+/// Opens a subscriber with `request` and lets `read` handle its events
+/// until it has what it waits for; anything that goes wrong is one of this
+/// subscriber's failures. The connection stays open in what is returned.
+async fn subscribe(
+    addr: std::net::SocketAddr,
+    request: String,
+    status: &[u8],
+    read: impl AsyncFnOnce(&mut Conn, &mut Seen) -> anyhow::Result<()>,
+) -> Seen {
+    let mut seen = Seen::new();
+    match Conn::open(addr, &request, status).await {
+        Ok(mut conn) => {
+            if let Err(e) = read(&mut conn, &mut seen).await {
+                seen.failures.push(e.to_string());
+            }
+            seen.connection = Some(conn.sock);
+        }
+        Err(e) => seen.failures.push(e.to_string()),
     }
     seen
 }
 
-/// Reads the response on a raw socket: headers, then the chunked body is
-/// decoded in place and each complete event is handled as it arrives.
-/// One buffer per subscriber, compacted once per read: the load generator
-/// shares the machine with the service and must cost little per event.
-async fn sse_inner(
-    sock: &mut TcpStream,
-    path: &str,
-    ready: mpsc::Sender<()>,
-    messages: usize,
-    seen: &mut Seen,
-) -> anyhow::Result<()> {
-    sock.set_nodelay(true)?;
-    sock.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n").as_bytes())
-        .await?;
-    let mut raw: Vec<u8> = Vec::with_capacity(16 * 1024);
+/// Subscribes over SSE; signals `ready` after the `ready` event, then reads
+/// until `messages` messages completed.
+pub async fn sse(addr: std::net::SocketAddr, path: String, ready: mpsc::Sender<()>, messages: usize) -> Seen {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n");
+    subscribe(addr, request, b"HTTP/1.1 200", async |conn, seen| sse_events(conn, ready, messages, seen).await).await
+}
+
+/// The chunked body is decoded in place and each complete event is handled
+/// as it arrives.
+async fn sse_events(conn: &mut Conn, ready: mpsc::Sender<()>, messages: usize, seen: &mut Seen) -> anyhow::Result<()> {
     let mut body: Vec<u8> = Vec::with_capacity(16 * 1024);
-    let mut headers_done = false;
     let mut completed = 0;
     loop {
-        if raw.capacity() - raw.len() < 4096 {
-            raw.reserve(16 * 1024);
-        }
-        let n = sock.read_buf(&mut raw).await?;
-        anyhow::ensure!(n > 0, "connection closed after {completed} messages");
-        let mut at = 0;
-        if !headers_done {
-            let Some(end) = memchr::memmem::find(&raw, b"\r\n\r\n") else { continue };
-            anyhow::ensure!(raw.starts_with(b"HTTP/1.1 200"), "status {}", String::from_utf8_lossy(&raw[..12]));
-            at = end + 4;
-            headers_done = true;
-        }
         // De-chunk what is complete into `body`.
+        let raw = &conn.buf;
+        let mut at = 0;
         while let Some(le) = memchr::memmem::find(&raw[at..], b"\r\n") {
             let size = usize::from_str_radix(std::str::from_utf8(&raw[at..at + le])?.trim(), 16)?;
             let start = at + le + 2;
@@ -182,7 +209,7 @@ async fn sse_inner(
             body.extend_from_slice(&raw[start..start + size]);
             at = start + size + 2;
         }
-        raw.drain(..at);
+        conn.buf.drain(..at);
         // Handle every complete event in `body`.
         let mut from = 0;
         while let Some(end) = memchr::memmem::find(&body[from..], b"\n\n") {
@@ -197,14 +224,9 @@ async fn sse_inner(
                     data = v;
                 }
             }
-            if kind.is_empty() {
-                continue;
-            }
             if kind == "ready" {
                 let _ = ready.send(()).await;
-                continue;
-            }
-            if seen.apply_json(kind, data)? {
+            } else if !kind.is_empty() && seen.apply_json(kind, data)? {
                 completed += 1;
                 if completed == messages {
                     return Ok(());
@@ -212,6 +234,7 @@ async fn sse_inner(
             }
         }
         body.drain(..from);
+        conn.read_more().await.map_err(|e| anyhow::anyhow!("sse: {e} after {completed} messages"))?;
     }
 }
 
@@ -219,53 +242,20 @@ async fn sse_inner(
 /// frames (never masked) read straight off the socket, as cheaply as the
 /// SSE reader, so the two transports are measured alike.
 pub async fn ws(addr: std::net::SocketAddr, path: String, ready: mpsc::Sender<()>, messages: usize) -> Seen {
-    let mut seen = Seen::new();
-    let result = match TcpStream::connect(addr).await {
-        Ok(mut sock) => {
-            let result = ws_inner(&mut sock, &path, ready, messages, &mut seen).await;
-            seen.connection = Some(sock);
-            result
-        }
-        Err(e) => Err(e.into()),
-    };
-    if let Err(e) = result {
-        seen.failures.push(format!("ws: {e}"));
-    }
-    seen
-}
-
-async fn ws_inner(
-    sock: &mut TcpStream,
-    path: &str,
-    ready: mpsc::Sender<()>,
-    messages: usize,
-    seen: &mut Seen,
-) -> anyhow::Result<()> {
-    sock.set_nodelay(true)?;
-    let upgrade = format!(
+    let request = format!(
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: Y29udm8tYmVuY2gta2V5MQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
-    sock.write_all(upgrade.as_bytes()).await?;
-    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    subscribe(addr, request, b"HTTP/1.1 101", async |conn, seen| ws_events(conn, ready, messages, seen).await).await
+}
+
+async fn ws_events(conn: &mut Conn, ready: mpsc::Sender<()>, messages: usize, seen: &mut Seen) -> anyhow::Result<()> {
     let mut message: Vec<u8> = Vec::new();
-    let mut headers_done = false;
     let mut completed = 0;
     loop {
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(16 * 1024);
-        }
-        let n = sock.read_buf(&mut buf).await?;
-        anyhow::ensure!(n > 0, "connection closed after {completed} messages");
         let mut at = 0;
-        if !headers_done {
-            let Some(end) = memchr::memmem::find(&buf, b"\r\n\r\n") else { continue };
-            anyhow::ensure!(buf.starts_with(b"HTTP/1.1 101"), "status {}", String::from_utf8_lossy(&buf[..12]));
-            at = end + 4;
-            headers_done = true;
-        }
-        while let Some(frame) = WsFrame::parse(&buf[at..])? {
-            let payload = &buf[at + frame.header..at + frame.header + frame.len];
+        while let Some(frame) = WsFrame::parse(&conn.buf[at..])? {
+            let payload = &conn.buf[at + frame.header..at + frame.header + frame.len];
             at += frame.header + frame.len;
             match frame.opcode {
                 0x1 | 0x0 => {
@@ -291,13 +281,14 @@ async fn ws_inner(
                     anyhow::ensure!(payload.len() < 126, "oversized ping");
                     let mut pong = vec![0x8A, 0x80 | payload.len() as u8, 0, 0, 0, 0];
                     pong.extend_from_slice(payload);
-                    sock.write_all(&pong).await?;
+                    conn.sock.write_all(&pong).await?;
                 }
-                0x8 => anyhow::bail!("websocket closed after {completed} messages"),
+                0x8 => anyhow::bail!("ws: closed after {completed} messages"),
                 _ => {}
             }
         }
-        buf.drain(..at);
+        conn.buf.drain(..at);
+        conn.read_more().await.map_err(|e| anyhow::anyhow!("ws: {e} after {completed} messages"))?;
     }
 }
 
