@@ -62,7 +62,13 @@ async fn a_project_posting_too_fast_gets_429_with_retry_after() {
     let post = |thread: &str| post_hi(&server, thread);
     assert_eq!(post(&a).await.unwrap().status(), 202);
     assert_eq!(post(&a2).await.unwrap().status(), 202);
-    let r = post(&a2).await.unwrap();
+    // A third thread of the project, idle: the refusal can only be the
+    // rate (a2 may still be answering, which would be 409 thread_busy).
+    let project = a.rsplit_once("/threads/").unwrap().0;
+    let t = server.post_json(&format!("{project}/threads"), json!({})).await;
+    let a3 = format!("{project}/threads/{}", t["id"].as_str().unwrap());
+    let r = post(&a3).await.unwrap();
+    assert_eq!(r.status(), 429);
     let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(retry_after >= 1);
     assert_eq!(error_code(r).await, (429, "rate_limited".into()));
