@@ -112,7 +112,7 @@ async fn a_project_key_opens_its_project_only_and_can_be_revoked() {
 
 #[actix_web::test]
 async fn stream_tokens_open_one_threads_streams_until_they_expire() {
-    let (server, _dir) = secured(&["--stream-token-ttl-secs", "3"]).await;
+    let (server, _dir) = secured(&["--stream-token-ttl-secs", "8"]).await;
     let c = &server.client;
     let (pid, thread) = project_with_thread(&server).await;
     let (_, key) = new_key(&server, &pid).await;
@@ -183,7 +183,7 @@ async fn websocket_upgrades_and_cors_check_the_origin() {
 async fn a_silent_websocket_peer_is_closed() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(dir.path()).await;
-    let server = Server::start(&db, &["--heartbeat-ms", "100", "--ws-timeout-ms", "400"]).await;
+    let server = Server::start(&db, &["--heartbeat-ms", "100", "--ws-timeout-ms", "3000"]).await;
     let thread = server.thread().await;
     let url = format!("{}{thread}/ws", server.base.replace("http://", "ws://"));
     // A raw upgrade, then silence: no pong ever goes back.

@@ -90,6 +90,15 @@ async fn kill_9_mid_generation_leaves_an_interrupted_message_and_a_usable_thread
         deltas += (ev.kind == "message.delta") as usize;
         seen.apply(&ev);
     }
+    // A checkpoint holding text is committed before the kill: two more
+    // transactions after the 30th delta, however slow the disk.
+    let transactions = |s: Value| s["persistence"]["transactions"].as_u64().unwrap();
+    let mark = transactions(bin.server.get_json("/admin/stats").await);
+    crate::support::eventually(|| async {
+        let s = bin.server.get_json("/admin/stats").await;
+        (s["persistence"]["queue_depth"] == 0 && transactions(s.clone()) >= mark + 2).then_some(())
+    })
+    .await;
     bin.child.kill().unwrap();
     bin.child.wait().unwrap();
     while let Some(ev) = sse.try_next().await {

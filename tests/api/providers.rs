@@ -351,7 +351,7 @@ async fn anthropic_stall_times_out_and_closes_the_upstream_connection() {
     let h = harness(
         "anthropic",
         vec![Reply::Stream { pieces: cut_answer(vec![]), end: End::Hold }],
-        &["--upstream-stall-ms", "300"],
+        &["--upstream-stall-ms", "1500"],
     )
     .await;
     assert_failed_with_partial(&h, "upstream_timeout").await;
@@ -482,6 +482,7 @@ async fn the_upstream_is_never_called_past_the_node_generation_cap() {
     assert_eq!(r.headers()["retry-after"], "1");
     assert_eq!(crate::support::error_code(r).await, (503, "unavailable".into()));
     assert_eq!(send(h.client.get(format!("{other}/messages"))).await["data"], json!([]));
+    crate::support::eventually(|| async { (h.upstream.requests().len() == 1).then_some(()) }).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(h.upstream.requests().len(), 1, "one generation, one upstream call");
 

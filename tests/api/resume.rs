@@ -65,6 +65,14 @@ async fn reconnecting_after_k_chunks_continues_exactly_across_blocks() {
             (k, seen, rest)
         }));
     }
+    // Every reader is a subscriber of the thread actor before the answer
+    // starts: the last ones wait for delta 29 of 30, 25 ms apart.
+    let tid = thread.rsplit('/').next().unwrap().to_owned();
+    eventually(|| async {
+        let detail = server.get_json(&format!("/admin/threads/{tid}")).await;
+        (detail["subscribers"] == ks.len()).then_some(())
+    })
+    .await;
     let _ = server.ask(&thread, "resume me").await;
     let mut results = Vec::new();
     for t in tasks {
@@ -162,7 +170,9 @@ async fn resume_works_after_the_actor_idled_out_and_after_a_restart() {
 async fn an_unknown_or_malformed_cursor_gets_cursor_invalid_then_a_fresh_start() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(dir.path()).await;
-    let server = Server::start(&db, &["--sim-chunks", "200", "--sim-interval-ms", "10"]).await;
+    // Long enough to be still streaming at the end, however slow the
+    // machine; cancelled below.
+    let server = Server::start(&db, &["--sim-chunks", "2000", "--sim-interval-ms", "10"]).await;
     let thread = server.thread().await;
     let id = server.ask(&thread, "x").await;
     // A byte offset inside a multi-byte character of the live text.
