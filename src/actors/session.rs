@@ -40,7 +40,7 @@ use crate::{
     domain::{
         cursor::Cursor,
         event::Event,
-        frame::{ws_close, ws_frame, Frame, SSE_KEEP_ALIVE},
+        frame::{seed_error, ws_close, ws_frame, Frame, SSE_KEEP_ALIVE},
         input,
     },
     metrics::Metrics,
@@ -253,17 +253,12 @@ impl SessionActor {
     fn write_final_error(&mut self, code: &str, message: &str) {
         let event =
             Event::Error { thread_id: self.thread_id, cursor: self.cursor, code: code.into(), message: message.into() };
-        match &self.transport {
-            Transport::Sse(tx) => tx.push_final(Frame::encode(&event, 0, false).sse),
-            Transport::Ws { tx, .. } => tx.push_final(Frame::encode(&event, 0, false).ws),
-            Transport::Seed { tx, .. } => {
-                let line = format!(
-                    "data: {{\"type\": \"error\", \"message\": {}}}\n\n",
-                    serde_json::to_string(message).unwrap_or_default()
-                );
-                tx.push_final(Bytes::from(line));
-            }
-        }
+        let bytes = match &self.transport {
+            Transport::Sse(_) => Frame::encode(&event, 0, false).sse,
+            Transport::Ws { .. } => Frame::encode(&event, 0, false).ws,
+            Transport::Seed { .. } => seed_error(message),
+        };
+        self.transport.tx().push_final(bytes);
     }
 
     /// The closing `error`, then (WebSocket) a close frame; the response
@@ -278,7 +273,8 @@ impl SessionActor {
             tracing::debug!(thread_id = %self.thread_id, session = self.id, "websocket peer silent; closing");
             return self.close_ws(CloseCode::Away, "no pong", ctx);
         }
-        if self.last_write.elapsed() < self.limits.heartbeat {
+        // Ticks come every half period (see the thread actor).
+        if self.last_write.elapsed() < self.limits.heartbeat / 2 {
             return;
         }
         let sent = match &mut self.transport {

@@ -494,7 +494,11 @@ impl Actor for ThreadActor {
         );
         let interval = self.deps.settings.database.flush_interval();
         ctx.run_interval(interval, |act, _| act.checkpoint());
-        ctx.run_interval(self.deps.settings.streaming.heartbeat(), |act, _| {
+        // Twice per heartbeat period: a session that wrote nothing for half
+        // a period sends its keep-alive, so no idle gap exceeds one period
+        // (ticking once per period, a tick a hair early would skip and
+        // leave two periods: 30 s against the contract's 15).
+        ctx.run_interval(self.deps.settings.streaming.heartbeat() / 2, |act, _| {
             if !act.subscribers.is_empty() {
                 act.fanout.publish(Signal::Tick);
             }

@@ -24,8 +24,8 @@ pub enum Signal {
     Presence(usize),
     /// The thread is going away; subscribers get this `error` and close.
     Closed { code: &'static str, message: &'static str },
-    /// A heartbeat period went by: each subscriber sends a keep-alive if it
-    /// wrote nothing meanwhile. One timer per thread, not one per
+    /// Half a heartbeat period went by: each subscriber sends a keep-alive
+    /// if it wrote nothing meanwhile. One timer per thread, not one per
     /// subscriber (10,000 subscribers would be 10,000 timers).
     Tick,
 }

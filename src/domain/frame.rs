@@ -83,12 +83,17 @@ fn seed_line(event: &Event, text_block: bool) -> Option<Bytes> {
                 Some(e) => e.message.clone(),
                 None => format!("generation {}", serde_json::to_string(status).unwrap_or_default().trim_matches('"')),
             };
-            // unwrap: a string always serializes.
-            format!("{{\"type\": \"error\", \"message\": {}}}", serde_json::to_string(&message).unwrap())
+            return Some(seed_error(&message));
         }
         _ => return None,
     };
     Some(Bytes::from(format!("data: {body}\n\n")))
+}
+
+/// The seed route's closing line for a failure.
+pub fn seed_error(message: &str) -> Bytes {
+    // unwrap: a string always serializes.
+    Bytes::from(format!("data: {{\"type\": \"error\", \"message\": {}}}\n\n", serde_json::to_string(message).unwrap()))
 }
 
 /// An SSE frame for a comment line (heartbeat).

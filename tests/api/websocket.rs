@@ -124,3 +124,40 @@ async fn binary_frames_get_an_error_and_bad_frames_close_with_the_proper_code() 
     // Nothing of it reached the thread.
     assert!(server.messages(&thread).await.is_empty());
 }
+
+/// An idle subscriber gets a heartbeat every period: `: keep-alive` over
+/// SSE, a ping over WebSocket (API.md, "Heartbeat").
+#[actix_web::test]
+async fn idle_subscribers_get_heartbeats_over_sse_and_websocket() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+    let server = Server::start(&db, &["--heartbeat-ms", "200"]).await;
+    let thread = server.thread().await;
+    let window = std::time::Duration::from_secs(2);
+
+    let sse = server.client.get(format!("{}{thread}/events", server.base)).send().await.unwrap();
+    let mut body = sse.bytes_stream();
+    let mut text = String::new();
+    let _ = tokio::time::timeout(window, async {
+        while let Some(chunk) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+    })
+    .await;
+    assert!(text.starts_with("retry: "), "{text}");
+    // About ten in two seconds; at least three proves they recur.
+    let keep_alives = text.matches(": keep-alive\n\n").count();
+    assert!(keep_alives >= 3, "{keep_alives} keep-alives in 2 s: {text}");
+
+    let mut ws = Ws::open(&server.base, &thread, None).await;
+    let mut pings = 0;
+    let _ = tokio::time::timeout(window, async {
+        while let Some(Ok(msg)) = ws.socket.next().await {
+            pings += matches!(msg, Message::Ping(_)) as usize;
+        }
+    })
+    .await;
+    assert!(pings >= 3, "{pings} pings in 2 s");
+}
