@@ -196,7 +196,7 @@ struct TokenQuery {
     token: Option<String>,
 }
 
-fn state_of(req: &ServiceRequest) -> Result<web::Data<AppState>, actix_web::Error> {
+pub(super) fn state_of(req: &ServiceRequest) -> Result<web::Data<AppState>, actix_web::Error> {
     req.app_data::<web::Data<AppState>>().cloned().ok_or_else(|| ApiError::new(Code::Internal, "no state").into())
 }
 

@@ -17,12 +17,11 @@ use actix_web::{
     dev::{Payload, ServiceRequest, ServiceResponse},
     http::header,
     middleware::Next,
-    web, HttpMessage,
+    HttpMessage,
 };
 use bytes::BytesMut;
 use futures_util::StreamExt;
 
-use super::AppState;
 use crate::error::{ApiError, Code};
 
 /// Largest body a route without a JSON body accepts.
@@ -86,15 +85,14 @@ async fn guard(
     next: Next<impl MessageBody>,
     kind: BodyKind,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let state = req.app_data::<web::Data<AppState>>().cloned();
-    if let Some(state) = state {
-        let settings = &state.deps.settings;
-        let timeout = Duration::from_millis(settings.limits.body_timeout_ms);
-        match kind {
-            BodyKind::Json => buffer(&mut req, settings.http.max_body_bytes, timeout).await?,
-            BodyKind::Empty => buffer(&mut req, SMALL_BODY, timeout).await?,
-            BodyKind::Upgrade => {}
-        }
+    // Without the state the guard cannot check: refuse (fail closed).
+    let state = super::auth::state_of(&req)?;
+    let settings = &state.deps.settings;
+    let timeout = Duration::from_millis(settings.limits.body_timeout_ms);
+    match kind {
+        BodyKind::Json => buffer(&mut req, settings.http.max_body_bytes, timeout).await?,
+        BodyKind::Empty => buffer(&mut req, SMALL_BODY, timeout).await?,
+        BodyKind::Upgrade => {}
     }
     next.call(req).await
 }

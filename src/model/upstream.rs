@@ -133,7 +133,7 @@ impl ReadFault {
 
 /// The SSE events of a response body. Any gap of `stall` without a byte
 /// (pings count) yields `ReadFault::Stalled`.
-pub fn sse_events(response: Response, stall: Duration) -> impl Stream<Item = Result<SseEvent, ReadFault>> {
+fn sse_events(response: Response, stall: Duration) -> impl Stream<Item = Result<SseEvent, ReadFault>> {
     let bytes = tokio_stream::StreamExt::timeout(response.bytes_stream(), stall).map(|item| match item {
         Ok(Ok(b)) => Ok(b),
         Ok(Err(e)) => Err(ReadFault::Transport(without_url(&e))),
@@ -158,7 +158,7 @@ pub fn sse_events(response: Response, stall: Duration) -> impl Stream<Item = Res
 /// Sends `make()` until the upstream accepts it, retrying what is worth
 /// retrying after the next backoff delay (never shorter than the
 /// upstream's `retry-after`); the last refusal when the delays run out.
-pub async fn send_with_retries(
+async fn send_with_retries(
     make: &impl Fn() -> RequestBuilder,
     delays: &mut impl Iterator<Item = Duration>,
 ) -> Result<Response, Refusal> {

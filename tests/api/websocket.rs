@@ -126,7 +126,8 @@ async fn binary_frames_get_an_error_and_bad_frames_close_with_the_proper_code() 
 }
 
 /// An idle subscriber gets a heartbeat every period: `: keep-alive` over
-/// SSE, a ping over WebSocket (API.md, "Heartbeat").
+/// SSE, a ping over WebSocket; the SSE answer has the contract's headers
+/// and starts with `retry:` (API.md, "Heartbeat").
 #[actix_web::test]
 async fn idle_subscribers_get_heartbeats_over_sse_and_websocket() {
     use futures_util::StreamExt;
@@ -137,7 +138,18 @@ async fn idle_subscribers_get_heartbeats_over_sse_and_websocket() {
     let thread = server.thread().await;
     let window = std::time::Duration::from_secs(2);
 
-    let sse = server.client.get(format!("{}{thread}/events", server.base)).send().await.unwrap();
+    // The client asks for compression; an event stream is never compressed.
+    let sse = server
+        .client
+        .get(format!("{}{thread}/events", server.base))
+        .header("Accept-Encoding", "gzip, br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.headers()["content-type"], "text/event-stream");
+    assert_eq!(sse.headers()["cache-control"], "no-cache");
+    assert_eq!(sse.headers()["x-accel-buffering"], "no");
+    assert!(sse.headers().get("content-encoding").is_none_or(|e| e == "identity"), "{:?}", sse.headers());
     let mut body = sse.bytes_stream();
     let mut text = String::new();
     let _ = tokio::time::timeout(window, async {
