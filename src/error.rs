@@ -13,81 +13,54 @@ use actix_web::{
 };
 use serde::Serialize;
 
-/// The contract's error codes and their HTTP statuses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Code {
-    BadRequest,
-    Unauthorized,
-    Forbidden,
-    NotFound,
-    MethodNotAllowed,
-    ThreadBusy,
-    NotGenerating,
-    RequestTimeout,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    RateLimited,
-    UpstreamError,
-    Unavailable,
-    Internal,
+/// Defines `Code` from one table (variant, its name in the contract, its
+/// HTTP status), with `Code::ALL` built from the same table, so no code
+/// can be missing from the API description.
+macro_rules! codes {
+    ($($variant:ident = $name:literal, $status:ident;)+) => {
+        /// The contract's error codes and their HTTP statuses.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code {
+            $($variant,)+
+        }
+
+        impl Code {
+            /// Every code, for the API description.
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $name,)+
+                }
+            }
+
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(Code::$variant => StatusCode::$status,)+
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    BadRequest = "bad_request", BAD_REQUEST;
+    Unauthorized = "unauthorized", UNAUTHORIZED;
+    Forbidden = "forbidden", FORBIDDEN;
+    NotFound = "not_found", NOT_FOUND;
+    MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED;
+    ThreadBusy = "thread_busy", CONFLICT;
+    NotGenerating = "not_generating", CONFLICT;
+    RequestTimeout = "request_timeout", REQUEST_TIMEOUT;
+    PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE;
+    UnsupportedMediaType = "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE;
+    RateLimited = "rate_limited", TOO_MANY_REQUESTS;
+    UpstreamError = "upstream_error", BAD_GATEWAY;
+    Unavailable = "unavailable", SERVICE_UNAVAILABLE;
+    Internal = "internal", INTERNAL_SERVER_ERROR;
 }
 
 impl Code {
-    /// Every code, for the API description.
-    pub const ALL: [Code; 14] = [
-        Code::BadRequest,
-        Code::Unauthorized,
-        Code::Forbidden,
-        Code::NotFound,
-        Code::MethodNotAllowed,
-        Code::ThreadBusy,
-        Code::NotGenerating,
-        Code::RequestTimeout,
-        Code::PayloadTooLarge,
-        Code::UnsupportedMediaType,
-        Code::RateLimited,
-        Code::UpstreamError,
-        Code::Unavailable,
-        Code::Internal,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Code::BadRequest => "bad_request",
-            Code::Unauthorized => "unauthorized",
-            Code::Forbidden => "forbidden",
-            Code::NotFound => "not_found",
-            Code::MethodNotAllowed => "method_not_allowed",
-            Code::ThreadBusy => "thread_busy",
-            Code::NotGenerating => "not_generating",
-            Code::RequestTimeout => "request_timeout",
-            Code::PayloadTooLarge => "payload_too_large",
-            Code::UnsupportedMediaType => "unsupported_media_type",
-            Code::RateLimited => "rate_limited",
-            Code::UpstreamError => "upstream_error",
-            Code::Unavailable => "unavailable",
-            Code::Internal => "internal",
-        }
-    }
-
-    pub fn status(self) -> StatusCode {
-        match self {
-            Code::BadRequest => StatusCode::BAD_REQUEST,
-            Code::Unauthorized => StatusCode::UNAUTHORIZED,
-            Code::Forbidden => StatusCode::FORBIDDEN,
-            Code::NotFound => StatusCode::NOT_FOUND,
-            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Code::ThreadBusy | Code::NotGenerating => StatusCode::CONFLICT,
-            Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Code::UpstreamError => StatusCode::BAD_GATEWAY,
-            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
     /// The code an HTTP status stands for, for answers that actix wrote
     /// itself (see `http::errors`).
     pub fn for_status(status: StatusCode) -> Code {
@@ -181,5 +154,22 @@ impl From<crate::store::StoreError> for ApiError {
         } else {
             ApiError::internal(&e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Code;
+
+    #[test]
+    fn every_code_has_its_own_snake_case_name_and_an_error_status() {
+        let mut names: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        for (code, name) in Code::ALL.iter().zip(&names) {
+            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{name}");
+            assert!(code.status().is_client_error() || code.status().is_server_error(), "{name}");
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Code::ALL.len(), "names repeat");
     }
 }

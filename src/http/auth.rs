@@ -200,25 +200,40 @@ pub(super) fn state_of(req: &ServiceRequest) -> Result<web::Data<AppState>, acti
     req.app_data::<web::Data<AppState>>().cloned().ok_or_else(|| ApiError::new(Code::Internal, "no state").into())
 }
 
-/// `/v1/projects/{pid}/…` and the seed route: the project's key, the admin
-/// token, or a stream token on its own thread's `/events` or `/ws`.
+/// `/v1/projects/{pid}/…` and the seed route: the project's key or the
+/// admin token.
 pub async fn project_access(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let state = state_of(&req)?;
-    let caller = state.auth.caller(&req, &state).await?;
-    let project = req.match_info().get("pid").and_then(|p| Uuid::try_parse(p).ok());
+    let caller = project_caller(&req, false).await?;
+    req.extensions_mut().insert(caller);
+    next.call(req).await
+}
+
+/// A thread's streams (`Kind::Stream` in the route table: `/events`,
+/// `/ws`): as `project_access`, or a stream token of thread `{tid}`.
+pub async fn stream_access(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let caller = project_caller(&req, true).await?;
+    req.extensions_mut().insert(caller);
+    next.call(req).await
+}
+
+/// Who calls a project route, if they may; `stream` says whether the
+/// route is one of a thread's streams, which stream tokens open.
+async fn project_caller(req: &ServiceRequest, stream: bool) -> Result<Caller, actix_web::Error> {
+    let state = state_of(req)?;
+    let caller = state.auth.caller(req, &state).await?;
+    let id = |name: &str| req.match_info().get(name).and_then(|v| Uuid::try_parse(v).ok());
     let allowed = match caller {
         Caller::Open | Caller::Admin => true,
         // A `{pid}` that is not an id opens nothing (fail closed).
-        Caller::Project { project: p, .. } => Some(p) == project,
+        Caller::Project { project, .. } => Some(project) == id("pid"),
         Caller::Stream { thread, .. } => {
-            // …/threads/{tid}/events or …/threads/{tid}/ws, and nothing else.
-            let segments: Vec<&str> = req.path().trim_end_matches('/').rsplit('/').take(3).collect();
-            let stream_route = matches!(segments.as_slice(), [last, tid, "threads"]
-                if (*last == "events" || *last == "ws") && Uuid::try_parse(tid).ok() == Some(thread));
-            if !stream_route {
+            if !stream || id("tid") != Some(thread) {
                 return Err(unauthorized("a stream token opens only its thread's /events and /ws"));
             }
             true
@@ -228,8 +243,7 @@ pub async fn project_access(
         // Another project's resources look exactly like missing ones.
         return Err(ApiError::not_found("project").into());
     }
-    req.extensions_mut().insert(caller);
-    next.call(req).await
+    Ok(caller)
 }
 
 /// `/admin/*` and project creation: the admin token (or open mode).

@@ -5,10 +5,11 @@
 //! client dripping bytes holds nothing for long. The buffered body is then
 //! handed on to the extractors.
 //!
-//! Each route says which limit it takes (see `http::routes`): JSON routes
-//! take `--max-body-bytes`, the others a small fixed allowance (clients
-//! may send `{}`), and WebSocket upgrades are not touched (their body is
-//! the socket).
+//! Each route says which limit it takes (see `http::routes`) and has a
+//! guard of its own, also where its path has routes of other kinds: JSON
+//! routes take `--max-body-bytes`, the others a small fixed allowance
+//! (clients may send `{}`), and WebSocket upgrades are not touched (their
+//! body is the socket).
 
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use crate::error::{ApiError, Code};
 pub const SMALL_BODY: usize = 1024;
 
 /// What a route accepts as its body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyKind {
     /// Nothing of use; at most `SMALL_BODY` bytes are read and ignored.
     Empty,

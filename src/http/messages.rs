@@ -65,6 +65,10 @@ pub async fn start(
     let NewMessage { content, model, max_tokens } = body;
     let make =
         || StartGeneration { project_id: Some(project_id), content: content.clone(), model: model.clone(), max_tokens };
+    // Not `registry::ask` alone: it starts an actor for any id. Here a live
+    // actor is asked as it is (`Peek` never starts one); only a thread found
+    // in the database gets one started (also when the live one stopped
+    // between the peek and the send).
     let live = state.registry.send(Peek { thread_id }).await.ok().flatten();
     let answer = match live {
         Some(actor) => actor.send(make()).await.ok(),

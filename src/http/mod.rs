@@ -57,6 +57,23 @@ pub enum Access {
     Project,
 }
 
+/// What a route does, as far as access and its documented answers go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A request and its answer.
+    Plain,
+    /// A live subscription to thread `{tid}` (SSE or WebSocket): a stream
+    /// token of that thread opens it, and it counts against the caps on
+    /// streams (429).
+    Stream,
+    /// Starts a generation: the message rate and generation caps (429), a
+    /// running generation (409 `thread_busy`), no database or no free
+    /// generation slot (503).
+    Generate,
+    /// Cancels the running generation: 409 `not_generating` when none runs.
+    Cancel,
+}
+
 /// One route of the service. The router is built from `routes()` alone,
 /// and the tests walk the same list: every route is behind its access
 /// check and its body guard, and is described in `/openapi.json`.
@@ -65,37 +82,55 @@ pub struct ApiRoute {
     pub path: &'static str,
     pub access: Access,
     pub body: BodyKind,
+    pub kind: Kind,
     pub route: Route,
 }
 
-fn route(method: Method, path: &'static str, access: Access, body: BodyKind, route: Route) -> ApiRoute {
-    ApiRoute { method, path, access, body, route }
+fn route(method: Method, path: &'static str, access: Access, body: BodyKind, kind: Kind, route: Route) -> ApiRoute {
+    ApiRoute { method, path, access, body, kind, route }
 }
 
 /// Every route, in matching order.
 pub fn routes() -> Vec<ApiRoute> {
     use Access::{Admin, Project, Public};
     use BodyKind::{Empty, Json, Upgrade};
+    use Kind::{Cancel, Generate, Plain, Stream};
     vec![
-        route(Method::POST, "/v1/projects", Admin, Json, web::post().to(projects::create)),
-        route(Method::GET, "/v1/projects/{pid}", Project, Empty, web::get().to(projects::get)),
-        route(Method::POST, "/v1/projects/{pid}/threads", Project, Json, web::post().to(threads::create)),
-        route(Method::GET, "/v1/projects/{pid}/threads", Project, Empty, web::get().to(threads::list)),
-        route(Method::GET, "/v1/projects/{pid}/threads/{tid}", Project, Empty, web::get().to(threads::get)),
-        route(Method::DELETE, "/v1/projects/{pid}/threads/{tid}", Project, Empty, web::delete().to(threads::delete)),
+        route(Method::POST, "/v1/projects", Admin, Json, Plain, web::post().to(projects::create)),
+        route(Method::GET, "/v1/projects/{pid}", Project, Empty, Plain, web::get().to(projects::get)),
+        route(Method::POST, "/v1/projects/{pid}/threads", Project, Json, Plain, web::post().to(threads::create)),
+        route(Method::GET, "/v1/projects/{pid}/threads", Project, Empty, Plain, web::get().to(threads::list)),
+        route(Method::GET, "/v1/projects/{pid}/threads/{tid}", Project, Empty, Plain, web::get().to(threads::get)),
+        route(
+            Method::DELETE,
+            "/v1/projects/{pid}/threads/{tid}",
+            Project,
+            Empty,
+            Plain,
+            web::delete().to(threads::delete),
+        ),
         route(
             Method::GET,
             "/v1/projects/{pid}/threads/{tid}/messages",
             Project,
             Empty,
+            Plain,
             web::get().to(messages::history),
         ),
-        route(Method::POST, "/v1/projects/{pid}/threads/{tid}/messages", Project, Json, web::post().to(messages::post)),
+        route(
+            Method::POST,
+            "/v1/projects/{pid}/threads/{tid}/messages",
+            Project,
+            Json,
+            Generate,
+            web::post().to(messages::post),
+        ),
         route(
             Method::POST,
             "/v1/projects/{pid}/threads/{tid}/cancel",
             Project,
             Empty,
+            Cancel,
             web::post().to(messages::cancel),
         ),
         route(
@@ -103,78 +138,129 @@ pub fn routes() -> Vec<ApiRoute> {
             "/v1/projects/{pid}/threads/{tid}/stream-token",
             Project,
             Empty,
+            Plain,
             web::post().to(keys::stream_token),
         ),
-        route(Method::GET, "/v1/projects/{pid}/threads/{tid}/events", Project, Empty, web::get().to(events::subscribe)),
-        route(Method::GET, "/v1/projects/{pid}/threads/{tid}/ws", Project, Upgrade, web::get().to(ws::subscribe)),
+        route(
+            Method::GET,
+            "/v1/projects/{pid}/threads/{tid}/events",
+            Project,
+            Empty,
+            Stream,
+            web::get().to(events::subscribe),
+        ),
+        route(
+            Method::GET,
+            "/v1/projects/{pid}/threads/{tid}/ws",
+            Project,
+            Upgrade,
+            Stream,
+            web::get().to(ws::subscribe),
+        ),
         route(
             Method::POST,
             "/projects/{pid}/threads/{tid}/query/stream",
             Project,
             Json,
+            Generate,
             web::post().to(events::seed_stream),
         ),
-        route(Method::GET, "/admin/stats", Admin, Empty, web::get().to(admin::stats)),
-        route(Method::GET, "/admin/threads", Admin, Empty, web::get().to(admin::threads)),
-        route(Method::GET, "/admin/threads/{tid}", Admin, Empty, web::get().to(admin::thread)),
-        route(Method::DELETE, "/admin/threads/{tid}", Admin, Empty, web::delete().to(admin::stop_thread)),
-        route(Method::POST, "/admin/projects/{pid}/keys", Admin, Empty, web::post().to(keys::create)),
-        route(Method::DELETE, "/admin/projects/{pid}/keys/{key_id}", Admin, Empty, web::delete().to(keys::revoke)),
-        route(Method::GET, "/metrics", Public, Empty, web::get().to(admin::metrics)),
-        route(Method::GET, "/healthz", Public, Empty, web::get().to(admin::healthz)),
-        route(Method::GET, "/readyz", Public, Empty, web::get().to(admin::readyz)),
-        route(Method::GET, "/openapi.json", Public, Empty, web::get().to(openapi::spec)),
-        route(Method::GET, "/docs", Public, Empty, web::get().to(openapi::docs)),
+        route(Method::GET, "/admin/stats", Admin, Empty, Plain, web::get().to(admin::stats)),
+        route(Method::GET, "/admin/threads", Admin, Empty, Plain, web::get().to(admin::threads)),
+        route(Method::GET, "/admin/threads/{tid}", Admin, Empty, Plain, web::get().to(admin::thread)),
+        route(Method::DELETE, "/admin/threads/{tid}", Admin, Empty, Plain, web::delete().to(admin::stop_thread)),
+        route(Method::POST, "/admin/projects/{pid}/keys", Admin, Empty, Plain, web::post().to(keys::create)),
+        route(
+            Method::DELETE,
+            "/admin/projects/{pid}/keys/{key_id}",
+            Admin,
+            Empty,
+            Plain,
+            web::delete().to(keys::revoke),
+        ),
+        route(Method::GET, "/metrics", Public, Empty, Plain, web::get().to(admin::metrics)),
+        route(Method::GET, "/healthz", Public, Empty, Plain, web::get().to(admin::healthz)),
+        route(Method::GET, "/readyz", Public, Empty, Plain, web::get().to(admin::readyz)),
+        route(Method::GET, "/openapi.json", Public, Empty, Plain, web::get().to(openapi::spec)),
+        route(Method::GET, "/docs", Public, Empty, Plain, web::get().to(openapi::docs)),
     ]
 }
 
-/// Registers every route of `routes()`: routes of one path share one
-/// resource (so a wrong method on a known path answers 405), behind its
-/// body guard and, outside it, its access check.
+/// Registers every route of `routes()`. Each route is behind its own body
+/// guard, so a route that takes no body is held to the small allowance
+/// even where another method of its path takes JSON. Routes of one path
+/// share one resource (so a wrong method on a known path answers 405, its
+/// body unread) and, outside the body guards, one access check.
 pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
     cfg.app_data(web::JsonConfig::default().limit(max_body).error_handler(json_error))
         .app_data(web::PathConfig::default().error_handler(path_error))
         .app_data(web::QueryConfig::default().error_handler(query_error));
-    let mut paths: Vec<(&'static str, Access, BodyKind, Vec<Method>, Resource)> = Vec::new();
+    let mut paths: Vec<PathRoutes> = Vec::new();
     for r in routes() {
-        match paths.iter_mut().find(|(path, ..)| *path == r.path) {
-            Some((_, access, body, methods, resource)) => {
-                assert_eq!(*access, r.access, "routes of {} must share their access", r.path);
-                *body = (*body).max(r.body);
-                methods.push(r.method);
-                *resource = std::mem::replace(resource, web::resource(r.path)).route(r.route);
+        let check = Check::of(&r);
+        let route = match r.body {
+            BodyKind::Json => r.route.wrap(from_fn(body::json)),
+            BodyKind::Empty => r.route.wrap(from_fn(body::empty)),
+            BodyKind::Upgrade => r.route,
+        };
+        match paths.iter_mut().find(|p| p.path == r.path) {
+            Some(p) => {
+                assert_eq!(p.check, check, "routes of {} must share their access", r.path);
+                p.methods.push(r.method);
+                p.resource = std::mem::replace(&mut p.resource, web::resource(r.path)).route(route);
             }
-            None => paths.push((r.path, r.access, r.body, vec![r.method], web::resource(r.path).route(r.route))),
+            None => paths.push(PathRoutes {
+                path: r.path,
+                check,
+                methods: vec![r.method],
+                resource: web::resource(r.path).route(route),
+            }),
         }
     }
-    for (_, access, body, methods, resource) in paths {
+    for PathRoutes { check, methods, resource, .. } in paths {
         let allow = methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
         let resource = resource.default_service(web::to(move || method_not_allowed(allow.clone())));
-        match body {
-            BodyKind::Json => guarded(cfg, access, resource.wrap(from_fn(body::json))),
-            BodyKind::Empty => guarded(cfg, access, resource.wrap(from_fn(body::empty))),
-            BodyKind::Upgrade => guarded(cfg, access, resource),
-        }
+        match check {
+            Check::Public => cfg.service(resource),
+            Check::Admin => cfg.service(resource.wrap(from_fn(auth::admin_only))),
+            Check::Project => cfg.service(resource.wrap(from_fn(auth::project_access))),
+            Check::Stream => cfg.service(resource.wrap(from_fn(auth::stream_access))),
+        };
     }
     cfg.default_service(web::to(not_found));
 }
 
-fn guarded<T, B>(cfg: &mut web::ServiceConfig, access: Access, resource: Resource<T>)
-where
-    B: actix_web::body::MessageBody + 'static,
-    T: actix_web::dev::ServiceFactory<
-            actix_web::dev::ServiceRequest,
-            Config = (),
-            Response = ServiceResponse<B>,
-            Error = actix_web::Error,
-            InitError = (),
-        > + 'static,
-{
-    match access {
-        Access::Public => cfg.service(resource),
-        Access::Admin => cfg.service(resource.wrap(from_fn(auth::admin_only))),
-        Access::Project => cfg.service(resource.wrap(from_fn(auth::project_access))),
-    };
+/// The routes of one path, gathered into one resource.
+struct PathRoutes {
+    path: &'static str,
+    check: Check,
+    methods: Vec<Method>,
+    resource: Resource,
+}
+
+/// The access check of a path: its routes' `Access`, and for a thread's
+/// streams also its stream tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    Public,
+    Admin,
+    Project,
+    Stream,
+}
+
+impl Check {
+    fn of(r: &ApiRoute) -> Check {
+        match (r.access, r.kind) {
+            (Access::Project, Kind::Stream) => {
+                assert!(r.path.contains("{tid}"), "stream route {} must name its thread", r.path);
+                Check::Stream
+            }
+            (_, Kind::Stream) => panic!("stream route {} must take project access", r.path),
+            (Access::Public, _) => Check::Public,
+            (Access::Admin, _) => Check::Admin,
+            (Access::Project, _) => Check::Project,
+        }
+    }
 }
 
 /// 405 with the `Allow` header RFC 9110 asks for.

@@ -18,7 +18,7 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use super::{admin, body::BodyKind, events, keys, messages, projects, routes, threads, ws, Access, AppState};
+use super::{admin, body::BodyKind, events, keys, messages, projects, routes, threads, ws, Access, AppState, Kind};
 use crate::{config::LimitSettings, error::Code};
 
 #[derive(OpenApi)]
@@ -93,8 +93,8 @@ impl Modify for FromRouteTable {
             if let Some(id) = operation.operation_id.as_mut() {
                 *id = format!("{tag}_{id}");
             }
-            add_security(operation, route.access, route.path);
-            for (status, why) in error_statuses(route.access, route.body, route.path, &route.method) {
+            add_security(operation, route.access, route.kind);
+            for (status, why) in error_statuses(route.access, route.body, route.kind, route.path) {
                 let response = ResponseBuilder::new()
                     .description(why)
                     .content(
@@ -118,20 +118,20 @@ fn operation_mut<'a>(item: &'a mut utoipa::openapi::PathItem, method: &Method) -
     }
 }
 
-fn add_security(operation: &mut Operation, access: Access, path: &str) {
+fn add_security(operation: &mut Operation, access: Access, kind: Kind) {
     let none: [&str; 0] = [];
     let mut security = match access {
         Access::Public => return,
         Access::Admin | Access::Project => vec![SecurityRequirement::new(BEARER, none)],
     };
-    if path.ends_with("/events") || path.ends_with("/ws") {
+    if kind == Kind::Stream {
         security.push(SecurityRequirement::new(STREAM_TOKEN, none));
     }
     operation.security = Some(security);
 }
 
 /// The error answers an operation can give, besides `default`.
-fn error_statuses(access: Access, body: BodyKind, path: &str, method: &Method) -> Vec<(&'static str, &'static str)> {
+fn error_statuses(access: Access, body: BodyKind, kind: Kind, path: &str) -> Vec<(&'static str, &'static str)> {
     let mut out = vec![("default", "Any other error, in the contract's shape")];
     if path.contains('{') {
         out.push(("400", "Malformed id in the path, or invalid query or body"));
@@ -145,16 +145,14 @@ fn error_statuses(access: Access, body: BodyKind, path: &str, method: &Method) -
         out.push(("413", "The body is larger than this route allows"));
         out.push(("415", "The body is not JSON"));
     }
-    let streams = path.ends_with("/events") || path.ends_with("/ws") || path.ends_with("/query/stream");
-    let starts_answer = *method == Method::POST && (path.ends_with("/messages") || path.ends_with("/query/stream"));
-    if streams || starts_answer {
+    if matches!(kind, Kind::Stream | Kind::Generate) {
         out.push(("429", "A limit of the project, key or thread is reached (`rate_limited`, with Retry-After)"));
     }
-    if starts_answer {
+    if kind == Kind::Generate {
         out.push(("409", "A generation is already running on this thread (`thread_busy`)"));
         out.push(("503", "The database is unavailable or the node is at its generation cap"));
     }
-    if path.ends_with("/cancel") {
+    if kind == Kind::Cancel {
         out.push(("409", "Nothing is generating (`not_generating`)"));
     }
     out

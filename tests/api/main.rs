@@ -13,6 +13,7 @@ mod pg;
 mod providers;
 mod rest;
 mod resume;
+mod routes;
 mod seed_route;
 mod slow;
 mod support;
