@@ -11,12 +11,10 @@ use crate::support::{args, database_url, error_code, Server, Ws};
 
 pub const ADMIN: &str = "admin-token-for-tests-0123456789";
 
-async fn secured(extra: &[&str]) -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
+async fn secured(extra: &[&str]) -> Server {
     let mut flags = vec!["--admin-token", ADMIN];
     flags.extend_from_slice(extra);
-    (Server::start(&db, &flags).await, dir)
+    Server::temp(&flags).await
 }
 
 async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
@@ -61,7 +59,7 @@ async fn open_mode_is_refused_on_a_non_loopback_address() {
 
 #[actix_web::test]
 async fn the_admin_token_guards_admin_routes_and_project_creation() {
-    let (server, _dir) = secured(&[]).await;
+    let server = secured(&[]).await;
     let c = &server.client;
     let stats = format!("{}/admin/stats", server.base);
     assert_eq!(error_code(c.get(&stats).send().await.unwrap()).await, (401, "unauthorized".into()));
@@ -75,7 +73,7 @@ async fn the_admin_token_guards_admin_routes_and_project_creation() {
 
 #[actix_web::test]
 async fn a_project_key_opens_its_project_only_and_can_be_revoked() {
-    let (server, _dir) = secured(&[]).await;
+    let server = secured(&[]).await;
     let c = &server.client;
     let (a, a_thread) = project_with_thread(&server).await;
     let (b, b_thread) = project_with_thread(&server).await;
@@ -112,7 +110,7 @@ async fn a_project_key_opens_its_project_only_and_can_be_revoked() {
 
 #[actix_web::test]
 async fn stream_tokens_open_one_threads_streams_until_they_expire() {
-    let (server, _dir) = secured(&["--stream-token-ttl-secs", "8"]).await;
+    let server = secured(&["--stream-token-ttl-secs", "8"]).await;
     let c = &server.client;
     let (pid, thread) = project_with_thread(&server).await;
     let (_, key) = new_key(&server, &pid).await;
@@ -145,9 +143,7 @@ async fn stream_tokens_open_one_threads_streams_until_they_expire() {
 
 #[actix_web::test]
 async fn websocket_upgrades_and_cors_check_the_origin() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let server = Server::start(&db, &["--allowed-origins", "https://app.example.com,http://localhost:3000"]).await;
+    let server = Server::temp(&["--allowed-origins", "https://app.example.com,http://localhost:3000"]).await;
     let thread = server.thread().await;
     let url = format!("{}{thread}/ws", server.base.replace("http://", "ws://"));
     let upgrade = |origin: &'static str| {
@@ -181,9 +177,7 @@ async fn websocket_upgrades_and_cors_check_the_origin() {
 
 #[actix_web::test]
 async fn a_silent_websocket_peer_is_closed() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let server = Server::start(&db, &["--heartbeat-ms", "100", "--ws-timeout-ms", "3000"]).await;
+    let server = Server::temp(&["--heartbeat-ms", "100", "--ws-timeout-ms", "3000"]).await;
     let thread = server.thread().await;
     let url = format!("{}{thread}/ws", server.base.replace("http://", "ws://"));
     // A raw upgrade, then silence: no pong ever goes back.
@@ -201,7 +195,7 @@ async fn a_silent_websocket_peer_is_closed() {
 
 #[actix_web::test]
 async fn a_key_holds_no_more_streams_than_its_cap_even_through_stream_tokens() {
-    let (server, _dir) = secured(&["--max-connections-per-key", "2"]).await;
+    let server = secured(&["--max-connections-per-key", "2"]).await;
     let c = &server.client;
     let (pid, thread) = project_with_thread(&server).await;
     let (_, key) = new_key(&server, &pid).await;
@@ -242,7 +236,7 @@ async fn a_key_holds_no_more_streams_than_its_cap_even_through_stream_tokens() {
 
 #[actix_web::test]
 async fn a_busy_thread_of_another_project_is_still_not_found() {
-    let (server, _dir) = secured(&["--sim-chunks", "400", "--sim-interval-ms", "10"]).await;
+    let server = secured(&["--sim-chunks", "400", "--sim-interval-ms", "10"]).await;
     let c = &server.client;
     let (a, _) = project_with_thread(&server).await;
     let (_, b_thread) = project_with_thread(&server).await;
@@ -270,8 +264,7 @@ async fn an_allowed_origin_that_could_never_match_is_refused_at_start() {
 
 #[actix_web::test]
 async fn open_mode_answers_loopback_host_names_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&database_url(dir.path()).await, &[]).await;
+    let server = Server::temp(&[]).await;
     let url = format!("{}/v1/projects", server.base);
     // A page on a rebinding domain reaches 127.0.0.1 with its own name.
     let r = server.client.post(&url).header("Host", "rebind.evil.example").json(&json!({"name": "x"})).send().await;
@@ -281,7 +274,7 @@ async fn open_mode_answers_loopback_host_names_only() {
         assert_eq!(r.status(), 201, "{host}");
     }
     // With an admin token every request is authenticated: any name goes.
-    let (secured, _dir) = secured(&[]).await;
+    let secured = secured(&[]).await;
     let r = secured.client.get(format!("{}/admin/stats", secured.base)).header("Host", "api.example.com");
     assert_eq!(r.bearer_auth(ADMIN).send().await.unwrap().status(), 200);
 }

@@ -27,6 +27,9 @@ pub enum Piece {
     /// Written as several chunks/writes, split at these byte counts.
     Split(Vec<u8>, usize),
     Pause(Duration),
+    /// Nothing more is sent until the test calls `notify_one` on it (it
+    /// may do so before the fake gets here).
+    Wait(Arc<Notify>),
 }
 
 /// How a streamed body ends.
@@ -167,6 +170,12 @@ impl FakeUpstream {
                             // at once: wait for either.
                             tokio::select! {
                                 _ = tokio::time::sleep(d) => true,
+                                _ = wait_closed(&mut socket) => false,
+                            }
+                        }
+                        Piece::Wait(gate) => {
+                            tokio::select! {
+                                _ = gate.notified() => true,
                                 _ = wait_closed(&mut socket) => false,
                             }
                         }

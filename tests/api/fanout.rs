@@ -4,12 +4,10 @@
 
 use serde_json::json;
 
-use crate::support::{database_url, error_code, Events as _, Server, Transcript, Ws};
+use crate::support::{error_code, Events as _, Server, Transcript, Ws};
 
 async fn two_sse_and_one_ws(extra: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let server = Server::start(&db, extra).await;
+    let server = Server::temp(extra).await;
     let thread = server.thread().await;
     let mut a = server.sse(&thread, None).await;
     let mut b = server.sse(&thread, None).await;
@@ -48,11 +46,9 @@ async fn identical_text_with_a_thinking_block_first() {
 
 #[actix_web::test]
 async fn a_subscriber_joining_mid_generation_ends_with_the_same_text() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
     // Long enough that the late subscriber surely joins mid-answer, however
     // slow the machine; the answer is cancelled once it has joined.
-    let server = Server::start(&db, &["--sim-chunks", "400", "--sim-interval-ms", "15", "--sim-thinking"]).await;
+    let server = Server::temp(&["--sim-chunks", "400", "--sim-interval-ms", "15", "--sim-thinking"]).await;
     let thread = server.thread().await;
     let mut early = server.sse(&thread, None).await;
     let id = server.ask(&thread, "join me").await;
@@ -83,9 +79,7 @@ async fn a_subscriber_joining_mid_generation_ends_with_the_same_text() {
 
 #[actix_web::test]
 async fn a_generation_completes_when_every_subscriber_left() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let server = Server::start(&db, &["--sim-chunks", "30", "--sim-interval-ms", "10", "--sim-chunk-chars", "5"]).await;
+    let server = Server::temp(&["--sim-chunks", "30", "--sim-interval-ms", "10", "--sim-chunk-chars", "5"]).await;
     let thread = server.thread().await;
     let mut a = server.sse(&thread, None).await;
     let mut w = Ws::open(&server.base, &thread, None).await;
@@ -103,9 +97,7 @@ async fn a_generation_completes_when_every_subscriber_left() {
 
 #[actix_web::test]
 async fn busy_thread_refuses_and_cancel_keeps_the_partial_text() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let server = Server::start(&db, &["--sim-chunks", "500", "--sim-interval-ms", "10"]).await;
+    let server = Server::temp(&["--sim-chunks", "500", "--sim-interval-ms", "10"]).await;
     let thread = server.thread().await;
     let mut sse = server.sse(&thread, None).await;
     let id = server.ask(&thread, "long one").await;
@@ -146,9 +138,7 @@ async fn busy_thread_refuses_and_cancel_keeps_the_partial_text() {
 /// count, not one per change.
 #[actix_web::test]
 async fn a_crowd_joining_and_leaving_at_once_is_a_few_presence_events() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let server = Server::start(&db, &[]).await;
+    let server = Server::temp(&[]).await;
     let thread = server.thread().await;
     let mut watcher = server.sse(&thread, None).await;
     assert_eq!(watcher.next().await.unwrap().kind, "ready");

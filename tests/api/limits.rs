@@ -10,13 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{database_url, error_code, Events as _, Server, Ws};
-
-async fn server(extra: &[&str]) -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    (Server::start(&db, extra).await, dir)
-}
+use crate::support::{error_code, Events as _, Server, Ws};
 
 /// Two threads of one project (so a project's limit, not 409, answers).
 async fn two_threads_of_one_project(server: &Server) -> (String, String) {
@@ -33,7 +27,7 @@ fn post_hi(server: &Server, thread: &str) -> impl std::future::Future<Output = r
 
 #[actix_web::test]
 async fn oversized_content_and_max_tokens_are_refused_and_nothing_is_stored() {
-    let (server, _dir) = server(&["--max-content-bytes", "1000", "--max-tokens-cap", "4096"]).await;
+    let server = Server::temp(&["--max-content-bytes", "1000", "--max-tokens-cap", "4096"]).await;
     let thread = server.thread().await;
     let url = format!("{}{thread}/messages", server.base);
     let big = "é".repeat(600);
@@ -57,7 +51,7 @@ async fn oversized_content_and_max_tokens_are_refused_and_nothing_is_stored() {
 
 #[actix_web::test]
 async fn a_project_posting_too_fast_gets_429_with_retry_after() {
-    let (server, _dir) = server(&["--posts-per-minute", "2", "--sim-chunks", "2"]).await;
+    let server = Server::temp(&["--posts-per-minute", "2", "--sim-chunks", "2"]).await;
     let (a, a2) = two_threads_of_one_project(&server).await;
     let post = |thread: &str| post_hi(&server, thread);
     assert_eq!(post(&a).await.unwrap().status(), 202);
@@ -79,14 +73,27 @@ async fn a_project_posting_too_fast_gets_429_with_retry_after() {
 
 #[actix_web::test]
 async fn a_thread_takes_no_more_than_its_subscriber_cap() {
-    let (server, _dir) = server(&["--max-subscribers-per-thread", "2"]).await;
+    let server = Server::temp(&["--max-subscribers-per-thread", "2"]).await;
     let thread = server.thread().await;
     let mut a = server.sse(&thread, None).await;
     let mut b = server.sse(&thread, None).await;
     a.next().await;
     b.next().await;
     let r = server.client.get(format!("{}{thread}/events", server.base)).send().await.unwrap();
+    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry_after >= 1);
     assert_eq!(error_code(r).await, (429, "rate_limited".into()));
+    // A WebSocket upgrade is refused the same way, before the handshake.
+    let url = format!("{}{thread}/ws", server.base.replace("http://", "ws://"));
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 429);
+            assert!(resp.headers().contains_key("retry-after"), "{:?}", resp.headers());
+        }
+        other => panic!("a third subscriber was let in: {:?}", other.map(|(_, r)| r.status())),
+    }
+    let tid = thread.rsplit('/').next().unwrap();
+    assert_eq!(server.get_json(&format!("/admin/threads/{tid}")).await["subscribers"], 2, "refusals hold no place");
     drop(a);
     crate::support::eventually(|| async {
         let r = server.client.get(format!("{}{thread}/events", server.base)).send().await.unwrap();
@@ -97,7 +104,7 @@ async fn a_thread_takes_no_more_than_its_subscriber_cap() {
 
 #[actix_web::test]
 async fn slow_headers_get_408_while_other_clients_are_served() {
-    let (server, _dir) = server(&["--header-timeout-ms", "300"]).await;
+    let server = Server::temp(&["--header-timeout-ms", "300"]).await;
     let addr = server.base.trim_start_matches("http://").to_owned();
     let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n").await.unwrap();
@@ -120,7 +127,7 @@ async fn raw_status(addr: &str, request: &[u8], within: Duration) -> String {
 
 #[actix_web::test]
 async fn bodies_past_their_routes_limit_or_too_slow_are_refused_before_buffering() {
-    let (server, _dir) = server(&["--max-body-bytes", "4096", "--body-timeout-ms", "300"]).await;
+    let server = Server::temp(&["--max-body-bytes", "4096", "--body-timeout-ms", "300"]).await;
     let thread = server.thread().await;
     let addr = server.base.trim_start_matches("http://").to_owned();
     let post =
@@ -164,8 +171,8 @@ async fn bodies_past_their_routes_limit_or_too_slow_are_refused_before_buffering
 
 #[actix_web::test]
 async fn a_project_runs_no_more_than_its_generation_cap() {
-    let (server, _dir) =
-        server(&["--max-generations-per-project", "1", "--sim-chunks", "400", "--sim-interval-ms", "10"]).await;
+    let server =
+        Server::temp(&["--max-generations-per-project", "1", "--sim-chunks", "400", "--sim-interval-ms", "10"]).await;
     let (a, a2) = two_threads_of_one_project(&server).await;
     let post = |thread: &str| post_hi(&server, thread);
     assert_eq!(post(&a).await.unwrap().status(), 202);
@@ -182,7 +189,7 @@ async fn a_project_runs_no_more_than_its_generation_cap() {
 
 #[actix_web::test]
 async fn websocket_sends_count_against_the_projects_message_rate() {
-    let (server, _dir) = server(&["--posts-per-minute", "1", "--sim-chunks", "2"]).await;
+    let server = Server::temp(&["--posts-per-minute", "1", "--sim-chunks", "2"]).await;
     let thread = server.thread().await;
     let mut ws = Ws::open(&server.base, &thread, None).await;
     ws.until("ready").await;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::support::{database_url, eventually, Events as _, Server, Ws};
+use crate::support::{eventually, Events as _, Server, Ws};
 
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
@@ -26,9 +26,7 @@ async fn subscribers(server: &Server) -> (u64, u64, u64) {
 
 #[actix_web::test]
 async fn stats_and_metrics_follow_subscribers_and_actors_up_and_down() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let server = Server::start(&db, &["--idle-timeout-ms", "300"]).await;
+    let server = Server::temp(&["--idle-timeout-ms", "300"]).await;
     let thread = server.thread().await;
     assert_eq!(subscribers(&server).await, (0, 0, 0));
 
@@ -66,9 +64,7 @@ async fn stats_and_metrics_follow_subscribers_and_actors_up_and_down() {
 
 #[actix_web::test]
 async fn chunks_are_counted_in_and_out() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let server = Server::start(&db, &["--sim-chunks", "25"]).await;
+    let server = Server::temp(&["--sim-chunks", "25"]).await;
     let thread = server.thread().await;
     let mut a = server.sse(&thread, None).await;
     let mut b = server.sse(&thread, None).await;
@@ -86,10 +82,7 @@ async fn chunks_are_counted_in_and_out() {
 
 #[actix_web::test]
 async fn a_200_chunk_generation_is_written_in_a_few_transactions() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let server =
-        Server::start(&db, &["--sim-chunks", "200", "--sim-interval-ms", "1", "--flush-interval-ms", "50"]).await;
+    let server = Server::temp(&["--sim-chunks", "200", "--sim-interval-ms", "1", "--flush-interval-ms", "50"]).await;
     let thread = server.thread().await;
     let before = server.get_json("/admin/stats").await["persistence"]["transactions"].as_u64().unwrap();
     let started = std::time::Instant::now();
@@ -114,9 +107,7 @@ async fn a_200_chunk_generation_is_written_in_a_few_transactions() {
 
 #[actix_web::test]
 async fn an_operator_can_stop_a_live_thread_actor() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let server = Server::start(&db, &["--sim-chunks", "500", "--sim-interval-ms", "10"]).await;
+    let server = Server::temp(&["--sim-chunks", "500", "--sim-interval-ms", "10"]).await;
     let thread = server.thread().await;
     let tid = thread.rsplit('/').next().unwrap().to_owned();
     let mut sse = server.sse(&thread, None).await;
@@ -136,9 +127,7 @@ async fn an_operator_can_stop_a_live_thread_actor() {
 
 #[actix_web::test]
 async fn health_and_readiness() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let server = Server::start(&db, &[]).await;
+    let server = Server::temp(&[]).await;
     let mut seen = HashMap::new();
     for path in ["/healthz", "/readyz"] {
         seen.insert(path, server.client.get(format!("{}{path}", server.base)).send().await.unwrap().status().as_u16());

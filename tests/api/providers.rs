@@ -19,16 +19,18 @@ use crate::fake_upstream::{anthropic as a, openai as o, End, FakeUpstream, Piece
 
 const WAIT: Duration = Duration::from_secs(20);
 
-struct Harness {
-    base: String,
-    client: reqwest::Client,
-    pid: String,
-    tid: String,
-    upstream: FakeUpstream,
+pub struct Harness {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub pid: String,
+    pub tid: String,
+    pub upstream: FakeUpstream,
     _dir: tempfile::TempDir,
 }
 
-async fn harness(provider: &str, replies: Vec<Reply>, extra: &[&str]) -> Harness {
+/// A server whose provider (`anthropic` or `openai`) talks to a fake
+/// upstream answering `replies`, and a thread on it.
+pub async fn harness(provider: &str, replies: Vec<Reply>, extra: &[&str]) -> Harness {
     convo::telemetry::init_for_tests();
     let upstream = FakeUpstream::start(replies).await;
     let dir = tempfile::tempdir().unwrap();
@@ -116,7 +118,7 @@ impl Harness {
         }
     }
 
-    async fn last_message(&self) -> Value {
+    pub async fn last_message(&self) -> Value {
         let page: Value = self.client.get(self.url("/messages")).send().await.unwrap().json().await.unwrap();
         page["data"].as_array().unwrap().last().unwrap().clone()
     }
@@ -301,8 +303,9 @@ async fn anthropic_client_errors_are_not_retried_and_keep_the_upstream_message()
     }
 }
 
-/// The first part of an answer, then the given ending.
-fn cut_answer(tail: Vec<Piece>) -> Vec<Piece> {
+/// The first part of an answer (its text: "partial tëxt"), then the given
+/// ending.
+pub fn cut_answer(tail: Vec<Piece>) -> Vec<Piece> {
     let mut pieces = vec![
         Piece::Bytes(a::message_start(9)),
         Piece::Bytes(a::text_start(0)),

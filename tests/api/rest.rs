@@ -4,17 +4,11 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{database_url, error_code, eventually, Events as _, Server, Ws};
-
-async fn server(extra: &[&str]) -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    (Server::start(&db, extra).await, dir)
-}
+use crate::support::{error_code, eventually, Events as _, Server, Ws};
 
 #[actix_web::test]
 async fn history_pages_by_position_both_ways() {
-    let (server, _dir) = server(&["--sim-chunks", "3"]).await;
+    let server = Server::temp(&["--sim-chunks", "3"]).await;
     let thread = server.thread().await;
     for q in ["a", "b", "c"] {
         let id = server.ask(&thread, q).await;
@@ -56,7 +50,7 @@ async fn history_pages_by_position_both_ways() {
 
 #[actix_web::test]
 async fn thread_list_pages_newest_first_with_a_cursor() {
-    let (server, _dir) = server(&[]).await;
+    let server = Server::temp(&[]).await;
     let p = server.post_json("/v1/projects", json!({"name": "many"})).await;
     let pid = p["id"].as_str().unwrap();
     let mut created = Vec::new();
@@ -84,7 +78,7 @@ async fn thread_list_pages_newest_first_with_a_cursor() {
 
 #[actix_web::test]
 async fn deleting_a_thread_closes_its_subscribers_and_removes_it() {
-    let (server, _dir) = server(&["--sim-chunks", "500", "--sim-interval-ms", "10"]).await;
+    let server = Server::temp(&["--sim-chunks", "500", "--sim-interval-ms", "10"]).await;
     let thread = server.thread().await;
     let mut sse = server.sse(&thread, None).await;
     let mut ws = Ws::open(&server.base, &thread, None).await;
@@ -107,8 +101,7 @@ async fn deleting_a_thread_closes_its_subscribers_and_removes_it() {
 
 #[actix_web::test]
 async fn history_shows_a_streaming_message_with_its_live_text() {
-    let (server, _dir) =
-        server(&["--sim-chunks", "300", "--sim-interval-ms", "10", "--flush-interval-ms", "5000"]).await;
+    let server = Server::temp(&["--sim-chunks", "300", "--sim-interval-ms", "10", "--flush-interval-ms", "5000"]).await;
     let thread = server.thread().await;
     let id = server.ask(&thread, "stream").await;
     // The flush interval is long: only the live actor has this text.
@@ -126,7 +119,7 @@ async fn history_shows_a_streaming_message_with_its_live_text() {
 
 #[actix_web::test]
 async fn every_refusal_has_the_contract_error_shape() {
-    let (server, _dir) = server(&[]).await;
+    let server = Server::temp(&[]).await;
     let thread = server.thread().await;
     let c = &server.client;
     let base = &server.base;

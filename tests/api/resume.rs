@@ -45,15 +45,11 @@ async fn resume(server: &Server, thread: &str, cursor: &str, completions: usize)
 
 #[actix_web::test]
 async fn reconnecting_after_k_chunks_continues_exactly_across_blocks() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
     // Two blocks (thinking, then text) of multi-byte text, slow enough that
     // every subscriber below joins while it streams.
-    let server = Server::start(
-        &db,
-        &["--sim-thinking", "--sim-chunks", "24", "--sim-chunk-chars", "3", "--sim-interval-ms", "25"],
-    )
-    .await;
+    let server =
+        Server::temp(&["--sim-thinking", "--sim-chunks", "24", "--sim-chunk-chars", "3", "--sim-interval-ms", "25"])
+            .await;
     let thread = server.thread().await;
     let ks = [1usize, 2, 3, 4, 5, 6, 7, 9, 12, 15, 18, 22, 26, 29];
     let mut tasks = Vec::new();
@@ -94,9 +90,7 @@ async fn reconnecting_after_k_chunks_continues_exactly_across_blocks() {
 
 #[actix_web::test]
 async fn reconnecting_after_completion_and_two_more_messages_gets_everything_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let server = Server::start(&db, &["--sim-chunks", "12", "--sim-interval-ms", "10"]).await;
+    let server = Server::temp(&["--sim-chunks", "12", "--sim-interval-ms", "10"]).await;
     let thread = server.thread().await;
     let mut sse = server.sse(&thread, None).await;
     let first = server.ask(&thread, "one").await;
@@ -168,11 +162,9 @@ async fn resume_works_after_the_actor_idled_out_and_after_a_restart() {
 
 #[actix_web::test]
 async fn an_unknown_or_malformed_cursor_gets_cursor_invalid_then_a_fresh_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
     // Long enough to be still streaming at the end, however slow the
     // machine; cancelled below.
-    let server = Server::start(&db, &["--sim-chunks", "2000", "--sim-interval-ms", "10"]).await;
+    let server = Server::temp(&["--sim-chunks", "2000", "--sim-interval-ms", "10"]).await;
     let thread = server.thread().await;
     let id = server.ask(&thread, "x").await;
     // A byte offset inside a multi-byte character of the live text.
@@ -197,9 +189,7 @@ async fn an_unknown_or_malformed_cursor_gets_cursor_invalid_then_a_fresh_start()
 
 #[actix_web::test]
 async fn the_cursor_query_parameter_resumes_over_sse_and_websocket() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let server = Server::start(&db, &["--sim-chunks", "60", "--sim-interval-ms", "10", "--sim-thinking"]).await;
+    let server = Server::temp(&["--sim-chunks", "60", "--sim-interval-ms", "10", "--sim-thinking"]).await;
     let thread = server.thread().await;
     let mut ws = crate::support::Ws::open(&server.base, &thread, None).await;
     let id = server.ask(&thread, "both ways").await;

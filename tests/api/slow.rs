@@ -1,10 +1,10 @@
 //! Slow subscribers: one that stops reading must not hold up the
 //! generation or other subscribers, must not grow a queue on the server,
 //! and ends byte-exact once it reads again (catching up with coalesced
-//! deltas); one that stays stuck too long is closed with `slow_consumer`
-//! and resumes from its cursor.
+//! deltas); one that stays stuck too long, over SSE or WebSocket, is
+//! closed with `slow_consumer` and resumes from its cursor.
 
-use crate::support::{database_url, Events as _, RawSse, Server, Transcript};
+use crate::support::{eventually, Events as _, RawSse, Server, Transcript, Ws};
 
 /// Large chunks, so a client that does not read fills every buffer on the
 /// way (its socket, the HTTP client's, the session's channel) and then the
@@ -26,9 +26,7 @@ const BIG: &[&str] = &[
 
 #[actix_web::test]
 async fn a_stalled_reader_does_not_delay_others_and_catches_up_byte_exact() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let server = Server::start(&db, BIG).await;
+    let server = Server::temp(BIG).await;
     let thread = server.thread().await;
     let mut slow = RawSse::open(&server.base, &format!("{thread}/events"), None).await;
     let mut fast = server.sse(&thread, None).await;
@@ -52,20 +50,15 @@ async fn a_stalled_reader_does_not_delay_others_and_catches_up_byte_exact() {
 
 #[actix_web::test]
 async fn a_reader_stuck_too_long_is_closed_as_slow_consumer_and_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
     let mut args = BIG.to_vec();
     args.extend(["--slow-consumer-ms", "300"]);
-    let server = Server::start(&db, &args).await;
+    let server = Server::temp(&args).await;
     let thread = server.thread().await;
     let mut slow = RawSse::open(&server.base, &format!("{thread}/events"), None).await;
     assert_eq!(slow.next().await.unwrap().kind, "ready");
     let id = server.ask(&thread, "a long answer").await;
     let stored = server.finished(&thread, &id).await;
-    crate::support::eventually(|| async {
-        (server.get_json("/admin/stats").await["slow_consumers"] == 1).then_some(())
-    })
-    .await;
+    eventually(|| async { (server.get_json("/admin/stats").await["slow_consumers"] == 1).then_some(()) }).await;
 
     // What was buffered arrives, then the error, then the end.
     let mut t = Transcript::default();
@@ -81,6 +74,79 @@ async fn a_reader_stuck_too_long_is_closed_as_slow_consumer_and_resumes() {
     let cursor = t.last_id.clone().expect("some frames arrived before the close");
 
     let mut again = server.sse(&thread, Some(&cursor)).await;
-    t.apply_all(&again.until("message.completed").await);
+    let evs = again.until("message.completed").await;
+    t.apply_all(&evs);
     t.assert_matches(&stored);
+}
+
+#[actix_web::test]
+async fn a_stalled_websocket_reader_is_closed_as_slow_consumer_while_others_get_everything() {
+    // Long enough that the two readers below, reading all along, are never
+    // taken for slow ones on a loaded machine; the stalled one never reads.
+    let mut args = BIG.to_vec();
+    args.extend(["--slow-consumer-ms", "2000"]);
+    let server = Server::temp(&args).await;
+    let thread = server.thread().await;
+    let tid = thread.rsplit('/').next().unwrap().to_owned();
+    let mut stalled = Ws::open_small(&server.base, &thread).await;
+    assert_eq!(stalled.next().await.unwrap().kind, "ready");
+    let mut sse = server.sse(&thread, None).await;
+    let mut ws = Ws::open(&server.base, &thread, None).await;
+    let subscribers = || async { server.get_json(&format!("/admin/threads/{tid}")).await["subscribers"].as_u64() };
+    eventually(|| async { (subscribers().await == Some(3)).then_some(()) }).await;
+
+    // From here on `stalled` is not read until the server has given up on it.
+    let id = server.ask(&thread, "a long answer").await;
+    let (sse_events, ws_events) = tokio::join!(sse.until("message.completed"), ws.until("message.completed"));
+    let stored = server.finished(&thread, &id).await;
+    assert_eq!(stored["status"], "complete");
+    for events in [sse_events, ws_events] {
+        let mut t = Transcript::default();
+        t.apply_all(&events);
+        t.assert_matches(&stored);
+    }
+    eventually(|| async { (server.get_json("/admin/stats").await["slow_consumers"] == 1).then_some(()) }).await;
+    eventually(|| async { (subscribers().await == Some(2)).then_some(()) }).await;
+    assert_eq!(server.get_json("/admin/stats").await["subscribers"]["ws"], 1, "only the stalled socket was closed");
+
+    // What was buffered arrives, then the closing error, then a close frame.
+    let mut evs = stalled.until("error").await;
+    let error = evs.pop().unwrap();
+    assert_eq!(error.data["code"], "slow_consumer");
+    let close = stalled.close_frame().await.expect("a close frame");
+    assert_eq!(close, (1001, "slow_consumer".to_owned()), "closed as going away");
+    // Resumed from the last frame it got (not from the error's cursor: see
+    // `the_closing_errors_cursor_is_where_the_reader_stopped`).
+    let mut t = Transcript::default();
+    t.apply_all(&evs);
+    let cursor = t.last_id.clone().expect("some frames arrived before the close");
+
+    // It resumes from its cursor, byte-exact.
+    let mut again = Ws::open(&server.base, &thread, Some(&cursor)).await;
+    let evs = again.until("message.completed").await;
+    t.apply_all(&evs);
+    t.assert_matches(&stored);
+    assert_eq!(server.get_json("/admin/stats").await["slow_consumers"], 1);
+}
+
+/// The closing `error` carries a cursor (SSE `id:`, WebSocket `cursor`),
+/// which a client resumes from (an EventSource sends it as `Last-Event-ID`
+/// by itself). It must name what the reader got, not the frames the server
+/// was still waiting to hand it when it gave up.
+#[actix_web::test]
+#[ignore = "service bug: SessionActor::write moves its cursor past frames it has not written yet (src/actors/session.rs)"]
+async fn the_closing_errors_cursor_is_where_the_reader_stopped() {
+    let mut args = BIG.to_vec();
+    args.extend(["--slow-consumer-ms", "300"]);
+    let server = Server::temp(&args).await;
+    let thread = server.thread().await;
+    let mut slow = RawSse::open(&server.base, &format!("{thread}/events"), None).await;
+    assert_eq!(slow.next().await.unwrap().kind, "ready");
+    let id = server.ask(&thread, "a long answer").await;
+    server.finished(&thread, &id).await;
+    eventually(|| async { (server.get_json("/admin/stats").await["slow_consumers"] == 1).then_some(()) }).await;
+    let mut evs = slow.until("error").await;
+    let error = evs.pop().unwrap();
+    let last = evs.iter().rev().find(|e| e.kind == "message.delta").expect("some text arrived");
+    assert_eq!(error.id, last.id, "the error's cursor is the end of the last delta delivered");
 }

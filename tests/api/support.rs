@@ -2,7 +2,7 @@
 //! server in-process (or the real binary), a typed SSE reader, and a
 //! transcript that rebuilds messages from events while checking offsets.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use clap::Parser;
 use convo::{
@@ -58,6 +58,9 @@ pub struct Server {
     pub base: String,
     pub client: reqwest::Client,
     pub handle: Option<AppHandle>,
+    /// The folder of a `temp` server's SQLite file, removed with the last
+    /// clone of the server.
+    _dir: Option<Arc<tempfile::TempDir>>,
 }
 
 impl Server {
@@ -68,13 +71,21 @@ impl Server {
         let base = format!("http://127.0.0.1:{}", app.port());
         let handle = app.handle();
         actix_web::rt::spawn(app.run_until_stopped());
-        Server { base, client: reqwest::Client::new(), handle: Some(handle) }
+        Server { base, client: reqwest::Client::new(), handle: Some(handle), _dir: None }
+    }
+
+    /// A server on a database of its own (see `database_url`), with the
+    /// test flags and `extra`.
+    pub async fn temp(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database_url(dir.path()).await;
+        Server { _dir: Some(Arc::new(dir)), ..Server::start(&db, extra).await }
     }
 
     /// A client of a server started elsewhere (the real binary). Its handle
     /// is never used: such servers are stopped by signals.
     pub fn attach(base: String) -> Server {
-        Server { base, client: reqwest::Client::new(), handle: None }
+        Server { base, client: reqwest::Client::new(), handle: None, _dir: None }
     }
 
     /// A project and a thread: their URL prefix `…/projects/{pid}/threads/{tid}`.
@@ -375,6 +386,35 @@ impl Ws {
     pub async fn connect(url: &str) -> Ws {
         let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket upgrade");
         Ws { socket }
+    }
+
+    /// A WebSocket on a socket with a tiny receive buffer (as `RawSse`): a
+    /// client that stops polling it stops reading at once, so the server's
+    /// side of the connection fills.
+    pub async fn open_small(base: &str, thread: &str) -> Ws {
+        let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(2048).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        let url = format!("ws://{addr}{thread}/ws");
+        let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+        let (socket, _) = tokio_tungstenite::client_async(url, stream).await.expect("websocket upgrade");
+        Ws { socket }
+    }
+
+    /// The close frame's code and reason, skipping other frames; `None`
+    /// when the connection ended without one.
+    pub async fn close_frame(&mut self) -> Option<(u16, String)> {
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            match tokio::time::timeout(WAIT, self.socket.next()).await.expect("a frame in time") {
+                Some(Ok(Message::Close(close))) => {
+                    return close.map(|c| (u16::from(c.code), c.reason.to_string()));
+                }
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
     }
 
     pub async fn send(&mut self, frame: Value) {

@@ -5,13 +5,11 @@
 
 use serde_json::json;
 
-use crate::support::{database_url, Events as _, Server, Transcript, Ws};
+use crate::support::{Events as _, Server, Transcript, Ws};
 
 #[actix_web::test]
 async fn send_and_cancel_frames_drive_the_thread() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let server = Server::start(&db, &["--sim-chunks", "400", "--sim-interval-ms", "10"]).await;
+    let server = Server::temp(&["--sim-chunks", "400", "--sim-interval-ms", "10"]).await;
     let thread = server.thread().await;
     let mut ws = Ws::open(&server.base, &thread, None).await;
     assert_eq!(ws.next().await.unwrap().kind, "ready");
@@ -39,9 +37,7 @@ async fn send_and_cancel_frames_drive_the_thread() {
 
 #[actix_web::test]
 async fn a_malformed_frame_gets_an_error_and_the_connection_stays_usable() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let server = Server::start(&db, &[]).await;
+    let server = Server::temp(&[]).await;
     let thread = server.thread().await;
     let mut ws = Ws::open(&server.base, &thread, None).await;
     assert_eq!(ws.next().await.unwrap().kind, "ready");
@@ -62,16 +58,7 @@ async fn a_malformed_frame_gets_an_error_and_the_connection_stays_usable() {
 
 /// The close code the server sends next, skipping other frames.
 async fn close_code(ws: &mut Ws) -> Option<u16> {
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
-    loop {
-        let frame = tokio::time::timeout(crate::support::WAIT, ws.socket.next()).await.expect("a frame in time");
-        match frame {
-            Some(Ok(Message::Close(close))) => return close.map(|c| u16::from(c.code)),
-            Some(Ok(_)) => continue,
-            _ => return None,
-        }
-    }
+    ws.close_frame().await.map(|(code, _)| code)
 }
 
 #[actix_web::test]
@@ -84,9 +71,7 @@ async fn binary_frames_get_an_error_and_bad_frames_close_with_the_proper_code() 
         },
         Message,
     };
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let server = Server::start(&db, &[]).await;
+    let server = Server::temp(&[]).await;
     let thread = server.thread().await;
 
     // Binary: a clear error, and the connection goes on.
@@ -132,9 +117,7 @@ async fn binary_frames_get_an_error_and_bad_frames_close_with_the_proper_code() 
 async fn idle_subscribers_get_heartbeats_over_sse_and_websocket() {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let server = Server::start(&db, &["--heartbeat-ms", "200"]).await;
+    let server = Server::temp(&["--heartbeat-ms", "200"]).await;
     let thread = server.thread().await;
     let window = std::time::Duration::from_secs(2);
 
