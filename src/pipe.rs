@@ -46,9 +46,11 @@ impl State {
         }
     }
 
-    fn wake_body(&mut self) {
-        if let Some(waker) = self.body_waker.take() {
-            waker.wake();
+    /// The body keeps its waker registered (it re-registers only when the
+    /// task changes), so a frame costs a wake by reference, not a clone.
+    fn wake_body(&self) {
+        if let Some(waker) = &self.body_waker {
+            waker.wake_by_ref();
         }
     }
 
@@ -128,6 +130,22 @@ impl PipeWriter {
                 // The frame is taken once, on the poll that returns Ready.
                 state.queue.extend(frame.take());
                 state.wake_body();
+                return Poll::Ready(Ok(()));
+            }
+            state.park_writer(cx);
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Resolves once there is room for a frame; `Err` when the body is gone.
+    pub async fn ready(&self) -> Result<(), ()> {
+        poll_fn(|cx| {
+            let mut state = self.state.borrow_mut();
+            if state.body_gone {
+                return Poll::Ready(Err(()));
+            }
+            if state.queue.len() < state.capacity {
                 return Poll::Ready(Ok(()));
             }
             state.park_writer(cx);
