@@ -37,7 +37,7 @@ use super::{
 };
 use crate::{
     broadcast::relay::{self, Notice, Stall, Subscriber, Wire},
-    capacity::ConnectionSlot,
+    capacity::{ConnectionSlot, SubscriberSlot},
     domain::{
         cursor::Cursor,
         event::Event,
@@ -104,8 +104,16 @@ pub struct SessionActor {
     limits: SessionLimits,
     start_from: Option<Cursor>,
     catching_up: bool,
-    /// This connection's slot of its key's allowance, given back on stop.
-    _connection: Option<ConnectionSlot>,
+    /// Its places in its key's and its thread's allowances, given back on
+    /// stop.
+    _admission: Option<Admission>,
+}
+
+/// A stream's admission: its slot of its key's connections (none for the
+/// admin token and open mode) and its place among its thread's subscribers.
+pub struct Admission {
+    pub connection: Option<ConnectionSlot>,
+    pub subscriber: SubscriberSlot,
 }
 
 /// How a catch-up ended when it did not end level with the relay.
@@ -137,13 +145,13 @@ impl SessionActor {
             limits,
             start_from: from,
             catching_up: false,
-            _connection: None,
+            _admission: None,
         }
     }
 
-    /// Holds `slot` for as long as the session lives.
-    pub fn holding(mut self, slot: Option<ConnectionSlot>) -> Self {
-        self._connection = slot;
+    /// Holds `admission` for as long as the session lives.
+    pub fn holding(mut self, admission: Admission) -> Self {
+        self._admission = Some(admission);
         self
     }
 
