@@ -6,7 +6,8 @@
 //! - concurrent generations per project, and on the whole node (the
 //!   upstream is never called by more than `--max-generations` at once);
 //! - open SSE/WebSocket connections per credential (a project key, and
-//!   every stream token minted with it, count as one).
+//!   every stream token minted with it, count as one);
+//! - subscribers per thread (SSE, WebSocket and the seed route alike).
 //!
 //! Concurrency allowances are RAII slots: a generation or a connection
 //! holds its `Slot` and gives it back by dropping it, whatever way it ends.
@@ -44,13 +45,17 @@ pub enum Refusal {
     NodeGenerations(usize),
     #[error("this key already has {0} open streams")]
     Connections(usize),
+    #[error("this thread already has {0} subscribers")]
+    Subscribers(usize),
 }
 
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> Self {
         let (code, retry_after) = match r {
             Refusal::PostRate(secs) => (Code::RateLimited, secs),
-            Refusal::ProjectGenerations(_) | Refusal::Connections(_) => (Code::RateLimited, 1),
+            Refusal::ProjectGenerations(_) | Refusal::Connections(_) | Refusal::Subscribers(_) => {
+                (Code::RateLimited, 1)
+            }
             Refusal::NodeGenerations(_) => (Code::Unavailable, 1),
         };
         ApiError::new(code, r.to_string()).retry_after(retry_after)
@@ -132,12 +137,15 @@ pub struct Capacity {
     posts: Option<DefaultKeyedRateLimiter<Uuid>>,
     generations: Arc<Slots<Uuid>>,
     connections: Arc<Slots<Credential>>,
+    subscribers: Arc<Slots<Uuid>>,
 }
 
 /// A running generation's slot (per project, and on the node).
 pub type GenerationSlot = Slot<Uuid>;
 /// An open stream's slot (per credential).
 pub type ConnectionSlot = Slot<Credential>;
+/// A subscriber's place among its thread's (per thread id).
+pub type SubscriberSlot = Slot<Uuid>;
 
 impl Capacity {
     pub fn new(limits: &LimitSettings) -> Capacity {
@@ -145,6 +153,7 @@ impl Capacity {
             posts: NonZeroU32::new(limits.posts_per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
             generations: Slots::new(limits.max_generations_per_project, limits.max_generations),
             connections: Slots::new(limits.max_connections_per_key, 0),
+            subscribers: Slots::new(limits.max_subscribers_per_thread, 0),
         }
     }
 
@@ -170,6 +179,14 @@ impl Capacity {
         let Some(credential) = credential else { return Ok(None) };
         self.connections.take(credential).map(Some).map_err(|full| match full {
             Full::Key(n) | Full::Total(n) => Refusal::Connections(n),
+        })
+    }
+
+    /// Admits one more subscriber of `thread_id`. Counted as it is taken,
+    /// so concurrent connects cannot overshoot the cap.
+    pub fn admit_subscriber(&self, thread_id: Uuid) -> Result<SubscriberSlot, Refusal> {
+        self.subscribers.take(thread_id).map_err(|full| match full {
+            Full::Key(n) | Full::Total(n) => Refusal::Subscribers(n),
         })
     }
 }

@@ -291,7 +291,6 @@ impl StreamingSettings {
         crate::actors::session::SessionLimits {
             max_content_bytes: limits.max_content_bytes,
             max_tokens_cap: limits.max_tokens_cap,
-            heartbeat: self.heartbeat(),
             slow_consumer: Duration::from_millis(self.slow_consumer_ms.max(1)),
             peer_timeout: Duration::from_millis(self.ws_timeout_ms.max(1)),
         }

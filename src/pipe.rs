@@ -35,8 +35,12 @@ struct State {
     body_gone: bool,
     /// The body waiting for a frame.
     body_waker: Option<Waker>,
-    /// A writer waiting for room or for the body to go.
+    /// Writers waiting for room.
     writer_wakers: Vec<Waker>,
+    /// Writers waiting only for the body to go: not woken per frame (the
+    /// session actor waits here for its whole life, and waking it on each
+    /// frame the body takes would run it per chunk).
+    close_wakers: Vec<Waker>,
 }
 
 impl State {
@@ -46,16 +50,22 @@ impl State {
         }
     }
 
-    fn wake_body(&mut self) {
-        if let Some(waker) = self.body_waker.take() {
-            waker.wake();
+    /// The body keeps its waker registered (it re-registers only when the
+    /// task changes), so a frame costs a wake by reference, not a clone.
+    fn wake_body(&self) {
+        if let Some(waker) = &self.body_waker {
+            waker.wake_by_ref();
         }
     }
 
     fn park_writer(&mut self, cx: &Context<'_>) {
-        if !self.writer_wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            self.writer_wakers.push(cx.waker().clone());
-        }
+        park(&mut self.writer_wakers, cx);
+    }
+}
+
+fn park(wakers: &mut Vec<Waker>, cx: &Context<'_>) {
+    if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+        wakers.push(cx.waker().clone());
     }
 }
 
@@ -75,6 +85,7 @@ pub fn pipe(capacity: usize) -> (PipeWriter, PipeBody) {
         body_gone: false,
         body_waker: None,
         writer_wakers: Vec::new(),
+        close_wakers: Vec::new(),
     }));
     (PipeWriter { state: state.clone() }, PipeBody { state })
 }
@@ -136,6 +147,22 @@ impl PipeWriter {
         .await
     }
 
+    /// Resolves once there is room for a frame; `Err` when the body is gone.
+    pub async fn ready(&self) -> Result<(), ()> {
+        poll_fn(|cx| {
+            let mut state = self.state.borrow_mut();
+            if state.body_gone {
+                return Poll::Ready(Err(()));
+            }
+            if state.queue.len() < state.capacity {
+                return Poll::Ready(Ok(()));
+            }
+            state.park_writer(cx);
+            Poll::Pending
+        })
+        .await
+    }
+
     /// Queues the closing frame even when the pipe is full: the one place
     /// kept beyond the capacity.
     pub fn push_final(&self, frame: Bytes) {
@@ -153,7 +180,7 @@ impl PipeWriter {
             if state.body_gone {
                 return Poll::Ready(());
             }
-            state.park_writer(cx);
+            park(&mut state.close_wakers, cx);
             Poll::Pending
         })
         .await
@@ -190,6 +217,9 @@ impl Drop for PipeBody {
         state.body_gone = true;
         state.queue.clear();
         state.wake_writers();
+        for waker in state.close_wakers.drain(..) {
+            waker.wake();
+        }
     }
 }
 
@@ -234,5 +264,30 @@ mod tests {
         closed.await;
         assert_eq!(waiting.await, Err(()));
         assert!(matches!(tx.try_send(Bytes::from_static(b"c")), Err(TrySendError::Closed(_))));
+    }
+
+    /// Counts its wake-ups.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_writer_waiting_for_the_close_is_not_woken_by_each_frame() {
+        let (tx, mut body) = pipe(4);
+        let count = std::sync::Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut closed = Box::pin(tx.closed());
+        assert!(std::future::Future::poll(closed.as_mut(), &mut Context::from_waker(&waker)).is_pending());
+        for _ in 0..3 {
+            tx.try_send(Bytes::from_static(b"a")).unwrap();
+            body.next().await.unwrap().unwrap();
+        }
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 0, "frames woke the close waiter");
+        drop(body);
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 1, "the body going wakes it");
     }
 }

@@ -12,6 +12,7 @@
 //! `connections` scenario can hold 10,000 sockets on each side.
 
 mod client;
+mod floor;
 mod report;
 mod server;
 mod upstream;
@@ -33,6 +34,12 @@ enum Scenario {
     Connections,
     /// 200 concurrent generations of 200 chunks (1 subscriber each), every 10 ms.
     Persistence,
+    /// `connections`' load with no service: raw writes to loopback sockets,
+    /// the floor that the kernel and the readers set on this machine.
+    Floor,
+    /// The writer process of `floor` (started by it).
+    #[value(hide = true)]
+    FloorWriter,
 }
 
 #[derive(Debug, Parser)]
@@ -86,7 +93,7 @@ impl Cli {
         let (threads, subscribers, ws_share, chunks, interval) = match self.scenario {
             Scenario::Latency => (20, 1, 0, 100, 10),
             Scenario::Fanout => (50, 20, 10, 100, 20),
-            Scenario::Connections => (100, 100, 0, 50, 50),
+            Scenario::Connections | Scenario::Floor | Scenario::FloorWriter => (100, 100, 0, 50, 50),
             Scenario::Persistence => (200, 1, 0, 200, 10),
         };
         let subscribers = self.subscribers.unwrap_or(subscribers);
@@ -107,6 +114,12 @@ async fn main() -> anyhow::Result<()> {
     let plan = cli.plan();
     let limit = rlimit::increase_nofile_limit(65_536).unwrap_or(0);
     eprintln!("open-file limit raised to {limit}");
+    if cli.scenario == Scenario::FloorWriter {
+        return floor::writer_main(plan);
+    }
+    if cli.scenario == Scenario::Floor {
+        return floor::run(plan).await;
+    }
     let up = upstream::Upstream::start(plan.chunks, plan.interval).await?;
     let srv = server::Server::spawn(&cli.server_bin, &up.url, &cli.server_args).await?;
     let http = reqwest::Client::new();
@@ -205,8 +218,12 @@ async fn main() -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     for (i, seen) in indices.into_iter().zip(results) {
         let seen = seen?;
-        latency.add(&seen.latency_us)?;
-        warm_latency.add(&seen.warm_latency_us)?;
+        for &(chunk, us) in &seen.latency_us {
+            latency.record(us as u64)?;
+            if chunk as usize >= client::WARM {
+                warm_latency.record(us as u64)?;
+            }
+        }
         deliveries += seen.deltas;
         failures.extend(seen.failures);
         if let Some(&t) = seen.first_delta_ns.values().next() {

@@ -1,31 +1,32 @@
 //! SessionActor: one per subscriber connection. The same actor serves the
 //! three transports (SSE, WebSocket, and the seed route's SSE dialect);
-//! only `write` knows the difference.
+//! only the `Subscriber` it shares with its worker's relay knows the
+//! difference (`broadcast::relay`).
 //!
-//! It subscribes to its thread actor (fresh or from a cursor), writes the
-//! frames it is handed, then reads the thread's fan-out stream. While its
-//! transport is full it waits (`ctx.wait`), which stops it from reading the
-//! stream: the frames stay in the thread's shared ring and nothing queues
-//! per subscriber. If it falls further behind than the ring holds, the
-//! stream says `Lagged` and the session asks its thread for what it missed
-//! after its cursor (one coalesced delta per block), then skips the frames
-//! that catch-up already covered.
-//!
-//! It remembers the cursor of the last positional frame it wrote. It stops
-//! when its client goes away or its thread closes, and then unsubscribes.
+//! The actor does the control work and nothing per chunk: it subscribes to
+//! its thread actor (fresh or from a cursor), joins the relay of its worker
+//! (which from then on writes the thread's frames straight into its
+//! response pipe), writes what the subscription replayed, and then waits
+//! for notices. When the relay could not write a frame (the client reads
+//! slowly), the session waits for room in its pipe, closes the subscriber
+//! as a slow consumer if none comes in time, and otherwise asks its thread
+//! for what it missed after its cursor (one coalesced delta per block),
+//! repeating until it is level with the relay. It also reads a WebSocket
+//! client's frames. It stops when its client goes away or its thread
+//! closes, and then leaves the relay and unsubscribes.
 
 use std::{
+    rc::Rc,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use actix::prelude::*;
 use actix_http::ws::OpCode;
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, ProtocolError};
-use bytes::Bytes;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -35,16 +36,16 @@ use super::{
     ThreadError,
 };
 use crate::{
-    broadcast::{Lagged, Signal},
-    capacity::ConnectionSlot,
+    broadcast::relay::{self, Notice, Stall, Subscriber, Wire},
+    capacity::{ConnectionSlot, SubscriberSlot},
     domain::{
         cursor::Cursor,
         event::Event,
-        frame::{seed_error, ws_close, ws_frame, Frame, SSE_KEEP_ALIVE},
+        frame::{ws_frame, Frame},
         input,
     },
     metrics::Metrics,
-    pipe::{PipeWriter, TrySendError},
+    pipe::PipeWriter,
 };
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -60,14 +61,6 @@ pub enum Transport {
     /// The seed route: only that message's text chunks, in its wire format,
     /// and the response ends with the message.
     Seed { tx: PipeWriter, message_id: Uuid },
-}
-
-impl Transport {
-    fn tx(&self) -> &PipeWriter {
-        match self {
-            Transport::Sse(tx) | Transport::Ws { tx, .. } | Transport::Seed { tx, .. } => tx,
-        }
-    }
 }
 
 /// A frame of the WebSocket client.
@@ -86,8 +79,6 @@ pub enum ClientFrame {
 /// Timing limits of a session.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionLimits {
-    /// Heartbeat period while nothing else is written.
-    pub heartbeat: Duration,
     /// A transport that accepts nothing for this long while frames wait is
     /// a slow consumer: it gets `error` `slow_consumer` and is closed (it
     /// can resume with its cursor).
@@ -105,17 +96,32 @@ pub struct SessionActor {
     thread_id: Uuid,
     registry: Addr<Registry>,
     thread: Option<Addr<ThreadActor>>,
-    transport: Transport,
+    /// The relay this session joined (`Fanout::id`).
+    fanout_id: Option<u64>,
+    transport: Option<Transport>,
+    subscriber: Option<Rc<Subscriber>>,
     metrics: Arc<Metrics>,
     limits: SessionLimits,
     start_from: Option<Cursor>,
-    cursor: Option<Cursor>,
-    last_seq: u64,
-    last_write: Instant,
-    /// When the WebSocket peer last sent anything.
-    last_heard: Instant,
-    /// This connection's slot of its key's allowance, given back on stop.
-    _connection: Option<ConnectionSlot>,
+    catching_up: bool,
+    /// Its places in its key's and its thread's allowances, given back on
+    /// stop.
+    _admission: Option<Admission>,
+}
+
+/// A stream's admission: its slot of its key's connections (none for the
+/// admin token and open mode) and its place among its thread's subscribers.
+pub struct Admission {
+    pub connection: Option<ConnectionSlot>,
+    pub subscriber: SubscriberSlot,
+}
+
+/// How a catch-up ended when it did not end level with the relay.
+enum Interrupted {
+    Stall(Stall),
+    ThreadGone,
+    /// The seed route's answer is complete.
+    Done,
 }
 
 impl SessionActor {
@@ -132,84 +138,72 @@ impl SessionActor {
             thread_id,
             registry,
             thread: None,
-            transport,
+            fanout_id: None,
+            transport: Some(transport),
+            subscriber: None,
             metrics,
             limits,
             start_from: from,
-            cursor: from,
-            last_seq: 0,
-            last_write: Instant::now(),
-            last_heard: Instant::now(),
-            _connection: None,
+            catching_up: false,
+            _admission: None,
         }
     }
 
-    /// Holds `slot` for as long as the session lives.
-    pub fn holding(mut self, slot: Option<ConnectionSlot>) -> Self {
-        self._connection = slot;
+    /// Holds `admission` for as long as the session lives.
+    pub fn holding(mut self, admission: Admission) -> Self {
+        self._admission = Some(admission);
         self
     }
 
+    fn subscriber(&self) -> &Rc<Subscriber> {
+        // Set in `started`, before anything else runs.
+        self.subscriber.as_ref().expect("session started")
+    }
+
     fn gauge(&self) -> &prometheus::IntGauge {
-        match self.transport {
-            Transport::Ws { .. } => &self.metrics.subscribers_ws,
+        match self.subscriber.as_ref().map(|s| s.wire()) {
+            Some(Wire::Ws) => &self.metrics.subscribers_ws,
             _ => &self.metrics.subscribers_sse,
         }
     }
 
-    /// What this transport writes for `frame`, or `None` to skip it.
-    fn payload(&self, frame: &Frame) -> Option<Bytes> {
-        match &self.transport {
-            Transport::Sse(_) => Some(frame.sse.clone()),
-            Transport::Ws { .. } => Some(frame.ws.clone()),
-            Transport::Seed { message_id, .. } => {
-                let mine = frame.cursor.is_some_and(|c| c.message_id == *message_id);
-                frame.seed.clone().filter(|_| mine)
-            }
-        }
-    }
-
-    /// Writes frames in order. Frames go out at once while the transport
-    /// has room; from the first one that does not fit, the rest are sent by
-    /// one future the actor waits on, so nothing else is read meanwhile.
-    fn write(&mut self, frames: &[&Frame], ctx: &mut Context<Self>) {
-        let mut rest: Vec<Bytes> = Vec::new();
-        for frame in frames {
-            if let Some(c) = frame.cursor {
-                self.cursor = Some(c);
-            }
-            if frame.kind == "message.delta" {
-                self.metrics.chunks_out.inc();
-            }
-            let Some(payload) = self.payload(frame) else { continue };
-            if !rest.is_empty() {
-                rest.push(payload);
-                continue;
-            }
-            match self.try_write(payload) {
-                Ok(None) => {}
-                Ok(Some(blocked)) => rest.push(blocked),
-                Err(()) => return ctx.stop(),
-            }
-        }
-        self.last_write = Instant::now();
-        if rest.is_empty() {
+    /// Writes `frames` (a replay or a catch-up, up to `head_seq`), then
+    /// asks the thread for what the relay skipped meanwhile, until the
+    /// subscriber is level with the relay again. One at a time.
+    fn catch_up(&mut self, frames: Vec<Frame>, head_seq: u64, ctx: &mut Context<Self>) {
+        if self.catching_up {
             return;
         }
-        let tx = self.transport.tx().clone();
+        let Some(thread) = self.thread.clone() else { return };
+        self.catching_up = true;
+        let subscriber = self.subscriber().clone();
+        let patience = self.limits.slow_consumer;
         let fut = async move {
-            for bytes in rest {
-                tx.send(bytes).await?;
+            let (mut frames, mut head_seq) = (frames, head_seq);
+            loop {
+                for frame in &frames {
+                    subscriber.write(frame, patience).await.map_err(Interrupted::Stall)?;
+                    if subscriber.completes(frame) {
+                        return Err(Interrupted::Done);
+                    }
+                }
+                if subscriber.resume_live(head_seq) {
+                    return Ok(());
+                }
+                subscriber.room(patience).await.map_err(Interrupted::Stall)?;
+                let from = subscriber.cursor();
+                match thread.send(CatchUp { from }).await {
+                    Ok(Ok(reply)) => (frames, head_seq) = (reply.frames, reply.head_seq),
+                    _ => return Err(Interrupted::ThreadGone),
+                }
             }
-            Ok::<(), ()>(())
         };
-        let fut = tokio::time::timeout(self.limits.slow_consumer, fut);
-        ctx.wait(fut.into_actor(self).map(|res, act, ctx| {
-            act.last_write = Instant::now();
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            act.catching_up = false;
             match res {
-                Ok(Ok(())) => {}
-                Ok(Err(())) => ctx.stop(),
-                Err(_) => {
+                Ok(()) => {}
+                Err(Interrupted::Stall(Stall::Gone) | Interrupted::Done) => ctx.stop(),
+                Err(Interrupted::Stall(Stall::Slow)) => {
                     tracing::info!(thread_id = %act.thread_id, session = act.id, "slow consumer closed");
                     act.metrics.slow_consumers.inc();
                     act.close(
@@ -218,78 +212,41 @@ impl SessionActor {
                         ctx,
                     );
                 }
+                Err(Interrupted::ThreadGone) => {
+                    act.close("thread_stopped", "the thread is no longer live; reconnect to resume", ctx)
+                }
             }
         }));
     }
 
-    /// `Ok(None)` written; `Ok(Some(bytes))` no room now; `Err` client gone.
-    fn try_write(&mut self, bytes: Bytes) -> Result<Option<Bytes>, ()> {
-        match self.transport.tx().try_send(bytes) {
-            Ok(()) => Ok(None),
-            Err(TrySendError::Full(bytes)) => Ok(Some(bytes)),
-            Err(TrySendError::Closed(_)) => Err(()),
-        }
-    }
-
-    /// An event for this subscriber alone, at its own cursor.
-    fn write_event(&mut self, event: Event, ctx: &mut Context<Self>) {
-        let frame = Frame::encode(&event, 0, false);
-        self.write(&[&frame], ctx);
-    }
-
-    /// An `error` event for this subscriber (the seed route has no such
-    /// event outside its closing line).
+    /// An `error` event for this subscriber alone (the seed route has no
+    /// such event outside its closing line). It waits for room like any
+    /// frame, without holding anything else up.
     fn write_error(&mut self, code: &str, message: &str, ctx: &mut Context<Self>) {
-        if matches!(self.transport, Transport::Seed { .. }) {
+        let subscriber = self.subscriber().clone();
+        if matches!(subscriber.wire(), Wire::Seed(_)) {
             return;
         }
-        let event =
-            Event::Error { thread_id: self.thread_id, cursor: self.cursor, code: code.into(), message: message.into() };
-        self.write_event(event, ctx);
-    }
-
-    /// The closing `error`: into the place the pipe keeps for it, never
-    /// waiting, so even a subscriber that stopped reading is told why.
-    fn write_final_error(&mut self, code: &str, message: &str) {
-        let event =
-            Event::Error { thread_id: self.thread_id, cursor: self.cursor, code: code.into(), message: message.into() };
-        let bytes = match &self.transport {
-            Transport::Sse(_) => Frame::encode(&event, 0, false).sse,
-            Transport::Ws { .. } => Frame::encode(&event, 0, false).ws,
-            Transport::Seed { .. } => seed_error(message),
+        let event = Event::Error {
+            thread_id: self.thread_id,
+            cursor: subscriber.cursor(),
+            code: code.into(),
+            message: message.into(),
         };
-        self.transport.tx().push_final(bytes);
+        let frame = Frame::encode(&event, 0, false);
+        let patience = self.limits.slow_consumer;
+        ctx.spawn(async move { subscriber.write(&frame, patience).await }.into_actor(self).map(|res, _, ctx| {
+            if res.is_err() {
+                ctx.stop();
+            }
+        }));
     }
 
     /// The closing `error`, then (WebSocket) a close frame; the response
-    /// ends when the session stops and drops its end of the pipe.
+    /// ends when the session stops and the pipe's writer is dropped.
     fn close(&mut self, code: &str, message: &str, ctx: &mut Context<Self>) {
-        self.write_final_error(code, message);
-        self.close_ws(CloseCode::Away, code, ctx);
-    }
-
-    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
-        if matches!(self.transport, Transport::Ws { .. }) && self.last_heard.elapsed() > self.limits.peer_timeout {
-            tracing::debug!(thread_id = %self.thread_id, session = self.id, "websocket peer silent; closing");
-            return self.close_ws(CloseCode::Away, "no pong", ctx);
-        }
-        // Ticks come every half period (see the thread actor).
-        if self.last_write.elapsed() < self.limits.heartbeat / 2 {
-            return;
-        }
-        let sent = match &mut self.transport {
-            Transport::Sse(tx) => {
-                !matches!(tx.try_send(Bytes::from_static(SSE_KEEP_ALIVE)), Err(TrySendError::Closed(_)))
-            }
-            Transport::Ws { tx, .. } => {
-                !matches!(tx.try_send(ws_frame(OpCode::Ping, b"")), Err(TrySendError::Closed(_)))
-            }
-            Transport::Seed { .. } => true,
-        };
-        self.last_write = Instant::now();
-        if !sent {
-            ctx.stop();
-        }
+        self.subscriber().write_closing(code, message);
+        ctx.stop();
     }
 
     fn on_client_frame(&mut self, text: &str, ctx: &mut Context<Self>) {
@@ -350,9 +307,7 @@ impl SessionActor {
     /// A close frame (WebSocket only; it fits even when the pipe is full),
     /// then stop.
     fn close_ws(&mut self, code: CloseCode, description: &str, ctx: &mut Context<Self>) {
-        if let Transport::Ws { tx, .. } = &self.transport {
-            tx.push_final(ws_close(code, description));
-        }
+        self.subscriber().write_ws_close(code, description);
         ctx.stop();
     }
 }
@@ -361,16 +316,23 @@ impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let (wire, tx, incoming, peer_timeout) = match self.transport.take() {
+            Some(Transport::Sse(tx)) => (Wire::Sse, tx, None, None),
+            Some(Transport::Ws { tx, incoming }) => (Wire::Ws, tx, incoming, Some(self.limits.peer_timeout)),
+            Some(Transport::Seed { tx, message_id }) => (Wire::Seed(message_id), tx, None, None),
+            None => return ctx.stop(),
+        };
+        let notices = ctx.address().recipient();
+        let subscriber =
+            Rc::new(Subscriber::new(self.id, self.thread_id, wire, tx, notices, peer_timeout, self.start_from));
+        self.subscriber = Some(subscriber.clone());
         self.gauge().inc();
-        if let Transport::Ws { incoming, .. } = &mut self.transport {
-            if let Some(stream) = incoming.take() {
-                ctx.add_stream(stream);
-            }
+        if let Some(stream) = incoming {
+            ctx.add_stream(stream);
         }
-        // The client going away drops the response body and with it the
-        // pipe's reader; notice it even while nothing is being written.
-        let tx = self.transport.tx().clone();
-        ctx.spawn(async move { tx.closed().await }.into_actor(self).map(|_, _, ctx| ctx.stop()));
+        // The client going away drops the response body; notice it even
+        // while nothing is being written.
+        ctx.spawn(async move { subscriber.gone().await }.into_actor(self).map(|_, _, ctx| ctx.stop()));
         let registry = self.registry.clone();
         let (thread_id, session_id, from) = (self.thread_id, self.id, self.start_from);
         ctx.wait(
@@ -378,9 +340,9 @@ impl Actor for SessionActor {
                 |res, act, ctx| match res {
                     Ok(sub) => {
                         act.thread = Some(sub.thread);
-                        let frames: Vec<&Frame> = sub.frames.iter().collect();
-                        act.write(&frames, ctx);
-                        ctx.add_stream(sub.signals);
+                        act.fanout_id = Some(sub.fanout_id);
+                        relay::join(sub.fanout_id, sub.signals, act.subscriber().clone(), sub.head_seq, &act.metrics);
+                        act.catch_up(sub.frames, sub.head_seq, ctx);
                     }
                     Err(e) => {
                         tracing::warn!(thread_id = %act.thread_id, error.message = %e, "subscription refused");
@@ -393,6 +355,9 @@ impl Actor for SessionActor {
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
         self.gauge().dec();
+        if let Some(fanout_id) = self.fanout_id.take() {
+            relay::leave(fanout_id, self.id);
+        }
         if let Some(thread) = &self.thread {
             thread.do_send(Unsubscribe { session_id: self.id });
         }
@@ -400,63 +365,35 @@ impl Actor for SessionActor {
     }
 }
 
-impl StreamHandler<Result<Signal, Lagged>> for SessionActor {
-    fn handle(&mut self, item: Result<Signal, Lagged>, ctx: &mut Context<Self>) {
-        match item {
-            Ok(Signal::Frame(frame)) => {
-                if frame.seq > self.last_seq {
-                    self.last_seq = frame.seq;
-                    self.write(&[&frame], ctx);
-                    if let Transport::Seed { message_id, .. } = &self.transport {
-                        let done = frame.kind == "message.completed"
-                            && frame.cursor.is_some_and(|c| c.message_id == *message_id);
-                        if done {
-                            ctx.stop();
-                        }
-                    }
-                }
-            }
-            Ok(Signal::Presence(subscribers)) => {
-                if !matches!(self.transport, Transport::Seed { .. }) {
-                    let event = Event::Presence { thread_id: self.thread_id, cursor: self.cursor, subscribers };
-                    self.write_event(event, ctx);
-                }
-            }
-            Ok(Signal::Closed { code, message }) => self.close(code, message, ctx),
-            Ok(Signal::Tick) => self.heartbeat(ctx),
-            Err(Lagged(missed)) => {
+impl Handler<Notice> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, notice: Notice, ctx: &mut Context<Self>) {
+        match notice {
+            Notice::Behind => {
                 self.metrics.catch_ups.inc();
-                tracing::debug!(thread_id = %self.thread_id, session = self.id, missed, "subscriber lagged; catching up");
-                let Some(thread) = self.thread.clone() else { return };
-                let from = self.cursor;
-                ctx.wait(thread.send(CatchUp { from }).into_actor(self).map(|res, act, ctx| match res {
-                    Ok(Ok(reply)) => {
-                        act.last_seq = act.last_seq.max(reply.head_seq);
-                        let frames: Vec<&Frame> = reply.frames.iter().collect();
-                        act.write(&frames, ctx);
-                    }
-                    _ => act.close("thread_stopped", "the thread is no longer live; reconnect to resume", ctx),
-                }));
+                tracing::debug!(thread_id = %self.thread_id, session = self.id, "subscriber behind; catching up");
+                self.catch_up(Vec::new(), 0, ctx);
+            }
+            Notice::Gone | Notice::Closed | Notice::Done => ctx.stop(),
+            Notice::Silent => {
+                tracing::debug!(thread_id = %self.thread_id, session = self.id, "websocket peer silent; closing");
+                self.close_ws(CloseCode::Away, "no pong", ctx);
             }
         }
-    }
-
-    /// The thread's fan-out ended: its actor stopped.
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        self.close("thread_stopped", "the thread is no longer live; reconnect to resume", ctx);
     }
 }
 
 impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for SessionActor {
     fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
-        self.last_heard = Instant::now();
+        self.subscriber().heard();
         match item {
             Ok(AggregatedMessage::Text(text)) => self.on_client_frame(&text, ctx),
             Ok(AggregatedMessage::Binary(_)) => {
                 self.write_error("bad_request", "binary frames are not supported; send JSON text frames", ctx)
             }
             Ok(AggregatedMessage::Ping(bytes)) => {
-                let _ = self.transport.tx().try_send(ws_frame(OpCode::Pong, &bytes));
+                let _ = self.subscriber().try_send(ws_frame(OpCode::Pong, &bytes));
             }
             Ok(AggregatedMessage::Pong(_)) => {}
             Ok(AggregatedMessage::Close(_)) => ctx.stop(),

@@ -91,6 +91,10 @@ pub struct Subscription {
     pub frames: Vec<Frame>,
     /// Everything published from now on.
     pub signals: SignalStream,
+    /// The sequence number `frames` bring the subscriber up to.
+    pub head_seq: u64,
+    /// Which ring `signals` reads (`Fanout::id`).
+    pub fanout_id: u64,
     /// The actor to send `CatchUp`, `Unsubscribe` and commands to.
     pub thread: Addr<ThreadActor>,
 }
@@ -669,7 +673,7 @@ impl Handler<Subscribe> for ThreadActor {
         let signals = self.fanout.subscribe();
         self.presence_changed(ctx);
         self.touch(ctx);
-        Ok(Subscription { frames, signals, thread: ctx.address() })
+        Ok(Subscription { frames, signals, head_seq: self.seq, fanout_id: self.fanout.id(), thread: ctx.address() })
     }
 }
 

@@ -2,6 +2,8 @@
 //! stored once and each subscriber holds only a read position, so memory
 //! per subscriber does not grow with its lag.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use futures_util::StreamExt;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
@@ -9,18 +11,25 @@ use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 use super::{Fanout, Lagged, Signal, SignalStream};
 
 pub struct LocalFanout {
+    id: u64,
     sender: broadcast::Sender<Signal>,
 }
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl LocalFanout {
     /// A ring of `capacity` signals.
     pub fn new(capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(2));
-        LocalFanout { sender }
+        LocalFanout { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), sender }
     }
 }
 
 impl Fanout for LocalFanout {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
     fn publish(&self, signal: Signal) {
         // An error only means nobody listens right now, which is fine: the
         // generation goes on without subscribers.

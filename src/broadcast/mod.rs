@@ -6,8 +6,12 @@
 //! Publishing never waits and does no per-subscriber work: one shared
 //! frame, one ring. A subscriber that falls further behind than the ring
 //! holds is told `Lagged` and catches up from its cursor instead.
+//!
+//! The readers of a ring are relays (`relay`), one per HTTP worker that has
+//! subscribers of the thread, each handing frames to its local subscribers.
 
 pub mod local;
+pub mod relay;
 
 use std::{pin::Pin, sync::Arc};
 
@@ -38,6 +42,8 @@ pub type SignalStream = Pin<Box<dyn Stream<Item = Result<Signal, Lagged>> + Send
 
 /// One thread's fan-out.
 pub trait Fanout: Send + 'static {
+    /// Unique in this process: names the ring to the workers' relays.
+    fn id(&self) -> u64;
     /// Hands `signal` to every subscriber without waiting.
     fn publish(&self, signal: Signal);
     /// A new subscriber's stream: every signal published from now on.

@@ -15,13 +15,9 @@ use super::{
     AppState,
 };
 use crate::{
-    actors::{
-        registry::Peek,
-        session::{SessionActor, Transport},
-        thread::ThreadStatusQuery,
-    },
+    actors::session::{Admission, SessionActor, Transport},
     domain::{cursor::Cursor, event::end_cursor},
-    error::{ApiError, Code},
+    error::ApiError,
     pipe::{pipe, PipeBody},
 };
 
@@ -46,23 +42,37 @@ pub fn resume_cursor(req: &HttpRequest, query: &ResumeQuery) -> Option<Cursor> {
     Some(raw.parse().unwrap_or(Cursor::new(Uuid::nil(), 0, 0)))
 }
 
-/// 429 when the thread already has `--max-subscribers-per-thread` (0: no
-/// limit).
-pub async fn room_for_one_more(state: &AppState, thread_id: Uuid) -> Result<(), ApiError> {
-    let cap = state.deps.settings.limits.max_subscribers_per_thread;
-    if cap == 0 {
-        return Ok(());
-    }
-    let live = match state.registry.send(Peek { thread_id }).await {
-        Ok(Some(actor)) => actor.send(ThreadStatusQuery).await.map(|r| r.subscribers).unwrap_or(0),
-        _ => 0,
-    };
-    if live >= cap {
-        return Err(
-            ApiError::new(Code::RateLimited, format!("this thread already has {cap} subscribers")).retry_after(1)
-        );
-    }
-    Ok(())
+/// Admits one more stream of `thread_id`: a slot of the caller's
+/// connections (`--max-connections-per-key`) and a place among the
+/// thread's subscribers (`--max-subscribers-per-thread`); 429 with
+/// `Retry-After` past either.
+pub fn admit(state: &AppState, req: &HttpRequest, thread_id: Uuid) -> Result<Admission, ApiError> {
+    let capacity = &state.deps.capacity;
+    let connection = capacity.admit_connection(credential_of_request(req))?;
+    let subscriber = capacity.admit_subscriber(thread_id)?;
+    Ok(Admission { connection, subscriber })
+}
+
+/// Starts the session that feeds `transport` with the thread's events
+/// from `from`, holding its admission until it stops.
+pub fn start_session(
+    state: &AppState,
+    thread_id: Uuid,
+    admission: Admission,
+    transport: Transport,
+    from: Option<Cursor>,
+) {
+    let settings = &state.deps.settings;
+    SessionActor::new(
+        thread_id,
+        state.registry.clone(),
+        transport,
+        state.deps.metrics.clone(),
+        settings.streaming.session_limits(&settings.limits),
+        from,
+    )
+    .holding(admission)
+    .start();
 }
 
 fn sse_response(body: PipeBody) -> HttpResponse {
@@ -86,23 +96,11 @@ pub async fn subscribe(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let thread = find(&state, path.0, path.1).await?;
-    room_for_one_more(&state, thread.id).await?;
-    let slot = state.deps.capacity.admit_connection(credential_of_request(&req))?;
-    let from = resume_cursor(&req, &query);
+    let admission = admit(&state, &req, thread.id)?;
     let (tx, rx) = pipe(STREAM_BUFFER);
-    let settings = &state.deps.settings.streaming;
     // A fresh pipe always has room for its first frame.
-    let _ = tx.try_send(Bytes::from(format!("retry: {}\n\n", settings.sse_retry_ms)));
-    SessionActor::new(
-        thread.id,
-        state.registry.clone(),
-        Transport::Sse(tx),
-        state.deps.metrics.clone(),
-        settings.session_limits(&state.deps.settings.limits),
-        from,
-    )
-    .holding(slot)
-    .start();
+    let _ = tx.try_send(Bytes::from(format!("retry: {}\n\n", state.deps.settings.streaming.sse_retry_ms)));
+    start_session(&state, thread.id, admission, Transport::Sse(tx), resume_cursor(&req, &query));
     Ok(sse_response(rx))
 }
 
@@ -133,20 +131,13 @@ pub async fn seed_stream(
     let content = query.or(content).ok_or_else(|| ApiError::bad_request("`query` is required"))?;
     let message = NewMessage { content, model, max_tokens };
     message.validate(&state.deps.settings.limits)?;
-    let slot = state.deps.capacity.admit_connection(credential_of_request(&req)).map_err(ApiError::from)?;
+    // Admitted before the generation starts: a refused stream starts nothing.
+    let admission = admit(&state, &req, path.1)?;
     let started = start(&state, path.0, path.1, message).await?;
     let (tx, rx) = pipe(STREAM_BUFFER);
     // Resuming right after the user message replays this answer from its
     // first byte, then follows it live.
-    SessionActor::new(
-        path.1,
-        state.registry.clone(),
-        Transport::Seed { tx, message_id: started.assistant_message.id },
-        state.deps.metrics.clone(),
-        state.deps.settings.streaming.session_limits(&state.deps.settings.limits),
-        Some(end_cursor(&started.user_message)),
-    )
-    .holding(slot)
-    .start();
+    let transport = Transport::Seed { tx, message_id: started.assistant_message.id };
+    start_session(&state, path.1, admission, transport, Some(end_cursor(&started.user_message)));
     Ok(sse_response(rx))
 }

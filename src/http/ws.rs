@@ -5,7 +5,6 @@
 //! shared, not re-encoded per subscriber, and memory per subscriber stays
 //! bounded (the deprecated actix-web-actors context queued without bound).
 
-use actix::Actor;
 use actix_web::{
     body::{BodyStream, BoxBody},
     web, HttpRequest, HttpResponse,
@@ -13,15 +12,11 @@ use actix_web::{
 use uuid::Uuid;
 
 use super::{
-    events::{resume_cursor, ResumeQuery},
+    events::{admit, resume_cursor, start_session, ResumeQuery},
     threads::find,
     AppState,
 };
-use crate::{
-    actors::session::{SessionActor, Transport},
-    error::ApiError,
-    pipe::pipe,
-};
+use crate::{actors::session::Transport, error::ApiError, pipe::pipe};
 
 /// Largest client frame, and largest message after joining continuations.
 const MAX_CLIENT_FRAME: usize = 256 * 1024;
@@ -46,9 +41,7 @@ pub async fn subscribe(
         }
     }
     let thread = find(&state, path.0, path.1).await?;
-    super::events::room_for_one_more(&state, thread.id).await?;
-    let slot =
-        state.deps.capacity.admit_connection(super::auth::credential_of_request(&req)).map_err(ApiError::from)?;
+    let admission = admit(&state, &req, thread.id)?;
     let from = resume_cursor(&req, &query);
     // actix-ws answers the handshake and parses incoming frames; its own
     // outgoing channel is replaced by the pipe.
@@ -58,15 +51,6 @@ pub async fn subscribe(
     let response = response.set_body(BoxBody::new(BodyStream::new(outgoing)));
     let incoming =
         incoming.max_frame_size(MAX_CLIENT_FRAME).aggregate_continuations().max_continuation_size(MAX_CLIENT_FRAME);
-    SessionActor::new(
-        thread.id,
-        state.registry.clone(),
-        Transport::Ws { tx, incoming: Some(incoming) },
-        state.deps.metrics.clone(),
-        state.deps.settings.streaming.session_limits(&state.deps.settings.limits),
-        from,
-    )
-    .holding(slot)
-    .start();
+    start_session(&state, thread.id, admission, Transport::Ws { tx, incoming: Some(incoming) }, from);
     Ok(response)
 }
