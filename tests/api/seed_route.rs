@@ -136,7 +136,6 @@ async fn query_stream_ends_with_the_error_line_when_the_upstream_fails_mid_answe
 /// it in the session's first (replayed) frames, where the session does not
 /// look for the end of its message: the response never ends.
 #[actix_web::test]
-#[ignore = "service bug: the seed route's session stops only on a live message.completed (src/actors/session.rs)"]
 async fn query_stream_ends_when_the_answer_ended_before_the_route_subscribed() {
     let gate = Arc::new(Notify::new());
     let mut pieces = a::text_answer(&["quick ", "answer"]);

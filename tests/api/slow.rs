@@ -134,7 +134,6 @@ async fn a_stalled_websocket_reader_is_closed_as_slow_consumer_while_others_get_
 /// by itself). It must name what the reader got, not the frames the server
 /// was still waiting to hand it when it gave up.
 #[actix_web::test]
-#[ignore = "service bug: SessionActor::write moves its cursor past frames it has not written yet (src/actors/session.rs)"]
 async fn the_closing_errors_cursor_is_where_the_reader_stopped() {
     let mut args = BIG.to_vec();
     args.extend(["--slow-consumer-ms", "300"]);
