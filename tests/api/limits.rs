@@ -2,7 +2,8 @@
 //! on routes that take no body), a `max_tokens` past the cap, a project
 //! posting too fast over HTTP or WebSocket (429 with Retry-After, other
 //! projects untouched), too many generations of one project, too many
-//! subscribers on one thread, and clients too slow with their headers or
+//! subscribers on one thread (counted as admitted, the seed route too),
+//! and clients too slow with their headers or
 //! body (408) while others are served.
 
 use std::time::Duration;
@@ -97,6 +98,33 @@ async fn a_thread_takes_no_more_than_its_subscriber_cap() {
     drop(a);
     crate::support::eventually(|| async {
         let r = server.client.get(format!("{}{thread}/events", server.base)).send().await.unwrap();
+        (r.status() == 200).then_some(())
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn concurrent_connects_cannot_overshoot_the_subscriber_cap_and_the_seed_route_counts() {
+    let server = Server::temp(&["--max-subscribers-per-thread", "2"]).await;
+    let thread = server.thread().await;
+    let url = format!("{}{thread}/events", server.base);
+    // Ten at once: each place is taken as it is admitted, so exactly two
+    // get in however the connects interleave.
+    let tries = (0..10).map(|_| server.client.get(&url).send());
+    let answers = futures_util::future::join_all(tries).await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.as_ref().unwrap().status().as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 2, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|&&s| s == 429).count(), 8, "{statuses:?}");
+    // The seed route is a subscriber of the thread too: refused while
+    // the thread is full, and nothing is generated.
+    let seed = format!("{}{}/query/stream", server.base, thread.trim_start_matches("/v1"));
+    let r = server.client.post(&seed).json(&json!({"query": "hi"})).send().await.unwrap();
+    assert_eq!(error_code(r).await, (429, "rate_limited".into()));
+    let history = server.get_json(&format!("{thread}/messages")).await;
+    assert_eq!(history["data"].as_array().map(Vec::len), Some(0), "a refused seed stream started a generation");
+    drop(answers);
+    crate::support::eventually(|| async {
+        let r = server.client.post(&seed).json(&json!({"query": "hi"})).send().await.unwrap();
         (r.status() == 200).then_some(())
     })
     .await;
