@@ -1,13 +1,16 @@
-//! The hand-off between a session actor and its SSE response body.
+//! The hand-off between a subscriber and its response body (SSE, the seed
+//! route and WebSocket alike).
 //!
-//! Both ends live on the same HTTP worker thread (the session actor is
-//! started by the handler that returns the body), so the pipe is a small
+//! Both ends live on the same HTTP worker thread (the handler that returns
+//! the body starts the session there, and joins that worker's relay), so
+//! the pipe is a small
 //! bounded queue behind an `Rc<RefCell<_>>`: no atomics, no cross-thread
 //! wake-ups, and nothing allocated per frame. It replaces a tokio mpsc
 //! channel, whose per-send synchronization was measurable at 200,000
 //! deliveries a second (see README, Performance).
 //!
-//! - The writer (`PipeWriter`, the session) adds frames while there is room
+//! - The writer (`PipeWriter`, held by the subscriber that its relay and
+//!   session share) adds frames while there is room
 //!   (`try_send`) or waits for room (`send`). One place beyond the capacity
 //!   is kept for the closing event (`push_final`), so a subscriber that
 //!   stopped reading is still told why it is closed.
@@ -90,16 +93,9 @@ pub fn pipe(capacity: usize) -> (PipeWriter, PipeBody) {
     (PipeWriter { state: state.clone() }, PipeBody { state })
 }
 
-/// The session's end.
+/// The subscriber's end: written by its worker's relay and by its session.
 pub struct PipeWriter {
     state: Rc<RefCell<State>>,
-}
-
-impl Clone for PipeWriter {
-    fn clone(&self) -> Self {
-        self.state.borrow_mut().writers += 1;
-        PipeWriter { state: self.state.clone() }
-    }
 }
 
 impl Drop for PipeWriter {

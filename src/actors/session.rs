@@ -212,9 +212,7 @@ impl SessionActor {
                         ctx,
                     );
                 }
-                Err(Interrupted::ThreadGone) => {
-                    act.close("thread_stopped", "the thread is no longer live; reconnect to resume", ctx)
-                }
+                Err(Interrupted::ThreadGone) => act.close(relay::THREAD_STOPPED.0, relay::THREAD_STOPPED.1, ctx),
             }
         }));
     }
@@ -227,15 +225,17 @@ impl SessionActor {
         if matches!(subscriber.wire(), Wire::Seed(_)) {
             return;
         }
-        let event = Event::Error {
-            thread_id: self.thread_id,
-            cursor: subscriber.cursor(),
-            code: code.into(),
-            message: message.into(),
-        };
-        let frame = Frame::encode(&event, 0, false);
+        let (thread_id, code, message) = (self.thread_id, code.to_owned(), message.to_owned());
         let patience = self.limits.slow_consumer;
-        ctx.spawn(async move { subscriber.write(&frame, patience).await }.into_actor(self).map(|res, _, ctx| {
+        let fut = async move {
+            subscriber.room(patience).await?;
+            // Encoded once there is room, with the cursor of that moment:
+            // a catch-up may have written on meanwhile.
+            let event = Event::Error { thread_id, cursor: subscriber.cursor(), code, message };
+            subscriber.try_write(&Frame::encode(&event, 0, false));
+            Ok::<(), Stall>(())
+        };
+        ctx.spawn(fut.into_actor(self).map(|res, _, ctx| {
             if res.is_err() {
                 ctx.stop();
             }

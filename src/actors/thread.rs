@@ -154,7 +154,7 @@ pub struct StatusReport {
     pub subscribers: usize,
     pub generating: bool,
     pub active_message_id: Option<Uuid>,
-    /// Frames in the fan-out ring not yet read by the slowest subscriber.
+    /// Frames in the fan-out ring not yet read by the slowest relay.
     pub mailbox_depth: usize,
     pub last_activity: chrono::DateTime<Utc>,
     pub messages_in_memory: usize,
@@ -498,8 +498,8 @@ impl Actor for ThreadActor {
         );
         let interval = self.deps.settings.database.flush_interval();
         ctx.run_interval(interval, |act, _| act.checkpoint());
-        // Twice per heartbeat period: a session that wrote nothing for half
-        // a period sends its keep-alive, so no idle gap exceeds one period
+        // Twice per heartbeat period: a subscriber sent nothing for half a
+        // period gets its keep-alive (relay), so no idle gap exceeds one period
         // (ticking once per period, a tick a hair early would skip and
         // leave two periods: 30 s against the contract's 15).
         ctx.run_interval(self.deps.settings.streaming.heartbeat() / 2, |act, _| {
@@ -681,7 +681,14 @@ impl Handler<CatchUp> for ThreadActor {
     type Result = Result<CatchUpReply, ThreadError>;
 
     fn handle(&mut self, msg: CatchUp, _: &mut Context<Self>) -> Self::Result {
-        let (events, _) = self.replay(msg.from);
+        // No cursor: the subscriber started on an empty thread (its `ready`
+        // had none) and has seen no message since, so everything is new to
+        // it (`replay(None)` is a fresh subscriber's view: the running
+        // message only).
+        let events = match msg.from {
+            Some(_) => self.replay(msg.from).0,
+            None => self.messages.iter().flat_map(Event::whole_message).collect(),
+        };
         Ok(CatchUpReply { frames: self.encode_all(&events), head_seq: self.seq })
     }
 }

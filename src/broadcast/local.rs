@@ -1,6 +1,6 @@
 //! In-process fan-out over a `tokio::sync::broadcast` ring: the frame is
-//! stored once and each subscriber holds only a read position, so memory
-//! per subscriber does not grow with its lag.
+//! stored once and each reader (a worker's relay) holds only a read
+//! position, so memory does not grow with a reader's lag.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

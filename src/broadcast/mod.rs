@@ -1,11 +1,13 @@
-//! The fan-out seam. A thread actor publishes `Signal`s; each subscriber
-//! session reads them at its own pace. Nothing outside this module knows
+//! The fan-out seam. A thread actor publishes `Signal`s into a ring; on
+//! each HTTP worker a relay reads it and writes to that worker's
+//! subscribers, each at the pace of its own socket. Nothing outside this module knows
 //! whether fan-out is in-process or spans nodes: a Redis-backed
 //! implementation of `Fanout` is the planned second one.
 //!
 //! Publishing never waits and does no per-subscriber work: one shared
-//! frame, one ring. A subscriber that falls further behind than the ring
-//! holds is told `Lagged` and catches up from its cursor instead.
+//! frame, one ring. A reader (a relay) that falls further behind than the
+//! ring holds is told `Lagged`, and its subscribers catch up from their
+//! cursors instead.
 //!
 //! The readers of a ring are relays (`relay`), one per HTTP worker that has
 //! subscribers of the thread, each handing frames to its local subscribers.
@@ -44,10 +46,10 @@ pub type SignalStream = Pin<Box<dyn Stream<Item = Result<Signal, Lagged>> + Send
 pub trait Fanout: Send + 'static {
     /// Unique in this process: names the ring to the workers' relays.
     fn id(&self) -> u64;
-    /// Hands `signal` to every subscriber without waiting.
+    /// Hands `signal` to every reader without waiting.
     fn publish(&self, signal: Signal);
-    /// A new subscriber's stream: every signal published from now on.
+    /// A new reader's stream: every signal published from now on.
     fn subscribe(&self) -> SignalStream;
-    /// Signals retained for the slowest subscriber.
+    /// Signals retained for the slowest reader.
     fn backlog(&self) -> usize;
 }

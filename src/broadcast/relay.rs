@@ -42,6 +42,9 @@ use crate::{
     pipe::{PipeWriter, TrySendError},
 };
 
+/// The closing `error` when a subscriber's thread actor went away.
+pub const THREAD_STOPPED: (&str, &str) = ("thread_stopped", "the thread is no longer live; reconnect to resume");
+
 /// What a subscriber's session actor must act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
@@ -181,8 +184,13 @@ impl Subscriber {
 
     fn wrote(&self, frame: &Frame) {
         let mut position = self.position.borrow_mut();
-        if frame.cursor.is_some() {
-            position.cursor = frame.cursor;
+        // `ready` says where this subscriber starts (none: before the first
+        // message of an empty thread); message events move it on. `error`
+        // and `thread.presence` carry the cursor but are not positions.
+        match frame.kind {
+            "ready" => position.cursor = frame.cursor,
+            kind if kind.starts_with("message.") && frame.cursor.is_some() => position.cursor = frame.cursor,
+            _ => {}
         }
         position.last_seq = position.last_seq.max(frame.seq);
         position.wrote = true;
@@ -340,7 +348,11 @@ impl Subscriber {
         }
     }
 
-    /// Half a heartbeat period went by.
+    /// Half a heartbeat period went by. An SSE subscriber that was sent
+    /// nothing meanwhile gets a keep-alive. A WebSocket gets a ping every
+    /// tick, busy or not: a browser sends nothing unless pinged, and its
+    /// pongs are how a live peer is told from a dead one, also during an
+    /// answer longer than the peer timeout.
     fn tick(&self) {
         let (silent, idle) = {
             let mut position = self.position.borrow_mut();
@@ -351,13 +363,10 @@ impl Subscriber {
         if silent {
             return self.tell(Notice::Silent);
         }
-        if !idle {
-            return;
-        }
         let keep_alive = match self.wire {
-            Wire::Sse => Bytes::from_static(SSE_KEEP_ALIVE),
+            Wire::Sse if idle => Bytes::from_static(SSE_KEEP_ALIVE),
             Wire::Ws => ws_frame(OpCode::Ping, b""),
-            Wire::Seed(_) => return,
+            Wire::Sse | Wire::Seed(_) => return,
         };
         if let Err(TrySendError::Closed(_)) = self.pipe.try_send(keep_alive) {
             self.tell(Notice::Gone);
@@ -391,9 +400,10 @@ pub fn join(fanout_id: u64, signals: SignalStream, subscriber: Rc<Subscriber>, h
         if let Some(relay) = relays.get(&fanout_id) {
             return relay.clone();
         }
+        // Its ring holds only what was published after `head_seq`.
         let relay = Rc::new(Relay {
             subscribers: RefCell::new(Vec::new()),
-            last_seq: Cell::new(0),
+            last_seq: Cell::new(head_seq),
             lagging: Cell::new(false),
             task: Cell::new(None),
             metrics: metrics.clone(),
@@ -443,7 +453,7 @@ async fn run(fanout_id: u64, relay: Rc<Relay>, mut signals: SignalStream) {
     // The ring ended (its thread actor stopped) or the thread closed.
     let subscribers = std::mem::take(&mut *relay.subscribers.borrow_mut());
     for subscriber in subscribers {
-        subscriber.write_closing("thread_stopped", "the thread is no longer live; reconnect to resume");
+        subscriber.write_closing(THREAD_STOPPED.0, THREAD_STOPPED.1);
         subscriber.tell(Notice::Closed);
     }
     RELAYS.with(|relays| {
@@ -480,7 +490,6 @@ impl Relay {
             }
             Err(Lagged(missed)) => {
                 tracing::debug!(missed, "relay lagged; its subscribers catch up");
-                self.metrics.catch_ups.inc();
                 self.lagging.set(true);
                 subscribers.iter().for_each(|s| s.fall_behind(0, true));
             }

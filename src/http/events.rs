@@ -21,8 +21,9 @@ use crate::{
     pipe::{pipe, PipeBody},
 };
 
-/// Frames buffered per SSE or WebSocket response before the session waits.
-/// Small on purpose: past it the session stops reading and later catches up.
+/// Frames buffered per SSE or WebSocket response. Small on purpose: past
+/// it the relay skips the subscriber, which later catches up from its
+/// cursor.
 pub const STREAM_BUFFER: usize = 16;
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -156,3 +156,32 @@ async fn idle_subscribers_get_heartbeats_over_sse_and_websocket() {
     .await;
     assert!(pings >= 3, "{pings} pings in 2 s");
 }
+
+/// A browser sends nothing on its own: only the server's pings make it
+/// answer. A WebSocket subscriber that is busy receiving an answer longer
+/// than the peer timeout must still be pinged, or it is closed as a dead
+/// peer in the middle of the answer.
+#[actix_web::test]
+async fn a_websocket_reading_an_answer_longer_than_the_peer_timeout_stays_open() {
+    let server = Server::temp(&[
+        "--heartbeat-ms",
+        "200",
+        "--ws-timeout-ms",
+        "700",
+        "--sim-chunks",
+        "150",
+        "--sim-interval-ms",
+        "15",
+    ])
+    .await;
+    let thread = server.thread().await;
+    let mut ws = Ws::open(&server.base, &thread, None).await;
+    assert_eq!(ws.next().await.unwrap().kind, "ready");
+    let started = std::time::Instant::now();
+    let id = server.ask(&thread, "a long answer").await;
+    let mut t = Transcript::default();
+    t.apply_all(&ws.until("message.completed").await);
+    assert!(started.elapsed() > std::time::Duration::from_millis(1400), "the answer outlasted the peer timeout");
+    assert_eq!(t.completed, vec![(id.clone(), "complete".to_owned())], "closed before the answer ended");
+    t.assert_matches(&server.finished(&thread, &id).await);
+}
