@@ -96,6 +96,9 @@ struct Position {
     wrote: bool,
     /// When the WebSocket peer last sent anything.
     last_heard: Instant,
+    /// A subscriber count that came while behind (or found the pipe
+    /// full), written when the subscriber is live again.
+    presence_owed: Option<usize>,
 }
 
 /// One subscriber's delivery state, shared by its session actor and the
@@ -145,6 +148,7 @@ impl Subscriber {
                 owed: false,
                 wrote: false,
                 last_heard: Instant::now(),
+                presence_owed: None,
             }),
         }
     }
@@ -281,7 +285,17 @@ impl Subscriber {
             return false;
         }
         position.behind = false;
+        drop(position);
+        self.pay_presence();
         true
+    }
+
+    /// Writes the count owed (see `presence`), if any.
+    fn pay_presence(&self) {
+        let owed = self.position.borrow_mut().presence_owed.take();
+        if let Some(count) = owed {
+            self.presence(count);
+        }
     }
 
     fn tell(&self, notice: Notice) {
@@ -317,6 +331,7 @@ impl Subscriber {
                 if self.completes(frame) {
                     self.tell(Notice::Done);
                 }
+                self.pay_presence();
                 true
             }
             Written::Skipped => {
@@ -334,16 +349,21 @@ impl Subscriber {
         }
     }
 
+    /// The thread's subscriber count. Not positional: a subscriber that is
+    /// behind, or whose pipe is full, gets the latest count after its next
+    /// frame (or once it is live again) rather than every count it missed.
     fn presence(&self, subscribers: usize) {
-        if self.position.borrow().behind || matches!(self.wire, Wire::Seed(_)) {
+        if matches!(self.wire, Wire::Seed(_)) {
+            return;
+        }
+        if self.position.borrow().behind {
+            self.position.borrow_mut().presence_owed = Some(subscribers);
             return;
         }
         let event = Event::Presence { thread_id: self.thread_id, cursor: self.cursor(), subscribers };
-        let frame = Frame::encode(&event, 0, false);
-        match self.try_write(&frame) {
-            // Presence is not positional: a full pipe loses it, and the
-            // next count replaces it.
-            Written::Yes | Written::Skipped | Written::Full => {}
+        match self.try_write(&Frame::encode(&event, 0, false)) {
+            Written::Yes | Written::Skipped => {}
+            Written::Full => self.position.borrow_mut().presence_owed = Some(subscribers),
             Written::Gone => self.tell(Notice::Gone),
         }
     }
@@ -591,6 +611,26 @@ mod tests {
         leave(fanout.id(), 1);
         leave(fanout.id(), 2);
         RELAYS.with(|relays| assert!(relays.borrow().is_empty(), "the relay stops with its last subscriber"));
+    }
+
+    #[actix_rt::test]
+    async fn a_subscriber_behind_gets_the_latest_count_once_live_again() {
+        let metrics = Arc::new(Metrics::new());
+        let fanout = LocalFanout::new(64);
+        let (sub, mut body, _) = subscriber(1, 16);
+        join(fanout.id(), fanout.subscribe(), sub.clone(), 0, &metrics);
+        // Still behind (its replay is being written): counts are held back,
+        // and only the latest is owed.
+        fanout.publish(Signal::Presence(3));
+        fanout.publish(Signal::Presence(4));
+        settle().await;
+        assert!(sub.resume_live(0));
+        let written = std::str::from_utf8(&body.next().await.unwrap().unwrap()).unwrap().to_owned();
+        assert!(written.contains("\"subscribers\":4"), "{written}");
+        fanout.publish(frame(1));
+        settle().await;
+        assert_eq!(seq_of(&body.next().await.unwrap().unwrap()), 1, "nothing else was owed");
+        leave(fanout.id(), 1);
     }
 
     #[actix_rt::test]
