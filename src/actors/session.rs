@@ -178,11 +178,15 @@ impl SessionActor {
         self.catching_up = true;
         let subscriber = self.subscriber().clone();
         let patience = self.limits.slow_consumer;
+        let metrics = self.metrics.clone();
         let fut = async move {
             let (mut frames, mut head_seq) = (frames, head_seq);
             loop {
                 for frame in &frames {
                     subscriber.write(frame, patience).await.map_err(Interrupted::Stall)?;
+                    if frame.kind == "message.delta" {
+                        metrics.chunks_out.inc();
+                    }
                     if subscriber.completes(frame) {
                         return Err(Interrupted::Done);
                     }

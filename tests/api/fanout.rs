@@ -15,11 +15,14 @@ async fn two_sse_and_one_ws(extra: &[&str]) {
     for ready in [a.next().await.unwrap(), b.next().await.unwrap(), w.next().await.unwrap()] {
         assert_eq!(ready.kind, "ready");
     }
+    let out_before = server.get_json("/admin/stats").await["chunks"]["out"].as_u64().unwrap();
     let id = server.ask(&thread, "hello all").await;
     let mut ts = Vec::new();
+    let mut deltas = 0;
     for evs in
         [a.until("message.completed").await, b.until("message.completed").await, w.until("message.completed").await]
     {
+        deltas += evs.iter().filter(|e| e.kind == "message.delta").count() as u64;
         let mut t = Transcript::default();
         t.apply_all(&evs);
         assert!(evs.iter().all(|e| !e.data["cursor"].is_null() || e.kind == "thread.presence" || e.kind == "ready"));
@@ -32,6 +35,9 @@ async fn two_sse_and_one_ws(extra: &[&str]) {
         assert_eq!(t.completed, vec![(id.clone(), "complete".to_owned())]);
         assert_eq!(t.blocks, ts[0].blocks, "every subscriber saw the same text");
     }
+    // Operators see every delta delivered, to every subscriber.
+    let out = server.get_json("/admin/stats").await["chunks"]["out"].as_u64().unwrap();
+    assert_eq!(out - out_before, deltas, "chunks.out counts what the subscribers received");
 }
 
 #[actix_web::test]
