@@ -91,9 +91,9 @@ struct Position {
     skipped_seq: u64,
     /// Skipped frames of unknown number (the relay itself lagged): one
     /// more catch-up round is owed whatever the sequence numbers say.
-    owed: bool,
+    round_owed: bool,
     /// Something was written since the last heartbeat tick.
-    wrote: bool,
+    wrote_since_tick: bool,
     /// When the WebSocket peer last sent anything.
     last_heard: Instant,
     /// A subscriber count that came while behind (or found the pipe
@@ -118,7 +118,7 @@ pub struct Subscriber {
 pub enum Written {
     Yes,
     /// Not for this subscriber's wire.
-    Skipped,
+    NotForThisWire,
     Full,
     Gone,
 }
@@ -145,8 +145,8 @@ impl Subscriber {
                 cursor: from,
                 behind: true,
                 skipped_seq: 0,
-                owed: false,
-                wrote: false,
+                round_owed: false,
+                wrote_since_tick: false,
                 last_heard: Instant::now(),
                 presence_owed: None,
             }),
@@ -197,12 +197,12 @@ impl Subscriber {
             _ => {}
         }
         position.last_seq = position.last_seq.max(frame.seq);
-        position.wrote = true;
+        position.wrote_since_tick = true;
     }
 
     /// Writes `frame` if the pipe has room, without waiting.
     pub fn try_write(&self, frame: &Frame) -> Written {
-        let Some(bytes) = self.payload(frame) else { return Written::Skipped };
+        let Some(bytes) = self.payload(frame) else { return Written::NotForThisWire };
         match self.pipe.try_send(bytes) {
             Ok(()) => {
                 self.wrote(frame);
@@ -230,7 +230,7 @@ impl Subscriber {
     /// event for this subscriber alone), if there is room.
     pub fn try_send(&self, bytes: Bytes) -> Result<(), TrySendError> {
         self.pipe.try_send(bytes)?;
-        self.position.borrow_mut().wrote = true;
+        self.position.borrow_mut().wrote_since_tick = true;
         Ok(())
     }
 
@@ -281,7 +281,7 @@ impl Subscriber {
     pub fn resume_live(&self, head_seq: u64) -> bool {
         let mut position = self.position.borrow_mut();
         position.last_seq = position.last_seq.max(head_seq);
-        if std::mem::take(&mut position.owed) || position.skipped_seq > position.last_seq {
+        if std::mem::take(&mut position.round_owed) || position.skipped_seq > position.last_seq {
             return false;
         }
         position.behind = false;
@@ -304,10 +304,10 @@ impl Subscriber {
 
     /// Marks this subscriber behind and, if it was not already, tells its
     /// session to catch up.
-    fn fall_behind(&self, skipped_seq: u64, owed: bool) {
+    fn fall_behind(&self, skipped_seq: u64, round_owed: bool) {
         let mut position = self.position.borrow_mut();
         position.skipped_seq = position.skipped_seq.max(skipped_seq);
-        position.owed |= owed;
+        position.round_owed |= round_owed;
         if !std::mem::replace(&mut position.behind, true) {
             drop(position);
             self.tell(Notice::Behind);
@@ -334,7 +334,7 @@ impl Subscriber {
                 self.pay_presence();
                 true
             }
-            Written::Skipped => {
+            Written::NotForThisWire => {
                 self.position.borrow_mut().last_seq = frame.seq;
                 false
             }
@@ -362,7 +362,7 @@ impl Subscriber {
         }
         let event = Event::Presence { thread_id: self.thread_id, cursor: self.cursor(), subscribers };
         match self.try_write(&Frame::encode(&event, 0, false)) {
-            Written::Yes | Written::Skipped => {}
+            Written::Yes | Written::NotForThisWire => {}
             Written::Full => self.position.borrow_mut().presence_owed = Some(subscribers),
             Written::Gone => self.tell(Notice::Gone),
         }
@@ -377,7 +377,7 @@ impl Subscriber {
         let (silent, idle) = {
             let mut position = self.position.borrow_mut();
             let silent = self.peer_timeout.is_some_and(|t| position.last_heard.elapsed() > t);
-            let idle = !std::mem::take(&mut position.wrote) && !position.behind;
+            let idle = !std::mem::take(&mut position.wrote_since_tick) && !position.behind;
             (silent, idle)
         };
         if silent {
@@ -440,7 +440,7 @@ pub fn join(fanout_id: u64, signals: SignalStream, subscriber: Rc<Subscriber>, h
         position.last_seq = head_seq;
         position.behind = true;
         position.skipped_seq = relay.last_seq.get();
-        position.owed = relay.lagging.get();
+        position.round_owed = relay.lagging.get();
     }
     relay.subscribers.borrow_mut().push(subscriber);
 }
@@ -563,16 +563,22 @@ mod tests {
         text.split("\"subscribers\":").nth(1).unwrap().trim_end_matches(['}', '\n']).parse().unwrap()
     }
 
+    /// A fresh ring, and subscriber 1 (pipe of `capacity`) joined to its
+    /// relay from the start, still behind until `resume_live`.
+    fn ring_with_one(capacity: usize) -> (LocalFanout, Rc<Subscriber>, PipeBody, Rc<RefCell<Vec<Notice>>>) {
+        let fanout = LocalFanout::new(64);
+        let (sub, body, notices) = subscriber(1, capacity);
+        join(fanout.id(), fanout.subscribe(), sub.clone(), 0, &Arc::new(Metrics::new()));
+        (fanout, sub, body, notices)
+    }
+
     async fn settle() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     #[actix_rt::test]
     async fn frames_go_out_in_order_until_the_pipe_is_full_then_the_session_is_told_once() {
-        let metrics = Arc::new(Metrics::new());
-        let fanout = LocalFanout::new(64);
-        let (sub, mut body, notices) = subscriber(1, 2);
-        join(fanout.id(), fanout.subscribe(), sub.clone(), 0, &metrics);
+        let (fanout, sub, mut body, notices) = ring_with_one(2);
         assert!(sub.resume_live(0), "nothing was skipped before it joined");
         (1..=5).for_each(|seq| fanout.publish(frame(seq)));
         settle().await;
@@ -590,10 +596,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_subscriber_joining_behind_the_relay_owes_a_catch_up_round() {
-        let metrics = Arc::new(Metrics::new());
-        let fanout = LocalFanout::new(64);
-        let (first, _body1, _) = subscriber(1, 16);
-        join(fanout.id(), fanout.subscribe(), first.clone(), 0, &metrics);
+        let (fanout, first, _body1, _) = ring_with_one(16);
         assert!(first.resume_live(0));
         // The second subscription was made at seq 1, but the relay has read
         // up to 3 by the time it joins: frames 2 and 3 were never written
@@ -602,7 +605,7 @@ mod tests {
         (1..=3).for_each(|seq| fanout.publish(frame(seq)));
         settle().await;
         let (second, mut body2, _) = subscriber(2, 16);
-        join(fanout.id(), stale, second.clone(), 1, &metrics);
+        join(fanout.id(), stale, second.clone(), 1, &Arc::new(Metrics::new()));
         assert!(!second.resume_live(1));
         assert!(second.resume_live(3));
         fanout.publish(frame(4));
@@ -615,10 +618,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_subscriber_behind_gets_the_latest_count_once_live_again() {
-        let metrics = Arc::new(Metrics::new());
-        let fanout = LocalFanout::new(64);
-        let (sub, mut body, _) = subscriber(1, 16);
-        join(fanout.id(), fanout.subscribe(), sub.clone(), 0, &metrics);
+        let (fanout, sub, mut body, _) = ring_with_one(16);
         // Still behind (its replay is being written): counts are held back,
         // and only the latest is owed.
         fanout.publish(Signal::Presence(3));
@@ -635,10 +635,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_closing_thread_writes_its_error_and_tells_every_session() {
-        let metrics = Arc::new(Metrics::new());
-        let fanout = LocalFanout::new(64);
-        let (sub, mut body, notices) = subscriber(1, 1);
-        join(fanout.id(), fanout.subscribe(), sub.clone(), 0, &metrics);
+        let (fanout, sub, mut body, notices) = ring_with_one(1);
         assert!(sub.resume_live(0));
         fanout.publish(frame(1));
         fanout.publish(Signal::Closed { code: "thread_deleted", message: "gone" });
