@@ -24,6 +24,23 @@ pub struct Settings {
     pub limits: LimitSettings,
     #[command(flatten)]
     pub telemetry: TelemetrySettings,
+    #[command(flatten)]
+    pub cluster: ClusterSettings,
+}
+
+/// This process among others that share a database.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterSettings {
+    /// This node's name (default: generated, unique per process start).
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
+}
+
+impl ClusterSettings {
+    /// The configured node id, or a fresh one.
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| format!("node-{}", uuid::Uuid::now_v7().simple()))
+    }
 }
 
 /// Limits that keep one client from hurting the others.

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub persistence_transactions: IntCounter,
     pub persistence_rows: IntCounter,
     pub persistence_failures: IntCounter,
+    pub persistence_rows_rejected: IntCounter,
     pub persistence_last_batch_rows: IntGauge,
     pub persistence_last_batch_seconds: Gauge,
     pub persistence_batch_seconds: Histogram,
@@ -72,6 +73,11 @@ impl Metrics {
             persistence_rows: IntCounter::new("convo_persistence_rows_total", "Rows written").expect("valid metric"),
             persistence_failures: IntCounter::new("convo_persistence_failures_total", "Failed batch writes")
                 .expect("valid metric"),
+            persistence_rows_rejected: IntCounter::new(
+                "convo_persistence_rows_rejected_total",
+                "Rows the database refused for their content (set aside, logged)",
+            )
+            .expect("valid metric"),
             persistence_last_batch_rows: IntGauge::new("convo_persistence_last_batch_rows", "Rows in the last batch")
                 .expect("valid metric"),
             persistence_last_batch_seconds: Gauge::new(
@@ -100,6 +106,7 @@ impl Metrics {
             Box::new(m.persistence_transactions.clone()),
             Box::new(m.persistence_rows.clone()),
             Box::new(m.persistence_failures.clone()),
+            Box::new(m.persistence_rows_rejected.clone()),
             Box::new(m.persistence_last_batch_rows.clone()),
             Box::new(m.persistence_last_batch_seconds.clone()),
             Box::new(m.persistence_batch_seconds.clone()),

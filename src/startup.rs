@@ -56,10 +56,12 @@ impl Application {
         }
         let provider = model::from_settings(&settings.provider, &metrics)?;
         let db_healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let node_id = settings.cluster.node_id();
         let persistence = PersistenceActor::new(
             store.clone(),
             metrics.clone(),
             db_healthy.clone(),
+            node_id.clone(),
             settings.database.flush_interval(),
         )
         .start();
@@ -70,6 +72,7 @@ impl Application {
             metrics,
             settings: settings.clone(),
             db_healthy,
+            node_id,
             capacity: Arc::new(crate::capacity::Capacity::new(&settings.limits)),
         });
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);

@@ -6,12 +6,19 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_create_tables;
 mod m20261125_000002_api_keys;
+mod m20261201_000001_nodes;
+mod m20261201_000002_blocks_as_text;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261125_000001_create_tables::Migration), Box::new(m20261125_000002_api_keys::Migration)]
+        vec![
+            Box::new(m20261125_000001_create_tables::Migration),
+            Box::new(m20261125_000002_api_keys::Migration),
+            Box::new(m20261201_000001_nodes::Migration),
+            Box::new(m20261201_000002_blocks_as_text::Migration),
+        ]
     }
 }

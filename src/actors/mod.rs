@@ -36,6 +36,8 @@ pub struct Deps {
     pub settings: Arc<Settings>,
     /// Whether the last write reached the database (see `PersistenceActor`).
     pub db_healthy: Arc<std::sync::atomic::AtomicBool>,
+    /// This process's name among nodes sharing the database.
+    pub node_id: String,
     /// Rate and concurrency allowances (generations hold their slot).
     pub capacity: Arc<crate::capacity::Capacity>,
 }

@@ -7,12 +7,27 @@
 //! one starts per flush interval; when the queue was idle the first write
 //! goes out at once, so a lone POST waits only for its own commit.
 //!
-//! Faults: when the database is unreachable, waiting inserts are answered
-//! with the error (their POST gets a 503) while checkpoints stay queued and
-//! are retried each interval until the database returns. When a batch
-//! fails for any other reason, its operations are retried one by one so a
-//! single bad row cannot sink the others. `Drain` (graceful shutdown)
-//! resolves once everything queued so far is written.
+//! Faults (see `store::Fault`):
+//! - The database cannot write now (unreachable, locked, busy, read-only,
+//!   out of connections): the batch is kept whole and retried with a
+//!   growing pause (up to `MAX_BACKOFF`), behind nothing and ahead of
+//!   newer writes; a newer state of a message replaces the kept one. Only
+//!   inserts whose POST still waits are answered at once (`Unavailable`:
+//!   the POST gets 503, nothing was promised). While this lasts the shared
+//!   `healthy` flag is down: `/readyz` answers 503 and thread actors refuse
+//!   new generations. When nothing is left to retry, a probe (this node's
+//!   row in `nodes`) is written instead, so the flag comes back up as soon
+//!   as the database takes writes again.
+//! - The database refuses a row for its content: the next batch (one
+//!   interval later, so still one transaction per interval) writes each op
+//!   in its own savepoint, and only the refused ops are set aside, loudly
+//!   and counted (`convo_persistence_rows_rejected_total`). A refused insert
+//!   or delete is answered with the error. A refused message state is
+//!   never dropped: it is parked and retried every `PARKED_RETRY` until
+//!   the database takes it or a newer state replaces it.
+//!
+//! `Drain` (graceful shutdown) resolves once everything queued so far is
+//! written.
 
 use std::{
     collections::HashMap,
@@ -20,7 +35,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use actix::prelude::*;
@@ -30,8 +45,14 @@ use uuid::Uuid;
 use crate::{
     domain::Message,
     metrics::Metrics,
-    store::{Store, StoreError, WriteOp},
+    store::{Fault, Isolated, Store, StoreError, WriteOp},
 };
+
+/// The longest pause between two attempts while the database cannot write.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How often a parked message state (refused for its content) is retried.
+const PARKED_RETRY: Duration = Duration::from_secs(5);
 
 /// Why acknowledged writes were not committed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -40,16 +61,6 @@ pub enum WriteError {
     Unavailable,
     #[error("write rejected by the database: {0}")]
     Rejected(String),
-}
-
-impl WriteError {
-    fn of(e: &StoreError) -> Self {
-        if e.is_unavailable() {
-            WriteError::Unavailable
-        } else {
-            WriteError::Rejected(e.to_string())
-        }
-    }
 }
 
 pub type Ack = oneshot::Sender<Result<(), WriteError>>;
@@ -80,13 +91,22 @@ struct Entry {
     ack: Option<usize>,
 }
 
+/// A batch on its way to the database.
+struct Batch {
+    entries: Vec<Entry>,
+    acks: Vec<Option<Ack>>,
+    isolated: bool,
+}
+
 pub struct PersistenceActor {
     store: Store,
     metrics: Arc<Metrics>,
-    /// False while the last write found the database unreachable; new
-    /// messages are refused (503) rather than accepted and lost.
+    /// False while the database does not take writes; new messages are
+    /// refused (503) rather than accepted and lost.
     healthy: Arc<AtomicBool>,
-    interval: std::time::Duration,
+    /// This node's row for write probes.
+    node_id: String,
+    interval: Duration,
     queue: Vec<Entry>,
     /// Position in `queue` of the pending update of each message.
     updates: HashMap<Uuid, usize>,
@@ -94,15 +114,30 @@ pub struct PersistenceActor {
     flushing: bool,
     timer: Option<SpawnHandle>,
     last_start: Option<Instant>,
+    /// Batches in a row that found the database unable to write.
+    failures: u32,
+    /// The last batch had a row the database refused: the next one
+    /// isolates each op in a savepoint.
+    isolate: bool,
+    /// Message states the database refused for their content.
+    parked: HashMap<Uuid, Message>,
+    parked_timer: Option<SpawnHandle>,
     drains: Vec<oneshot::Sender<()>>,
 }
 
 impl PersistenceActor {
-    pub fn new(store: Store, metrics: Arc<Metrics>, healthy: Arc<AtomicBool>, interval: std::time::Duration) -> Self {
+    pub fn new(
+        store: Store,
+        metrics: Arc<Metrics>,
+        healthy: Arc<AtomicBool>,
+        node_id: String,
+        interval: Duration,
+    ) -> Self {
         PersistenceActor {
             store,
             metrics,
             healthy,
+            node_id,
             interval,
             queue: Vec::new(),
             updates: HashMap::new(),
@@ -110,12 +145,17 @@ impl PersistenceActor {
             flushing: false,
             timer: None,
             last_start: None,
+            failures: 0,
+            isolate: false,
+            parked: HashMap::new(),
+            parked_timer: None,
             drains: Vec::new(),
         }
     }
 
     fn push(&mut self, op: WriteOp, ack: Option<usize>) {
         if let WriteOp::Update(m) = &op {
+            self.parked.remove(&m.id);
             if let Some(&i) = self.updates.get(&m.id) {
                 self.queue[i].op = op;
                 return;
@@ -126,14 +166,19 @@ impl PersistenceActor {
         self.metrics.persistence_queue_depth.set(self.queue.len() as i64);
     }
 
-    /// Arms the flush timer: now if the last batch started an interval ago.
+    /// Arms the flush timer: now if the last batch started an interval ago
+    /// (longer after failures).
     fn schedule(&mut self, ctx: &mut Context<Self>) {
         if self.flushing || self.timer.is_some() || self.queue.is_empty() {
             return;
         }
+        let pause = match self.failures {
+            0 => self.interval,
+            n => self.interval.saturating_mul(1 << n.min(16)).min(MAX_BACKOFF.max(self.interval)),
+        };
         let wait = match self.last_start {
-            Some(t) => self.interval.saturating_sub(t.elapsed()),
-            None => std::time::Duration::ZERO,
+            Some(t) => pause.saturating_sub(t.elapsed()),
+            None => Duration::ZERO,
         };
         self.timer = Some(ctx.run_later(wait, |act, ctx| {
             act.timer = None;
@@ -148,114 +193,150 @@ impl PersistenceActor {
         }
         self.flushing = true;
         self.last_start = Some(Instant::now());
-        let entries = std::mem::take(&mut self.queue);
-        let acks = std::mem::take(&mut self.acks);
+        let batch = Batch {
+            entries: std::mem::take(&mut self.queue),
+            acks: std::mem::take(&mut self.acks),
+            isolated: self.isolate,
+        };
         self.updates.clear();
         self.metrics.persistence_queue_depth.set(0);
         let store = self.store.clone();
         let metrics = self.metrics.clone();
-        let ops: Vec<WriteOp> = entries.iter().map(|e| e.op.clone()).collect();
+        let ops: Vec<WriteOp> = batch.entries.iter().map(|e| e.op.clone()).collect();
+        let isolated = batch.isolated;
         let started = Instant::now();
         let fut = async move {
             metrics.persistence_transactions.inc();
-            let result = store.write_batch(&ops).await;
-            (ops, result, started.elapsed())
+            let result = match isolated {
+                false => store.write_batch(&ops).await.map(|()| None),
+                true => store.write_isolated(&ops).await.map(Some),
+            };
+            (result, started.elapsed())
         };
-        ctx.spawn(fut.into_actor(self).map(move |(ops, result, took), act, ctx| {
-            act.finish_batch(entries, acks, ops, result, took, ctx);
+        ctx.spawn(fut.into_actor(self).map(move |(result, took), act, ctx| {
+            act.flushing = false;
+            match result {
+                Ok(outcome) => act.committed(batch, outcome, took),
+                Err(e) if e.fault() == Fault::Unavailable || batch.isolated => act.cannot_write(batch, &e),
+                Err(e) => act.refused(batch, &e),
+            }
+            act.done(ctx);
         }));
     }
 
-    fn finish_batch(
-        &mut self,
-        entries: Vec<Entry>,
-        mut acks: Vec<Option<Ack>>,
-        ops: Vec<WriteOp>,
-        result: Result<(), StoreError>,
-        took: std::time::Duration,
-        ctx: &mut Context<Self>,
-    ) {
-        match result {
-            Ok(()) => {
-                if !self.healthy.swap(true, Ordering::Relaxed) {
-                    tracing::info!("database reachable again");
-                }
-                self.record(ops.len(), took);
-                for ack in acks.iter_mut().filter_map(Option::take) {
-                    let _ = ack.send(Ok(()));
-                }
-                self.done(ctx);
+    /// The batch committed; with `isolated`, except the ops it reports.
+    fn committed(&mut self, mut batch: Batch, isolated: Option<Isolated>, took: Duration) {
+        if !self.healthy.swap(true, Ordering::Relaxed) {
+            tracing::info!(failed_attempts = self.failures, "the database takes writes again");
+        }
+        self.failures = 0;
+        self.isolate = false;
+        let mut rows = 0;
+        for (i, entry) in batch.entries.iter().enumerate() {
+            let refusal = isolated.as_ref().and_then(|r| r[i].as_ref().err());
+            match refusal {
+                None => rows += usize::from(!matches!(entry.op, WriteOp::Probe { .. })),
+                Some(e) => self.set_aside(entry, &mut batch.acks, e),
             }
-            Err(e) if e.is_unavailable() => {
-                self.healthy.store(false, Ordering::Relaxed);
-                self.metrics.persistence_failures.inc();
-                tracing::warn!(error.message = %e, rows = ops.len(), "database unavailable; batch kept for retry");
-                // Inserts fail fast (their POST answers 503); updates and
-                // deletes are retried, behind anything newer for the same row.
-                let mut kept = Vec::new();
-                for entry in entries {
-                    match entry.ack.and_then(|i| acks[i].take()) {
-                        Some(ack) => {
-                            let _ = ack.send(Err(WriteError::Unavailable));
-                        }
-                        None if entry.ack.is_none() => kept.push(entry.op),
-                        None => {}
-                    }
-                }
-                let newer = std::mem::take(&mut self.queue);
-                let newer_updates = std::mem::take(&mut self.updates);
-                for op in kept {
-                    if let WriteOp::Update(m) = &op {
-                        if newer_updates.contains_key(&m.id) {
-                            continue;
-                        }
-                    }
-                    self.push(op, None);
-                }
-                // Newer entries keep their indices into the current `acks`.
-                for entry in newer {
-                    self.push(entry.op, entry.ack);
-                }
-                self.flushing = false;
-                self.schedule(ctx);
+        }
+        self.record(rows, took);
+        for ack in batch.acks.iter_mut().filter_map(Option::take) {
+            let _ = ack.send(Ok(()));
+        }
+    }
+
+    /// An op the database refused for its content, alone in its savepoint.
+    fn set_aside(&mut self, entry: &Entry, acks: &mut [Option<Ack>], e: &StoreError) {
+        self.metrics.persistence_rows_rejected.inc();
+        match &entry.op {
+            WriteOp::Update(m) => {
+                tracing::error!(message_id = %m.id, error.message = %e,
+                    "the database refused a message's state; kept and retried every {} s", PARKED_RETRY.as_secs());
+                self.parked.insert(m.id, m.clone());
             }
-            Err(e) => {
-                self.metrics.persistence_failures.inc();
-                tracing::error!(error.message = %e, rows = ops.len(), "batch failed; writing its rows one by one");
-                let store = self.store.clone();
-                let metrics = self.metrics.clone();
-                let fut = async move {
-                    let mut results = Vec::with_capacity(entries.len());
-                    for entry in &entries {
-                        metrics.persistence_transactions.inc();
-                        results.push(store.write_one(&entry.op).await);
-                    }
-                    (entries, results)
-                };
-                ctx.spawn(fut.into_actor(self).map(move |(entries, results), act, ctx| {
-                    let mut ok = 0;
-                    for (entry, result) in entries.iter().zip(results) {
-                        match result {
-                            Ok(()) => ok += 1,
-                            Err(e) => {
-                                tracing::error!(error.message = %e, "row dropped after it failed alone");
-                                if let Some(ack) = entry.ack.and_then(|i| acks[i].take()) {
-                                    let _ = ack.send(Err(WriteError::of(&e)));
-                                }
-                            }
-                        }
-                    }
-                    for ack in acks.iter_mut().filter_map(Option::take) {
-                        let _ = ack.send(Ok(()));
-                    }
-                    act.record(ok, took);
-                    act.done(ctx);
-                }));
+            op => {
+                tracing::error!(op = ?op_name(op), error.message = %e, "the database refused a row; its write failed");
+                if let Some(ack) = entry.ack.and_then(|i| acks[i].take()) {
+                    let _ = ack.send(Err(WriteError::Rejected(e.to_string())));
+                }
             }
         }
     }
 
-    fn record(&self, rows: usize, took: std::time::Duration) {
+    /// The whole batch failed because a row was refused for its content:
+    /// written again, op by op in savepoints, in the next interval.
+    fn refused(&mut self, batch: Batch, e: &StoreError) {
+        self.metrics.persistence_failures.inc();
+        tracing::warn!(error.message = %e, rows = batch.entries.len(),
+            "the database refused a row of a batch; the next batch isolates each row");
+        self.isolate = true;
+        self.requeue(batch.entries, batch.acks);
+    }
+
+    /// The database cannot write now: keep the batch and try again later.
+    fn cannot_write(&mut self, batch: Batch, e: &StoreError) {
+        self.metrics.persistence_failures.inc();
+        self.failures += 1;
+        if self.healthy.swap(false, Ordering::Relaxed) {
+            tracing::warn!(error.message = %e, rows = batch.entries.len(),
+                "the database does not take writes; the batch is kept and retried, new messages are refused");
+        } else {
+            tracing::debug!(error.message = %e, attempt = self.failures, "the database still does not take writes");
+        }
+        let Batch { entries, mut acks, .. } = batch;
+        // A POST still waiting for its inserts is answered now (503): it
+        // was promised nothing, and it need not wait for the database.
+        let mut answered = vec![false; acks.len()];
+        for entry in &entries {
+            if let (WriteOp::Insert(_), Some(i)) = (&entry.op, entry.ack) {
+                if let Some(ack) = acks[i].take() {
+                    let _ = ack.send(Err(WriteError::Unavailable));
+                }
+                answered[i] = true;
+            }
+        }
+        let kept = entries
+            .into_iter()
+            .filter(|e| !matches!(e.op, WriteOp::Probe { .. }) && !e.ack.is_some_and(|i| answered[i]))
+            .collect();
+        self.requeue(kept, acks);
+        if self.queue.is_empty() {
+            self.push(WriteOp::Probe { node_id: self.node_id.clone() }, None);
+        }
+    }
+
+    /// Puts `entries` back ahead of what was queued meanwhile; a newer
+    /// state of the same message wins over a kept one.
+    fn requeue(&mut self, entries: Vec<Entry>, mut acks: Vec<Option<Ack>>) {
+        let newer = std::mem::take(&mut self.queue);
+        let newer_updates = std::mem::take(&mut self.updates);
+        let newer_acks = std::mem::take(&mut self.acks);
+        let mut moved: HashMap<usize, usize> = HashMap::new();
+        for entry in entries {
+            if let WriteOp::Update(m) = &entry.op {
+                if newer_updates.contains_key(&m.id) {
+                    continue;
+                }
+            }
+            let ack = entry.ack.and_then(|i| match moved.get(&i) {
+                Some(&j) => Some(j),
+                None => {
+                    let ack = acks[i].take()?;
+                    self.acks.push(Some(ack));
+                    moved.insert(i, self.acks.len() - 1);
+                    Some(self.acks.len() - 1)
+                }
+            });
+            self.push(entry.op, ack);
+        }
+        let offset = self.acks.len();
+        self.acks.extend(newer_acks);
+        for entry in newer {
+            self.push(entry.op, entry.ack.map(|i| i + offset));
+        }
+    }
+
+    fn record(&self, rows: usize, took: Duration) {
         self.metrics.persistence_batches.inc();
         self.metrics.persistence_rows.inc_by(rows as u64);
         self.metrics.persistence_last_batch_rows.set(rows as i64);
@@ -264,7 +345,16 @@ impl PersistenceActor {
     }
 
     fn done(&mut self, ctx: &mut Context<Self>) {
-        self.flushing = false;
+        if !self.parked.is_empty() && self.parked_timer.is_none() {
+            self.parked_timer = Some(ctx.run_later(PARKED_RETRY, |act, ctx| {
+                act.parked_timer = None;
+                for (_, message) in std::mem::take(&mut act.parked) {
+                    act.push(WriteOp::Update(message), None);
+                }
+                act.isolate = true;
+                act.schedule(ctx);
+            }));
+        }
         if self.queue.is_empty() {
             self.finish_drains();
         }
@@ -280,12 +370,22 @@ impl PersistenceActor {
     }
 }
 
+fn op_name(op: &WriteOp) -> &'static str {
+    match op {
+        WriteOp::Insert(_) => "insert",
+        WriteOp::Update(_) => "update",
+        WriteOp::DeleteThread(_) => "delete thread",
+        WriteOp::Probe { .. } => "probe",
+    }
+}
+
 impl Actor for PersistenceActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Checkpoints arrive from every thread actor; a roomy mailbox keeps
-        // `send` from waiting under bursts.
+        // Checkpoints arrive from every thread actor (`do_send`, which
+        // ignores the capacity); the capacity bounds `send`s, of which
+        // there are few (drains).
         ctx.set_mailbox_capacity(4096);
     }
 }
@@ -327,5 +427,71 @@ impl Handler<Drain> for PersistenceActor {
         Box::pin(async move {
             let _ = rx.await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::DatabaseSettings,
+        domain::{new_id, Block, MessageStatus, Role, Usage},
+    };
+
+    fn message(thread_id: Uuid, position: i64, text: &str) -> Message {
+        Message {
+            id: new_id(),
+            thread_id,
+            position,
+            role: Role::Assistant,
+            blocks: vec![Block::text(text.to_owned())],
+            status: MessageStatus::Streaming,
+            model: None,
+            stop_reason: None,
+            usage: Usage::default(),
+            error: None,
+            created_at: chrono::Utc::now(),
+            completed_at: None,
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_refused_row_is_set_aside_alone_in_the_next_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = DatabaseSettings {
+            database_url: None,
+            data_dir: dir.path().into(),
+            flush_interval_ms: 20,
+            db_max_connections: 2,
+        };
+        let store = Store::connect(&settings).await.unwrap();
+        let project = store.create_project("p").await.unwrap();
+        let thread = store.create_thread(project.id, None, None, None).await.unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let healthy = Arc::new(AtomicBool::new(true));
+        let actor = PersistenceActor::new(
+            store.clone(),
+            metrics.clone(),
+            healthy.clone(),
+            "n".into(),
+            settings.flush_interval(),
+        )
+        .start();
+        let (good_ack, good) = oneshot::channel();
+        let (bad_ack, bad) = oneshot::channel();
+        let mut streaming = message(thread.id, 0, "kept");
+        actor.do_send(Write { ops: vec![WriteOp::Insert(streaming.clone())], ack: Some(good_ack) });
+        // Its thread does not exist: the database refuses this one row.
+        actor.do_send(Write { ops: vec![WriteOp::Insert(message(new_id(), 0, "orphan"))], ack: Some(bad_ack) });
+        streaming.blocks[0].text.push_str(" and more");
+        actor.do_send(Checkpoint { message: streaming.clone() });
+        assert!(matches!(bad.await.unwrap(), Err(WriteError::Rejected(_))));
+        good.await.unwrap().unwrap();
+        actor.send(Drain).await.unwrap();
+        let stored = store.all_messages(thread.id).await.unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].blocks[0].text, "kept and more", "the newest state landed");
+        assert_eq!(metrics.persistence_rows_rejected.get(), 1);
+        assert!(healthy.load(Ordering::Relaxed), "a refused row says nothing of the database's health");
     }
 }

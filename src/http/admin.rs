@@ -13,7 +13,7 @@ use crate::{
         thread::{StatusReport, Stop, StopReason, ThreadStatusQuery},
         ThreadError,
     },
-    error::ApiError,
+    error::{ApiError, Code},
 };
 
 #[utoipa::path(get, path = "/admin/stats", tag = "admin",
@@ -104,10 +104,14 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
 }
 
-/// Ready when the database answers within two seconds.
+/// Ready when the database answers within two seconds and takes writes
+/// (the persistence actor's last write, or its probe, went through).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "The database answers", body = Health)))]
+    responses((status = 200, description = "The database answers and takes writes", body = Health)))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if !state.deps.db_healthy.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(ApiError::new(Code::Unavailable, "the database does not take writes"));
+    }
     match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await {
         Ok(Ok(())) => Ok(HttpResponse::Ok().json(Health { status: "ready" })),
         Ok(Err(e)) => {

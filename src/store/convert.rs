@@ -41,7 +41,7 @@ pub fn thread(m: thread::Model) -> Thread {
 
 pub fn message(m: message::Model) -> Result<Message, StoreError> {
     let blocks: Vec<Block> =
-        serde_json::from_value(m.blocks).map_err(|e| StoreError::Corrupt(format!("message blocks: {e}")))?;
+        serde_json::from_str(&m.blocks).map_err(|e| StoreError::Corrupt(format!("message blocks: {e}")))?;
     let error = match (m.error_code, m.error_message) {
         (Some(code), message) => Some(MessageError { code, message: message.unwrap_or_default() }),
         _ => None,
@@ -62,6 +62,14 @@ pub fn message(m: message::Model) -> Result<Message, StoreError> {
     })
 }
 
+/// A text column's value as every database can hold it: Postgres refuses
+/// NUL in `text`, and a model or an upstream error message may send one.
+/// (Client input with NUL is refused at the door; block texts travel as
+/// JSON, where NUL is escaped.)
+fn storable(text: &Option<String>) -> Option<String> {
+    text.as_ref().map(|t| t.replace('\0', "\u{FFFD}"))
+}
+
 /// Every column of a message row.
 pub fn message_row(m: &Message) -> message::ActiveModel {
     message::ActiveModel {
@@ -69,14 +77,15 @@ pub fn message_row(m: &Message) -> message::ActiveModel {
         thread_id: Set(m.thread_id),
         position: Set(m.position),
         role: Set(to_name(&m.role)),
-        blocks: Set(serde_json::to_value(&m.blocks).unwrap_or_default()),
+        // unwrap: blocks hold only strings and numbers.
+        blocks: Set(serde_json::to_string(&m.blocks).unwrap()),
         status: Set(to_name(&m.status)),
-        model: Set(m.model.clone()),
-        stop_reason: Set(m.stop_reason.clone()),
+        model: Set(storable(&m.model)),
+        stop_reason: Set(storable(&m.stop_reason)),
         input_tokens: Set(m.usage.input_tokens as i64),
         output_tokens: Set(m.usage.output_tokens as i64),
-        error_code: Set(m.error.as_ref().map(|e| e.code.clone())),
-        error_message: Set(m.error.as_ref().map(|e| e.message.clone())),
+        error_code: Set(storable(&m.error.as_ref().map(|e| e.code.clone()))),
+        error_message: Set(storable(&m.error.as_ref().map(|e| e.message.clone()))),
         created_at: Set(m.created_at),
         completed_at: Set(m.completed_at),
     }

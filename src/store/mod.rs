@@ -23,13 +23,13 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-pub use error::StoreError;
+pub use error::{Fault, StoreError};
 
 use crate::{
     config::DatabaseSettings,
     domain::{new_id, Message, MessageStatus, Project, Thread},
 };
-use entities::{message, project, thread};
+use entities::{message, node, project, thread};
 
 /// One write of a batch.
 #[derive(Debug, Clone)]
@@ -40,7 +40,13 @@ pub enum WriteOp {
     Update(Message),
     /// A thread and its messages.
     DeleteThread(Uuid),
+    /// This node's row in `nodes`: a write that proves the database takes
+    /// writes again (see `PersistenceActor`).
+    Probe { node_id: String },
 }
+
+/// How a batch went when each op was written inside its own savepoint.
+pub type Isolated = Vec<Result<(), StoreError>>;
 
 #[derive(Clone)]
 pub struct Store {
@@ -153,9 +159,29 @@ impl Store {
         Ok(())
     }
 
-    /// One op in its own transaction (to isolate a bad row).
-    pub async fn write_one(&self, op: &WriteOp) -> Result<(), StoreError> {
-        self.write_batch(std::slice::from_ref(op)).await
+    /// Writes `ops` in one transaction, each inside its own savepoint: an
+    /// op the database refuses for its content is rolled back alone and
+    /// reported in its place, and the others commit. An error that is not
+    /// about one op's content ends the whole transaction (`Err`).
+    pub async fn write_isolated(&self, ops: &[WriteOp]) -> Result<Isolated, StoreError> {
+        let txn = self.db.begin().await?;
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            let savepoint = txn.begin().await?;
+            match apply(&savepoint, op).await {
+                Ok(()) => {
+                    savepoint.commit().await?;
+                    results.push(Ok(()));
+                }
+                Err(e) if e.fault() == Fault::Unavailable => return Err(e),
+                Err(e) => {
+                    savepoint.rollback().await?;
+                    results.push(Err(e));
+                }
+            }
+        }
+        txn.commit().await?;
+        Ok(results)
     }
 }
 
@@ -192,6 +218,18 @@ async fn apply<C: ConnectionTrait>(db: &C, op: &WriteOp) -> Result<(), StoreErro
             message::Entity::delete_many().filter(message::Column::ThreadId.eq(*id)).exec(db).await?;
             thread::Entity::delete_by_id(*id).exec(db).await?;
         }
+        WriteOp::Probe { node_id } => {
+            let now = Utc::now();
+            let row = node::ActiveModel { id: Set(node_id.clone()), started_at: Set(now), heartbeat_at: Set(now) };
+            node::Entity::insert(row)
+                .on_conflict(
+                    sea_orm::sea_query::OnConflict::column(node::Column::Id)
+                        .update_column(node::Column::HeartbeatAt)
+                        .to_owned(),
+                )
+                .exec_without_returning(db)
+                .await?;
+        }
     }
     Ok(())
 }
@@ -226,6 +264,28 @@ mod tests {
             created_at: Utc::now(),
             completed_at: None,
         }
+    }
+
+    #[tokio::test]
+    async fn an_isolated_batch_sets_aside_only_the_refused_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path()).await;
+        let project = store.create_project("p").await.unwrap();
+        let thread = store.create_thread(project.id, None, None, None).await.unwrap();
+        let good = message(thread.id, 0, MessageStatus::Complete);
+        // Its thread does not exist: a foreign key violation.
+        let orphan = message(new_id(), 0, MessageStatus::Complete);
+        let mut answer = message(thread.id, 1, MessageStatus::Streaming);
+        answer.error = Some(crate::domain::MessageError { code: "x".into(), message: "NUL \0 inside".into() });
+        let ops = [WriteOp::Insert(good), WriteOp::Insert(orphan.clone()), WriteOp::Insert(answer)];
+        let whole = store.write_batch(&ops).await.unwrap_err();
+        assert_eq!(whole.fault(), Fault::Rejected, "{whole}");
+        let results = store.write_isolated(&ops).await.unwrap();
+        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+        assert_eq!(results[1].as_ref().unwrap_err().fault(), Fault::Rejected);
+        let all = store.all_messages(thread.id).await.unwrap();
+        assert_eq!(all.len(), 2, "both rows of the thread committed");
+        assert_eq!(all[1].error.as_ref().unwrap().message, "NUL \u{FFFD} inside", "NUL is stored as U+FFFD");
     }
 
     #[tokio::test]

@@ -338,6 +338,34 @@ async fn anthropic_error_event_after_200_fails_and_keeps_the_text() {
 }
 
 #[actix_web::test]
+async fn nul_characters_from_the_model_are_stored_not_lost() {
+    // Postgres refuses NUL in a text column: a model's text (stored as
+    // JSON, where it is escaped) keeps it, an upstream error message
+    // (a text column) holds U+FFFD instead, and nothing is set aside.
+    let pieces = vec![
+        Piece::Bytes(a::message_start(9)),
+        Piece::Bytes(a::text_start(0)),
+        Piece::Bytes(a::text_delta(0, "a \u{0} b")),
+        Piece::Bytes(a::error("api_error", "bad \u{0} thing")),
+    ];
+    let h = harness("anthropic", vec![Reply::Stream { pieces, end: End::Clean }], &[]).await;
+    let events = h.ask(json!({"content": "hi"})).await;
+    assert_eq!(streamed_text(&events, 0), "a \u{0} b");
+    // Stop the actor: history then reads the database alone.
+    let stop = h.client.delete(format!("{}/admin/threads/{}", h.base, h.tid)).send().await.unwrap();
+    assert_eq!(stop.status(), 204);
+    let stored = crate::support::eventually(|| async {
+        let m = h.last_message().await;
+        (m["status"] == "failed").then_some(m)
+    })
+    .await;
+    assert_eq!(stored["content"], "a \u{0} b");
+    assert_eq!(stored["error"]["message"], "model provider error (api_error): bad \u{FFFD} thing");
+    let stats: Value = h.client.get(format!("{}/metrics", h.base)).send().await.unwrap().text().await.unwrap().into();
+    assert!(stats.as_str().unwrap().contains("convo_persistence_rows_rejected_total 0"), "{stats}");
+}
+
+#[actix_web::test]
 async fn anthropic_dropped_connection_fails_and_keeps_the_text() {
     let h = harness("anthropic", vec![Reply::Stream { pieces: cut_answer(vec![]), end: End::Drop }], &[]).await;
     assert_failed_with_partial(&h, "upstream_error").await;

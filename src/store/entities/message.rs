@@ -1,4 +1,5 @@
-//! The `messages` table. `blocks` holds the content blocks as JSON.
+//! The `messages` table. `blocks` holds the content blocks' JSON encoding
+//! as text (NUL escaped, so every database can hold it).
 
 use sea_orm::entity::prelude::*;
 
@@ -10,7 +11,8 @@ pub struct Model {
     pub thread_id: Uuid,
     pub position: i64,
     pub role: String,
-    pub blocks: Json,
+    #[sea_orm(column_type = "Text")]
+    pub blocks: String,
     pub status: String,
     pub model: Option<String>,
     pub stop_reason: Option<String>,

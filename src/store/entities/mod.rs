@@ -3,5 +3,6 @@
 
 pub mod api_key;
 pub mod message;
+pub mod node;
 pub mod project;
 pub mod thread;
