@@ -7,8 +7,17 @@
 //! starts or ends a generation (for thread `status` and stats) and when it
 //! stops; each actor has an incarnation number so a late `Stopped` of an
 //! old actor cannot remove its successor.
+//!
+//! Deleting a thread goes through here too (`BeginDelete`, `EndDelete`):
+//! from the moment a deletion begins until its write has an outcome, no
+//! actor is started for the thread, so a request racing the deletion finds
+//! nothing (404) instead of an actor that outlives its rows, answers every
+//! later request with a failed insert, and calls the upstream each time.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use actix::prelude::*;
 use futures_util::future::join_all;
@@ -19,9 +28,10 @@ use super::{
     Deps,
 };
 
-/// The live actor of `thread_id`, started if needed.
+/// The live actor of `thread_id`, started if needed; `None` while the
+/// thread is being deleted.
 #[derive(Message)]
-#[rtype(result = "Addr<ThreadActor>")]
+#[rtype(result = "Option<Addr<ThreadActor>>")]
 pub struct Lookup {
     pub thread_id: Uuid,
 }
@@ -70,6 +80,24 @@ pub struct StopAll {
     pub reason: StopReason,
 }
 
+/// A deletion of `thread_id` begins: its live actor stops (subscribers get
+/// `thread_deleted`, a running generation ends `cancelled` and its last
+/// writes are queued), and none starts until `EndDelete`. Resolves once the
+/// actor has stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct BeginDelete {
+    pub thread_id: Uuid,
+}
+
+/// The deletion's write has an outcome (committed, or refused): actors may
+/// start for the id again (and find the thread, or not).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EndDelete {
+    pub thread_id: Uuid,
+}
+
 struct Entry {
     addr: Addr<ThreadActor>,
     incarnation: u64,
@@ -82,11 +110,20 @@ pub struct Registry {
     threads: HashMap<Uuid, Entry>,
     next_incarnation: u64,
     closing: bool,
+    /// Threads whose deletion is under way.
+    deleting: HashSet<Uuid>,
 }
 
 impl Registry {
     pub fn new(deps: Arc<Deps>, arbiters: Vec<ArbiterHandle>) -> Self {
-        Registry { deps, arbiters, threads: HashMap::new(), next_incarnation: 1, closing: false }
+        Registry {
+            deps,
+            arbiters,
+            threads: HashMap::new(),
+            next_incarnation: 1,
+            closing: false,
+            deleting: HashSet::new(),
+        }
     }
 
     fn arbiter_for(&self, thread_id: Uuid) -> Option<&ArbiterHandle> {
@@ -111,9 +148,12 @@ impl Handler<Lookup> for Registry {
     type Result = MessageResult<Lookup>;
 
     fn handle(&mut self, msg: Lookup, ctx: &mut Context<Self>) -> Self::Result {
+        if self.deleting.contains(&msg.thread_id) {
+            return MessageResult(None);
+        }
         if let Some(entry) = self.threads.get(&msg.thread_id) {
             if entry.addr.connected() {
-                return MessageResult(entry.addr.clone());
+                return MessageResult(Some(entry.addr.clone()));
             }
         }
         let incarnation = self.next_incarnation;
@@ -131,7 +171,29 @@ impl Handler<Lookup> for Registry {
         };
         self.deps.metrics.threads_live.inc();
         self.threads.insert(thread_id, Entry { addr: addr.clone(), incarnation, generating: false });
-        MessageResult(addr)
+        MessageResult(Some(addr))
+    }
+}
+
+impl Handler<BeginDelete> for Registry {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: BeginDelete, _: &mut Context<Self>) -> Self::Result {
+        self.deleting.insert(msg.thread_id);
+        let live = self.threads.get(&msg.thread_id).map(|e| e.addr.clone());
+        Box::pin(async move {
+            if let Some(addr) = live {
+                let _ = addr.send(Stop { reason: StopReason::Deleted }).await;
+            }
+        })
+    }
+}
+
+impl Handler<EndDelete> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: EndDelete, _: &mut Context<Self>) {
+        self.deleting.remove(&msg.thread_id);
     }
 }
 
@@ -139,6 +201,9 @@ impl Handler<Peek> for Registry {
     type Result = Option<Addr<ThreadActor>>;
 
     fn handle(&mut self, msg: Peek, _: &mut Context<Self>) -> Self::Result {
+        if self.deleting.contains(&msg.thread_id) {
+            return None;
+        }
         self.threads.get(&msg.thread_id).filter(|e| e.addr.connected()).map(|e| e.addr.clone())
     }
 }
@@ -224,7 +289,11 @@ where
     ThreadActor: Handler<M>,
 {
     for _ in 0..2 {
-        let addr = registry.send(Lookup { thread_id }).await.map_err(|_| super::ThreadError::Unavailable)?;
+        let addr = registry
+            .send(Lookup { thread_id })
+            .await
+            .map_err(|_| super::ThreadError::Unavailable)?
+            .ok_or(super::ThreadError::NotFound)?;
         if let Ok(reply) = addr.send(make()).await {
             return Ok(reply);
         }

@@ -183,6 +183,9 @@ pub struct ThreadActor {
     registry: Addr<Registry>,
     refuse_work: bool,
     thread: Option<Thread>,
+    /// Loading the conversation failed (the database was unavailable):
+    /// requests are answered `Unavailable`, not `NotFound`.
+    load_failed: bool,
     messages: Vec<Message>,
     generation: Option<Generation>,
     next_gen: u64,
@@ -208,6 +211,7 @@ impl ThreadActor {
             registry,
             refuse_work: closing,
             thread: None,
+            load_failed: false,
             messages: Vec::new(),
             generation: None,
             next_gen: 1,
@@ -219,6 +223,15 @@ impl ThreadActor {
             idle_timer: None,
             dirty: false,
             last_activity: Utc::now(),
+        }
+    }
+
+    /// The thread, once loaded; why not otherwise.
+    fn loaded(&self) -> Result<&Thread, ThreadError> {
+        match (&self.thread, self.load_failed) {
+            (Some(thread), _) => Ok(thread),
+            (None, true) => Err(ThreadError::Unavailable),
+            (None, false) => Err(ThreadError::NotFound),
         }
     }
 
@@ -486,13 +499,18 @@ impl Actor for ThreadActor {
                     act.messages = messages;
                     act.touch(ctx);
                 }
+                // Either way the actor stops, but only after answering what
+                // already waits in its mailbox (items run after the mailbox):
+                // a request that raced a deletion hears `NotFound`, not a
+                // dropped message.
                 Ok((None, _)) => {
                     tracing::debug!(thread_id = %act.thread_id, "thread not found; actor stops");
-                    ctx.stop();
+                    ctx.run_later(std::time::Duration::ZERO, |_, ctx| ctx.stop());
                 }
                 Err(e) => {
                     tracing::error!(thread_id = %act.thread_id, error.message = %e, "could not load thread");
-                    ctx.stop();
+                    act.load_failed = true;
+                    ctx.run_later(std::time::Duration::ZERO, |_, ctx| ctx.stop());
                 }
             }),
         );
@@ -541,7 +559,7 @@ impl Handler<StartGeneration> for ThreadActor {
     fn handle(&mut self, msg: StartGeneration, ctx: &mut Context<Self>) -> Self::Result {
         // First: a caller of another project learns nothing, not even
         // that this thread is busy.
-        let thread = self.thread.as_ref().ok_or(ThreadError::NotFound)?;
+        let thread = self.loaded()?;
         if msg.project_id.is_some_and(|p| p != thread.project_id) {
             return Err(ThreadError::NotFound);
         }
@@ -646,9 +664,7 @@ impl Handler<Subscribe> for ThreadActor {
     type Result = Result<Subscription, ThreadError>;
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
-        if self.thread.is_none() {
-            return Err(ThreadError::NotFound);
-        }
+        self.loaded()?;
         self.subscribers.insert(msg.session_id);
         let (events, invalid) = self.replay(msg.from);
         let cursor = if invalid { self.head_cursor() } else { msg.from.or_else(|| self.head_cursor()) };

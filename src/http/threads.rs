@@ -10,8 +10,7 @@ use super::{clamp_limit, AppState};
 use crate::{
     actors::{
         persistence::Write,
-        registry::{Generating, Peek},
-        thread::{Stop, StopReason},
+        registry::{BeginDelete, EndDelete, Generating},
         ThreadError,
     },
     domain::{event::ThreadStatus, input, Thread},
@@ -140,22 +139,37 @@ pub async fn get(state: web::Data<AppState>, path: web::Path<(Uuid, Uuid)>) -> R
     Ok(HttpResponse::Ok().json(ThreadView::new(thread, flags.first().copied().unwrap_or(false))))
 }
 
+/// How long a DELETE waits for its write before it answers 503 (the
+/// deletion itself goes on and completes when the database takes writes).
+const DELETE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Stops the live actor (its subscribers get `thread_deleted`, a running
 /// generation ends `cancelled`), then deletes the rows behind its last
-/// writes, through the same write queue so the order holds.
+/// writes, through the same write queue so the order holds. From the start
+/// until the delete's write has an outcome, no actor starts for the thread
+/// (`BeginDelete`): a request racing the deletion gets 404.
 #[utoipa::path(delete, path = "/v1/projects/{pid}/threads/{tid}", tag = "threads", params(("pid" = Uuid, Path, description = "Project id"), ("tid" = Uuid, Path, description = "Thread id")),
     responses((status = 204, description = "Deleted; live subscribers got `thread_deleted`")))]
 #[tracing::instrument(skip_all, fields(project_id = %path.0, thread_id = %path.1))]
 pub async fn delete(state: web::Data<AppState>, path: web::Path<(Uuid, Uuid)>) -> Result<HttpResponse, ApiError> {
     let thread = find(&state, path.0, path.1).await?;
-    if let Ok(Some(actor)) = state.registry.send(Peek { thread_id: thread.id }).await {
-        let _ = actor.send(Stop { reason: StopReason::Deleted }).await;
+    if !state.deps.db_healthy.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(ApiError::unavailable());
     }
+    let registry = state.registry.clone();
+    registry.send(BeginDelete { thread_id: thread.id }).await.map_err(|_| ApiError::unavailable())?;
     let (ack, done) = tokio::sync::oneshot::channel();
     state.deps.persistence.do_send(Write { ops: vec![WriteOp::DeleteThread(thread.id)], ack: Some(ack) });
-    match done.await {
-        Ok(Ok(())) => Ok(HttpResponse::NoContent().finish()),
-        Ok(Err(e)) => Err(super::messages::write_error(e)),
-        Err(_) => Err(ApiError::unavailable()),
+    // The deletion ends when its write does, even if this request gave up
+    // waiting: only then may an actor start for the id again.
+    let outcome = actix_web::rt::spawn(async move {
+        let outcome = done.await;
+        registry.do_send(EndDelete { thread_id: thread.id });
+        outcome
+    });
+    match tokio::time::timeout(DELETE_WAIT, outcome).await {
+        Ok(Ok(Ok(Ok(())))) => Ok(HttpResponse::NoContent().finish()),
+        Ok(Ok(Ok(Err(e)))) => Err(super::messages::write_error(e)),
+        _ => Err(ApiError::unavailable()),
     }
 }

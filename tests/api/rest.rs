@@ -162,3 +162,44 @@ async fn every_refusal_has_the_contract_error_shape() {
     let r = c.get(format!("{base}{wrong}")).send().await.unwrap();
     assert_eq!(error_code(r).await, (404, "not_found".to_owned()), "a thread of another project is not found");
 }
+
+#[actix_web::test]
+async fn a_delete_racing_a_post_leaves_no_actor_and_calls_no_model_for_the_deleted_thread() {
+    use crate::{
+        fake_upstream::{anthropic, End, Reply},
+        providers::harness,
+    };
+    let answer = Reply::Stream { pieces: anthropic::text_answer(&["an ", "answer"]), end: End::Clean };
+    let h = harness("anthropic", vec![answer], &[]).await;
+    let threads = format!("{}/v1/projects/{}/threads", h.base, h.pid);
+    let mut accepted = 0;
+    for round in 0..10 {
+        let t: Value = h.client.post(&threads).json(&json!({})).send().await.unwrap().json().await.unwrap();
+        let thread = format!("{threads}/{}", t["id"].as_str().unwrap());
+        if round % 2 == 1 {
+            // Half the rounds race a live actor, half start one in the race.
+            h.client.get(format!("{thread}/messages")).send().await.unwrap();
+            let sse = h.client.get(format!("{thread}/events")).send().await.unwrap();
+            drop(sse);
+        }
+        let post = h.client.post(format!("{thread}/messages")).json(&json!({"content": "hi"})).send();
+        let delete = h.client.delete(&thread).send();
+        let (post, delete) = tokio::join!(post, delete);
+        let (post, delete) = (post.unwrap(), delete.unwrap());
+        assert_eq!(delete.status(), 204, "round {round}");
+        match post.status().as_u16() {
+            202 => accepted += 1,
+            404 => {}
+            other => panic!("round {round}: the racing POST got {other}: {}", post.text().await.unwrap()),
+        }
+        // The thread is gone for good: no actor, no generation, 404.
+        let again = h.client.post(format!("{thread}/messages")).json(&json!({"content": "hi?"})).send().await;
+        assert_eq!(error_code(again.unwrap()).await, (404, "not_found".to_owned()), "round {round}");
+        let admin = h.client.get(format!("{}/admin/threads/{}", h.base, t["id"].as_str().unwrap())).send().await;
+        assert_eq!(admin.unwrap().status(), 404, "round {round}: no live actor");
+    }
+    // An accepted answer may be cancelled by its deletion before it reached
+    // the model; nothing else may call it.
+    let calls = h.upstream.requests().len();
+    assert!(calls <= accepted, "{calls} model calls for {accepted} accepted messages");
+}
