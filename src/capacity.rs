@@ -7,7 +7,9 @@
 //!   upstream is never called by more than `--max-generations` at once);
 //! - open SSE/WebSocket connections per credential (a project key, and
 //!   every stream token minted with it, count as one);
-//! - subscribers per thread (SSE, WebSocket and the seed route alike).
+//! - subscribers per thread (SSE, WebSocket and the seed route alike);
+//! - bytes held in unfinished WebSocket messages, all sockets together
+//!   (`ws_guard::Budget`).
 //!
 //! Concurrency allowances are RAII slots: a generation or a connection
 //! holds its `Slot` and gives it back by dropping it, whatever way it ends.
@@ -138,6 +140,7 @@ pub struct Capacity {
     generations: Arc<Slots<Uuid>>,
     connections: Arc<Slots<Credential>>,
     subscribers: Arc<Slots<Uuid>>,
+    ws_pending: Arc<crate::ws_guard::Budget>,
 }
 
 /// A running generation's slot (per project, and on the node).
@@ -154,7 +157,13 @@ impl Capacity {
             generations: Slots::new(limits.max_generations_per_project, limits.max_generations),
             connections: Slots::new(limits.max_connections_per_key, 0),
             subscribers: Slots::new(limits.max_subscribers_per_thread, 0),
+            ws_pending: crate::ws_guard::Budget::new(limits.max_ws_pending_bytes),
         }
+    }
+
+    /// What unfinished WebSocket messages may hold, all sockets together.
+    pub fn ws_budget(&self) -> Arc<crate::ws_guard::Budget> {
+        self.ws_pending.clone()
     }
 
     /// Admits a new generation of `project`: a generation slot, then one

@@ -46,6 +46,7 @@ use crate::{
     },
     metrics::Metrics,
     pipe::PipeWriter,
+    ws_guard::Refused,
 };
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -402,6 +403,13 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for SessionActor {
             Ok(AggregatedMessage::Pong(_)) => {}
             Ok(AggregatedMessage::Close(_)) => ctx.stop(),
             Err(ProtocolError::Overflow) => self.close_ws(CloseCode::Size, "frame too large", ctx),
+            Err(ProtocolError::Io(e)) if Refused::of(&e) == Some(Refused::TooLarge) => {
+                self.close_ws(CloseCode::Size, "message too large", ctx)
+            }
+            Err(ProtocolError::Io(e)) if Refused::of(&e) == Some(Refused::Busy) => {
+                tracing::warn!(thread_id = %self.thread_id, "websocket closed: unfinished messages past the node's budget");
+                self.close_ws(CloseCode::Again, "server busy; try again later", ctx)
+            }
             // actix-ws reports a message too large across continuation
             // frames only as an I/O error with this text.
             Err(ProtocolError::Io(e)) if e.to_string().contains("maximum continuation size") => {

@@ -5,9 +5,11 @@
 //! shared, not re-encoded per subscriber, and memory per subscriber stays
 //! bounded (the deprecated actix-web-actors context queued without bound).
 
+use actix_http::BoxedPayloadStream;
 use actix_web::{
     body::{BodyStream, BoxBody},
-    web, HttpRequest, HttpResponse,
+    dev::Payload,
+    web, FromRequest, HttpRequest, HttpResponse,
 };
 use uuid::Uuid;
 
@@ -16,7 +18,7 @@ use super::{
     threads::find,
     AppState,
 };
-use crate::{actors::session::Transport, error::ApiError, pipe::pipe};
+use crate::{actors::session::Transport, error::ApiError, pipe::pipe, ws_guard::Guard};
 
 /// Largest client frame, and largest message after joining continuations.
 const MAX_CLIENT_FRAME: usize = 256 * 1024;
@@ -43,8 +45,12 @@ pub async fn subscribe(
     let thread = find(&state, path.0, path.1).await?;
     let admission = admit(&state, &req, thread.id)?;
     let from = resume_cursor(&req, &query);
-    // actix-ws answers the handshake and parses incoming frames; its own
-    // outgoing channel is replaced by the pipe.
+    // actix-ws answers the handshake and parses incoming frames, behind a
+    // guard that refuses an over-size frame at its header (actix-ws would
+    // buffer all of it first); its own outgoing channel is replaced by the
+    // pipe.
+    let guarded: BoxedPayloadStream = Box::pin(Guard::new(body, MAX_CLIENT_FRAME, state.deps.capacity.ws_budget()));
+    let body = web::Payload::from_request(&req, &mut Payload::from(guarded)).await?;
     let (response, _, incoming) =
         actix_ws::handle(&req, body).map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
     let (tx, outgoing) = pipe(super::events::STREAM_BUFFER);

@@ -185,3 +185,150 @@ async fn a_websocket_reading_an_answer_longer_than_the_peer_timeout_stays_open()
     assert_eq!(t.completed, vec![(id.clone(), "complete".to_owned())], "closed before the answer ended");
     t.assert_matches(&server.finished(&thread, &id).await);
 }
+
+/// A WebSocket client on a raw socket, for bytes no library would send: a
+/// frame header alone, a message that never ends.
+struct RawWs {
+    sock: tokio::net::TcpStream,
+    read: Vec<u8>,
+}
+
+impl RawWs {
+    async fn open(base: &str, thread: &str) -> RawWs {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = base.trim_start_matches("http://");
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "GET {thread}/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        sock.write_all(request.as_bytes()).await.unwrap();
+        let mut read = Vec::new();
+        while !read.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut buf = [0u8; 4096];
+            let n = sock.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the upgrade is answered");
+            read.extend_from_slice(&buf[..n]);
+        }
+        assert!(read.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&read));
+        let end = read.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        read.drain(..end);
+        RawWs { sock, read }
+    }
+
+    /// A masked client frame header: `first` byte (FIN and opcode), then
+    /// the declared payload length.
+    fn header(first: u8, len: u64) -> Vec<u8> {
+        let mut out = vec![first, 0x80 | 127];
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0]); // a zero mask: payload as is
+        out
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        tokio::io::AsyncWriteExt::write_all(&mut self.sock, bytes).await
+    }
+
+    /// The server's next frame: its opcode and payload; `None` if the
+    /// connection ends first.
+    async fn next_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            // Server frames are unmasked.
+            if self.read.len() >= 4 {
+                let (head, len) = match self.read[1] & 0x7f {
+                    126 => (4, u16::from_be_bytes([self.read[2], self.read[3]]) as usize),
+                    127 => panic!("no server frame here is that large"),
+                    n => (2, n as usize),
+                };
+                if self.read.len() >= head + len {
+                    let frame: Vec<u8> = self.read.drain(..head + len).collect();
+                    return Some((frame[0] & 0x0f, frame[head..].to_vec()));
+                }
+            }
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(crate::support::WAIT, self.sock.read(&mut buf)).await.expect("bytes in time");
+            match n {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.read.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// The code of the server's close frame, skipping other frames.
+    async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            let (opcode, payload) = self.next_frame().await?;
+            if opcode == 0x8 {
+                return Some(u16::from_be_bytes([payload[0], payload[1]]));
+            }
+        }
+    }
+
+    /// The `type` of the next event (text frame); panics on a close.
+    async fn next_event_type(&mut self) -> String {
+        loop {
+            match self.next_frame().await.expect("the connection stays open") {
+                (0x1, payload) => {
+                    let event: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+                    return event["type"].as_str().unwrap().to_owned();
+                }
+                (0x8, payload) => panic!("closed: {payload:?}"),
+                _ => continue,
+            }
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_frame_declared_too_large_is_refused_at_its_header_not_buffered() {
+    let server = Server::temp(&[]).await;
+    let thread = server.thread().await;
+    // Declared 2^62 bytes; a little of it sent, then nothing: the server
+    // must not wait for the rest (it used to buffer a gigabyte of it).
+    let mut ws = RawWs::open(&server.base, &thread).await;
+    ws.write(&RawWs::header(0x81, 1 << 62)).await.unwrap();
+    ws.write(&[b'x'; 1024]).await.unwrap();
+    assert_eq!(ws.close_code().await, Some(1009));
+    // A message of frames each within the limit, declared past it in all:
+    // refused at the second header, before its payload.
+    let mut ws = RawWs::open(&server.base, &thread).await;
+    ws.write(&RawWs::header(0x01, 200 * 1024)).await.unwrap();
+    ws.write(&vec![b'x'; 200 * 1024]).await.unwrap();
+    ws.write(&RawWs::header(0x80, 100 * 1024)).await.unwrap();
+    assert_eq!(ws.close_code().await, Some(1009));
+    assert!(server.messages(&thread).await.is_empty());
+}
+
+#[actix_web::test]
+async fn unfinished_messages_of_all_sockets_share_a_budget() {
+    let server = Server::temp(&["--max-ws-pending-bytes", "600000"]).await;
+    let thread = server.thread().await;
+    // Two sockets each hold 250 KB of a message they never finish.
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut ws = RawWs::open(&server.base, &thread).await;
+        ws.write(&RawWs::header(0x01, 250_000)).await.unwrap();
+        ws.write(&vec![b'x'; 250_000]).await.unwrap();
+        holders.push(ws);
+    }
+    // A third would pass the budget: closed with 1013 (try again later).
+    let mut third = RawWs::open(&server.base, &thread).await;
+    third.write(&RawWs::header(0x01, 250_000)).await.unwrap();
+    let _ = third.write(&vec![b'x'; 250_000]).await;
+    assert_eq!(third.close_code().await, Some(1013));
+    // A holder that goes gives its share back: a new socket may hold again,
+    // and its message, once finished, is read (not JSON: an `error`).
+    drop(holders.pop());
+    crate::support::eventually(|| async {
+        let held = server.get_json("/admin/stats").await;
+        (held["subscribers"]["ws"] == 1).then_some(())
+    })
+    .await;
+    let mut ws = RawWs::open(&server.base, &thread).await;
+    assert_eq!(ws.next_event_type().await, "ready");
+    ws.write(&RawWs::header(0x01, 250_000)).await.unwrap();
+    ws.write(&vec![b'x'; 250_000]).await.unwrap();
+    ws.write(&RawWs::header(0x80, 0)).await.unwrap();
+    assert_eq!(ws.next_event_type().await, "error");
+}
