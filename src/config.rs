@@ -102,6 +102,11 @@ pub struct HttpSettings {
     /// `Origin` header (non-browser clients) are not affected.
     #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// Addresses of reverse proxies whose `Forwarded` / `X-Forwarded-Host`
+    /// headers are believed, comma-separated (default: none; a request's
+    /// own `Host` decides).
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Lifetime of thread-scoped stream tokens, in seconds.
     #[arg(long, env = "STREAM_TOKEN_TTL_SECS", default_value_t = 300)]
     pub stream_token_ttl_secs: u64,

@@ -260,20 +260,43 @@ pub async fn admin_only(
 
 /// Open mode answers loopback names only: a web page whose own name a
 /// rebinding DNS points at 127.0.0.1 sends its own `Host`, and is refused
-/// (403) instead of reaching an unauthenticated API. With `--allow-open`
-/// on a public address, the operator chose the network; any `Host` goes.
+/// (403) instead of reaching an unauthenticated API. The name is the
+/// request's own `Host` (or HTTP/2 authority); `Forwarded` and
+/// `X-Forwarded-Host` count only from a `--trusted-proxies` address, where
+/// they name the host the browser asked for. With `--allow-open` on a
+/// public address, the operator chose the network; any `Host` goes.
 pub async fn open_mode_host(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let state = state_of(&req)?;
     if state.auth.is_open() && !state.deps.settings.http.allow_open {
-        let host = req.connection_info().host().to_owned();
+        let trusted = &state.deps.settings.http.trusted_proxies;
+        let from_proxy = req.peer_addr().is_some_and(|peer| trusted.contains(&peer.ip()));
+        let forwarded = if from_proxy { forwarded_host(req.headers()) } else { None };
+        let own = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
+        let host = forwarded.or(own).or_else(|| req.uri().authority().map(|a| a.to_string())).unwrap_or_default();
         if !is_loopback_host(&host) {
             return Err(ApiError::new(Code::Forbidden, "open mode answers only loopback host names").into());
         }
     }
     next.call(req).await
+}
+
+/// The host a proxy says the client asked for: `host=` of the first
+/// `Forwarded` element, else the first `X-Forwarded-Host`.
+fn forwarded_host(headers: &actix_web::http::header::HeaderMap) -> Option<String> {
+    let forwarded = headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()).and_then(|v| {
+        let first = v.split(',').next()?;
+        first.split(';').find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            key.trim().eq_ignore_ascii_case("host").then(|| value.trim().trim_matches('"').to_owned())
+        })
+    });
+    forwarded.or_else(|| {
+        let value = headers.get("x-forwarded-host")?.to_str().ok()?;
+        Some(value.split(',').next()?.trim().to_owned())
+    })
 }
 
 /// `localhost`, `127.x.x.x` or `[::1]`, with or without a port.
@@ -287,6 +310,26 @@ fn is_loopback_host(host: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_proxys_forwarded_host_is_read_from_either_header() {
+        use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+        let map = |pairs: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            }
+            m
+        };
+        let host = |pairs: &[(&str, &str)]| super::forwarded_host(&map(pairs));
+        assert_eq!(
+            host(&[("forwarded", "for=1.2.3.4;Host=\"app.example:443\";proto=https, host=b")]),
+            Some("app.example:443".into())
+        );
+        assert_eq!(host(&[("x-forwarded-host", "a.example, b.example")]), Some("a.example".into()));
+        assert_eq!(host(&[("forwarded", "for=1.2.3.4"), ("x-forwarded-host", "c")]), Some("c".into()));
+        assert_eq!(host(&[]), None);
+    }
+
     #[test]
     fn loopback_hosts_are_told_apart_from_other_names() {
         for host in ["localhost", "localhost:8080", "127.0.0.1:1", "127.9.9.9", "[::1]:80", "LOCALHOST"] {

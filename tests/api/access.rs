@@ -273,6 +273,22 @@ async fn open_mode_answers_loopback_host_names_only() {
         let r = server.client.post(&url).header("Host", host).json(&json!({"name": "x"})).send().await.unwrap();
         assert_eq!(r.status(), 201, "{host}");
     }
+    // Forwarding headers from a client that is not a trusted proxy change
+    // nothing: the request's own Host decides.
+    let stats = format!("{}/admin/stats", server.base);
+    for (name, value) in [("X-Forwarded-Host", "127.0.0.1"), ("Forwarded", "host=localhost")] {
+        let r = server.client.post(&url).header("Host", "evil.example").header(name, value);
+        assert_eq!(error_code(r.json(&json!({"name": "x"})).send().await.unwrap()).await.0, 403, "{name}");
+        let r = server.client.get(&stats).header("Host", "evil.example").header(name, value).send().await;
+        assert_eq!(r.unwrap().status(), 403, "{name}");
+    }
+    // From a trusted proxy, its forwarded host is the one checked.
+    let proxied = Server::temp(&["--trusted-proxies", "127.0.0.1,::1"]).await;
+    let stats = format!("{}/admin/stats", proxied.base);
+    let r = proxied.client.get(&stats).header("Host", "127.0.0.1").header("X-Forwarded-Host", "evil.example");
+    assert_eq!(r.send().await.unwrap().status(), 403);
+    let r = proxied.client.get(&stats).header("Host", "evil.example").header("Forwarded", "for=1.2.3.4;host=localhost");
+    assert_eq!(r.send().await.unwrap().status(), 200);
     // With an admin token every request is authenticated: any name goes.
     let secured = secured(&[]).await;
     let r = secured.client.get(format!("{}/admin/stats", secured.base)).header("Host", "api.example.com");
