@@ -125,6 +125,11 @@ impl Application {
         .on_connect(socket_options(settings.http.socket_send_buffer, settings.http.tcp_nodelay))
         .listen(listener)?
         .disable_signals()
+        // A client that closes its side is gone: a browser never half-closes
+        // an HTTP connection, and a stream kept writing to a closed peer held
+        // its places (subscriber cap, connection cap, presence) until a
+        // heartbeat write failed.
+        .h1_allow_half_closed(false)
         .client_request_timeout(Duration::from_millis(settings.limits.header_timeout_ms))
         .shutdown_timeout(grace.as_secs().max(1))
         .workers(settings.http.http_workers.unwrap_or(cores).max(1))

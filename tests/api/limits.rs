@@ -231,3 +231,46 @@ async fn websocket_sends_count_against_the_projects_message_rate() {
     assert_eq!(ws.until("error").await.pop().unwrap().data["code"], "not_generating");
     assert_eq!(server.messages(&thread).await.len(), 2);
 }
+
+#[actix_web::test]
+async fn subscribers_that_close_cleanly_give_their_places_back_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Heartbeats far apart: only noticing the close can free the places.
+    let server = Server::temp(&["--max-subscribers-per-thread", "21", "--heartbeat-ms", "120000"]).await;
+    let thread = server.thread().await;
+    let mut watcher = server.sse(&thread, None).await;
+    assert_eq!(watcher.next().await.unwrap().kind, "ready");
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut socks = Vec::new();
+    for _ in 0..20 {
+        let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let request = format!("GET {thread}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n");
+        sock.write_all(request.as_bytes()).await.unwrap();
+        let mut seen = Vec::new();
+        while !seen.windows(11).any(|w| w == b"event: read") {
+            let mut buf = [0u8; 4096];
+            let n = sock.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            seen.extend_from_slice(&buf[..n]);
+        }
+        socks.push(sock);
+    }
+    let presence = |n: u64| async move {
+        move |ev: &crate::support::Ev| ev.kind == "thread.presence" && ev.data["subscribers"] == n
+    };
+    let full = presence(21).await;
+    while !full(&watcher.next().await.unwrap()) {}
+    let r = server.client.get(format!("{}{thread}/events", server.base)).send().await.unwrap();
+    assert_eq!(r.status(), 429, "the cap is full");
+    // Each closes its connection the clean way (FIN, nothing unread).
+    for mut sock in socks {
+        sock.shutdown().await.unwrap();
+    }
+    let alone = presence(1).await;
+    while !alone(&watcher.next().await.unwrap()) {}
+    assert_eq!(server.get_json("/admin/stats").await["subscribers"]["sse"], 1);
+    for _ in 0..20 {
+        let r = server.client.get(format!("{}{thread}/events", server.base)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "places came back");
+    }
+}
