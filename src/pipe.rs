@@ -17,6 +17,11 @@
 //! - The reader (`PipeBody`, the response body) yields frames in order and
 //!   ends when every writer is gone. Dropping it (the client went away)
 //!   wakes the writer, which `closed` reports.
+//! - A positional frame may carry the subscriber's cursor after it
+//!   (`try_send_at`); the pipe remembers the last one the body took, so a
+//!   subscriber closed while behind can drop what still waits here
+//!   (`discard_queued`) and put its closing event right after what its
+//!   client will get, naming that position.
 
 use std::{
     cell::RefCell,
@@ -31,8 +36,17 @@ use std::{
 use bytes::Bytes;
 use futures_util::Stream;
 
+use crate::domain::cursor::Cursor;
+
+/// The subscriber's position after a positional frame (`None`: before the
+/// thread's first message).
+pub type At = Option<Cursor>;
+
 struct State {
-    queue: VecDeque<Bytes>,
+    /// Frames, each with the position it moves its subscriber to, if any.
+    queue: VecDeque<(Bytes, Option<At>)>,
+    /// The position of the last positional frame the body took.
+    taken: Option<At>,
     capacity: usize,
     writers: usize,
     body_gone: bool,
@@ -83,6 +97,7 @@ pub enum TrySendError {
 pub fn pipe(capacity: usize) -> (PipeWriter, PipeBody) {
     let state = Rc::new(RefCell::new(State {
         queue: VecDeque::new(),
+        taken: None,
         capacity: capacity.max(1),
         writers: 1,
         body_gone: false,
@@ -111,6 +126,11 @@ impl Drop for PipeWriter {
 impl PipeWriter {
     /// Queues `frame` if there is room, without waiting.
     pub fn try_send(&self, frame: Bytes) -> Result<(), TrySendError> {
+        self.try_send_at(frame, None)
+    }
+
+    /// As `try_send`, for a frame that moves its subscriber to `at`.
+    pub fn try_send_at(&self, frame: Bytes, at: Option<At>) -> Result<(), TrySendError> {
         let mut state = self.state.borrow_mut();
         if state.body_gone {
             return Err(TrySendError::Closed(frame));
@@ -118,14 +138,20 @@ impl PipeWriter {
         if state.queue.len() >= state.capacity {
             return Err(TrySendError::Full(frame));
         }
-        state.queue.push_back(frame);
+        state.queue.push_back((frame, at));
         state.wake_body();
         Ok(())
     }
 
     /// Queues `frame` once there is room; `Err` when the body is gone.
     pub async fn send(&self, frame: Bytes) -> Result<(), ()> {
-        let mut frame = Some(frame);
+        self.send_at(frame, None).await
+    }
+
+    /// Queues `frame` (moving its subscriber to `at`, if positional) once
+    /// there is room; `Err` when the body is gone.
+    pub async fn send_at(&self, frame: Bytes, at: Option<At>) -> Result<(), ()> {
+        let mut frame = Some((frame, at));
         poll_fn(|cx| {
             let mut state = self.state.borrow_mut();
             if state.body_gone {
@@ -164,9 +190,18 @@ impl PipeWriter {
     pub fn push_final(&self, frame: Bytes) {
         let mut state = self.state.borrow_mut();
         if !state.body_gone {
-            state.queue.push_back(frame);
+            state.queue.push_back((frame, None));
             state.wake_body();
         }
+    }
+
+    /// Drops every frame the body has not taken yet; the position of the
+    /// last positional frame it did take (`None`: none yet).
+    pub fn discard_queued(&self) -> Option<At> {
+        let mut state = self.state.borrow_mut();
+        state.queue.clear();
+        state.wake_writers();
+        state.taken
     }
 
     /// Resolves when the body is gone (the client went away).
@@ -193,7 +228,10 @@ impl Stream for PipeBody {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut state = self.state.borrow_mut();
-        if let Some(frame) = state.queue.pop_front() {
+        if let Some((frame, at)) = state.queue.pop_front() {
+            if at.is_some() {
+                state.taken = at;
+            }
             state.wake_writers();
             return Poll::Ready(Some(Ok(frame)));
         }
@@ -247,6 +285,26 @@ mod tests {
         assert_eq!(body.next().await.unwrap().unwrap(), Bytes::from_static(b"a"));
         assert_eq!(send.await, Ok(()));
         assert_eq!(body.next().await.unwrap().unwrap(), Bytes::from_static(b"b"));
+    }
+
+    #[tokio::test]
+    async fn discarding_keeps_what_the_body_took_and_names_its_position() {
+        let (tx, mut body) = pipe(4);
+        let at = |offset| Some(Some(Cursor::new(uuid::Uuid::nil(), 0, offset)));
+        tx.try_send_at(Bytes::from_static(b"a"), at(1)).unwrap();
+        tx.try_send(Bytes::from_static(b"ping")).unwrap();
+        tx.try_send_at(Bytes::from_static(b"b"), at(2)).unwrap();
+        assert_eq!(tx.discard_queued(), None, "the body took nothing yet");
+        tx.try_send_at(Bytes::from_static(b"c"), at(3)).unwrap();
+        tx.try_send(Bytes::from_static(b"ping")).unwrap();
+        tx.try_send_at(Bytes::from_static(b"d"), at(4)).unwrap();
+        assert_eq!(body.next().await.unwrap().unwrap(), Bytes::from_static(b"c"));
+        assert_eq!(body.next().await.unwrap().unwrap(), Bytes::from_static(b"ping"));
+        assert_eq!(tx.discard_queued(), at(3));
+        tx.push_final(Bytes::from_static(b"end"));
+        drop(tx);
+        assert_eq!(body.next().await.unwrap().unwrap(), Bytes::from_static(b"end"), "nothing else waited");
+        assert!(body.next().await.is_none());
     }
 
     #[tokio::test]

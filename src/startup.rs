@@ -28,6 +28,9 @@ use crate::{
     store::Store,
 };
 
+/// See `h1_write_buffer_size` in `Application::build`.
+const H1_WRITE_BUFFER: usize = 8 * 1024;
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -130,6 +133,11 @@ impl Application {
         // its places (subscriber cap, connection cap, presence) until a
         // heartbeat write failed.
         .h1_allow_half_closed(false)
+        // actix takes frames from a subscriber's pipe into its own write
+        // buffer up to this size while the socket is full: kept small, so
+        // the pipe (which a closing event can jump) is where a slow
+        // reader's backlog waits, not a buffer in front of it.
+        .h1_write_buffer_size(H1_WRITE_BUFFER)
         .client_request_timeout(Duration::from_millis(settings.limits.header_timeout_ms))
         .shutdown_timeout(grace.as_secs().max(1))
         .workers(settings.http.http_workers.unwrap_or(cores).max(1))

@@ -39,7 +39,7 @@ use crate::{
         frame::{seed_error, ws_close, ws_frame, Frame, SSE_KEEP_ALIVE},
     },
     metrics::Metrics,
-    pipe::{PipeWriter, TrySendError},
+    pipe::{At, PipeWriter, TrySendError},
 };
 
 /// The closing `error` when a subscriber's thread actor went away.
@@ -111,6 +111,8 @@ pub struct Subscriber {
     notice: Recipient<Notice>,
     /// WebSocket only: a peer silent this long is dead.
     peer_timeout: Option<Duration>,
+    /// The cursor it subscribed from: its position before any frame.
+    start: Option<Cursor>,
     position: RefCell<Position>,
 }
 
@@ -140,6 +142,7 @@ impl Subscriber {
             pipe,
             notice,
             peer_timeout,
+            start: from,
             position: RefCell::new(Position {
                 last_seq: 0,
                 cursor: from,
@@ -186,15 +189,22 @@ impl Subscriber {
         frame.kind == "message.completed" && frame.cursor.is_some_and(|c| c.message_id == message_id)
     }
 
+    /// Where `frame` moves this subscriber, if it is a position: `ready`
+    /// says where it starts (none: before the first message of an empty
+    /// thread); message events move it on. `error` and `thread.presence`
+    /// carry the cursor but are not positions.
+    fn moves_to(frame: &Frame) -> Option<At> {
+        match frame.kind {
+            "ready" => Some(frame.cursor),
+            kind if kind.starts_with("message.") && frame.cursor.is_some() => Some(frame.cursor),
+            _ => None,
+        }
+    }
+
     fn wrote(&self, frame: &Frame) {
         let mut position = self.position.borrow_mut();
-        // `ready` says where this subscriber starts (none: before the first
-        // message of an empty thread); message events move it on. `error`
-        // and `thread.presence` carry the cursor but are not positions.
-        match frame.kind {
-            "ready" => position.cursor = frame.cursor,
-            kind if kind.starts_with("message.") && frame.cursor.is_some() => position.cursor = frame.cursor,
-            _ => {}
+        if let Some(at) = Self::moves_to(frame) {
+            position.cursor = at;
         }
         position.last_seq = position.last_seq.max(frame.seq);
         position.wrote_since_tick = true;
@@ -203,7 +213,7 @@ impl Subscriber {
     /// Writes `frame` if the pipe has room, without waiting.
     pub fn try_write(&self, frame: &Frame) -> Written {
         let Some(bytes) = self.payload(frame) else { return Written::NotForThisWire };
-        match self.pipe.try_send(bytes) {
+        match self.pipe.try_send_at(bytes, Self::moves_to(frame)) {
             Ok(()) => {
                 self.wrote(frame);
                 Written::Yes
@@ -216,7 +226,7 @@ impl Subscriber {
     /// Writes `frame`, waiting up to `patience` for room.
     pub async fn write(&self, frame: &Frame, patience: Duration) -> Result<(), Stall> {
         let Some(bytes) = self.payload(frame) else { return Ok(()) };
-        match tokio::time::timeout(patience, self.pipe.send(bytes)).await {
+        match tokio::time::timeout(patience, self.pipe.send_at(bytes, Self::moves_to(frame))).await {
             Ok(Ok(())) => {
                 self.wrote(frame);
                 Ok(())
@@ -250,8 +260,18 @@ impl Subscriber {
 
     /// The closing `error` (and, on a WebSocket, a close frame), into the
     /// place the pipe keeps for it: even a subscriber that stopped reading
-    /// is told why.
+    /// is told why. A subscriber that is behind (its pipe full of frames
+    /// it reads slowly, if at all) has those frames dropped first, so the
+    /// error is the next thing after what its client will get, and names
+    /// that position: it reaches a slow reader within a shutdown's grace,
+    /// and a resume from it misses nothing. (The seed route cannot resume:
+    /// its text is kept.)
     pub fn write_closing(&self, code: &str, message: &str) {
+        let behind = self.position.borrow().behind;
+        if behind && !matches!(self.wire, Wire::Seed(_)) {
+            let delivered = self.pipe.discard_queued().unwrap_or(self.start);
+            self.position.borrow_mut().cursor = delivered;
+        }
         let event = Event::Error {
             thread_id: self.thread_id,
             cursor: self.cursor(),

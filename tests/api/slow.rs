@@ -149,3 +149,79 @@ async fn the_closing_errors_cursor_is_where_the_reader_stopped() {
     let last = evs.iter().rev().find(|e| e.kind == "message.delta").expect("some text arrived");
     assert_eq!(error.id, last.id, "the error's cursor is the end of the last delta delivered");
 }
+
+/// On shutdown every subscriber gets its closing `error`
+/// (`shutting_down`), also one that was behind: its cursor is where that
+/// reader stopped, so it resumes byte-exact after the restart.
+#[actix_web::test]
+async fn readers_that_are_behind_get_their_shutting_down_error_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::support::database_url(dir.path()).await;
+    let mut args = BIG.to_vec();
+    args[1] = "5000"; // `--sim-chunks`: still streaming at the shutdown
+    args.extend(["--shutdown-grace-ms", "4000"]);
+    let server = Server::start(&db, &args).await;
+    let thread = server.thread().await;
+    let mut behind = Vec::new();
+    for _ in 0..8 {
+        let mut slow = RawSse::open(&server.base, &format!("{thread}/events"), None).await;
+        assert_eq!(slow.next().await.unwrap().kind, "ready");
+        behind.push(slow);
+    }
+    let mut live = server.sse(&thread, None).await;
+    let id = server.ask(&thread, "a long answer").await;
+    // Well into the answer: the stalled readers are far behind.
+    let mut live_evs = Vec::new();
+    while live_evs.iter().filter(|e: &&crate::support::Ev| e.kind == "message.delta").count() < 50 {
+        live_evs.push(live.next().await.unwrap());
+    }
+    eventually(|| async { (server.get_json("/admin/stats").await["catch_ups"].as_u64()? >= 8).then_some(()) }).await;
+    let handle = server.handle.clone().unwrap();
+    let stopping = actix_web::rt::spawn(async move { handle.shutdown().await });
+    // From now on the stalled readers read, slowly: 20 KB/s. Before their
+    // error: the kernel's buffers (about 20 KB here) and at most 8 KiB of
+    // the server's; no longer the 16 frames (80 KB) of their pipes.
+    let readers: Vec<_> = behind
+        .into_iter()
+        .map(|mut slow| {
+            slow.pace = Some((2048, std::time::Duration::from_millis(100)));
+            actix_web::rt::spawn(async move {
+                let mut evs = Vec::new();
+                while let Some(ev) = slow.next().await {
+                    evs.push(ev);
+                }
+                evs
+            })
+        })
+        .collect();
+    while let Some(ev) = live.try_next().await {
+        live_evs.push(ev);
+    }
+    assert_eq!(
+        live_evs.last().map(|e| e.data["code"].clone()),
+        Some("shutting_down".into()),
+        "the live reader is told"
+    );
+    let mut transcripts = Vec::new();
+    for reader in readers {
+        let mut evs = reader.await.unwrap();
+        let mut t = Transcript::default();
+        let last = evs.pop().unwrap();
+        assert_eq!((last.kind.as_str(), last.data["code"].as_str()), ("error", Some("shutting_down")), "{last:?}");
+        t.apply_all(&evs);
+        assert!(t.completed.is_empty(), "a reader far behind did not get to the end");
+        assert_eq!(t.last_id.as_deref(), Some(last.id.as_str()), "its cursor is the last position it got");
+        transcripts.push(t);
+    }
+    stopping.await.unwrap();
+    // After the restart each resumes from its cursor, byte-exact.
+    let again = Server::start(&db, &[]).await;
+    let stored = again.message(&thread, &id).await;
+    assert_eq!(stored["status"], "interrupted");
+    for mut t in transcripts {
+        let cursor = t.last_id.clone().unwrap();
+        let mut sse = again.sse(&thread, Some(&cursor)).await;
+        t.apply_all(&sse.until("message.completed").await);
+        t.assert_matches(&stored);
+    }
+}

@@ -292,6 +292,8 @@ pub struct RawSse {
     body: Vec<u8>,
     headers_done: bool,
     ended: bool,
+    /// Read at most this many bytes, then pause this long (a slow reader).
+    pub pace: Option<(usize, Duration)>,
 }
 
 impl RawSse {
@@ -303,7 +305,7 @@ impl RawSse {
         let resume = cursor.map(|c| format!("Last-Event-ID: {c}\r\n")).unwrap_or_default();
         let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{resume}\r\n");
         tokio::io::AsyncWriteExt::write_all(&mut sock, request.as_bytes()).await.unwrap();
-        RawSse { sock, raw: Vec::new(), body: Vec::new(), headers_done: false, ended: false }
+        RawSse { sock, raw: Vec::new(), body: Vec::new(), headers_done: false, ended: false, pace: None }
     }
 
     /// The next event, or `None` once the response ended.
@@ -316,7 +318,14 @@ impl RawSse {
                 return None;
             }
             let mut buf = [0u8; 8192];
-            let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut self.sock, &mut buf))
+            let limit = match self.pace {
+                Some((bytes, pause)) => {
+                    tokio::time::sleep(pause).await;
+                    bytes.min(buf.len())
+                }
+                None => buf.len(),
+            };
+            let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut self.sock, &mut buf[..limit]))
                 .await
                 .expect("bytes in time")
                 .unwrap_or(0);
