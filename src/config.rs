@@ -86,6 +86,10 @@ pub struct HttpSettings {
     /// Address to listen on (`host:port`; port 0 picks a free port).
     #[arg(long, env = "BIND", default_value = "127.0.0.1:8080")]
     pub bind: String,
+    /// Connections the kernel queues for accepting (capped by
+    /// `net.core.somaxconn`): room for a burst of reconnects.
+    #[arg(long, env = "LISTEN_BACKLOG", default_value_t = 4096)]
+    pub listen_backlog: u32,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "HTTP_WORKERS")]
     pub http_workers: Option<usize>,

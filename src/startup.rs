@@ -101,7 +101,7 @@ impl Application {
             settings.http.admin_token.as_ref().and_then(|t| t.expose()),
             Duration::from_secs(settings.http.stream_token_ttl_secs),
         )?;
-        let listener = TcpListener::bind(&settings.http.bind)
+        let listener = bind(&settings.http.bind, settings.http.listen_backlog)
             .with_context(|| format!("could not listen on {}", settings.http.bind))?;
         let local = listener.local_addr()?;
         if auth.is_open() && !local.ip().is_loopback() && !settings.http.allow_open {
@@ -218,6 +218,25 @@ fn socket_options(
     }
 }
 
+/// A listening socket with a queue of `backlog` connections not yet
+/// accepted (the kernel caps it at `net.core.somaxconn`). The standard
+/// library's `TcpListener::bind` queues 128: a burst of a thousand
+/// connects (a reconnect storm) left the last ones retrying their SYN for
+/// a second or more.
+fn bind(address: &str, backlog: u32) -> std::io::Result<TcpListener> {
+    use std::net::ToSocketAddrs;
+    let mut last = std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on");
+    for addr in address.to_socket_addrs()? {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        match socket.bind(&addr.into()).and_then(|()| socket.listen(backlog.min(i32::MAX as u32) as i32)) {
+            Ok(()) => return Ok(socket.into()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
@@ -235,5 +254,23 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn the_listen_queue_holds_a_burst_of_connects_nobody_accepted_yet() {
+        let listener = super::bind("127.0.0.1:0", 1024).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Nothing accepts: past a queue of 128, connects would hang in SYN
+        // retries until accepted.
+        let connects =
+            (0..300).map(|_| tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)));
+        let results = futures_util::future::join_all(connects).await;
+        let done = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert_eq!(done, 300, "every connect completed its handshake into the queue");
     }
 }

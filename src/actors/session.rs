@@ -39,7 +39,7 @@ use crate::{
     broadcast::relay::{self, Notice, Stall, Subscriber, Wire},
     capacity::{ConnectionSlot, SubscriberSlot},
     domain::{
-        cursor::Cursor,
+        cursor::Resume,
         event::Event,
         frame::{ws_frame, Frame},
         input,
@@ -103,7 +103,7 @@ pub struct SessionActor {
     subscriber: Option<Rc<Subscriber>>,
     metrics: Arc<Metrics>,
     limits: SessionLimits,
-    start_from: Option<Cursor>,
+    start_from: Resume,
     catching_up: bool,
     /// Its places in its key's and its thread's allowances, given back on
     /// stop.
@@ -132,7 +132,7 @@ impl SessionActor {
         transport: Transport,
         metrics: Arc<Metrics>,
         limits: SessionLimits,
-        from: Option<Cursor>,
+        from: Resume,
     ) -> Self {
         SessionActor {
             id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
@@ -328,8 +328,15 @@ impl Actor for SessionActor {
             None => return ctx.stop(),
         };
         let notices = ctx.address().recipient();
-        let subscriber =
-            Rc::new(Subscriber::new(self.id, self.thread_id, wire, tx, notices, peer_timeout, self.start_from));
+        let subscriber = Rc::new(Subscriber::new(
+            self.id,
+            self.thread_id,
+            wire,
+            tx,
+            notices,
+            peer_timeout,
+            self.start_from.cursor(),
+        ));
         self.subscriber = Some(subscriber.clone());
         self.gauge().inc();
         if let Some(stream) = incoming {

@@ -32,7 +32,7 @@ use super::{
 use crate::{
     broadcast::{local::LocalFanout, Fanout, Signal, SignalStream},
     domain::{
-        cursor::Cursor,
+        cursor::{Cursor, Resume},
         event::{end_cursor, Event, ThreadStatus},
         frame::Frame,
         new_id, Block, BlockKind, Message, MessageError, MessageStatus, Role, Thread, Usage,
@@ -82,7 +82,7 @@ pub struct Cancel;
 #[rtype(result = "Result<Subscription, ThreadError>")]
 pub struct Subscribe {
     pub session_id: u64,
-    pub from: Option<Cursor>,
+    pub from: Resume,
 }
 
 pub struct Subscription {
@@ -666,8 +666,11 @@ impl Handler<Subscribe> for ThreadActor {
     fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
         self.loaded()?;
         self.subscribers.insert(msg.session_id);
-        let (events, invalid) = self.replay(msg.from);
-        let cursor = if invalid { self.head_cursor() } else { msg.from.or_else(|| self.head_cursor()) };
+        let (events, invalid) = match msg.from {
+            Resume::Malformed => (self.replay(None).0, true),
+            from => self.replay(from.cursor()),
+        };
+        let cursor = if invalid { self.head_cursor() } else { msg.from.cursor().or_else(|| self.head_cursor()) };
         let ready = Event::Ready {
             thread_id: self.thread_id,
             cursor,

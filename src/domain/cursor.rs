@@ -31,6 +31,27 @@ impl fmt::Display for Cursor {
     }
 }
 
+/// Where a new subscriber asks to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// No cursor: a fresh subscriber.
+    Fresh,
+    /// Right after this position.
+    At(Cursor),
+    /// A cursor was sent but is not one (`cursor_invalid`, then fresh).
+    Malformed,
+}
+
+impl Resume {
+    /// The cursor asked for, if one was and it parsed.
+    pub fn cursor(self) -> Option<Cursor> {
+        match self {
+            Resume::At(c) => Some(c),
+            Resume::Fresh | Resume::Malformed => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("a cursor is `<message_id>:<block>:<offset>`")]
 pub struct CursorParseError;

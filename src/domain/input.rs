@@ -34,6 +34,15 @@ pub fn label(field: &str, value: Option<&str>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A model name: optional, but not blank when given (a provider would
+/// answer it with an error after the message was stored), and a label.
+pub fn model(value: Option<&str>) -> Result<(), ApiError> {
+    if value.is_some_and(|m| m.trim().is_empty()) {
+        return Err(ApiError::bad_request("`model` must not be empty"));
+    }
+    label("model", value)
+}
+
 /// A new message: non-blank content within the size limit, a sane model
 /// name, and `max_tokens` between 1 and the cap.
 pub fn message(
@@ -47,7 +56,7 @@ pub fn message(
         return Err(ApiError::bad_request("`content` must not be empty"));
     }
     text("content", content, max_content_bytes)?;
-    label("model", model)?;
+    self::model(model)?;
     match max_tokens {
         Some(0) => Err(ApiError::bad_request("`max_tokens` must be at least 1")),
         Some(n) if n > max_tokens_cap => {
@@ -85,6 +94,9 @@ mod tests {
         assert_eq!(message("hi", None, Some(101), 100, 100).unwrap_err().code, Code::BadRequest);
         assert_eq!(message("hi", Some(&"m".repeat(201)), None, 100, 100).unwrap_err().code, Code::BadRequest);
         assert!(label("title", Some(&"é".repeat(200))).is_ok(), "labels count characters, not bytes");
+        for blank in ["", "  "] {
+            assert_eq!(message("hi", Some(blank), None, 100, 100).unwrap_err().code, Code::BadRequest, "{blank:?}");
+        }
     }
 
     #[derive(serde::Deserialize)]

@@ -50,8 +50,9 @@ pub enum Caller {
         project: Uuid,
         credential: Credential,
     },
-    /// A stream token for this thread, minted with `credential` (none when
-    /// the admin minted it).
+    /// A stream token for this thread; its streams count against
+    /// `credential` (the minting key's, or the token's own when the admin
+    /// minted it; none in tokens minted before this rule).
     Stream {
         thread: Uuid,
         credential: Option<Credential>,
@@ -133,17 +134,26 @@ impl Auth {
 
     /// A token for one thread's streams, minted by `caller`; its expiry
     /// time. The token carries the minting key's credential, so its
-    /// connections count against that key.
-    pub fn stream_token(&self, thread_id: Uuid, caller: &Caller) -> (String, chrono::DateTime<chrono::Utc>) {
+    /// connections count against that key. One minted with the admin token
+    /// (which is not limited itself) gets a credential of its own, so each
+    /// such token, handed to a browser, holds at most
+    /// `--max-connections-per-key` streams.
+    pub fn stream_token(
+        &self,
+        thread_id: Uuid,
+        caller: &Caller,
+    ) -> Result<(String, chrono::DateTime<chrono::Utc>), ApiError> {
         let expires = chrono::Utc::now() + self.stream_token_ttl;
         let mut payload = thread_id.as_bytes().to_vec();
         // Milliseconds: whole seconds would cut up to a second off the TTL.
         payload.extend_from_slice(&expires.timestamp_millis().to_be_bytes());
-        if let Some(credential) = caller.credential() {
-            payload.extend_from_slice(&credential);
-        }
+        let credential = match caller.credential() {
+            Some(credential) => credential,
+            None => random_bytes::<8>()?,
+        };
+        payload.extend_from_slice(&credential);
         let tag = self.mac(&payload).finalize().into_bytes();
-        (format!("{}.{}", B64.encode(&payload), B64.encode(tag)), expires)
+        Ok((format!("{}.{}", B64.encode(&payload), B64.encode(tag)), expires))
     }
 
     /// What a valid, unexpired stream token opens.

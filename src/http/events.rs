@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     actors::session::{Admission, SessionActor, Transport},
-    domain::{cursor::Cursor, event::end_cursor},
+    domain::{cursor::Resume, event::end_cursor},
     error::ApiError,
     pipe::{pipe, PipeBody},
 };
@@ -34,13 +34,23 @@ pub struct ResumeQuery {
 }
 
 /// The resume position of a request: `Last-Event-ID` (what a browser
-/// sends on reconnect) wins over `?cursor=`. A malformed cursor is kept as
-/// one that names nothing, so the thread answers `cursor_invalid` and
-/// starts the subscriber fresh, as the contract says.
-pub fn resume_cursor(req: &HttpRequest, query: &ResumeQuery) -> Option<Cursor> {
-    let header = req.headers().get("Last-Event-ID").and_then(|v| v.to_str().ok()).filter(|s| !s.trim().is_empty());
-    let raw = header.or(query.cursor.as_deref().filter(|s| !s.is_empty()))?;
-    Some(raw.parse().unwrap_or(Cursor::new(Uuid::nil(), 0, 0)))
+/// sends on reconnect) wins over `?cursor=`. A cursor that is sent but is
+/// not one (not `<id>:<block>:<offset>`, or a header that is not even
+/// ASCII) is `Malformed`: the thread answers `cursor_invalid` and starts
+/// the subscriber fresh, as the contract says.
+pub fn resume_cursor(req: &HttpRequest, query: &ResumeQuery) -> Resume {
+    let header = req.headers().get("Last-Event-ID").filter(|v| !v.as_bytes().trim_ascii().is_empty());
+    let raw = match header {
+        Some(value) => match value.to_str() {
+            Ok(text) => text,
+            Err(_) => return Resume::Malformed,
+        },
+        None => match query.cursor.as_deref().filter(|s| !s.is_empty()) {
+            Some(text) => text,
+            None => return Resume::Fresh,
+        },
+    };
+    raw.parse().map_or(Resume::Malformed, Resume::At)
 }
 
 /// Admits one more stream of `thread_id`: a slot of the caller's
@@ -56,13 +66,7 @@ pub fn admit(state: &AppState, req: &HttpRequest, thread_id: Uuid) -> Result<Adm
 
 /// Starts the session that feeds `transport` with the thread's events
 /// from `from`, holding its admission until it stops.
-pub fn start_session(
-    state: &AppState,
-    thread_id: Uuid,
-    admission: Admission,
-    transport: Transport,
-    from: Option<Cursor>,
-) {
+pub fn start_session(state: &AppState, thread_id: Uuid, admission: Admission, transport: Transport, from: Resume) {
     let settings = &state.deps.settings;
     SessionActor::new(
         thread_id,
@@ -76,13 +80,20 @@ pub fn start_session(
     .start();
 }
 
-fn sse_response(body: PipeBody) -> HttpResponse {
-    HttpResponse::Ok()
+/// An SSE answer. HTTP/1.0 has no chunked encoding: its body is
+/// delimited by the connection's close instead.
+fn sse_response(req: &HttpRequest, body: PipeBody) -> HttpResponse {
+    let mut response = HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
         .insert_header((header::CONTENT_ENCODING, "identity"))
-        .streaming(body)
+        .streaming(body);
+    if req.version() == actix_web::http::Version::HTTP_10 {
+        response.head_mut().no_chunking(true);
+        response.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+    }
+    response
 }
 
 #[utoipa::path(get, path = "/v1/projects/{pid}/threads/{tid}/events", tag = "streams", operation_id = "events",
@@ -102,7 +113,7 @@ pub async fn subscribe(
     // A fresh pipe always has room for its first frame.
     let _ = tx.try_send(Bytes::from(format!("retry: {}\n\n", state.deps.settings.streaming.sse_retry_ms)));
     start_session(&state, thread.id, admission, Transport::Sse(tx), resume_cursor(&req, &query));
-    Ok(sse_response(rx))
+    Ok(sse_response(&req, rx))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -139,6 +150,6 @@ pub async fn seed_stream(
     // Resuming right after the user message replays this answer from its
     // first byte, then follows it live.
     let transport = Transport::Seed { tx, message_id: started.assistant_message.id };
-    start_session(&state, path.1, admission, transport, Some(end_cursor(&started.user_message)));
-    Ok(sse_response(rx))
+    start_session(&state, path.1, admission, transport, Resume::At(end_cursor(&started.user_message)));
+    Ok(sse_response(&req, rx))
 }

@@ -63,6 +63,6 @@ pub async fn stream_token(
     // The access guard always records the caller; without it, mint nothing
     // (a token minted as "open" would count against no key).
     let caller = auth::caller_of(&req).ok_or_else(|| ApiError::new(crate::error::Code::Internal, "no caller"))?;
-    let (token, expires_at) = state.auth.stream_token(thread.id, &caller);
+    let (token, expires_at) = state.auth.stream_token(thread.id, &caller)?;
     Ok(HttpResponse::Created().json(StreamToken { token, expires_at }))
 }

@@ -24,7 +24,7 @@ pub struct NewMessage {
     #[schema(pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub content: String,
     /// Overrides the thread's model for this answer.
-    #[schema(max_length = 200, pattern = r"^[^\x00]*$")]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub model: Option<String>,
     /// At least 1, at most `--max-tokens-cap`.
     #[schema(minimum = 1)]

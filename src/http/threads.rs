@@ -28,7 +28,7 @@ pub struct NewThread {
     #[schema(pattern = r"^[^\x00]*$")]
     system: Option<String>,
     /// The model of this thread's answers (default: the provider's).
-    #[schema(max_length = 200, pattern = r"^[^\x00]*$")]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     model: Option<String>,
 }
 
@@ -82,7 +82,7 @@ pub async fn create(
     state.store.get_project(project_id).await?.ok_or_else(|| ApiError::not_found("project"))?;
     let NewThread { title, system, model } = body.into_inner();
     input::label("title", title.as_deref())?;
-    input::label("model", model.as_deref())?;
+    input::model(model.as_deref())?;
     if let Some(system) = &system {
         input::text("system", system, state.deps.settings.limits.max_content_bytes)?;
     }

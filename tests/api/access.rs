@@ -225,6 +225,23 @@ async fn a_key_holds_no_more_streams_than_its_cap_even_through_stream_tokens() {
     assert_eq!(c.get(&events).bearer_auth(&other_key).send().await.unwrap().status(), 200);
     assert_eq!(c.get(&events).bearer_auth(ADMIN).send().await.unwrap().status(), 200);
 
+    // A token minted with the admin token has a cap of its own.
+    let admin_token = || async {
+        let (_, t) = send(c.post(format!("{}{thread}/stream-token", server.base)).bearer_auth(ADMIN)).await;
+        t["token"].as_str().unwrap().to_owned()
+    };
+    let minted = admin_token().await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut sse = crate::support::Sse::open(c.get(format!("{events}?token={minted}"))).await;
+        assert_eq!(sse.next().await.unwrap().kind, "ready");
+        held.push(sse);
+    }
+    let r = c.get(format!("{events}?token={minted}")).send().await.unwrap();
+    assert_eq!(error_code(r).await, (429, "rate_limited".into()), "an admin-minted token is capped too");
+    let another = admin_token().await;
+    assert_eq!(c.get(format!("{events}?token={another}")).send().await.unwrap().status(), 200, "each its own");
+
     // A stream that ends gives its place back.
     drop(first);
     crate::support::eventually(|| async {

@@ -203,3 +203,46 @@ async fn a_delete_racing_a_post_leaves_no_actor_and_calls_no_model_for_the_delet
     let calls = h.upstream.requests().len();
     assert!(calls <= accepted, "{calls} model calls for {accepted} accepted messages");
 }
+
+#[actix_web::test]
+async fn a_blank_model_is_refused_on_every_way_in_and_nothing_is_stored() {
+    let server = Server::temp(&[]).await;
+    let thread = server.thread().await;
+    let project = thread.split("/threads/").next().unwrap().to_owned();
+    for model in ["", " "] {
+        let r = server.client.post(format!("{}{thread}/messages", server.base));
+        let r = r.json(&json!({"content": "hi", "model": model})).send().await.unwrap();
+        assert_eq!(error_code(r).await, (400, "bad_request".to_owned()), "{model:?}");
+        let r = server.client.post(format!("{}{project}/threads", server.base)).json(&json!({"model": model}));
+        assert_eq!(error_code(r.send().await.unwrap()).await.0, 400, "{model:?}");
+        let seed = format!("{}{}/query/stream", server.base, thread.trim_start_matches("/v1"));
+        let r = server.client.post(seed).json(&json!({"query": "hi", "model": model})).send().await.unwrap();
+        assert_eq!(error_code(r).await.0, 400, "{model:?}");
+    }
+    let mut ws = Ws::open(&server.base, &thread, None).await;
+    assert_eq!(ws.next().await.unwrap().kind, "ready");
+    ws.send(json!({"type": "send", "content": "hi", "model": ""})).await;
+    assert_eq!(ws.until("error").await.pop().unwrap().data["code"], "bad_request");
+    assert!(server.messages(&thread).await.is_empty());
+}
+
+#[actix_web::test]
+async fn an_http_1_0_client_gets_a_close_delimited_event_stream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::temp(&[]).await;
+    let thread = server.thread().await;
+    let mut sock = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://")).await.unwrap();
+    sock.write_all(format!("GET {thread}/events HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    while !got.windows(12).any(|w| w == b"event: ready") {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(crate::support::WAIT, sock.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).to_lowercase();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("http/1.") && head.contains(" 200"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "HTTP/1.0 has no chunking: {head}");
+    assert!(body.starts_with("retry: "), "the body is the event stream itself, not chunks: {body:?}");
+}

@@ -184,6 +184,14 @@ async fn an_unknown_or_malformed_cursor_gets_cursor_invalid_then_a_fresh_start()
         assert_eq!(err.data["code"], "cursor_invalid");
         assert_eq!(sse.next().await.unwrap().kind, "message.started", "then the fresh-subscriber replay");
     }
+    // A header that is not even ASCII is a malformed cursor, not none.
+    let latin1 = reqwest::header::HeaderValue::from_bytes(b"caf\xe9:0:1").unwrap();
+    let mut sse = crate::support::Sse::open(
+        server.client.get(format!("{}{thread}/events", server.base)).header("Last-Event-ID", latin1),
+    )
+    .await;
+    assert_eq!(sse.next().await.unwrap().kind, "ready");
+    assert_eq!(sse.next().await.unwrap().data["code"], "cursor_invalid");
     let _ = reqwest::Client::new().post(format!("{}{thread}/cancel", server.base)).send().await;
 }
 
