@@ -26,10 +26,7 @@ use std::{
 use governor::{clock::Clock, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use uuid::Uuid;
 
-use crate::{
-    config::LimitSettings,
-    error::{ApiError, Code},
-};
+use crate::config::LimitSettings;
 
 /// Identifies the credential a connection came in with: the first bytes
 /// of a project key's hash. Stream tokens carry the one they were minted
@@ -49,19 +46,6 @@ pub enum Refusal {
     Connections(usize),
     #[error("this thread already has {0} subscribers")]
     Subscribers(usize),
-}
-
-impl From<Refusal> for ApiError {
-    fn from(r: Refusal) -> Self {
-        let (code, retry_after) = match r {
-            Refusal::PostRate(secs) => (Code::RateLimited, secs),
-            Refusal::ProjectGenerations(_) | Refusal::Connections(_) | Refusal::Subscribers(_) => {
-                (Code::RateLimited, 1)
-            }
-            Refusal::NodeGenerations(_) => (Code::Unavailable, 1),
-        };
-        ApiError::new(code, r.to_string()).retry_after(retry_after)
-    }
 }
 
 /// Counted slots per key, with a cap per key and an optional cap on all

@@ -317,14 +317,6 @@ impl StreamingSettings {
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms.max(10))
     }
-    pub fn session_limits(&self, limits: &LimitSettings) -> crate::actors::session::SessionLimits {
-        crate::actors::session::SessionLimits {
-            max_content_bytes: limits.max_content_bytes,
-            max_tokens_cap: limits.max_tokens_cap,
-            slow_consumer: Duration::from_millis(self.slow_consumer_ms.max(1)),
-            peer_timeout: Duration::from_millis(self.ws_timeout_ms.max(1)),
-        }
-    }
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
     }

@@ -1,10 +1,12 @@
-//! One table of API error codes (name ↔ HTTP status) and `ApiError`, which
-//! writes every non-2xx answer as `{"error": {"code", "message"}}`.
+//! `ApiError`, which writes every non-2xx answer as
+//! `{"error": {"code", "message"}}` (the codes and their statuses are one
+//! table, `domain::codes::Code`).
 //!
 //! Layers keep their own error enums (`store::StoreError`,
-//! `actors::ThreadError`); each converts into an `ApiError` here, so the
-//! mapping to the contract lives in one place. Details of unexpected
-//! failures go to the log, never into a body.
+//! `actors::ThreadError`, `capacity::Refusal`, `persistence::WriteError`,
+//! `domain::input::InputError`); each converts into an `ApiError` here and
+//! nowhere else, so the mapping to the contract lives in one place.
+//! Details of unexpected failures go to the log, never into a body.
 
 use actix_web::{
     body::BoxBody,
@@ -13,73 +15,7 @@ use actix_web::{
 };
 use serde::Serialize;
 
-/// Defines `Code` from one table (variant, its name in the contract, its
-/// HTTP status), with `Code::ALL` built from the same table, so no code
-/// can be missing from the API description.
-macro_rules! codes {
-    ($($variant:ident = $name:literal, $status:ident;)+) => {
-        /// The contract's error codes and their HTTP statuses.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum Code {
-            $($variant,)+
-        }
-
-        impl Code {
-            /// Every code, for the API description.
-            pub const ALL: &'static [Code] = &[$(Code::$variant,)+];
-
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $(Code::$variant => $name,)+
-                }
-            }
-
-            pub fn status(self) -> StatusCode {
-                match self {
-                    $(Code::$variant => StatusCode::$status,)+
-                }
-            }
-        }
-    };
-}
-
-codes! {
-    BadRequest = "bad_request", BAD_REQUEST;
-    Unauthorized = "unauthorized", UNAUTHORIZED;
-    Forbidden = "forbidden", FORBIDDEN;
-    NotFound = "not_found", NOT_FOUND;
-    MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED;
-    ThreadBusy = "thread_busy", CONFLICT;
-    NotGenerating = "not_generating", CONFLICT;
-    RequestTimeout = "request_timeout", REQUEST_TIMEOUT;
-    PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE;
-    UnsupportedMediaType = "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE;
-    RateLimited = "rate_limited", TOO_MANY_REQUESTS;
-    UpstreamError = "upstream_error", BAD_GATEWAY;
-    Unavailable = "unavailable", SERVICE_UNAVAILABLE;
-    Internal = "internal", INTERNAL_SERVER_ERROR;
-}
-
-impl Code {
-    /// The code an HTTP status stands for, for answers that actix wrote
-    /// itself (see `http::errors`).
-    pub fn for_status(status: StatusCode) -> Code {
-        match status.as_u16() {
-            400 | 411 | 414 | 431 => Code::BadRequest,
-            408 => Code::RequestTimeout,
-            401 => Code::Unauthorized,
-            403 => Code::Forbidden,
-            404 => Code::NotFound,
-            405 => Code::MethodNotAllowed,
-            413 => Code::PayloadTooLarge,
-            415 => Code::UnsupportedMediaType,
-            429 => Code::RateLimited,
-            502 | 504 => Code::UpstreamError,
-            503 => Code::Unavailable,
-            _ => Code::Internal,
-        }
-    }
-}
+pub use crate::domain::codes::Code;
 
 /// An error answer of the HTTP contract.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -133,7 +69,8 @@ impl ApiError {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.code.status()
+        // expect: every status of the code table is a valid HTTP status.
+        StatusCode::from_u16(self.code.status()).expect("a valid status")
     }
 
     fn error_response(&self) -> HttpResponse<BoxBody> {
@@ -157,19 +94,45 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::Code;
-
-    #[test]
-    fn every_code_has_its_own_snake_case_name_and_an_error_status() {
-        let mut names: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
-        for (code, name) in Code::ALL.iter().zip(&names) {
-            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{name}");
-            assert!(code.status().is_client_error() || code.status().is_server_error(), "{name}");
+impl From<crate::actors::ThreadError> for ApiError {
+    fn from(e: crate::actors::ThreadError) -> Self {
+        use crate::actors::ThreadError;
+        match e {
+            ThreadError::Busy => ApiError::new(Code::ThreadBusy, e.to_string()),
+            ThreadError::NotGenerating => ApiError::new(Code::NotGenerating, e.to_string()),
+            ThreadError::NotFound => ApiError::not_found("thread"),
+            ThreadError::Unavailable | ThreadError::ShuttingDown => ApiError::new(Code::Unavailable, e.to_string()),
+            ThreadError::Refused(refusal) => refusal.into(),
         }
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), Code::ALL.len(), "names repeat");
+    }
+}
+
+impl From<crate::capacity::Refusal> for ApiError {
+    fn from(r: crate::capacity::Refusal) -> Self {
+        use crate::capacity::Refusal;
+        let (code, retry_after) = match r {
+            Refusal::PostRate(secs) => (Code::RateLimited, secs),
+            Refusal::ProjectGenerations(_) | Refusal::Connections(_) | Refusal::Subscribers(_) => {
+                (Code::RateLimited, 1)
+            }
+            Refusal::NodeGenerations(_) => (Code::Unavailable, 1),
+        };
+        ApiError::new(code, r.to_string()).retry_after(retry_after)
+    }
+}
+
+impl From<crate::actors::persistence::WriteError> for ApiError {
+    fn from(e: crate::actors::persistence::WriteError) -> Self {
+        use crate::actors::persistence::WriteError;
+        match e {
+            WriteError::Unavailable => ApiError::unavailable(),
+            WriteError::Rejected(msg) => ApiError::internal(&msg),
+        }
+    }
+}
+
+impl From<crate::domain::input::InputError> for ApiError {
+    fn from(e: crate::domain::input::InputError) -> Self {
+        ApiError::new(e.code, e.message)
     }
 }

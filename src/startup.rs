@@ -76,6 +76,9 @@ impl Application {
             settings: settings.clone(),
             db_healthy,
             node_id,
+            fanouts: Arc::new(crate::broadcast::local::LocalFanouts {
+                capacity: settings.streaming.broadcast_capacity,
+            }),
             capacity: Arc::new(crate::capacity::Capacity::new(&settings.limits)),
         });
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);

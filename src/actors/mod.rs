@@ -3,12 +3,15 @@
 //! - `Registry` (one) finds or starts the `ThreadActor` of a thread on one
 //!   of a fixed set of arbiters (chosen by a hash of the thread id), and
 //!   forgets it when it stops.
-//! - `ThreadActor` (one per live thread) owns the thread's conversation,
-//!   at most one running generation and its fan-out. It publishes encoded
-//!   frames without ever waiting for a subscriber.
-//! - `SessionActor` (one per SSE, WebSocket or seed-route connection)
-//!   reads the thread's fan-out at its transport's pace and catches up from
-//!   its cursor when it falls behind.
+//! - `ThreadActor` (one per live thread) orchestrates the thread's
+//!   conversation (`domain::conversation`), at most one running generation
+//!   and its fan-out. It publishes encoded frames without ever waiting for
+//!   a subscriber.
+//! - `SessionActor` (one per SSE, WebSocket or seed-route connection) does
+//!   a subscriber's control work: subscribing, writing its replay, catching
+//!   up when it falls behind, closing it, reading WebSocket input. The
+//!   chunks themselves go from the thread's fan-out to the subscriber's
+//!   pipe through its worker's relay (`broadcast::relay`), not through it.
 //! - `PersistenceActor` (one) writes everything in one transaction per
 //!   flush interval.
 //!
@@ -38,6 +41,8 @@ pub struct Deps {
     pub db_healthy: Arc<std::sync::atomic::AtomicBool>,
     /// This process's name among nodes sharing the database.
     pub node_id: String,
+    /// Where each thread actor gets its fan-out.
+    pub fanouts: Arc<dyn crate::broadcast::Fanouts>,
     /// Rate and concurrency allowances (generations hold their slot).
     pub capacity: Arc<crate::capacity::Capacity>,
 }
@@ -57,17 +62,4 @@ pub enum ThreadError {
     ShuttingDown,
     #[error(transparent)]
     Refused(#[from] crate::capacity::Refusal),
-}
-
-impl From<ThreadError> for crate::error::ApiError {
-    fn from(e: ThreadError) -> Self {
-        use crate::error::{ApiError, Code};
-        match e {
-            ThreadError::Busy => ApiError::new(Code::ThreadBusy, e.to_string()),
-            ThreadError::NotGenerating => ApiError::new(Code::NotGenerating, e.to_string()),
-            ThreadError::NotFound => ApiError::not_found("thread"),
-            ThreadError::Unavailable | ThreadError::ShuttingDown => ApiError::new(Code::Unavailable, e.to_string()),
-            ThreadError::Refused(refusal) => refusal.into(),
-        }
-    }
 }

@@ -25,9 +25,7 @@ use std::{
 };
 
 use actix::prelude::*;
-use actix_http::ws::OpCode;
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, ProtocolError};
-use serde::Deserialize;
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, ProtocolError};
 use uuid::Uuid;
 
 use super::{
@@ -36,18 +34,34 @@ use super::{
     ThreadError,
 };
 use crate::{
-    broadcast::relay::{self, Notice, Stall, Subscriber, Wire},
+    broadcast::{
+        catch_up::{self, Interrupted, Missed},
+        relay,
+        subscriber::{Notice, Stall, Subscriber, Wire},
+    },
     capacity::{ConnectionSlot, SubscriberSlot},
+    config::Settings,
     domain::{
+        client_frame::ClientFrame,
+        codes::{Code, ErrorCode, StreamCode},
         cursor::Resume,
         event::Event,
-        frame::{ws_frame, Frame},
+        frame::{ws_frame, Frame, StreamPos, WsOp},
         input,
     },
     metrics::Metrics,
     pipe::PipeWriter,
     ws_guard::Refused,
 };
+
+/// WebSocket close codes the session sends (RFC 6455 §7.4).
+mod close {
+    pub const AWAY: u16 = 1001;
+    pub const PROTOCOL: u16 = 1002;
+    pub const INVALID: u16 = 1007;
+    pub const SIZE: u16 = 1009;
+    pub const AGAIN: u16 = 1013;
+}
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -64,19 +78,6 @@ pub enum Transport {
     Seed { tx: PipeWriter, message_id: Uuid },
 }
 
-/// A frame of the WebSocket client.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ClientFrame {
-    Send {
-        content: String,
-        model: Option<String>,
-        #[serde(default, deserialize_with = "input::whole_u32")]
-        max_tokens: Option<u32>,
-    },
-    Cancel,
-}
-
 /// Timing limits of a session.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionLimits {
@@ -90,6 +91,17 @@ pub struct SessionLimits {
     pub max_content_bytes: usize,
     /// Largest `max_tokens` of a `send` frame.
     pub max_tokens_cap: u32,
+}
+
+impl SessionLimits {
+    pub fn from_settings(settings: &Settings) -> SessionLimits {
+        SessionLimits {
+            max_content_bytes: settings.limits.max_content_bytes,
+            max_tokens_cap: settings.limits.max_tokens_cap,
+            slow_consumer: Duration::from_millis(settings.streaming.slow_consumer_ms.max(1)),
+            peer_timeout: Duration::from_millis(settings.streaming.ws_timeout_ms.max(1)),
+        }
+    }
 }
 
 pub struct SessionActor {
@@ -115,14 +127,6 @@ pub struct SessionActor {
 pub struct Admission {
     pub connection: Option<ConnectionSlot>,
     pub subscriber: SubscriberSlot,
-}
-
-/// How a catch-up ended when it did not end level with the relay.
-enum Interrupted {
-    Stall(Stall),
-    ThreadGone,
-    /// The seed route's answer is complete.
-    Done,
 }
 
 impl SessionActor {
@@ -168,10 +172,10 @@ impl SessionActor {
         }
     }
 
-    /// Writes `frames` (a replay or a catch-up, up to `head_seq`), then
-    /// asks the thread for what the relay skipped meanwhile, until the
-    /// subscriber is level with the relay again. One at a time.
-    fn catch_up(&mut self, frames: Vec<Frame>, head_seq: u64, ctx: &mut Context<Self>) {
+    /// Writes `missed` (a replay or a catch-up), then asks the thread for
+    /// what the relay skipped meanwhile, until the subscriber is live
+    /// again (`broadcast::catch_up`). One at a time.
+    fn catch_up(&mut self, missed: Missed, ctx: &mut Context<Self>) {
         if self.catching_up {
             return;
         }
@@ -181,27 +185,11 @@ impl SessionActor {
         let patience = self.limits.slow_consumer;
         let metrics = self.metrics.clone();
         let fut = async move {
-            let (mut frames, mut head_seq) = (frames, head_seq);
-            loop {
-                for frame in &frames {
-                    subscriber.write(frame, patience).await.map_err(Interrupted::Stall)?;
-                    if frame.kind == "message.delta" {
-                        metrics.chunks_out.inc();
-                    }
-                    if subscriber.completes(frame) {
-                        return Err(Interrupted::Done);
-                    }
-                }
-                if subscriber.resume_live(head_seq) {
-                    return Ok(());
-                }
-                subscriber.room(patience).await.map_err(Interrupted::Stall)?;
-                let from = subscriber.cursor();
-                match thread.send(CatchUp { from }).await {
-                    Ok(Ok(reply)) => (frames, head_seq) = (reply.frames, reply.head_seq),
-                    _ => return Err(Interrupted::ThreadGone),
-                }
-            }
+            let ask = |from| {
+                let thread = thread.clone();
+                async move { thread.send(CatchUp { from }).await.ok().and_then(Result::ok) }
+            };
+            catch_up::run(subscriber, missed, patience, &metrics, ask).await
         };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             act.catching_up = false;
@@ -211,13 +199,11 @@ impl SessionActor {
                 Err(Interrupted::Stall(Stall::Slow)) => {
                     tracing::info!(thread_id = %act.thread_id, session = act.id, "slow consumer closed");
                     act.metrics.slow_consumers.inc();
-                    act.close(
-                        "slow_consumer",
-                        "this subscriber read too slowly; reconnect with your cursor to resume",
-                        ctx,
-                    );
+                    act.close(StreamCode::SlowConsumer, StreamCode::SlowConsumer.message(), ctx);
                 }
-                Err(Interrupted::ThreadGone) => act.close(relay::THREAD_STOPPED.0, relay::THREAD_STOPPED.1, ctx),
+                Err(Interrupted::ThreadGone) => {
+                    act.close(StreamCode::ThreadStopped, StreamCode::ThreadStopped.message(), ctx)
+                }
             }
         }));
     }
@@ -225,19 +211,19 @@ impl SessionActor {
     /// An `error` event for this subscriber alone (the seed route has no
     /// such event outside its closing line). It waits for room like any
     /// frame, without holding anything else up.
-    fn write_error(&mut self, code: &str, message: &str, ctx: &mut Context<Self>) {
+    fn write_error(&mut self, code: impl Into<ErrorCode>, message: &str, ctx: &mut Context<Self>) {
         let subscriber = self.subscriber().clone();
         if matches!(subscriber.wire(), Wire::Seed(_)) {
             return;
         }
-        let (thread_id, code, message) = (self.thread_id, code.to_owned(), message.to_owned());
+        let (thread_id, code, message) = (self.thread_id, code.into(), message.to_owned());
         let patience = self.limits.slow_consumer;
         let fut = async move {
             subscriber.room(patience).await?;
             // Encoded once there is room, with the cursor of that moment:
             // a catch-up may have written on meanwhile.
-            let event = Event::Error { thread_id, cursor: subscriber.cursor(), code, message };
-            subscriber.try_write(&Frame::encode(&event, 0, false));
+            let event = Event::error(thread_id, subscriber.cursor(), code, &message);
+            subscriber.try_write(&Frame::encode(&event, StreamPos::NONE, false));
             Ok::<(), Stall>(())
         };
         ctx.spawn(fut.into_actor(self).map(|res, _, ctx| {
@@ -249,7 +235,7 @@ impl SessionActor {
 
     /// The closing `error`, then (WebSocket) a close frame; the response
     /// ends when the session stops and the pipe's writer is dropped.
-    fn close(&mut self, code: &str, message: &str, ctx: &mut Context<Self>) {
+    fn close(&mut self, code: impl Into<ErrorCode>, message: &str, ctx: &mut Context<Self>) {
         self.subscriber().write_closing(code, message);
         ctx.stop();
     }
@@ -257,7 +243,7 @@ impl SessionActor {
     fn on_client_frame(&mut self, text: &str, ctx: &mut Context<Self>) {
         let frame: ClientFrame = match serde_json::from_str(text) {
             Ok(f) => f,
-            Err(e) => return self.write_error("bad_request", &format!("malformed frame: {e}"), ctx),
+            Err(e) => return self.write_error(Code::BadRequest, &format!("malformed frame: {e}"), ctx),
         };
         let registry = self.registry.clone();
         let thread_id = self.thread_id;
@@ -271,7 +257,7 @@ impl SessionActor {
                     self.limits.max_tokens_cap,
                 );
                 if let Err(e) = checked {
-                    return self.write_error(e.code.as_str(), &e.message, ctx);
+                    return self.write_error(e.code, &e.message, ctx);
                 }
                 let fut = async move {
                     let start = || StartGeneration {
@@ -293,7 +279,7 @@ impl SessionActor {
                 ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
                     if let Err(e) = res {
                         let api: crate::error::ApiError = e.into();
-                        act.write_error(api.code.as_str(), &api.message, ctx);
+                        act.write_error(api.code, &api.message, ctx);
                     }
                 }));
             }
@@ -302,7 +288,7 @@ impl SessionActor {
                 ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
                     if let Err(e) = res {
                         let api: crate::error::ApiError = e.into();
-                        act.write_error(api.code.as_str(), &api.message, ctx);
+                        act.write_error(api.code, &api.message, ctx);
                     }
                 }));
             }
@@ -311,7 +297,7 @@ impl SessionActor {
 
     /// A close frame (WebSocket only; it fits even when the pipe is full),
     /// then stop.
-    fn close_ws(&mut self, code: CloseCode, description: &str, ctx: &mut Context<Self>) {
+    fn close_ws(&mut self, code: u16, description: &str, ctx: &mut Context<Self>) {
         self.subscriber().write_ws_close(code, description);
         ctx.stop();
     }
@@ -353,12 +339,18 @@ impl Actor for SessionActor {
                     Ok(sub) => {
                         act.thread = Some(sub.thread);
                         act.fanout_id = Some(sub.fanout_id);
-                        relay::join(sub.fanout_id, sub.signals, act.subscriber().clone(), sub.head_seq, &act.metrics);
-                        act.catch_up(sub.frames, sub.head_seq, ctx);
+                        relay::join(
+                            sub.fanout_id,
+                            sub.signals,
+                            act.subscriber().clone(),
+                            sub.replay.head,
+                            &act.metrics,
+                        );
+                        act.catch_up(sub.replay, ctx);
                     }
                     Err(e) => {
                         tracing::warn!(thread_id = %act.thread_id, error.message = %e, "subscription refused");
-                        act.close("unavailable", &e.to_string(), ctx);
+                        act.close(Code::Unavailable, &e.to_string(), ctx);
                     }
                 },
             ),
@@ -385,12 +377,12 @@ impl Handler<Notice> for SessionActor {
             Notice::Behind => {
                 self.metrics.catch_ups.inc();
                 tracing::debug!(thread_id = %self.thread_id, session = self.id, "subscriber behind; catching up");
-                self.catch_up(Vec::new(), 0, ctx);
+                self.catch_up(Missed { frames: Vec::new(), head: StreamPos::NONE }, ctx);
             }
             Notice::Gone | Notice::Closed | Notice::Done => ctx.stop(),
             Notice::Silent => {
                 tracing::debug!(thread_id = %self.thread_id, session = self.id, "websocket peer silent; closing");
-                self.close_ws(CloseCode::Away, "no pong", ctx);
+                self.close_ws(close::AWAY, "no pong", ctx);
             }
         }
     }
@@ -402,70 +394,37 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for SessionActor {
         match item {
             Ok(AggregatedMessage::Text(text)) => self.on_client_frame(&text, ctx),
             Ok(AggregatedMessage::Binary(_)) => {
-                self.write_error("bad_request", "binary frames are not supported; send JSON text frames", ctx)
+                self.write_error(Code::BadRequest, "binary frames are not supported; send JSON text frames", ctx)
             }
             Ok(AggregatedMessage::Ping(bytes)) => {
-                let _ = self.subscriber().try_send(ws_frame(OpCode::Pong, &bytes));
+                let _ = self.subscriber().try_send(ws_frame(WsOp::Pong, &bytes));
             }
             Ok(AggregatedMessage::Pong(_)) => {}
             Ok(AggregatedMessage::Close(_)) => ctx.stop(),
-            Err(ProtocolError::Overflow) => self.close_ws(CloseCode::Size, "frame too large", ctx),
+            Err(ProtocolError::Overflow) => self.close_ws(close::SIZE, "frame too large", ctx),
             Err(ProtocolError::Io(e)) if Refused::of(&e) == Some(Refused::TooLarge) => {
-                self.close_ws(CloseCode::Size, "message too large", ctx)
+                self.close_ws(close::SIZE, "message too large", ctx)
             }
             Err(ProtocolError::Io(e)) if Refused::of(&e) == Some(Refused::Busy) => {
                 tracing::warn!(thread_id = %self.thread_id, "websocket closed: unfinished messages past the node's budget");
-                self.close_ws(CloseCode::Again, "server busy; try again later", ctx)
+                self.close_ws(close::AGAIN, "server busy; try again later", ctx)
             }
             // actix-ws reports a message too large across continuation
             // frames only as an I/O error with this text.
             Err(ProtocolError::Io(e)) if e.to_string().contains("maximum continuation size") => {
-                self.close_ws(CloseCode::Size, "message too large", ctx)
+                self.close_ws(close::SIZE, "message too large", ctx)
             }
             Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                self.close_ws(CloseCode::Invalid, "invalid UTF-8", ctx)
+                self.close_ws(close::INVALID, "invalid UTF-8", ctx)
             }
             Err(e) => {
                 tracing::debug!(error.message = %e, "websocket protocol error");
-                self.close_ws(CloseCode::Protocol, "protocol error", ctx)
+                self.close_ws(close::PROTOCOL, "protocol error", ctx)
             }
         }
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
         ctx.stop();
-    }
-}
-
-#[cfg(test)]
-mod properties {
-    use proptest::prelude::*;
-
-    use super::ClientFrame;
-
-    proptest! {
-        #[test]
-        fn any_client_text_is_a_frame_or_an_error(text in "\\PC{0,200}") {
-            let _ = serde_json::from_str::<ClientFrame>(&text);
-        }
-
-        #[test]
-        fn send_frames_keep_their_content(content in "\\PC{1,200}") {
-            let frame = serde_json::json!({"type": "send", "content": content}).to_string();
-            match serde_json::from_str::<ClientFrame>(&frame) {
-                Ok(ClientFrame::Send { content: got, .. }) => prop_assert_eq!(got, content),
-                other => prop_assert!(false, "{other:?}"),
-            }
-        }
-
-        #[test]
-        fn unknown_fields_and_types_are_refused(extra in "[a-z_]{1,10}") {
-            // A number is only right for `max_tokens`; any other field,
-            // known with the wrong type or unknown, is refused.
-            let frame = serde_json::json!({"type": "send", "content": "x", extra.clone(): 1}).to_string();
-            prop_assert_eq!(serde_json::from_str::<ClientFrame>(&frame).is_err(), extra != "max_tokens");
-            let kind = serde_json::json!({"type": extra}).to_string();
-            prop_assert_eq!(serde_json::from_str::<ClientFrame>(&kind).is_ok(), extra == "cancel");
-        }
     }
 }

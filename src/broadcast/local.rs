@@ -1,6 +1,10 @@
 //! In-process fan-out over a `tokio::sync::broadcast` ring: the frame is
 //! stored once and each reader (a worker's relay) holds only a read
-//! position, so memory does not grow with a reader's lag.
+//! position, so memory does not grow with a reader's lag. What is true of
+//! locks: the ring itself guards its tail with a mutex and each slot with
+//! a read-write lock, each held for a few instructions by the publisher
+//! and by a reading relay (never across an await, never waiting for a
+//! reader's socket); there is no lock per subscriber.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -8,7 +12,9 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
-use super::{Fanout, Lagged, Signal, SignalStream};
+use uuid::Uuid;
+
+use super::{Fanout, Fanouts, Lagged, Signal, SignalStream};
 
 pub struct LocalFanout {
     id: u64,
@@ -46,5 +52,16 @@ impl Fanout for LocalFanout {
 
     fn backlog(&self) -> usize {
         self.sender.len()
+    }
+}
+
+/// Rings of `capacity` signals, one per thread actor.
+pub struct LocalFanouts {
+    pub capacity: usize,
+}
+
+impl Fanouts for LocalFanouts {
+    fn open(&self, _: Uuid) -> Box<dyn Fanout> {
+        Box::new(LocalFanout::new(self.capacity))
     }
 }

@@ -4,7 +4,11 @@
 use serde::{Serialize, Serializer};
 use uuid::Uuid;
 
-use super::{cursor::Cursor, BlockKind, Message, MessageError, MessageStatus, Role, Usage};
+use super::{
+    codes::{ErrorCode, EventKind},
+    cursor::Cursor,
+    BlockKind, Message, MessageError, MessageStatus, Role, Usage,
+};
 
 impl Serialize for Cursor {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -20,7 +24,7 @@ pub enum ThreadStatus {
     Generating,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type")]
 pub enum Event {
     #[serde(rename = "ready")]
@@ -69,22 +73,27 @@ pub enum Event {
     #[serde(rename = "thread.presence")]
     Presence { thread_id: Uuid, cursor: Option<Cursor>, subscribers: usize },
     #[serde(rename = "error")]
-    Error { thread_id: Uuid, cursor: Option<Cursor>, code: String, message: String },
+    Error { thread_id: Uuid, cursor: Option<Cursor>, code: ErrorCode, message: String },
 }
 
 impl Event {
     /// The SSE event name, which is also the JSON `type`.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> EventKind {
         match self {
-            Event::Ready { .. } => "ready",
-            Event::MessageCreated { .. } => "message.created",
-            Event::MessageStarted { .. } => "message.started",
-            Event::MessageBlock { .. } => "message.block",
-            Event::MessageDelta { .. } => "message.delta",
-            Event::MessageCompleted { .. } => "message.completed",
-            Event::Presence { .. } => "thread.presence",
-            Event::Error { .. } => "error",
+            Event::Ready { .. } => EventKind::Ready,
+            Event::MessageCreated { .. } => EventKind::MessageCreated,
+            Event::MessageStarted { .. } => EventKind::MessageStarted,
+            Event::MessageBlock { .. } => EventKind::MessageBlock,
+            Event::MessageDelta { .. } => EventKind::MessageDelta,
+            Event::MessageCompleted { .. } => EventKind::MessageCompleted,
+            Event::Presence { .. } => EventKind::Presence,
+            Event::Error { .. } => EventKind::Error,
         }
+    }
+
+    /// An `error` event of `code` (its own sentence for a stream's codes).
+    pub fn error(thread_id: Uuid, cursor: Option<Cursor>, code: impl Into<ErrorCode>, message: &str) -> Event {
+        Event::Error { thread_id, cursor, code: code.into(), message: message.to_owned() }
     }
 
     pub fn cursor(&self) -> Option<Cursor> {
@@ -131,6 +140,38 @@ impl Event {
                     text: blk.text[from..].to_owned(),
                 });
             }
+        }
+        if message.is_finished() {
+            out.push(Event::completed(message));
+        }
+        out
+    }
+
+    /// A message again from its start for a client that showed more of
+    /// it than is stored (`cursor_ahead`): each block announced with one
+    /// delta at offset 0 holding its whole text (empty included, so the
+    /// client replaces whatever it showed), then the completion if it
+    /// ended.
+    pub fn rebuild_message(message: &Message) -> Vec<Event> {
+        let mut out = Vec::new();
+        for (b, blk) in message.blocks.iter().enumerate() {
+            out.push(Event::MessageBlock {
+                thread_id: message.thread_id,
+                cursor: Some(Cursor::new(message.id, b, 0)),
+                message_id: message.id,
+                block: b,
+                kind: blk.kind,
+                id: blk.id.clone(),
+                name: blk.name.clone(),
+            });
+            out.push(Event::MessageDelta {
+                thread_id: message.thread_id,
+                cursor: Some(Cursor::new(message.id, b, blk.text.len())),
+                message_id: message.id,
+                block: b,
+                offset: 0,
+                text: blk.text.clone(),
+            });
         }
         if message.is_finished() {
             out.push(Event::completed(message));

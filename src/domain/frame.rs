@@ -1,21 +1,42 @@
-//! The encode-once frame, and the only place that knows the wire formats.
-//! A broadcast event is serialized a single time, as an SSE frame and as a
-//! WebSocket text frame (server frames are never masked, so the bytes are
-//! the same for every subscriber): each subscriber is handed a shared
-//! `Bytes`, whatever its transport, and nothing is encoded per subscriber.
+//! The encode-once frame, and the only place that knows the wire formats:
+//! SSE (and its `retry:` and keep-alive lines), WebSocket frames (server
+//! frames are never masked, so the bytes are the same for every
+//! subscriber), the seed route's lines, and the frame's own form between
+//! nodes. A broadcast event is serialized to JSON a single time; every
+//! subscriber is handed a shared `Bytes`, whatever its transport.
 
-use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use uuid::Uuid;
 
-use super::{cursor::Cursor, event::Event};
+use super::{codes::EventKind, cursor::Cursor, event::Event, MessageStatus};
 
-#[derive(Debug, Clone)]
-pub struct Frame {
-    /// Position of this frame in its thread actor's broadcast order; 0 for
-    /// frames built for one subscriber (replay and catch-up).
+/// A frame's place in its thread's broadcast order: the owner's epoch (a
+/// new owner of the thread starts a higher one), then a sequence number
+/// within it. Frames built for one subscriber (replay, catch-up) have
+/// `StreamPos::NONE`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamPos {
+    pub epoch: u64,
     pub seq: u64,
-    /// The event type (`message.delta`, ...).
-    pub kind: &'static str,
+}
+
+impl StreamPos {
+    pub const NONE: StreamPos = StreamPos { epoch: 0, seq: 0 };
+
+    pub fn new(epoch: u64, seq: u64) -> StreamPos {
+        StreamPos { epoch, seq }
+    }
+
+    /// The next position in the same epoch.
+    pub fn next(self) -> StreamPos {
+        StreamPos { seq: self.seq + 1, ..self }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    pub pos: StreamPos,
+    pub kind: EventKind,
     /// The position right after this event, if it has one.
     pub cursor: Option<Cursor>,
     /// `event: ..\nid: ..\ndata: <json>\n\n`
@@ -25,45 +46,138 @@ pub struct Frame {
     /// For the seed-compatible route: this event in its wire format, when it
     /// has one (text deltas, completion).
     pub seed: Option<Bytes>,
+    /// Where the JSON lies in `sse`.
+    json: std::ops::Range<usize>,
 }
 
 impl Frame {
     /// Encodes `event`. `text_block` says whether a delta belongs to a
     /// text block (only those are chunks on the seed route).
-    pub fn encode(event: &Event, seq: u64, text_block: bool) -> Frame {
+    pub fn encode(event: &Event, pos: StreamPos, text_block: bool) -> Frame {
         // unwrap: the event types hold only strings, numbers and ids.
         let json = serde_json::to_vec(event).unwrap();
-        let cursor = event.cursor();
+        Frame::assemble(pos, event.kind(), event.cursor(), &json, seed_line(event, text_block))
+    }
+
+    /// Builds every wire form around `json`, which is not parsed.
+    fn assemble(pos: StreamPos, kind: EventKind, cursor: Option<Cursor>, json: &[u8], seed: Option<Bytes>) -> Frame {
         let mut buf = BytesMut::with_capacity(json.len() + 96);
         buf.put_slice(b"event: ");
-        buf.put_slice(event.kind().as_bytes());
+        buf.put_slice(kind.as_str().as_bytes());
         buf.put_slice(b"\n");
         if let Some(c) = cursor {
             buf.put_slice(format!("id: {c}\n").as_bytes());
         }
         buf.put_slice(b"data: ");
         let start = buf.len();
-        buf.put_slice(&json);
+        buf.put_slice(json);
         let end = buf.len();
         buf.put_slice(b"\n\n");
         let sse = buf.freeze();
-        let ws = ws_frame(OpCode::Text, &sse[start..end]);
-        Frame { seq, kind: event.kind(), cursor, sse, ws, seed: seed_line(event, text_block) }
+        let ws = ws_frame(WsOp::Text, &sse[start..end]);
+        Frame { pos, kind, cursor, sse, ws, seed, json: start..end }
+    }
+
+    /// The event's JSON.
+    pub fn json(&self) -> &[u8] {
+        &self.sse[self.json.clone()]
+    }
+
+    /// This frame as one message between nodes: its position, kind,
+    /// cursor, JSON and seed line, with no JSON encoding on either side.
+    pub fn to_wire(&self) -> Bytes {
+        let json = self.json();
+        let seed = self.seed.as_deref().unwrap_or_default();
+        let mut buf = BytesMut::with_capacity(json.len() + seed.len() + 64);
+        buf.put_u8(WIRE_VERSION);
+        buf.put_u8(self.kind.tag());
+        buf.put_u64(self.pos.epoch);
+        buf.put_u64(self.pos.seq);
+        match self.cursor {
+            Some(c) => {
+                buf.put_u8(1);
+                buf.put_slice(c.message_id.as_bytes());
+                buf.put_u64(c.block as u64);
+                buf.put_u64(c.offset as u64);
+            }
+            None => buf.put_u8(0),
+        }
+        buf.put_u8(u8::from(self.seed.is_some()));
+        buf.put_u32(seed.len() as u32);
+        buf.put_slice(seed);
+        buf.put_u32(json.len() as u32);
+        buf.put_slice(json);
+        buf.freeze()
+    }
+
+    /// The frame `to_wire` made, rebuilt; `None` if `wire` is not one.
+    pub fn from_wire(mut wire: &[u8]) -> Option<Frame> {
+        if wire.remaining() < 19 || wire.get_u8() != WIRE_VERSION {
+            return None;
+        }
+        let kind = EventKind::from_tag(wire.get_u8())?;
+        let pos = StreamPos::new(wire.get_u64(), wire.get_u64());
+        let cursor = match wire.get_u8() {
+            0 => None,
+            _ if wire.remaining() >= 32 => {
+                let id = Uuid::from_slice(&wire[..16]).ok()?;
+                wire.advance(16);
+                Some(Cursor::new(id, wire.get_u64() as usize, wire.get_u64() as usize))
+            }
+            _ => return None,
+        };
+        let has_seed = wire.try_get_u8().ok()? == 1;
+        let seed_len = wire.try_get_u32().ok()? as usize;
+        let seed = wire.get(..seed_len)?;
+        let seed = has_seed.then(|| Bytes::copy_from_slice(seed));
+        wire.advance(seed_len);
+        let json_len = wire.try_get_u32().ok()? as usize;
+        let json = wire.get(..json_len)?;
+        Some(Frame::assemble(pos, kind, cursor, json, seed))
     }
 }
 
-/// One unmasked (server) WebSocket frame.
-pub fn ws_frame(op: OpCode, payload: &[u8]) -> Bytes {
+const WIRE_VERSION: u8 = 1;
+
+/// The WebSocket opcodes the server sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsOp {
+    Text = 0x1,
+    Close = 0x8,
+    Ping = 0x9,
+    Pong = 0xA,
+}
+
+/// One unmasked (server) WebSocket frame with FIN set (RFC 6455 §5.2).
+pub fn ws_frame(op: WsOp, payload: &[u8]) -> Bytes {
     let mut buf = BytesMut::with_capacity(payload.len() + 10);
-    Parser::write_message(&mut buf, payload, op, true, false);
+    buf.put_u8(0x80 | op as u8);
+    match payload.len() {
+        n @ 0..=125 => buf.put_u8(n as u8),
+        n @ 126..=0xffff => {
+            buf.put_u8(126);
+            buf.put_u16(n as u16);
+        }
+        n => {
+            buf.put_u8(127);
+            buf.put_u64(n as u64);
+        }
+    }
+    buf.put_slice(payload);
     buf.freeze()
 }
 
-/// A WebSocket close frame with its code and reason.
-pub fn ws_close(code: CloseCode, description: &str) -> Bytes {
-    let mut buf = BytesMut::with_capacity(description.len() + 8);
-    Parser::write_close(&mut buf, Some(CloseReason { code, description: Some(description.to_owned()) }), false);
-    buf.freeze()
+/// A WebSocket close frame with its code and reason (cut to fit a
+/// control frame's 125 bytes).
+pub fn ws_close(code: u16, reason: &str) -> Bytes {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    ws_frame(WsOp::Close, &payload)
 }
 
 /// The seed route's wire format: `{"type": "chunk", "content": "<text>"}`
@@ -75,9 +189,7 @@ fn seed_line(event: &Event, text_block: bool) -> Option<Bytes> {
             // unwrap: a string always serializes.
             format!("{{\"type\": \"chunk\", \"content\": {}}}", serde_json::to_string(text).unwrap())
         }
-        Event::MessageCompleted { status: crate::domain::MessageStatus::Complete, .. } => {
-            "{\"type\": \"done\"}".to_owned()
-        }
+        Event::MessageCompleted { status: MessageStatus::Complete, .. } => "{\"type\": \"done\"}".to_owned(),
         Event::MessageCompleted { status, error, .. } => {
             let message = match error {
                 Some(e) => e.message.clone(),
@@ -96,5 +208,69 @@ pub fn seed_error(message: &str) -> Bytes {
     Bytes::from(format!("data: {{\"type\": \"error\", \"message\": {}}}\n\n", serde_json::to_string(message).unwrap()))
 }
 
-/// An SSE frame for a comment line (heartbeat).
+/// An SSE comment line (heartbeat).
 pub const SSE_KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// The `retry:` field an SSE answer begins with: how long a browser waits
+/// before it reconnects.
+pub fn sse_retry(millis: u64) -> Bytes {
+    Bytes::from(format!("retry: {millis}\n\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::codes::StreamCode;
+
+    fn delta(text: &str) -> Event {
+        let id = Uuid::now_v7();
+        Event::MessageDelta {
+            thread_id: Uuid::nil(),
+            cursor: Some(Cursor::new(id, 2, 7 + text.len())),
+            message_id: id,
+            block: 2,
+            offset: 7,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn a_frame_rebuilt_from_its_wire_form_is_the_same_frame() {
+        let events = [
+            delta("日本 \"quoted\"\n"),
+            Event::error(Uuid::nil(), None, StreamCode::CursorAhead, "x"),
+            Event::Presence { thread_id: Uuid::nil(), cursor: None, subscribers: 3 },
+        ];
+        for (i, event) in events.iter().enumerate() {
+            let frame = Frame::encode(event, StreamPos::new(7, i as u64), i == 0);
+            let back = Frame::from_wire(&frame.to_wire()).expect("a frame");
+            assert_eq!(back, frame);
+        }
+        assert!(Frame::from_wire(b"\x02garbage").is_none());
+        let wire = Frame::encode(&events[0], StreamPos::new(1, 1), true).to_wire();
+        for cut in 0..wire.len() {
+            assert!(Frame::from_wire(&wire[..cut]).is_none(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn websocket_frames_match_what_actix_writes() {
+        for len in [0, 5, 125, 126, 65535, 65536] {
+            let payload = vec![b'x'; len];
+            let mut theirs = BytesMut::new();
+            actix_http::ws::Parser::write_message(&mut theirs, &payload[..], actix_http::ws::OpCode::Text, true, false);
+            assert_eq!(ws_frame(WsOp::Text, &payload), theirs.freeze(), "{len}");
+        }
+        let mut theirs = BytesMut::new();
+        let reason =
+            actix_http::ws::CloseReason { code: actix_http::ws::CloseCode::Away, description: Some("bye".into()) };
+        actix_http::ws::Parser::write_close(&mut theirs, Some(reason), false);
+        assert_eq!(ws_close(1001, "bye"), theirs.freeze());
+    }
+
+    #[test]
+    fn stream_positions_order_by_epoch_first() {
+        assert!(StreamPos::new(2, 0) > StreamPos::new(1, 99));
+        assert_eq!(StreamPos::new(1, 1).next(), StreamPos::new(1, 2));
+    }
+}

@@ -1,44 +1,63 @@
 //! Checks on text a client sends, shared by every way in (REST, the seed
 //! route, WebSocket `send` frames): what the contract refuses, and what
-//! no database can store (a NUL character, which Postgres rejects).
+//! no database can store (a NUL character, which Postgres rejects). Each
+//! refusal is an `InputError` with its contract code; `error.rs` turns it
+//! into an HTTP answer.
 
-use crate::error::{ApiError, Code};
+use super::codes::Code;
+
+/// A refused input: its contract code and the sentence saying why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InputError {
+    pub code: Code,
+    pub message: String,
+}
+
+impl InputError {
+    fn bad_request(message: impl Into<String>) -> InputError {
+        InputError { code: Code::BadRequest, message: message.into() }
+    }
+}
 
 /// Largest `name`, `title` or `model`, in characters (as JSON Schema's
 /// `maxLength` counts).
 pub const MAX_LABEL_CHARS: usize = 200;
 
-fn no_nul(field: &str, value: &str) -> Result<(), ApiError> {
+fn no_nul(field: &str, value: &str) -> Result<(), InputError> {
     match value.contains('\0') {
-        true => Err(ApiError::bad_request(format!("`{field}` must not contain NUL characters"))),
+        true => Err(InputError::bad_request(format!("`{field}` must not contain NUL characters"))),
         false => Ok(()),
     }
 }
 
 /// A body-sized text: no NUL, at most `max_bytes` (413 past it).
-pub fn text(field: &str, value: &str, max_bytes: usize) -> Result<(), ApiError> {
+pub fn text(field: &str, value: &str, max_bytes: usize) -> Result<(), InputError> {
     no_nul(field, value)?;
     if value.len() > max_bytes {
-        return Err(ApiError::new(Code::PayloadTooLarge, format!("`{field}` is larger than {max_bytes} bytes")));
+        return Err(InputError {
+            code: Code::PayloadTooLarge,
+            message: format!("`{field}` is larger than {max_bytes} bytes"),
+        });
     }
     Ok(())
 }
 
 /// A short label: optional, no NUL, at most `MAX_LABEL_CHARS` (400 past it).
-pub fn label(field: &str, value: Option<&str>) -> Result<(), ApiError> {
+pub fn label(field: &str, value: Option<&str>) -> Result<(), InputError> {
     let Some(value) = value else { return Ok(()) };
     no_nul(field, value)?;
     if value.chars().count() > MAX_LABEL_CHARS {
-        return Err(ApiError::bad_request(format!("`{field}` is longer than {MAX_LABEL_CHARS} characters")));
+        return Err(InputError::bad_request(format!("`{field}` is longer than {MAX_LABEL_CHARS} characters")));
     }
     Ok(())
 }
 
 /// A model name: optional, but not blank when given (a provider would
 /// answer it with an error after the message was stored), and a label.
-pub fn model(value: Option<&str>) -> Result<(), ApiError> {
+pub fn model(value: Option<&str>) -> Result<(), InputError> {
     if value.is_some_and(|m| m.trim().is_empty()) {
-        return Err(ApiError::bad_request("`model` must not be empty"));
+        return Err(InputError::bad_request("`model` must not be empty"));
     }
     label("model", value)
 }
@@ -51,16 +70,16 @@ pub fn message(
     max_tokens: Option<u32>,
     max_content_bytes: usize,
     max_tokens_cap: u32,
-) -> Result<(), ApiError> {
+) -> Result<(), InputError> {
     if content.trim().is_empty() {
-        return Err(ApiError::bad_request("`content` must not be empty"));
+        return Err(InputError::bad_request("`content` must not be empty"));
     }
     text("content", content, max_content_bytes)?;
     self::model(model)?;
     match max_tokens {
-        Some(0) => Err(ApiError::bad_request("`max_tokens` must be at least 1")),
+        Some(0) => Err(InputError::bad_request("`max_tokens` must be at least 1")),
         Some(n) if n > max_tokens_cap => {
-            Err(ApiError::bad_request(format!("`max_tokens` must be at most {max_tokens_cap}")))
+            Err(InputError::bad_request(format!("`max_tokens` must be at most {max_tokens_cap}")))
         }
         _ => Ok(()),
     }

@@ -1,10 +1,16 @@
-//! Plain data of the service: ids, resources, cursors and the encoded
-//! events. Nothing here does I/O; every other layer speaks these types.
+//! Plain data of the service: ids, resources, cursors, the contract's
+//! names, the conversation model and the encoded events. Nothing here does
+//! I/O or names another module of the crate (no actix, tokio or sea-orm):
+//! every other layer speaks these types.
 
+pub mod client_frame;
+pub mod codes;
+pub mod conversation;
 pub mod cursor;
 pub mod event;
 pub mod frame;
 pub mod input;
+pub mod provider_event;
 pub mod resources;
 
 pub use resources::*;

@@ -91,6 +91,18 @@ pub struct MessageError {
     pub message: String,
 }
 
+impl MessageError {
+    /// Why a message is `interrupted`: the same whether the service was
+    /// stopped gracefully mid-answer or found the message streaming when
+    /// it started again after a crash.
+    pub fn interrupted() -> MessageError {
+        MessageError {
+            code: "interrupted".to_owned(),
+            message: "the service stopped while this message streamed".to_owned(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
     pub id: Uuid,

@@ -4,7 +4,6 @@
 
 use actix::Actor;
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
-use bytes::Bytes;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -15,7 +14,7 @@ use super::{
     AppState,
 };
 use crate::{
-    actors::session::{Admission, SessionActor, Transport},
+    actors::session::{Admission, SessionActor, SessionLimits, Transport},
     domain::{cursor::Resume, event::end_cursor},
     error::ApiError,
     pipe::{pipe, PipeBody},
@@ -73,7 +72,7 @@ pub fn start_session(state: &AppState, thread_id: Uuid, admission: Admission, tr
         state.registry.clone(),
         transport,
         state.deps.metrics.clone(),
-        settings.streaming.session_limits(&settings.limits),
+        SessionLimits::from_settings(settings),
         from,
     )
     .holding(admission)
@@ -111,7 +110,7 @@ pub async fn subscribe(
     let admission = admit(&state, &req, thread.id)?;
     let (tx, rx) = pipe(STREAM_BUFFER);
     // A fresh pipe always has room for its first frame.
-    let _ = tx.try_send(Bytes::from(format!("retry: {}\n\n", state.deps.settings.streaming.sse_retry_ms)));
+    let _ = tx.try_send(crate::domain::frame::sse_retry(state.deps.settings.streaming.sse_retry_ms));
     start_session(&state, thread.id, admission, Transport::Sse(tx), resume_cursor(&req, &query));
     Ok(sse_response(&req, rx))
 }

@@ -8,7 +8,6 @@ use uuid::Uuid;
 use super::{clamp_limit, threads::find, AppState};
 use crate::{
     actors::{
-        persistence::WriteError,
         registry::{ask, Peek},
         thread::{AbortGeneration, Cancel, LiveMessages, StartGeneration, Started},
     },
@@ -41,13 +40,7 @@ impl NewMessage {
             limits.max_content_bytes,
             limits.max_tokens_cap,
         )
-    }
-}
-
-pub fn write_error(e: WriteError) -> ApiError {
-    match e {
-        WriteError::Unavailable => ApiError::unavailable(),
-        WriteError::Rejected(msg) => ApiError::internal(&msg),
+        .map_err(ApiError::from)
     }
 }
 
@@ -89,7 +82,7 @@ pub async fn start(
             let id = started.assistant_message.id;
             let _ = ask(&state.registry, thread_id, || AbortGeneration { assistant_message_id: id }).await;
             Err(match failed {
-                Ok(Err(e)) => write_error(e),
+                Ok(Err(e)) => ApiError::from(e),
                 _ => ApiError::unavailable(),
             }
             .into())

@@ -2,7 +2,9 @@
 //! handlers that make even actix's own refusals (bad JSON, wrong content
 //! type, unknown route, malformed id) answer in the contract's shape.
 //! Handlers are thin: they validate, ask the store or an actor, and map
-//! the answer. Only `events.rs` and `ws.rs` know SSE and WebSocket framing.
+//! the answer. None of them frames SSE or WebSocket bytes (only
+//! `domain::frame` does); `events.rs` and `ws.rs` hand response bodies
+//! their pipes.
 
 pub mod admin;
 pub mod auth;
@@ -313,7 +315,7 @@ pub fn error_shape<B: 'static>() -> ErrorHandlers<B> {
             return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
         }
         let status = res.status();
-        let code = Code::for_status(status);
+        let code = Code::for_status(status.as_u16());
         let message = status.canonical_reason().unwrap_or("error").to_owned();
         let (req, _) = res.into_parts();
         let body = ApiError::new(code, message).body();

@@ -169,7 +169,7 @@ pub async fn delete(state: web::Data<AppState>, path: web::Path<(Uuid, Uuid)>) -
     });
     match tokio::time::timeout(DELETE_WAIT, outcome).await {
         Ok(Ok(Ok(Ok(())))) => Ok(HttpResponse::NoContent().finish()),
-        Ok(Ok(Ok(Err(e)))) => Err(super::messages::write_error(e)),
+        Ok(Ok(Ok(Err(e)))) => Err(e.into()),
         _ => Err(ApiError::unavailable()),
     }
 }

@@ -81,6 +81,10 @@ pub fn request_body(request: &ModelRequest) -> Value {
 
 /// Maps the chunks' implicit blocks onto our numbered blocks.
 #[derive(Default)]
+/// The answer's blocks so far. Blocks are a log: text goes to the last
+/// one, so reasoning or content that comes back after another block began
+/// opens a new block of its kind (the text blocks joined are the same
+/// `content`).
 struct Blocks {
     count: usize,
     text: Option<usize>,
@@ -128,8 +132,8 @@ fn interpret(data: &str, blocks: &mut Blocks, finished: &mut bool) -> Step {
         let reasoning = delta.get("reasoning_content").or_else(|| delta.get("reasoning")).and_then(Value::as_str);
         if let Some(t) = reasoning.filter(|t| !t.is_empty()) {
             let index = match blocks.thinking {
-                Some(i) => i,
-                None => {
+                Some(i) if i + 1 == blocks.count => i,
+                _ => {
                     let i = blocks.open(BlockKind::Thinking, None, None, &mut out);
                     blocks.thinking = Some(i);
                     i
@@ -139,8 +143,8 @@ fn interpret(data: &str, blocks: &mut Blocks, finished: &mut bool) -> Step {
         }
         if let Some(t) = delta.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
             let index = match blocks.text {
-                Some(i) => i,
-                None => {
+                Some(i) if i + 1 == blocks.count => i,
+                _ => {
                     let i = blocks.open(BlockKind::Text, None, None, &mut out);
                     blocks.text = Some(i);
                     i

@@ -9,7 +9,7 @@ use std::{
 
 use serde_json::{json, Value};
 
-use crate::support::{args, database_url, Server, Transcript};
+use crate::support::{args, database_url, Events as _, Server, Transcript};
 
 /// The service binary, started with test flags; its port is read from its
 /// `listening` log line.
@@ -112,6 +112,8 @@ async fn kill_9_mid_generation_leaves_an_interrupted_message_and_a_usable_thread
     let answer = &messages[1];
     assert_eq!(answer["id"], id);
     assert_eq!(answer["status"], "interrupted");
+    assert_eq!(answer["error"]["code"], "interrupted");
+    assert_eq!(answer["error"]["message"], "the service stopped while this message streamed");
     let stored = answer["content"].as_str().unwrap();
     let streamed = seen.blocks.get(&(id.clone(), 0)).unwrap();
     assert!(!stored.is_empty(), "a checkpoint was written");
@@ -157,6 +159,9 @@ async fn sigterm_tells_subscribers_commits_everything_and_exits_zero() {
     let mut bin = Binary::start(&db, &[]).await;
     let answer = bin.server.message(&thread, &id).await;
     assert_eq!(answer["status"], "interrupted");
+    // The same `error` as after a crash (the start-up sweep's).
+    assert_eq!(answer["error"]["code"], "interrupted");
+    assert_eq!(answer["error"]["message"], "the service stopped while this message streamed");
     seen.assert_matches(&answer);
     let r = bin
         .server
@@ -247,5 +252,60 @@ async fn keys_and_tokens_never_reach_the_logs() {
     for secret in [ADMIN, key.as_str(), token.as_str(), "ck_not-a-real-key-but-secret"] {
         let leak: Vec<&str> = logs.lines().filter(|l| l.contains(secret)).take(2).collect();
         assert!(leak.is_empty(), "a secret reached the logs: {leak:?}");
+    }
+}
+
+/// After `kill -9`, a tab's cursor may lie past what was stored (up to a
+/// flush interval of text is lost, as documented). Resuming from it gets
+/// `cursor_ahead`, then the message again from its start and its
+/// `message.completed`: a client that rebuilds the message from those ends
+/// with exactly the stored text. Both ways a cursor can be ahead: past a
+/// block's stored end, and at a block that was never stored.
+#[actix_web::test]
+async fn a_cursor_past_the_stored_text_after_a_crash_gets_cursor_ahead_and_the_stored_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+    // Checkpoints far apart: a kill loses the text since the insert.
+    let slow = ["--sim-chunks", "400", "--sim-interval-ms", "10", "--flush-interval-ms", "60000", "--sim-thinking"];
+    for stop_at in ["past a block's end", "at a block never stored"] {
+        let mut bin = Binary::start(&db, &slow).await;
+        let thread = bin.server.thread().await;
+        let mut sse = bin.server.sse(&thread, None).await;
+        let id = bin.server.ask(&thread, "crash now").await;
+        let mut seen = Vec::new();
+        loop {
+            let ev = sse.next().await.unwrap();
+            let block = ev.data["block"].as_u64();
+            let done = match stop_at {
+                "past a block's end" => ev.kind == "message.delta" && seen.len() > 10,
+                _ => ev.kind == "message.block" && block == Some(1),
+            };
+            seen.push(ev);
+            if done {
+                break;
+            }
+        }
+        bin.child.kill().unwrap();
+        bin.child.wait().unwrap();
+        let cursor = seen.last().unwrap().id.clone();
+
+        let mut bin = Binary::start(&db, &[]).await;
+        let stored = bin.server.message(&thread, &id).await;
+        assert_eq!(stored["status"], "interrupted");
+        assert_eq!(stored["error"]["code"], "interrupted", "{stop_at}");
+        let mut again = bin.server.sse(&thread, Some(&cursor)).await;
+        let rest = again.until("message.completed").await;
+        let kinds: Vec<&str> = rest.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds[..2], ["ready", "error"], "{stop_at}: {kinds:?}");
+        assert_eq!(rest[1].data["code"], "cursor_ahead", "{stop_at}");
+        // The client drops what it showed of the message and rebuilds it.
+        let mut t = Transcript::default();
+        t.apply_all(&rest[2..]);
+        t.assert_matches(&stored);
+        let blocks = stored["blocks"].as_array().unwrap().len();
+        let announced = rest.iter().filter(|e| e.kind == "message.block").count();
+        assert_eq!(announced, blocks, "{stop_at}: every stored block, and no other, is announced again");
+        assert_eq!(rest.last().unwrap().data["status"], "interrupted");
+        bin.child.kill().unwrap();
     }
 }

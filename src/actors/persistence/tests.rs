@@ -1,0 +1,58 @@
+//! The persistence actor against a real SQLite store.
+use super::*;
+use crate::{
+    config::DatabaseSettings,
+    domain::{new_id, Block, MessageStatus, Role, Usage},
+};
+
+fn message(thread_id: Uuid, position: i64, text: &str) -> Message {
+    Message {
+        id: new_id(),
+        thread_id,
+        position,
+        role: Role::Assistant,
+        blocks: vec![Block::text(text.to_owned())],
+        status: MessageStatus::Streaming,
+        model: None,
+        stop_reason: None,
+        usage: Usage::default(),
+        error: None,
+        created_at: chrono::Utc::now(),
+        completed_at: None,
+    }
+}
+
+#[actix_rt::test]
+async fn a_refused_row_is_set_aside_alone_in_the_next_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = DatabaseSettings {
+        database_url: None,
+        data_dir: dir.path().into(),
+        flush_interval_ms: 20,
+        db_max_connections: 2,
+    };
+    let store = Store::connect(&settings).await.unwrap();
+    let project = store.create_project("p").await.unwrap();
+    let thread = store.create_thread(project.id, None, None, None).await.unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let healthy = Arc::new(AtomicBool::new(true));
+    let actor =
+        PersistenceActor::new(store.clone(), metrics.clone(), healthy.clone(), "n".into(), settings.flush_interval())
+            .start();
+    let (good_ack, good) = oneshot::channel();
+    let (bad_ack, bad) = oneshot::channel();
+    let mut streaming = message(thread.id, 0, "kept");
+    actor.do_send(Write { ops: vec![WriteOp::Insert(streaming.clone())], ack: Some(good_ack) });
+    // Its thread does not exist: the database refuses this one row.
+    actor.do_send(Write { ops: vec![WriteOp::Insert(message(new_id(), 0, "orphan"))], ack: Some(bad_ack) });
+    streaming.blocks[0].text.push_str(" and more");
+    actor.do_send(Checkpoint { message: streaming.clone() });
+    assert!(matches!(bad.await.unwrap(), Err(WriteError::Rejected(_))));
+    good.await.unwrap().unwrap();
+    actor.send(Drain).await.unwrap();
+    let stored = store.all_messages(thread.id).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].blocks[0].text, "kept and more", "the newest state landed");
+    assert_eq!(metrics.persistence_rows_rejected.get(), 1);
+    assert!(healthy.load(Ordering::Relaxed), "a refused row says nothing of the database's health");
+}

@@ -1,0 +1,118 @@
+//! The thread actor's side of its fan-out: it gives each broadcast frame
+//! the next position of its epoch, encodes it once and publishes it;
+//! coalesces presence (at most one `thread.presence` per `PRESENCE_EVERY`,
+//! and only when the count changed); and passes on heartbeat ticks and the
+//! closing signal. The actor owns the timers; this only keeps the state.
+
+use std::{sync::Arc, time::Duration};
+
+use super::{Fanout, Signal, SignalStream};
+use crate::domain::{
+    codes::StreamCode,
+    event::Event,
+    frame::{Frame, StreamPos},
+};
+
+/// At most one `thread.presence` event per thread this often.
+pub const PRESENCE_EVERY: Duration = Duration::from_millis(100);
+
+pub struct Publisher {
+    fanout: Box<dyn Fanout>,
+    /// The position of the last frame published.
+    head: StreamPos,
+    /// The subscriber count last published.
+    presence_sent: usize,
+    presence_scheduled: bool,
+}
+
+impl Publisher {
+    /// Publishes into `fanout`, positions in `epoch` (a new owner of the
+    /// thread has a higher one).
+    pub fn new(fanout: Box<dyn Fanout>, epoch: u64) -> Publisher {
+        Publisher { fanout, head: StreamPos::new(epoch, 0), presence_sent: 0, presence_scheduled: false }
+    }
+
+    /// Encodes `event` once at the next position and publishes it.
+    pub fn publish(&mut self, event: &Event, text_block: bool) {
+        self.head = self.head.next();
+        self.fanout.publish(Signal::Frame(Arc::new(Frame::encode(event, self.head, text_block))));
+    }
+
+    /// The position of the last frame published.
+    pub fn head(&self) -> StreamPos {
+        self.head
+    }
+
+    /// The subscriber count changed. `true`: schedule `flush_presence`
+    /// after `PRESENCE_EVERY` (one is not scheduled already), so a crowd
+    /// joining or leaving at once is one event, not one per change.
+    pub fn presence_changed(&mut self) -> bool {
+        !std::mem::replace(&mut self.presence_scheduled, true)
+    }
+
+    /// Publishes the count of this moment, if it differs from the last.
+    pub fn flush_presence(&mut self, count: usize) {
+        self.presence_scheduled = false;
+        if count != self.presence_sent {
+            self.presence_sent = count;
+            self.fanout.publish(Signal::Presence(count));
+        }
+    }
+
+    /// Half a heartbeat period went by.
+    pub fn tick(&self) {
+        self.fanout.publish(Signal::Tick);
+    }
+
+    /// The thread goes away: every subscriber gets `code` and is closed.
+    pub fn close(&self, code: StreamCode) {
+        self.fanout.publish(Signal::Closed(code));
+    }
+
+    /// A new reader of every signal from now on, the ring's id, and how
+    /// far the slowest reader is behind.
+    pub fn subscribe(&self) -> SignalStream {
+        self.fanout.subscribe()
+    }
+
+    pub fn id(&self) -> u64 {
+        self.fanout.id()
+    }
+
+    pub fn backlog(&self) -> usize {
+        self.fanout.backlog()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::broadcast::local::LocalFanout;
+
+    #[tokio::test]
+    async fn frames_get_positions_of_the_epoch_and_presence_is_coalesced() {
+        let mut publisher = Publisher::new(Box::new(LocalFanout::new(16)), 7);
+        let mut reader = publisher.subscribe();
+        let event = Event::Presence { thread_id: Uuid::nil(), cursor: None, subscribers: 0 };
+        publisher.publish(&event, false);
+        publisher.publish(&event, false);
+        assert_eq!(publisher.head(), StreamPos::new(7, 2));
+        assert!(publisher.presence_changed(), "the first change schedules a flush");
+        assert!(!publisher.presence_changed(), "later ones ride on it");
+        publisher.flush_presence(3);
+        assert!(publisher.presence_changed());
+        publisher.flush_presence(3);
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(match reader.next().await.unwrap().unwrap() {
+                Signal::Frame(f) => format!("frame {}", f.pos.seq),
+                Signal::Presence(n) => format!("presence {n}"),
+                other => format!("{other:?}"),
+            });
+        }
+        assert_eq!(seen, ["frame 1", "frame 2", "presence 3"], "an unchanged count is not sent again");
+    }
+}

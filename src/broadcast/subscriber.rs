@@ -1,0 +1,362 @@
+//! One subscriber as its worker sees it: its response pipe, its wire
+//! format, its position (cursor and `Delivery` state), and the small
+//! per-subscriber duties of heartbeats and presence. Shared (`Rc`) by the
+//! relay of its worker, which writes broadcast frames, and its session
+//! actor, which writes its replay and catch-ups; both run on the worker's
+//! thread, so the state is in `Cell`s, with no lock.
+
+use std::{
+    cell::{Cell, RefCell},
+    time::{Duration, Instant},
+};
+
+use actix::{Message, Recipient};
+use bytes::{Bytes, BytesMut};
+use uuid::Uuid;
+
+use super::delivery::{Delivery, State, Verdict};
+use crate::{
+    domain::{
+        codes::{ErrorCode, EventKind},
+        cursor::Cursor,
+        event::Event,
+        frame::{seed_error, ws_close, ws_frame, Frame, StreamPos, WsOp, SSE_KEEP_ALIVE},
+    },
+    pipe::{At, PipeWriter, TrySendError},
+};
+
+/// What a subscriber's session actor must act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub enum Notice {
+    /// Frames were skipped for it: catch up from its cursor.
+    Behind,
+    /// Its client went away.
+    Gone,
+    /// Its thread closed; the closing `error` is already written.
+    Closed,
+    /// The seed route's answer is complete.
+    Done,
+    /// Its WebSocket peer has been silent too long.
+    Silent,
+}
+
+/// How a subscriber's frames are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    Sse,
+    Ws,
+    /// The seed route: only this message's text, in its own wire format.
+    Seed(Uuid),
+}
+
+/// Why a waiting write gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stall {
+    /// No room within the allowed time: a slow consumer.
+    Slow,
+    /// The client went away.
+    Gone,
+}
+
+/// What `try_write` did with a frame.
+pub enum Written {
+    Yes,
+    /// Not for this subscriber's wire.
+    NotForThisWire,
+    Full,
+    Gone,
+}
+
+pub struct Subscriber {
+    pub session_id: u64,
+    thread_id: Uuid,
+    wire: Wire,
+    pipe: PipeWriter,
+    notice: Recipient<Notice>,
+    /// WebSocket only: a peer silent this long is dead.
+    peer_timeout: Option<Duration>,
+    /// The cursor it subscribed from: its position before any frame.
+    start: Option<Cursor>,
+    delivery: RefCell<Delivery>,
+    /// The cursor of the last positional frame written.
+    cursor: Cell<Option<Cursor>>,
+    /// Something was written since the last heartbeat tick.
+    wrote_since_tick: Cell<bool>,
+    /// When the WebSocket peer last sent anything.
+    last_heard: Cell<Instant>,
+    /// A subscriber count that came while not live (or found the pipe
+    /// full), written once it is live again.
+    presence_owed: Cell<Option<usize>>,
+}
+
+impl Subscriber {
+    pub fn new(
+        session_id: u64,
+        thread_id: Uuid,
+        wire: Wire,
+        pipe: PipeWriter,
+        notice: Recipient<Notice>,
+        peer_timeout: Option<Duration>,
+        from: Option<Cursor>,
+    ) -> Self {
+        Subscriber {
+            session_id,
+            thread_id,
+            wire,
+            pipe,
+            notice,
+            peer_timeout,
+            start: from,
+            delivery: RefCell::new(Delivery::join(StreamPos::NONE, StreamPos::NONE, false)),
+            cursor: Cell::new(from),
+            wrote_since_tick: Cell::new(false),
+            last_heard: Cell::new(Instant::now()),
+            presence_owed: Cell::new(None),
+        }
+    }
+
+    pub fn wire(&self) -> Wire {
+        self.wire
+    }
+
+    /// The cursor of the last positional frame written.
+    pub fn cursor(&self) -> Option<Cursor> {
+        self.cursor.get()
+    }
+
+    /// The WebSocket peer sent something.
+    pub fn heard(&self) {
+        self.last_heard.set(Instant::now());
+    }
+
+    /// Starts its delivery (see `Delivery::join`).
+    pub(super) fn join(&self, head: StreamPos, relay_read: StreamPos, relay_lagging: bool) {
+        *self.delivery.borrow_mut() = Delivery::join(head, relay_read, relay_lagging);
+    }
+
+    /// What this wire writes for `frame`, or `None` to skip it.
+    fn payload(&self, frame: &Frame) -> Option<Bytes> {
+        match self.wire {
+            Wire::Sse => Some(frame.sse.clone()),
+            Wire::Ws => Some(frame.ws.clone()),
+            Wire::Seed(message_id) => {
+                let mine = frame.cursor.is_some_and(|c| c.message_id == message_id);
+                frame.seed.clone().filter(|_| mine)
+            }
+        }
+    }
+
+    /// Whether `frame` ends what this subscriber came for (the seed route's
+    /// answer).
+    pub fn completes(&self, frame: &Frame) -> bool {
+        let Wire::Seed(message_id) = self.wire else { return false };
+        frame.kind == EventKind::MessageCompleted && frame.cursor.is_some_and(|c| c.message_id == message_id)
+    }
+
+    /// Where `frame` moves this subscriber, if it is a position.
+    fn moves_to(frame: &Frame) -> Option<At> {
+        frame.kind.is_position().then_some(frame.cursor)
+    }
+
+    fn wrote(&self, frame: &Frame) {
+        if let Some(at) = Self::moves_to(frame) {
+            self.cursor.set(at);
+        }
+        self.delivery.borrow_mut().wrote(frame.pos);
+        self.wrote_since_tick.set(true);
+    }
+
+    /// Writes `frame` if the pipe has room, without waiting.
+    pub fn try_write(&self, frame: &Frame) -> Written {
+        let Some(bytes) = self.payload(frame) else { return Written::NotForThisWire };
+        match self.pipe.try_send_at(bytes, Self::moves_to(frame)) {
+            Ok(()) => {
+                self.wrote(frame);
+                Written::Yes
+            }
+            Err(TrySendError::Full(_)) => Written::Full,
+            Err(TrySendError::Closed(_)) => Written::Gone,
+        }
+    }
+
+    /// Writes `frame`, waiting up to `patience` for room.
+    pub async fn write(&self, frame: &Frame, patience: Duration) -> Result<(), Stall> {
+        let Some(bytes) = self.payload(frame) else { return Ok(()) };
+        match tokio::time::timeout(patience, self.pipe.send_at(bytes, Self::moves_to(frame))).await {
+            Ok(Ok(())) => {
+                self.wrote(frame);
+                Ok(())
+            }
+            Ok(Err(())) => Err(Stall::Gone),
+            Err(_) => Err(Stall::Slow),
+        }
+    }
+
+    /// Writes bytes outside the thread's order (a pong, say), if there is
+    /// room.
+    pub fn try_send(&self, bytes: Bytes) -> Result<(), TrySendError> {
+        self.pipe.try_send(bytes)?;
+        self.wrote_since_tick.set(true);
+        Ok(())
+    }
+
+    /// Waits up to `patience` for room in the pipe.
+    pub async fn room(&self, patience: Duration) -> Result<(), Stall> {
+        match tokio::time::timeout(patience, self.pipe.ready()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(())) => Err(Stall::Gone),
+            Err(_) => Err(Stall::Slow),
+        }
+    }
+
+    /// Resolves when the client has gone away.
+    pub async fn gone(&self) {
+        self.pipe.closed().await
+    }
+
+    /// The closing `error` (and, on a WebSocket, a close frame), as one
+    /// write into the place the pipe keeps for it: even a subscriber that
+    /// stopped reading is told why. A subscriber that is behind (its pipe
+    /// full of frames it reads slowly, if at all) has those frames dropped
+    /// first, so the error comes right after what its client will get, and
+    /// names that position: it reaches a slow reader within a shutdown's
+    /// grace, and a resume from it misses nothing. (The seed route cannot
+    /// resume: its text is kept.) Nothing is written after it.
+    pub fn write_closing(&self, code: impl Into<ErrorCode>, message: &str) {
+        let mut delivery = self.delivery.borrow_mut();
+        if delivery.state() == State::Closed {
+            return;
+        }
+        if delivery.state() == State::Behind && !matches!(self.wire, Wire::Seed(_)) {
+            self.cursor.set(self.pipe.discard_queued().unwrap_or(self.start));
+        }
+        delivery.close();
+        let code = code.into();
+        let event = Event::error(self.thread_id, self.cursor(), code, message);
+        let last = match self.wire {
+            Wire::Sse => Frame::encode(&event, StreamPos::NONE, false).sse,
+            Wire::Ws => {
+                let mut both = BytesMut::from(&Frame::encode(&event, StreamPos::NONE, false).ws[..]);
+                both.extend_from_slice(&ws_close(1001, code.as_str()));
+                both.freeze()
+            }
+            Wire::Seed(_) => seed_error(message),
+        };
+        self.pipe.push_final(last);
+    }
+
+    /// A WebSocket close frame alone (it fits even when the pipe is full).
+    pub fn write_ws_close(&self, code: u16, description: &str) {
+        let mut delivery = self.delivery.borrow_mut();
+        if self.wire == Wire::Ws && delivery.state() != State::Closed {
+            delivery.close();
+            self.pipe.push_final(ws_close(code, description));
+        }
+    }
+
+    /// A catch-up brought it up to `head`; `true` when it is live again
+    /// (see `Delivery::caught_up`).
+    pub fn caught_up(&self, head: StreamPos) -> bool {
+        let live = self.delivery.borrow_mut().caught_up(head);
+        if live {
+            self.pay_presence();
+        }
+        live
+    }
+
+    fn tell(&self, notice: Notice) {
+        self.notice.do_send(notice);
+    }
+
+    /// The relay's delivery of a broadcast frame. `true` when written.
+    pub(super) fn deliver(&self, frame: &Frame) -> bool {
+        let verdict = self.delivery.borrow_mut().frame(frame.pos);
+        if verdict != Verdict::Write {
+            return false;
+        }
+        match self.try_write(frame) {
+            Written::Yes => {
+                if self.completes(frame) {
+                    self.tell(Notice::Done);
+                }
+                self.pay_presence();
+                true
+            }
+            Written::NotForThisWire => {
+                self.delivery.borrow_mut().wrote(frame.pos);
+                false
+            }
+            Written::Full => {
+                if self.delivery.borrow_mut().pipe_full(frame.pos) {
+                    self.tell(Notice::Behind);
+                }
+                false
+            }
+            Written::Gone => {
+                self.tell(Notice::Gone);
+                false
+            }
+        }
+    }
+
+    /// Its relay lagged the ring.
+    pub(super) fn lagged(&self) {
+        if self.delivery.borrow_mut().lagged() {
+            self.tell(Notice::Behind);
+        }
+    }
+
+    /// Writes the count owed (see `presence`), if any.
+    fn pay_presence(&self) {
+        if let Some(count) = self.presence_owed.take() {
+            self.presence(count);
+        }
+    }
+
+    /// The thread's subscriber count. Not positional: a subscriber that is
+    /// not live, or whose pipe is full, gets the latest count after its
+    /// next frame (or once it is live again) rather than every count it
+    /// missed.
+    pub(super) fn presence(&self, subscribers: usize) {
+        if matches!(self.wire, Wire::Seed(_)) {
+            return;
+        }
+        if !self.delivery.borrow().is_live() {
+            self.presence_owed.set(Some(subscribers));
+            return;
+        }
+        let event = Event::Presence { thread_id: self.thread_id, cursor: self.cursor(), subscribers };
+        match self.try_write(&Frame::encode(&event, StreamPos::NONE, false)) {
+            Written::Yes | Written::NotForThisWire => {}
+            Written::Full => self.presence_owed.set(Some(subscribers)),
+            Written::Gone => self.tell(Notice::Gone),
+        }
+    }
+
+    /// Half a heartbeat period went by. An SSE subscriber that was sent
+    /// nothing meanwhile gets a keep-alive. A WebSocket gets a ping every
+    /// tick, busy or not: a browser sends nothing unless pinged, and its
+    /// pongs are how a live peer is told from a dead one, also during an
+    /// answer longer than the peer timeout.
+    pub(super) fn tick(&self) {
+        if self.peer_timeout.is_some_and(|t| self.last_heard.get().elapsed() > t) {
+            return self.tell(Notice::Silent);
+        }
+        let idle = !self.wrote_since_tick.replace(false) && self.delivery.borrow().is_live();
+        let keep_alive = match self.wire {
+            Wire::Sse if idle => Bytes::from_static(SSE_KEEP_ALIVE),
+            Wire::Ws => ws_frame(WsOp::Ping, b""),
+            Wire::Sse | Wire::Seed(_) => return,
+        };
+        if let Err(TrySendError::Closed(_)) = self.pipe.try_send(keep_alive) {
+            self.tell(Notice::Gone);
+        }
+    }
+
+    /// Its thread closed: the closing error, and its session is told.
+    pub(super) fn thread_closed(&self, code: impl Into<ErrorCode>, message: &str) {
+        self.write_closing(code, message);
+        self.tell(Notice::Closed);
+    }
+}

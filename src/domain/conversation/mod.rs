@@ -1,0 +1,271 @@
+//! The conversation of one thread as pure, synchronous data: its messages
+//! and the answer being generated. The thread actor owns one and asks it
+//! what to publish and what to replay; nothing here waits, times or stores.
+//!
+//! - `ask` accepts a question: the user message and an empty assistant
+//!   message that streams, and the events announcing them.
+//! - `apply` turns one provider event into the contract events it causes
+//!   (and says when the answer ended); `finish` ends it.
+//! - `replay` says what a subscriber at a cursor has not seen
+//!   (`replay.rs`), `head` where a subscriber that has seen everything
+//!   settled stands.
+
+mod replay;
+#[cfg(test)]
+mod tests;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use self::replay::Replay;
+use super::{
+    cursor::{Cursor, Resume},
+    event::{end_cursor, Event},
+    new_id,
+    provider_event::{FailureCode, ProviderEvent},
+    Block, BlockKind, Message, MessageError, MessageStatus, Role, Usage,
+};
+
+pub struct Conversation {
+    thread_id: Uuid,
+    messages: Vec<Message>,
+    /// The last message is an answer being generated.
+    running: bool,
+}
+
+/// A question just accepted.
+pub struct Asked {
+    pub user: Message,
+    pub assistant: Message,
+    /// `message.created`, then `message.started`.
+    pub events: Vec<Event>,
+}
+
+/// What one provider event did to the running answer.
+#[derive(Debug, Default, PartialEq)]
+pub struct Applied {
+    /// Events to publish, in order.
+    pub events: Vec<Event>,
+    /// The answer's state changed (a checkpoint is due).
+    pub changed: bool,
+    /// The answer ended so: call `finish`.
+    pub ended: Option<Ending>,
+}
+
+/// How an answer ends by the provider's doing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ending {
+    Complete,
+    Failed { code: FailureCode, message: String },
+}
+
+impl Conversation {
+    /// A thread's conversation as loaded, nothing running.
+    pub fn new(thread_id: Uuid, messages: Vec<Message>) -> Conversation {
+        Conversation { thread_id, messages, running: false }
+    }
+
+    pub fn messages(&self) -> &[Message] {
+        &self.messages
+    }
+
+    /// The answer being generated.
+    pub fn running(&self) -> Option<&Message> {
+        self.messages.last().filter(|_| self.running)
+    }
+
+    /// The messages that are not running, in order.
+    pub fn settled(&self) -> &[Message] {
+        &self.messages[..self.messages.len() - usize::from(self.running)]
+    }
+
+    /// Where a subscriber that has seen every settled message stands.
+    pub fn head(&self) -> Option<Cursor> {
+        self.settled().last().map(end_cursor)
+    }
+
+    pub fn message(&self, id: Uuid) -> Option<&Message> {
+        self.messages.iter().rev().find(|m| m.id == id)
+    }
+
+    /// Whether block `block` of message `message_id` is a text block.
+    pub fn is_text(&self, message_id: Uuid, block: usize) -> bool {
+        self.message(message_id).and_then(|m| m.blocks.get(block)).is_some_and(|b| b.kind == BlockKind::Text)
+    }
+
+    /// Accepts `content`; the answer, by `model`, starts streaming.
+    /// Nothing may be running.
+    pub fn ask(&mut self, content: String, model: String, now: DateTime<Utc>) -> Asked {
+        debug_assert!(!self.running, "one answer at a time");
+        let position = self.messages.last().map_or(0, |m| m.position + 1);
+        let user = Message {
+            id: new_id(),
+            thread_id: self.thread_id,
+            position,
+            role: Role::User,
+            blocks: vec![Block::text(content)],
+            status: MessageStatus::Complete,
+            model: None,
+            stop_reason: None,
+            usage: Usage::default(),
+            error: None,
+            created_at: now,
+            completed_at: Some(now),
+        };
+        let assistant = Message {
+            id: new_id(),
+            position: position + 1,
+            role: Role::Assistant,
+            blocks: Vec::new(),
+            status: MessageStatus::Streaming,
+            model: Some(model),
+            completed_at: None,
+            ..user.clone()
+        };
+        let mut events = Event::whole_message(&user);
+        events.push(Event::started(&assistant));
+        self.messages.push(user.clone());
+        self.messages.push(assistant.clone());
+        self.running = true;
+        Asked { user, assistant, events }
+    }
+
+    /// Forgets a question and its answer that could not be stored.
+    pub fn forget(&mut self, assistant_id: Uuid) {
+        if self.messages.last().map(|m| m.id) == Some(assistant_id) {
+            self.messages.truncate(self.messages.len().saturating_sub(2));
+            self.running = false;
+        }
+    }
+
+    /// Applies one provider event to the running answer.
+    pub fn apply(&mut self, event: ProviderEvent) -> Applied {
+        let thread_id = self.thread_id;
+        let Some(message) = self.messages.last_mut().filter(|_| self.running) else { return Applied::default() };
+        let id = message.id;
+        let fail = |message: String| Applied {
+            ended: Some(Ending::Failed { code: FailureCode::UpstreamError, message }),
+            ..Applied::default()
+        };
+        match event {
+            ProviderEvent::Started { input_tokens } => {
+                if let Some(n) = input_tokens {
+                    message.usage.input_tokens = n;
+                }
+                Applied { changed: true, ..Applied::default() }
+            }
+            ProviderEvent::Usage { input_tokens, output_tokens } => {
+                if let Some(n) = input_tokens {
+                    message.usage.input_tokens = n;
+                }
+                if let Some(n) = output_tokens {
+                    message.usage.output_tokens = n;
+                }
+                Applied { changed: true, ..Applied::default() }
+            }
+            ProviderEvent::BlockStart { index, kind, id: block_id, name } => {
+                if index != message.blocks.len() {
+                    return fail(format!("upstream opened block {index} out of order"));
+                }
+                message.blocks.push(Block { id: block_id.clone(), name: name.clone(), ..Block::new(kind) });
+                let event = Event::MessageBlock {
+                    thread_id,
+                    cursor: Some(Cursor::new(id, index, 0)),
+                    message_id: id,
+                    block: index,
+                    kind,
+                    id: block_id,
+                    name,
+                };
+                Applied { events: vec![event], changed: true, ended: None }
+            }
+            ProviderEvent::Delta { index, text } => {
+                // The blocks are one log: text goes to the last block only.
+                // (A cursor `M:b:e` says every block before `b` is whole; text
+                // added to an earlier block could never be resumed.)
+                let last = message.blocks.len().checked_sub(1);
+                if last != Some(index) {
+                    return fail(match last {
+                        Some(last) if index < last => {
+                            format!("upstream wrote to block {index} after block {last} began")
+                        }
+                        _ => format!("upstream wrote to unknown block {index}"),
+                    });
+                }
+                let Some(block) = message.blocks.get_mut(index) else {
+                    return fail(format!("upstream wrote to unknown block {index}"));
+                };
+                if text.is_empty() {
+                    return Applied::default();
+                }
+                let offset = block.text.len();
+                block.text.push_str(&text);
+                let event = Event::MessageDelta {
+                    thread_id,
+                    cursor: Some(Cursor::new(id, index, offset + text.len())),
+                    message_id: id,
+                    block: index,
+                    offset,
+                    text,
+                };
+                Applied { events: vec![event], changed: true, ended: None }
+            }
+            ProviderEvent::Signature { index, signature } => match message.blocks.get_mut(index) {
+                Some(block) => {
+                    block.signature.get_or_insert_with(String::new).push_str(&signature);
+                    Applied { changed: true, ..Applied::default() }
+                }
+                None => Applied::default(),
+            },
+            ProviderEvent::StopReason { stop_reason } => {
+                message.stop_reason = Some(stop_reason);
+                Applied { changed: true, ..Applied::default() }
+            }
+            ProviderEvent::Stop { stop_reason } => {
+                if stop_reason.is_some() {
+                    message.stop_reason = stop_reason;
+                }
+                Applied { ended: Some(Ending::Complete), ..Applied::default() }
+            }
+            ProviderEvent::Failed { code, message } => {
+                Applied { ended: Some(Ending::Failed { code, message }), ..Applied::default() }
+            }
+        }
+    }
+
+    /// Ends the running answer with `status`, its text kept: the message as
+    /// it ends and its `message.completed`. `None` if nothing runs.
+    pub fn finish(
+        &mut self,
+        status: MessageStatus,
+        error: Option<MessageError>,
+        now: DateTime<Utc>,
+    ) -> Option<(Message, Event)> {
+        if !self.running {
+            return None;
+        }
+        self.running = false;
+        let message = self.messages.last_mut()?;
+        message.status = status;
+        message.error = error;
+        message.completed_at = Some(now);
+        let message = message.clone();
+        let completed = Event::completed(&message);
+        Some((message, completed))
+    }
+
+    /// What a new subscriber starting at `from` has not seen.
+    pub fn replay(&self, from: Resume) -> Replay {
+        replay::replay(self, from)
+    }
+
+    /// What a subscriber at `from` (a position it was given) missed, each
+    /// block's text coalesced into one delta. No cursor: it started on an
+    /// empty thread and has seen nothing since, so everything is new.
+    pub fn catch_up(&self, from: Option<Cursor>) -> Vec<Event> {
+        match from {
+            Some(cursor) => self.replay(Resume::At(cursor)).events,
+            None => self.messages.iter().flat_map(Event::whole_message).collect(),
+        }
+    }
+}

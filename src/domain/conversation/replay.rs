@@ -1,0 +1,114 @@
+//! Replay: what a subscriber that starts at a cursor has not seen.
+//!
+//! - No cursor: the running answer so far (a fresh subscriber joining).
+//! - A cursor that names no position of this thread (malformed, an
+//!   unknown message, a byte offset inside a character): `cursor_invalid`,
+//!   then the fresh replay.
+//! - A cursor that names a message but lies past its stored text (past a
+//!   block's end, or in a block that was never stored: a crash lost the
+//!   tail the client saw), or at the very end of an `interrupted` message
+//!   (where that cannot be told): `cursor_ahead`, then that message again
+//!   from its start (`Event::rebuild_message`), then every later message.
+//! - Otherwise: the rest of the cursor's block, its later blocks, its
+//!   completion if it ended, then every later message, whole.
+
+use super::Conversation;
+use crate::domain::{
+    codes::StreamCode,
+    cursor::{Cursor, Resume},
+    event::{end_cursor, Event},
+    Message, MessageStatus, Role,
+};
+
+/// What a new subscriber is sent before live events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replay {
+    /// The `ready` event's cursor: where the subscriber stands before
+    /// `events`.
+    pub cursor: Option<Cursor>,
+    /// `cursor_invalid` or `cursor_ahead`, sent right after `ready`.
+    pub notice: Option<StreamCode>,
+    pub events: Vec<Event>,
+}
+
+/// Where a cursor lies in the message it names.
+enum Place {
+    /// On a position of the message.
+    On,
+    /// Past its stored text.
+    Ahead,
+    /// Nowhere (inside a character).
+    Nowhere,
+}
+
+fn place(message: &Message, c: Cursor) -> Place {
+    if message.role == Role::User {
+        // A user message has one position after it; any cursor naming it
+        // means "seen".
+        return Place::On;
+    }
+    let n = message.blocks.len();
+    match message.blocks.get(c.block) {
+        Some(block) if c.offset > block.text.len() => Place::Ahead,
+        Some(block) if block.text.is_char_boundary(c.offset) => Place::On,
+        Some(_) => Place::Nowhere,
+        // The end of an interrupted message: the client saw its last block
+        // to some end, or the start of a block after it, and a crash may
+        // have lost either from the database; which, the cursor cannot
+        // tell. So it gets the message again (the same text, if nothing
+        // was lost).
+        None if c.block == n && c.offset == 0 && message.status == MessageStatus::Interrupted && n > 0 => Place::Ahead,
+        None if c.block == n && c.offset == 0 => Place::On,
+        None => Place::Ahead,
+    }
+}
+
+/// What follows cursor `c` inside `message` (on one of its positions).
+fn rest_of(message: &Message, c: Cursor) -> Vec<Event> {
+    if message.role == Role::User {
+        return Vec::new();
+    }
+    let n = message.blocks.len();
+    if c.block < n {
+        // `M:0:0` is both `message.started` and block 0's start: re-send
+        // the block's announcement rather than risk losing it.
+        return Event::describe_message(message, c.block, c.offset, c.block == 0 && c.offset == 0);
+    }
+    if n == 0 && message.is_finished() {
+        // `M:0:0` of an empty message is both `started` and `completed`:
+        // re-send the completion rather than lose it.
+        return vec![Event::completed(message)];
+    }
+    Vec::new()
+}
+
+pub(super) fn replay(conversation: &Conversation, from: Resume) -> Replay {
+    let messages = conversation.messages();
+    let fresh = |notice| Replay {
+        cursor: conversation.head(),
+        notice,
+        events: conversation.running().map(Event::whole_message).unwrap_or_default(),
+    };
+    let c = match from {
+        Resume::Fresh => return fresh(None),
+        Resume::Malformed => return fresh(Some(StreamCode::CursorInvalid)),
+        Resume::At(c) => c,
+    };
+    let Some(i) = messages.iter().position(|m| m.id == c.message_id) else {
+        return fresh(Some(StreamCode::CursorInvalid));
+    };
+    let later = messages[i + 1..].iter().flat_map(Event::whole_message);
+    match place(&messages[i], c) {
+        Place::Nowhere => fresh(Some(StreamCode::CursorInvalid)),
+        Place::On => Replay {
+            cursor: Some(c),
+            notice: None,
+            events: rest_of(&messages[i], c).into_iter().chain(later).collect(),
+        },
+        Place::Ahead => Replay {
+            cursor: i.checked_sub(1).map(|p| end_cursor(&messages[p])),
+            notice: Some(StreamCode::CursorAhead),
+            events: Event::rebuild_message(&messages[i]).into_iter().chain(later).collect(),
+        },
+    }
+}

@@ -1,0 +1,263 @@
+//! The conversation model alone: applying provider events, replay after
+//! every kind of cursor, and a property test that any cursor a subscriber
+//! was given, plus the replay after it, rebuilds every block byte for byte.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use proptest::prelude::*;
+use uuid::Uuid;
+
+use super::*;
+use crate::domain::codes::StreamCode;
+
+fn started(thread: Uuid) -> (Conversation, Asked) {
+    let mut c = Conversation::new(thread, Vec::new());
+    let asked = c.ask("question".into(), "m".into(), Utc::now());
+    (c, asked)
+}
+
+fn text(index: usize, t: &str) -> ProviderEvent {
+    ProviderEvent::Delta { index, text: t.into() }
+}
+
+fn block(index: usize, kind: BlockKind) -> ProviderEvent {
+    let (id, name) = match kind {
+        BlockKind::ToolUse => (Some("toolu_1".to_owned()), Some("lookup".to_owned())),
+        _ => (None, None),
+    };
+    ProviderEvent::BlockStart { index, kind, id, name }
+}
+
+/// Blocks rebuilt from events the way a client does: each delta must start
+/// where its block's text ends. After `cursor_ahead` the next message named
+/// is rebuilt from scratch: what was shown of it is dropped first.
+#[derive(Default, Debug)]
+struct Client {
+    blocks: HashMap<(Uuid, usize), String>,
+    reset_next: bool,
+}
+
+impl Client {
+    fn see(&mut self, e: &Event) {
+        use crate::domain::codes::ErrorCode;
+        if let Event::Error { code: ErrorCode::Stream(StreamCode::CursorAhead), .. } = e {
+            self.reset_next = true;
+            return;
+        }
+        let message = match e {
+            Event::MessageBlock { message_id, .. } | Event::MessageDelta { message_id, .. } => Some(*message_id),
+            Event::MessageCompleted { message_id, .. } => Some(*message_id),
+            _ => None,
+        };
+        if let Some(id) = message.filter(|_| std::mem::take(&mut self.reset_next)) {
+            self.blocks.retain(|(m, _), _| *m != id);
+        }
+        if let Event::MessageDelta { message_id, block, offset, text, .. } = e {
+            let t = self.blocks.entry((*message_id, *block)).or_default();
+            assert_eq!(*offset, t.len(), "a delta continues its block exactly");
+            t.push_str(text);
+        }
+    }
+
+    fn text(&self, id: Uuid, block: usize) -> &str {
+        self.blocks.get(&(id, block)).map_or("", String::as_str)
+    }
+}
+
+#[test]
+fn provider_events_become_blocks_and_contract_events() {
+    let (mut c, asked) = started(Uuid::nil());
+    assert_eq!(asked.events.iter().map(Event::kind).collect::<Vec<_>>().len(), 2);
+    let id = asked.assistant.id;
+    assert_eq!(c.apply(block(0, BlockKind::Thinking)).events.len(), 1);
+    let delta = c.apply(text(0, "é1"));
+    assert!(delta.changed);
+    match &delta.events[..] {
+        [Event::MessageDelta { offset: 0, cursor: Some(cur), .. }] => assert_eq!(*cur, Cursor::new(id, 0, 3)),
+        other => panic!("{other:?}"),
+    }
+    assert!(c.apply(text(0, "")).events.is_empty(), "an empty delta is nothing");
+    assert_eq!(c.apply(ProviderEvent::Stop { stop_reason: Some("end_turn".into()) }).ended, Some(Ending::Complete));
+    let (done, completed) = c.finish(MessageStatus::Complete, None, Utc::now()).unwrap();
+    assert_eq!(done.stop_reason.as_deref(), Some("end_turn"));
+    assert_eq!(completed.cursor(), Some(Cursor::new(id, 1, 0)));
+    assert!(c.running().is_none());
+    assert_eq!(c.head(), Some(Cursor::new(id, 1, 0)));
+}
+
+#[test]
+fn a_block_out_of_order_or_unknown_fails_the_answer() {
+    let (mut c, _) = started(Uuid::nil());
+    assert!(matches!(c.apply(block(1, BlockKind::Text)).ended, Some(Ending::Failed { .. })));
+    assert!(matches!(c.apply(text(3, "x")).ended, Some(Ending::Failed { .. })));
+    c.apply(block(0, BlockKind::Thinking));
+    c.apply(block(1, BlockKind::Text));
+    let earlier = c.apply(text(0, "late"));
+    assert!(
+        matches!(&earlier.ended, Some(Ending::Failed { message, .. }) if message.contains("after block 1 began")),
+        "text for an earlier block could never be resumed: {earlier:?}"
+    );
+}
+
+#[test]
+fn replays_for_every_kind_of_cursor() {
+    let (mut c, asked) = started(Uuid::nil());
+    let id = asked.assistant.id;
+    c.apply(block(0, BlockKind::Text));
+    c.apply(text(0, "héllo"));
+    // Fresh while running: the answer so far, whole.
+    let fresh = c.replay(Resume::Fresh);
+    assert_eq!(fresh.notice, None);
+    assert_eq!(fresh.cursor, Some(Cursor::new(asked.user.id, 1, 0)), "ready stands after the settled messages");
+    assert_eq!(fresh.events.len(), 3, "started, block, delta");
+    // Inside a character, unknown, malformed: cursor_invalid, then fresh.
+    for from in
+        [Resume::At(Cursor::new(id, 0, 2)), Resume::At(Cursor::new(Uuid::from_u128(9), 0, 0)), Resume::Malformed]
+    {
+        let r = c.replay(from);
+        assert_eq!(r.notice, Some(StreamCode::CursorInvalid), "{from:?}");
+        assert_eq!(r.events, fresh.events);
+    }
+    // In the middle: the rest of the block.
+    let mid = c.replay(Resume::At(Cursor::new(id, 0, 3)));
+    assert_eq!(mid.notice, None);
+    assert!(matches!(&mid.events[..], [Event::MessageDelta { offset: 3, text, .. }] if text == "llo"));
+    c.finish(MessageStatus::Interrupted, Some(MessageError::interrupted()), Utc::now());
+    // Past the stored text, or at a block never stored: cursor_ahead and
+    // the message again from its start.
+    for ahead in [Cursor::new(id, 0, 99), Cursor::new(id, 1, 5), Cursor::new(id, 2, 0)] {
+        let r = c.replay(Resume::At(ahead));
+        assert_eq!(r.notice, Some(StreamCode::CursorAhead), "{ahead}");
+        assert_eq!(r.cursor, Some(Cursor::new(asked.user.id, 1, 0)));
+        let kinds: Vec<_> = r.events.iter().map(|e| e.kind().as_str()).collect();
+        assert_eq!(kinds, ["message.block", "message.delta", "message.completed"], "{ahead}");
+    }
+    // At the end of an interrupted message: whether a crash lost what the
+    // client saw cannot be told, so the message comes again.
+    assert_eq!(c.replay(Resume::At(Cursor::new(id, 1, 0))).notice, Some(StreamCode::CursorAhead));
+    // At the end of a complete one: nothing left.
+    let (mut done, asked) = started(Uuid::nil());
+    done.apply(block(0, BlockKind::Text));
+    done.finish(MessageStatus::Complete, None, Utc::now());
+    let end = done.replay(Resume::At(Cursor::new(asked.assistant.id, 1, 0)));
+    assert_eq!((end.notice, end.events.len()), (None, 0));
+}
+
+#[test]
+fn a_cursor_into_an_empty_stored_block_resets_it_with_an_empty_delta() {
+    let mut c = Conversation::new(Uuid::nil(), Vec::new());
+    let asked = c.ask("q".into(), "m".into(), Utc::now());
+    c.apply(block(0, BlockKind::Text));
+    c.finish(MessageStatus::Interrupted, None, Utc::now());
+    let r = c.replay(Resume::At(Cursor::new(asked.assistant.id, 0, 10)));
+    assert!(matches!(&r.events[1], Event::MessageDelta { offset: 0, text, .. } if text.is_empty()));
+}
+
+#[test]
+fn catch_up_without_a_cursor_sends_everything() {
+    let (mut c, _) = started(Uuid::nil());
+    c.apply(block(0, BlockKind::Text));
+    c.apply(text(0, "x"));
+    let kinds: Vec<_> = c.catch_up(None).iter().map(|e| e.kind().as_str()).collect();
+    assert_eq!(kinds, ["message.created", "message.started", "message.block", "message.delta"]);
+}
+
+/// Text with multi-byte characters of every width.
+fn some_text() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        prop_oneof![Just("a"), Just("é"), Just("日本"), Just("🙂"), Just(" "), Just("{\"k\":1}")],
+        0..5,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+/// A valid provider answer: blocks in order, each block's deltas before
+/// the next block begins.
+fn answer() -> impl Strategy<Value = Vec<ProviderEvent>> {
+    let kind = prop_oneof![Just(BlockKind::Text), Just(BlockKind::Thinking), Just(BlockKind::ToolUse)];
+    proptest::collection::vec((kind, proptest::collection::vec(some_text(), 0..6)), 1..4).prop_map(|blocks| {
+        let mut events = vec![ProviderEvent::Started { input_tokens: Some(3) }];
+        for (i, (kind, deltas)) in blocks.into_iter().enumerate() {
+            events.push(block(i, kind));
+            for t in deltas {
+                events.push(text(i, &t));
+            }
+        }
+        events.push(ProviderEvent::Stop { stop_reason: Some("end_turn".into()) });
+        events
+    })
+}
+
+proptest! {
+    /// Whatever the answer and wherever a subscriber stopped (any cursor
+    /// it was given, while the answer ran or after), the events it got,
+    /// then the replay after its cursor, then what is published later,
+    /// rebuild every block byte for byte: no byte repeated or skipped, no
+    /// character split.
+    #[test]
+    fn any_cursor_plus_its_replay_rebuilds_every_block(events in answer(), stop in any::<prop::sample::Index>(), when in any::<prop::sample::Index>()) {
+        let (mut c, asked) = started(Uuid::nil());
+        let mut published = asked.events.clone();
+        // Replays taken while the answer runs: (index into `published` of
+        // the subscriber's last event, its replay, events published after).
+        let mut snapshots = Vec::new();
+        let at_step = when.index(events.len());
+        for (step, e) in events.into_iter().enumerate() {
+            let applied = c.apply(e);
+            published.extend(applied.events);
+            if applied.ended.is_some() {
+                published.push(c.finish(MessageStatus::Complete, None, Utc::now()).unwrap().1);
+            }
+            if step == at_step {
+                let positions: Vec<usize> = (0..published.len()).filter(|&i| published[i].kind().is_position()).collect();
+                let i = positions[stop.index(positions.len())];
+                let replay = c.replay(Resume::At(published[i].cursor().unwrap()));
+                snapshots.push((i, replay, published.len()));
+            }
+        }
+        let final_blocks = c.messages()[1].blocks.clone();
+        for (i, replay, published_then) in snapshots {
+            prop_assert_eq!(replay.notice, None);
+            let mut client = Client::default();
+            published[..=i].iter().for_each(|e| client.see(e));
+            replay.events.iter().for_each(|e| client.see(e));
+            published[published_then..].iter().for_each(|e| client.see(e));
+            for (b, blk) in final_blocks.iter().enumerate() {
+                prop_assert_eq!(client.text(asked.assistant.id, b), blk.text.as_str(), "block {}", b);
+            }
+        }
+    }
+
+    /// A client that saw more than was stored (a crash lost the tail) and
+    /// resumes from its cursor ends with exactly the stored text.
+    #[test]
+    fn a_cursor_past_the_stored_text_ends_with_exactly_the_stored_text(events in answer(), cut in any::<prop::sample::Index>()) {
+        let (mut seen, asked) = started(Uuid::nil());
+        let mut published = asked.events.clone();
+        // The answer as it stood after each provider event: what a
+        // checkpoint could have stored before the crash.
+        let mut states = vec![seen.messages()[1].clone()];
+        for e in events {
+            published.extend(seen.apply(e).events);
+            states.push(seen.messages()[1].clone());
+        }
+        let mut stored = states[cut.index(states.len())].clone();
+        stored.status = MessageStatus::Interrupted;
+        let after_crash = Conversation::new(Uuid::nil(), vec![seen.messages()[0].clone(), stored.clone()]);
+        let cursor = published.iter().rev().find(|e| e.kind().is_position()).unwrap().cursor().unwrap();
+        let replay = after_crash.replay(Resume::At(cursor));
+        let mut client = Client::default();
+        published.iter().for_each(|e| client.see(e));
+        if let Some(notice) = replay.notice {
+            client.see(&Event::error(Uuid::nil(), None, notice, notice.message()));
+        }
+        replay.events.iter().for_each(|e| client.see(e));
+        for (b, blk) in stored.blocks.iter().enumerate() {
+            prop_assert_eq!(client.text(stored.id, b), blk.text.as_str());
+        }
+        for b in stored.blocks.len()..8 {
+            prop_assert_eq!(client.text(stored.id, b), "", "a block that was not stored is gone");
+        }
+    }
+}
