@@ -15,3 +15,4 @@ pub mod pipe;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

@@ -17,4 +17,5 @@ mod routes;
 mod seed_route;
 mod slow;
 mod support;
+mod tls;
 mod websocket;
