@@ -9,6 +9,7 @@ mod limits;
 mod openapi;
 mod operations;
 mod outage;
+mod page;
 mod pg;
 mod providers;
 mod rest;
