@@ -58,3 +58,25 @@ async fn a_secured_service_serves_the_page_to_anyone_and_tells_it_to_ask_for_a_k
     let r = server.client.post(format!("{}/v1/projects", server.base)).json(&serde_json::json!({"name": "x"}));
     assert_eq!(r.send().await.unwrap().status(), 401);
 }
+
+#[actix_web::test]
+async fn the_page_may_open_websockets_on_its_own_origin_and_other_sites_may_not() {
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Error};
+    let server = Server::temp(&[]).await;
+    let thread = server.thread().await;
+    let url = format!("{}{thread}/ws", server.base.replace("http://", "ws://"));
+    let upgrade = |origin: String| {
+        let mut req = url.clone().into_client_request().unwrap();
+        req.headers_mut().insert("Origin", origin.parse().unwrap());
+        tokio_tungstenite::connect_async(req)
+    };
+    let (_, resp) = upgrade(server.base.clone()).await.expect("the service's own origin upgrades");
+    assert_eq!(resp.status(), 101);
+    let port = server.base.rsplit(':').next().unwrap();
+    for foreign in [format!("http://evil.example:{port}"), format!("https://{}", &server.base[7..])] {
+        match upgrade(foreign.clone()).await {
+            Err(Error::Http(resp)) => assert_eq!(resp.status(), 403, "{foreign}"),
+            other => panic!("{foreign} was let in: {:?}", other.map(|(_, r)| r.status())),
+        }
+    }
+}
