@@ -312,6 +312,7 @@ function threadView(pid, tid, main, list) {
       messages.replaceChildren();
       rendered.clear();
       view.messages.forEach((m) => renderMessage(m));
+      list.refresh().catch(() => {});
     } else if (change.t === 'event') {
       const id = change.event.message_id || change.event.message?.id;
       const m = id && view.transcript.get(id);

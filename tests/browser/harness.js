@@ -4,8 +4,9 @@
 // Debian's chromium driven by playwright-core.
 
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -81,13 +82,24 @@ export class Service {
     rmSync(this.dir, { recursive: true, force: true });
   }
 
-  /** A REST call straight to the service (not through the proxy). */
+  /** A REST call straight to the service (not through the proxy); with
+   * TLS, trusting its certificate. */
   async api(method, urlPath, body, token = null) {
     const headers = { 'content-type': 'application/json' };
     if (token) headers.authorization = `Bearer ${token}`;
-    const r = await fetch(this.backend + urlPath, { method, headers, body: body && JSON.stringify(body) });
-    const text = await r.text();
-    if (!r.ok) throw new Error(`${method} ${urlPath}: ${r.status} ${text}`);
+    const payload = body === undefined || body === null ? undefined : JSON.stringify(body);
+    const { status, text } = await new Promise((resolve, reject) => {
+      const transport = this.tls ? https : http;
+      const req = transport.request(this.backend + urlPath, { method, headers, ca: this.tls?.pem }, (res) => {
+        let data = '';
+        res.setEncoding('utf8');
+        res.on('data', (c) => { data += c; });
+        res.on('end', () => resolve({ status: res.statusCode, text: data }));
+      });
+      req.on('error', reject);
+      req.end(payload);
+    });
+    if (status >= 300) throw new Error(`${method} ${urlPath}: ${status} ${text}`);
     return text ? JSON.parse(text) : null;
   }
 
@@ -289,5 +301,5 @@ export function selfSigned(dir) {
   execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
     '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost',
     '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], { stdio: 'ignore' });
-  return { cert, key };
+  return { cert, key, pem: readFileSync(cert, 'utf8') };
 }

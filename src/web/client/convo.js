@@ -364,9 +364,11 @@ export class Stream {
   }
 
   resume() {
-    this.paused = false;
+    if (this.paused) {
+      this.paused = false;
+      this.wake?.();
+    }
     this.start();
-    this.wake?.();
   }
 
   /** Sends a client frame (`send`, `cancel`) on the WebSocket, if open. */
@@ -599,15 +601,17 @@ export class Hub {
   watch(sub, pid, tid) {
     const key = this.key(pid, tid);
     let e = this.entries.get(key);
-    if (!e) {
+    const fresh = !e;
+    if (fresh) {
       e = { key, pid, tid, subs: new Set(), transcript: null, stream: null, state: 'connecting', detail: null,
         subscribers: 0, resync: null, lastActive: Date.now() };
       this.entries.set(key, e);
-      this.load(e);
     }
     clearTimeout(e.idleTimer);
     e.subs.add(sub);
     e.lastActive = Date.now();
+    // Loaded through its subscribers (they hold the credentials).
+    if (fresh) this.load(e);
     if (e.transcript) sub.post(this.snapshot(e));
     else sub.post({ t: 'state', pid, tid, state: e.state, detail: e.detail });
     this.tell(e, { t: 'tabs', pid, tid, tabs: e.subs.size });
