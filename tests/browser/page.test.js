@@ -286,3 +286,25 @@ test('on a phone: one column, nothing wider than the screen', async () => {
     await service.close();
   }
 });
+
+test('the thread list pages: twenty newest first, then older ones on demand', async () => {
+  const service = await Service.start();
+  const ctx = await context(browser, service.origin);
+  try {
+    const project = await service.project();
+    for (let i = 0; i < 23; i++) await service.thread(project.id, { title: `thread ${String(i).padStart(2, '0')}` });
+    const page = await ctx.newPage();
+    await page.goto(`${service.origin}/#/projects/${project.id}`);
+    const links = page.getByTestId('thread-link');
+    await eventually(async () => (await links.count()) === 20);
+    assert.equal(await links.first().locator('.tl-title').textContent(), 'thread 22');
+    await page.getByTestId('more-threads').click();
+    await eventually(async () => (await links.count()) === 23);
+    assert.equal(await links.last().locator('.tl-title').textContent(), 'thread 00');
+    assert.equal(await page.getByTestId('more-threads').isVisible(), false);
+    clean(ctx);
+  } finally {
+    await ctx.close();
+    await service.close();
+  }
+});
