@@ -322,6 +322,8 @@ function threadView(pid, tid, main, list) {
       }
       if (change.event.type === 'error' && change.event.code === 'bad_request') tell(change.event.message);
     }
+    // Back after a drop or a restart: statuses in the list may be stale.
+    if (change.t === 'state' && view.state === 'live') list.refresh().catch(() => {});
     const [state, label] = CONNECTION[view.state] || CONNECTION.reconnecting;
     connection.dataset.state = state;
     connection.textContent = view.state === 'closed' && view.detail === 'thread_deleted' ? 'Deleted' : label;

@@ -263,7 +263,9 @@ test('the operators view shows live stats and threads, and stops a thread', asyn
 
 test('on a phone: one column, nothing wider than the screen', async () => {
   const service = await Service.start({ args: ['--sim-chunks', '12', '--sim-interval-ms', '5'] });
-  const ctx = await context(browser, service.origin, { viewport: { width: 390, height: 780 }, isMobile: true, hasTouch: true });
+  const ctx = await context(browser, service.origin, {
+    viewport: { width: 390, height: 780 }, isMobile: true, hasTouch: true, colorScheme: 'dark',
+  });
   try {
     const page = await ctx.newPage();
     const { pid, tid } = await openThread(service, page, { title: 'A thread with a rather long title on a small screen' });

@@ -84,6 +84,7 @@ test('the service stopped by SIGTERM mid-answer: the page shows it interrupted, 
     const shown = await finalMessage(page, answer.id);
     assert.deepEqual(shown, { status: 'interrupted', text: answer.content }, 'the page shows what was stored');
     await live(page);
+    await page.waitForSelector('.tl-item.current .tl-meta:not(:has-text("answering"))');
     await shot(page, 'after-sigterm');
 
     // The page goes on: the next question is answered.
