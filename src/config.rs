@@ -90,6 +90,8 @@ pub struct HttpSettings {
     /// `net.core.somaxconn`): room for a burst of reconnects.
     #[arg(long, env = "LISTEN_BACKLOG", default_value_t = 4096)]
     pub listen_backlog: u32,
+    #[command(flatten)]
+    pub tls: TlsSettings,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "HTTP_WORKERS")]
     pub http_workers: Option<usize>,
@@ -320,4 +322,18 @@ impl StreamingSettings {
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
     }
+}
+
+/// HTTPS: both set, the service speaks TLS with HTTP/2 (ALPN `h2`, and
+/// `http/1.1` for clients without it); neither, plain HTTP/1.1. Browsers
+/// open at most six HTTP/1.1 connections per host, while HTTP/2 carries
+/// any number of streams on one.
+#[derive(Debug, Clone, Args)]
+pub struct TlsSettings {
+    /// PEM file with the certificate chain (leaf first); needs `--tls-key`.
+    #[arg(long, env = "TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1); needs `--tls-cert`.
+    #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }

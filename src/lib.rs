@@ -15,4 +15,5 @@ pub mod pipe;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod ws_guard;

@@ -119,6 +119,8 @@ impl Application {
         let max_body = settings.http.max_body_bytes;
         let cors_origins = settings.http.allowed_origins.clone();
         let grace = Duration::from_millis(settings.http.shutdown_grace_ms);
+        let tls = crate::tls::server_config(&settings.http.tls)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(http::cors(&cors_origins))
@@ -128,8 +130,12 @@ impl Application {
                 .app_data(state.clone())
                 .configure(|cfg| http::configure(cfg, max_body))
         })
-        .on_connect(socket_options(settings.http.socket_send_buffer, settings.http.tcp_nodelay))
-        .listen(listener)?
+        .on_connect(socket_options(settings.http.socket_send_buffer, settings.http.tcp_nodelay));
+        // TLS (see `crate::tls`): HTTP/2 by ALPN; else plain HTTP/1.1.
+        let server = match tls {
+            Some(config) => server.listen_rustls_0_23(listener, config)?,
+            None => server.listen(listener)?,
+        }
         .disable_signals()
         // A client that closes its side is gone: a browser never half-closes
         // an HTTP connection, and a stream kept writing to a closed peer held
@@ -146,7 +152,7 @@ impl Application {
         .workers(settings.http.http_workers.unwrap_or(cores).max(1))
         .run();
         let handle = AppHandle { server: server.handle(), registry, persistence, grace };
-        tracing::info!(port, provider = settings.provider.kind().name(), "listening");
+        tracing::info!(port, scheme, provider = settings.provider.kind().name(), "listening");
         Ok(Application { port, server, handle, _actor_threads: ActorThreads(arbiters) })
     }
 
@@ -207,7 +213,7 @@ fn socket_options(
     nodelay: bool,
 ) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync {
     move |conn, _| {
-        let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else { return };
+        let Some(stream) = crate::tls::tcp_stream(conn) else { return };
         if nodelay {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::warn!(error.message = %e, "could not set TCP_NODELAY");

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod logging;
 pub mod messages;
 pub mod openapi;
+pub mod page;
 pub mod projects;
 pub mod threads;
 pub mod ws;
@@ -74,6 +75,9 @@ pub enum Kind {
     Generate,
     /// Cancels the running generation: 409 `not_generating` when none runs.
     Cancel,
+    /// A file of the web page (`page::ASSETS`), embedded in the binary and
+    /// served under the page's Content-Security-Policy. Always public.
+    Asset,
 }
 
 /// One route of the service. The router is built from `routes()` alone,
@@ -96,7 +100,7 @@ fn route(method: Method, path: &'static str, access: Access, body: BodyKind, kin
 pub fn routes() -> Vec<ApiRoute> {
     use Access::{Admin, Project, Public};
     use BodyKind::{Empty, Json, Upgrade};
-    use Kind::{Cancel, Generate, Plain, Stream};
+    use Kind::{Asset, Cancel, Generate, Plain, Stream};
     vec![
         route(Method::POST, "/v1/projects", Admin, Json, Plain, web::post().to(projects::create)),
         route(Method::GET, "/v1/projects/{pid}", Project, Empty, Plain, web::get().to(projects::get)),
@@ -186,6 +190,9 @@ pub fn routes() -> Vec<ApiRoute> {
         route(Method::GET, "/openapi.json", Public, Empty, Plain, web::get().to(openapi::spec)),
         route(Method::GET, "/docs", Public, Empty, Plain, web::get().to(openapi::docs)),
     ]
+    .into_iter()
+    .chain(page::ASSETS.iter().map(|a| route(Method::GET, a.path, Public, Empty, Asset, web::get().to(page::serve))))
+    .collect()
 }
 
 /// Registers every route of `routes()`. Each route is behind its own body
@@ -258,6 +265,8 @@ impl Check {
                 Check::Stream
             }
             (_, Kind::Stream) => panic!("stream route {} must take project access", r.path),
+            (Access::Public, Kind::Asset) => Check::Public,
+            (_, Kind::Asset) => panic!("page file {} must be public", r.path),
             (Access::Public, _) => Check::Public,
             (Access::Admin, _) => Check::Admin,
             (Access::Project, _) => Check::Project,

@@ -10,7 +10,7 @@
 use actix_web::{http::Method, web, HttpResponse};
 use utoipa::{
     openapi::{
-        path::Operation,
+        path::{HttpMethod, Operation, OperationBuilder},
         schema::{ObjectBuilder, Type},
         security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityRequirement, SecurityScheme},
         ContentBuilder, OpenApi as Document, Ref, ResponseBuilder,
@@ -18,7 +18,9 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use super::{admin, body::BodyKind, events, keys, messages, projects, routes, threads, ws, Access, AppState, Kind};
+use super::{
+    admin, body::BodyKind, events, keys, messages, page, projects, routes, threads, ws, Access, AppState, Kind,
+};
 use crate::{config::LimitSettings, error::Code};
 
 #[derive(OpenApi)]
@@ -61,6 +63,7 @@ use crate::{config::LimitSettings, error::Code};
         (name = "streams", description = "Live events over SSE and WebSocket, resumable by cursor"),
         (name = "admin", description = "Operators: needs the admin token"),
         (name = "operations", description = "Probes, metrics and this description"),
+        (name = "page", description = "The web page and the browser client, embedded in the service"),
     )
 )]
 struct ApiDoc;
@@ -84,6 +87,7 @@ impl Modify for FromRouteTable {
             SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description("token", token))),
         );
         components.schemas.insert("Error".to_owned(), error_schema().into());
+        describe_page(doc);
 
         for route in routes() {
             let Some(item) = doc.paths.paths.get_mut(route.path) else { continue };
@@ -105,6 +109,26 @@ impl Modify for FromRouteTable {
                 operation.responses.responses.entry(status.to_owned()).or_insert(response.into());
             }
         }
+    }
+}
+
+/// The web page's files (`page::ASSETS`): one `GET` each, described from
+/// the same table the router serves them from.
+fn describe_page(doc: &mut Document) {
+    for asset in page::ASSETS {
+        let name = asset.path.trim_start_matches('/').replace(['/', '.', '-'], "_");
+        let text = ObjectBuilder::new().schema_type(Type::String);
+        let ok = ResponseBuilder::new()
+            .description(asset.description)
+            .content(asset.content_type, ContentBuilder::new().schema(Some(text)).build())
+            .build();
+        let operation = OperationBuilder::new()
+            .tag("page")
+            .operation_id(Some(if name.is_empty() { "index".to_owned() } else { name }))
+            .summary(Some(asset.description))
+            .response("200", ok)
+            .build();
+        doc.paths.add_path_operation(asset.path, vec![HttpMethod::Get], operation);
     }
 }
 

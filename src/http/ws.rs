@@ -38,7 +38,7 @@ pub async fn subscribe(
     if let Some(origin) = req.headers().get(actix_web::http::header::ORIGIN) {
         let allowed = &state.deps.settings.http.allowed_origins;
         let origin = origin.to_str().unwrap_or_default();
-        if !allowed.iter().any(|a| a == "*" || a == origin) {
+        if !allowed.iter().any(|a| a == "*" || a == origin) && !is_own_origin(&req, origin) {
             return Err(ApiError::new(crate::error::Code::Forbidden, "this origin may not open WebSockets here").into());
         }
     }
@@ -59,4 +59,16 @@ pub async fn subscribe(
         incoming.max_frame_size(MAX_CLIENT_FRAME).aggregate_continuations().max_continuation_size(MAX_CLIENT_FRAME);
     start_session(&state, thread.id, admission, Transport::Ws { tx, incoming: Some(incoming) }, from);
     Ok(response)
+}
+
+/// Whether `origin` is this service's own (its scheme and the request's
+/// `Host`): the page it serves may open its WebSockets without being
+/// listed in `--allowed-origins`. A page of another site cannot pass: its
+/// `Origin` names that site, and a site that rebinds its name to this
+/// address is refused in open mode before this (`auth::open_mode_host`),
+/// and has no key or stream token otherwise.
+fn is_own_origin(req: &HttpRequest, origin: &str) -> bool {
+    let scheme = if req.app_config().secure() { "https" } else { "http" };
+    let host = req.headers().get(actix_web::http::header::HOST).and_then(|h| h.to_str().ok());
+    host.is_some_and(|host| origin.eq_ignore_ascii_case(&format!("{scheme}://{host}")))
 }

@@ -1,0 +1,93 @@
+//! The web page and the browser client, served by the service itself:
+//! plain HTML, CSS and JavaScript modules from `src/web/`, embedded in the
+//! binary (no build step, nothing fetched from another host).
+//!
+//! Every file is one route of the route table (`Kind::Asset`, public), and
+//! every answer carries a Content-Security-Policy that allows only this
+//! origin: no inline script or style, no other host, no framing. The page
+//! inserts text as text, never as HTML; the policy is the second wall.
+
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
+
+use super::AppState;
+
+/// One embedded file.
+pub struct Asset {
+    pub path: &'static str,
+    pub content_type: &'static str,
+    pub description: &'static str,
+    body: &'static str,
+}
+
+/// The page's files. `/client/convo.js` is a stable path: other pages of
+/// this origin import it (see README, Browser client).
+pub const ASSETS: &[Asset] = &[
+    Asset {
+        path: "/",
+        content_type: "text/html; charset=utf-8",
+        description: "The web page: threads, live answers, the operators' view \
+            (`/#/projects/{pid}/threads/{tid}` is a thread's page)",
+        body: include_str!("../web/index.html"),
+    },
+    Asset {
+        path: "/app.js",
+        content_type: "text/javascript; charset=utf-8",
+        description: "The page's script (a JavaScript module)",
+        body: include_str!("../web/app.js"),
+    },
+    Asset {
+        path: "/style.css",
+        content_type: "text/css; charset=utf-8",
+        description: "The page's style sheet",
+        body: include_str!("../web/style.css"),
+    },
+    Asset {
+        path: "/client/convo.js",
+        content_type: "text/javascript; charset=utf-8",
+        description: "The browser client (a JavaScript module): typed events, resume by cursor, \
+            stream tokens, one shared connection per thread for all tabs",
+        body: include_str!("../web/client/convo.js"),
+    },
+    Asset {
+        path: "/client/convo-worker.js",
+        content_type: "text/javascript; charset=utf-8",
+        description: "The browser client's shared worker, which holds one connection per thread for every tab",
+        body: include_str!("../web/client/convo-worker.js"),
+    },
+];
+
+/// Only this origin: scripts, styles, workers, connections (`'self'`
+/// covers `ws:`/`wss:` of the same host). `data:` images for the icon.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; worker-src 'self'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
+
+/// What `index.html` is told of this server: the heartbeat period, which
+/// the client's stall watchdog needs (twice it without a byte: reconnect),
+/// and whether callers need a key (an admin token is configured).
+fn render_index(body: &str, state: &AppState) -> String {
+    let heartbeat = state.deps.settings.streaming.heartbeat().as_millis();
+    body.replace("{{heartbeat_ms}}", &heartbeat.to_string())
+        .replace("{{secured}}", if state.auth.is_open() { "false" } else { "true" })
+}
+
+/// The asset served at `path`.
+pub fn asset(path: &str) -> Option<&'static Asset> {
+    ASSETS.iter().find(|a| a.path == path)
+}
+
+/// `GET` of any asset: the route's own path names the file.
+pub async fn serve(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let Some(asset) = req.match_pattern().as_deref().and_then(asset) else {
+        return HttpResponse::NotFound().finish();
+    };
+    let body = if asset.path == "/" { render_index(asset.body, &state) } else { asset.body.to_owned() };
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, asset.content_type))
+        .insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        // Always revalidated: the files change with the binary.
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(body)
+}

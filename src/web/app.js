@@ -1,0 +1,528 @@
+// The web page: threads of a project, a thread's live view, the
+// operators' view. It speaks only the HTTP contract, through the browser
+// client (/client/convo.js). Text is always inserted as text (never as
+// HTML); the Content-Security-Policy allows nothing but this origin.
+
+import { Api, ApiError, connect } from '/client/convo.js';
+
+const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content;
+const HEARTBEAT_MS = Number(meta('convo-heartbeat-ms')) || 15000;
+const SECURED = meta('convo-secured') === 'true';
+const app = document.getElementById('app');
+
+// ------------------------------------------------------------ helpers
+
+/** An element with attributes (`on…` are listeners) and children (text
+ * is added as text nodes, never parsed). */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v;
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) el.append(c);
+  return el;
+}
+
+function ago(iso) {
+  const s = (Date.now() - Date.parse(iso)) / 1000;
+  if (!(s >= 0)) return '';
+  if (s < 45) return 'just now';
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
+  return new Date(iso).toLocaleDateString();
+}
+
+function say(error) {
+  if (error instanceof ApiError) {
+    if (error.code === 'thread_busy') return 'An answer is still being written: stop it or wait for it.';
+    if (error.status === 0) return 'The service cannot be reached.';
+    return `${error.message} (${error.code})`;
+  }
+  return String(error?.message || error);
+}
+
+// ------------------------------------------------------- credentials
+
+// The project id is remembered across visits; keys and the admin token
+// only for this tab's session, and never in a URL.
+const saved = {
+  project: () => localStorage.getItem('convo.project'),
+  setProject: (pid) => localStorage.setItem('convo.project', pid),
+  forgetProject: () => localStorage.removeItem('convo.project'),
+  key: (pid) => sessionStorage.getItem(`convo.key.${pid}`),
+  setKey: (pid, key) => sessionStorage.setItem(`convo.key.${pid}`, key),
+  forgetKey: (pid) => sessionStorage.removeItem(`convo.key.${pid}`),
+  admin: () => sessionStorage.getItem('convo.admin'),
+  setAdmin: (token) => sessionStorage.setItem('convo.admin', token),
+  forgetAdmin: () => sessionStorage.removeItem('convo.admin'),
+};
+
+let currentProject = null;
+const credentialsFor = (pid) => (pid && saved.key(pid)) || saved.admin();
+
+const client = connect({
+  credentials: () => credentialsFor(currentProject),
+  // Minted with the key of the thread's own project.
+  streamToken: (pid, tid) => {
+    const key = credentialsFor(pid);
+    return key ? new Api({ credentials: () => key }).streamToken(pid, tid) : null;
+  },
+  heartbeatMs: HEARTBEAT_MS,
+});
+const api = client.api;
+const adminApi = new Api({ credentials: () => saved.admin() });
+
+/** The views' common answer to a refused key: ask for it again. */
+function refused(error, pid) {
+  if (!(error instanceof ApiError) || error.status !== 401) return false;
+  if (pid) saved.forgetKey(pid);
+  keyForm(pid, 'That key was refused. Enter a key of this project.');
+  return true;
+}
+
+// ------------------------------------------------------------- router
+
+let leave = () => {};
+
+function route() {
+  leave();
+  leave = () => {};
+  const parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
+  document.getElementById('nav-admin').toggleAttribute('aria-current', parts[0] === 'admin');
+  document.getElementById('nav-threads').toggleAttribute('aria-current', parts[0] !== 'admin');
+  if (parts[0] === 'admin') return adminView();
+  if (parts[0] === 'projects' && parts[1]) {
+    return projectView(parts[1], parts[2] === 'threads' ? parts[3] || null : null);
+  }
+  return home();
+}
+
+function show(...nodes) {
+  app.replaceChildren(...nodes);
+}
+
+/** `/`: the remembered project; in open mode a "default" one is made on
+ * the first visit; in secured mode the person names it with its key. */
+async function home() {
+  const pid = saved.project();
+  if (pid) return location.replace(`#/projects/${pid}`);
+  if (SECURED) return keyForm(null);
+  try {
+    const project = await api.createProject('default');
+    saved.setProject(project.id);
+    location.replace(`#/projects/${project.id}`);
+  } catch (e) {
+    show(h('p', { class: 'pad error' }, say(e)));
+  }
+}
+
+function keyForm(pid, problem = null) {
+  document.getElementById('project').textContent = '';
+  const form = h('form', { class: 'card narrow', 'data-testid': 'key-form' },
+    h('h1', {}, 'Open a project'),
+    h('p', { class: 'muted' }, 'This service needs a project key. It is kept for this tab only (sessionStorage).'),
+    problem && h('p', { class: 'error', role: 'alert' }, problem),
+    h('label', {}, 'Project id', h('input', { name: 'project', required: true, value: pid || saved.project() || '',
+      autocomplete: 'off', spellcheck: 'false', 'data-testid': 'key-project' })),
+    h('label', {}, 'Project key', h('input', { name: 'key', type: 'password', required: true, autocomplete: 'off',
+      'data-testid': 'key-input' })),
+    h('button', { class: 'primary', 'data-testid': 'key-submit' }, 'Open'));
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const project = form.elements.project.value.trim();
+    saved.setKey(project, form.elements.key.value.trim());
+    saved.setProject(project);
+    if (location.hash === `#/projects/${project}`) route(); else location.hash = `#/projects/${project}`;
+  });
+  show(form);
+  form.querySelector(pid ? 'input[name=key]' : 'input').focus();
+}
+
+// -------------------------------------------------- project & threads
+
+async function projectView(pid, tid) {
+  currentProject = pid;
+  if (SECURED && !credentialsFor(pid)) return keyForm(pid);
+  saved.setProject(pid);
+  document.getElementById('project').textContent = `project ${pid.slice(0, 8)}…`;
+  document.getElementById('project').title = pid;
+  const list = threadList(pid, tid);
+  const main = h('section', { class: 'main' });
+  const layout = h('div', { class: tid ? 'layout layout--thread' : 'layout' }, list.element, main);
+  show(layout);
+  const stops = [list.stop];
+  if (tid) stops.push(threadView(pid, tid, main, list));
+  else main.append(h('div', { class: 'empty' }, h('p', {}, 'Pick a thread, or start a new one.')));
+  leave = () => stops.forEach((stop) => stop());
+  list.refresh().catch((e) => {
+    if (refused(e, pid)) return;
+    if (e instanceof ApiError && e.status === 404 && !SECURED && !tid) {
+      // The remembered project is gone (a new database): start afresh.
+      saved.forgetProject();
+      return home();
+    }
+    list.problem(say(e));
+  });
+}
+
+function threadList(pid, currentTid) {
+  const items = h('ul', { class: 'tl', 'aria-label': 'Threads' });
+  const more = h('button', { class: 'link', hidden: true, 'data-testid': 'more-threads' }, 'Older threads');
+  const problem = h('p', { class: 'error', role: 'alert', hidden: true });
+  const form = newThreadForm(pid);
+  const open = h('button', { class: 'primary', 'data-testid': 'new-thread', 'aria-expanded': 'false',
+    onclick: () => form.toggle() }, 'New thread');
+  form.onToggle = (opened) => open.setAttribute('aria-expanded', String(opened));
+  let next = null;
+  let alive = true;
+  // The thread whose delete button asks "Delete?" now: kept here, not in
+  // the button, so a refresh of the list meanwhile does not forget it.
+  let armed = null;
+  let disarm = null;
+
+  const item = (t) => {
+    const href = `#/projects/${pid}/threads/${t.id}`;
+    const del = h('button', { class: 'tl-delete', 'data-testid': 'delete-thread',
+      'aria-label': `Delete thread ${t.title || 'Untitled'}`, title: 'Delete' }, '×');
+    const arm = (on) => { del.textContent = on ? 'Delete?' : '×'; del.classList.toggle('armed', on); };
+    arm(armed === t.id);
+    del.addEventListener('click', async () => {
+      const disarmAll = () => items.querySelectorAll('.tl-delete.armed').forEach((b) => {
+        b.textContent = '×';
+        b.classList.remove('armed');
+      });
+      if (armed !== t.id) {
+        disarmAll();
+        armed = t.id;
+        arm(true);
+        clearTimeout(disarm);
+        disarm = setTimeout(() => { armed = null; disarmAll(); }, 3000);
+        return;
+      }
+      clearTimeout(disarm);
+      armed = null;
+      try {
+        await api.deleteThread(pid, t.id);
+        if (t.id === currentTid) location.hash = `#/projects/${pid}`; else await refresh();
+      } catch (e) { problem.hidden = false; problem.textContent = say(e); }
+    });
+    return h('li', { class: t.id === currentTid ? 'tl-item current' : 'tl-item' },
+      h('a', { href, 'data-testid': 'thread-link', 'data-thread-id': t.id,
+        'aria-current': t.id === currentTid ? 'page' : null },
+      h('span', { class: 'tl-title' }, t.title || 'Untitled thread'),
+      h('span', { class: 'tl-meta' }, t.status === 'generating' ? 'answering… · ' : '', ago(t.updated_at))),
+      del);
+  };
+
+  async function load(cursor) {
+    const page = await api.threads(pid, { limit: 20, cursor });
+    if (!alive) return;
+    if (!cursor) items.replaceChildren();
+    items.append(...page.data.map(item));
+    next = page.next_cursor;
+    more.hidden = !next;
+    if (!cursor && page.data.length === 0) items.append(h('li', { class: 'muted tl-none' }, 'No threads yet.'));
+  }
+  const refresh = () => load(null);
+  more.addEventListener('click', () => load(next).catch((e) => { problem.hidden = false; problem.textContent = say(e); }));
+
+  const element = h('aside', { class: 'sidebar', 'aria-label': 'Threads of this project' },
+    h('div', { class: 'sidebar-head' }, open), form.element, problem, items, more);
+  return {
+    element, refresh,
+    problem: (text) => { problem.hidden = false; problem.textContent = text; },
+    stop: () => { alive = false; },
+  };
+}
+
+function newThreadForm(pid) {
+  const title = h('input', { name: 'title', maxlength: 200, placeholder: 'Title', 'data-testid': 'thread-title' });
+  const system = h('textarea', { name: 'system', rows: 3, placeholder: 'System prompt (optional)',
+    'data-testid': 'thread-system' });
+  const model = h('input', { name: 'model', maxlength: 200, placeholder: 'Model (optional)', 'data-testid': 'thread-model' });
+  const problem = h('p', { class: 'error', role: 'alert', hidden: true });
+  const element = h('form', { class: 'new-thread', hidden: true, 'data-testid': 'new-thread-form' },
+    h('label', {}, 'Title', title), h('label', {}, 'System prompt', system), h('label', {}, 'Model', model), problem,
+    h('div', { class: 'row' },
+      h('button', { class: 'primary', 'data-testid': 'create-thread' }, 'Create'),
+      h('button', { type: 'button', class: 'link', onclick: () => form.toggle(false) }, 'Cancel')));
+  const form = {
+    element,
+    onToggle() {},
+    toggle(opened = element.hidden) {
+      element.hidden = !opened;
+      this.onToggle(opened);
+      if (opened) title.focus();
+    },
+  };
+  element.addEventListener('keydown', (e) => { if (e.key === 'Escape') form.toggle(false); });
+  element.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    try {
+      const thread = await api.createThread(pid, { title: title.value.trim(), system: system.value, model: model.value.trim() });
+      location.hash = `#/projects/${pid}/threads/${thread.id}`;
+    } catch (err) {
+      if (refused(err, pid)) return;
+      problem.hidden = false;
+      problem.textContent = say(err);
+    }
+  });
+  return form;
+}
+
+// --------------------------------------------------------- thread view
+
+const CONNECTION = {
+  live: ['live', 'Live'],
+  connecting: ['reconnecting', 'Connecting…'],
+  reconnecting: ['reconnecting', 'Reconnecting…'],
+  paused: ['reconnecting', 'Waiting for a connection…'],
+  offline: ['offline', 'Offline, retrying…'],
+  closed: ['offline', 'Closed'],
+};
+
+function threadView(pid, tid, main, list) {
+  const title = h('h1', { class: 'thread-title' }, 'Thread');
+  const model = h('span', { class: 'muted small' });
+  const presence = h('span', { 'data-testid': 'presence' }, '1');
+  const connection = h('span', { class: 'conn', 'data-testid': 'connection', 'data-state': 'reconnecting', role: 'status' },
+    'Connecting…');
+  const system = h('details', { class: 'system', hidden: true }, h('summary', {}, 'System prompt'), h('pre', {}));
+  const messages = h('div', { class: 'messages', 'data-testid': 'messages', 'aria-live': 'polite' });
+  const notice = h('p', { class: 'notice', role: 'alert', hidden: true, 'data-testid': 'notice' });
+  const composer = h('textarea', { rows: 2, 'data-testid': 'composer', 'aria-label': 'Your message',
+    placeholder: 'Ask something. Enter sends, Shift+Enter starts a new line.' });
+  const send = h('button', { class: 'primary', 'data-testid': 'send' }, 'Send');
+  const stop = h('button', { type: 'button', class: 'danger', 'data-testid': 'stop', hidden: true }, 'Stop');
+  const form = h('form', { class: 'composer' }, composer, h('div', { class: 'composer-actions' }, stop, send));
+  main.append(h('section', { class: 'thread' },
+    h('header', { class: 'thread-head' },
+      h('a', { class: 'back', href: `#/projects/${pid}` }, '← Threads'),
+      h('div', { class: 'thread-name' }, title, model),
+      h('div', { class: 'thread-status' },
+        h('span', { class: 'presence', title: 'Tabs and clients watching this thread' }, presence, ' watching'),
+        connection)),
+    system, messages, notice, form));
+
+  const rendered = new Map();
+  let sending = false;
+  const tell = (text) => { notice.hidden = !text; notice.textContent = text || ''; };
+
+  api.thread(pid, tid).then((t) => {
+    title.textContent = t.title || 'Untitled thread';
+    document.title = `${t.title || 'Untitled thread'} · convo`;
+    model.textContent = t.model ? ` · ${t.model}` : '';
+    if (t.system) { system.hidden = false; system.querySelector('pre').textContent = t.system; }
+  }, (e) => { if (!refused(e, pid)) tell(say(e)); });
+
+  function update(view, change) {
+    const nearBottom = messages.scrollHeight - messages.scrollTop - messages.clientHeight < 80;
+    if (change.t === 'snapshot') {
+      messages.replaceChildren();
+      rendered.clear();
+      view.messages.forEach((m) => renderMessage(m));
+      list.refresh().catch(() => {});
+    } else if (change.t === 'event') {
+      const id = change.event.message_id || change.event.message?.id;
+      const m = id && view.transcript.get(id);
+      if (m) renderMessage(m);
+      if (change.event.type === 'message.created' || change.event.type === 'message.completed') {
+        list.refresh().catch(() => {});
+      }
+      if (change.event.type === 'error' && change.event.code === 'bad_request') tell(change.event.message);
+    }
+    // Back after a drop or a restart: statuses in the list may be stale.
+    if (change.t === 'state' && view.state === 'live') list.refresh().catch(() => {});
+    const [state, label] = CONNECTION[view.state] || CONNECTION.reconnecting;
+    connection.dataset.state = state;
+    connection.textContent = view.state === 'closed' && view.detail === 'thread_deleted' ? 'Deleted' : label;
+    presence.textContent = String(view.watching);
+    presence.dataset.tabs = String(view.tabs);
+    presence.dataset.connections = String(view.subscribers);
+    stop.hidden = !view.generating;
+    send.disabled = sending;
+    if (view.state === 'closed') {
+      tell(view.detail === 'thread_deleted' ? 'This thread was deleted.' : 'This thread does not exist.');
+      composer.disabled = true;
+      send.disabled = true;
+    }
+    if (nearBottom || change.t === 'snapshot') messages.scrollTop = messages.scrollHeight;
+  }
+
+  function renderMessage(m) {
+    let r = rendered.get(m.id);
+    if (!r) {
+      r = {
+        badge: h('span', { class: 'badge', 'data-testid': 'message-status' }),
+        thinking: h('div', { class: 'thinking-blocks' }),
+        text: h('div', { class: 'text', 'data-testid': 'message', 'data-role': m.role, 'data-message-id': m.id }),
+        tools: h('div', { class: 'tool-blocks' }),
+        error: h('p', { class: 'msg-error', hidden: true, 'data-testid': 'message-error' }),
+        blocks: new Map(),
+      };
+      r.article = h('article', { class: `msg msg-${m.role}`, 'data-message-id': m.id },
+        h('div', { class: 'msg-meta' }, h('span', { class: 'role' }, m.role === 'user' ? 'You' : 'Assistant'),
+          m.model ? h('span', { class: 'muted small' }, m.model) : null, r.badge),
+        r.thinking, r.text, r.tools, r.error);
+      rendered.set(m.id, r);
+      const after = [...rendered.values()].map((x) => x.article).find((a) => Number(a.dataset.position) > m.position);
+      r.article.dataset.position = String(m.position);
+      messages.insertBefore(r.article, after || null);
+    }
+    r.article.dataset.status = m.status;
+    r.text.dataset.status = m.status;
+    r.badge.textContent = m.status;
+    r.badge.dataset.status = m.status;
+    r.badge.hidden = m.role === 'user' && m.status === 'complete';
+    if (r.text.textContent !== m.content) r.text.textContent = m.content;
+    m.blocks.forEach((b, i) => { if (b.kind !== 'text') renderBlock(r, b, i, m.status === 'streaming'); });
+    const error = m.error ? `${m.error.message} (${m.error.code})` : '';
+    r.error.hidden = !error;
+    r.error.textContent = error;
+  }
+
+  function renderBlock(r, block, index, streaming) {
+    let el = r.blocks.get(index);
+    if (!el) {
+      const body = h('pre', {});
+      if (block.kind === 'thinking') {
+        el = h('details', { class: 'block thinking', 'data-testid': 'thinking' },
+          h('summary', {}, 'Thinking'), body);
+        r.thinking.append(el);
+      } else {
+        el = h('div', { class: 'block tool', 'data-testid': 'tool-use' },
+          h('div', { class: 'tool-name' }, h('span', { class: 'muted' }, 'Tool call '),
+            h('code', { 'data-testid': 'tool-name' }, block.name || 'tool')), body);
+        r.tools.append(el);
+      }
+      el.body = body;
+      r.blocks.set(index, el);
+    }
+    let text = block.text;
+    if (block.kind === 'tool_use' && !streaming) {
+      try { text = JSON.stringify(JSON.parse(text || '{}'), null, 2); } catch (_) { /* shown as it came */ }
+    }
+    if (el.body.textContent !== text) el.body.textContent = text;
+  }
+
+  const watch = client.watch(pid, tid, update);
+  update(watch.view, { t: 'snapshot' });
+
+  async function ask() {
+    const content = composer.value;
+    if (!content.trim() || sending) return;
+    sending = true;
+    send.disabled = true;
+    tell('');
+    try {
+      await client.send(pid, tid, content);
+      composer.value = '';
+    } catch (e) {
+      if (!refused(e, pid)) tell(say(e));
+    } finally {
+      sending = false;
+      send.disabled = false;
+      composer.focus();
+    }
+  }
+  form.addEventListener('submit', (e) => { e.preventDefault(); ask(); });
+  composer.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); ask(); }
+  });
+  stop.addEventListener('click', async () => {
+    try { await client.cancel(pid, tid); } catch (e) {
+      if (!(e instanceof ApiError && e.code === 'not_generating')) tell(say(e));
+    }
+  });
+  composer.focus();
+  return () => watch.close();
+}
+
+// -------------------------------------------------------- operators
+
+function adminView() {
+  document.getElementById('project').textContent = '';
+  document.title = 'Operators · convo';
+  if (SECURED && !saved.admin()) return adminForm();
+  const stats = h('dl', { class: 'stats', 'data-testid': 'admin-stats' });
+  const rows = h('tbody', {});
+  const updated = h('p', { class: 'muted small', 'data-testid': 'admin-updated' });
+  const problem = h('p', { class: 'error', role: 'alert', hidden: true });
+  show(h('section', { class: 'admin' },
+    h('h1', {}, 'Operators'),
+    h('p', { class: 'muted' }, 'The service as it runs: refreshed every 1.5 s.'),
+    problem, stats,
+    h('h2', {}, 'Live threads'),
+    h('div', { class: 'table-wrap' }, h('table', { 'data-testid': 'admin-threads' },
+      h('thead', {}, h('tr', {}, ['Thread', 'Subscribers', 'Generating', 'Mailbox', 'Last activity', ''].map((c) => h('th', {}, c)))),
+      rows)),
+    updated));
+
+  const stat = (label, value) => h('div', { class: 'stat' }, h('dt', {}, label), h('dd', {}, String(value)));
+  let timer = null;
+  let alive = true;
+  async function refresh() {
+    try {
+      const [s, t] = await Promise.all([adminApi.adminStats(), adminApi.adminThreads()]);
+      if (!alive) return;
+      problem.hidden = true;
+      stats.replaceChildren(...[
+        stat('Uptime', `${Math.round(s.uptime_secs)} s`),
+        stat('Provider', s.provider),
+        stat('Live threads', s.threads.live),
+        stat('Generating', s.threads.generating),
+        stat('Subscribers', `${s.subscribers.total} (SSE ${s.subscribers.sse}, WS ${s.subscribers.ws})`),
+        stat('Chunks in / out', `${s.chunks.in} / ${s.chunks.out}`),
+        stat('Slow consumers', s.slow_consumers),
+        stat('Catch-ups', s.catch_ups),
+        stat('Write queue', s.persistence.queue_depth),
+        stat('Batches', s.persistence.batches),
+        stat('Rows per batch', s.persistence.rows_per_batch.toFixed(1)),
+        stat('Last batch', `${s.persistence.last_batch_ms.toFixed(1)} ms`),
+      ]);
+      rows.replaceChildren(...t.data.map((row) => h('tr', { 'data-testid': 'admin-thread', 'data-thread-id': row.thread_id },
+        h('td', {}, h('code', { title: row.thread_id }, row.thread_id.slice(0, 8) + '…')),
+        h('td', {}, String(row.subscribers)),
+        h('td', {}, row.generating ? 'yes' : 'no'),
+        h('td', {}, String(row.mailbox_depth)),
+        h('td', {}, ago(row.last_activity)),
+        h('td', {}, h('button', { class: 'danger small', 'data-testid': 'admin-stop',
+          'aria-label': `Stop thread ${row.thread_id}`,
+          onclick: () => adminApi.stopThread(row.thread_id).then(refresh, (e) => { problem.hidden = false; problem.textContent = say(e); }),
+        }, 'Stop')))));
+      if (t.data.length === 0) rows.append(h('tr', {}, h('td', { colspan: 6, class: 'muted' }, 'No live thread.')));
+      updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
+    } catch (e) {
+      if (!alive) return;
+      if (e instanceof ApiError && e.status === 401) { saved.forgetAdmin(); return adminForm('That token was refused.'); }
+      problem.hidden = false;
+      problem.textContent = say(e);
+    }
+    if (alive) timer = setTimeout(refresh, 1500);
+  }
+  refresh();
+  leave = () => { alive = false; clearTimeout(timer); };
+}
+
+function adminForm(problem = null) {
+  const form = h('form', { class: 'card narrow', 'data-testid': 'admin-form' },
+    h('h1', {}, 'Operators'),
+    h('p', { class: 'muted' }, 'The operators\' view needs the admin token. It is kept for this tab only.'),
+    problem && h('p', { class: 'error', role: 'alert' }, problem),
+    h('label', {}, 'Admin token', h('input', { name: 'token', type: 'password', required: true, autocomplete: 'off',
+      'data-testid': 'admin-token' })),
+    h('button', { class: 'primary', 'data-testid': 'admin-submit' }, 'Open'));
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    saved.setAdmin(form.elements.token.value.trim());
+    route();
+  });
+  show(form);
+  form.elements.token.focus();
+}
+
+window.addEventListener('hashchange', route);
+route();
