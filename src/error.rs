@@ -127,6 +127,7 @@ impl From<crate::actors::persistence::WriteError> for ApiError {
         match e {
             WriteError::Unavailable => ApiError::unavailable(),
             WriteError::Rejected(msg) => ApiError::internal(&msg),
+            WriteError::Fenced => ApiError::new(Code::ThreadBusy, "another node runs this thread's answer now"),
         }
     }
 }

@@ -76,6 +76,7 @@ impl Application {
             settings: settings.clone(),
             db_healthy,
             node_id,
+            lease: None,
             fanouts: Arc::new(crate::broadcast::local::LocalFanouts {
                 capacity: settings.streaming.broadcast_capacity,
             }),

@@ -8,6 +8,7 @@ mod m20261125_000001_create_tables;
 mod m20261125_000002_api_keys;
 mod m20261201_000001_nodes;
 mod m20261201_000002_blocks_as_text;
+mod m20261201_000003_thread_leases;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_api_keys::Migration),
             Box::new(m20261201_000001_nodes::Migration),
             Box::new(m20261201_000002_blocks_as_text::Migration),
+            Box::new(m20261201_000003_thread_leases::Migration),
         ]
     }
 }

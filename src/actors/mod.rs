@@ -41,6 +41,9 @@ pub struct Deps {
     pub db_healthy: Arc<std::sync::atomic::AtomicBool>,
     /// This process's name among nodes sharing the database.
     pub node_id: String,
+    /// Cluster mode: how long a thread's lease lasts unrenewed (`None`:
+    /// one node, no leases).
+    pub lease: Option<std::time::Duration>,
     /// Where each thread actor gets its fan-out.
     pub fanouts: Arc<dyn crate::broadcast::Fanouts>,
     /// Rate and concurrency allowances (generations hold their slot).
@@ -62,4 +65,12 @@ pub enum ThreadError {
     ShuttingDown,
     #[error(transparent)]
     Refused(#[from] crate::capacity::Refusal),
+}
+
+impl ThreadError {
+    /// A database failure, as a thread operation's error.
+    pub fn from_store(e: &crate::store::StoreError) -> ThreadError {
+        tracing::warn!(error.message = %e, "a thread operation could not reach the database");
+        ThreadError::Unavailable
+    }
 }

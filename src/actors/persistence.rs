@@ -45,7 +45,7 @@ use uuid::Uuid;
 use crate::{
     domain::Message,
     metrics::Metrics,
-    store::{Fault, Isolated, Store, StoreError, WriteOp},
+    store::{Fault, Fence, Outcome, Store, StoreError, WriteOp},
 };
 
 /// The longest pause between two attempts while the database cannot write.
@@ -61,6 +61,18 @@ pub enum WriteError {
     Unavailable,
     #[error("write rejected by the database: {0}")]
     Rejected(String),
+    /// The writer's lease on the thread is gone (cluster mode): another
+    /// node owns the thread now.
+    #[error("this node no longer owns the thread")]
+    Fenced,
+}
+
+/// Told to a thread actor whose fenced checkpoint was refused: it lost its
+/// thread's lease.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LeaseLost {
+    pub fence: Fence,
 }
 
 pub type Ack = oneshot::Sender<Result<(), WriteError>>;
@@ -73,11 +85,14 @@ pub struct Write {
     pub ack: Option<Ack>,
 }
 
-/// The newest state of a message (streaming text, or its final state).
+/// The newest state of a message (streaming text, or its final state),
+/// fenced by its owner's lease in cluster mode (the owner is told if the
+/// fence no longer holds).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Checkpoint {
     pub message: Message,
+    pub fence: Option<(Fence, Recipient<LeaseLost>)>,
 }
 
 /// Resolves when everything queued before it is written (or given up).
@@ -89,6 +104,8 @@ struct Entry {
     op: WriteOp,
     /// Index into `acks` of the write this op belongs to.
     ack: Option<usize>,
+    /// Whom to tell if its fence no longer holds.
+    owner: Option<Recipient<LeaseLost>>,
 }
 
 /// A batch on its way to the database.
@@ -120,7 +137,7 @@ pub struct PersistenceActor {
     /// isolates each op in a savepoint.
     isolate: bool,
     /// Message states the database refused for their content.
-    parked: HashMap<Uuid, Message>,
+    parked: HashMap<Uuid, (WriteOp, Option<Recipient<LeaseLost>>)>,
     parked_timer: Option<SpawnHandle>,
     drains: Vec<oneshot::Sender<()>>,
 }
@@ -153,16 +170,18 @@ impl PersistenceActor {
         }
     }
 
-    fn push(&mut self, op: WriteOp, ack: Option<usize>) {
-        if let WriteOp::Update(m) = &op {
-            self.parked.remove(&m.id);
-            if let Some(&i) = self.updates.get(&m.id) {
+    fn push(&mut self, op: WriteOp, ack: Option<usize>, owner: Option<Recipient<LeaseLost>>) {
+        if let WriteOp::Update(m) = op.inner() {
+            let id = m.id;
+            self.parked.remove(&id);
+            if let Some(&i) = self.updates.get(&id) {
                 self.queue[i].op = op;
+                self.queue[i].owner = owner;
                 return;
             }
-            self.updates.insert(m.id, self.queue.len());
+            self.updates.insert(id, self.queue.len());
         }
-        self.queue.push(Entry { op, ack });
+        self.queue.push(Entry { op, ack, owner });
         self.metrics.persistence_queue_depth.set(self.queue.len() as i64);
     }
 
@@ -208,8 +227,8 @@ impl PersistenceActor {
         let fut = async move {
             metrics.persistence_transactions.inc();
             let result = match isolated {
-                false => store.write_batch(&ops).await.map(|()| None),
-                true => store.write_isolated(&ops).await.map(Some),
+                false => store.write_batch(&ops).await,
+                true => store.write_isolated(&ops).await,
             };
             (result, started.elapsed())
         };
@@ -224,19 +243,32 @@ impl PersistenceActor {
         }));
     }
 
-    /// The batch committed; with `isolated`, except the ops it reports.
-    fn committed(&mut self, mut batch: Batch, isolated: Option<Isolated>, took: Duration) {
+    /// The batch committed, but for the ops its outcomes report.
+    fn committed(&mut self, mut batch: Batch, outcomes: Vec<Outcome>, took: Duration) {
         if !self.healthy.swap(true, Ordering::Relaxed) {
             tracing::info!(failed_attempts = self.failures, "the database takes writes again");
         }
         self.failures = 0;
         self.isolate = false;
         let mut rows = 0;
-        for (i, entry) in batch.entries.iter().enumerate() {
-            let refusal = isolated.as_ref().and_then(|r| r[i].as_ref().err());
-            match refusal {
-                None => rows += usize::from(!matches!(entry.op, WriteOp::Probe { .. })),
-                Some(e) => self.set_aside(entry, &mut batch.acks, e),
+        for (entry, outcome) in batch.entries.iter().zip(outcomes) {
+            match outcome {
+                Outcome::Done => {
+                    rows += usize::from(!matches!(entry.op, WriteOp::Probe { .. } | WriteOp::Renew { .. }))
+                }
+                Outcome::Refused(e) => self.set_aside(entry, &mut batch.acks, &e),
+                Outcome::Fenced => {
+                    if let Some(ack) = entry.ack.and_then(|i| batch.acks[i].take()) {
+                        let _ = ack.send(Err(WriteError::Fenced));
+                    }
+                    if let (Some(owner), WriteOp::Fenced(fence, _) | WriteOp::Renew { fence, .. }) =
+                        (&entry.owner, &entry.op)
+                    {
+                        tracing::warn!(thread_id = %fence.thread_id, epoch = fence.epoch,
+                            "a write of a lost lease was refused");
+                        owner.do_send(LeaseLost { fence: fence.clone() });
+                    }
+                }
             }
         }
         self.record(rows, took);
@@ -248,11 +280,11 @@ impl PersistenceActor {
     /// An op the database refused for its content, alone in its savepoint.
     fn set_aside(&mut self, entry: &Entry, acks: &mut [Option<Ack>], e: &StoreError) {
         self.metrics.persistence_rows_rejected.inc();
-        match &entry.op {
+        match entry.op.inner() {
             WriteOp::Update(m) => {
                 tracing::error!(message_id = %m.id, error.message = %e,
                     "the database refused a message's state; kept and retried every {} s", PARKED_RETRY.as_secs());
-                self.parked.insert(m.id, m.clone());
+                self.parked.insert(m.id, (entry.op.clone(), entry.owner.clone()));
             }
             op => {
                 tracing::error!(op = ?op_name(op), error.message = %e, "the database refused a row; its write failed");
@@ -288,7 +320,7 @@ impl PersistenceActor {
         // was promised nothing, and it need not wait for the database.
         let mut answered = vec![false; acks.len()];
         for entry in &entries {
-            if let (WriteOp::Insert(_), Some(i)) = (&entry.op, entry.ack) {
+            if let (WriteOp::Insert(_), Some(i)) = (entry.op.inner(), entry.ack) {
                 if let Some(ack) = acks[i].take() {
                     let _ = ack.send(Err(WriteError::Unavailable));
                 }
@@ -301,7 +333,7 @@ impl PersistenceActor {
             .collect();
         self.requeue(kept, acks);
         if self.queue.is_empty() {
-            self.push(WriteOp::Probe { node_id: self.node_id.clone() }, None);
+            self.push(WriteOp::Probe { node_id: self.node_id.clone() }, None, None);
         }
     }
 
@@ -313,7 +345,7 @@ impl PersistenceActor {
         let newer_acks = std::mem::take(&mut self.acks);
         let mut moved: HashMap<usize, usize> = HashMap::new();
         for entry in entries {
-            if let WriteOp::Update(m) = &entry.op {
+            if let WriteOp::Update(m) = entry.op.inner() {
                 if newer_updates.contains_key(&m.id) {
                     continue;
                 }
@@ -327,12 +359,12 @@ impl PersistenceActor {
                     Some(self.acks.len() - 1)
                 }
             });
-            self.push(entry.op, ack);
+            self.push(entry.op, ack, entry.owner);
         }
         let offset = self.acks.len();
         self.acks.extend(newer_acks);
         for entry in newer {
-            self.push(entry.op, entry.ack.map(|i| i + offset));
+            self.push(entry.op, entry.ack.map(|i| i + offset), entry.owner);
         }
     }
 
@@ -348,8 +380,8 @@ impl PersistenceActor {
         if !self.parked.is_empty() && self.parked_timer.is_none() {
             self.parked_timer = Some(ctx.run_later(PARKED_RETRY, |act, ctx| {
                 act.parked_timer = None;
-                for (_, message) in std::mem::take(&mut act.parked) {
-                    act.push(WriteOp::Update(message), None);
+                for (_, (op, owner)) in std::mem::take(&mut act.parked) {
+                    act.push(op, None, owner);
                 }
                 act.isolate = true;
                 act.schedule(ctx);
@@ -376,6 +408,8 @@ fn op_name(op: &WriteOp) -> &'static str {
         WriteOp::Update(_) => "update",
         WriteOp::DeleteThread(_) => "delete thread",
         WriteOp::Probe { .. } => "probe",
+        WriteOp::Fenced(_, op) => op_name(op),
+        WriteOp::Renew { .. } => "lease renewal",
     }
 }
 
@@ -399,7 +433,7 @@ impl Handler<Write> for PersistenceActor {
             self.acks.len() - 1
         });
         for op in msg.ops {
-            self.push(op, ack);
+            self.push(op, ack, None);
         }
         self.schedule(ctx);
     }
@@ -409,7 +443,11 @@ impl Handler<Checkpoint> for PersistenceActor {
     type Result = ();
 
     fn handle(&mut self, msg: Checkpoint, ctx: &mut Context<Self>) {
-        self.push(WriteOp::Update(msg.message), None);
+        let update = WriteOp::Update(msg.message);
+        match msg.fence {
+            Some((fence, owner)) => self.push(WriteOp::Fenced(fence, Box::new(update)), None, Some(owner)),
+            None => self.push(update, None, None),
+        }
         self.schedule(ctx);
     }
 }

@@ -162,8 +162,8 @@ impl Handler<Lookup> for Registry {
         let registry = ctx.address();
         let thread_id = msg.thread_id;
         let closing = self.closing;
-        let make = move |_: &mut actix::Context<ThreadActor>| {
-            ThreadActor::new(thread_id, incarnation, deps, registry, closing)
+        let make = move |ctx: &mut actix::Context<ThreadActor>| {
+            ThreadActor::new(thread_id, incarnation, deps, registry, closing, ctx.address())
         };
         let addr = match self.arbiter_for(thread_id) {
             Some(arbiter) => ThreadActor::start_in_arbiter(arbiter, make),

@@ -13,19 +13,28 @@
 //! arrives as `GenEvent`s on the actor's own context. It never waits for a
 //! subscriber and never touches the database on the streaming path.
 //!
+//! In cluster mode (`thread/cluster.rs`) each node with subscribers of the
+//! thread has one: the node whose actor holds the thread's lease runs the
+//! answer and publishes it over every node; the others mirror it from the
+//! frames they receive (`Inbound`), and serve their own subscribers from
+//! the mirror exactly as the owner does.
+//!
 //! It keeps running when every subscriber has left; it stops after the idle
 //! timeout with no subscribers and no generation, or when told to.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
-use actix::prelude::*;
+use actix::{prelude::*, WeakAddr};
 use chrono::Utc;
 use futures_util::{stream, StreamExt};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{
-    persistence::{Checkpoint, Write, WriteError},
+    persistence::{Checkpoint, LeaseLost, Write, WriteError},
     registry::{GenerationChanged, Registry, ThreadStopped},
     Deps, ThreadError,
 };
@@ -40,7 +49,7 @@ use crate::{
         Message, MessageError, MessageStatus, Thread,
     },
     model::{ChatTurn, ModelRequest, ProviderEvent},
-    store::WriteOp,
+    store::{Fence, WriteOp},
 };
 
 // ----- messages -------------------------------------------------------
@@ -139,6 +148,13 @@ pub struct LiveMessages {
 #[rtype(result = "StatusReport")]
 pub struct ThreadStatusQuery;
 
+/// Cluster mode: the thread's owner is gone (its lease expired with an
+/// answer streaming); take the lease and end that answer `interrupted`
+/// with every byte the owner logged.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TakeOver;
+
 /// What operators see of a live thread actor.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct StatusReport {
@@ -150,6 +166,8 @@ pub struct StatusReport {
     pub mailbox_depth: usize,
     pub last_activity: chrono::DateTime<Utc>,
     pub messages_in_memory: usize,
+    /// Cluster mode: this node holds the thread's lease, with this epoch.
+    pub owned_epoch: Option<u64>,
 }
 
 /// One event of generation `gen`; `None` when the provider's stream ended.
@@ -177,6 +195,8 @@ struct Generation {
     gen: u64,
     stream: SpawnHandle,
     checkpoints: SpawnHandle,
+    /// The answer it writes.
+    answer: Uuid,
     /// Held while the generation runs: counts against the project's and
     /// the node's concurrent generations.
     _slot: crate::capacity::GenerationSlot,
@@ -200,11 +220,31 @@ pub struct ThreadActor {
     /// The running answer changed since its last checkpoint.
     dirty: bool,
     last_activity: chrono::DateTime<Utc>,
+    /// Cluster mode: this node's lease on the thread, while it holds one.
+    lease: Option<cluster::Lease>,
+    /// Cluster mode: the highest owner epoch heard of; frames of an older
+    /// one come from an owner that lost its lease.
+    seen_epoch: u64,
+    /// Cluster mode: other nodes' counts of the thread's subscribers.
+    others: HashMap<String, usize>,
+    /// Cluster mode: other nodes' frames reach this actor.
+    linked: bool,
+    /// Its own address, for the persistence actor's `LeaseLost`.
+    me: WeakAddr<ThreadActor>,
+    /// Cluster mode: a question is taking the lease now.
+    starting: bool,
 }
 
 impl ThreadActor {
-    pub fn new(thread_id: Uuid, incarnation: u64, deps: Arc<Deps>, registry: Addr<Registry>, closing: bool) -> Self {
-        let publisher = Publisher::new(deps.fanouts.open(thread_id), incarnation);
+    pub fn new(
+        thread_id: Uuid,
+        incarnation: u64,
+        deps: Arc<Deps>,
+        registry: Addr<Registry>,
+        closing: bool,
+        me: Addr<ThreadActor>,
+    ) -> Self {
+        let publisher = Publisher::new(deps.fanouts.open(thread_id, me.clone().recipient()), incarnation);
         ThreadActor {
             thread_id,
             deps,
@@ -220,6 +260,12 @@ impl ThreadActor {
             idle_timer: None,
             dirty: false,
             last_activity: Utc::now(),
+            lease: None,
+            seen_epoch: 0,
+            others: HashMap::new(),
+            linked: true,
+            me: me.downgrade(),
+            starting: false,
         }
     }
 
@@ -243,8 +289,8 @@ impl ThreadActor {
         self.found().ok().map(|(_, c)| c)
     }
 
-    /// Publishes `events` in order, each encoded once.
-    fn publish(&mut self, events: &[Event]) {
+    /// Publishes `events` of the answer `log` in order, each encoded once.
+    fn publish(&mut self, events: &[Event], log: Option<Uuid>) {
         for event in events {
             let text = match event {
                 Event::MessageDelta { message_id, block, .. } => {
@@ -252,7 +298,20 @@ impl ThreadActor {
                 }
                 _ => false,
             };
-            self.publisher.publish(event, text);
+            self.publisher.publish(event, text, log);
+        }
+    }
+
+    /// Cluster mode: the fence this node's writes for the thread carry.
+    fn fence(&self) -> Option<Fence> {
+        self.lease.as_ref().map(|l| l.fence.clone())
+    }
+
+    /// `op` as this node may write it: fenced by its lease in cluster mode.
+    fn fenced(&self, op: WriteOp) -> WriteOp {
+        match self.fence() {
+            Some(fence) => WriteOp::Fenced(fence, Box::new(op)),
+            None => op,
         }
     }
 
@@ -267,10 +326,20 @@ impl ThreadActor {
         events.iter().map(|e| Frame::encode(e, StreamPos::NONE, is_text(e))).collect()
     }
 
-    fn presence_changed(&mut self, ctx: &mut Context<Self>) {
+    /// Subscribers of the thread on every node.
+    fn watching(&self) -> usize {
+        self.subscribers.len() + self.others.values().sum::<usize>()
+    }
+
+    /// A count changed, here (`local`) or on another node.
+    fn presence_changed(&mut self, local: bool, ctx: &mut Context<Self>) {
+        if local {
+            self.publisher.fanout().share_presence(self.subscribers.len());
+        }
         if self.publisher.presence_changed() {
             ctx.run_later(crate::broadcast::publisher::PRESENCE_EVERY, |act, _| {
-                act.publisher.flush_presence(act.subscribers.len());
+                let count = act.watching();
+                act.publisher.flush_presence(count);
             });
         }
     }
@@ -316,19 +385,31 @@ impl ThreadActor {
         });
     }
 
-    /// Ends the running generation with `status`; the text so far is kept.
+    /// Ends the running answer with `status`, the text so far kept: its
+    /// final state is written (in cluster mode fenced, and the lease let
+    /// go once it is committed) and its `message.completed` published.
     fn finish(&mut self, status: MessageStatus, error: Option<MessageError>, ctx: &mut Context<Self>) {
-        let Some(generation) = self.generation.take() else { return };
-        ctx.cancel_future(generation.stream);
-        ctx.cancel_future(generation.checkpoints);
+        let had_generation = match self.generation.take() {
+            Some(generation) => {
+                ctx.cancel_future(generation.stream);
+                ctx.cancel_future(generation.checkpoints);
+                true
+            }
+            None => false,
+        };
         let Some((message, completed)) = self.conversation_mut().and_then(|c| c.finish(status, error, Utc::now()))
         else {
             return;
         };
-        self.deps.persistence.do_send(Checkpoint { message: message.clone() });
         self.dirty = false;
-        self.publish(&[completed]);
-        self.set_generating(false);
+        match self.fence() {
+            None => self.deps.persistence.do_send(Checkpoint { message: message.clone(), fence: None }),
+            Some(_) => self.write_final_then_release(message.clone(), ctx),
+        }
+        self.publish(&[completed], Some(message.id));
+        if had_generation {
+            self.set_generating(false);
+        }
         tracing::info!(thread_id = %self.thread_id, message_id = %message.id, status = ?status, "generation ended");
         self.touch(ctx);
     }
@@ -339,7 +420,8 @@ impl ThreadActor {
         let chunks = applied.events.iter().filter(|e| matches!(e, Event::MessageDelta { .. })).count();
         self.deps.metrics.chunks_in.inc_by(chunks as u64);
         self.dirty |= applied.changed;
-        self.publish(&applied.events);
+        let log = self.generation.as_ref().map(|g| g.answer);
+        self.publish(&applied.events, log);
         match applied.ended {
             None => {}
             Some(Ending::Complete) => self.finish(MessageStatus::Complete, None, ctx),
@@ -357,7 +439,8 @@ impl ThreadActor {
             return;
         }
         if let Some(message) = self.conversation().and_then(Conversation::running) {
-            self.deps.persistence.do_send(Checkpoint { message: message.clone() });
+            let fence = self.fence().map(|f| (f, self.inbox()));
+            self.deps.persistence.do_send(Checkpoint { message: message.clone(), fence });
         }
     }
 
@@ -375,4 +458,5 @@ impl ThreadActor {
     }
 }
 
+mod cluster;
 mod handlers;

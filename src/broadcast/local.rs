@@ -61,7 +61,7 @@ pub struct LocalFanouts {
 }
 
 impl Fanouts for LocalFanouts {
-    fn open(&self, _: Uuid) -> Box<dyn Fanout> {
+    fn open(&self, _: Uuid, _: actix::Recipient<super::Inbound>) -> Box<dyn Fanout> {
         Box::new(LocalFanout::new(self.capacity))
     }
 }

@@ -23,12 +23,17 @@ pub mod catch_up;
 pub mod delivery;
 pub mod local;
 pub mod publisher;
+pub mod redis;
 pub mod relay;
 pub mod subscriber;
 
 use std::{pin::Pin, sync::Arc};
 
-use futures_util::Stream;
+use actix::{Message, Recipient};
+use futures_util::{
+    future::{ready, BoxFuture},
+    FutureExt, Stream,
+};
 use uuid::Uuid;
 
 use crate::domain::{codes::StreamCode, frame::Frame};
@@ -46,6 +51,50 @@ pub enum Signal {
     /// if it wrote nothing meanwhile. One timer per thread, not one per
     /// subscriber (10,000 subscribers would be 10,000 timers).
     Tick,
+    /// The thread's conversation was loaded again (it had missed frames
+    /// from another node): every subscriber catches up from its cursor.
+    Resync,
+}
+
+/// What reaches a thread actor from the thread's other nodes.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub enum Inbound {
+    /// A frame the thread's owner published.
+    Frame(Arc<Frame>),
+    /// Another node's count of the thread's subscribers.
+    Presence {
+        node: String,
+        count: usize,
+    },
+    Command(Command),
+    /// The connection to the other nodes was lost: frames may be missed.
+    Lost,
+}
+
+/// What any node may ask of the thread's owner (or of every node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Cancel the running answer (its owner does).
+    Cancel,
+    /// The thread was deleted: every node stops its actor.
+    Deleted,
+    /// An operator stopped the thread: every node stops its actor.
+    Stopped,
+}
+
+impl Command {
+    fn tag(self) -> u8 {
+        match self {
+            Command::Cancel => b'c',
+            Command::Deleted => b'd',
+            Command::Stopped => b's',
+        }
+    }
+
+    fn from_tag(tag: u8) -> Option<Command> {
+        [Command::Cancel, Command::Deleted, Command::Stopped].into_iter().find(|c| c.tag() == tag)
+    }
 }
 
 /// Why a subscriber's stream skipped signals.
@@ -58,16 +107,54 @@ pub type SignalStream = Pin<Box<dyn Stream<Item = Result<Signal, Lagged>> + Send
 pub trait Fanout: Send + 'static {
     /// Unique in this process: names the ring to the workers' relays.
     fn id(&self) -> u64;
-    /// Hands `signal` to every reader without waiting.
+    /// From the thread's owner: hands `signal` to every reader, on every
+    /// node, without waiting.
     fn publish(&self, signal: Signal);
+    /// As `publish`, for a frame of the answer `log` (kept in the answer's
+    /// log where fan-out spans nodes).
+    fn publish_logged(&self, frame: Arc<Frame>, log: Uuid) {
+        let _ = log;
+        self.publish(Signal::Frame(frame));
+    }
+    /// Hands `signal` to this node's readers only (a frame another node
+    /// published, a tick, a presence count).
+    fn relay(&self, signal: Signal) {
+        self.publish(signal);
+    }
     /// A new reader's stream: every signal published from now on.
     fn subscribe(&self) -> SignalStream;
     /// Signals retained for the slowest reader.
     fn backlog(&self) -> usize;
+    /// Whether this fan-out reaches other nodes.
+    fn spans_nodes(&self) -> bool {
+        false
+    }
+    /// Tells the other nodes this node's count of the thread's subscribers.
+    fn share_presence(&self, count: usize) {
+        let _ = count;
+    }
+    /// Sends `command` to the thread's other nodes.
+    fn command(&self, command: Command) {
+        let _ = command;
+    }
+    /// Resolves once other nodes' signals for the thread reach its inbox.
+    fn ready(&self) -> BoxFuture<'static, Result<(), String>> {
+        ready(Ok(())).boxed()
+    }
+    /// Every frame kept for answer `message`, in order.
+    fn log(&self, message: Uuid) -> BoxFuture<'static, Result<Vec<Frame>, String>> {
+        let _ = message;
+        ready(Ok(Vec::new())).boxed()
+    }
+    /// Other nodes' counts of the thread's subscribers, as last told.
+    fn presence(&self) -> BoxFuture<'static, Vec<(String, usize)>> {
+        ready(Vec::new()).boxed()
+    }
 }
 
 /// Where thread actors get their fan-out: the seam's other half.
 pub trait Fanouts: Send + Sync + 'static {
-    /// The fan-out of `thread_id` for a new thread actor.
-    fn open(&self, thread_id: Uuid) -> Box<dyn Fanout>;
+    /// The fan-out of `thread_id` for a new thread actor, which gets what
+    /// other nodes send the thread in `inbox`.
+    fn open(&self, thread_id: Uuid, inbox: Recipient<Inbound>) -> Box<dyn Fanout>;
 }

@@ -32,10 +32,38 @@ impl Publisher {
         Publisher { fanout, head: StreamPos::new(epoch, 0), presence_sent: 0, presence_scheduled: false }
     }
 
-    /// Encodes `event` once at the next position and publishes it.
-    pub fn publish(&mut self, event: &Event, text_block: bool) {
+    /// Encodes `event` once at the next position and publishes it; `log`:
+    /// the answer it belongs to (kept in that answer's log where fan-out
+    /// spans nodes).
+    pub fn publish(&mut self, event: &Event, text_block: bool, log: Option<uuid::Uuid>) {
         self.head = self.head.next();
-        self.fanout.publish(Signal::Frame(Arc::new(Frame::encode(event, self.head, text_block))));
+        let frame = Arc::new(Frame::encode(event, self.head, text_block));
+        match log {
+            Some(log) => self.fanout.publish_logged(frame, log),
+            None => self.fanout.publish(Signal::Frame(frame)),
+        }
+    }
+
+    /// Hands a frame another node published to this node's subscribers.
+    pub fn relay(&mut self, frame: Arc<Frame>) {
+        self.head = self.head.max(frame.pos);
+        self.fanout.relay(Signal::Frame(frame));
+    }
+
+    /// This node now publishes for the thread in `epoch` (a lease's).
+    pub fn start_epoch(&mut self, epoch: u64) {
+        self.head = self.head.max(StreamPos::new(epoch, 0));
+    }
+
+    /// Every subscriber catches up from its cursor.
+    pub fn resync(&self) {
+        self.fanout.relay(Signal::Resync);
+    }
+
+    /// The fan-out itself, for what only spans nodes (presence, commands,
+    /// logs).
+    pub fn fanout(&self) -> &dyn Fanout {
+        self.fanout.as_ref()
     }
 
     /// The position of the last frame published.
@@ -50,23 +78,25 @@ impl Publisher {
         !std::mem::replace(&mut self.presence_scheduled, true)
     }
 
-    /// Publishes the count of this moment, if it differs from the last.
+    /// Publishes the count of this moment to this node's subscribers, if
+    /// it differs from the last.
     pub fn flush_presence(&mut self, count: usize) {
         self.presence_scheduled = false;
         if count != self.presence_sent {
             self.presence_sent = count;
-            self.fanout.publish(Signal::Presence(count));
+            self.fanout.relay(Signal::Presence(count));
         }
     }
 
     /// Half a heartbeat period went by.
     pub fn tick(&self) {
-        self.fanout.publish(Signal::Tick);
+        self.fanout.relay(Signal::Tick);
     }
 
-    /// The thread goes away: every subscriber gets `code` and is closed.
+    /// The thread goes away here: every subscriber on this node gets `code`
+    /// and is closed.
     pub fn close(&self, code: StreamCode) {
-        self.fanout.publish(Signal::Closed(code));
+        self.fanout.relay(Signal::Closed(code));
     }
 
     /// A new reader of every signal from now on, the ring's id, and how
@@ -97,8 +127,8 @@ mod tests {
         let mut publisher = Publisher::new(Box::new(LocalFanout::new(16)), 7);
         let mut reader = publisher.subscribe();
         let event = Event::Presence { thread_id: Uuid::nil(), cursor: None, subscribers: 0 };
-        publisher.publish(&event, false);
-        publisher.publish(&event, false);
+        publisher.publish(&event, false, None);
+        publisher.publish(&event, false, None);
         assert_eq!(publisher.head(), StreamPos::new(7, 2));
         assert!(publisher.presence_changed(), "the first change schedules a flush");
         assert!(!publisher.presence_changed(), "later ones ride on it");

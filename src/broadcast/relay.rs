@@ -136,6 +136,7 @@ impl Relay {
                 self.subscribers.borrow_mut().clear();
                 return false;
             }
+            Ok(Signal::Resync) => subscribers.iter().for_each(|s| s.lagged()),
             Err(Lagged(missed)) => {
                 tracing::debug!(missed, "relay lagged; its subscribers catch up");
                 self.lagging.set(true);

@@ -4,7 +4,7 @@
 //! that no HTTP answer does (`StreamCode`). Nothing compares these as
 //! strings; the strings exist only on the wire.
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Defines `Code` from one table (variant, its name in the contract, its
 /// HTTP status), with `Code::ALL` built from the same table, so no code
@@ -139,6 +139,9 @@ pub enum StreamCode {
     ThreadDeleted,
     /// An operator stopped the thread's actor, or it went away; resume.
     ThreadStopped,
+    /// This node lost its link to the thread's other nodes (cluster mode);
+    /// resume, here or elsewhere.
+    Unavailable,
 }
 
 impl StreamCode {
@@ -150,6 +153,7 @@ impl StreamCode {
             StreamCode::ShuttingDown => "shutting_down",
             StreamCode::ThreadDeleted => "thread_deleted",
             StreamCode::ThreadStopped => "thread_stopped",
+            StreamCode::Unavailable => "unavailable",
         }
     }
 
@@ -164,6 +168,7 @@ impl StreamCode {
             StreamCode::ShuttingDown => "the service is shutting down; reconnect to resume",
             StreamCode::ThreadDeleted => "the thread was deleted",
             StreamCode::ThreadStopped => "the thread is no longer live; reconnect to resume",
+            StreamCode::Unavailable => "this node cannot reach the thread's other nodes now; reconnect to resume",
         }
     }
 }
@@ -200,6 +205,17 @@ impl From<StreamCode> for ErrorCode {
 impl Serialize for ErrorCode {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use StreamCode::*;
+        let name = std::borrow::Cow::<str>::deserialize(d)?;
+        let stream =
+            [CursorInvalid, CursorAhead, SlowConsumer, ShuttingDown, ThreadDeleted, ThreadStopped, Unavailable];
+        let found = Code::ALL.iter().map(|c| ErrorCode::Api(*c)).chain(stream.into_iter().map(ErrorCode::Stream));
+        found.into_iter().find(|c| c.as_str() == name).ok_or_else(|| serde::de::Error::custom("an unknown code"))
     }
 }
 

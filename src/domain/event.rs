@@ -1,7 +1,7 @@
 //! The events of a subscription, as the contract names them. Each carries
 //! `type`, `thread_id` and `cursor`; serde writes them flat.
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
 use super::{
@@ -16,15 +16,24 @@ impl Serialize for Cursor {
     }
 }
 
+impl<'de> Deserialize<'de> for Cursor {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// The thread's state as a new subscriber sees it.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ThreadStatus {
     Idle,
     Generating,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Serialized once for the wire; read back (`Event::from_json`) only by
+/// another node mirroring a thread (`Conversation::mirror`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum Event {
     #[serde(rename = "ready")]
@@ -94,6 +103,11 @@ impl Event {
     /// An `error` event of `code` (its own sentence for a stream's codes).
     pub fn error(thread_id: Uuid, cursor: Option<Cursor>, code: impl Into<ErrorCode>, message: &str) -> Event {
         Event::Error { thread_id, cursor, code: code.into(), message: message.to_owned() }
+    }
+
+    /// The event an encoded frame's JSON holds.
+    pub fn from_json(json: &[u8]) -> Option<Event> {
+        serde_json::from_slice(json).ok()
     }
 
     pub fn cursor(&self) -> Option<Cursor> {

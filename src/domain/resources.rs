@@ -186,6 +186,44 @@ impl Serialize for Message {
     }
 }
 
+/// A message read back from its contract shape (another node's
+/// `message.created`); `content` is derived, so it is not read.
+#[derive(Deserialize)]
+struct MessageWire {
+    id: Uuid,
+    thread_id: Uuid,
+    position: i64,
+    role: Role,
+    blocks: Vec<Block>,
+    status: MessageStatus,
+    model: Option<String>,
+    stop_reason: Option<String>,
+    usage: Usage,
+    error: Option<MessageError>,
+    created_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
+}
+
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m = MessageWire::deserialize(d)?;
+        Ok(Message {
+            id: m.id,
+            thread_id: m.thread_id,
+            position: m.position,
+            role: m.role,
+            blocks: m.blocks,
+            status: m.status,
+            model: m.model,
+            stop_reason: m.stop_reason,
+            usage: m.usage,
+            error: m.error,
+            created_at: m.created_at,
+            completed_at: m.completed_at,
+        })
+    }
+}
+
 /// A message is described by the view it serializes as.
 impl utoipa::PartialSchema for Message {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {

@@ -8,6 +8,7 @@ pub mod entities;
 mod error;
 mod history;
 mod keys;
+mod leases;
 
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 pub use error::{Fault, StoreError};
+pub use leases::{Fence, LeaseInfo};
 
 use crate::{
     config::DatabaseSettings,
@@ -41,12 +43,34 @@ pub enum WriteOp {
     /// A thread and its messages.
     DeleteThread(Uuid),
     /// This node's row in `nodes`: a write that proves the database takes
-    /// writes again (see `PersistenceActor`).
+    /// writes again (see `PersistenceActor`), and the node's heartbeat.
     Probe { node_id: String },
+    /// `op`, only if `fence` still holds its thread's lease (cluster mode).
+    Fenced(Fence, Box<WriteOp>),
+    /// Extends `fence`'s lease by `ttl_ms`.
+    Renew { fence: Fence, ttl_ms: u64 },
 }
 
-/// How a batch went when each op was written inside its own savepoint.
-pub type Isolated = Vec<Result<(), StoreError>>;
+impl WriteOp {
+    /// The op a fence guards, or this one.
+    pub fn inner(&self) -> &WriteOp {
+        match self {
+            WriteOp::Fenced(_, op) => op.inner(),
+            op => op,
+        }
+    }
+}
+
+/// What became of one op of a batch that committed.
+#[derive(Debug)]
+pub enum Outcome {
+    Done,
+    /// Not written: its fence no longer holds the thread's lease.
+    Fenced,
+    /// Not written: the database refused it for its content (isolated
+    /// batches only).
+    Refused(StoreError),
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -149,39 +173,41 @@ impl Store {
         Ok(result.rows_affected)
     }
 
-    /// Writes `ops` in one transaction, in order.
-    pub async fn write_batch(&self, ops: &[WriteOp]) -> Result<(), StoreError> {
+    /// Writes `ops` in one transaction, in order; an op whose fence lost its
+    /// lease is skipped (`Outcome::Fenced`).
+    pub async fn write_batch(&self, ops: &[WriteOp]) -> Result<Vec<Outcome>, StoreError> {
         let txn = self.db.begin().await?;
+        let mut outcomes = Vec::with_capacity(ops.len());
         for op in ops {
-            apply(&txn, op).await?;
+            outcomes.push(apply(&txn, op).await?);
         }
         txn.commit().await?;
-        Ok(())
+        Ok(outcomes)
     }
 
     /// Writes `ops` in one transaction, each inside its own savepoint: an
     /// op the database refuses for its content is rolled back alone and
     /// reported in its place, and the others commit. An error that is not
     /// about one op's content ends the whole transaction (`Err`).
-    pub async fn write_isolated(&self, ops: &[WriteOp]) -> Result<Isolated, StoreError> {
+    pub async fn write_isolated(&self, ops: &[WriteOp]) -> Result<Vec<Outcome>, StoreError> {
         let txn = self.db.begin().await?;
-        let mut results = Vec::with_capacity(ops.len());
+        let mut outcomes = Vec::with_capacity(ops.len());
         for op in ops {
             let savepoint = txn.begin().await?;
             match apply(&savepoint, op).await {
-                Ok(()) => {
+                Ok(outcome) => {
                     savepoint.commit().await?;
-                    results.push(Ok(()));
+                    outcomes.push(outcome);
                 }
                 Err(e) if e.fault() == Fault::Unavailable => return Err(e),
                 Err(e) => {
                     savepoint.rollback().await?;
-                    results.push(Err(e));
+                    outcomes.push(Outcome::Refused(e));
                 }
             }
         }
         txn.commit().await?;
-        Ok(results)
+        Ok(outcomes)
     }
 }
 
@@ -195,7 +221,27 @@ fn sqlite_path(url: &str) -> Option<String> {
     (!path.is_empty() && path != ":memory:").then(|| path.to_owned())
 }
 
-async fn apply<C: ConnectionTrait>(db: &C, op: &WriteOp) -> Result<(), StoreError> {
+fn apply<'a, C: ConnectionTrait>(
+    db: &'a C,
+    op: &'a WriteOp,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Outcome, StoreError>> + Send + 'a>> {
+    Box::pin(async move {
+        match op {
+            WriteOp::Fenced(fence, inner) => {
+                if !leases::holds(db, fence).await? {
+                    return Ok(Outcome::Fenced);
+                }
+                apply(db, inner).await
+            }
+            WriteOp::Renew { fence, ttl_ms } => {
+                Ok(if leases::renew(db, fence, *ttl_ms).await? { Outcome::Done } else { Outcome::Fenced })
+            }
+            op => apply_plain(db, op).await.map(|()| Outcome::Done),
+        }
+    })
+}
+
+async fn apply_plain<C: ConnectionTrait>(db: &C, op: &WriteOp) -> Result<(), StoreError> {
     match op {
         WriteOp::Insert(m) => {
             message::Entity::insert(convert::message_row(m)).exec_without_returning(db).await?;
@@ -230,6 +276,7 @@ async fn apply<C: ConnectionTrait>(db: &C, op: &WriteOp) -> Result<(), StoreErro
                 .exec_without_returning(db)
                 .await?;
         }
+        WriteOp::Fenced(..) | WriteOp::Renew { .. } => unreachable!("handled by `apply`"),
     }
     Ok(())
 }
@@ -281,8 +328,8 @@ mod tests {
         let whole = store.write_batch(&ops).await.unwrap_err();
         assert_eq!(whole.fault(), Fault::Rejected, "{whole}");
         let results = store.write_isolated(&ops).await.unwrap();
-        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
-        assert_eq!(results[1].as_ref().unwrap_err().fault(), Fault::Rejected);
+        assert!(matches!((&results[0], &results[2]), (Outcome::Done, Outcome::Done)), "{results:?}");
+        assert!(matches!(&results[1], Outcome::Refused(e) if e.fault() == Fault::Rejected));
         let all = store.all_messages(thread.id).await.unwrap();
         assert_eq!(all.len(), 2, "both rows of the thread committed");
         assert_eq!(all[1].error.as_ref().unwrap().message, "NUL \u{FFFD} inside", "NUL is stored as U+FFFD");

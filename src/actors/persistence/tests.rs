@@ -46,7 +46,7 @@ async fn a_refused_row_is_set_aside_alone_in_the_next_interval() {
     // Its thread does not exist: the database refuses this one row.
     actor.do_send(Write { ops: vec![WriteOp::Insert(message(new_id(), 0, "orphan"))], ack: Some(bad_ack) });
     streaming.blocks[0].text.push_str(" and more");
-    actor.do_send(Checkpoint { message: streaming.clone() });
+    actor.do_send(Checkpoint { message: streaming.clone(), fence: None });
     assert!(matches!(bad.await.unwrap(), Err(WriteError::Rejected(_))));
     good.await.unwrap().unwrap();
     actor.send(Drain).await.unwrap();

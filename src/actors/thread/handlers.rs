@@ -9,38 +9,36 @@ impl Actor for ThreadActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(256);
-        let store = self.deps.store.clone();
-        let thread_id = self.thread_id;
         // Nothing else runs until the conversation is loaded; messages wait
         // in the mailbox meanwhile.
-        ctx.wait(
-            async move {
-                let thread = store.find_thread(thread_id).await?;
-                let messages = store.all_messages(thread_id).await?;
-                Ok::<_, crate::store::StoreError>((thread, messages))
+        ctx.wait(self.load().map(|loaded, act, ctx| match loaded {
+            Ok((Some(thread), conversation)) => {
+                act.loaded = Loaded::Found { thread, conversation };
+                act.touch(ctx);
+                if act.lease_ttl().is_some() {
+                    let others = act.publisher.fanout().presence();
+                    ctx.spawn(others.into_actor(act).map(|others, act, ctx| {
+                        act.others.extend(others);
+                        act.presence_changed(false, ctx);
+                    }));
+                }
             }
-            .into_actor(self)
-            .map(|loaded, act, ctx| match loaded {
-                Ok((Some(thread), messages)) => {
-                    act.loaded = Loaded::Found { thread, conversation: Conversation::new(act.thread_id, messages) };
-                    act.touch(ctx);
-                }
-                // Either way the actor stops, but only after answering what
-                // already waits in its mailbox (items run after the mailbox):
-                // a request that raced a deletion hears `NotFound`, not a
-                // dropped message.
-                Ok((None, _)) => {
-                    tracing::debug!(thread_id = %act.thread_id, "thread not found; actor stops");
-                    act.loaded = Loaded::Missing;
-                    ctx.run_later(std::time::Duration::ZERO, |_, ctx| ctx.stop());
-                }
-                Err(e) => {
-                    tracing::error!(thread_id = %act.thread_id, error.message = %e, "could not load thread");
-                    act.loaded = Loaded::Failed;
-                    ctx.run_later(std::time::Duration::ZERO, |_, ctx| ctx.stop());
-                }
-            }),
-        );
+            // Either way the actor stops, but only after answering what
+            // already waits in its mailbox (items run after the mailbox):
+            // a request that raced a deletion hears `NotFound`, not a
+            // dropped message.
+            Ok((None, _)) => {
+                tracing::debug!(thread_id = %act.thread_id, "thread not found; actor stops");
+                act.loaded = Loaded::Missing;
+                ctx.run_later(std::time::Duration::ZERO, |_, ctx| ctx.stop());
+            }
+            Err(e) => {
+                tracing::warn!(thread_id = %act.thread_id, error.message = %e, "could not load thread");
+                act.linked = !matches!(e, cluster::Load::Unlinked);
+                act.loaded = Loaded::Failed;
+                ctx.run_later(std::time::Duration::ZERO, |_, ctx| ctx.stop());
+            }
+        }));
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
@@ -67,36 +65,105 @@ impl StreamHandler<GenEvent> for ThreadActor {
 }
 
 impl Handler<StartGeneration> for ThreadActor {
-    type Result = Result<Started, ThreadError>;
+    type Result = ResponseActFuture<Self, Result<Started, ThreadError>>;
 
     fn handle(&mut self, msg: StartGeneration, ctx: &mut Context<Self>) -> Self::Result {
+        let admitted = self.admit(&msg);
+        let (slot, ttl) = match (admitted, self.lease_ttl()) {
+            (Err(e), _) => return Box::pin(actix::fut::ready(Err(e))),
+            (Ok(slot), None) => return Box::pin(actix::fut::ready(self.begin(msg, slot, ctx))),
+            (Ok(slot), Some(ttl)) => (slot, ttl),
+        };
+        // Cluster mode: the answer runs where the question arrived, under the
+        // thread's lease; if another node holds it, the thread is busy. The
+        // conversation is read again from the database, which is exact once
+        // nothing runs.
+        self.refuse_work_while(true);
+        let store = self.deps.store.clone();
+        let (thread_id, node) = (self.thread_id, self.deps.node_id.clone());
+        let acquire = async move {
+            let epoch = store.acquire_lease(thread_id, &node, ttl.as_millis() as u64).await?;
+            let messages = match epoch {
+                Some(_) => Some(store.all_messages(thread_id).await?),
+                None => None,
+            };
+            Ok::<_, crate::store::StoreError>(epoch.zip(messages))
+        };
+        Box::pin(acquire.into_actor(self).map(move |acquired, act, ctx| {
+            act.refuse_work_while(false);
+            match acquired {
+                Ok(Some((epoch, messages))) => {
+                    let conversation = Conversation::new(act.thread_id, messages);
+                    if conversation.running().is_some() {
+                        // An answer of an owner that died: it is ended first.
+                        ctx.notify(TakeOver);
+                        let fence = Fence { thread_id: act.thread_id, owner: act.deps.node_id.clone(), epoch };
+                        let store = act.deps.store.clone();
+                        actix_rt::spawn(async move { store.release_lease(&fence).await });
+                        return Err(ThreadError::Busy);
+                    }
+                    if let Loaded::Found { conversation: held, .. } = &mut act.loaded {
+                        *held = conversation;
+                    }
+                    act.hold(epoch, ctx);
+                    act.begin(msg, slot, ctx)
+                }
+                Ok(None) => Err(ThreadError::Busy),
+                Err(e) => Err(ThreadError::from_store(&e)),
+            }
+        }))
+    }
+}
+
+impl ThreadActor {
+    /// The checks before an answer starts; its generation slot.
+    fn admit(&self, msg: &StartGeneration) -> Result<crate::capacity::GenerationSlot, ThreadError> {
         // First: a caller of another project learns nothing, not even
         // that this thread is busy.
-        let (thread, _) = self.found()?;
+        let (thread, conversation) = self.found()?;
         if msg.project_id.is_some_and(|p| p != thread.project_id) {
             return Err(ThreadError::NotFound);
         }
         if self.refuse_work {
             return Err(ThreadError::ShuttingDown);
         }
-        if self.generation.is_some() {
+        // Running here, being started here, or running on another node.
+        if self.generation.is_some() || self.starting || conversation.running().is_some() {
             return Err(ThreadError::Busy);
+        }
+        if self.lease_ttl().is_some() && !self.linked {
+            return Err(ThreadError::Unavailable);
         }
         // Refuse rather than accept what could not be stored.
         if !self.deps.db_healthy.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(ThreadError::Unavailable);
         }
-        let slot = self.deps.capacity.admit_generation(thread.project_id)?;
+        Ok(self.deps.capacity.admit_generation(thread.project_id)?)
+    }
+
+    fn refuse_work_while(&mut self, starting: bool) {
+        self.starting = starting;
+    }
+
+    /// Starts the answer (under the lease, in cluster mode).
+    fn begin(
+        &mut self,
+        msg: StartGeneration,
+        slot: crate::capacity::GenerationSlot,
+        ctx: &mut Context<Self>,
+    ) -> Result<Started, ThreadError> {
+        let (thread, _) = self.found()?;
         let model =
             msg.model.or_else(|| thread.model.clone()).unwrap_or_else(|| self.deps.provider.default_model().to_owned());
         let conversation = self.conversation_mut().ok_or(ThreadError::NotFound)?;
         let asked = conversation.ask(msg.content, model.clone(), Utc::now());
         let (ack, committed) = oneshot::channel();
-        self.deps.persistence.do_send(Write {
-            ops: vec![WriteOp::Insert(asked.user.clone()), WriteOp::Insert(asked.assistant.clone())],
-            ack: Some(ack),
-        });
-        self.publish(&asked.events);
+        let ops = vec![
+            self.fenced(WriteOp::Insert(asked.user.clone())),
+            self.fenced(WriteOp::Insert(asked.assistant.clone())),
+        ];
+        self.deps.persistence.do_send(Write { ops, ack: Some(ack) });
+        self.publish(&asked.events, Some(asked.assistant.id));
 
         // The model starts at once, in parallel with the commit: time to
         // first token does not wait for the disk. If the commit fails the
@@ -115,10 +182,11 @@ impl Handler<StartGeneration> for ThreadActor {
         // Streaming text is checkpointed once per flush interval, and only
         // while an answer runs: an idle actor runs no such timer.
         let checkpoints = ctx.run_interval(self.deps.settings.database.flush_interval(), |act, _| act.checkpoint());
-        self.generation = Some(Generation { gen, stream, checkpoints, _slot: slot });
+        let answer = asked.assistant.id;
+        self.generation = Some(Generation { gen, stream, checkpoints, answer, _slot: slot });
         self.set_generating(true);
         self.touch(ctx);
-        tracing::info!(thread_id = %self.thread_id, message_id = %asked.assistant.id, "generation started");
+        tracing::info!(thread_id = %self.thread_id, message_id = %answer, "generation started");
         Ok(Started { user_message: asked.user, assistant_message: asked.assistant, committed })
     }
 }
@@ -145,7 +213,11 @@ impl Handler<Cancel> for ThreadActor {
     fn handle(&mut self, _: Cancel, ctx: &mut Context<Self>) -> Self::Result {
         let (_, conversation) = self.found()?;
         let id = conversation.running().map(|m| m.id).ok_or(ThreadError::NotGenerating)?;
-        self.finish(MessageStatus::Cancelled, None, ctx);
+        match self.generation.is_some() {
+            true => self.finish(MessageStatus::Cancelled, None, ctx),
+            // Another node runs it: its owner cancels it.
+            false => self.publisher.fanout().command(crate::broadcast::Command::Cancel),
+        }
         Ok(id)
     }
 }
@@ -154,6 +226,9 @@ impl Handler<Subscribe> for ThreadActor {
     type Result = Result<Subscription, ThreadError>;
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
+        if !self.linked {
+            return Err(ThreadError::Unavailable);
+        }
         let (_, conversation) = self.found()?;
         let replay = conversation.replay(msg.from);
         let running = conversation.running().map(|m| m.id);
@@ -163,7 +238,7 @@ impl Handler<Subscribe> for ThreadActor {
             cursor: replay.cursor,
             status: if running.is_some() { ThreadStatus::Generating } else { ThreadStatus::Idle },
             active_message_id: running,
-            subscribers: self.subscribers.len(),
+            subscribers: self.watching(),
         };
         let mut events = vec![ready];
         if let Some(code) = replay.notice {
@@ -172,7 +247,7 @@ impl Handler<Subscribe> for ThreadActor {
         events.extend(replay.events);
         let frames = self.encode(&events);
         let signals = self.publisher.subscribe();
-        self.presence_changed(ctx);
+        self.presence_changed(true, ctx);
         self.touch(ctx);
         Ok(Subscription {
             replay: Missed { frames, head: self.publisher.head() },
@@ -198,7 +273,7 @@ impl Handler<Unsubscribe> for ThreadActor {
 
     fn handle(&mut self, msg: Unsubscribe, ctx: &mut Context<Self>) {
         if self.subscribers.remove(&msg.session_id) {
-            self.presence_changed(ctx);
+            self.presence_changed(true, ctx);
         }
         self.touch(ctx);
     }
@@ -208,15 +283,33 @@ impl Handler<Stop> for ThreadActor {
     type Result = ();
 
     fn handle(&mut self, msg: Stop, ctx: &mut Context<Self>) {
-        let (status, error, code) = match msg.reason {
-            StopReason::Deleted => (MessageStatus::Cancelled, None, StreamCode::ThreadDeleted),
-            StopReason::Stopped => (MessageStatus::Cancelled, None, StreamCode::ThreadStopped),
+        self.stop(msg.reason, true, ctx);
+    }
+}
+
+impl ThreadActor {
+    /// Stops: a running answer ends, subscribers are told why. A deletion
+    /// or an operator's stop is told to the thread's other nodes too
+    /// (`tell_others`), a shutdown is this node's alone.
+    pub(super) fn stop(&mut self, reason: StopReason, tell_others: bool, ctx: &mut Context<Self>) {
+        let (status, error, code, command) = match reason {
+            StopReason::Deleted => {
+                (MessageStatus::Cancelled, None, StreamCode::ThreadDeleted, Some(crate::broadcast::Command::Deleted))
+            }
+            StopReason::Stopped => {
+                (MessageStatus::Cancelled, None, StreamCode::ThreadStopped, Some(crate::broadcast::Command::Stopped))
+            }
             StopReason::ShuttingDown => {
-                (MessageStatus::Interrupted, Some(MessageError::interrupted()), StreamCode::ShuttingDown)
+                (MessageStatus::Interrupted, Some(MessageError::interrupted()), StreamCode::ShuttingDown, None)
             }
         };
+        if let Some(command) = command.filter(|_| tell_others) {
+            self.publisher.fanout().command(command);
+        }
         self.refuse_work = true;
-        self.finish(status, error, ctx);
+        if self.generation.is_some() {
+            self.finish(status, error, ctx);
+        }
         self.publisher.close(code);
         ctx.stop();
     }
@@ -246,6 +339,7 @@ impl Handler<ThreadStatusQuery> for ThreadActor {
             mailbox_depth: self.publisher.backlog(),
             last_activity: self.last_activity,
             messages_in_memory: conversation.map_or(0, |c| c.messages().len()),
+            owned_epoch: self.lease.as_ref().map(|l| l.fence.epoch),
         })
     }
 }

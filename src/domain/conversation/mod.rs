@@ -52,6 +52,11 @@ pub struct Applied {
     pub ended: Option<Ending>,
 }
 
+/// A mirrored event that cannot be applied: the mirror lacks what comes
+/// before it (it must be loaded again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap;
+
 /// How an answer ends by the provider's doing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ending {
@@ -60,9 +65,11 @@ pub enum Ending {
 }
 
 impl Conversation {
-    /// A thread's conversation as loaded, nothing running.
+    /// A thread's conversation as loaded. An answer still `streaming` at
+    /// its end is running (on another node, in cluster mode).
     pub fn new(thread_id: Uuid, messages: Vec<Message>) -> Conversation {
-        Conversation { thread_id, messages, running: false }
+        let running = messages.last().is_some_and(|m| m.role == Role::Assistant && !m.is_finished());
+        Conversation { thread_id, messages, running }
     }
 
     pub fn messages(&self) -> &[Message] {
@@ -252,6 +259,97 @@ impl Conversation {
         let message = message.clone();
         let completed = Event::completed(&message);
         Some((message, completed))
+    }
+
+    /// Applies an event that the thread's owner on another node published:
+    /// this conversation mirrors the owner's. Duplicates and text already
+    /// held change nothing (`Ok(false)`), so a frame that arrives both from
+    /// the owner's log and live is harmless; what would leave a hole is
+    /// refused (`Gap`).
+    pub fn mirror(&mut self, event: &Event, now: DateTime<Utc>) -> Result<bool, Gap> {
+        match event {
+            Event::MessageCreated { message, .. } => {
+                if self.message(message.id).is_some() {
+                    return Ok(false);
+                }
+                let next = self.messages.last().map_or(0, |m| m.position + 1);
+                if message.position != next || self.running {
+                    return Err(Gap);
+                }
+                self.messages.push(message.clone());
+                Ok(true)
+            }
+            Event::MessageStarted { message_id, role, model, .. } => {
+                if let Some(m) = self.message(*message_id) {
+                    self.running = !m.is_finished() && self.messages.last().map(|l| l.id) == Some(*message_id);
+                    return Ok(false);
+                }
+                let Some(question) = self.messages.last().filter(|m| m.role == Role::User) else { return Err(Gap) };
+                let answer = Message {
+                    id: *message_id,
+                    position: question.position + 1,
+                    role: *role,
+                    blocks: Vec::new(),
+                    status: MessageStatus::Streaming,
+                    model: model.clone(),
+                    stop_reason: None,
+                    usage: Usage::default(),
+                    error: None,
+                    created_at: now,
+                    completed_at: None,
+                    thread_id: self.thread_id,
+                };
+                self.messages.push(answer);
+                self.running = true;
+                Ok(true)
+            }
+            Event::MessageBlock { message_id, block, kind, id, name, .. } => {
+                let Some(answer) = self.streaming(*message_id)? else { return Ok(false) };
+                match (*block).cmp(&answer.blocks.len()) {
+                    std::cmp::Ordering::Less => Ok(false),
+                    std::cmp::Ordering::Equal => {
+                        answer.blocks.push(Block { id: id.clone(), name: name.clone(), ..Block::new(*kind) });
+                        Ok(true)
+                    }
+                    std::cmp::Ordering::Greater => Err(Gap),
+                }
+            }
+            Event::MessageDelta { message_id, block, offset, text, .. } => {
+                let Some(answer) = self.streaming(*message_id)? else { return Ok(false) };
+                let held = answer.blocks.get_mut(*block).ok_or(Gap)?;
+                let have = held.text.len();
+                if offset + text.len() <= have {
+                    return Ok(false);
+                }
+                let new = have.checked_sub(*offset).filter(|&from| text.is_char_boundary(from)).ok_or(Gap)?;
+                held.text.push_str(&text[new..]);
+                Ok(true)
+            }
+            Event::MessageCompleted { message_id, status, stop_reason, usage, error, .. } => {
+                let Some(m) = self.messages.iter_mut().rev().find(|m| m.id == *message_id) else { return Err(Gap) };
+                if m.is_finished() {
+                    return Ok(false);
+                }
+                m.status = *status;
+                m.stop_reason = stop_reason.clone();
+                m.usage = *usage;
+                m.error = error.clone();
+                m.completed_at = Some(now);
+                self.running = false;
+                Ok(true)
+            }
+            Event::Ready { .. } | Event::Presence { .. } | Event::Error { .. } => Ok(false),
+        }
+    }
+
+    /// The answer `id`, if it is the one streaming now; `Ok(None)` if it
+    /// has ended (what it says is held already).
+    fn streaming(&mut self, id: Uuid) -> Result<Option<&mut Message>, Gap> {
+        match self.messages.iter_mut().rev().find(|m| m.id == id) {
+            Some(m) if m.is_finished() => Ok(None),
+            Some(m) => Ok(Some(m)),
+            None => Err(Gap),
+        }
     }
 
     /// What a new subscriber starting at `from` has not seen.

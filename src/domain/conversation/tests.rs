@@ -261,3 +261,70 @@ proptest! {
         }
     }
 }
+
+/// The owner's events, applied by another node in a shuffled, repeated
+/// way, as the log and the live channel deliver them.
+fn mirrored(published: &[Event], repeat_every: usize) -> Result<Conversation, Gap> {
+    let mut mirror = Conversation::new(Uuid::nil(), Vec::new());
+    for (i, e) in published.iter().enumerate() {
+        mirror.mirror(e, Utc::now())?;
+        if repeat_every > 0 && i % repeat_every == 0 {
+            // The same frame again, and an older one: no change.
+            assert_eq!(mirror.mirror(e, Utc::now()), Ok(false));
+            assert_eq!(mirror.mirror(&published[i / 2], Utc::now()), Ok(false));
+        }
+    }
+    Ok(mirror)
+}
+
+#[test]
+fn a_mirror_refuses_what_would_leave_a_hole() {
+    let (mut c, asked) = started(Uuid::nil());
+    let mut published = asked.events.clone();
+    published.extend(c.apply(block(0, BlockKind::Text)).events);
+    published.extend(c.apply(text(0, "abc")).events);
+    published.extend(c.apply(text(0, "déf")).events);
+    let mut mirror = Conversation::new(Uuid::nil(), Vec::new());
+    assert_eq!(mirror.mirror(&published[1], Utc::now()), Err(Gap), "started before its question");
+    for e in &published[..3] {
+        mirror.mirror(e, Utc::now()).unwrap();
+    }
+    assert_eq!(mirror.mirror(&published[4], Utc::now()), Err(Gap), "a delta past the text held");
+    // A delta overlapping what is held adds only its new part.
+    let overlap = Event::MessageDelta {
+        thread_id: Uuid::nil(),
+        cursor: None,
+        message_id: asked.assistant.id,
+        block: 0,
+        offset: 0,
+        text: "abcdé".into(),
+    };
+    assert_eq!(mirror.mirror(&overlap, Utc::now()), Ok(true));
+    assert_eq!(mirror.mirror(&published[4], Utc::now()), Ok(true));
+    assert_eq!(mirror.messages()[1].blocks[0].text, "abcdéf");
+}
+
+proptest! {
+    /// A node mirroring the owner's events (with repeats) holds the same
+    /// messages, byte for byte, and replays the same to its subscribers.
+    #[test]
+    fn a_mirror_holds_what_the_owner_holds(events in answer(), repeat_every in 0usize..4) {
+        let (mut owner, asked) = started(Uuid::nil());
+        let mut published = asked.events.clone();
+        for e in events {
+            let applied = owner.apply(e);
+            published.extend(applied.events);
+            if applied.ended.is_some() {
+                published.push(owner.finish(MessageStatus::Complete, None, Utc::now()).unwrap().1);
+            }
+        }
+        let mirror = mirrored(&published, repeat_every).unwrap();
+        prop_assert_eq!(mirror.messages().len(), owner.messages().len());
+        for (m, o) in mirror.messages().iter().zip(owner.messages()) {
+            prop_assert_eq!(&m.blocks.iter().map(|b| (b.kind, b.text.as_str())).collect::<Vec<_>>(),
+                &o.blocks.iter().map(|b| (b.kind, b.text.as_str())).collect::<Vec<_>>());
+            prop_assert_eq!(m.status, o.status);
+        }
+        prop_assert_eq!(mirror.replay(Resume::Fresh).events.len(), owner.replay(Resume::Fresh).events.len());
+    }
+}

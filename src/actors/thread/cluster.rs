@@ -1,0 +1,317 @@
+//! The thread actor in cluster mode: its lease while it runs an answer
+//! (taken when a question arrives on this node, renewed while the answer
+//! runs, let go once the answer's final state is committed), what it does
+//! when the lease is lost (it stops the answer and publishes nothing
+//! more), the mirror of another node's answer (`Inbound`), and taking over
+//! the answer of an owner that died.
+//!
+//! Ownership is the database's: a node writes only under a fence (owner
+//! and epoch) that the write's transaction checks against the lease row,
+//! and it stops generating before its lease can expire unrenewed.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::{
+    broadcast::{Command, Inbound},
+    store::StoreError,
+};
+
+/// The lease a node holds on a thread while it runs the thread's answer.
+pub(super) struct Lease {
+    pub fence: Fence,
+    /// It stops generating past this (a little before the lease expires,
+    /// counted from the last renewal it sent).
+    pub valid_until: Instant,
+    timer: SpawnHandle,
+}
+
+impl ThreadActor {
+    /// The lease's length, in cluster mode.
+    pub(super) fn lease_ttl(&self) -> Option<Duration> {
+        self.deps.lease
+    }
+
+    pub(super) fn inbox(&self) -> Recipient<LeaseLost> {
+        // unwrap: the actor is alive while it runs its own code.
+        self.me.upgrade().expect("a running actor has an address").recipient()
+    }
+
+    /// Holds the lease of `epoch`: publishes in its epoch, renews it every
+    /// third of its length, and stops generating if renewals stop working.
+    pub(super) fn hold(&mut self, epoch: u64, ctx: &mut Context<Self>) {
+        let Some(ttl) = self.lease_ttl() else { return };
+        let fence = Fence { thread_id: self.thread_id, owner: self.deps.node_id.clone(), epoch };
+        let check = ttl / 10;
+        let mut since_renewal = Duration::ZERO;
+        let timer = ctx.run_interval(check, move |act, ctx| {
+            let Some(lease) = &act.lease else { return };
+            if Instant::now() >= lease.valid_until {
+                return act.lose_lease("it could not be renewed in time", ctx);
+            }
+            since_renewal += check;
+            if since_renewal >= ttl / 3 {
+                since_renewal = Duration::ZERO;
+                act.renew(ctx);
+            }
+        });
+        self.seen_epoch = self.seen_epoch.max(epoch);
+        self.publisher.start_epoch(epoch);
+        self.lease = Some(Lease { fence, valid_until: Instant::now() + margin(ttl), timer });
+    }
+
+    fn renew(&mut self, ctx: &mut Context<Self>) {
+        let (Some(lease), Some(ttl)) = (&self.lease, self.lease_ttl()) else { return };
+        let fence = lease.fence.clone();
+        let (ack, done) = oneshot::channel();
+        let sent = Instant::now();
+        let ttl_ms = ttl.as_millis() as u64;
+        self.deps
+            .persistence
+            .do_send(Write { ops: vec![WriteOp::Renew { fence: fence.clone(), ttl_ms }], ack: Some(ack) });
+        ctx.spawn(done.into_actor(self).map(move |result, act, ctx| match result {
+            Ok(Ok(())) => {
+                if let Some(lease) = act.lease.as_mut().filter(|l| l.fence == fence) {
+                    lease.valid_until = sent + margin(ttl);
+                }
+            }
+            Ok(Err(WriteError::Fenced)) => act.lose_lease("another node holds it now", ctx),
+            _ => {}
+        }));
+    }
+
+    /// The lease is gone (or about to be): the answer stops here without a
+    /// word more; the node that takes the lease ends it.
+    pub(super) fn lose_lease(&mut self, why: &str, ctx: &mut Context<Self>) {
+        let Some(lease) = self.lease.take() else { return };
+        ctx.cancel_future(lease.timer);
+        tracing::warn!(thread_id = %self.thread_id, epoch = lease.fence.epoch, why, "lease lost; the answer stops here");
+        if let Some(generation) = self.generation.take() {
+            ctx.cancel_future(generation.stream);
+            ctx.cancel_future(generation.checkpoints);
+            self.set_generating(false);
+        }
+        self.touch(ctx);
+    }
+
+    /// Writes an ended answer's final state under the lease, then lets the
+    /// lease go (not before: a next owner's epoch would fence the write).
+    pub(super) fn write_final_then_release(&mut self, message: Message, ctx: &mut Context<Self>) {
+        let Some(fence) = self.fence() else { return };
+        let (ack, done) = oneshot::channel();
+        let op = WriteOp::Fenced(fence.clone(), Box::new(WriteOp::Update(message)));
+        self.deps.persistence.do_send(Write { ops: vec![op], ack: Some(ack) });
+        let store = self.deps.store.clone();
+        let released = fence.clone();
+        ctx.spawn(
+            async move {
+                if let Ok(Ok(())) = done.await {
+                    if let Err(e) = store.release_lease(&released).await {
+                        tracing::warn!(error.message = %e, "could not release a lease; it expires");
+                    }
+                }
+            }
+            .into_actor(self)
+            .map(move |(), act, ctx| {
+                if act.lease.as_ref().is_some_and(|l| l.fence == fence) && act.generation.is_none() {
+                    if let Some(lease) = act.lease.take() {
+                        ctx.cancel_future(lease.timer);
+                    }
+                }
+            }),
+        );
+    }
+
+    /// Loads the thread, its messages and, for an answer still streaming,
+    /// every frame its owner logged: the conversation as its owner holds
+    /// it (the database alone may be a flush interval behind).
+    pub(super) fn load(&self) -> LoadFuture {
+        let store = self.deps.store.clone();
+        let (thread_id, cluster) = (self.thread_id, self.lease_ttl().is_some());
+        let ready = self.publisher.fanout().ready();
+        async move {
+            if cluster {
+                if let Err(e) = ready.await {
+                    tracing::warn!(thread_id = %thread_id, error.message = %e, "not linked to the other nodes");
+                    return Err(Load::Unlinked);
+                }
+            }
+            let thread = store.find_thread(thread_id).await?;
+            let messages = store.all_messages(thread_id).await?;
+            Ok((thread, Conversation::new(thread_id, messages)))
+        }
+        .into_actor(self)
+        .then(move |loaded, act, _| {
+            let log = match &loaded {
+                Ok((_, conversation)) if cluster => conversation.running().map(|m| act.publisher.fanout().log(m.id)),
+                _ => None,
+            };
+            async move {
+                let (thread, mut conversation) = loaded?;
+                if let Some(log) = log {
+                    match log.await {
+                        Ok(frames) => mirror_all(&mut conversation, &frames),
+                        Err(e) => {
+                            tracing::warn!(thread_id = %thread_id, error.message = %e, "the answer's log is unreadable")
+                        }
+                    }
+                }
+                Ok((thread, conversation))
+            }
+            .into_actor(act)
+        })
+        .boxed_local()
+    }
+
+    /// Loads the conversation again after missing another node's frames,
+    /// then has every subscriber catch up from its cursor.
+    pub(super) fn resync(&mut self, ctx: &mut Context<Self>) {
+        tracing::debug!(thread_id = %self.thread_id, "frames missed; loading the conversation again");
+        let pause = self.deps.settings.database.flush_interval() * 2;
+        ctx.wait(
+            actix::clock::sleep(pause)
+                .into_actor(self)
+                .then(|(), act, _| act.load())
+                .map(|loaded, act, _| {
+                    if let (Ok((_, conversation)), Loaded::Found { conversation: held, .. }) = (loaded, &mut act.loaded)
+                    {
+                        *held = conversation;
+                        act.publisher.resync();
+                    }
+                })
+                .boxed_local(),
+        );
+    }
+}
+
+/// Why a thread could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Load {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("not linked to the thread's other nodes")]
+    Unlinked,
+}
+
+pub(super) type LoadFuture = actix::fut::LocalBoxActorFuture<ThreadActor, Result<(Option<Thread>, Conversation), Load>>;
+
+/// A bit before a lease of `ttl` expires.
+fn margin(ttl: Duration) -> Duration {
+    ttl - ttl / 4
+}
+
+/// Applies logged frames to a conversation loaded from the database.
+fn mirror_all(conversation: &mut Conversation, frames: &[Frame]) {
+    for frame in frames {
+        if let Some(event) = Event::from_json(frame.json()) {
+            let _ = conversation.mirror(&event, Utc::now());
+        }
+    }
+}
+
+impl Handler<LeaseLost> for ThreadActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LeaseLost, ctx: &mut Context<Self>) {
+        if self.fence().as_ref() == Some(&msg.fence) {
+            self.lose_lease("a write under it was refused", ctx);
+        }
+    }
+}
+
+impl Handler<Inbound> for ThreadActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Inbound, ctx: &mut Context<Self>) {
+        match msg {
+            Inbound::Frame(frame) => {
+                // One owner: while this node holds the lease, another
+                // node's frames are a stale owner's.
+                if self.lease.is_some() || frame.pos.epoch < self.seen_epoch {
+                    return;
+                }
+                self.seen_epoch = frame.pos.epoch;
+                let Some(event) = Event::from_json(frame.json()) else { return };
+                let Some(conversation) = self.conversation_mut() else { return };
+                match conversation.mirror(&event, Utc::now()) {
+                    Ok(true) => self.publisher.relay(frame),
+                    Ok(false) => {}
+                    Err(_) => self.resync(ctx),
+                }
+            }
+            Inbound::Presence { node, count } => {
+                match count {
+                    0 => self.others.remove(&node),
+                    n => self.others.insert(node, n),
+                };
+                self.presence_changed(false, ctx);
+            }
+            Inbound::Command(Command::Cancel) => {
+                if self.generation.is_some() {
+                    self.finish(MessageStatus::Cancelled, None, ctx);
+                }
+            }
+            Inbound::Command(Command::Deleted) => self.stop(StopReason::Deleted, false, ctx),
+            Inbound::Command(Command::Stopped) => self.stop(StopReason::Stopped, false, ctx),
+            Inbound::Lost => {
+                self.linked = false;
+                if self.lease.is_none() {
+                    // A mirror that misses frames cannot serve: its
+                    // subscribers resume elsewhere, or here once linked.
+                    self.publisher.close(StreamCode::Unavailable);
+                    ctx.stop();
+                }
+            }
+        }
+    }
+}
+
+impl Handler<TakeOver> for ThreadActor {
+    type Result = ();
+
+    fn handle(&mut self, _: TakeOver, ctx: &mut Context<Self>) {
+        let Some(ttl) = self.lease_ttl() else { return };
+        if self.generation.is_some() || self.lease.is_some() {
+            return;
+        }
+        let store = self.deps.store.clone();
+        let (thread_id, node) = (self.thread_id, self.deps.node_id.clone());
+        ctx.wait(
+            async move { store.acquire_lease(thread_id, &node, ttl.as_millis() as u64).await }
+                .into_actor(self)
+                .then(|epoch, act, _| match epoch {
+                    Ok(Some(epoch)) => {
+                        act.load().map(move |loaded, _, _| loaded.map(|l| Some((epoch, l)))).boxed_local()
+                    }
+                    Ok(None) => actix::fut::ready(Ok(None)).boxed_local(),
+                    Err(e) => actix::fut::ready(Err(Load::Store(e))).boxed_local(),
+                })
+                .map(|taken, act, ctx| match taken {
+                    Ok(Some((epoch, (_, conversation)))) => {
+                        act.hold(epoch, ctx);
+                        if let Loaded::Found { conversation: held, .. } = &mut act.loaded {
+                            *held = conversation;
+                        }
+                        act.publisher.resync();
+                        let running = act.conversation().and_then(Conversation::running).map(|m| m.id);
+                        match running {
+                            Some(id) => {
+                                tracing::warn!(thread_id = %act.thread_id, message_id = %id, epoch,
+                                "took over an answer whose owner is gone; it ends interrupted");
+                                act.finish(MessageStatus::Interrupted, Some(MessageError::interrupted()), ctx);
+                            }
+                            None => {
+                                if let Some(fence) = act.fence() {
+                                    let store = act.deps.store.clone();
+                                    actix_rt::spawn(async move { store.release_lease(&fence).await });
+                                }
+                                act.lease = None;
+                            }
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(thread_id = %act.thread_id, error.message = %e, "could not take over"),
+                }),
+        );
+    }
+}
