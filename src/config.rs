@@ -28,15 +28,37 @@ pub struct Settings {
     pub cluster: ClusterSettings,
 }
 
-/// This process among others that share a database.
+/// This process among others that share a database (cluster mode: set
+/// `--redis-url`).
 #[derive(Debug, Clone, Args)]
 pub struct ClusterSettings {
+    /// Redis of the cluster: turns cluster mode on (needs Postgres and
+    /// `--stream-token-secret`). Without it the service is one node.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
     /// This node's name (default: generated, unique per process start).
     #[arg(long, env = "NODE_ID")]
     pub node_id: Option<String>,
+    /// How long a thread's lease lasts unrenewed: an owner that dies is
+    /// replaced within about this long.
+    #[arg(long, env = "LEASE_MS", default_value_t = 3_000)]
+    pub lease_ms: u64,
+    /// Prefix of every Redis key and channel, so deployments (and tests)
+    /// can share one Redis.
+    #[arg(long, env = "REDIS_PREFIX", default_value = "convo")]
+    pub redis_prefix: String,
+    /// The secret that signs stream tokens, the same on every node so a
+    /// token minted on one works on all (default: random per process;
+    /// required in cluster mode).
+    #[arg(long, env = "STREAM_TOKEN_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub stream_token_secret: Option<Secret>,
 }
 
 impl ClusterSettings {
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms.max(100))
+    }
+
     /// The configured node id, or a fresh one.
     pub fn node_id(&self) -> String {
         self.node_id.clone().unwrap_or_else(|| format!("node-{}", uuid::Uuid::now_v7().simple()))

@@ -45,6 +45,8 @@ pub struct AppHandle {
     server: ServerHandle,
     registry: Addr<Registry>,
     persistence: Addr<PersistenceActor>,
+    /// Cluster mode: the link whose last frames go out before the end.
+    bus: Option<Arc<crate::broadcast::redis::Bus>>,
     grace: Duration,
 }
 
@@ -52,10 +54,29 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new());
-        let store = Store::connect(&settings.database).await.context("could not open the database")?;
-        let interrupted = store.interrupt_streaming().await.context("could not recover interrupted messages")?;
-        if interrupted > 0 {
-            tracing::warn!(messages = interrupted, "messages left streaming by a previous run are now interrupted");
+        let clustered = settings.cluster.redis_url.is_some();
+        if clustered {
+            anyhow::ensure!(
+                settings.database.url().starts_with("postgres"),
+                "cluster mode (--redis-url) needs a Postgres database shared by every node (--database-url postgres://…); \
+                 SQLite is one node's alone"
+            );
+            anyhow::ensure!(
+                settings.cluster.stream_token_secret.is_some(),
+                "cluster mode (--redis-url) needs --stream-token-secret (STREAM_TOKEN_SECRET), the same on every node, \
+                 so a stream token minted on one node works on all"
+            );
+        }
+        let lease = clustered.then(|| settings.cluster.lease());
+        let store = Store::connect_with(&settings.database, lease).await.context("could not open the database")?;
+        // One node: what a previous run left streaming is over. Several: an
+        // answer whose owner's lease expired is taken over, with its log,
+        // by the sweeper; nothing is swept here.
+        if !clustered {
+            let interrupted = store.interrupt_streaming().await.context("could not recover interrupted messages")?;
+            if interrupted > 0 {
+                tracing::warn!(messages = interrupted, "messages left streaming by a previous run are now interrupted");
+            }
         }
         let provider = model::from_settings(&settings.provider, &metrics)?;
         let db_healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -68,6 +89,19 @@ impl Application {
             settings.database.flush_interval(),
         )
         .start();
+        let bus = match &settings.cluster.redis_url {
+            Some(url) => Some(
+                crate::broadcast::redis::Bus::start(
+                    url,
+                    node_id.clone(),
+                    settings.cluster.redis_prefix.clone(),
+                    settings.streaming.broadcast_capacity,
+                    settings.streaming.heartbeat() * 3,
+                )
+                .context("--redis-url is not a Redis URL")?,
+            ),
+            None => None,
+        };
         let deps = Arc::new(Deps {
             store: store.clone(),
             persistence: persistence.clone(),
@@ -75,17 +109,23 @@ impl Application {
             metrics,
             settings: settings.clone(),
             db_healthy,
-            node_id,
-            lease: None,
-            fanouts: Arc::new(crate::broadcast::local::LocalFanouts {
-                capacity: settings.streaming.broadcast_capacity,
-            }),
+            node_id: node_id.clone(),
+            lease,
+            fanouts: match &bus {
+                Some(bus) => Arc::new(crate::broadcast::redis::RedisFanouts { bus: bus.clone() }),
+                None => {
+                    Arc::new(crate::broadcast::local::LocalFanouts { capacity: settings.streaming.broadcast_capacity })
+                }
+            },
             capacity: Arc::new(crate::capacity::Capacity::new(&settings.limits)),
         });
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let arbiters: Vec<Arbiter> =
             (0..settings.streaming.actor_arbiters.unwrap_or(cores).max(1)).map(|_| Arbiter::new()).collect();
         let registry = Registry::new(deps.clone(), arbiters.iter().map(|a| a.handle()).collect()).start();
+        if clustered {
+            crate::actors::sweeper::Sweeper::new(deps.clone(), registry.clone(), settings.cluster.lease()).start();
+        }
 
         for origin in settings.http.allowed_origins.iter().filter(|o| *o != "*") {
             let uri: actix_web::http::Uri =
@@ -104,6 +144,7 @@ impl Application {
         let auth = http::auth::Auth::new(
             settings.http.admin_token.as_ref().and_then(|t| t.expose()),
             Duration::from_secs(settings.http.stream_token_ttl_secs),
+            settings.cluster.stream_token_secret.as_ref().and_then(|s| s.expose()),
         )?;
         let listener = bind(&settings.http.bind, settings.http.listen_backlog)
             .with_context(|| format!("could not listen on {}", settings.http.bind))?;
@@ -116,7 +157,8 @@ impl Application {
         }
         let port = local.port();
         let api_doc = http::openapi::document(&settings.limits);
-        let state = web::Data::new(AppState { store, registry: registry.clone(), deps, auth, api_doc });
+        let bus_at_shutdown = bus.clone();
+        let state = web::Data::new(AppState { store, registry: registry.clone(), deps, auth, api_doc, bus });
         let max_body = settings.http.max_body_bytes;
         let cors_origins = settings.http.allowed_origins.clone();
         let grace = Duration::from_millis(settings.http.shutdown_grace_ms);
@@ -152,7 +194,7 @@ impl Application {
         .shutdown_timeout(grace.as_secs().max(1))
         .workers(settings.http.http_workers.unwrap_or(cores).max(1))
         .run();
-        let handle = AppHandle { server: server.handle(), registry, persistence, grace };
+        let handle = AppHandle { server: server.handle(), registry, persistence, bus: bus_at_shutdown, grace };
         tracing::info!(port, scheme, provider = settings.provider.kind().name(), "listening");
         Ok(Application { port, server, handle, _actor_threads: ActorThreads(arbiters) })
     }
@@ -196,6 +238,9 @@ impl AppHandle {
     pub async fn shutdown(&self) {
         let stop = async {
             let _ = self.registry.send(StopAll { reason: StopReason::ShuttingDown }).await;
+            if let Some(bus) = &self.bus {
+                bus.flush().await;
+            }
             let _ = self.persistence.send(Drain).await;
         };
         if tokio::time::timeout(self.grace, stop).await.is_err() {

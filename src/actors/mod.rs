@@ -14,6 +14,8 @@
 //!   pipe through its worker's relay (`broadcast::relay`), not through it.
 //! - `PersistenceActor` (one) writes everything in one transaction per
 //!   flush interval.
+//! - `Sweeper` (one, cluster mode only) writes the node's heartbeat and has
+//!   answers whose owner died taken over.
 //!
 //! HTTP handlers talk to the registry and thread actors; thread actors talk
 //! to the persistence actor and the registry; sessions talk to their thread
@@ -22,6 +24,7 @@
 pub mod persistence;
 pub mod registry;
 pub mod session;
+pub mod sweeper;
 pub mod thread;
 
 use std::sync::Arc;

@@ -66,9 +66,22 @@ impl From<redis::RedisError> for BusError {
 }
 
 enum Outgoing {
-    Frame { thread: Uuid, log: Option<Uuid>, frame: Arc<Frame>, local: Arc<LocalFanout> },
-    Presence { thread: Uuid, count: usize },
-    Command { thread: Uuid, command: Command },
+    Frame {
+        thread: Uuid,
+        log: Option<Uuid>,
+        frame: Arc<Frame>,
+        local: Arc<LocalFanout>,
+    },
+    Presence {
+        thread: Uuid,
+        count: usize,
+    },
+    Command {
+        thread: Uuid,
+        command: Command,
+    },
+    /// Answered once everything queued before it was written.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 type Subscribed = Shared<BoxFuture<'static, Result<(), BusError>>>;
@@ -234,6 +247,15 @@ impl Bus {
         }
     }
 
+    /// Resolves once every frame published so far went out (a graceful
+    /// shutdown: other nodes' subscribers get this node's last frames).
+    pub async fn flush(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.out.send(Outgoing::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     /// Every frame logged for message `message`, in order.
     async fn log(&self, message: Uuid) -> Result<Vec<Frame>, BusError> {
         let mut conn = self.conn.clone();
@@ -330,8 +352,12 @@ async fn write(bus: Arc<Bus>, mut rx: mpsc::Receiver<Outgoing>) {
             }
         }
         for item in batch.drain(..) {
-            if let Outgoing::Frame { frame, local, .. } = item {
-                local.publish(Signal::Frame(frame));
+            match item {
+                Outgoing::Frame { frame, local, .. } => local.publish(Signal::Frame(frame)),
+                Outgoing::Flush(done) => {
+                    let _ = done.send(());
+                }
+                Outgoing::Presence { .. } | Outgoing::Command { .. } => {}
             }
         }
     }
@@ -377,6 +403,7 @@ fn add(bus: &Bus, pipe: &mut redis::Pipeline, item: &Outgoing) {
                 .arg(envelope(TAG_COMMAND, &bus.node, &body).as_ref())
                 .ignore();
         }
+        Outgoing::Flush(_) => {}
     }
 }
 

@@ -57,8 +57,19 @@ pub async fn threads(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     Ok(HttpResponse::Ok().json(LiveThreads { data: rows }))
 }
 
+/// A live thread actor, and in cluster mode who owns the thread.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ThreadDetail {
+    #[serde(flatten)]
+    report: StatusReport,
+    /// Cluster mode: the node holding the thread's lease (while an answer
+    /// runs), and the lease's epoch (fencing token).
+    owner_node: Option<String>,
+    epoch: Option<u64>,
+}
+
 #[utoipa::path(get, path = "/admin/threads/{tid}", tag = "admin", params(("tid" = Uuid, Path, description = "Thread id")),
-    responses((status = 200, description = "The live thread actor", body = StatusReport)))]
+    responses((status = 200, description = "The live thread actor", body = ThreadDetail)))]
 pub async fn thread(state: web::Data<AppState>, path: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     let actor = state
         .registry
@@ -68,7 +79,53 @@ pub async fn thread(state: web::Data<AppState>, path: web::Path<Uuid>) -> Result
         .flatten()
         .ok_or_else(|| ApiError::not_found("live thread actor"))?;
     let report = actor.send(ThreadStatusQuery).await.map_err(|_| ApiError::not_found("live thread actor"))?;
-    Ok(HttpResponse::Ok().json(report))
+    let lease = match state.bus {
+        Some(_) => state.store.lease_of(*path).await?,
+        None => None,
+    };
+    let (owner_node, epoch) = match lease {
+        Some(l) if l.live => (Some(l.owner), Some(l.epoch)),
+        Some(l) => (None, Some(l.epoch)),
+        None => (None, None),
+    };
+    Ok(HttpResponse::Ok().json(ThreadDetail { report, owner_node, epoch }))
+}
+
+/// A node of the cluster and how many threads it owns now.
+#[derive(Serialize, utoipa::ToSchema)]
+struct NodeRow {
+    node_id: String,
+    threads_owned: u64,
+}
+
+/// The cluster as this node sees it.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ClusterView {
+    /// This node.
+    node_id: String,
+    /// Whether this node runs in cluster mode (`--redis-url`).
+    clustered: bool,
+    /// Nodes whose heartbeat is recent (three leases), with their threads.
+    nodes: Vec<NodeRow>,
+    /// Whether Redis answers this node.
+    redis: Option<bool>,
+}
+
+#[utoipa::path(get, path = "/admin/cluster", tag = "admin",
+    responses((status = 200, description = "This node, the live nodes and the threads each owns", body = ClusterView)))]
+pub async fn cluster(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let node_id = state.deps.node_id.clone();
+    let Some(bus) = &state.bus else {
+        let nodes = vec![NodeRow { node_id: node_id.clone(), threads_owned: 0 }];
+        return Ok(HttpResponse::Ok().json(ClusterView { node_id, clustered: false, nodes, redis: None }));
+    };
+    let lease = state.deps.lease.unwrap_or_default();
+    let live = state.store.live_nodes(lease.as_millis() as u64 * 3).await?;
+    let owned: std::collections::HashMap<String, u64> = state.store.leases_by_owner().await?.into_iter().collect();
+    let nodes =
+        live.into_iter().map(|n| NodeRow { threads_owned: owned.get(&n).copied().unwrap_or(0), node_id: n }).collect();
+    let redis = Some(bus.ping().await.is_ok());
+    Ok(HttpResponse::Ok().json(ClusterView { node_id, clustered: true, nodes, redis }))
 }
 
 /// Stops a live thread actor; its generation ends `cancelled`.
@@ -111,6 +168,12 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if !state.deps.db_healthy.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(ApiError::new(Code::Unavailable, "the database does not take writes"));
+    }
+    if let Some(bus) = &state.bus {
+        if let Err(e) = bus.ping().await {
+            tracing::warn!(error.message = %e, "readiness: redis unreachable");
+            return Err(ApiError::new(Code::Unavailable, "redis (the cluster's link) does not answer"));
+        }
     }
     match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await {
         Ok(Ok(())) => Ok(HttpResponse::Ok().json(Health { status: "ready" })),

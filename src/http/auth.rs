@@ -115,9 +115,19 @@ fn unauthorized(message: &str) -> actix_web::Error {
 }
 
 impl Auth {
-    pub fn new(admin_token: Option<&str>, stream_token_ttl: std::time::Duration) -> anyhow::Result<Auth> {
+    /// `secret`: what signs stream tokens (the same on every node of a
+    /// cluster); random per process without one.
+    pub fn new(
+        admin_token: Option<&str>,
+        stream_token_ttl: std::time::Duration,
+        secret: Option<&str>,
+    ) -> anyhow::Result<Auth> {
         let mut signing_key = [0u8; 32];
-        getrandom::getrandom(&mut signing_key).map_err(|e| anyhow::anyhow!("no randomness for the token key: {e}"))?;
+        match secret {
+            Some(secret) => signing_key = sha256(format!("convo stream tokens\0{secret}").as_bytes()),
+            None => getrandom::getrandom(&mut signing_key)
+                .map_err(|e| anyhow::anyhow!("no randomness for the token key: {e}"))?,
+        }
         Ok(Auth { admin_hash: admin_token.map(|t| sha256(t.as_bytes())), signing_key, stream_token_ttl })
     }
 

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::{clamp_limit, threads::find, AppState};
 use crate::{
     actors::{
-        registry::{ask, Peek},
+        registry::{ask, Lookup, Peek},
         thread::{AbortGeneration, Cancel, LiveMessages, StartGeneration, Started},
     },
     config::LimitSettings,
@@ -144,7 +144,13 @@ pub async fn history(
     // of this instant, and a just-ended message before its write commits.
     let streaming: Vec<Uuid> = data.iter().filter(|m| m.status == MessageStatus::Streaming).map(|m| m.id).collect();
     if !streaming.is_empty() {
-        if let Ok(Some(actor)) = state.registry.send(Peek { thread_id: thread.id }).await {
+        // In cluster mode the answer may run on another node: this node's
+        // actor of the thread (started if need be) mirrors it live.
+        let actor = match state.bus {
+            Some(_) => state.registry.send(Lookup { thread_id: thread.id }).await.ok().flatten(),
+            None => state.registry.send(Peek { thread_id: thread.id }).await.ok().flatten(),
+        };
+        if let Some(actor) = actor {
             for live in actor.send(LiveMessages { ids: streaming }).await.unwrap_or_default() {
                 if let Some(slot) = data.iter_mut().find(|m| m.id == live.id) {
                     *slot = live;

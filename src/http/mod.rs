@@ -46,6 +46,8 @@ pub struct AppState {
     pub auth: auth::Auth,
     /// `/openapi.json`, built at start with this server's limits.
     pub api_doc: String,
+    /// Cluster mode: this node's link to the others.
+    pub bus: Option<Arc<crate::broadcast::redis::Bus>>,
 }
 
 /// Who may call a route.
@@ -174,6 +176,7 @@ pub fn routes() -> Vec<ApiRoute> {
         route(Method::GET, "/admin/stats", Admin, Empty, Plain, web::get().to(admin::stats)),
         route(Method::GET, "/admin/threads", Admin, Empty, Plain, web::get().to(admin::threads)),
         route(Method::GET, "/admin/threads/{tid}", Admin, Empty, Plain, web::get().to(admin::thread)),
+        route(Method::GET, "/admin/cluster", Admin, Empty, Plain, web::get().to(admin::cluster)),
         route(Method::DELETE, "/admin/threads/{tid}", Admin, Empty, Plain, web::delete().to(admin::stop_thread)),
         route(Method::POST, "/admin/projects/{pid}/keys", Admin, Empty, Plain, web::post().to(keys::create)),
         route(

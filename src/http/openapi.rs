@@ -48,6 +48,7 @@ use crate::{config::LimitSettings, error::Code};
         admin::stats,
         admin::threads,
         admin::thread,
+        admin::cluster,
         admin::stop_thread,
         keys::create,
         keys::revoke,

@@ -10,12 +10,13 @@ use super::{clamp_limit, AppState};
 use crate::{
     actors::{
         persistence::Write,
-        registry::{BeginDelete, EndDelete, Generating},
+        registry::{BeginDelete, EndDelete, Generating, Lookup},
+        thread::{Stop, StopReason},
         ThreadError,
     },
     domain::{event::ThreadStatus, input, Thread},
     error::ApiError,
-    store::WriteOp,
+    store::{Fence, WriteOp},
 };
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -157,9 +158,20 @@ pub async fn delete(state: web::Data<AppState>, path: web::Path<(Uuid, Uuid)>) -
         return Err(ApiError::unavailable());
     }
     let registry = state.registry.clone();
+    let mut op = WriteOp::DeleteThread(thread.id);
+    if let Some(lease) = state.deps.lease {
+        // Cluster mode: every node's actor of the thread stops (this one
+        // tells the others), and the deletion takes the thread's lease, so
+        // a node still running an answer for it can write nothing more.
+        if let Ok(Some(actor)) = registry.send(Lookup { thread_id: thread.id }).await {
+            let _ = actor.send(Stop { reason: StopReason::Deleted }).await;
+        }
+        let fence = take_lease(&state, thread.id, lease).await?;
+        op = WriteOp::Fenced(fence, Box::new(op));
+    }
     registry.send(BeginDelete { thread_id: thread.id }).await.map_err(|_| ApiError::unavailable())?;
     let (ack, done) = tokio::sync::oneshot::channel();
-    state.deps.persistence.do_send(Write { ops: vec![WriteOp::DeleteThread(thread.id)], ack: Some(ack) });
+    state.deps.persistence.do_send(Write { ops: vec![op], ack: Some(ack) });
     // The deletion ends when its write does, even if this request gave up
     // waiting: only then may an actor start for the id again.
     let outcome = actix_web::rt::spawn(async move {
@@ -171,5 +183,24 @@ pub async fn delete(state: web::Data<AppState>, path: web::Path<(Uuid, Uuid)>) -
         Ok(Ok(Ok(Ok(())))) => Ok(HttpResponse::NoContent().finish()),
         Ok(Ok(Ok(Err(e)))) => Err(e.into()),
         _ => Err(ApiError::unavailable()),
+    }
+}
+
+/// Takes `thread_id`'s lease for this node, waiting (at most two leases)
+/// for a holder to let it go or to lose it.
+async fn take_lease(state: &AppState, thread_id: Uuid, lease: std::time::Duration) -> Result<Fence, ApiError> {
+    let deadline = tokio::time::Instant::now() + lease * 2;
+    let owner = state.deps.node_id.clone();
+    loop {
+        if let Some(epoch) = state.store.acquire_lease(thread_id, &owner, lease.as_millis() as u64).await? {
+            return Ok(Fence { thread_id, owner, epoch });
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::new(
+                crate::error::Code::ThreadBusy,
+                "another node still runs an answer for this thread",
+            ));
+        }
+        tokio::time::sleep(lease / 20).await;
     }
 }

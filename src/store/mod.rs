@@ -80,6 +80,14 @@ pub struct Store {
 impl Store {
     /// Connects and applies the migrations.
     pub async fn connect(settings: &DatabaseSettings) -> Result<Store, StoreError> {
+        Store::connect_with(settings, None).await
+    }
+
+    /// Connects; with `lease` (cluster mode, Postgres), no session may sit
+    /// in a transaction, or wait for a lock, longer than a lease: a node
+    /// paused mid-transaction (a GC pause, SIGSTOP) must not hold the lease
+    /// row's lock against the node that takes its place.
+    pub async fn connect_with(settings: &DatabaseSettings, lease: Option<Duration>) -> Result<Store, StoreError> {
         let url = settings.url();
         if let Some(path) = sqlite_path(&url) {
             if let Some(dir) = std::path::Path::new(&path).parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -103,8 +111,28 @@ impl Store {
                     .busy_timeout(Duration::from_secs(5))
                     .foreign_keys(true)
             });
+        if let Some(lease) = lease {
+            let millis = lease.as_millis().to_string();
+            options.map_sqlx_postgres_opts(move |o| {
+                o.options([("idle_in_transaction_session_timeout", millis.as_str()), ("lock_timeout", millis.as_str())])
+            });
+        }
         let db = Database::connect(options).await?;
+        // Several nodes may start at once on one Postgres database: one
+        // migrates while the others wait (a transaction-scoped advisory
+        // lock, held on one pooled connection while the pool migrates).
+        let lock = match db.get_database_backend() {
+            sea_orm::DbBackend::Postgres => {
+                let txn = db.begin().await?;
+                txn.execute_unprepared("SELECT pg_advisory_xact_lock(7406281166155523)").await?;
+                Some(txn)
+            }
+            _ => None,
+        };
         Migrator::up(&db, None).await?;
+        if let Some(txn) = lock {
+            txn.commit().await?;
+        }
         Ok(Store { db })
     }
 

@@ -1,77 +1,14 @@
 //! The real binary under `kill -9` and SIGTERM: what a client was promised
 //! survives, and the service comes back ready for the next message.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use serde_json::{json, Value};
 
-use crate::support::{args, database_url, Events as _, Server, Transcript};
-
-/// The service binary, started with test flags; its port is read from its
-/// `listening` log line.
-struct Binary {
-    child: Child,
-    server: Server,
-    /// Every log line the process wrote.
-    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Binary {
-    async fn start(db: &str, extra: &[&str]) -> Binary {
-        let mut flags = args(db, extra);
-        flags.remove(0);
-        flags.extend(["--log-format".into(), "json".into()]);
-        if !flags.iter().any(|f| f == "--log-filter") {
-            flags.extend(["--log-filter".into(), "info".into()]);
-        }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_convo"))
-            .args(&flags)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("the binary starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line.clone());
-                if !sent {
-                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                        if v["message"] == "listening" {
-                            let _ = tx.send(v["port"].as_u64().unwrap());
-                            sent = true;
-                        }
-                    }
-                }
-            }
-        });
-        let port = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
-            .await
-            .unwrap()
-            .expect("the binary logs its port");
-        let server = Server::attach(format!("http://127.0.0.1:{port}"));
-        Binary { child, server, logs }
-    }
-
-    /// Waits for the process to exit; its exit code.
-    async fn exit_code(mut self, within: Duration) -> Option<i32> {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(std::time::Instant::now() < deadline, "the process exits in time");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
+use crate::{
+    binary::Binary,
+    support::{database_url, Events as _, Transcript},
+};
 
 const SLOW: &[&str] = &["--sim-chunks", "400", "--sim-interval-ms", "10", "--flush-interval-ms", "20"];
 

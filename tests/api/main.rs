@@ -2,6 +2,8 @@
 //! port and talks HTTP, SSE and WebSocket to it like a client.
 
 mod access;
+mod binary;
+mod cluster;
 mod fake_upstream;
 mod fanout;
 mod lifecycle;

@@ -98,7 +98,8 @@ impl Server {
 
     pub async fn post_json(&self, path: &str, body: Value) -> Value {
         let r = self.client.post(format!("{}{path}", self.base)).json(&body).send().await.unwrap();
-        assert!(r.status().is_success(), "POST {path}: {}", r.status());
+        let status = r.status();
+        assert!(status.is_success(), "POST {path}: {status} {}", r.text().await.unwrap_or_default());
         r.json().await.unwrap()
     }
 

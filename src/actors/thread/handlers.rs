@@ -81,8 +81,19 @@ impl Handler<StartGeneration> for ThreadActor {
         self.refuse_work_while(true);
         let store = self.deps.store.clone();
         let (thread_id, node) = (self.thread_id, self.deps.node_id.clone());
+        // Nothing runs as far as this node knows, so a lease still held is
+        // one an answer that just ended has not let go yet (it does right
+        // after its final write): wait a few flush intervals for it.
+        let patience = self.deps.settings.database.flush_interval() * 10;
         let acquire = async move {
-            let epoch = store.acquire_lease(thread_id, &node, ttl.as_millis() as u64).await?;
+            let until = tokio::time::Instant::now() + patience;
+            let epoch = loop {
+                match store.acquire_lease(thread_id, &node, ttl.as_millis() as u64).await? {
+                    Some(epoch) => break Some(epoch),
+                    None if tokio::time::Instant::now() < until => tokio::time::sleep(patience / 20).await,
+                    None => break None,
+                }
+            };
             let messages = match epoch {
                 Some(_) => Some(store.all_messages(thread_id).await?),
                 None => None,
@@ -127,8 +138,10 @@ impl ThreadActor {
         if self.refuse_work {
             return Err(ThreadError::ShuttingDown);
         }
-        // Running here, being started here, or running on another node.
-        if self.generation.is_some() || self.starting || conversation.running().is_some() {
+        // Running here or being started here. (Whether it runs on another
+        // node, the lease says: the mirror may be a frame behind.)
+        let elsewhere = self.lease_ttl().is_none() && conversation.running().is_some();
+        if self.generation.is_some() || self.starting || elsewhere {
             return Err(ThreadError::Busy);
         }
         if self.lease_ttl().is_some() && !self.linked {

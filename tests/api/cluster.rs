@@ -1,0 +1,423 @@
+//! Several nodes on one Postgres database and one Redis behave, for every
+//! client, like one: three real service processes, a fresh database and a
+//! Redis prefix per test. Needs `TEST_DATABASE_URL` and `TEST_REDIS_URL`
+//! (CI sets both); a test that kills Redis runs its own `redis-server` on
+//! a free port.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::{
+    binary::{signal, Binary},
+    support::{error_code, eventually, Ev, Events as _, Server, Transcript, Ws},
+};
+
+const SECRET: &str = "cluster-test-stream-token-secret";
+
+/// Nodes of one cluster.
+struct Cluster {
+    nodes: Vec<Binary>,
+    db: String,
+    flags: Vec<String>,
+}
+
+impl Cluster {
+    /// `n` nodes on a fresh database, Redis at `redis` (the machine's,
+    /// unless a test brings its own), with `extra` flags; `None` (the test
+    /// is skipped) without the test services.
+    async fn start(n: usize, redis: Option<&str>, extra: &[&str]) -> Option<Cluster> {
+        let (Ok(pg), Ok(machine_redis)) = (std::env::var("TEST_DATABASE_URL"), std::env::var("TEST_REDIS_URL")) else {
+            eprintln!("skipped: set TEST_DATABASE_URL and TEST_REDIS_URL to run the cluster tests");
+            return None;
+        };
+        let db = crate::pg::fresh_database(&pg).await;
+        let prefix = format!("convo-test-{}", uuid::Uuid::now_v7().simple());
+        let mut flags: Vec<String> = [
+            "--redis-url",
+            redis.unwrap_or(&machine_redis),
+            "--redis-prefix",
+            &prefix,
+            "--stream-token-secret",
+            SECRET,
+            "--lease-ms",
+            "1000",
+            "--sim-chunks",
+            "200",
+            "--sim-interval-ms",
+            "10",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // A flag of `extra` replaces its value here (clap refuses repeats).
+        for pair in extra.chunks(2) {
+            match flags.iter().position(|f| f == pair[0]) {
+                Some(i) if pair.len() == 2 => flags[i + 1] = pair[1].to_string(),
+                _ => flags.extend(pair.iter().map(|s| s.to_string())),
+            }
+        }
+        let mut cluster = Cluster { nodes: Vec::new(), db, flags };
+        for i in 0..n {
+            cluster.nodes.push(cluster.spawn(i).await);
+        }
+        Some(cluster)
+    }
+
+    async fn spawn(&self, i: usize) -> Binary {
+        let name = format!("node-{i}");
+        let mut flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        flags.extend(["--node-id", &name]);
+        Binary::start(&self.db, &flags).await
+    }
+
+    fn node(&self, i: usize) -> &Server {
+        &self.nodes[i].server
+    }
+}
+
+/// A failed test shows what its nodes said (warnings, errors, answers).
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            for line in node.logs.lock().unwrap().iter() {
+                if line.contains("\"WARN\"") || line.contains("\"ERROR\"") || line.contains("generation") {
+                    eprintln!("node-{i}: {line}");
+                }
+            }
+        }
+    }
+}
+
+/// The live thread's owner and epoch as node `i` sees them.
+async fn owner(cluster: &Cluster, i: usize, thread: &str) -> (Value, Value) {
+    let tid = thread.rsplit('/').next().unwrap();
+    let node = cluster.node(i);
+    let _ = node.client.get(format!("{}{thread}/messages", node.base)).send().await;
+    let detail = node.get_json(&format!("/admin/threads/{tid}")).await;
+    (detail["owner_node"].clone(), detail["epoch"].clone())
+}
+
+/// Reads `sse` until `n` deltas have come.
+async fn deltas(sse: &mut impl crate::support::Events, n: usize) -> Vec<Ev> {
+    let mut seen = Vec::new();
+    while seen.iter().filter(|e: &&Ev| e.kind == "message.delta").count() < n {
+        seen.push(sse.next_event().await.expect("the stream goes on"));
+    }
+    seen
+}
+
+#[actix_web::test]
+async fn any_node_streams_any_thread_live_late_and_resumed_byte_exact() {
+    let Some(cluster) = Cluster::start(3, None, &[]).await else { return };
+    let thread = cluster.node(0).thread().await;
+    // A tab on node 1 before the question, one on node 2 over WebSocket.
+    let mut early = cluster.node(1).sse(&thread, None).await;
+    assert_eq!(early.next().await.unwrap().kind, "ready");
+    let mut ws = Ws::open(&cluster.node(2).base, &thread, None).await;
+    assert_eq!(ws.next().await.unwrap().kind, "ready");
+    let id = cluster.node(0).ask(&thread, "across nodes").await;
+    let (owner_node, epoch) = owner(&cluster, 0, &thread).await;
+    assert_eq!(owner_node, "node-0", "the answer runs where the question arrived");
+    assert!(epoch.as_u64().unwrap() >= 1);
+
+    // A tab on node 2 reads a little, goes away, and resumes on node 1.
+    let mut leaving = cluster.node(2).sse(&thread, None).await;
+    let seen = deltas(&mut leaving, 20).await;
+    drop(leaving);
+    let cursor = seen.iter().rev().find(|e| !e.id.is_empty()).unwrap().id.clone();
+    let mut resumed = cluster.node(1).sse(&thread, Some(&cursor)).await;
+    // A late joiner on node 2 mid-answer.
+    let mut late = cluster.node(2).sse(&thread, None).await;
+
+    let mut transcripts = Vec::new();
+    for evs in [early.until("message.completed").await, ws.until("message.completed").await] {
+        let mut t = Transcript::default();
+        t.apply_all(&evs);
+        transcripts.push(t);
+    }
+    let mut t = Transcript::default();
+    t.apply_all(&seen);
+    t.apply_all(&resumed.until("message.completed").await);
+    transcripts.push(t);
+    let mut t = Transcript::default();
+    t.apply_all(&late.until("message.completed").await);
+    transcripts.push(t);
+
+    let stored = cluster.node(2).finished(&thread, &id).await;
+    assert_eq!(stored["status"], "complete");
+    for t in &transcripts {
+        t.assert_matches(&stored);
+        assert_eq!(t.completed, vec![(id.clone(), "complete".to_owned())]);
+    }
+    // The same from every node's history.
+    for i in 0..3 {
+        assert_eq!(cluster.node(i).message(&thread, &id).await["content"], stored["content"], "node {i}");
+    }
+}
+
+#[actix_web::test]
+async fn questions_and_cancels_from_any_node_reach_the_one_owner() {
+    let Some(cluster) = Cluster::start(3, None, &["--sim-chunks", "2000"]).await else { return };
+    let thread = cluster.node(0).thread().await;
+    let mut watch = cluster.node(0).sse(&thread, None).await;
+    // Asked on node 1: the lease moves there with the idle thread.
+    let id = cluster.node(1).ask(&thread, "run on node 1").await;
+    assert_eq!(owner(&cluster, 2, &thread).await.0, "node-1");
+    deltas(&mut watch, 5).await;
+    // A second question anywhere meanwhile is busy, as on one node.
+    for i in 0..3 {
+        let r = cluster.node(i).client.post(format!("{}{thread}/messages", cluster.node(i).base));
+        let r = r.json(&json!({"content": "me too"})).send().await.unwrap();
+        assert_eq!(error_code(r).await, (409, "thread_busy".to_owned()), "node {i}");
+    }
+    // Cancelled from node 2: the owner on node 1 stops the answer.
+    let r = cluster.node(2).client.post(format!("{}{thread}/cancel", cluster.node(2).base)).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let done = watch.until("message.completed").await.pop().unwrap();
+    assert_eq!(done.data["status"], "cancelled");
+    let stored = cluster.node(0).finished(&thread, &id).await;
+    assert_eq!(stored["status"], "cancelled");
+    // The lease is let go: the next question may run anywhere, and it
+    // goes on for many leases, renewed, with nobody taking it over.
+    let next = cluster.node(2).ask(&thread, "now on node 2").await;
+    assert_eq!(owner(&cluster, 0, &thread).await.0, "node-2");
+    let mut evs = Vec::new();
+    while evs.iter().filter(|e: &&Ev| e.kind == "message.delta").count() < 600 {
+        let ev = watch.next().await.unwrap();
+        assert_ne!(ev.kind, "message.completed", "ended early: {:?}", ev.data);
+        evs.push(ev);
+    }
+    let r = cluster.node(0).client.post(format!("{}{thread}/cancel", cluster.node(0).base)).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(cluster.node(1).finished(&thread, &next).await["status"], "cancelled");
+}
+
+#[actix_web::test]
+async fn concurrent_questions_on_two_nodes_give_one_answer() {
+    let Some(cluster) = Cluster::start(2, None, &["--sim-chunks", "50"]).await else { return };
+    for round in 0..5 {
+        let thread = cluster.node(0).thread().await;
+        let post = |i: usize| {
+            let node = cluster.node(i);
+            node.client.post(format!("{}{thread}/messages", node.base)).json(&json!({"content": "race"})).send()
+        };
+        let (a, b) = tokio::join!(post(0), post(1));
+        let mut statuses = vec![a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
+        statuses.sort();
+        assert_eq!(statuses, [202, 409], "round {round}: one answer, never two, never a 500");
+        let messages = eventually(|| async {
+            let m = cluster.node(1).messages(&thread).await;
+            m.iter().all(|m| m["status"] != "streaming").then_some(m)
+        })
+        .await;
+        assert_eq!(messages.len(), 2, "round {round}: one question, one answer");
+    }
+}
+
+#[actix_web::test]
+async fn when_the_owner_is_killed_another_node_ends_the_answer_with_all_it_sent() {
+    let Some(mut cluster) = Cluster::start(3, None, &["--sim-chunks", "2000"]).await else { return };
+    let thread = cluster.node(0).thread().await;
+    let mut on1 = cluster.node(1).sse(&thread, None).await;
+    let mut on2 = Ws::open(&cluster.node(2).base, &thread, None).await;
+    let id = cluster.node(0).ask(&thread, "die mid-answer").await;
+    let seen1 = deltas(&mut on1, 30).await;
+    let seen2 = deltas(&mut on2, 30).await;
+    cluster.nodes[0].child.kill().unwrap();
+    cluster.nodes[0].child.wait().unwrap();
+    // Every surviving node's subscriber is told the answer ended.
+    let mut t1 = Transcript::default();
+    t1.apply_all(&seen1);
+    t1.apply_all(&on1.until("message.completed").await);
+    let mut t2 = Transcript::default();
+    t2.apply_all(&seen2);
+    t2.apply_all(&on2.until("message.completed").await);
+    for t in [&t1, &t2] {
+        assert_eq!(t.completed, vec![(id.clone(), "interrupted".to_owned())]);
+    }
+    let stored = cluster.node(1).finished(&thread, &id).await;
+    assert_eq!(stored["status"], "interrupted");
+    assert_eq!(stored["error"]["code"], "interrupted");
+    // Everything any tab saw was kept, and a tab resuming on either node
+    // gets the same bytes.
+    for t in [&t1, &t2] {
+        t.assert_matches(&stored);
+    }
+    let cursor = seen1.iter().rev().find(|e| !e.id.is_empty()).unwrap().id.clone();
+    for i in [1, 2] {
+        let mut t = Transcript::default();
+        t.apply_all(&seen1);
+        let mut again = cluster.node(i).sse(&thread, Some(&cursor)).await;
+        t.apply_all(&again.until("message.completed").await);
+        t.assert_matches(&stored);
+    }
+    // And the thread takes a new question.
+    let next = cluster.node(2).ask(&thread, "after").await;
+    assert_eq!(owner(&cluster, 1, &thread).await.0, "node-2");
+    let r = cluster.node(1).client.post(format!("{}{thread}/cancel", cluster.node(1).base)).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(cluster.node(1).finished(&thread, &next).await["status"], "cancelled");
+}
+
+#[actix_web::test]
+async fn an_owner_paused_past_its_lease_cannot_write_when_it_wakes() {
+    let Some(cluster) = Cluster::start(2, None, &["--sim-chunks", "2000"]).await else { return };
+    let thread = cluster.node(0).thread().await;
+    let mut on1 = cluster.node(1).sse(&thread, None).await;
+    let id = cluster.node(0).ask(&thread, "pause me").await;
+    let seen = deltas(&mut on1, 20).await;
+    signal(&cluster.nodes[0].child, "-STOP");
+    // Node 1 takes the expired lease and ends the answer.
+    let mut t = Transcript::default();
+    t.apply_all(&seen);
+    t.apply_all(&on1.until("message.completed").await);
+    assert_eq!(t.completed, vec![(id.clone(), "interrupted".to_owned())]);
+    let taken = cluster.node(1).message(&thread, &id).await;
+    assert_eq!(taken["status"], "interrupted");
+    signal(&cluster.nodes[0].child, "-CONT");
+    // The old owner wakes: its writes are refused, it publishes nothing.
+    eventually(|| async {
+        let logs = cluster.nodes[0].logs.lock().unwrap().join("\n");
+        logs.contains("lease lost").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = cluster.node(1).message(&thread, &id).await;
+    assert_eq!(after["status"], "interrupted", "no second writer");
+    assert_eq!(after["content"], taken["content"], "the text is what the taker stored");
+    t.assert_matches(&after);
+}
+
+/// A `redis-server` of the test's own, on a free port.
+struct OwnRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start(port: Option<u16>) -> OwnRedis {
+        let port =
+            port.unwrap_or_else(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        OwnRedis { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[actix_web::test]
+async fn redis_killed_and_restarted_empty_mid_answer_loses_nothing() {
+    let mut redis = OwnRedis::start(None);
+    let Some(cluster) = Cluster::start(2, Some(&redis.url()), &["--sim-chunks", "600"]).await else { return };
+    let thread = cluster.node(0).thread().await;
+    let mut local = cluster.node(0).sse(&thread, None).await;
+    let mut remote = cluster.node(1).sse(&thread, None).await;
+    let id = cluster.node(0).ask(&thread, "through a redis outage").await;
+    let mut seen_remote = deltas(&mut remote, 20).await;
+    redis.kill();
+    // The owner's own subscriber gets the whole answer.
+    let mut t = Transcript::default();
+    t.apply_all(&local.until("message.completed").await);
+    assert_eq!(t.completed, vec![(id.clone(), "complete".to_owned())]);
+    // The other node's subscriber is told, resumably.
+    loop {
+        let ev = remote.next().await.expect("told before the stream ends");
+        if ev.kind == "error" {
+            assert_eq!(ev.data["code"], "unavailable");
+            break;
+        }
+        seen_remote.push(ev);
+    }
+    let ready = cluster.node(1).client.get(format!("{}/readyz", cluster.node(1).base)).send().await.unwrap();
+    assert_eq!(error_code(ready).await.0, 503, "readiness says why");
+    // Redis comes back empty (no log of the answer): the database serves.
+    let _redis = OwnRedis::start(Some(redis.port));
+    eventually(|| async {
+        let r = cluster.node(1).client.get(format!("{}/readyz", cluster.node(1).base)).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    let stored = cluster.node(0).finished(&thread, &id).await;
+    assert_eq!(stored["status"], "complete");
+    t.assert_matches(&stored);
+    let cursor = seen_remote.iter().rev().find(|e| !e.id.is_empty()).unwrap().id.clone();
+    let mut again = cluster.node(1).sse(&thread, Some(&cursor)).await;
+    let mut r = Transcript::default();
+    r.apply_all(&seen_remote);
+    r.apply_all(&again.until("message.completed").await);
+    r.assert_matches(&stored);
+}
+
+#[actix_web::test]
+async fn a_stream_token_minted_on_one_node_opens_the_stream_on_another() {
+    const ADMIN: &str = "cluster-admin-token-long-enough";
+    let Some(cluster) = Cluster::start(3, None, &["--admin-token", ADMIN]).await else { return };
+    let c = &cluster.node(0).client;
+    let base0 = &cluster.node(0).base;
+    let p: Value = c
+        .post(format!("{base0}/v1/projects"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "p"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pid = p["id"].as_str().unwrap();
+    let t: Value = c
+        .post(format!("{base0}/v1/projects/{pid}/threads"))
+        .bearer_auth(ADMIN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let thread = format!("/v1/projects/{pid}/threads/{}", t["id"].as_str().unwrap());
+    let tok: Value =
+        c.post(format!("{base0}{thread}/stream-token")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    let token = tok["token"].as_str().unwrap();
+    let base2 = &cluster.node(2).base;
+    let mut sse = crate::support::Sse::open(c.get(format!("{base2}{thread}/events?token={token}"))).await;
+    assert_eq!(sse.next().await.unwrap().kind, "ready");
+    // Every node shows on every node, once its first heartbeat is written.
+    let view = eventually(|| async {
+        let r = cluster.node(2).client.get(format!("{base2}/admin/cluster")).bearer_auth(ADMIN).send().await.ok()?;
+        let view: Value = r.json().await.ok()?;
+        let nodes = view["nodes"].as_array()?;
+        (nodes.len() == 3).then_some(view)
+    })
+    .await;
+    assert_eq!(view["node_id"], "node-2");
+    let names: Vec<&str> = view["nodes"].as_array().unwrap().iter().map(|n| n["node_id"].as_str().unwrap()).collect();
+    assert_eq!(names, ["node-0", "node-1", "node-2"]);
+}
