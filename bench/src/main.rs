@@ -12,6 +12,7 @@
 //! `connections` scenario can hold 10,000 sockets on each side.
 
 mod client;
+mod cluster;
 mod floor;
 mod report;
 mod server;
@@ -40,6 +41,8 @@ enum Scenario {
     /// The writer process of `floor` (started by it).
     #[value(hide = true)]
     FloorWriter,
+    /// `fanout`'s load over three nodes sharing one Postgres and one Redis.
+    Cluster,
 }
 
 #[derive(Debug, Parser)]
@@ -74,6 +77,12 @@ struct Cli {
     /// Extra flags for the service, e.g. `--server-arg=--flush-interval-ms=100`.
     #[arg(long = "server-arg")]
     server_args: Vec<String>,
+    /// `cluster`: a Postgres database next to which a fresh one is made.
+    #[arg(long, env = "TEST_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    database_url: String,
+    /// `cluster`: the Redis the nodes share.
+    #[arg(long, env = "TEST_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
 }
 
 /// The shape of a run.
@@ -92,7 +101,7 @@ impl Cli {
     fn plan(&self) -> Plan {
         let (threads, subscribers, ws_share, chunks, interval) = match self.scenario {
             Scenario::Latency => (20, 1, 0, 100, 10),
-            Scenario::Fanout => (50, 20, 10, 100, 20),
+            Scenario::Fanout | Scenario::Cluster => (50, 20, 10, 100, 20),
             Scenario::Connections | Scenario::Floor | Scenario::FloorWriter => (100, 100, 0, 50, 50),
             Scenario::Persistence => (200, 1, 0, 200, 10),
         };
@@ -119,6 +128,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if cli.scenario == Scenario::Floor {
         return floor::run(plan).await;
+    }
+    if cli.scenario == Scenario::Cluster {
+        return cluster::run(plan, &cli.server_bin, &cli.database_url, &cli.redis_url, &cli.server_args).await;
     }
     let up = upstream::Upstream::start(plan.chunks, plan.interval).await?;
     let srv = server::Server::spawn(&cli.server_bin, &up.url, &cli.server_args).await?;

@@ -34,7 +34,8 @@ impl Server {
         let data = std::env::temp_dir().join(format!("convo-bench-{}-{port}", std::process::id()));
         let child = Command::new(bin)
             .args(["--bind", &addr.to_string(), "--provider", "anthropic", "--anthropic-base-url", upstream])
-            .args(["--data-dir", &data.display().to_string(), "--log-filter", "warn", "--log-format", "json"])
+            .args(["--data-dir", &data.display().to_string(), "--log-format", "json"])
+            .args(["--log-filter", &std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into())])
             .args(extra)
             .env("ANTHROPIC_API_KEY", "bench-key")
             .stdout(Stdio::null())
@@ -48,6 +49,11 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         anyhow::bail!("the service did not start")
+    }
+
+    /// The service's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -244,7 +244,12 @@ impl ThreadActor {
         closing: bool,
         me: Addr<ThreadActor>,
     ) -> Self {
-        let publisher = Publisher::new(deps.fanouts.open(thread_id, me.clone().recipient()), incarnation);
+        // Positions: one node's are its actor's incarnation, then a
+        // sequence. In cluster mode they are the epoch of the lease of the
+        // answer's owner (0 until this actor hears of one), so that every
+        // node orders a thread's frames alike.
+        let epoch = if deps.lease.is_some() { 0 } else { incarnation };
+        let publisher = Publisher::new(deps.fanouts.open(thread_id, me.clone().recipient()), epoch);
         ThreadActor {
             thread_id,
             deps,

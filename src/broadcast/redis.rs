@@ -326,11 +326,11 @@ async fn write(bus: Arc<Bus>, mut rx: mpsc::Receiver<Outgoing>) {
             }
         }
         let skip = retry_at.is_some_and(|at| tokio::time::Instant::now() < at);
-        if !skip {
-            let mut pipe = redis::pipe();
-            for item in &batch {
-                add(&bus, &mut pipe, item);
-            }
+        let mut pipe = redis::pipe();
+        for item in &batch {
+            add(&bus, &mut pipe, item);
+        }
+        if !skip && !pipe.is_empty() {
             match tokio::time::timeout(WRITE_TIMEOUT, pipe.query_async::<()>(&mut conn)).await {
                 Ok(Ok(())) => {
                     if retry_at.take().is_some() || !bus.is_healthy() {
@@ -341,7 +341,7 @@ async fn write(bus: Arc<Bus>, mut rx: mpsc::Receiver<Outgoing>) {
                 failed => {
                     if bus.healthy.swap(false, Ordering::Relaxed) {
                         let why = match failed {
-                            Ok(Err(e)) => e.to_string(),
+                            Ok(Err(e)) => format!("{e} ({} commands)", pipe.len()),
                             _ => "timed out".into(),
                         };
                         tracing::warn!(error.message = %why,

@@ -421,3 +421,37 @@ async fn a_stream_token_minted_on_one_node_opens_the_stream_on_another() {
     let names: Vec<&str> = view["nodes"].as_array().unwrap().iter().map(|n| n["node_id"].as_str().unwrap()).collect();
     assert_eq!(names, ["node-0", "node-1", "node-2"]);
 }
+
+#[actix_web::test]
+async fn a_node_that_started_many_threads_still_relays_an_owner_with_a_young_lease() {
+    let Some(cluster) = Cluster::start(2, None, &["--sim-chunks", "40"]).await else { return };
+    // Node 1 starts actors for other threads first, so its own counters
+    // run ahead of the epoch of the lease the next answer's owner takes.
+    let mut others = Vec::new();
+    for _ in 0..4 {
+        let other = cluster.node(0).thread().await;
+        let mut sse = cluster.node(1).sse(&other, None).await;
+        assert_eq!(sse.next().await.unwrap().kind, "ready");
+        others.push(sse);
+    }
+    let thread = cluster.node(0).thread().await;
+    let mut early = cluster.node(1).sse(&thread, None).await;
+    assert_eq!(early.next().await.unwrap().kind, "ready");
+    let id = cluster.node(0).ask(&thread, "a first lease").await;
+    let (owner_node, epoch) = owner(&cluster, 0, &thread).await;
+    assert_eq!((owner_node.as_str(), epoch.as_u64()), (Some("node-0"), Some(1)));
+    let seen = deltas(&mut early, 5).await;
+    let cursor = seen.iter().rev().find(|e| !e.id.is_empty()).unwrap().id.clone();
+    let mut resumed = cluster.node(1).sse(&thread, Some(&cursor)).await;
+
+    let stored = cluster.node(0).finished(&thread, &id).await;
+    let mut whole = Transcript::default();
+    whole.apply_all(&seen);
+    whole.apply_all(&early.until("message.completed").await);
+    whole.assert_matches(&stored);
+    let mut rest = Transcript::default();
+    rest.apply_all(&seen);
+    rest.apply_all(&resumed.until("message.completed").await);
+    rest.assert_matches(&stored);
+    assert_eq!(rest.completed, vec![(id, "complete".to_owned())]);
+}

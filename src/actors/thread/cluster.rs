@@ -228,15 +228,26 @@ impl Handler<Inbound> for ThreadActor {
                 // One owner: while this node holds the lease, another
                 // node's frames are a stale owner's.
                 if self.lease.is_some() || frame.pos.epoch < self.seen_epoch {
+                    tracing::debug!(thread_id = %self.thread_id, epoch = frame.pos.epoch, seen = self.seen_epoch,
+                        owner = self.lease.is_some(), "a stale owner's frame is ignored");
                     return;
                 }
                 self.seen_epoch = frame.pos.epoch;
-                let Some(event) = Event::from_json(frame.json()) else { return };
-                let Some(conversation) = self.conversation_mut() else { return };
+                let Some(event) = Event::from_json(frame.json()) else {
+                    tracing::debug!(thread_id = %self.thread_id, "an unreadable frame");
+                    return;
+                };
+                let Some(conversation) = self.conversation_mut() else {
+                    tracing::debug!(thread_id = %self.thread_id, "a frame before the conversation is loaded");
+                    return;
+                };
                 match conversation.mirror(&event, Utc::now()) {
                     Ok(true) => self.publisher.relay(frame),
                     Ok(false) => {}
-                    Err(_) => self.resync(ctx),
+                    Err(_) => {
+                        tracing::debug!(thread_id = %self.thread_id, kind = frame.kind.as_str(), "a frame leaves a gap");
+                        self.resync(ctx)
+                    }
                 }
             }
             Inbound::Presence { node, count } => {
