@@ -1,10 +1,15 @@
-//! The `cluster` scenario: three service processes on one fresh Postgres
+//! The `cluster` scenario: three service processes (by default) on one fresh Postgres
 //! database and one Redis, the `fanout` load split over them. Thread i is
 //! asked on node i % 3 (which owns its answer); its subscribers are spread
 //! round-robin over the three nodes, so a third read on the owner's node
 //! and two thirds across nodes. Reports the added latency per chunk on the
 //! owner's node and across nodes, CPU per delivery per node (from
 //! /proc/<pid>/stat), and Redis commands per chunk (`INFO stats`).
+//!
+//! `--nodes 1` runs the same load on one node in cluster mode (every
+//! frame written to Redis before it is delivered); adding
+//! `--without-redis` runs that one node on the same Postgres without
+//! Redis: the two together measure what write-before-deliver costs.
 
 use std::{process::Command, time::Duration};
 
@@ -14,15 +19,24 @@ use tokio::sync::mpsc;
 
 use crate::{client, server::Server, upstream, Plan};
 
-const NODES: usize = 3;
+/// Where the scenario runs.
+pub struct Shape<'a> {
+    pub nodes: usize,
+    /// A Postgres URL next to which a fresh database is made.
+    pub database: &'a str,
+    /// The Redis the nodes share; `None`: one node without Redis.
+    pub redis: Option<&'a str>,
+}
 
-/// Runs the scenario against `bin`, with `database` (a Postgres URL next
-/// to which a fresh database is made) and `redis`.
-pub async fn run(plan: Plan, bin: &str, database: &str, redis: &str, extra: &[String]) -> anyhow::Result<()> {
+/// Runs the scenario against `bin` in `shape`.
+pub async fn run(plan: Plan, bin: &str, shape: Shape<'_>, extra: &[String]) -> anyhow::Result<()> {
+    anyhow::ensure!(shape.nodes >= 1, "--nodes must be at least 1");
+    anyhow::ensure!(shape.redis.is_some() || shape.nodes == 1, "several nodes need Redis");
+    let database = shape.database;
     let name = format!("convo_bench_{}", std::process::id());
     psql(database, &format!("CREATE DATABASE {name}"))?;
     let result =
-        run_on(plan, bin, &format!("{}/{name}", database.rsplit_once('/').map_or(database, |(r, _)| r)), redis, extra)
+        run_on(plan, bin, &format!("{}/{name}", database.rsplit_once('/').map_or(database, |(r, _)| r)), &shape, extra)
             .await;
     let _ = psql(database, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
     result
@@ -54,25 +68,18 @@ fn cpu_us(pid: u32) -> u64 {
     (ticks(11) + ticks(12)) * 1_000_000 / 100
 }
 
-async fn run_on(plan: Plan, bin: &str, db: &str, redis: &str, extra: &[String]) -> anyhow::Result<()> {
+async fn run_on(plan: Plan, bin: &str, db: &str, shape: &Shape<'_>, extra: &[String]) -> anyhow::Result<()> {
+    let count = shape.nodes;
     let up = upstream::Upstream::start(plan.chunks, plan.interval).await?;
     let prefix = format!("bench-{}", std::process::id());
     let mut nodes = Vec::new();
-    for i in 0..NODES {
-        let mut args: Vec<String> = [
-            "--database-url",
-            db,
-            "--redis-url",
-            redis,
-            "--redis-prefix",
-            &prefix,
-            "--stream-token-secret",
-            "bench-cluster-stream-token-secret",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(["--node-id".into(), format!("node-{i}")]);
+    for i in 0..count {
+        let mut args: Vec<String> = vec!["--database-url".into(), db.into()];
+        if let Some(redis) = shape.redis {
+            args.extend(["--redis-url", redis, "--redis-prefix", &prefix].map(String::from));
+            args.extend(["--stream-token-secret", "bench-cluster-stream-token-secret"].map(String::from));
+            args.extend(["--node-id".into(), format!("node-{i}")]);
+        }
         args.extend(extra.iter().cloned());
         nodes.push(Server::spawn(bin, &up.url, &args).await?);
     }
@@ -102,7 +109,7 @@ async fn run_on(plan: Plan, bin: &str, db: &str, redis: &str, extra: &[String]) 
     let mut subs = Vec::new();
     for (t, thread) in threads.iter().enumerate() {
         for s in 0..plan.subscribers {
-            let node = (t + s) % NODES;
+            let node = (t + s) % count;
             let ready = ready_tx.clone();
             let addr = nodes[node].addr;
             let task = if s < plan.ws_share {
@@ -120,15 +127,15 @@ async fn run_on(plan: Plan, bin: &str, db: &str, redis: &str, extra: &[String]) 
         }
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    join_all((0..threads.len()).map(|i| http.get(nodes[i % NODES].url("/healthz")).send())).await;
+    join_all((0..threads.len()).map(|i| http.get(nodes[i % count].url("/healthz")).send())).await;
     let cpu_before: Vec<u64> = nodes.iter().map(|n| cpu_us(n.pid())).collect();
-    let redis_before = redis_commands(redis);
+    let redis_before = shape.redis.map_or(0, redis_commands);
 
     let started = std::time::Instant::now();
     let spread = if plan.in_phase { Duration::ZERO } else { plan.interval / plan.threads.max(1) as u32 };
     let posts = threads.iter().enumerate().map(|(i, thread)| {
         let http = http.clone();
-        let url = nodes[i % NODES].url(&format!("{thread}/messages"));
+        let url = nodes[i % count].url(&format!("{thread}/messages"));
         let at = tokio::time::Instant::from_std(started) + spread * i as u32;
         async move {
             tokio::time::sleep_until(at).await;
@@ -143,16 +150,16 @@ async fn run_on(plan: Plan, bin: &str, db: &str, redis: &str, extra: &[String]) 
         .await
         .map_err(|_| anyhow::anyhow!("subscribers did not finish"))?;
     let cpu_after: Vec<u64> = nodes.iter().map(|n| cpu_us(n.pid())).collect();
-    let redis_after = redis_commands(redis);
+    let redis_after = shape.redis.map_or(0, redis_commands);
 
     let mut same = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut cross = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut per_node = [0u64; NODES];
+    let mut per_node = vec![0u64; count];
     let mut failures = Vec::new();
     let sent = up.sent.lock().map(|m| m.clone()).unwrap_or_default();
     for ((t, node), seen) in meta.into_iter().zip(results) {
         let seen = seen?;
-        let histogram = if node == t % NODES { &mut same } else { &mut cross };
+        let histogram = if node == t % count { &mut same } else { &mut cross };
         for &(_, us) in &seen.latency_us {
             histogram.record(us as u64)?;
         }
@@ -168,8 +175,9 @@ async fn run_on(plan: Plan, bin: &str, db: &str, redis: &str, extra: &[String]) 
     let chunks = (plan.threads * plan.chunks) as f64;
     let commands_per_chunk = (redis_after.saturating_sub(redis_before)) as f64 / chunks;
     let cpu_per_delivery: Vec<f64> =
-        (0..NODES).map(|i| (cpu_after[i].saturating_sub(cpu_before[i])) as f64 / per_node[i].max(1) as f64).collect();
-    println!("scenario            cluster ({NODES} nodes, one Postgres, one Redis)");
+        (0..count).map(|i| (cpu_after[i].saturating_sub(cpu_before[i])) as f64 / per_node[i].max(1) as f64).collect();
+    let redis_note = if shape.redis.is_some() { "one Redis" } else { "no Redis" };
+    println!("scenario            cluster ({count} nodes, one Postgres, {redis_note})");
     println!(
         "threads x subs      {} x {} ({} subscribers, {} WS each), {} chunks every {} ms",
         plan.threads,
@@ -202,7 +210,7 @@ async fn run_on(plan: Plan, bin: &str, db: &str, redis: &str, extra: &[String]) 
         println!("  {f}");
     }
     let json = serde_json::json!({
-        "scenario": "cluster", "nodes": NODES, "threads": plan.threads, "subscribers": total,
+        "scenario": "cluster", "nodes": count, "redis": shape.redis.is_some(), "threads": plan.threads, "subscribers": total,
         "same_node_ms": {"p50": ms(&same, 0.5), "p99": ms(&same, 0.99), "samples": same.len()},
         "cross_node_ms": {"p50": ms(&cross, 0.5), "p99": ms(&cross, 0.99), "samples": cross.len()},
         "deliveries_per_node": per_node, "cpu_us_per_delivery": cpu_per_delivery,

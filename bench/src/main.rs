@@ -83,6 +83,13 @@ struct Cli {
     /// `cluster`: the Redis the nodes share.
     #[arg(long, env = "TEST_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// `cluster`: how many nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// `cluster` with `--nodes 1`: the node runs without Redis (the
+    /// baseline for what writing every frame to Redis first costs).
+    #[arg(long)]
+    without_redis: bool,
 }
 
 /// The shape of a run.
@@ -130,7 +137,9 @@ async fn main() -> anyhow::Result<()> {
         return floor::run(plan).await;
     }
     if cli.scenario == Scenario::Cluster {
-        return cluster::run(plan, &cli.server_bin, &cli.database_url, &cli.redis_url, &cli.server_args).await;
+        let redis = (!cli.without_redis).then_some(cli.redis_url.as_str());
+        let shape = cluster::Shape { nodes: cli.nodes, database: &cli.database_url, redis };
+        return cluster::run(plan, &cli.server_bin, shape, &cli.server_args).await;
     }
     let up = upstream::Upstream::start(plan.chunks, plan.interval).await?;
     let srv = server::Server::spawn(&cli.server_bin, &up.url, &cli.server_args).await?;
