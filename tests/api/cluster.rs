@@ -65,10 +65,15 @@ impl Cluster {
     }
 
     async fn spawn(&self, i: usize) -> Binary {
+        self.spawn_on(i, &self.db).await
+    }
+
+    /// Node `i` on `db` (the cluster's database, perhaps through a proxy).
+    async fn spawn_on(&self, i: usize, db: &str) -> Binary {
         let name = format!("node-{i}");
         let mut flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
         flags.extend(["--node-id", &name]);
-        Binary::start(&self.db, &flags).await
+        Binary::start(db, &flags).await
     }
 
     fn node(&self, i: usize) -> &Server {
@@ -454,4 +459,43 @@ async fn a_node_that_started_many_threads_still_relays_an_owner_with_a_young_lea
     rest.apply_all(&resumed.until("message.completed").await);
     rest.assert_matches(&stored);
     assert_eq!(rest.completed, vec![(id, "complete".to_owned())]);
+}
+
+#[actix_web::test]
+async fn an_owner_cut_off_from_postgres_stops_and_another_node_ends_the_answer() {
+    let Some(mut cluster) = Cluster::start(1, None, &["--sim-chunks", "2000"]).await else { return };
+    // Node 1 reaches Postgres through a proxy the test unplugs.
+    let host_port = cluster.db.split('@').nth(1).unwrap().split('/').next().unwrap().to_owned();
+    let plug = crate::outage::Plug::start(host_port.clone()).await;
+    let proxied = cluster.db.replacen(&host_port, &format!("127.0.0.1:{}", plug.port), 1);
+    let cut_off = cluster.spawn_on(1, &proxied).await;
+    cluster.nodes.push(cut_off);
+    let thread = cluster.node(0).thread().await;
+    let mut watch = cluster.node(0).sse(&thread, None).await;
+    let id = cluster.node(1).ask(&thread, "cut off mid-answer").await;
+    assert_eq!(owner(&cluster, 0, &thread).await.0, "node-1");
+    let mut t = Transcript::default();
+    t.apply_all(&deltas(&mut watch, 30).await);
+
+    plug.unplug();
+    // The owner cannot renew: it stops its answer by itself, and the other
+    // node takes the expired lease and ends the answer with what was seen.
+    t.apply_all(&watch.until("message.completed").await);
+    assert_eq!(t.completed, vec![(id.clone(), "interrupted".to_owned())]);
+    let generating = cluster.node(1).get_json("/admin/stats").await["threads"]["generating"].clone();
+    assert_eq!(generating, 0, "the cut-off owner no longer generates");
+    let stored = cluster.node(0).finished(&thread, &id).await;
+    assert_eq!(stored["status"], "interrupted");
+    t.assert_matches(&stored);
+
+    // Back on the database, the old owner writes nothing over it.
+    plug.plug_in();
+    eventually(|| async {
+        let r = cluster.node(1).client.get(format!("{}/readyz", cluster.node(1).base)).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    let again = cluster.node(0).message(&thread, &id).await;
+    assert_eq!(again["status"], "interrupted");
+    assert_eq!(again["content"], stored["content"], "no second writer");
 }

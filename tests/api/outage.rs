@@ -17,14 +17,14 @@ use crate::support::{error_code, eventually, Events as _, Server, Transcript};
 
 /// A TCP proxy to Postgres that can be unplugged and plugged back.
 #[derive(Clone)]
-struct Plug {
-    port: u16,
+pub(crate) struct Plug {
+    pub(crate) port: u16,
     down: Arc<AtomicBool>,
     links: Arc<Mutex<Vec<AbortHandle>>>,
 }
 
 impl Plug {
-    async fn start(target: String) -> Plug {
+    pub(crate) async fn start(target: String) -> Plug {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let plug = Plug {
             port: listener.local_addr().unwrap().port(),
@@ -49,14 +49,14 @@ impl Plug {
         plug
     }
 
-    fn unplug(&self) {
+    pub(crate) fn unplug(&self) {
         self.down.store(true, Ordering::SeqCst);
         for link in self.links.lock().unwrap().drain(..) {
             link.abort();
         }
     }
 
-    fn plug_in(&self) {
+    pub(crate) fn plug_in(&self) {
         self.down.store(false, Ordering::SeqCst);
     }
 }
