@@ -30,6 +30,22 @@ pub struct Metrics {
     pub persistence_last_batch_rows: IntGauge,
     pub persistence_last_batch_seconds: Gauge,
     pub persistence_batch_seconds: Histogram,
+    /// A message accepted (its answer started) to its first delta published.
+    pub first_delta_seconds: Histogram,
+    /// A request sent to the model provider to its response's head.
+    pub upstream_first_byte_seconds: Histogram,
+    /// A chunk's frame built, as the chunk arrives, to it being written to
+    /// every subscriber's pipe on one HTTP worker.
+    pub chunk_delivery_seconds: Histogram,
+}
+
+/// Buckets for the start and delivery latencies, 50 us to 10 s.
+fn latency_buckets() -> Vec<f64> {
+    vec![0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+}
+
+fn histogram(name: &str, help: &str) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(latency_buckets())).expect("valid metric")
 }
 
 impl Metrics {
@@ -90,9 +106,24 @@ impl Metrics {
                     .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
             )
             .expect("valid metric"),
+            first_delta_seconds: histogram(
+                "convo_first_delta_seconds",
+                "From a message accepted to the first delta of its answer published",
+            ),
+            upstream_first_byte_seconds: histogram(
+                "convo_upstream_first_byte_seconds",
+                "From a request sent to the model provider to the head of its response",
+            ),
+            chunk_delivery_seconds: histogram(
+                "convo_chunk_delivery_seconds",
+                "From a chunk arriving from the provider to its frame written to the subscribers' pipes",
+            ),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.first_delta_seconds.clone()),
+            Box::new(m.upstream_first_byte_seconds.clone()),
+            Box::new(m.chunk_delivery_seconds.clone()),
             Box::new(m.threads_live.clone()),
             Box::new(m.threads_generating.clone()),
             Box::new(subscribers),

@@ -17,7 +17,7 @@ use futures_util::future::join_all;
 use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 
-use crate::{client, server::Server, upstream, Plan};
+use crate::{client, postgres::Scratch, server::Server, upstream, Plan};
 
 /// Where the scenario runs.
 pub struct Shape<'a> {
@@ -32,20 +32,8 @@ pub struct Shape<'a> {
 pub async fn run(plan: Plan, bin: &str, shape: Shape<'_>, extra: &[String]) -> anyhow::Result<()> {
     anyhow::ensure!(shape.nodes >= 1, "--nodes must be at least 1");
     anyhow::ensure!(shape.redis.is_some() || shape.nodes == 1, "several nodes need Redis");
-    let database = shape.database;
-    let name = format!("convo_bench_{}", std::process::id());
-    psql(database, &format!("CREATE DATABASE {name}"))?;
-    let result =
-        run_on(plan, bin, &format!("{}/{name}", database.rsplit_once('/').map_or(database, |(r, _)| r)), &shape, extra)
-            .await;
-    let _ = psql(database, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-    result
-}
-
-fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
-    let ok = Command::new("psql").args([url, "-qc", sql]).status()?.success();
-    anyhow::ensure!(ok, "psql could not run {sql:?}");
-    Ok(())
+    let db = Scratch::create(shape.database)?;
+    run_on(plan, bin, &db.url, &shape, extra).await
 }
 
 /// Commands Redis has processed so far.

@@ -14,6 +14,7 @@
 mod client;
 mod cluster;
 mod floor;
+mod postgres;
 mod report;
 mod server;
 mod upstream;
@@ -83,6 +84,15 @@ struct Cli {
     /// `cluster`: the Redis the nodes share.
     #[arg(long, env = "TEST_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// Runs the service on a fresh Postgres database next to
+    /// `--database-url` instead of its SQLite file.
+    #[arg(long)]
+    on_postgres: bool,
+    /// Before the measured posts, answer one question on as many other
+    /// threads at once, so that the service holds that many idle upstream
+    /// connections (the time to first delta is then for warm ones).
+    #[arg(long)]
+    warm_upstream: bool,
     /// `cluster`: how many nodes.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
@@ -142,7 +152,12 @@ async fn main() -> anyhow::Result<()> {
         return cluster::run(plan, &cli.server_bin, shape, &cli.server_args).await;
     }
     let up = upstream::Upstream::start(plan.chunks, plan.interval).await?;
-    let srv = server::Server::spawn(&cli.server_bin, &up.url, &cli.server_args).await?;
+    let scratch = cli.on_postgres.then(|| postgres::Scratch::create(&cli.database_url)).transpose()?;
+    let mut server_args = cli.server_args.clone();
+    if let Some(db) = &scratch {
+        server_args.extend(["--database-url".to_owned(), db.url.clone()]);
+    }
+    let srv = server::Server::spawn(&cli.server_bin, &up.url, &server_args).await?;
     let http = reqwest::Client::new();
 
     // Threads.
@@ -159,6 +174,18 @@ async fn main() -> anyhow::Result<()> {
             .json()
             .await?;
         threads.push(format!("/v1/projects/{pid}/threads/{}", t["id"].as_str().unwrap_or_default()));
+    }
+    let warm_up = if cli.warm_upstream { threads.len() } else { 0 };
+    let mut warm_threads = Vec::new();
+    for _ in 0..warm_up {
+        let t: serde_json::Value = http
+            .post(srv.url(&format!("/v1/projects/{pid}/threads")))
+            .json(&serde_json::json!({}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        warm_threads.push(format!("/v1/projects/{pid}/threads/{}", t["id"].as_str().unwrap_or_default()));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = srv.rss_kib();
@@ -193,6 +220,9 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let rss_after = srv.rss_kib();
     let stats_before = srv.stats(&http).await?;
+    if !warm_threads.is_empty() {
+        warm_upstream(&http, &srv, &warm_threads).await?;
+    }
 
     // Warm keep-alive connections, one per POST to come, as a browser tab
     // holds one: the time to first delta measures the service, not the
@@ -225,6 +255,7 @@ async fn main() -> anyhow::Result<()> {
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut warm_latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 2)?;
     let mut ttfd = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut ttfd_raw = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut failures: Vec<String> = Vec::new();
     let mut deliveries = 0u64;
     let mut first_seen: HashMap<usize, u128> = HashMap::new();
@@ -273,6 +304,9 @@ async fn main() -> anyhow::Result<()> {
             let added = first.saturating_sub(*t0).saturating_sub(own);
             ttfd.record(((added / 1000) as u64).max(1))?;
         }
+        if let Some(first) = first_seen.get(&i) {
+            ttfd_raw.record(((first.saturating_sub(*t0) / 1000) as u64).max(1))?;
+        }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stats_after = srv.stats(&http).await?;
@@ -282,6 +316,9 @@ async fn main() -> anyhow::Result<()> {
         latency,
         warm_latency,
         ttfd,
+        ttfd_raw,
+        warm_upstream: cli.warm_upstream,
+        database: if scratch.is_some() { "postgres" } else { "sqlite" },
         deliveries,
         elapsed,
         failures,
@@ -293,5 +330,29 @@ async fn main() -> anyhow::Result<()> {
     };
     report.print();
     srv.stop();
+    drop(scratch);
+    Ok(())
+}
+
+/// Asks one question on each of `threads` at once and waits until every
+/// answer has ended: the service then holds that many idle upstream
+/// connections in its pool.
+async fn warm_upstream(http: &reqwest::Client, srv: &server::Server, threads: &[String]) -> anyhow::Result<()> {
+    let posts = threads.iter().map(|t| {
+        http.post(srv.url(&format!("{t}/messages"))).json(&serde_json::json!({"content": format!("warm {t}")})).send()
+    });
+    for r in join_all(posts).await {
+        anyhow::ensure!(r?.status() == 202, "a warm-up question was refused");
+    }
+    for t in threads {
+        loop {
+            let page: serde_json::Value = http.get(srv.url(&format!("{t}/messages"))).send().await?.json().await?;
+            let messages = page["data"].as_array().cloned().unwrap_or_default();
+            if !messages.is_empty() && messages.iter().all(|m| m["status"] != "streaming") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     Ok(())
 }

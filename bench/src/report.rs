@@ -15,6 +15,11 @@ pub struct Report {
     /// Chunks after the first `client::WARM` of each answer.
     pub warm_latency: Histogram<u64>,
     pub ttfd: Histogram<u64>,
+    /// POST sent to first delta read, nothing subtracted.
+    pub ttfd_raw: Histogram<u64>,
+    /// Whether the upstream connections were warm (`--warm-upstream`).
+    pub warm_upstream: bool,
+    pub database: &'static str,
     pub deliveries: u64,
     pub elapsed: Duration,
     pub failures: Vec<String>,
@@ -51,6 +56,9 @@ impl Report {
             "latency_ms": {"p50": p(&self.latency, 0.5), "p90": p(&self.latency, 0.9), "p99": p(&self.latency, 0.99), "max": ms(self.latency.max()), "samples": self.latency.len()},
             "warm_latency_ms": {"p50": p(&self.warm_latency, 0.5), "p99": p(&self.warm_latency, 0.99), "max": ms(self.warm_latency.max())},
             "first_delta_added_ms": {"p50": p(&self.ttfd, 0.5), "p99": p(&self.ttfd, 0.99), "max": ms(self.ttfd.max())},
+            "first_delta_raw_ms": {"p50": p(&self.ttfd_raw, 0.5), "p99": p(&self.ttfd_raw, 0.99), "max": ms(self.ttfd_raw.max()),
+                "upstream_connections": if self.warm_upstream { "warm" } else { "cold" }},
+            "database": self.database,
             "deliveries_per_s": self.deliveries as f64 / self.elapsed.as_secs_f64(),
             "failures": self.failures.len(),
             "rss_kib": {"before": self.rss_before, "after_subscribe": self.rss_after, "per_subscriber": per_sub_kib},
@@ -60,7 +68,7 @@ impl Report {
                 "flush_intervals_elapsed": flush_intervals},
             "elapsed_s": self.elapsed.as_secs_f64(),
         });
-        println!("scenario            {}", self.scenario);
+        println!("scenario            {} ({})", self.scenario, self.database);
         println!(
             "threads x subs      {} x {} ({} subscribers)",
             self.plan.threads, self.plan.subscribers, self.subscribers
@@ -87,6 +95,13 @@ impl Report {
             "POST->first delta   p50 {:.2} ms  p99 {:.2} ms  (upstream delay removed)",
             p(&self.ttfd, 0.5),
             p(&self.ttfd, 0.99)
+        );
+        println!(
+            "POST->first delta   p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (raw, upstream connections {})",
+            p(&self.ttfd_raw, 0.5),
+            p(&self.ttfd_raw, 0.99),
+            ms(self.ttfd_raw.max()),
+            if self.warm_upstream { "warm" } else { "cold" }
         );
         println!("deliveries/s        {:.0}", self.deliveries as f64 / self.elapsed.as_secs_f64());
         println!("failures            {}", self.failures.len());

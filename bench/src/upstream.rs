@@ -4,7 +4,8 @@
 //! with its send time, so the load generator can measure the latency the
 //! service adds to each chunk it delivers.
 //!
-//! Chunk k of an answer is `<k:05>@<unix nanoseconds:019>;` (26 bytes).
+//! Chunk 0 of an answer leaves with the response's head, chunk k k
+//! intervals later. Chunk k of an answer is `<k:05>@<unix nanoseconds:019>;` (26 bytes).
 
 use std::{
     collections::HashMap,
@@ -84,10 +85,15 @@ impl Upstream {
             write_event(&mut socket, "content_block_start", &block).await?;
             write_event(&mut socket, "ping", &json!({"type": "ping"})).await?;
             let mut sent = Sent { received_ns, ..Sent::default() };
-            let mut next = tokio::time::Instant::now();
+            // Chunk 0 leaves at once (the raw time to first delta is then
+            // all the service's), chunk k at k intervals after it.
+            let start = tokio::time::Instant::now();
             for k in 0..self.chunks {
-                next += self.interval;
-                tokio::time::sleep_until(next).await;
+                if k > 0 {
+                    // (Not for chunk 0: a timer, even one already due,
+                    // waits for the next millisecond tick.)
+                    tokio::time::sleep_until(start + self.interval * k as u32).await;
+                }
                 let ns = now_ns();
                 if k == 0 {
                     sent.first_chunk_ns = ns;

@@ -197,6 +197,8 @@ struct Generation {
     checkpoints: SpawnHandle,
     /// The answer it writes.
     answer: Uuid,
+    /// When the message was accepted, until its first delta is published.
+    awaiting_first_delta: Option<std::time::Instant>,
     /// Held while the generation runs: counts against the project's and
     /// the node's concurrent generations.
     _slot: crate::capacity::GenerationSlot,
@@ -424,9 +426,13 @@ impl ThreadActor {
         let applied = conversation.apply(event);
         let chunks = applied.events.iter().filter(|e| matches!(e, Event::MessageDelta { .. })).count();
         self.deps.metrics.chunks_in.inc_by(chunks as u64);
+        let accepted = self.generation.as_mut().filter(|_| chunks > 0).and_then(|g| g.awaiting_first_delta.take());
         self.dirty |= applied.changed;
         let log = self.generation.as_ref().map(|g| g.answer);
         self.publish(&applied.events, log);
+        if let Some(accepted) = accepted {
+            self.deps.metrics.first_delta_seconds.observe(accepted.elapsed().as_secs_f64());
+        }
         match applied.ended {
             None => {}
             Some(Ending::Complete) => self.finish(MessageStatus::Complete, None, ctx),

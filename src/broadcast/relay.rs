@@ -126,6 +126,7 @@ impl Relay {
                 let written = subscribers.iter().filter(|s| s.deliver(&frame)).count();
                 if frame.kind == EventKind::MessageDelta {
                     self.metrics.chunks_out.inc_by(written as u64);
+                    self.metrics.chunk_delivery_seconds.observe(frame.born.elapsed().as_secs_f64());
                 }
             }
             Ok(Signal::Presence(count)) => subscribers.iter().for_each(|s| s.presence(count)),

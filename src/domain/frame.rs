@@ -33,7 +33,7 @@ impl StreamPos {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Frame {
     pub pos: StreamPos,
     pub kind: EventKind,
@@ -46,8 +46,20 @@ pub struct Frame {
     /// For the seed-compatible route: this event in its wire format, when it
     /// has one (text deltas, completion).
     pub seed: Option<Bytes>,
+    /// When this node built the frame (for a broadcast chunk: as it
+    /// arrived from the provider, or from another node).
+    pub born: std::time::Instant,
     /// Where the JSON lies in `sse`.
     json: std::ops::Range<usize>,
+}
+
+/// Two frames are equal when their bytes and places are: when each was
+/// built does not count.
+impl PartialEq for Frame {
+    fn eq(&self, other: &Frame) -> bool {
+        (self.pos, self.kind, self.cursor, &self.sse, &self.ws, &self.seed, &self.json)
+            == (other.pos, other.kind, other.cursor, &other.sse, &other.ws, &other.seed, &other.json)
+    }
 }
 
 impl Frame {
@@ -75,7 +87,7 @@ impl Frame {
         buf.put_slice(b"\n\n");
         let sse = buf.freeze();
         let ws = ws_frame(WsOp::Text, &sse[start..end]);
-        Frame { pos, kind, cursor, sse, ws, seed, json: start..end }
+        Frame { pos, kind, cursor, sse, ws, seed, born: std::time::Instant::now(), json: start..end }
     }
 
     /// The event's JSON.

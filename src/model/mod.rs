@@ -53,11 +53,17 @@ pub fn from_settings(settings: &ProviderSettings, metrics: &Metrics) -> anyhow::
         min_delay: Duration::from_millis(settings.upstream_retry_min_ms),
         max_delay: Duration::from_millis(settings.upstream_retry_max_ms.max(settings.upstream_retry_min_ms)),
         stall: Duration::from_millis(settings.upstream_stall_ms.max(1)),
+        first_byte: metrics.upstream_first_byte_seconds.clone(),
     };
     let client = || {
         reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(settings.upstream_connect_timeout_ms))
             .tcp_nodelay(true)
+            // Keep warm connections: a question's time to first token
+            // should not pay a handshake because the last one was long ago.
+            .pool_idle_timeout(Duration::from_secs(300))
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_while_idle(true)
             .build()
     };
     Ok(match settings.kind() {

@@ -24,6 +24,8 @@ pub struct UpstreamPolicy {
     pub max_delay: Duration,
     /// No byte for this long ends the answer `upstream_timeout`.
     pub stall: Duration,
+    /// Observes each attempt's time to the response's head.
+    pub first_byte: prometheus::Histogram,
 }
 
 impl UpstreamPolicy {
@@ -161,9 +163,13 @@ fn sse_events(response: Response, stall: Duration) -> impl Stream<Item = Result<
 async fn send_with_retries(
     make: &impl Fn() -> RequestBuilder,
     delays: &mut impl Iterator<Item = Duration>,
+    first_byte: &prometheus::Histogram,
 ) -> Result<Response, Refusal> {
     loop {
-        let refusal = match send_once(make()).await {
+        let sent = std::time::Instant::now();
+        let answer = send_once(make()).await;
+        first_byte.observe(sent.elapsed().as_secs_f64());
+        let refusal = match answer {
             Ok(response) => return Ok(response),
             Err(refusal) if refusal.retryable => refusal,
             Err(refusal) => return Err(refusal),
@@ -229,7 +235,7 @@ pub fn stream_answer<P: Protocol>(
     Box::pin(async_stream::stream! {
         let mut delays = policy.delays();
         'attempt: loop {
-            let response = match send_with_retries(&make, &mut delays).await {
+            let response = match send_with_retries(&make, &mut delays, &policy.first_byte).await {
                 Ok(r) => r,
                 Err(refusal) => {
                     yield ProviderEvent::Failed { code: refusal.code, message: refusal.message };

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::support::{eventually, Events as _, Server, Ws};
 
-fn metric(text: &str, name: &str) -> f64 {
+pub(crate) fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())

@@ -523,3 +523,30 @@ async fn the_upstream_is_never_called_past_the_node_generation_cap() {
     assert_eq!(r.status(), 202);
     crate::support::eventually(|| async { (h.upstream.requests().len() == 2).then_some(()) }).await;
 }
+
+#[actix_web::test]
+async fn start_and_delivery_latencies_are_histograms_in_metrics() {
+    let overloaded =
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}).to_string();
+    let h = harness(
+        "anthropic",
+        vec![
+            Reply::Status { code: 529, body: overloaded, retry_after: None },
+            Reply::Stream { pieces: a::text_answer(&["one ", "two ", "three"]), end: End::Clean },
+        ],
+        &[],
+    )
+    .await;
+    let events = h.ask(json!({"content": "hi"})).await;
+    assert_eq!(completed(&events)["status"], "complete");
+    let deltas = events.iter().filter(|e| e["type"] == "message.delta").count() as f64;
+    let text = h.client.get(format!("{}/metrics", h.base)).send().await.unwrap().text().await.unwrap();
+    let value = |name: &str| crate::operations::metric(&text, name);
+    // Each attempt's head (the refused one too), one first delta per
+    // answer, and every chunk handed to the one subscriber's worker.
+    assert_eq!(value("convo_upstream_first_byte_seconds_count"), 2.0);
+    assert_eq!(value("convo_first_delta_seconds_count"), 1.0);
+    assert_eq!(value("convo_chunk_delivery_seconds_count"), deltas);
+    assert!(value("convo_first_delta_seconds_sum") > 0.0);
+    assert!(text.contains("convo_first_delta_seconds_bucket{le=\"0.001\"}"));
+}

@@ -165,6 +165,7 @@ impl ThreadActor {
         slot: crate::capacity::GenerationSlot,
         ctx: &mut Context<Self>,
     ) -> Result<Started, ThreadError> {
+        let accepted = std::time::Instant::now();
         let (thread, _) = self.found()?;
         let model =
             msg.model.or_else(|| thread.model.clone()).unwrap_or_else(|| self.deps.provider.default_model().to_owned());
@@ -196,7 +197,8 @@ impl ThreadActor {
         // while an answer runs: an idle actor runs no such timer.
         let checkpoints = ctx.run_interval(self.deps.settings.database.flush_interval(), |act, _| act.checkpoint());
         let answer = asked.assistant.id;
-        self.generation = Some(Generation { gen, stream, checkpoints, answer, _slot: slot });
+        let awaiting_first_delta = Some(accepted);
+        self.generation = Some(Generation { gen, stream, checkpoints, answer, awaiting_first_delta, _slot: slot });
         self.set_generating(true);
         self.touch(ctx);
         tracing::info!(thread_id = %self.thread_id, message_id = %answer, "generation started");
