@@ -46,16 +46,6 @@ fn redis_commands(redis: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// User + system CPU time of a process, in microseconds.
-fn cpu_us(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command's closing parenthesis: utime is the 12th.
-    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (ticks(11) + ticks(12)) * 1_000_000 / 100
-}
-
 async fn run_on(plan: Plan, bin: &str, db: &str, shape: &Shape<'_>, extra: &[String]) -> anyhow::Result<()> {
     let count = shape.nodes;
     let up = upstream::Upstream::start(plan.chunks, plan.interval).await?;
@@ -116,7 +106,7 @@ async fn run_on(plan: Plan, bin: &str, db: &str, shape: &Shape<'_>, extra: &[Str
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
     join_all((0..threads.len()).map(|i| http.get(nodes[i % count].url("/healthz")).send())).await;
-    let cpu_before: Vec<u64> = nodes.iter().map(|n| cpu_us(n.pid())).collect();
+    let cpu_before: Vec<u64> = nodes.iter().map(|n| n.cpu_us()).collect();
     let redis_before = shape.redis.map_or(0, redis_commands);
 
     let started = std::time::Instant::now();
@@ -137,7 +127,7 @@ async fn run_on(plan: Plan, bin: &str, db: &str, shape: &Shape<'_>, extra: &[Str
     let results = tokio::time::timeout(plan.interval * plan.chunks as u32 + Duration::from_secs(60), join_all(tasks))
         .await
         .map_err(|_| anyhow::anyhow!("subscribers did not finish"))?;
-    let cpu_after: Vec<u64> = nodes.iter().map(|n| cpu_us(n.pid())).collect();
+    let cpu_after: Vec<u64> = nodes.iter().map(|n| n.cpu_us()).collect();
     let redis_after = shape.redis.map_or(0, redis_commands);
 
     let mut same = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;

@@ -231,6 +231,7 @@ async fn main() -> anyhow::Result<()> {
 
     // One message per thread: spread over one chunk interval, or all at
     // once with --in-phase.
+    let cpu_before = srv.cpu_us();
     let started = std::time::Instant::now();
     let spread = if plan.in_phase { Duration::ZERO } else { plan.interval / plan.threads.max(1) as u32 };
     let posts = threads.iter().enumerate().map(|(i, thread)| {
@@ -268,6 +269,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .map_err(|_| anyhow::anyhow!("subscribers did not finish"))?;
     let elapsed = started.elapsed();
+    let cpu_us = srv.cpu_us().saturating_sub(cpu_before);
     for (i, seen) in indices.into_iter().zip(results) {
         let seen = seen?;
         for &(chunk, us) in &seen.latency_us {
@@ -320,6 +322,7 @@ async fn main() -> anyhow::Result<()> {
         warm_upstream: cli.warm_upstream,
         database: if scratch.is_some() { "postgres" } else { "sqlite" },
         deliveries,
+        cpu_us,
         elapsed,
         failures,
         rss_before,

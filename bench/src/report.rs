@@ -21,6 +21,8 @@ pub struct Report {
     pub warm_upstream: bool,
     pub database: &'static str,
     pub deliveries: u64,
+    /// The service's CPU time (user + system) during the run, us.
+    pub cpu_us: u64,
     pub elapsed: Duration,
     pub failures: Vec<String>,
     pub rss_before: u64,
@@ -60,6 +62,7 @@ impl Report {
                 "upstream_connections": if self.warm_upstream { "warm" } else { "cold" }},
             "database": self.database,
             "deliveries_per_s": self.deliveries as f64 / self.elapsed.as_secs_f64(),
+            "cpu_us_per_delivery": self.cpu_us as f64 / self.deliveries.max(1) as f64,
             "failures": self.failures.len(),
             "rss_kib": {"before": self.rss_before, "after_subscribe": self.rss_after, "per_subscriber": per_sub_kib},
             "persistence": {"transactions": transactions, "batches": batches, "rows": rows,
@@ -104,6 +107,11 @@ impl Report {
             if self.warm_upstream { "warm" } else { "cold" }
         );
         println!("deliveries/s        {:.0}", self.deliveries as f64 / self.elapsed.as_secs_f64());
+        println!(
+            "service CPU         {:.2} us per delivery ({} ms in all, /proc)",
+            self.cpu_us as f64 / self.deliveries.max(1) as f64,
+            self.cpu_us / 1000
+        );
         println!("failures            {}", self.failures.len());
         for f in self.failures.iter().take(5) {
             println!("  {f}");

@@ -51,9 +51,14 @@ impl Server {
         anyhow::bail!("the service did not start")
     }
 
-    /// The service's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// User + system CPU time the service has used, in microseconds.
+    pub fn cpu_us(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command's closing parenthesis: utime is the 12th.
+        let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        (ticks(11) + ticks(12)) * 1_000_000 / 100
     }
 
     pub fn url(&self, path: &str) -> String {
