@@ -12,6 +12,7 @@ pub mod frame;
 pub mod input;
 pub mod provider_event;
 pub mod resources;
+pub mod ui_stream;
 
 pub use resources::*;
 

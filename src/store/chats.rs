@@ -4,8 +4,7 @@
 
 use chrono::Utc;
 use sea_orm::{
-    sea_query::OnConflict, ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter,
-    TransactionTrait,
+    sea_query::OnConflict, ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -70,7 +69,9 @@ impl Store {
         };
         let inserted = chat_alias::Entity::insert(alias)
             .on_conflict(
-                OnConflict::columns([chat_alias::Column::ProjectId, chat_alias::Column::ChatId]).do_nothing().to_owned(),
+                OnConflict::columns([chat_alias::Column::ProjectId, chat_alias::Column::ChatId])
+                    .do_nothing()
+                    .to_owned(),
             )
             .exec_without_returning(&txn)
             .await?;
@@ -92,8 +93,12 @@ mod tests {
     use crate::{config::DatabaseSettings, store::WriteOp};
 
     async fn store(dir: &std::path::Path) -> Store {
-        let settings =
-            DatabaseSettings { database_url: None, data_dir: dir.to_owned(), flush_interval_ms: 50, db_max_connections: 4 };
+        let settings = DatabaseSettings {
+            database_url: None,
+            data_dir: dir.to_owned(),
+            flush_interval_ms: 50,
+            db_max_connections: 4,
+        };
         Store::connect(&settings).await.unwrap()
     }
 
