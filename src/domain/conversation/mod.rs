@@ -104,11 +104,6 @@ impl Conversation {
         self.messages.iter().rev().find(|m| m.id == id)
     }
 
-    /// Whether block `block` of message `message_id` is a text block.
-    pub fn is_text(&self, message_id: Uuid, block: usize) -> bool {
-        self.message(message_id).and_then(|m| m.blocks.get(block)).is_some_and(|b| b.kind == BlockKind::Text)
-    }
-
     /// Accepts `content`; the answer, by `model`, starts streaming.
     /// Nothing may be running.
     pub fn ask(&mut self, content: String, model: String, now: DateTime<Utc>) -> Asked {
