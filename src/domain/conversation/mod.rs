@@ -26,7 +26,7 @@ use super::{
     event::{end_cursor, Event},
     new_id,
     provider_event::{FailureCode, ProviderEvent},
-    Block, BlockKind, Message, MessageError, MessageStatus, Role, Usage,
+    Block, Message, MessageError, MessageStatus, Role, Usage,
 };
 
 pub struct Conversation {
@@ -34,8 +34,9 @@ pub struct Conversation {
     messages: Vec<Message>,
     /// The last message is an answer being generated.
     running: bool,
-    /// Where the latest answer's deltas ended (the UI stream's numbers).
-    published: ui::Published,
+    /// Where the latest answer's deltas ended (the UI stream's numbers);
+    /// boxed, as most threads never serve the UI stream.
+    published: Box<ui::Published>,
 }
 
 /// A question just accepted.
@@ -74,7 +75,7 @@ impl Conversation {
     /// its end is running (on another node, in cluster mode).
     pub fn new(thread_id: Uuid, messages: Vec<Message>) -> Conversation {
         let running = messages.last().is_some_and(|m| m.role == Role::Assistant && !m.is_finished());
-        let mut published = ui::Published::default();
+        let mut published = Box::<ui::Published>::default();
         if let Some(answer) = messages.last().filter(|_| running) {
             published.adopt(answer);
         }

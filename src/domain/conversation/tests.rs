@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 use super::*;
-use crate::domain::codes::StreamCode;
+use crate::domain::{codes::StreamCode, BlockKind};
 
 fn started(thread: Uuid) -> (Conversation, Asked) {
     let mut c = Conversation::new(thread, Vec::new());
