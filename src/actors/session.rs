@@ -1,5 +1,6 @@
-//! SessionActor: one per subscriber connection. The same actor serves the
-//! three transports (SSE, WebSocket, and the seed route's SSE dialect);
+//! SessionActor: one per subscriber connection. The same actor serves
+//! every transport (SSE, WebSocket, the seed route's SSE dialect, the AI
+//! SDK's UI message stream over SSE, and one request of a chat WebSocket);
 //! only the `Subscriber` it shares with its worker's relay knows the
 //! difference (`broadcast::relay`).
 //!
@@ -37,7 +38,7 @@ use crate::{
     broadcast::{
         catch_up::{self, Interrupted, Missed},
         relay,
-        subscriber::{Notice, Stall, Subscriber, Wire},
+        subscriber::{ChatRequest, Notice, Stall, Subscriber, Wire},
     },
     capacity::{ConnectionSlot, SubscriberSlot},
     config::Settings,
@@ -76,6 +77,12 @@ pub enum Transport {
     /// The seed route: only that message's text chunks, in its wire format,
     /// and the response ends with the message.
     Seed { tx: PipeWriter, message_id: Uuid },
+    /// The AI SDK's UI message stream of that message over SSE; the
+    /// response ends with the message.
+    Ui { tx: PipeWriter, message_id: Uuid },
+    /// One request of a chat WebSocket: that message's UI chunks in the
+    /// request's frames (the socket's own actor reads the client).
+    Chat { tx: PipeWriter, request: ChatRequest },
 }
 
 /// Timing limits of a session.
@@ -167,7 +174,7 @@ impl SessionActor {
 
     fn gauge(&self) -> &prometheus::IntGauge {
         match self.subscriber.as_ref().map(|s| s.wire()) {
-            Some(Wire::Ws) => &self.metrics.subscribers_ws,
+            Some(Wire::Ws | Wire::Chat(_)) => &self.metrics.subscribers_ws,
             _ => &self.metrics.subscribers_sse,
         }
     }
@@ -208,12 +215,12 @@ impl SessionActor {
         }));
     }
 
-    /// An `error` event for this subscriber alone (the seed route has no
-    /// such event outside its closing line). It waits for room like any
-    /// frame, without holding anything else up.
+    /// An `error` event for this subscriber alone (the wires of one
+    /// answer have no such event outside their closing line). It waits for
+    /// room like any frame, without holding anything else up.
     fn write_error(&mut self, code: impl Into<ErrorCode>, message: &str, ctx: &mut Context<Self>) {
         let subscriber = self.subscriber().clone();
-        if matches!(subscriber.wire(), Wire::Seed(_)) {
+        if !matches!(subscriber.wire(), Wire::Sse | Wire::Ws) {
             return;
         }
         let (thread_id, code, message) = (self.thread_id, code.into(), message.to_owned());
@@ -311,6 +318,8 @@ impl Actor for SessionActor {
             Some(Transport::Sse(tx)) => (Wire::Sse, tx, None, None),
             Some(Transport::Ws { tx, incoming }) => (Wire::Ws, tx, incoming, Some(self.limits.peer_timeout)),
             Some(Transport::Seed { tx, message_id }) => (Wire::Seed(message_id), tx, None, None),
+            Some(Transport::Ui { tx, message_id }) => (Wire::Ui(message_id), tx, None, None),
+            Some(Transport::Chat { tx, request }) => (Wire::Chat(request), tx, None, None),
             None => return ctx.stop(),
         };
         let notices = ctx.address().recipient();
