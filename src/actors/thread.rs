@@ -85,6 +85,27 @@ pub struct AbortGeneration {
 #[rtype(result = "Result<Uuid, ThreadError>")]
 pub struct Cancel;
 
+/// Cancels answer `message_id` if it is the one running (a chat request's
+/// abort, which must not stop a later answer another client asked for).
+#[derive(Message)]
+#[rtype(result = "Result<Uuid, ThreadError>")]
+pub struct CancelAnswer {
+    pub message_id: Uuid,
+}
+
+/// The answer running now, if any, for a client that resumes it.
+#[derive(Message)]
+#[rtype(result = "Result<Option<RunningAnswer>, ThreadError>")]
+pub struct FindRunning;
+
+pub struct RunningAnswer {
+    /// The answer's id.
+    pub answer: Uuid,
+    /// Where its question ends: a subscription from there replays the
+    /// answer from its start, then follows it.
+    pub question: Cursor,
+}
+
 /// A new subscriber, fresh or resuming.
 #[derive(Message)]
 #[rtype(result = "Result<Subscription, ThreadError>")]
