@@ -19,7 +19,7 @@ use utoipa::{
 };
 
 use super::{
-    admin, body::BodyKind, events, keys, messages, page, projects, routes, threads, ws, Access, AppState, Kind,
+    admin, body::BodyKind, chat, events, keys, messages, page, projects, routes, threads, ws, Access, AppState, Kind,
 };
 use crate::{config::LimitSettings, error::Code};
 
@@ -45,6 +45,9 @@ use crate::{config::LimitSettings, error::Code};
         events::subscribe,
         ws::subscribe,
         events::seed_stream,
+        chat::post::post,
+        chat::resume::stream,
+        chat::resume::cancel,
         admin::stats,
         admin::threads,
         admin::thread,
@@ -62,6 +65,7 @@ use crate::{config::LimitSettings, error::Code};
     tags(
         (name = "projects"), (name = "threads"), (name = "messages"),
         (name = "streams", description = "Live events over SSE and WebSocket, resumable by cursor"),
+        (name = "chat", description = "The AI SDK's chat protocol (npm `ai` 7.0): `useChat`'s transports"),
         (name = "admin", description = "Operators: needs the admin token"),
         (name = "operations", description = "Probes, metrics and this description"),
         (name = "page", description = "The web page and the browser client, embedded in the service"),

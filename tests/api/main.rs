@@ -3,6 +3,7 @@
 
 mod access;
 mod binary;
+mod chat;
 mod cluster;
 mod fake_upstream;
 mod fanout;
