@@ -55,13 +55,32 @@ use crate::{
     ws_guard::Refused,
 };
 
-/// WebSocket close codes the session sends (RFC 6455 §7.4).
-mod close {
+/// How a WebSocket closes on what its client sent wrong: the close code
+/// and its reason (a chat socket closes alike).
+pub fn protocol_close(e: &ProtocolError) -> (u16, &'static str) {
+    match e {
+        ProtocolError::Overflow => (close::SIZE, "frame too large"),
+        ProtocolError::Io(e) if Refused::of(e) == Some(Refused::TooLarge) => (close::SIZE, "message too large"),
+        ProtocolError::Io(e) if Refused::of(e) == Some(Refused::Busy) => (close::AGAIN, "server busy; try again later"),
+        // actix-ws reports a message too large across continuation frames
+        // only as an I/O error with this text.
+        ProtocolError::Io(e) if e.to_string().contains("maximum continuation size") => {
+            (close::SIZE, "message too large")
+        }
+        ProtocolError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => (close::INVALID, "invalid UTF-8"),
+        _ => (close::PROTOCOL, "protocol error"),
+    }
+}
+
+/// WebSocket close codes the sessions send (RFC 6455 §7.4).
+pub mod close {
     pub const AWAY: u16 = 1001;
     pub const PROTOCOL: u16 = 1002;
     pub const INVALID: u16 = 1007;
     pub const SIZE: u16 = 1009;
     pub const AGAIN: u16 = 1013;
+    pub const POLICY: u16 = 1008;
+    pub const UNSUPPORTED: u16 = 1003;
 }
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -410,25 +429,16 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for SessionActor {
             }
             Ok(AggregatedMessage::Pong(_)) => {}
             Ok(AggregatedMessage::Close(_)) => ctx.stop(),
-            Err(ProtocolError::Overflow) => self.close_ws(close::SIZE, "frame too large", ctx),
-            Err(ProtocolError::Io(e)) if Refused::of(&e) == Some(Refused::TooLarge) => {
-                self.close_ws(close::SIZE, "message too large", ctx)
-            }
-            Err(ProtocolError::Io(e)) if Refused::of(&e) == Some(Refused::Busy) => {
-                tracing::warn!(thread_id = %self.thread_id, "websocket closed: unfinished messages past the node's budget");
-                self.close_ws(close::AGAIN, "server busy; try again later", ctx)
-            }
-            // actix-ws reports a message too large across continuation
-            // frames only as an I/O error with this text.
-            Err(ProtocolError::Io(e)) if e.to_string().contains("maximum continuation size") => {
-                self.close_ws(close::SIZE, "message too large", ctx)
-            }
-            Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                self.close_ws(close::INVALID, "invalid UTF-8", ctx)
-            }
             Err(e) => {
-                tracing::debug!(error.message = %e, "websocket protocol error");
-                self.close_ws(close::PROTOCOL, "protocol error", ctx)
+                let (code, reason) = protocol_close(&e);
+                match code {
+                    close::AGAIN => {
+                        tracing::warn!(thread_id = %self.thread_id, "websocket closed: unfinished messages past the node's budget")
+                    }
+                    close::PROTOCOL => tracing::debug!(error.message = %e, "websocket protocol error"),
+                    _ => {}
+                }
+                self.close_ws(code, reason, ctx)
             }
         }
     }

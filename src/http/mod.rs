@@ -168,6 +168,7 @@ pub fn routes() -> Vec<ApiRoute> {
             web::get().to(ws::subscribe),
         ),
         route(Method::POST, "/v1/projects/{pid}/chat", Project, Json, Generate, web::post().to(chat::post::post)),
+        route(Method::GET, "/v1/projects/{pid}/chat/ws", Project, Upgrade, Stream, web::get().to(chat::ws::socket)),
         route(
             Method::GET,
             "/v1/projects/{pid}/chat/{id}/stream",

@@ -48,6 +48,7 @@ use crate::{config::LimitSettings, error::Code};
         chat::post::post,
         chat::resume::stream,
         chat::resume::cancel,
+        chat::ws::socket,
         admin::stats,
         admin::threads,
         admin::thread,

@@ -19,6 +19,8 @@
 
 pub mod post;
 pub mod resume;
+pub mod socket;
+pub mod ws;
 
 use actix_web::{
     http::header::{HeaderName, HeaderValue},
