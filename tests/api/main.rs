@@ -4,6 +4,7 @@
 mod access;
 mod binary;
 mod chat;
+mod chat_ws;
 mod cluster;
 mod fake_upstream;
 mod fanout;
