@@ -361,7 +361,7 @@ impl Actor for ChatSocket {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.state.deps.metrics.subscribers_ws.inc();
+        // (Its requests count as WebSocket subscribers, the socket not.)
         if let Some(incoming) = self.incoming.take() {
             ctx.add_stream(incoming);
         }
@@ -378,7 +378,6 @@ impl Actor for ChatSocket {
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
-        self.state.deps.metrics.subscribers_ws.dec();
         // Its requests' sessions see their clients gone, and stop.
         self.mux.clear();
         Running::Stop
