@@ -170,7 +170,9 @@ impl Subscriber {
             Wire::Sse => Some(frame.sse.clone()),
             Wire::Ws => Some(frame.ws.clone()),
             Wire::Seed(message_id) => frame.seed.clone().filter(|_| mine(*message_id)),
-            Wire::Ui(message_id) => frame.ui_sse().filter(|_| mine(*message_id)).cloned(),
+            // Asked only of its own message's frames: a frame no UI
+            // subscriber follows is never encoded for one.
+            Wire::Ui(message_id) => mine(*message_id).then(|| frame.ui_sse().cloned()).flatten(),
             Wire::Chat(c) if mine(c.message_id) => frame.ui_ws(&c.request, c.after, self.completes(frame)),
             Wire::Chat(_) => None,
         }
