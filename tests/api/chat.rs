@@ -4,7 +4,7 @@
 //! thread and finds it again, bad bodies are refused with nothing stored,
 //! the resume answers 204 when idle and the whole running answer
 //! otherwise, a busy thread answers 409, keys and stream tokens hold, the
-//! same answer is on `/events`, the cancel route stops it for everyone,
+//! same answer is on `/events` and `/ws`, the cancel route stops it for everyone,
 //! closing a connection does not, and an upstream failure is the SDK's
 //! `error` chunk. (The SDK itself drives these routes in `tests/aisdk`.)
 
@@ -231,7 +231,7 @@ async fn a_busy_chat_answers_409_like_the_messages_route() {
 }
 
 #[actix_web::test]
-async fn the_same_answer_is_on_events_and_the_cancel_route_stops_it_for_everyone() {
+async fn the_same_answer_is_on_events_and_ws_and_the_cancel_route_stops_it_for_everyone() {
     let server = Server::temp(&["--sim-interval-ms", "30", "--sim-chunks", "60"]).await;
     let thread = server.thread().await;
     let (pid, tid) = {
@@ -240,6 +240,8 @@ async fn the_same_answer_is_on_events_and_the_cancel_route_stops_it_for_everyone
     };
     let mut watcher = server.sse(&thread, None).await;
     assert_eq!(watcher.next().await.unwrap().kind, "ready");
+    let mut ws_watcher = crate::support::Ws::open(&server.base, &thread, None).await;
+    assert_eq!(ws_watcher.next().await.unwrap().kind, "ready");
     let mut ui = UiStream::of(post_turn(&server, &pid, &turn(&tid, "watched")).await);
     let mut chunks = Vec::new();
     while chunks.iter().filter(|c: &&Value| c["type"] == "text-delta").count() < 2 {
@@ -258,6 +260,9 @@ async fn the_same_answer_is_on_events_and_the_cancel_route_stops_it_for_everyone
     assert_eq!(events.last().unwrap().data["status"], "cancelled");
     t.apply_all(&events);
     t.assert_matches(&answer);
+    let mut over_ws = Transcript::default();
+    over_ws.apply_all(&ws_watcher.until("message.completed").await);
+    over_ws.assert_matches(&answer);
     assert_eq!(error_code(server.client.post(&cancel).send().await.unwrap()).await, (409, "not_generating".into()));
     let unknown = format!("{}/v1/projects/{pid}/chat/unknown/cancel", server.base);
     assert_eq!(error_code(server.client.post(&unknown).send().await.unwrap()).await, (404, "not_found".into()));

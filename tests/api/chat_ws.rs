@@ -212,3 +212,71 @@ async fn refusals_are_error_frames_and_a_frame_outside_the_protocol_closes_the_s
     };
     assert_eq!(closed.map(|c| c.0), Some(1008));
 }
+
+#[actix_web::test]
+async fn the_handshake_says_who_calls_and_a_stream_token_opens_its_own_threads_chat_only() {
+    use crate::access::ADMIN;
+    let server = Server::temp(&["--admin-token", ADMIN]).await;
+    let c = &server.client;
+    let p: Value = c
+        .post(format!("{}/v1/projects", server.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "p"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pid = p["id"].as_str().unwrap().to_owned();
+    let thread = |_: ()| async {
+        let t: Value = c
+            .post(format!("{}/v1/projects/{pid}/threads", server.base))
+            .bearer_auth(ADMIN)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        t["id"].as_str().unwrap().to_owned()
+    };
+    let (mine, other) = (thread(()).await, thread(()).await);
+    let token: Value = c
+        .post(format!("{}/v1/projects/{pid}/threads/{mine}/stream-token", server.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap();
+    let url = format!("{}/v1/projects/{pid}/chat/ws", server.base.replace("http://", "ws://"));
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("no credentials, yet: {:?}", other.map(|(_, r)| r.status())),
+    }
+    let (socket, _) = tokio_tungstenite::connect_async(format!("{url}?token={token}")).await.expect("a token opens it");
+    let mut ws = ChatWs { socket };
+    ws.send(send("elsewhere", &other, "not mine")).await;
+    let refused = ws.next().await.unwrap();
+    assert_eq!((refused["type"].as_str(), refused["requestId"].as_str()), (Some("error"), Some("elsewhere")));
+    ws.send(send("new", "a-new-chat", "not mine either")).await;
+    assert_eq!(ws.next().await.unwrap()["type"], "error", "a token makes no thread");
+    ws.send(send("own", &mine, "mine")).await;
+    let (chunks, end) = ws.request("own", 0, &mut Vec::new()).await;
+    assert_eq!(end["type"], "end");
+    assert_eq!(chunks.last().unwrap()["type"], "finish");
+    let history: Value = c
+        .get(format!("{}/v1/projects/{pid}/threads/{other}/messages", server.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["data"].as_array().unwrap().len(), 0, "nothing reached the other thread");
+}
