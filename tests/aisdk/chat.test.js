@@ -158,6 +158,32 @@ for (const kind of ['http', 'ws']) {
       assert.deepEqual(other.errors, [], 'a cancel is no error');
     });
 
+    test('Stop on a resumed stream stops the answer too', async () => {
+      upstream.queue.push(slowText(60, 40));
+      const chatId = generateId();
+      const question = `stop resumed ${kind} ${chatId}`;
+      const [asker, reloaded] = [service.transport(kind), service.transport(kind)];
+      const first = watch(await send(asker, chatId, question));
+      await eventually(() => first.message && textOf(first.message).length > 0);
+      const stop = new AbortController();
+      const resumed = watch(await reloaded.reconnectToStream({ chatId, abortSignal: stop.signal }));
+      await eventually(() => resumed.message && textOf(resumed.message).length > 40);
+      stop.abort();
+      if (kind === 'http') {
+        const r = await fetch(`${service.base}/v1/projects/${service.pid}/chat/${chatId}/cancel`, {
+          method: 'POST', headers: { authorization: `Bearer ${service.key}` },
+        });
+        assert.equal(r.status, 202);
+      }
+      await first.done;
+      await resumed.done;
+      asker.close?.();
+      reloaded.close?.();
+      const stored = await service.settled((await service.threadTitled(question)).id);
+      assert.equal(stored.status, 'cancelled');
+      assert.equal(textOf(first.message), stored.content, 'the asking tab saw it end');
+    });
+
     test('an upstream failure mid-answer reaches the SDK as its error chunk, and the answer is stored failed', async () => {
       upstream.queue.push({ intervalMs: 10, failAfter: 4, blocks: [{ kind: 'text', pieces: ['it ', 'goes ', 'well ', 'until ', 'never'] }] });
       const question = `failure ${kind} ${generateId()}`;
