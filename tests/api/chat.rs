@@ -376,3 +376,23 @@ async fn an_upstream_failure_mid_answer_is_the_sdks_error_chunk_and_the_answer_i
     assert_eq!(parts(&chunks), [("text".to_owned(), "partial tëxt".to_owned())]);
     eventually(|| async { (h.last_message().await["status"] == "failed").then_some(()) }).await;
 }
+
+#[actix_web::test]
+async fn the_message_rate_and_the_stream_caps_hold_on_chat_turns() {
+    let server = Server::temp(&["--posts-per-minute", "1", "--sim-chunks", "2"]).await;
+    let pid = project(&server).await;
+    UiStream::of(post_turn(&server, &pid, &turn("limited", "one")).await).rest().await;
+    let r = post_turn(&server, &pid, &turn("limited", "two")).await;
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(error_code(r).await, (429, "rate_limited".into()));
+    let tid = threads_of(&server, &pid).await[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(server.messages(&format!("/v1/projects/{pid}/threads/{tid}")).await.len(), 2);
+
+    let crowded =
+        Server::temp(&["--max-subscribers-per-thread", "1", "--sim-interval-ms", "30", "--sim-chunks", "40"]).await;
+    let pid = project(&crowded).await;
+    let running = post_turn(&crowded, &pid, &turn("crowded", "go")).await;
+    assert_eq!(running.status(), 200);
+    let resume = crowded.client.get(format!("{}/v1/projects/{pid}/chat/crowded/stream", crowded.base)).send();
+    assert_eq!(error_code(resume.await.unwrap()).await, (429, "rate_limited".into()), "the turn holds the one place");
+}
