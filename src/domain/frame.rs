@@ -67,11 +67,17 @@ pub struct Frame {
     json: std::ops::Range<usize>,
 }
 
-/// A frame's UI message stream: what it needs beyond the event, and each
-/// form once a subscriber asked for it.
+/// A frame's UI message stream: what it needs beyond the event, and its
+/// forms once a subscriber asked for one (allocated then: a frame no UI
+/// subscriber reads carries only the context).
 #[derive(Debug, Clone, Default)]
 struct Ui {
     context: Context,
+    forms: OnceLock<Box<Forms>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Forms {
     /// SSE `data:` lines (`None`: the event has no UI form).
     sse: OnceLock<Option<Bytes>>,
     /// The chunks with their numbers, a replayed delta split.
@@ -111,15 +117,19 @@ impl Frame {
     /// The UI message stream's SSE lines of this frame, if it has any
     /// (`data: [DONE]` after a message's end); encoded once, on first use.
     pub fn ui_sse(&self) -> Option<&Bytes> {
-        self.ui
+        self.ui_forms()
             .sse
             .get_or_init(|| Event::from_json(self.json()).and_then(|e| ui_stream::sse(&e, &self.ui.context)))
             .as_ref()
     }
 
+    fn ui_forms(&self) -> &Forms {
+        self.ui.forms.get_or_init(Box::default)
+    }
+
     /// The UI chunks of this frame with their numbers; encoded once.
     pub fn ui_pieces(&self) -> &[Piece] {
-        self.ui.pieces.get_or_init(|| match Event::from_json(self.json()) {
+        self.ui_forms().pieces.get_or_init(|| match Event::from_json(self.json()) {
             Some(e) => ui_stream::pieces(&e, &self.ui.context, true),
             None => Vec::new(),
         })

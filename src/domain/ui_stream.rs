@@ -69,11 +69,12 @@ pub struct Context {
     pub seq: u64,
     /// A delta: the block it extends.
     pub block: Option<BlockRef>,
-    /// `message.block` and `message.completed`: the block that ends here.
-    pub closes: Option<Closed>,
+    /// `message.block` and `message.completed`: the block that ends here
+    /// (boxed: most frames end none, and every frame carries a context).
+    pub closes: Option<Box<Closed>>,
     /// A delta that covers several published deltas: where each but the
     /// last ends (byte offsets in the block, inside the delta), in order.
-    pub splits: Vec<usize>,
+    pub splits: Box<[usize]>,
 }
 
 impl Context {
@@ -278,7 +279,7 @@ pub fn pieces(event: &Event, context: &Context, split: bool) -> Vec<Piece> {
             let tool = (*kind == BlockKind::ToolUse)
                 .then(|| Arc::new(Tool { id: id.clone().unwrap_or_default(), name: name.clone().unwrap_or_default() }));
             let opened = BlockRef { index: *block, kind: *kind, tool };
-            context.closes.iter().map(closing).chain([opening(&opened)]).collect()
+            context.closes.iter().map(|c| closing(c)).chain([opening(&opened)]).collect()
         }
         Event::MessageDelta { offset, text, .. } => {
             let Some(block) = &context.block else { return Vec::new() };
@@ -297,9 +298,12 @@ pub fn pieces(event: &Event, context: &Context, split: bool) -> Vec<Piece> {
                 out
             }
         }
-        Event::MessageCompleted { status, stop_reason, error, .. } => {
-            context.closes.iter().map(closing).chain(ending(*status, stop_reason.as_deref(), error.as_ref())).collect()
-        }
+        Event::MessageCompleted { status, stop_reason, error, .. } => context
+            .closes
+            .iter()
+            .map(|c| closing(c))
+            .chain(ending(*status, stop_reason.as_deref(), error.as_ref()))
+            .collect(),
         _ => Vec::new(),
     };
     chunks.into_iter().enumerate().map(|(i, json)| Piece { seq: context.seq + i as u64, json }).collect()
@@ -472,17 +476,20 @@ mod tests {
             (delta_of(id, 0, 0, "hm"), in_block(3, 0, BlockKind::Thinking, None)),
             (
                 block(id, 1, BlockKind::Text, None),
-                Context { closes: Some(Closed { block: thinking, input: None }), ..at(4) },
+                Context { closes: Some(Box::new(Closed { block: thinking, input: None })), ..at(4) },
             ),
             (delta_of(id, 1, 0, "Héllo \"x\""), in_block(6, 1, BlockKind::Text, None)),
             (
                 block(id, 2, BlockKind::ToolUse, Some(("toolu_1", "weather"))),
-                Context { closes: Some(Closed { block: text, input: None }), ..at(7) },
+                Context { closes: Some(Box::new(Closed { block: text, input: None })), ..at(7) },
             ),
             (delta_of(id, 2, 0, "{\"city\":"), in_block(9, 2, BlockKind::ToolUse, Some(tool.clone()))),
             (
                 completed(id, MessageStatus::Complete, None),
-                Context { closes: Some(Closed { block: call, input: Some("{\"city\": \"Oslo\"}".into()) }), ..at(10) },
+                Context {
+                    closes: Some(Box::new(Closed { block: call, input: Some("{\"city\": \"Oslo\"}".into()) })),
+                    ..at(10)
+                },
             ),
         ];
         let mut all = Vec::new();
@@ -515,7 +522,7 @@ mod tests {
     #[test]
     fn a_replayed_delta_is_one_chunk_over_sse_and_its_published_deltas_when_numbered() {
         let id = Uuid::now_v7();
-        let context = Context { splits: vec![5, 9], ..in_block(3, 0, BlockKind::Text, None) };
+        let context = Context { splits: vec![5, 9].into(), ..in_block(3, 0, BlockKind::Text, None) };
         // The block's text from byte 2: published as [2..5], [5..9], [9..12].
         let event = delta_of(id, 0, 2, "llo wörld");
         let split = pieces(&event, &context, true);
@@ -532,7 +539,7 @@ mod tests {
         let id = Uuid::now_v7();
         let text = Closed { block: BlockRef { index: 0, kind: BlockKind::Text, tool: None }, input: None };
         let failed = completed(id, MessageStatus::Failed, Some("Overloaded"));
-        let context = Context { closes: Some(text.clone()), ..at(4) };
+        let context = Context { closes: Some(Box::new(text.clone())), ..at(4) };
         let lines = String::from_utf8(sse(&failed, &context).unwrap().to_vec()).unwrap();
         assert_eq!(
             lines,
@@ -555,8 +562,11 @@ mod tests {
         let tool = Some(Arc::new(Tool { id: "t".into(), name: "n".into() }));
         let cut =
             Closed { block: BlockRef { index: 0, kind: BlockKind::ToolUse, tool }, input: Some("{\"a\":".into()) };
-        let got =
-            pieces(&completed(id, MessageStatus::Cancelled, None), &Context { closes: Some(cut), ..at(3) }, false);
+        let got = pieces(
+            &completed(id, MessageStatus::Cancelled, None),
+            &Context { closes: Some(Box::new(cut)), ..at(3) },
+            false,
+        );
         let first: Value = serde_json::from_slice(&got[0].json).unwrap();
         assert_eq!(first["type"], "tool-input-error");
         assert_eq!(first["input"], "{\"a\":");

@@ -96,7 +96,7 @@ impl Conversation {
                 let ends = numbers.ends(*block);
                 let first = ends.partition_point(|&e| e <= *offset);
                 let last = ends.partition_point(|&e| e < offset + text.len());
-                let splits = ends.get(first..last).map(<[usize]>::to_vec).unwrap_or_default();
+                let splits = ends.get(first..last).map(Box::<[usize]>::from).unwrap_or_default();
                 Context {
                     seq: numbers.opening(*block) + 1 + first as u64,
                     block: numbers.block_ref(*block),
@@ -161,9 +161,9 @@ impl Numbers<'_> {
         Some(BlockRef { index: block, kind: b.kind, tool })
     }
 
-    fn closed(&self, block: usize) -> Option<Closed> {
+    fn closed(&self, block: usize) -> Option<Box<Closed>> {
         let block_ref = self.block_ref(block)?;
         let input = (block_ref.kind == BlockKind::ToolUse).then(|| self.message.blocks[block].text.clone());
-        Some(Closed { block: block_ref, input })
+        Some(Box::new(Closed { block: block_ref, input }))
     }
 }
