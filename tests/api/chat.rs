@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// `DefaultChatTransport`'s body for a first turn asking `text`.
-fn turn(chat: &str, text: &str) -> Value {
+pub fn turn(chat: &str, text: &str) -> Value {
     json!({
         "id": chat,
         "trigger": "submit-message",
@@ -33,12 +33,12 @@ fn turn(chat: &str, text: &str) -> Value {
 
 /// A UI message stream read as the SDK reads it: `data:` lines of JSON
 /// chunks, then `data: [DONE]`.
-struct UiStream {
+pub struct UiStream {
     lines: std::pin::Pin<Box<dyn futures_util::Stream<Item = String> + Send>>,
 }
 
 impl UiStream {
-    fn of(resp: reqwest::Response) -> UiStream {
+    pub fn of(resp: reqwest::Response) -> UiStream {
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["content-type"], "text/event-stream");
         assert_eq!(resp.headers()["x-vercel-ai-ui-message-stream"], "v1");
@@ -56,7 +56,7 @@ impl UiStream {
     }
 
     /// The next chunk, `None` at `[DONE]` (keep-alive comments skipped).
-    async fn next(&mut self) -> Option<Value> {
+    pub async fn next(&mut self) -> Option<Value> {
         loop {
             let line = tokio::time::timeout(WAIT, self.lines.next()).await.expect("a chunk in time")?;
             if line.starts_with(':') {
@@ -71,7 +71,7 @@ impl UiStream {
         }
     }
 
-    async fn rest(&mut self) -> Vec<Value> {
+    pub async fn rest(&mut self) -> Vec<Value> {
         let mut out = Vec::new();
         while let Some(chunk) = self.next().await {
             out.push(chunk);
@@ -82,7 +82,7 @@ impl UiStream {
 
 /// The text of each part, rebuilt from chunks as the SDK does: a delta
 /// needs its part's start, and text goes to the part it names.
-fn parts(chunks: &[Value]) -> Vec<(String, String)> {
+pub fn parts(chunks: &[Value]) -> Vec<(String, String)> {
     let mut parts: Vec<(String, String, String)> = Vec::new();
     for c in chunks {
         let kind = c["type"].as_str().unwrap();
