@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod mux;
 pub mod pipe;
 pub mod startup;
 pub mod store;

@@ -9,6 +9,7 @@ mod m20261125_000002_api_keys;
 mod m20261201_000001_nodes;
 mod m20261201_000002_blocks_as_text;
 mod m20261201_000003_thread_leases;
+mod m20261202_000001_chat_aliases;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000001_nodes::Migration),
             Box::new(m20261201_000002_blocks_as_text::Migration),
             Box::new(m20261201_000003_thread_leases::Migration),
+            Box::new(m20261202_000001_chat_aliases::Migration),
         ]
     }
 }

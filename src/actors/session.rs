@@ -1,5 +1,6 @@
-//! SessionActor: one per subscriber connection. The same actor serves the
-//! three transports (SSE, WebSocket, and the seed route's SSE dialect);
+//! SessionActor: one per subscriber connection. The same actor serves
+//! every transport (SSE, WebSocket, the seed route's SSE dialect, the AI
+//! SDK's UI message stream over SSE, and one request of a chat WebSocket);
 //! only the `Subscriber` it shares with its worker's relay knows the
 //! difference (`broadcast::relay`).
 //!
@@ -37,7 +38,7 @@ use crate::{
     broadcast::{
         catch_up::{self, Interrupted, Missed},
         relay,
-        subscriber::{Notice, Stall, Subscriber, Wire},
+        subscriber::{ChatRequest, Notice, Stall, Subscriber, Wire},
     },
     capacity::{ConnectionSlot, SubscriberSlot},
     config::Settings,
@@ -54,13 +55,32 @@ use crate::{
     ws_guard::Refused,
 };
 
-/// WebSocket close codes the session sends (RFC 6455 §7.4).
-mod close {
+/// How a WebSocket closes on what its client sent wrong: the close code
+/// and its reason (a chat socket closes alike).
+pub fn protocol_close(e: &ProtocolError) -> (u16, &'static str) {
+    match e {
+        ProtocolError::Overflow => (close::SIZE, "frame too large"),
+        ProtocolError::Io(e) if Refused::of(e) == Some(Refused::TooLarge) => (close::SIZE, "message too large"),
+        ProtocolError::Io(e) if Refused::of(e) == Some(Refused::Busy) => (close::AGAIN, "server busy; try again later"),
+        // actix-ws reports a message too large across continuation frames
+        // only as an I/O error with this text.
+        ProtocolError::Io(e) if e.to_string().contains("maximum continuation size") => {
+            (close::SIZE, "message too large")
+        }
+        ProtocolError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => (close::INVALID, "invalid UTF-8"),
+        _ => (close::PROTOCOL, "protocol error"),
+    }
+}
+
+/// WebSocket close codes the sessions send (RFC 6455 §7.4).
+pub mod close {
     pub const AWAY: u16 = 1001;
     pub const PROTOCOL: u16 = 1002;
     pub const INVALID: u16 = 1007;
     pub const SIZE: u16 = 1009;
     pub const AGAIN: u16 = 1013;
+    pub const POLICY: u16 = 1008;
+    pub const UNSUPPORTED: u16 = 1003;
 }
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -76,6 +96,12 @@ pub enum Transport {
     /// The seed route: only that message's text chunks, in its wire format,
     /// and the response ends with the message.
     Seed { tx: PipeWriter, message_id: Uuid },
+    /// The AI SDK's UI message stream of that message over SSE; the
+    /// response ends with the message.
+    Ui { tx: PipeWriter, message_id: Uuid },
+    /// One request of a chat WebSocket: that message's UI chunks in the
+    /// request's frames (the socket's own actor reads the client).
+    Chat { tx: PipeWriter, request: ChatRequest },
 }
 
 /// Timing limits of a session.
@@ -167,7 +193,7 @@ impl SessionActor {
 
     fn gauge(&self) -> &prometheus::IntGauge {
         match self.subscriber.as_ref().map(|s| s.wire()) {
-            Some(Wire::Ws) => &self.metrics.subscribers_ws,
+            Some(Wire::Ws | Wire::Chat(_)) => &self.metrics.subscribers_ws,
             _ => &self.metrics.subscribers_sse,
         }
     }
@@ -208,12 +234,12 @@ impl SessionActor {
         }));
     }
 
-    /// An `error` event for this subscriber alone (the seed route has no
-    /// such event outside its closing line). It waits for room like any
-    /// frame, without holding anything else up.
+    /// An `error` event for this subscriber alone (the wires of one
+    /// answer have no such event outside their closing line). It waits for
+    /// room like any frame, without holding anything else up.
     fn write_error(&mut self, code: impl Into<ErrorCode>, message: &str, ctx: &mut Context<Self>) {
         let subscriber = self.subscriber().clone();
-        if matches!(subscriber.wire(), Wire::Seed(_)) {
+        if !matches!(subscriber.wire(), Wire::Sse | Wire::Ws) {
             return;
         }
         let (thread_id, code, message) = (self.thread_id, code.into(), message.to_owned());
@@ -311,6 +337,8 @@ impl Actor for SessionActor {
             Some(Transport::Sse(tx)) => (Wire::Sse, tx, None, None),
             Some(Transport::Ws { tx, incoming }) => (Wire::Ws, tx, incoming, Some(self.limits.peer_timeout)),
             Some(Transport::Seed { tx, message_id }) => (Wire::Seed(message_id), tx, None, None),
+            Some(Transport::Ui { tx, message_id }) => (Wire::Ui(message_id), tx, None, None),
+            Some(Transport::Chat { tx, request }) => (Wire::Chat(request), tx, None, None),
             None => return ctx.stop(),
         };
         let notices = ctx.address().recipient();
@@ -401,25 +429,16 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for SessionActor {
             }
             Ok(AggregatedMessage::Pong(_)) => {}
             Ok(AggregatedMessage::Close(_)) => ctx.stop(),
-            Err(ProtocolError::Overflow) => self.close_ws(close::SIZE, "frame too large", ctx),
-            Err(ProtocolError::Io(e)) if Refused::of(&e) == Some(Refused::TooLarge) => {
-                self.close_ws(close::SIZE, "message too large", ctx)
-            }
-            Err(ProtocolError::Io(e)) if Refused::of(&e) == Some(Refused::Busy) => {
-                tracing::warn!(thread_id = %self.thread_id, "websocket closed: unfinished messages past the node's budget");
-                self.close_ws(close::AGAIN, "server busy; try again later", ctx)
-            }
-            // actix-ws reports a message too large across continuation
-            // frames only as an I/O error with this text.
-            Err(ProtocolError::Io(e)) if e.to_string().contains("maximum continuation size") => {
-                self.close_ws(close::SIZE, "message too large", ctx)
-            }
-            Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                self.close_ws(close::INVALID, "invalid UTF-8", ctx)
-            }
             Err(e) => {
-                tracing::debug!(error.message = %e, "websocket protocol error");
-                self.close_ws(close::PROTOCOL, "protocol error", ctx)
+                let (code, reason) = protocol_close(&e);
+                match code {
+                    close::AGAIN => {
+                        tracing::warn!(thread_id = %self.thread_id, "websocket closed: unfinished messages past the node's budget")
+                    }
+                    close::PROTOCOL => tracing::debug!(error.message = %e, "websocket protocol error"),
+                    _ => {}
+                }
+                self.close_ws(code, reason, ctx)
             }
         }
     }

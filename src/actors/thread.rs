@@ -85,6 +85,27 @@ pub struct AbortGeneration {
 #[rtype(result = "Result<Uuid, ThreadError>")]
 pub struct Cancel;
 
+/// Cancels answer `message_id` if it is the one running (a chat request's
+/// abort, which must not stop a later answer another client asked for).
+#[derive(Message)]
+#[rtype(result = "Result<Uuid, ThreadError>")]
+pub struct CancelAnswer {
+    pub message_id: Uuid,
+}
+
+/// The answer running now, if any, for a client that resumes it.
+#[derive(Message)]
+#[rtype(result = "Result<Option<RunningAnswer>, ThreadError>")]
+pub struct FindRunning;
+
+pub struct RunningAnswer {
+    /// The answer's id.
+    pub answer: Uuid,
+    /// Where its question ends: a subscription from there replays the
+    /// answer from its start, then follows it.
+    pub question: Cursor,
+}
+
 /// A new subscriber, fresh or resuming.
 #[derive(Message)]
 #[rtype(result = "Result<Subscription, ThreadError>")]
@@ -299,14 +320,14 @@ impl ThreadActor {
     /// Publishes `events` of the answer `log` in order, each encoded once.
     fn publish(&mut self, events: &[Event], log: Option<Uuid>) {
         for event in events {
-            let text = match event {
-                Event::MessageDelta { message_id, block, .. } => {
-                    self.conversation().is_some_and(|c| c.is_text(*message_id, *block))
-                }
-                _ => false,
-            };
-            self.publisher.publish(event, text, log);
+            let context = self.ui_context(event);
+            self.publisher.publish(event, context, log);
         }
+    }
+
+    /// What `event`'s UI message stream form needs (see `ui_stream`).
+    pub(super) fn ui_context(&self, event: &Event) -> crate::domain::ui_stream::Context {
+        self.conversation().map(|c| c.ui_context(event)).unwrap_or_default()
     }
 
     /// Cluster mode: the fence this node's writes for the thread carry.
@@ -324,13 +345,7 @@ impl ThreadActor {
 
     /// Encodes `events` for one subscriber.
     fn encode(&self, events: &[Event]) -> Vec<Frame> {
-        let is_text = |e: &Event| match e {
-            Event::MessageDelta { message_id, block, .. } => {
-                self.conversation().is_some_and(|c| c.is_text(*message_id, *block))
-            }
-            _ => false,
-        };
-        events.iter().map(|e| Frame::encode(e, StreamPos::NONE, is_text(e))).collect()
+        events.iter().map(|e| Frame::encode_in(e, StreamPos::NONE, self.ui_context(e))).collect()
     }
 
     /// Subscribers of the thread on every node.

@@ -11,6 +11,7 @@ use crate::domain::{
     codes::StreamCode,
     event::Event,
     frame::{Frame, StreamPos},
+    ui_stream::Context,
 };
 
 /// At most one `thread.presence` event per thread this often.
@@ -32,12 +33,12 @@ impl Publisher {
         Publisher { fanout, head: StreamPos::new(epoch, 0), presence_sent: 0, presence_scheduled: false }
     }
 
-    /// Encodes `event` once at the next position and publishes it; `log`:
-    /// the answer it belongs to (kept in that answer's log where fan-out
-    /// spans nodes).
-    pub fn publish(&mut self, event: &Event, text_block: bool, log: Option<uuid::Uuid>) {
+    /// Encodes `event` once at the next position and publishes it;
+    /// `context`: what its UI message stream form needs; `log`: the answer
+    /// it belongs to (kept in that answer's log where fan-out spans nodes).
+    pub fn publish(&mut self, event: &Event, context: Context, log: Option<uuid::Uuid>) {
         self.head = self.head.next();
-        let frame = Arc::new(Frame::encode(event, self.head, text_block));
+        let frame = Arc::new(Frame::encode_in(event, self.head, context));
         match log {
             Some(log) => self.fanout.publish_logged(frame, log),
             None => self.fanout.publish(Signal::Frame(frame)),
@@ -127,8 +128,8 @@ mod tests {
         let mut publisher = Publisher::new(Box::new(LocalFanout::new(16)), 7);
         let mut reader = publisher.subscribe();
         let event = Event::Presence { thread_id: Uuid::nil(), cursor: None, subscribers: 0 };
-        publisher.publish(&event, false, None);
-        publisher.publish(&event, false, None);
+        publisher.publish(&event, Context::default(), None);
+        publisher.publish(&event, Context::default(), None);
         assert_eq!(publisher.head(), StreamPos::new(7, 2));
         assert!(publisher.presence_changed(), "the first change schedules a flush");
         assert!(!publisher.presence_changed(), "later ones ride on it");

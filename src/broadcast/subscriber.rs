@@ -7,6 +7,7 @@
 
 use std::{
     cell::{Cell, RefCell},
+    rc::Rc,
     time::{Duration, Instant},
 };
 
@@ -21,6 +22,7 @@ use crate::{
         cursor::Cursor,
         event::Event,
         frame::{seed_error, ws_close, ws_frame, Frame, StreamPos, WsOp, SSE_KEEP_ALIVE},
+        ui_stream::{self, Request},
     },
     pipe::{At, PipeWriter, TrySendError},
 };
@@ -42,12 +44,38 @@ pub enum Notice {
 }
 
 /// How a subscriber's frames are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Wire {
     Sse,
     Ws,
     /// The seed route: only this message's text, in its own wire format.
     Seed(Uuid),
+    /// The AI SDK's UI message stream over SSE: only this message.
+    Ui(Uuid),
+    /// One request of a chat WebSocket (the AI SDK's
+    /// `WebSocketChatTransport`): this message's UI chunks in the
+    /// request's frames.
+    Chat(ChatRequest),
+}
+
+/// What a chat WebSocket's request follows.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    pub message_id: Uuid,
+    pub request: Rc<Request>,
+    /// Only chunks numbered after this one (a resume's `lastSequence`).
+    pub after: Option<u64>,
+}
+
+impl Wire {
+    /// The one message a wire that follows one answer follows.
+    fn message(&self) -> Option<Uuid> {
+        match self {
+            Wire::Seed(id) | Wire::Ui(id) => Some(*id),
+            Wire::Chat(c) => Some(c.message_id),
+            Wire::Sse | Wire::Ws => None,
+        }
+    }
 }
 
 /// Why a waiting write gave up.
@@ -116,8 +144,8 @@ impl Subscriber {
         }
     }
 
-    pub fn wire(&self) -> Wire {
-        self.wire
+    pub fn wire(&self) -> &Wire {
+        &self.wire
     }
 
     /// The cursor of the last positional frame written.
@@ -137,20 +165,23 @@ impl Subscriber {
 
     /// What this wire writes for `frame`, or `None` to skip it.
     fn payload(&self, frame: &Frame) -> Option<Bytes> {
-        match self.wire {
+        let mine = |id: Uuid| frame.cursor.is_some_and(|c| c.message_id == id);
+        match &self.wire {
             Wire::Sse => Some(frame.sse.clone()),
             Wire::Ws => Some(frame.ws.clone()),
-            Wire::Seed(message_id) => {
-                let mine = frame.cursor.is_some_and(|c| c.message_id == message_id);
-                frame.seed.clone().filter(|_| mine)
-            }
+            Wire::Seed(message_id) => frame.seed.clone().filter(|_| mine(*message_id)),
+            // Asked only of its own message's frames: a frame no UI
+            // subscriber follows is never encoded for one.
+            Wire::Ui(message_id) => mine(*message_id).then(|| frame.ui_sse().cloned()).flatten(),
+            Wire::Chat(c) if mine(c.message_id) => frame.ui_ws(&c.request, c.after, self.completes(frame)),
+            Wire::Chat(_) => None,
         }
     }
 
-    /// Whether `frame` ends what this subscriber came for (the seed route's
-    /// answer).
+    /// Whether `frame` ends what this subscriber came for (the one answer
+    /// of the seed route, a UI message stream, a chat request).
     pub fn completes(&self, frame: &Frame) -> bool {
-        let Wire::Seed(message_id) = self.wire else { return false };
+        let Some(message_id) = self.wire.message() else { return false };
         frame.kind == EventKind::MessageCompleted && frame.cursor.is_some_and(|c| c.message_id == message_id)
     }
 
@@ -221,20 +252,21 @@ impl Subscriber {
     /// full of frames it reads slowly, if at all) has those frames dropped
     /// first, so the error comes right after what its client will get, and
     /// names that position: it reaches a slow reader within a shutdown's
-    /// grace, and a resume from it misses nothing. (The seed route cannot
-    /// resume: its text is kept.) Nothing is written after it.
+    /// grace, and a resume from it misses nothing. (A wire of one answer,
+    /// the seed route's or a UI stream, cannot resume from a cursor: its
+    /// text is kept.) Nothing is written after it.
     pub fn write_closing(&self, code: impl Into<ErrorCode>, message: &str) {
         let mut delivery = self.delivery.borrow_mut();
         if delivery.state() == State::Closed {
             return;
         }
-        if delivery.state() == State::Behind && !matches!(self.wire, Wire::Seed(_)) {
+        if delivery.state() == State::Behind && self.wire.message().is_none() {
             self.cursor.set(self.pipe.discard_queued().unwrap_or(self.start));
         }
         delivery.close();
         let code = code.into();
         let event = Event::error(self.thread_id, self.cursor(), code, message);
-        let last = match self.wire {
+        let last = match &self.wire {
             Wire::Sse => Frame::encode(&event, StreamPos::NONE, false).sse,
             Wire::Ws => {
                 let mut both = BytesMut::from(&Frame::encode(&event, StreamPos::NONE, false).ws[..]);
@@ -242,6 +274,8 @@ impl Subscriber {
                 both.freeze()
             }
             Wire::Seed(_) => seed_error(message),
+            Wire::Ui(_) => ui_stream::sse_error(message),
+            Wire::Chat(c) => ws_frame(WsOp::Text, &c.request.error(message)),
         };
         self.pipe.push_final(last);
     }
@@ -249,7 +283,7 @@ impl Subscriber {
     /// A WebSocket close frame alone (it fits even when the pipe is full).
     pub fn write_ws_close(&self, code: u16, description: &str) {
         let mut delivery = self.delivery.borrow_mut();
-        if self.wire == Wire::Ws && delivery.state() != State::Closed {
+        if matches!(self.wire, Wire::Ws) && delivery.state() != State::Closed {
             delivery.close();
             self.pipe.push_final(ws_close(code, description));
         }
@@ -319,7 +353,7 @@ impl Subscriber {
     /// next frame (or once it is live again) rather than every count it
     /// missed.
     pub(super) fn presence(&self, subscribers: usize) {
-        if matches!(self.wire, Wire::Seed(_)) {
+        if self.wire.message().is_some() {
             return;
         }
         if !self.delivery.borrow().is_live() {
@@ -344,10 +378,11 @@ impl Subscriber {
             return self.tell(Notice::Silent);
         }
         let idle = !self.wrote_since_tick.replace(false) && self.delivery.borrow().is_live();
+        // A chat WebSocket's socket pings for all its requests.
         let keep_alive = match self.wire {
-            Wire::Sse if idle => Bytes::from_static(SSE_KEEP_ALIVE),
+            Wire::Sse | Wire::Ui(_) if idle => Bytes::from_static(SSE_KEEP_ALIVE),
             Wire::Ws => ws_frame(WsOp::Ping, b""),
-            Wire::Sse | Wire::Seed(_) => return,
+            Wire::Sse | Wire::Ui(_) | Wire::Seed(_) | Wire::Chat(_) => return,
         };
         if let Err(TrySendError::Closed(_)) = self.pipe.try_send(keep_alive) {
             self.tell(Notice::Gone);

@@ -1,14 +1,29 @@
 //! The encode-once frame, and the only place that knows the wire formats:
 //! SSE (and its `retry:` and keep-alive lines), WebSocket frames (server
 //! frames are never masked, so the bytes are the same for every
-//! subscriber), the seed route's lines, and the frame's own form between
-//! nodes. A broadcast event is serialized to JSON a single time; every
-//! subscriber is handed a shared `Bytes`, whatever its transport.
+//! subscriber), the seed route's lines, the AI SDK's UI message stream
+//! (its chunks from `ui_stream`), and the frame's own form between nodes.
+//! A broadcast event is serialized to JSON a single time; every subscriber
+//! is handed a shared `Bytes`, whatever its transport.
+//!
+//! The UI message stream's forms are encoded lazily: a frame carries what
+//! they need (`ui_stream::Context`, a few numbers), and the first
+//! subscriber of a form encodes it into the frame's cell, which every other
+//! subscriber of that form then shares. A deployment that never serves the
+//! AI SDK's routes never encodes them.
+
+use std::sync::OnceLock;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
-use super::{codes::EventKind, cursor::Cursor, event::Event, MessageStatus};
+use super::{
+    codes::EventKind,
+    cursor::Cursor,
+    event::Event,
+    ui_stream::{self, Context, Piece, Request},
+    MessageStatus,
+};
 
 /// A frame's place in its thread's broadcast order: the owner's epoch (a
 /// new owner of the thread starts a higher one), then a sequence number
@@ -49,16 +64,43 @@ pub struct Frame {
     /// When this node built the frame (for a broadcast chunk: as it
     /// arrived from the provider, or from another node).
     pub born: std::time::Instant,
+    /// The UI message stream's forms, encoded on first use.
+    ui: Ui,
     /// Where the JSON lies in `sse`.
     json: std::ops::Range<usize>,
 }
 
-/// Two frames are equal when their bytes and places are: when each was
-/// built does not count.
+/// Two frames are equal when their bytes, places and UI context are:
+/// when each was built does not count.
 impl PartialEq for Frame {
     fn eq(&self, other: &Frame) -> bool {
-        (self.pos, self.kind, self.cursor, &self.sse, &self.ws, &self.seed, &self.json)
-            == (other.pos, other.kind, other.cursor, &other.sse, &other.ws, &other.seed, &other.json)
+        (self.pos, self.kind, self.cursor, &self.sse, &self.ws, &self.seed, &self.ui, &self.json)
+            == (other.pos, other.kind, other.cursor, &other.sse, &other.ws, &other.seed, &other.ui, &other.json)
+    }
+}
+
+/// A frame's UI message stream: what it needs beyond the event, and its
+/// forms once a subscriber asked for one (allocated then: a frame no UI
+/// subscriber reads carries only the context).
+#[derive(Debug, Clone, Default)]
+struct Ui {
+    context: Context,
+    forms: OnceLock<Box<Forms>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Forms {
+    /// SSE `data:` lines (`None`: the event has no UI form).
+    sse: OnceLock<Option<Bytes>>,
+    /// The chunks with their numbers, a replayed delta split.
+    pieces: OnceLock<Vec<Piece>>,
+}
+
+/// The cells hold what the event and the context say: frames are equal
+/// whether or not a form was encoded yet.
+impl PartialEq for Ui {
+    fn eq(&self, other: &Ui) -> bool {
+        self.context == other.context
     }
 }
 
@@ -69,6 +111,55 @@ impl Frame {
         // unwrap: the event types hold only strings, numbers and ids.
         let json = serde_json::to_vec(event).unwrap();
         Frame::assemble(pos, event.kind(), event.cursor(), &json, seed_line(event, text_block))
+    }
+
+    /// Encodes `event` of an answer whose UI message stream `context`
+    /// describes (which also says whether a delta is of a text block).
+    pub fn encode_in(event: &Event, pos: StreamPos, context: Context) -> Frame {
+        Frame::encode(event, pos, context.is_text_delta()).with_ui(context)
+    }
+
+    /// This frame with the UI message stream's `context` (a frame another
+    /// node sent carries none: its form between nodes leaves it out, and
+    /// each node's mirror of the conversation supplies it).
+    pub fn with_ui(&self, context: Context) -> Frame {
+        Frame { ui: Ui { context, ..Ui::default() }, ..self.clone() }
+    }
+
+    /// The UI message stream's SSE lines of this frame, if it has any
+    /// (`data: [DONE]` after a message's end); encoded once, on first use.
+    pub fn ui_sse(&self) -> Option<&Bytes> {
+        self.ui_forms()
+            .sse
+            .get_or_init(|| Event::from_json(self.json()).and_then(|e| ui_stream::sse(&e, &self.ui.context)))
+            .as_ref()
+    }
+
+    fn ui_forms(&self) -> &Forms {
+        self.ui.forms.get_or_init(Box::default)
+    }
+
+    /// The UI chunks of this frame with their numbers; encoded once.
+    pub fn ui_pieces(&self) -> &[Piece] {
+        self.ui_forms().pieces.get_or_init(|| match Event::from_json(self.json()) {
+            Some(e) => ui_stream::pieces(&e, &self.ui.context, true),
+            None => Vec::new(),
+        })
+    }
+
+    /// This frame for one request of a chat WebSocket: a `chunk` text
+    /// frame per UI chunk numbered after `after`, then `end` if the frame
+    /// ends what the request follows. The chunks' JSON is the frame's
+    /// shared bytes; only the request's envelope is written per request.
+    pub fn ui_ws(&self, request: &Request, after: Option<u64>, end: bool) -> Option<Bytes> {
+        let mut out = BytesMut::new();
+        for piece in self.ui_pieces().iter().filter(|p| after.is_none_or(|a| p.seq > a)) {
+            out.put_slice(&ws_frame(WsOp::Text, &request.chunk(piece)));
+        }
+        if end {
+            out.put_slice(&ws_frame(WsOp::Text, &request.end()));
+        }
+        (!out.is_empty()).then(|| out.freeze())
     }
 
     /// Builds every wire form around `json`, which is not parsed.
@@ -87,7 +178,8 @@ impl Frame {
         buf.put_slice(b"\n\n");
         let sse = buf.freeze();
         let ws = ws_frame(WsOp::Text, &sse[start..end]);
-        Frame { pos, kind, cursor, sse, ws, seed, born: std::time::Instant::now(), json: start..end }
+        let born = std::time::Instant::now();
+        Frame { pos, kind, cursor, sse, ws, seed, born, ui: Ui::default(), json: start..end }
     }
 
     /// The event's JSON.
@@ -278,6 +370,36 @@ mod tests {
             actix_http::ws::CloseReason { code: actix_http::ws::CloseCode::Away, description: Some("bye".into()) };
         actix_http::ws::Parser::write_close(&mut theirs, Some(reason), false);
         assert_eq!(ws_close(1001, "bye"), theirs.freeze());
+    }
+
+    #[test]
+    fn the_ui_forms_are_encoded_once_and_shared() {
+        use crate::domain::{
+            ui_stream::{BlockRef, Context},
+            BlockKind,
+        };
+        let event = delta("héllo");
+        let context = Context {
+            seq: 4,
+            block: Some(BlockRef { index: 2, kind: BlockKind::Text, tool: None }),
+            ..Context::default()
+        };
+        let frame = Frame::encode_in(&event, StreamPos::new(1, 1), context);
+        assert!(frame.seed.is_some(), "a text delta has its seed line");
+        let first = frame.ui_sse().unwrap().clone();
+        assert_eq!(&first[..], "data: {\"type\":\"text-delta\",\"id\":\"2\",\"delta\":\"héllo\"}\n\n".as_bytes());
+        assert_eq!(first.as_ptr(), frame.ui_sse().unwrap().as_ptr(), "encoded once, the same bytes after");
+        let request = Request::new("r1");
+        let ws = frame.ui_ws(&request, None, false).unwrap();
+        assert!(std::str::from_utf8(&ws[2..])
+            .unwrap()
+            .starts_with(r#"{"type":"chunk","requestId":"r1","sequence":4,"#));
+        assert!(frame.ui_ws(&request, Some(4), false).is_none(), "nothing after the number it resumes from");
+        // A frame without the context (from another node) has no UI form
+        // until its node supplies it.
+        let bare = Frame::from_wire(&frame.to_wire()).unwrap();
+        assert!(bare.ui_sse().is_none());
+        assert_eq!(bare.with_ui(frame.ui.context.clone()).ui_sse(), Some(&first));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! I/O or names another module of the crate (no actix, tokio or sea-orm):
 //! every other layer speaks these types.
 
+pub mod chat_request;
 pub mod client_frame;
 pub mod codes;
 pub mod conversation;
@@ -12,6 +13,7 @@ pub mod frame;
 pub mod input;
 pub mod provider_event;
 pub mod resources;
+pub mod ui_stream;
 
 pub use resources::*;
 

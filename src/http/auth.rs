@@ -226,7 +226,7 @@ pub async fn project_access(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let caller = project_caller(&req, false).await?;
+    let caller = project_caller(&req, Tokens::Refused).await?;
     req.extensions_mut().insert(caller);
     next.call(req).await
 }
@@ -237,14 +237,37 @@ pub async fn stream_access(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let caller = project_caller(&req, true).await?;
+    let caller = project_caller(&req, Tokens::OfTid).await?;
     req.extensions_mut().insert(caller);
     next.call(req).await
 }
 
-/// Who calls a project route, if they may; `stream` says whether the
-/// route is one of a thread's streams, which stream tokens open.
-async fn project_caller(req: &ServiceRequest, stream: bool) -> Result<Caller, actix_web::Error> {
+/// A chat's streams (`/chat/{id}/stream`, `/chat/ws`): as `stream_access`,
+/// but the route names a chat, not a thread, so the handler refuses a
+/// token of another thread once it knows the chat's
+/// (`chat::token_opens`).
+pub async fn chat_stream_access(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let caller = project_caller(&req, Tokens::CheckedByHandler).await?;
+    req.extensions_mut().insert(caller);
+    next.call(req).await
+}
+
+/// Which stream tokens a route takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tokens {
+    Refused,
+    /// Those of thread `{tid}`.
+    OfTid,
+    /// Any; the handler checks the thread.
+    CheckedByHandler,
+}
+
+/// Who calls a project route, if they may; `tokens` says which stream
+/// tokens open it.
+async fn project_caller(req: &ServiceRequest, tokens: Tokens) -> Result<Caller, actix_web::Error> {
     let state = state_of(req)?;
     let caller = state.auth.caller(req, &state).await?;
     let id = |name: &str| req.match_info().get(name).and_then(|v| Uuid::try_parse(v).ok());
@@ -253,7 +276,12 @@ async fn project_caller(req: &ServiceRequest, stream: bool) -> Result<Caller, ac
         // A `{pid}` that is not an id opens nothing (fail closed).
         Caller::Project { project, .. } => Some(project) == id("pid"),
         Caller::Stream { thread, .. } => {
-            if !stream || id("tid") != Some(thread) {
+            let opens = match tokens {
+                Tokens::Refused => false,
+                Tokens::OfTid => id("tid") == Some(thread),
+                Tokens::CheckedByHandler => true,
+            };
+            if !opens {
                 return Err(unauthorized("a stream token opens only its thread's /events and /ws"));
             }
             true

@@ -81,7 +81,7 @@ pub fn start_session(state: &AppState, thread_id: Uuid, admission: Admission, tr
 
 /// An SSE answer. HTTP/1.0 has no chunked encoding: its body is
 /// delimited by the connection's close instead.
-fn sse_response(req: &HttpRequest, body: PipeBody) -> HttpResponse {
+pub(super) fn sse_response(req: &HttpRequest, body: PipeBody) -> HttpResponse {
     let mut response = HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))

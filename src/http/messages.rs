@@ -162,8 +162,8 @@ pub async fn history(
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-struct Cancelled {
-    message_id: Uuid,
+pub struct Cancelled {
+    pub message_id: Uuid,
 }
 
 #[utoipa::path(post, path = "/v1/projects/{pid}/threads/{tid}/cancel", tag = "messages", params(("pid" = Uuid, Path, description = "Project id"), ("tid" = Uuid, Path, description = "Thread id")),

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod chat;
 pub mod events;
 pub mod keys;
 pub mod logging;
@@ -58,7 +59,7 @@ pub enum Access {
     /// The admin token (or open mode).
     Admin,
     /// A key of the route's project `{pid}`, the admin token, or (on a
-    /// thread's `/events` and `/ws`) a stream token.
+    /// thread's `/events` and `/ws`, and its chat's streams) a stream token.
     Project,
 }
 
@@ -67,9 +68,10 @@ pub enum Access {
 pub enum Kind {
     /// A request and its answer.
     Plain,
-    /// A live subscription to thread `{tid}` (SSE or WebSocket): a stream
-    /// token of that thread opens it, and it counts against the caps on
-    /// streams (429).
+    /// A live subscription to thread `{tid}` (SSE or WebSocket), or to
+    /// the thread of a chat (`/chat/…`, whose handler checks a token once
+    /// it knows the thread): a stream token of that thread opens it, and
+    /// it counts against the caps on streams (429).
     Stream,
     /// Starts a generation: the message rate and generation caps (429), a
     /// running generation (409 `thread_busy`), no database or no free
@@ -165,6 +167,24 @@ pub fn routes() -> Vec<ApiRoute> {
             Stream,
             web::get().to(ws::subscribe),
         ),
+        route(Method::POST, "/v1/projects/{pid}/chat", Project, Json, Generate, web::post().to(chat::post::post)),
+        route(Method::GET, "/v1/projects/{pid}/chat/ws", Project, Upgrade, Stream, web::get().to(chat::ws::socket)),
+        route(
+            Method::GET,
+            "/v1/projects/{pid}/chat/{id}/stream",
+            Project,
+            Empty,
+            Stream,
+            web::get().to(chat::resume::stream),
+        ),
+        route(
+            Method::POST,
+            "/v1/projects/{pid}/chat/{id}/cancel",
+            Project,
+            Empty,
+            Cancel,
+            web::post().to(chat::resume::cancel),
+        ),
         route(
             Method::POST,
             "/projects/{pid}/threads/{tid}/query/stream",
@@ -237,6 +257,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
             Check::Admin => cfg.service(resource.wrap(from_fn(auth::admin_only))),
             Check::Project => cfg.service(resource.wrap(from_fn(auth::project_access))),
             Check::Stream => cfg.service(resource.wrap(from_fn(auth::stream_access))),
+            Check::ChatStream => cfg.service(resource.wrap(from_fn(auth::chat_stream_access))),
         };
     }
     cfg.default_service(web::to(not_found));
@@ -251,21 +272,24 @@ struct PathRoutes {
 }
 
 /// The access check of a path: its routes' `Access`, and for a thread's
-/// streams also its stream tokens.
+/// streams also its stream tokens (for a chat's, any thread's, which its
+/// handler checks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Check {
     Public,
     Admin,
     Project,
     Stream,
+    ChatStream,
 }
 
 impl Check {
     fn of(r: &ApiRoute) -> Check {
         match (r.access, r.kind) {
+            (Access::Project, Kind::Stream) if r.path.contains("{tid}") => Check::Stream,
             (Access::Project, Kind::Stream) => {
-                assert!(r.path.contains("{tid}"), "stream route {} must name its thread", r.path);
-                Check::Stream
+                assert!(r.path.contains("/chat/"), "stream route {} must name its thread or its chat", r.path);
+                Check::ChatStream
             }
             (_, Kind::Stream) => panic!("stream route {} must take project access", r.path),
             (Access::Public, Kind::Asset) => Check::Public,

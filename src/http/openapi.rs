@@ -19,7 +19,7 @@ use utoipa::{
 };
 
 use super::{
-    admin, body::BodyKind, events, keys, messages, page, projects, routes, threads, ws, Access, AppState, Kind,
+    admin, body::BodyKind, chat, events, keys, messages, page, projects, routes, threads, ws, Access, AppState, Kind,
 };
 use crate::{config::LimitSettings, error::Code};
 
@@ -45,6 +45,10 @@ use crate::{config::LimitSettings, error::Code};
         events::subscribe,
         ws::subscribe,
         events::seed_stream,
+        chat::post::post,
+        chat::resume::stream,
+        chat::resume::cancel,
+        chat::ws::socket,
         admin::stats,
         admin::threads,
         admin::thread,
@@ -62,6 +66,7 @@ use crate::{config::LimitSettings, error::Code};
     tags(
         (name = "projects"), (name = "threads"), (name = "messages"),
         (name = "streams", description = "Live events over SSE and WebSocket, resumable by cursor"),
+        (name = "chat", description = "The AI SDK's chat protocol (npm `ai` 7.0): `useChat`'s transports"),
         (name = "admin", description = "Operators: needs the admin token"),
         (name = "operations", description = "Probes, metrics and this description"),
         (name = "page", description = "The web page and the browser client, embedded in the service"),
@@ -200,9 +205,33 @@ fn error_schema() -> utoipa::openapi::schema::Schema {
 /// limits this server was started with filled in. Built once, at start.
 pub fn document(limits: &LimitSettings) -> String {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
-    let max_tokens = &mut doc["components"]["schemas"]["NewMessage"]["properties"]["max_tokens"];
-    if max_tokens.is_object() {
-        max_tokens["maximum"] = limits.max_tokens_cap.into();
+    for schema in ["NewMessage", "ChatBody"] {
+        let max_tokens = &mut doc["components"]["schemas"][schema]["properties"]["max_tokens"];
+        if max_tokens.is_object() {
+            max_tokens["maximum"] = limits.max_tokens_cap.into();
+        }
+    }
+    let messages = &mut doc["components"]["schemas"]["ChatBody"]["properties"]["messages"];
+    if messages.is_object() {
+        // What utoipa's attributes cannot say: a turn asks the text of its
+        // newest user message, so it holds a user message with text (JSON
+        // Schema cannot say "the newest").
+        messages["minItems"] = 1.into();
+        messages["contains"] = serde_json::json!({
+            "type": "object",
+            "required": ["role", "parts"],
+            "properties": {
+                "role": {"const": "user"},
+                "parts": {"type": "array", "contains": {
+                    "type": "object",
+                    "required": ["type", "text"],
+                    "properties": {
+                        "type": {"const": "text"},
+                        "text": {"type": "string", "pattern": r"^[^\x00]*[^\s\x00][^\x00]*$"},
+                    },
+                }},
+            },
+        });
     }
     doc.to_string()
 }

@@ -11,6 +11,7 @@ use actix_web::{
     dev::Payload,
     web, FromRequest, HttpRequest, HttpResponse,
 };
+use actix_ws::AggregatedMessageStream;
 use uuid::Uuid;
 
 use super::{
@@ -35,30 +36,47 @@ pub async fn subscribe(
     req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
-    if let Some(origin) = req.headers().get(actix_web::http::header::ORIGIN) {
-        let allowed = &state.deps.settings.http.allowed_origins;
-        let origin = origin.to_str().unwrap_or_default();
-        if !allowed.iter().any(|a| a == "*" || a == origin) && !is_own_origin(&req, origin) {
-            return Err(ApiError::new(crate::error::Code::Forbidden, "this origin may not open WebSockets here").into());
-        }
-    }
+    check_origin(&state, &req)?;
     let thread = find(&state, path.0, path.1).await?;
     let admission = admit(&state, &req, thread.id)?;
     let from = resume_cursor(&req, &query);
-    // actix-ws answers the handshake and parses incoming frames, behind a
-    // guard that refuses an over-size frame at its header (actix-ws would
-    // buffer all of it first); its own outgoing channel is replaced by the
-    // pipe.
-    let guarded: BoxedPayloadStream = Box::pin(Guard::new(body, MAX_CLIENT_FRAME, state.deps.capacity.ws_budget()));
-    let body = web::Payload::from_request(&req, &mut Payload::from(guarded)).await?;
-    let (response, _, incoming) =
-        actix_ws::handle(&req, body).map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
+    let (response, incoming) = handshake(&state, &req, body, MAX_CLIENT_FRAME).await?;
     let (tx, outgoing) = pipe(super::events::STREAM_BUFFER);
     let response = response.set_body(BoxBody::new(BodyStream::new(outgoing)));
-    let incoming =
-        incoming.max_frame_size(MAX_CLIENT_FRAME).aggregate_continuations().max_continuation_size(MAX_CLIENT_FRAME);
     start_session(&state, thread.id, admission, Transport::Ws { tx, incoming: Some(incoming) }, from);
     Ok(response)
+}
+
+/// Refuses (403) a WebSocket upgrade from a page of an origin that is not
+/// allowed (`--allowed-origins`) and not this service's own.
+pub(super) fn check_origin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    if let Some(origin) = req.headers().get(actix_web::http::header::ORIGIN) {
+        let allowed = &state.deps.settings.http.allowed_origins;
+        let origin = origin.to_str().unwrap_or_default();
+        if !allowed.iter().any(|a| a == "*" || a == origin) && !is_own_origin(req, origin) {
+            return Err(ApiError::new(crate::error::Code::Forbidden, "this origin may not open WebSockets here"));
+        }
+    }
+    Ok(())
+}
+
+/// The upgrade: actix-ws answers the handshake and parses incoming frames
+/// (messages of at most `max_message` bytes), behind a guard that refuses
+/// an over-size frame at its header (actix-ws would buffer all of it
+/// first). The answer's body is the caller's to set: actix-ws's own
+/// outgoing channel is replaced by a pipe.
+pub(super) async fn handshake(
+    state: &AppState,
+    req: &HttpRequest,
+    body: web::Payload,
+    max_message: usize,
+) -> Result<(HttpResponse, AggregatedMessageStream), actix_web::Error> {
+    let guarded: BoxedPayloadStream = Box::pin(Guard::new(body, max_message, state.deps.capacity.ws_budget()));
+    let body = web::Payload::from_request(req, &mut Payload::from(guarded)).await?;
+    let (response, _, incoming) =
+        actix_ws::handle(req, body).map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
+    let incoming = incoming.max_frame_size(max_message).aggregate_continuations().max_continuation_size(max_message);
+    Ok((response, incoming))
 }
 
 /// Whether `origin` is this service's own (its scheme and the request's

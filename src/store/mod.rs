@@ -3,6 +3,7 @@
 //! queries the service needs in domain types. Writes of the hot path go
 //! through `write_batch`, one transaction for a whole group commit.
 
+mod chats;
 mod convert;
 pub mod entities;
 mod error;

@@ -499,3 +499,36 @@ async fn an_owner_cut_off_from_postgres_stops_and_another_node_ends_the_answer()
     assert_eq!(again["status"], "interrupted");
     assert_eq!(again["content"], stored["content"], "no second writer");
 }
+
+#[actix_web::test]
+async fn a_chat_asked_on_one_node_resumes_on_another_as_the_same_ui_message() {
+    use crate::chat::{parts, turn, UiStream};
+    let Some(cluster) = Cluster::start(2, None, &["--sim-chunks", "120", "--sim-interval-ms", "15"]).await else {
+        return;
+    };
+    let thread = cluster.node(0).thread().await;
+    let (pid, tid) = {
+        let mut parts = thread.trim_start_matches("/v1/projects/").split("/threads/");
+        (parts.next().unwrap().to_owned(), parts.next().unwrap().to_owned())
+    };
+    let (asker, other) = (cluster.node(0), cluster.node(1));
+    let resp = asker.client.post(format!("{}/v1/projects/{pid}/chat", asker.base)).json(&turn(&tid, "spread")).send();
+    let mut asked = UiStream::of(resp.await.unwrap());
+    let mut seen = Vec::new();
+    while seen.iter().filter(|c: &&Value| c["type"] == "text-delta").count() < 10 {
+        seen.push(asked.next().await.unwrap());
+    }
+    // The other node mirrors the answer and gives the frames it relays
+    // their UI form itself.
+    let resumed = other.client.get(format!("{}/v1/projects/{pid}/chat/{tid}/stream", other.base)).send();
+    let replayed = UiStream::of(resumed.await.unwrap()).rest().await;
+    seen.extend(asked.rest().await);
+    assert_eq!(replayed[0]["messageId"], seen[0]["messageId"]);
+    assert_eq!(parts(&replayed), parts(&seen));
+    let answer = eventually(|| async {
+        let last = asker.messages(&thread).await.pop()?;
+        (last["status"] == "complete").then_some(last)
+    })
+    .await;
+    assert_eq!(parts(&replayed), [("text".to_owned(), answer["content"].as_str().unwrap().to_owned())]);
+}

@@ -3,6 +3,8 @@
 
 mod access;
 mod binary;
+mod chat;
+mod chat_ws;
 mod cluster;
 mod fake_upstream;
 mod fanout;

@@ -242,7 +242,12 @@ impl Handler<Inbound> for ThreadActor {
                     return;
                 };
                 match conversation.mirror(&event, Utc::now()) {
-                    Ok(true) => self.publisher.relay(frame),
+                    Ok(true) => {
+                        // The form between nodes leaves the UI stream's
+                        // context out: this node's mirror supplies it.
+                        let context = self.ui_context(&event);
+                        self.publisher.relay(std::sync::Arc::new(frame.with_ui(context)))
+                    }
                     Ok(false) => {}
                     Err(_) => {
                         tracing::debug!(thread_id = %self.thread_id, kind = frame.kind.as_str(), "a frame leaves a gap");

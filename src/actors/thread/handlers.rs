@@ -237,6 +237,31 @@ impl Handler<Cancel> for ThreadActor {
     }
 }
 
+impl Handler<CancelAnswer> for ThreadActor {
+    type Result = Result<Uuid, ThreadError>;
+
+    fn handle(&mut self, msg: CancelAnswer, ctx: &mut Context<Self>) -> Self::Result {
+        let (_, conversation) = self.found()?;
+        match conversation.running().map(|m| m.id) {
+            Some(id) if id == msg.message_id => <Self as Handler<Cancel>>::handle(self, Cancel, ctx),
+            _ => Err(ThreadError::NotGenerating),
+        }
+    }
+}
+
+impl Handler<FindRunning> for ThreadActor {
+    type Result = Result<Option<RunningAnswer>, ThreadError>;
+
+    fn handle(&mut self, _: FindRunning, _: &mut Context<Self>) -> Self::Result {
+        let (_, conversation) = self.found()?;
+        let messages = conversation.messages();
+        let Some(answer) = conversation.running() else { return Ok(None) };
+        // An answer always follows its question.
+        let question = messages.len().checked_sub(2).map(|i| &messages[i]).ok_or(ThreadError::NotGenerating)?;
+        Ok(Some(RunningAnswer { answer: answer.id, question: crate::domain::event::end_cursor(question) }))
+    }
+}
+
 impl Handler<Subscribe> for ThreadActor {
     type Result = Result<Subscription, ThreadError>;
 

@@ -9,10 +9,13 @@
 //! - `replay` says what a subscriber at a cursor has not seen
 //!   (`replay.rs`), `head` where a subscriber that has seen everything
 //!   settled stands.
+//! - `ui_context` says what the AI SDK's UI message stream needs to know
+//!   of an event (`ui.rs`).
 
 mod replay;
 #[cfg(test)]
 mod tests;
+mod ui;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -23,7 +26,7 @@ use super::{
     event::{end_cursor, Event},
     new_id,
     provider_event::{FailureCode, ProviderEvent},
-    Block, BlockKind, Message, MessageError, MessageStatus, Role, Usage,
+    Block, Message, MessageError, MessageStatus, Role, Usage,
 };
 
 pub struct Conversation {
@@ -31,6 +34,9 @@ pub struct Conversation {
     messages: Vec<Message>,
     /// The last message is an answer being generated.
     running: bool,
+    /// Where the latest answer's deltas ended (the UI stream's numbers);
+    /// boxed, as most threads never serve the UI stream.
+    published: Box<ui::Published>,
 }
 
 /// A question just accepted.
@@ -69,7 +75,11 @@ impl Conversation {
     /// its end is running (on another node, in cluster mode).
     pub fn new(thread_id: Uuid, messages: Vec<Message>) -> Conversation {
         let running = messages.last().is_some_and(|m| m.role == Role::Assistant && !m.is_finished());
-        Conversation { thread_id, messages, running }
+        let mut published = Box::<ui::Published>::default();
+        if let Some(answer) = messages.last().filter(|_| running) {
+            published.adopt(answer);
+        }
+        Conversation { thread_id, messages, running, published }
     }
 
     pub fn messages(&self) -> &[Message] {
@@ -93,11 +103,6 @@ impl Conversation {
 
     pub fn message(&self, id: Uuid) -> Option<&Message> {
         self.messages.iter().rev().find(|m| m.id == id)
-    }
-
-    /// Whether block `block` of message `message_id` is a text block.
-    pub fn is_text(&self, message_id: Uuid, block: usize) -> bool {
-        self.message(message_id).and_then(|m| m.blocks.get(block)).is_some_and(|b| b.kind == BlockKind::Text)
     }
 
     /// Accepts `content`; the answer, by `model`, starts streaming.
@@ -134,6 +139,7 @@ impl Conversation {
         self.messages.push(user.clone());
         self.messages.push(assistant.clone());
         self.running = true;
+        self.published.start(assistant.id);
         Asked { user, assistant, events }
     }
 
@@ -175,6 +181,7 @@ impl Conversation {
                     return fail(format!("upstream opened block {index} out of order"));
                 }
                 message.blocks.push(Block { id: block_id.clone(), name: name.clone(), ..Block::new(kind) });
+                self.published.block(id, kind, block_id.as_deref(), name.as_deref());
                 let event = Event::MessageBlock {
                     thread_id,
                     cursor: Some(Cursor::new(id, index, 0)),
@@ -207,6 +214,7 @@ impl Conversation {
                 }
                 let offset = block.text.len();
                 block.text.push_str(&text);
+                self.published.delta(id, index, offset + text.len());
                 let event = Event::MessageDelta {
                     thread_id,
                     cursor: Some(Cursor::new(id, index, offset + text.len())),
@@ -301,6 +309,7 @@ impl Conversation {
                 };
                 self.messages.push(answer);
                 self.running = true;
+                self.published.start(*message_id);
                 Ok(true)
             }
             Event::MessageBlock { message_id, block, kind, id, name, .. } => {
@@ -309,6 +318,7 @@ impl Conversation {
                     std::cmp::Ordering::Less => Ok(false),
                     std::cmp::Ordering::Equal => {
                         answer.blocks.push(Block { id: id.clone(), name: name.clone(), ..Block::new(*kind) });
+                        self.published.block(*message_id, *kind, id.as_deref(), name.as_deref());
                         Ok(true)
                     }
                     std::cmp::Ordering::Greater => Err(Gap),
@@ -323,6 +333,8 @@ impl Conversation {
                 }
                 let new = have.checked_sub(*offset).filter(|&from| text.is_char_boundary(from)).ok_or(Gap)?;
                 held.text.push_str(&text[new..]);
+                let end = held.text.len();
+                self.published.delta(*message_id, *block, end);
                 Ok(true)
             }
             Event::MessageCompleted { message_id, status, stop_reason, usage, error, .. } => {

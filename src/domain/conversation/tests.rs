@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 use super::*;
-use crate::domain::codes::StreamCode;
+use crate::domain::{codes::StreamCode, BlockKind};
 
 fn started(thread: Uuid) -> (Conversation, Asked) {
     let mut c = Conversation::new(thread, Vec::new());
@@ -326,5 +326,76 @@ proptest! {
             prop_assert_eq!(m.status, o.status);
         }
         prop_assert_eq!(mirror.replay(Resume::Fresh).events.len(), owner.replay(Resume::Fresh).events.len());
+        // …and numbers the answer's UI chunks as the owner does.
+        let whole = |c: &Conversation| -> Vec<(u64, bytes::Bytes)> {
+            let from = Resume::At(crate::domain::event::end_cursor(&asked.user));
+            c.replay(from).events.iter().flat_map(|e| ui_pieces(c, e)).map(|p| (p.seq, p.json)).collect()
+        };
+        prop_assert_eq!(whole(&mirror), whole(&owner));
+    }
+}
+
+/// An answer's UI chunks as the AI SDK's WebSocket client takes them:
+/// numbers it has seen are skipped, a gap is an error.
+fn take_numbered(client: &mut Vec<bytes::Bytes>, pieces: Vec<crate::domain::ui_stream::Piece>) {
+    for piece in pieces {
+        if (piece.seq as usize) < client.len() {
+            continue;
+        }
+        assert_eq!(piece.seq as usize, client.len(), "no gap in the numbers");
+        client.push(piece.json);
+    }
+}
+
+fn ui_pieces(c: &Conversation, e: &Event) -> Vec<crate::domain::ui_stream::Piece> {
+    crate::domain::ui_stream::pieces(e, &c.ui_context(e), true)
+}
+
+proptest! {
+    /// The UI chunks of an answer are numbered from 0 without gaps as they
+    /// are published, and a client that stopped anywhere, then took the
+    /// replay after its cursor and what was published later, holds
+    /// exactly the chunks of the answer as published, in their numbers:
+    /// replayed text is split at the deltas it was published in.
+    #[test]
+    fn ui_chunks_are_numbered_alike_however_they_reach_a_client(events in answer(), stop in any::<prop::sample::Index>(), when in any::<prop::sample::Index>()) {
+        let (mut c, asked) = started(Uuid::nil());
+        let mut published = asked.events.clone();
+        let mut live: Vec<Vec<crate::domain::ui_stream::Piece>> = asked.events.iter().map(|e| ui_pieces(&c, e)).collect();
+        let mut snapshot = None;
+        let at_step = when.index(events.len());
+        for (step, e) in events.into_iter().enumerate() {
+            let applied = c.apply(e);
+            let mut now = applied.events;
+            if applied.ended.is_some() {
+                now.push(c.finish(MessageStatus::Complete, None, Utc::now()).unwrap().1);
+            }
+            for e in now {
+                live.push(ui_pieces(&c, &e));
+                published.push(e);
+            }
+            if step == at_step {
+                let positions: Vec<usize> = (0..published.len()).filter(|&i| published[i].kind().is_position()).collect();
+                let i = positions[stop.index(positions.len())];
+                let replay = c.replay(Resume::At(published[i].cursor().unwrap()));
+                let replayed: Vec<_> = replay.events.iter().flat_map(|e| ui_pieces(&c, e)).collect();
+                snapshot = Some((i, replayed, published.len()));
+            }
+        }
+        let all: Vec<bytes::Bytes> = live.iter().flatten().map(|p| p.json.clone()).collect();
+        let numbers: Vec<u64> = live.iter().flatten().map(|p| p.seq).collect();
+        prop_assert_eq!(numbers, (0..all.len() as u64).collect::<Vec<_>>());
+        let (i, replayed, published_then) = snapshot.unwrap();
+        let mut client = Vec::new();
+        live[..=i].iter().for_each(|p| take_numbered(&mut client, p.clone()));
+        take_numbered(&mut client, replayed);
+        live[published_then..].iter().for_each(|p| take_numbered(&mut client, p.clone()));
+        prop_assert_eq!(client, all);
+        // A client that saw nothing takes the whole answer from its start.
+        let mut fresh = Vec::new();
+        let whole = c.replay(Resume::At(crate::domain::event::end_cursor(&asked.user)));
+        take_numbered(&mut fresh, whole.events.iter().flat_map(|e| ui_pieces(&c, e)).collect());
+        let all_again: Vec<bytes::Bytes> = live.iter().flatten().map(|p| p.json.clone()).collect();
+        prop_assert_eq!(fresh, all_again);
     }
 }

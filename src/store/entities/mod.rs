@@ -2,6 +2,7 @@
 //! of the service speaks `domain` types (see `store::convert`).
 
 pub mod api_key;
+pub mod chat_alias;
 pub mod message;
 pub mod node;
 pub mod project;

@@ -1,0 +1,88 @@
+//! The AI SDK's chat protocol (npm `ai` 7.0), so that a `useChat` app can
+//! point its transport at a project and get this service's streams:
+//!
+//! - `POST …/chat` (`post.rs`): a turn of `DefaultChatTransport`; answers
+//!   the UI message stream of the answer over SSE.
+//! - `GET …/chat/{id}/stream` (`resume.rs`): the transport's resume; 204
+//!   when nothing runs, else the running answer from its start (the SDK
+//!   rebuilds the message from a replay), then live. `POST
+//!   …/chat/{id}/cancel` stops the answer: the SDK's `stop()` only aborts
+//!   its fetch, and closing a connection never cancels (see README).
+//! - `GET …/chat/ws` (`ws.rs`): `WebSocketChatTransport`, several chats on
+//!   one socket, served by a `ChatSocket` actor.
+//!
+//! A chat is a thread. Its id is the thread's id, or the client's own id,
+//! which the chat's first turn records (`store::chats`) for a new thread of
+//! the caller's project. Every answer is the thread's, so `/events`, `/ws`
+//! and the page show it at once; the UI chunks are encoded once per frame
+//! (`domain::frame`).
+
+pub mod post;
+pub mod resume;
+pub mod socket;
+pub mod ws;
+
+use actix_web::{
+    http::header::{HeaderName, HeaderValue},
+    HttpRequest, HttpResponse,
+};
+use uuid::Uuid;
+
+use super::{
+    auth::{caller_of, Caller},
+    AppState,
+};
+use crate::{
+    domain::{chat_request, ui_stream, Thread},
+    error::{ApiError, Code},
+    pipe::PipeBody,
+};
+
+/// The thread chat `id` names in project `project_id`, if any (an id that
+/// could name no chat names none).
+pub async fn chat_thread(state: &AppState, project_id: Uuid, id: &str) -> Result<Option<Thread>, ApiError> {
+    if chat_request::chat_id(id).is_err() {
+        return Ok(None);
+    }
+    Ok(state.store.chat_thread(project_id, id).await?)
+}
+
+/// Refuses a stream token of another thread: the chat routes name a chat,
+/// not a thread, so the access check leaves this to the handler, once the
+/// chat's thread is known.
+pub fn token_opens(req: &HttpRequest, thread_id: Uuid) -> Result<(), ApiError> {
+    match caller_of(req) {
+        Some(Caller::Stream { thread, .. }) if thread != thread_id => {
+            Err(ApiError::new(Code::Unauthorized, "a stream token opens only its own thread's chat"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A UI message stream answer: SSE with the protocol's header.
+fn ui_response(req: &HttpRequest, body: PipeBody) -> HttpResponse {
+    let mut response = super::events::sse_response(req, body);
+    let (name, value) = ui_stream::HEADER;
+    response.headers_mut().insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+    response
+}
+
+/// A thread's title from its chat's first question: its first line, cut
+/// to 80 characters.
+fn title_of(question: &str) -> String {
+    let line = question.trim().lines().next().unwrap_or_default();
+    match line.char_indices().nth(80) {
+        Some((end, _)) => format!("{}…", &line[..end]),
+        None => line.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_title_is_the_first_line_cut_short() {
+        assert_eq!(super::title_of("  Hello\nworld"), "Hello");
+        let long = "é".repeat(100);
+        assert_eq!(super::title_of(&long).chars().count(), 81);
+    }
+}

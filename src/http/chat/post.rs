@@ -1,0 +1,58 @@
+//! `POST /v1/projects/{pid}/chat`: a turn of the AI SDK's
+//! `DefaultChatTransport`. Its newest user message is asked on the chat's
+//! thread (made on the chat's first turn), exactly as POST messages asks
+//! it (validation, limits, 409 while an answer runs, the question stored
+//! before the answer), and the answer streams back as the UI message
+//! stream, like the seed route's: from its first byte, ending with it.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use uuid::Uuid;
+
+use super::{title_of, ui_response};
+use crate::{
+    actors::session::Transport,
+    domain::{
+        chat_request::{self, ChatBody},
+        cursor::Resume,
+        event::end_cursor,
+    },
+    error::ApiError,
+    http::{
+        events::{admit, start_session, STREAM_BUFFER},
+        messages::{start, NewMessage},
+        AppState,
+    },
+    pipe::pipe,
+};
+
+#[utoipa::path(post, path = "/v1/projects/{pid}/chat", tag = "chat", operation_id = "turn",
+    params(("pid" = Uuid, Path, description = "Project id")),
+    request_body = ChatBody,
+    responses((status = 200, description = "The answer as the AI SDK's UI message stream (`data:` lines, then \
+        `data: [DONE]`; header `x-vercel-ai-ui-message-stream: v1`)", content_type = "text/event-stream", body = String)))]
+#[tracing::instrument(skip_all, fields(project_id = %path))]
+pub async fn post(
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+    body: web::Json<ChatBody>,
+    req: HttpRequest,
+) -> Result<HttpResponse, actix_web::Error> {
+    let project_id = *path;
+    let ChatBody { id, messages, model, max_tokens, .. } = body.into_inner();
+    let limits = &state.deps.settings.limits;
+    chat_request::chat_id(&id).map_err(ApiError::from)?;
+    let content = chat_request::question(&messages, limits.max_content_bytes).map_err(ApiError::from)?;
+    let message = NewMessage { content, model, max_tokens };
+    message.validate(limits)?;
+    state.store.get_project(project_id).await.map_err(ApiError::from)?.ok_or_else(|| ApiError::not_found("project"))?;
+    let title = title_of(&message.content);
+    let thread = state.store.chat_thread_or_create(project_id, &id, Some(title)).await.map_err(ApiError::from)?;
+    // Admitted before the answer starts: a refused stream starts nothing.
+    let admission = admit(&state, &req, thread.id)?;
+    let started = start(&state, project_id, thread.id, message).await?;
+    let (tx, rx) = pipe(STREAM_BUFFER);
+    let transport = Transport::Ui { tx, message_id: started.assistant_message.id };
+    // From right after the question: the answer from its first byte.
+    start_session(&state, thread.id, admission, transport, Resume::At(end_cursor(&started.user_message)));
+    Ok(ui_response(&req, rx))
+}

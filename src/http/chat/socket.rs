@@ -1,0 +1,411 @@
+//! ChatSocket: one per chat WebSocket (`GET …/chat/ws`), the server of the
+//! AI SDK's `WebSocketChatTransport`. It reads the client's frames and runs
+//! each request as a subscriber of its chat's thread, several at once, each
+//! with a pipe of its own in the socket's body (`crate::mux`):
+//!
+//! - `send` asks the newest user message on the chat's thread, exactly as
+//!   `POST …/chat` does, and streams the answer from its first chunk;
+//! - `resume` answers `no-active` when nothing runs, else `start`, then
+//!   the running answer's chunks numbered after `lastSequence` (all of
+//!   them without one), then live;
+//! - `abort` (the user's Stop) drops the request and cancels its answer
+//!   upstream, if that answer still runs.
+//!
+//! Each request's frames are a `SessionActor` with the chat wire (the
+//! frame's shared chunk JSON in the request's envelope, `end` after the
+//! answer's last chunk); a request is over when its pipe has drained. The
+//! socket's own frames (`start`, `no-active`, `error`, pongs) go through the
+//! control pipe. It lives on an HTTP handler's worker, next to its body,
+//! and is an HTTP piece rather than one of `actors/`: it asks what the chat
+//! routes ask (`messages::start`, the store's chat ids). The socket pings
+//! on its own timer (one per socket; it may watch no thread at all) and
+//! closes a peer silent past `--ws-timeout-ms`. It stops when its client
+//! goes away, and its requests' sessions with it.
+
+use std::{collections::HashMap, rc::Rc, time::Instant};
+
+use actix::prelude::*;
+use actix_web::web;
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, ProtocolError};
+use uuid::Uuid;
+
+use super::{chat_thread, title_of};
+use crate::{
+    actors::{
+        registry::ask,
+        session::{close, protocol_close, Admission, SessionLimits, Transport},
+        thread::{CancelAnswer, FindRunning},
+        ThreadError,
+    },
+    broadcast::subscriber::ChatRequest,
+    capacity::{ConnectionSlot, SubscriberSlot},
+    domain::{
+        chat_request::{self, ChatFrame, Extra, UiMessage},
+        cursor::{Cursor, Resume},
+        event::end_cursor,
+        frame::{ws_close, ws_frame, WsOp},
+        ui_stream::Request,
+    },
+    error::{ApiError, Code},
+    http::{
+        events::{start_session, STREAM_BUFFER},
+        messages::{start, NewMessage},
+        AppState,
+    },
+    mux::Mux,
+    pipe::pipe,
+};
+
+/// Requests a socket may run at once.
+pub const MAX_REQUESTS: usize = 16;
+
+/// A request of the socket, by the client's `requestId`.
+enum Active {
+    /// Its answer is being started or looked up; `aborted` once the client
+    /// aborted it meanwhile.
+    Starting { aborted: bool },
+    /// Its frames flow through pipe `key` of the mux.
+    Open { key: u64, thread: Uuid, answer: Uuid },
+}
+
+/// What a request follows once it opens.
+struct Opening {
+    thread: Uuid,
+    subscriber: SubscriberSlot,
+    answer: Uuid,
+    /// Where its session starts: right after the answer's question.
+    from: Cursor,
+    after: Option<u64>,
+    /// A resume announces itself with `start` first.
+    announce: bool,
+}
+
+pub struct ChatSocket {
+    state: web::Data<AppState>,
+    project_id: Uuid,
+    /// A stream token's thread: the one chat this socket may touch.
+    token_thread: Option<Uuid>,
+    mux: Rc<Mux>,
+    incoming: Option<AggregatedMessageStream>,
+    requests: HashMap<String, Active>,
+    next_key: u64,
+    last_heard: Instant,
+    limits: SessionLimits,
+    /// Its place among its key's connections, given back on stop.
+    _connection: Option<ConnectionSlot>,
+}
+
+impl ChatSocket {
+    pub fn new(
+        state: web::Data<AppState>,
+        project_id: Uuid,
+        token_thread: Option<Uuid>,
+        mux: Mux,
+        incoming: AggregatedMessageStream,
+        connection: Option<ConnectionSlot>,
+    ) -> ChatSocket {
+        let limits = SessionLimits::from_settings(&state.deps.settings);
+        ChatSocket {
+            state,
+            project_id,
+            token_thread,
+            mux: Rc::new(mux),
+            incoming: Some(incoming),
+            requests: HashMap::new(),
+            next_key: 1,
+            last_heard: Instant::now(),
+            limits,
+            _connection: connection,
+        }
+    }
+
+    /// A frame of the socket's own; waits for room (a client that reads
+    /// nothing for the slow-consumer time is closed).
+    fn control(&mut self, bytes: Vec<u8>, ctx: &mut Context<Self>) {
+        let frame = ws_frame(WsOp::Text, &bytes);
+        let mux = self.mux.clone();
+        let patience = self.limits.slow_consumer;
+        let send = async move { tokio::time::timeout(patience, mux.control.send(frame)).await };
+        ctx.spawn(send.into_actor(self).map(|sent, _, ctx| {
+            if !matches!(sent, Ok(Ok(()))) {
+                ctx.stop();
+            }
+        }));
+    }
+
+    fn fail(&mut self, request_id: &str, error: &ApiError, ctx: &mut Context<Self>) {
+        self.requests.remove(request_id);
+        self.control(Request::new(request_id).error(&error.message), ctx);
+    }
+
+    /// A close frame (it fits even when the control pipe is full), then stop.
+    fn close(&mut self, code: u16, reason: &str, ctx: &mut Context<Self>) {
+        self.mux.control.push_final(ws_close(code, reason));
+        ctx.stop();
+    }
+
+    /// Forgets requests whose answer ended and whose frames are all out.
+    fn prune(&mut self) {
+        let mux = &self.mux;
+        self.requests.retain(|_, r| match r {
+            Active::Starting { .. } => true,
+            Active::Open { key, .. } => mux.has(*key),
+        });
+    }
+
+    /// Whether a new request `request_id` may start; answers `error` if not.
+    fn admit(&mut self, request_id: &str, ctx: &mut Context<Self>) -> bool {
+        self.prune();
+        let refusal = if self.requests.contains_key(request_id) {
+            Some("this requestId is in use on this socket")
+        } else if self.requests.len() >= MAX_REQUESTS {
+            Some("too many requests at once on this socket")
+        } else {
+            None
+        };
+        match refusal {
+            Some(why) => {
+                self.control(Request::new(request_id).error(why), ctx);
+                false
+            }
+            None => {
+                self.requests.insert(request_id.to_owned(), Active::Starting { aborted: false });
+                true
+            }
+        }
+    }
+
+    fn on_frame(&mut self, text: &str, ctx: &mut Context<Self>) {
+        let frame: ChatFrame = match serde_json::from_str(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                // A frame of a request: that request fails; else the
+                // client does not speak the protocol.
+                let request_id = serde_json::from_str::<serde_json::Value>(text)
+                    .ok()
+                    .and_then(|v| v.get("requestId").and_then(|r| r.as_str()).map(str::to_owned));
+                return match request_id {
+                    Some(id) => self.fail(&id, &ApiError::bad_request(format!("malformed frame: {e}")), ctx),
+                    None => self.close(close::POLICY, "not a WebSocketChatTransport frame", ctx),
+                };
+            }
+        };
+        match frame {
+            ChatFrame::Send { request_id, id, messages, body, .. } => {
+                self.send(request_id, id, messages, body.unwrap_or_default(), ctx)
+            }
+            ChatFrame::Resume { request_id, id, last_sequence } => self.resume(request_id, id, last_sequence, ctx),
+            ChatFrame::Abort { request_id } => self.abort(&request_id, ctx),
+        }
+    }
+
+    fn send(
+        &mut self,
+        request_id: String,
+        id: String,
+        messages: Vec<UiMessage>,
+        extra: Extra,
+        ctx: &mut Context<Self>,
+    ) {
+        let limits = &self.state.deps.settings.limits;
+        let checked = chat_request::chat_id(&id)
+            .and_then(|()| chat_request::question(&messages, limits.max_content_bytes))
+            .map_err(ApiError::from)
+            .and_then(|content| {
+                let message = NewMessage { content, model: extra.model, max_tokens: extra.max_tokens };
+                message.validate(limits).map(|()| message)
+            });
+        let message = match checked {
+            Ok(message) => message,
+            Err(e) => return self.control(Request::new(&request_id).error(&e.message), ctx),
+        };
+        if !self.admit(&request_id, ctx) {
+            return;
+        }
+        let (state, project_id, token_thread) = (self.state.clone(), self.project_id, self.token_thread);
+        let turn = async move {
+            state.store.get_project(project_id).await?.ok_or_else(|| ApiError::not_found("project"))?;
+            let title = title_of(&message.content);
+            let thread = match token_thread {
+                // A stream token's socket touches its own thread's chat only.
+                Some(_) => chat_thread(&state, project_id, &id).await?.ok_or_else(|| ApiError::not_found("chat"))?,
+                None => state.store.chat_thread_or_create(project_id, &id, Some(title)).await?,
+            };
+            token_opens(token_thread, thread.id)?;
+            let subscriber = state.deps.capacity.admit_subscriber(thread.id)?;
+            let started = start(&state, project_id, thread.id, message).await.map_err(api_error)?;
+            Ok::<_, ApiError>(Opening {
+                thread: thread.id,
+                subscriber,
+                answer: started.assistant_message.id,
+                from: end_cursor(&started.user_message),
+                after: None,
+                announce: false,
+            })
+        };
+        ctx.spawn(turn.into_actor(self).map(move |opened, act, ctx| act.opened(request_id, opened.map(Some), ctx)));
+    }
+
+    fn resume(&mut self, request_id: String, id: String, after: Option<u64>, ctx: &mut Context<Self>) {
+        if !self.admit(&request_id, ctx) {
+            return;
+        }
+        let (state, project_id, token_thread) = (self.state.clone(), self.project_id, self.token_thread);
+        let find = async move {
+            let Some(thread) = chat_thread(&state, project_id, &id).await? else { return Ok(None) };
+            token_opens(token_thread, thread.id)?;
+            let Some(running) = ask(&state.registry, thread.id, || FindRunning).await?? else { return Ok(None) };
+            let subscriber = state.deps.capacity.admit_subscriber(thread.id)?;
+            Ok::<_, ApiError>(Some(Opening {
+                thread: thread.id,
+                subscriber,
+                answer: running.answer,
+                from: running.question,
+                after,
+                announce: true,
+            }))
+        };
+        ctx.spawn(find.into_actor(self).map(move |found, act, ctx| act.opened(request_id, found, ctx)));
+    }
+
+    /// A request's answer was started or found (`None`: nothing runs).
+    fn opened(&mut self, request_id: String, opened: Result<Option<Opening>, ApiError>, ctx: &mut Context<Self>) {
+        let aborted = match self.requests.get(&request_id) {
+            Some(Active::Starting { aborted }) => *aborted,
+            _ => true,
+        };
+        let opening = match opened {
+            Err(e) => return self.fail(&request_id, &e, ctx),
+            Ok(None) => {
+                self.requests.remove(&request_id);
+                return self.control(Request::new(&request_id).no_active(), ctx);
+            }
+            Ok(Some(opening)) => opening,
+        };
+        if aborted {
+            // Stopped before its first chunk: its answer stops too.
+            self.requests.remove(&request_id);
+            return self.cancel(opening.thread, opening.answer, ctx);
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        let request = Rc::new(Request::new(&request_id));
+        let (tx, body) = pipe(STREAM_BUFFER);
+        if opening.announce {
+            // A fresh pipe always has room for its first frame.
+            let _ = tx.try_send(ws_frame(WsOp::Text, &request.start()));
+        }
+        self.mux.add(key, body);
+        let wire = ChatRequest { message_id: opening.answer, request, after: opening.after };
+        let admission = Admission { connection: None, subscriber: opening.subscriber };
+        start_session(
+            &self.state,
+            opening.thread,
+            admission,
+            Transport::Chat { tx, request: wire },
+            Resume::At(opening.from),
+        );
+        self.requests.insert(request_id, Active::Open { key, thread: opening.thread, answer: opening.answer });
+    }
+
+    fn abort(&mut self, request_id: &str, ctx: &mut Context<Self>) {
+        match self.requests.get_mut(request_id) {
+            Some(Active::Starting { aborted }) => *aborted = true,
+            Some(&mut Active::Open { key, thread, answer }) => {
+                // Still streaming (its pipe is there): its answer may run.
+                let live = self.mux.has(key);
+                self.mux.remove(key);
+                self.requests.remove(request_id);
+                if live {
+                    self.cancel(thread, answer, ctx);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Cancels `answer` upstream if it is still the one running.
+    fn cancel(&mut self, thread: Uuid, answer: Uuid, ctx: &mut Context<Self>) {
+        let registry = self.state.registry.clone();
+        let cancel = async move { ask(&registry, thread, || CancelAnswer { message_id: answer }).await };
+        ctx.spawn(cancel.into_actor(self).map(move |res, _, _| match res {
+            Ok(Ok(_)) => {
+                tracing::info!(thread_id = %thread, message_id = %answer, "chat request aborted; answer cancelled")
+            }
+            Ok(Err(ThreadError::NotGenerating)) => {}
+            Ok(Err(e)) | Err(e) => tracing::warn!(thread_id = %thread, error.message = %e, "abort could not cancel"),
+        }));
+    }
+}
+
+/// A stream token's socket may touch its own thread only.
+fn token_opens(token_thread: Option<Uuid>, thread: Uuid) -> Result<(), ApiError> {
+    match token_thread {
+        Some(t) if t != thread => {
+            Err(ApiError::new(Code::Unauthorized, "a stream token opens only its own thread's chat"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The contract's error inside an actix error (what `messages::start`
+/// answers).
+fn api_error(e: actix_web::Error) -> ApiError {
+    match e.as_error::<ApiError>() {
+        Some(api) => api.clone(),
+        None => ApiError::new(Code::BadRequest, e.to_string()),
+    }
+}
+
+impl Actor for ChatSocket {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // (Its requests count as WebSocket subscribers, the socket not.)
+        if let Some(incoming) = self.incoming.take() {
+            ctx.add_stream(incoming);
+        }
+        let mux = self.mux.clone();
+        ctx.spawn(async move { mux.control.closed().await }.into_actor(self).map(|_, _, ctx| ctx.stop()));
+        let every = self.state.deps.settings.streaming.heartbeat() / 2;
+        ctx.run_interval(every, |act, ctx| {
+            if act.last_heard.elapsed() > act.limits.peer_timeout {
+                tracing::debug!(project_id = %act.project_id, "chat websocket peer silent; closing");
+                return act.close(close::AWAY, "no pong", ctx);
+            }
+            let _ = act.mux.control.try_send(ws_frame(WsOp::Ping, b""));
+        });
+    }
+
+    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        // Its requests' sessions see their clients gone, and stop.
+        self.mux.clear();
+        Running::Stop
+    }
+}
+
+impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for ChatSocket {
+    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
+        self.last_heard = Instant::now();
+        match item {
+            Ok(AggregatedMessage::Text(text)) => self.on_frame(&text, ctx),
+            Ok(AggregatedMessage::Binary(_)) => self.close(close::UNSUPPORTED, "send JSON text frames", ctx),
+            Ok(AggregatedMessage::Ping(bytes)) => {
+                let _ = self.mux.control.try_send(ws_frame(WsOp::Pong, &bytes));
+            }
+            Ok(AggregatedMessage::Pong(_)) => {}
+            Ok(AggregatedMessage::Close(_)) => ctx.stop(),
+            Err(e) => {
+                let (code, reason) = protocol_close(&e);
+                if code == close::AGAIN {
+                    tracing::warn!(project_id = %self.project_id, "chat websocket closed: unfinished messages past the node's budget");
+                }
+                self.close(code, reason, ctx)
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
