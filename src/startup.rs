@@ -164,7 +164,7 @@ impl Application {
         let grace = Duration::from_millis(settings.http.shutdown_grace_ms);
         let tls = crate::tls::server_config(&settings.http.tls)?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let server = HttpServer::new(move || {
+        let app = move || {
             App::new()
                 .wrap(http::cors(&cors_origins))
                 .wrap(from_fn(http::auth::open_mode_host))
@@ -172,28 +172,30 @@ impl Application {
                 .wrap(tracing_actix_web::TracingLogger::<http::logging::RedactedRootSpan>::new())
                 .app_data(state.clone())
                 .configure(|cfg| http::configure(cfg, max_body))
-        })
-        .on_connect(socket_options(settings.http.socket_send_buffer, settings.http.tcp_nodelay));
+        };
+        let serving = Serving {
+            workers: settings.http.http_workers.unwrap_or(cores).max(1),
+            request_timeout: Duration::from_millis(settings.limits.header_timeout_ms),
+            grace,
+            send_buffer: settings.http.socket_send_buffer,
+            nodelay: settings.http.tcp_nodelay,
+        };
         // TLS (see `crate::tls`): HTTP/2 by ALPN; else plain HTTP/1.1.
         let server = match tls {
-            Some(config) => server.listen_rustls_0_23(listener, config)?,
-            None => server.listen(listener)?,
-        }
-        .disable_signals()
-        // A client that closes its side is gone: a browser never half-closes
-        // an HTTP connection, and a stream kept writing to a closed peer held
-        // its places (subscriber cap, connection cap, presence) until a
-        // heartbeat write failed.
-        .h1_allow_half_closed(false)
-        // actix takes frames from a subscriber's pipe into its own write
-        // buffer up to this size while the socket is full: kept small, so
-        // the pipe (which a closing event can jump) is where a slow
-        // reader's backlog waits, not a buffer in front of it.
-        .h1_write_buffer_size(H1_WRITE_BUFFER)
-        .client_request_timeout(Duration::from_millis(settings.limits.header_timeout_ms))
-        .shutdown_timeout(grace.as_secs().max(1))
-        .workers(settings.http.http_workers.unwrap_or(cores).max(1))
-        .run();
+            Some(config) => {
+                let server = HttpServer::new(app)
+                    .on_connect(socket_options(serving.send_buffer, serving.nodelay))
+                    .listen_rustls_0_23(listener, config)?
+                    .disable_signals()
+                    .h1_allow_half_closed(false)
+                    .h1_write_buffer_size(H1_WRITE_BUFFER)
+                    .client_request_timeout(serving.request_timeout)
+                    .shutdown_timeout(grace.as_secs().max(1))
+                    .workers(serving.workers);
+                server.run()
+            }
+            None => plain_http1(app, listener, &serving)?,
+        };
         let handle = AppHandle { server: server.handle(), registry, persistence, bus: bus_at_shutdown, grace };
         tracing::info!(port, scheme, provider = settings.provider.kind().name(), "listening");
         Ok(Application { port, server, handle, _actor_threads: ActorThreads(arbiters) })
@@ -248,6 +250,75 @@ impl AppHandle {
         }
         self.server.stop(true).await;
     }
+}
+
+/// How the HTTP listener serves, whichever protocol stack runs it.
+struct Serving {
+    workers: usize,
+    request_timeout: Duration,
+    grace: Duration,
+    send_buffer: usize,
+    nodelay: bool,
+}
+
+/// Plain HTTP/1.1 on `listener`, served by actix-http's HTTP/1 service
+/// alone. `HttpServer::listen` would serve it through the service that
+/// also speaks HTTP/2, whose per-connection future carries the HTTP/2
+/// states too: each idle subscriber's connection held that memory for
+/// nothing. The settings are those of the TLS path:
+/// - a client that closes its side is gone (`h1_allow_half_closed(false)`):
+///   a browser never half-closes, and a stream kept writing to a closed
+///   peer held its places (subscriber and connection caps, presence)
+///   until a heartbeat write failed;
+/// - actix takes frames from a subscriber's pipe into its own write
+///   buffer only up to `H1_WRITE_BUFFER` while the socket is full, so the
+///   pipe (which a closing event can jump) is where a slow reader's
+///   backlog waits;
+/// - idle keep-alive connections close at shutdown (the graceful signal).
+fn plain_http1<F, I, S, B>(app: F, listener: TcpListener, serving: &Serving) -> std::io::Result<Server>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: actix_service::IntoServiceFactory<S, actix_http::Request>,
+    S: actix_service::ServiceFactory<actix_http::Request, Config = actix_web::dev::AppConfig> + 'static,
+    S::Error: Into<actix_web::Error> + 'static,
+    S::InitError: std::fmt::Debug,
+    S::Response: Into<actix_http::Response<B>> + 'static,
+    <S::Service as actix_service::Service<actix_http::Request>>::Future: 'static,
+    S::Service: 'static,
+    B: actix_web::body::MessageBody + 'static,
+{
+    use actix_service::ServiceFactoryExt as _;
+    let addr = listener.local_addr()?;
+    let builder = actix_server::Server::build();
+    let shutdown = builder.graceful_shutdown_signal();
+    let on_connect = Arc::new(socket_options(serving.send_buffer, serving.nodelay));
+    let request_timeout = serving.request_timeout;
+    let server = builder
+        .workers(serving.workers)
+        .disable_signals()
+        .shutdown_timeout(serving.grace.as_secs().max(1))
+        .listen("convo-http", listener, move || {
+            let shutdown = shutdown.clone();
+            let on_connect = on_connect.clone();
+            let app = app().into_factory().map_err(|e| e.into().error_response());
+            actix_http::HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let shutdown = shutdown.clone();
+                    async move { shutdown.notified().await }
+                })
+                .client_request_timeout(request_timeout)
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .h1_allow_half_closed(false)
+                .h1_write_buffer_size(H1_WRITE_BUFFER)
+                .local_addr(addr)
+                .on_connect_ext(move |io: &actix_web::rt::net::TcpStream, ext| {
+                    (on_connect)(io as &dyn std::any::Any, ext)
+                })
+                .h1(actix_service::map_config(app, |_| actix_web::dev::AppConfig::default()))
+                .tcp()
+        })?
+        .run();
+    Ok(server)
 }
 
 /// Per-connection socket options, applied as connections are accepted.
