@@ -272,7 +272,7 @@ pub struct StreamingSettings {
     /// Frames kept per thread for subscribers that fall behind; past it they catch up with one coalesced delta.
     #[arg(long, env = "BROADCAST_CAPACITY", default_value_t = 256)]
     pub broadcast_capacity: usize,
-    /// Arbiters (threads) that run thread actors (default: one per core).
+    /// Arbiters (threads) that run thread actors (default: half the cores, at least one).
     #[arg(long, env = "ACTOR_ARBITERS")]
     pub actor_arbiters: Option<usize>,
     /// A WebSocket peer that sends nothing (not even a pong) for this long is closed as dead.
