@@ -282,8 +282,7 @@ async fn closing_the_turns_connection_does_not_stop_the_answer() {
 }
 
 async fn mint(server: &Server, pid: &str, tid: &str, key: &str) -> String {
-    let url = format!("{}/v1/projects/{pid}/threads/{tid}/stream-token", server.base);
-    let t: Value = server.client.post(url).bearer_auth(key).send().await.unwrap().json().await.unwrap();
+    let t = server.post_json_as(key, &format!("/v1/projects/{pid}/threads/{tid}/stream-token"), None).await;
     t["token"].as_str().unwrap().to_owned()
 }
 
@@ -291,28 +290,8 @@ async fn mint(server: &Server, pid: &str, tid: &str, key: &str) -> String {
 async fn keys_and_stream_tokens_hold_on_the_chat_routes() {
     let server = Server::temp(&["--admin-token", ADMIN]).await;
     let c = &server.client;
-    let admin = |r: reqwest::RequestBuilder| r.bearer_auth(ADMIN);
-    let new_project = || async {
-        let p: Value = admin(c.post(format!("{}/v1/projects", server.base)))
-            .json(&json!({"name": "p"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let pid = p["id"].as_str().unwrap().to_owned();
-        let k: Value = admin(c.post(format!("{}/admin/projects/{pid}/keys", server.base)))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        (pid, k["key"].as_str().unwrap().to_owned())
-    };
-    let (pid, key) = new_project().await;
-    let (_, other_key) = new_project().await;
+    let (pid, key) = server.project_with_key(ADMIN).await;
+    let (_, other_key) = server.project_with_key(ADMIN).await;
     let url = format!("{}/v1/projects/{pid}/chat", server.base);
     assert_eq!(error_code(c.post(&url).json(&turn("k", "q")).send().await.unwrap()).await.0, 401);
     let foreign = c.post(&url).bearer_auth(&other_key).json(&turn("k", "q")).send().await.unwrap();
@@ -336,16 +315,7 @@ async fn keys_and_stream_tokens_hold_on_the_chat_routes() {
     };
     assert_eq!(resume("k", &token).await.unwrap().status(), 204);
     assert_eq!(resume(&tid, &token).await.unwrap().status(), 204);
-    let other: Value = c
-        .post(format!("{}/v1/projects/{pid}/threads", server.base))
-        .bearer_auth(&key)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let other = server.post_json_as(&key, &format!("/v1/projects/{pid}/threads"), Some(json!({}))).await;
     let other_token = mint(&server, &pid, other["id"].as_str().unwrap(), &key).await;
     assert_eq!(error_code(resume("k", &other_token).await.unwrap()).await, (401, "unauthorized".into()));
     let turn_with_token = c.post(format!("{url}?token={token}")).json(&turn("k", "q")).send().await.unwrap();

@@ -218,40 +218,12 @@ async fn the_handshake_says_who_calls_and_a_stream_token_opens_its_own_threads_c
     use crate::access::ADMIN;
     let server = Server::temp(&["--admin-token", ADMIN]).await;
     let c = &server.client;
-    let p: Value = c
-        .post(format!("{}/v1/projects", server.base))
-        .bearer_auth(ADMIN)
-        .json(&json!({"name": "p"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let pid = p["id"].as_str().unwrap().to_owned();
-    let thread = |_: ()| async {
-        let t: Value = c
-            .post(format!("{}/v1/projects/{pid}/threads", server.base))
-            .bearer_auth(ADMIN)
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        t["id"].as_str().unwrap().to_owned()
-    };
-    let (mine, other) = (thread(()).await, thread(()).await);
-    let token: Value = c
-        .post(format!("{}/v1/projects/{pid}/threads/{mine}/stream-token", server.base))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pid =
+        server.post_json_as(ADMIN, "/v1/projects", Some(json!({"name": "p"}))).await["id"].as_str().unwrap().to_owned();
+    let threads = format!("/v1/projects/{pid}/threads");
+    let mine = server.post_json_as(ADMIN, &threads, Some(json!({}))).await["id"].as_str().unwrap().to_owned();
+    let other = server.post_json_as(ADMIN, &threads, Some(json!({}))).await["id"].as_str().unwrap().to_owned();
+    let token = server.post_json_as(ADMIN, &format!("{threads}/{mine}/stream-token"), None).await;
     let token = token["token"].as_str().unwrap();
     let url = format!("{}/v1/projects/{pid}/chat/ws", server.base.replace("http://", "ws://"));
     match tokio_tungstenite::connect_async(&url).await {

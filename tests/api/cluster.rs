@@ -384,33 +384,14 @@ async fn redis_killed_and_restarted_empty_mid_answer_loses_nothing() {
 async fn a_stream_token_minted_on_one_node_opens_the_stream_on_another() {
     const ADMIN: &str = "cluster-admin-token-long-enough";
     let Some(cluster) = Cluster::start(3, None, &["--admin-token", ADMIN]).await else { return };
-    let c = &cluster.node(0).client;
-    let base0 = &cluster.node(0).base;
-    let p: Value = c
-        .post(format!("{base0}/v1/projects"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"name": "p"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let pid = p["id"].as_str().unwrap();
-    let t: Value = c
-        .post(format!("{base0}/v1/projects/{pid}/threads"))
-        .bearer_auth(ADMIN)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let node0 = cluster.node(0);
+    let pid =
+        node0.post_json_as(ADMIN, "/v1/projects", Some(json!({"name": "p"}))).await["id"].as_str().unwrap().to_owned();
+    let t = node0.post_json_as(ADMIN, &format!("/v1/projects/{pid}/threads"), Some(json!({}))).await;
     let thread = format!("/v1/projects/{pid}/threads/{}", t["id"].as_str().unwrap());
-    let tok: Value =
-        c.post(format!("{base0}{thread}/stream-token")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    let tok = node0.post_json_as(ADMIN, &format!("{thread}/stream-token"), None).await;
     let token = tok["token"].as_str().unwrap();
+    let c = &node0.client;
     let base2 = &cluster.node(2).base;
     let mut sse = crate::support::Sse::open(c.get(format!("{base2}{thread}/events?token={token}"))).await;
     assert_eq!(sse.next().await.unwrap().kind, "ready");

@@ -119,40 +119,10 @@ async fn keys_and_tokens_never_reach_the_logs() {
     let db = database_url(dir.path()).await;
     let mut bin = Binary::start(&db, &["--admin-token", ADMIN, "--log-filter", "debug"]).await;
     let (c, base) = (bin.server.client.clone(), bin.server.base.clone());
-    let p: Value = c
-        .post(format!("{base}/v1/projects"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"name": "p"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let pid = p["id"].as_str().unwrap();
-    let k: Value = c
-        .post(format!("{base}/admin/projects/{pid}/keys"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = k["key"].as_str().unwrap().to_owned();
-    let t: Value = c
-        .post(format!("{base}/v1/projects/{pid}/threads"))
-        .bearer_auth(&key)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (pid, key) = bin.server.project_with_key(ADMIN).await;
+    let t = bin.server.post_json_as(&key, &format!("/v1/projects/{pid}/threads"), Some(json!({}))).await;
     let thread = format!("/v1/projects/{pid}/threads/{}", t["id"].as_str().unwrap());
-    let tok: Value =
-        c.post(format!("{base}{thread}/stream-token")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    let tok = bin.server.post_json_as(&key, &format!("{thread}/stream-token"), None).await;
     let token = tok["token"].as_str().unwrap().to_owned();
     let mut sse = crate::support::Sse::open(c.get(format!("{base}{thread}/events?token={token}"))).await;
     assert_eq!(sse.next().await.unwrap().kind, "ready");

@@ -103,6 +103,27 @@ impl Server {
         r.json().await.unwrap()
     }
 
+    /// POSTs `body` (or nothing) to `path` with `bearer` as the
+    /// credential; the answer's JSON, which must be a success.
+    pub async fn post_json_as(&self, bearer: &str, path: &str, body: Option<Value>) -> Value {
+        let mut req = self.client.post(format!("{}{path}", self.base)).bearer_auth(bearer);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        assert!(status.is_success(), "POST {path}: {status} {}", r.text().await.unwrap_or_default());
+        r.json().await.unwrap()
+    }
+
+    /// A new project made with the `admin` token, and a key of it.
+    pub async fn project_with_key(&self, admin: &str) -> (String, String) {
+        let p = self.post_json_as(admin, "/v1/projects", Some(serde_json::json!({"name": "p"}))).await;
+        let pid = p["id"].as_str().unwrap().to_owned();
+        let k = self.post_json_as(admin, &format!("/admin/projects/{pid}/keys"), None).await;
+        (pid, k["key"].as_str().unwrap().to_owned())
+    }
+
     pub async fn get_json(&self, path: &str) -> Value {
         self.client.get(format!("{}{path}", self.base)).send().await.unwrap().json().await.unwrap()
     }

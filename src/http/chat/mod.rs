@@ -47,16 +47,27 @@ pub async fn chat_thread(state: &AppState, project_id: Uuid, id: &str) -> Result
     Ok(state.store.chat_thread(project_id, id).await?)
 }
 
+/// The thread a stream token caller may touch (`None`: not a stream token).
+pub fn token_thread(req: &HttpRequest) -> Option<Uuid> {
+    match caller_of(req) {
+        Some(Caller::Stream { thread, .. }) => Some(thread),
+        _ => None,
+    }
+}
+
 /// Refuses a stream token of another thread: the chat routes name a chat,
 /// not a thread, so the access check leaves this to the handler, once the
 /// chat's thread is known.
-pub fn token_opens(req: &HttpRequest, thread_id: Uuid) -> Result<(), ApiError> {
-    match caller_of(req) {
-        Some(Caller::Stream { thread, .. }) if thread != thread_id => {
-            Err(ApiError::new(Code::Unauthorized, "a stream token opens only its own thread's chat"))
-        }
+pub fn token_opens(token_thread: Option<Uuid>, thread_id: Uuid) -> Result<(), ApiError> {
+    match token_thread {
+        Some(thread) if thread != thread_id => Err(not_its_thread()),
         _ => Ok(()),
     }
+}
+
+/// What a stream token used on another thread's chat is told.
+pub fn not_its_thread() -> ApiError {
+    ApiError::new(Code::Unauthorized, "a stream token opens only its own thread's chat")
 }
 
 /// A UI message stream answer: SSE with the protocol's header.

@@ -12,7 +12,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use uuid::Uuid;
 
-use super::{chat_thread, token_opens, ui_response};
+use super::{chat_thread, token_opens, token_thread, ui_response};
 use crate::{
     actors::{
         registry::ask,
@@ -46,7 +46,7 @@ pub async fn stream(
     let Some(thread) = chat_thread(&state, project_id, &id).await? else {
         return Ok(HttpResponse::NoContent().finish());
     };
-    token_opens(&req, thread.id)?;
+    token_opens(token_thread(&req), thread.id)?;
     let running = ask(&state.registry, thread.id, || FindRunning).await.map_err(ApiError::from)?;
     let Some(running) = running.map_err(ApiError::from)? else {
         return Ok(HttpResponse::NoContent().finish());

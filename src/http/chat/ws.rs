@@ -15,9 +15,9 @@ use uuid::Uuid;
 
 use super::socket::ChatSocket;
 use crate::{
-    error::{ApiError, Code},
+    error::ApiError,
     http::{
-        auth::{caller_of, credential_of_request, Caller},
+        auth::credential_of_request,
         events::STREAM_BUFFER,
         ws::{check_origin, handshake},
         AppState,
@@ -39,14 +39,11 @@ pub async fn socket(
 ) -> Result<HttpResponse, actix_web::Error> {
     check_origin(&state, &req)?;
     let project_id = *path;
-    let token_thread = match caller_of(&req) {
-        Some(Caller::Stream { thread, .. }) => Some(thread),
-        _ => None,
-    };
+    let token_thread = super::token_thread(&req);
     match token_thread {
         Some(thread) => {
             if state.store.get_thread(project_id, thread).await.map_err(ApiError::from)?.is_none() {
-                return Err(ApiError::new(Code::Unauthorized, "a stream token opens only its own thread's chat").into());
+                return Err(super::not_its_thread().into());
             }
         }
         None => {
