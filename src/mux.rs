@@ -124,13 +124,17 @@ impl Stream for MuxBody {
                 Poll::Pending => {}
             }
         }
-        let ended: Vec<(u64, PipeBody)> = {
+        // Ended bodies are dropped after the borrow ends (and only looked
+        // for when one ended: no allocation per frame).
+        let gone: Vec<(u64, PipeBody)> = if ended.is_empty() {
+            Vec::new()
+        } else {
             let (gone, kept) = std::mem::take(&mut shared.bodies).into_iter().partition(|(k, _)| ended.contains(k));
             shared.bodies = kept;
             gone
         };
         drop(shared);
-        drop(ended);
+        drop(gone);
         match out {
             Some(frame) => Poll::Ready(Some(frame)),
             None => Poll::Pending,

@@ -125,10 +125,6 @@ pub trait Fanout: Send + 'static {
     fn subscribe(&self) -> SignalStream;
     /// Signals retained for the slowest reader.
     fn backlog(&self) -> usize;
-    /// Whether this fan-out reaches other nodes.
-    fn spans_nodes(&self) -> bool {
-        false
-    }
     /// Tells the other nodes this node's count of the thread's subscribers.
     fn share_presence(&self, count: usize) {
         let _ = count;

@@ -326,11 +326,14 @@ async fn write(bus: Arc<Bus>, mut rx: mpsc::Receiver<Outgoing>) {
             }
         }
         let skip = retry_at.is_some_and(|at| tokio::time::Instant::now() < at);
+        // While the last failure's retry wait runs, nothing is encoded.
         let mut pipe = redis::pipe();
-        for item in &batch {
-            add(&bus, &mut pipe, item);
+        if !skip {
+            for item in &batch {
+                add(&bus, &mut pipe, item);
+            }
         }
-        if !skip && !pipe.is_empty() {
+        if !pipe.is_empty() {
             match tokio::time::timeout(WRITE_TIMEOUT, pipe.query_async::<()>(&mut conn)).await {
                 Ok(Ok(())) => {
                     if retry_at.take().is_some() || !bus.is_healthy() {
@@ -524,10 +527,6 @@ impl Fanout for RedisFanout {
 
     fn command(&self, command: Command) {
         self.bus.send(Outgoing::Command { thread: self.thread, command });
-    }
-
-    fn spans_nodes(&self) -> bool {
-        true
     }
 
     fn ready(&self) -> BoxFuture<'static, Result<(), String>> {

@@ -67,8 +67,11 @@ pub struct ChatBody {
     pub id: String,
     /// The chat's messages; the text of the newest user message is asked.
     pub messages: Vec<UiMessage>,
+    /// Checked (an unknown trigger is refused); both ask the newest user
+    /// message, so a regenerate keeps the earlier answer in the thread.
     pub trigger: Trigger,
-    /// The message to regenerate (`regenerate-message`).
+    /// The message to regenerate (`regenerate-message`): part of the
+    /// transport's body, accepted and not used (see `trigger`).
     #[serde(rename = "messageId")]
     pub message_id: Option<String>,
     #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]

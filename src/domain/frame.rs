@@ -116,7 +116,9 @@ impl Frame {
     /// Encodes `event` of an answer whose UI message stream `context`
     /// describes (which also says whether a delta is of a text block).
     pub fn encode_in(event: &Event, pos: StreamPos, context: Context) -> Frame {
-        Frame::encode(event, pos, context.is_text_delta()).with_ui(context)
+        let mut frame = Frame::encode(event, pos, context.is_text_delta());
+        frame.ui.context = context;
+        frame
     }
 
     /// This frame with the UI message stream's `context` (a frame another

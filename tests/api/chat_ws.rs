@@ -251,4 +251,14 @@ async fn the_handshake_says_who_calls_and_a_stream_token_opens_its_own_threads_c
         .await
         .unwrap();
     assert_eq!(history["data"].as_array().unwrap().len(), 0, "nothing reached the other thread");
+    let threads: Value = c
+        .get(format!("{}/v1/projects/{pid}/threads", server.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(threads["data"].as_array().unwrap().len(), 2, "a stream token made no thread for a new chat id");
 }

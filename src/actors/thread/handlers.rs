@@ -78,7 +78,7 @@ impl Handler<StartGeneration> for ThreadActor {
         // thread's lease; if another node holds it, the thread is busy. The
         // conversation is read again from the database, which is exact once
         // nothing runs.
-        self.refuse_work_while(true);
+        self.starting = true;
         let store = self.deps.store.clone();
         let (thread_id, node) = (self.thread_id, self.deps.node_id.clone());
         // Nothing runs as far as this node knows, so a lease still held is
@@ -101,7 +101,7 @@ impl Handler<StartGeneration> for ThreadActor {
             Ok::<_, crate::store::StoreError>(epoch.zip(messages))
         };
         Box::pin(acquire.into_actor(self).map(move |acquired, act, ctx| {
-            act.refuse_work_while(false);
+            act.starting = false;
             match acquired {
                 Ok(Some((epoch, messages))) => {
                     let conversation = Conversation::new(act.thread_id, messages);
@@ -152,10 +152,6 @@ impl ThreadActor {
             return Err(ThreadError::Unavailable);
         }
         Ok(self.deps.capacity.admit_generation(thread.project_id)?)
-    }
-
-    fn refuse_work_while(&mut self, starting: bool) {
-        self.starting = starting;
     }
 
     /// Starts the answer (under the lease, in cluster mode).
