@@ -151,12 +151,13 @@ impl Frame {
 
     /// This frame for one request of a chat WebSocket: a `chunk` text
     /// frame per UI chunk numbered after `after`, then `end` if the frame
-    /// ends what the request follows. The chunks' JSON is the frame's
-    /// shared bytes; only the request's envelope is written per request.
+    /// ends what the request follows. The chunks' JSON is encoded once per
+    /// frame; per request only its envelope is written around a copy of
+    /// it, into one buffer.
     pub fn ui_ws(&self, request: &Request, after: Option<u64>, end: bool) -> Option<Bytes> {
         let mut out = BytesMut::new();
         for piece in self.ui_pieces().iter().filter(|p| after.is_none_or(|a| p.seq > a)) {
-            out.put_slice(&ws_frame(WsOp::Text, &request.chunk(piece)));
+            request.put_chunk(piece, &mut out);
         }
         if end {
             out.put_slice(&ws_frame(WsOp::Text, &request.end()));
@@ -257,8 +258,15 @@ pub enum WsOp {
 /// One unmasked (server) WebSocket frame with FIN set (RFC 6455 §5.2).
 pub fn ws_frame(op: WsOp, payload: &[u8]) -> Bytes {
     let mut buf = BytesMut::with_capacity(payload.len() + 10);
+    put_ws_header(&mut buf, op, payload.len());
+    buf.put_slice(payload);
+    buf.freeze()
+}
+
+/// The head of an unmasked, final WebSocket frame of `len` payload bytes.
+pub fn put_ws_header(buf: &mut BytesMut, op: WsOp, len: usize) {
     buf.put_u8(0x80 | op as u8);
-    match payload.len() {
+    match len {
         n @ 0..=125 => buf.put_u8(n as u8),
         n @ 126..=0xffff => {
             buf.put_u8(126);
@@ -269,8 +277,6 @@ pub fn ws_frame(op: WsOp, payload: &[u8]) -> Bytes {
             buf.put_u64(n as u64);
         }
     }
-    buf.put_slice(payload);
-    buf.freeze()
 }
 
 /// A WebSocket close frame with its code and reason (cut to fit a

@@ -352,6 +352,13 @@ pub struct Request {
     id_json: String,
 }
 
+const CHUNK_KEY: &[u8] = b",\"chunk\":";
+
+/// How many digits `n` has in decimal.
+fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
 impl Request {
     pub fn new(request_id: &str) -> Request {
         // unwrap: a string always serializes.
@@ -362,14 +369,27 @@ impl Request {
 
     /// `{"type":"chunk","requestId":…,"sequence":…,"chunk":…}`
     pub fn chunk(&self, piece: &Piece) -> Vec<u8> {
-        let seq = piece.seq.to_string();
-        let mut out = Vec::with_capacity(self.chunk_prefix.len() + seq.len() + piece.json.len() + 10);
+        let mut out = BytesMut::new();
+        self.put_chunk_json(piece, &mut out);
+        out.to_vec()
+    }
+
+    /// `chunk()` as one WebSocket text frame, appended to `out`.
+    pub fn put_chunk(&self, piece: &Piece, out: &mut BytesMut) {
+        let len = self.chunk_prefix.len() + decimal_len(piece.seq) + CHUNK_KEY.len() + piece.json.len() + 1;
+        out.reserve(len + 10);
+        super::frame::put_ws_header(out, super::frame::WsOp::Text, len);
+        self.put_chunk_json(piece, out);
+    }
+
+    fn put_chunk_json(&self, piece: &Piece, out: &mut BytesMut) {
+        use std::fmt::Write as _;
         out.extend_from_slice(&self.chunk_prefix);
-        out.extend_from_slice(seq.as_bytes());
-        out.extend_from_slice(b",\"chunk\":");
+        // unwrap: writing to a BytesMut cannot fail.
+        write!(out, "{}", piece.seq).unwrap();
+        out.extend_from_slice(CHUNK_KEY);
         out.extend_from_slice(&piece.json);
-        out.push(b'}');
-        out
+        out.extend_from_slice(b"}");
     }
 
     fn control(&self, kind: &str) -> Vec<u8> {
@@ -578,6 +598,26 @@ mod tests {
         assert!(sse(&presence, &Context::default()).is_none());
         let orphan = delta_of(Uuid::nil(), 0, 0, "x");
         assert!(pieces(&orphan, &Context::default(), true).is_empty(), "a delta needs its block");
+    }
+
+    #[test]
+    fn a_chunk_frame_written_in_place_is_the_chunk_in_a_websocket_frame() {
+        let request = Request::new("req");
+        let long = format!(r#"{{"type":"text-delta","id":"0","delta":"{}"}}"#, "x".repeat(200));
+        for (seq, json) in
+            [(0, r#"{"type":"start-step"}"#.to_owned()), (9, long.clone()), (10, long), (123_456, "{}".into())]
+        {
+            let piece = Piece { seq, json: Bytes::from(json) };
+            let mut out = BytesMut::from(&b"before"[..]);
+            request.put_chunk(&piece, &mut out);
+            let mut want = b"before".to_vec();
+            want.extend_from_slice(&crate::domain::frame::ws_frame(
+                crate::domain::frame::WsOp::Text,
+                &request.chunk(&piece),
+            ));
+            assert_eq!(&out[..], &want[..], "seq {seq}");
+        }
+        assert_eq!((decimal_len(0), decimal_len(9), decimal_len(10), decimal_len(u64::MAX)), (1, 1, 2, 20));
     }
 
     #[test]
