@@ -47,6 +47,23 @@ pub async fn chat_thread(state: &AppState, project_id: Uuid, id: &str) -> Result
     Ok(state.store.chat_thread(project_id, id).await?)
 }
 
+/// A turn's question as a message to ask: the chat id must be one, the
+/// newest user message must have text, and the message must pass the
+/// limits of the messages route.
+pub fn checked_turn(
+    limits: &crate::config::LimitSettings,
+    id: &str,
+    messages: &[chat_request::UiMessage],
+    model: Option<String>,
+    max_tokens: Option<u32>,
+) -> Result<super::messages::NewMessage, ApiError> {
+    chat_request::chat_id(id)?;
+    let content = chat_request::question(messages, limits.max_content_bytes)?;
+    let message = super::messages::NewMessage { content, model, max_tokens };
+    message.validate(limits)?;
+    Ok(message)
+}
+
 /// The thread a stream token caller may touch (`None`: not a stream token).
 pub fn token_thread(req: &HttpRequest) -> Option<Uuid> {
     match caller_of(req) {

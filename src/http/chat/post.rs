@@ -8,18 +8,14 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use uuid::Uuid;
 
-use super::{title_of, ui_response};
+use super::{checked_turn, title_of, ui_response};
 use crate::{
     actors::session::Transport,
-    domain::{
-        chat_request::{self, ChatBody},
-        cursor::Resume,
-        event::end_cursor,
-    },
+    domain::{chat_request::ChatBody, cursor::Resume, event::end_cursor},
     error::ApiError,
     http::{
         events::{admit, start_session, STREAM_BUFFER},
-        messages::{start, NewMessage},
+        messages::start,
         AppState,
     },
     pipe::pipe,
@@ -39,11 +35,7 @@ pub async fn post(
 ) -> Result<HttpResponse, actix_web::Error> {
     let project_id = *path;
     let ChatBody { id, messages, model, max_tokens, .. } = body.into_inner();
-    let limits = &state.deps.settings.limits;
-    chat_request::chat_id(&id).map_err(ApiError::from)?;
-    let content = chat_request::question(&messages, limits.max_content_bytes).map_err(ApiError::from)?;
-    let message = NewMessage { content, model, max_tokens };
-    message.validate(limits)?;
+    let message = checked_turn(&state.deps.settings.limits, &id, &messages, model, max_tokens)?;
     state.store.get_project(project_id).await.map_err(ApiError::from)?.ok_or_else(|| ApiError::not_found("project"))?;
     let title = title_of(&message.content);
     let thread = state.store.chat_thread_or_create(project_id, &id, Some(title)).await.map_err(ApiError::from)?;

@@ -29,7 +29,7 @@ use actix_web::web;
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, ProtocolError};
 use uuid::Uuid;
 
-use super::{chat_thread, title_of, token_opens};
+use super::{chat_thread, checked_turn, title_of, token_opens};
 use crate::{
     actors::{
         registry::ask,
@@ -40,7 +40,7 @@ use crate::{
     broadcast::subscriber::ChatRequest,
     capacity::{ConnectionSlot, SubscriberSlot},
     domain::{
-        chat_request::{self, ChatFrame, Extra, UiMessage},
+        chat_request::{ChatFrame, Extra, UiMessage},
         cursor::{Cursor, Resume},
         event::end_cursor,
         frame::{ws_close, ws_frame, WsOp},
@@ -49,7 +49,7 @@ use crate::{
     error::{ApiError, Code},
     http::{
         events::{start_session, STREAM_BUFFER},
-        messages::{start, NewMessage},
+        messages::start,
         AppState,
     },
     mux::Mux,
@@ -207,14 +207,7 @@ impl ChatSocket {
         extra: Extra,
         ctx: &mut Context<Self>,
     ) {
-        let limits = &self.state.deps.settings.limits;
-        let checked = chat_request::chat_id(&id)
-            .and_then(|()| chat_request::question(&messages, limits.max_content_bytes))
-            .map_err(ApiError::from)
-            .and_then(|content| {
-                let message = NewMessage { content, model: extra.model, max_tokens: extra.max_tokens };
-                message.validate(limits).map(|()| message)
-            });
+        let checked = checked_turn(&self.state.deps.settings.limits, &id, &messages, extra.model, extra.max_tokens);
         let message = match checked {
             Ok(message) => message,
             Err(e) => return self.control(Request::new(&request_id).error(&e.message), ctx),
