@@ -338,10 +338,7 @@ impl Conversation {
                 Ok(true)
             }
             Event::MessageCompleted { message_id, status, stop_reason, usage, error, .. } => {
-                let Some(m) = self.messages.iter_mut().rev().find(|m| m.id == *message_id) else { return Err(Gap) };
-                if m.is_finished() {
-                    return Ok(false);
-                }
+                let Some(m) = self.streaming(*message_id)? else { return Ok(false) };
                 m.status = *status;
                 m.stop_reason = stop_reason.clone();
                 m.usage = *usage;
