@@ -8,7 +8,12 @@
 //!
 //! No HTTP, no parsing, no actors: the figures are the floor the kernel's
 //! loopback TCP and the readers set on this machine, for comparison with
-//! what the service adds on top of it.
+//! what the service adds on top of it. With `--in-phase` every group ticks
+//! at the same instant, as in the scenarios. The writer process reports
+//! the CPU it spent per write (`/proc/self/stat` around the writes): on
+//! loopback that includes the receiving side's TCP work and the wake-up
+//! of the reader, which the kernel does in the writer's system call, so
+//! it is the floor of the service's own CPU per delivery.
 
 use std::{
     io::Write,
@@ -19,7 +24,7 @@ use std::{
 use hdrhistogram::Histogram;
 use tokio::io::AsyncReadExt;
 
-use crate::{upstream::now_ns, Plan};
+use crate::{server::cpu_us_of, upstream::now_ns, Plan};
 
 /// The size of a `message.delta` SSE frame of the benchmark, with its
 /// chunked-encoding framing.
@@ -35,10 +40,12 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .args(["floor-writer", "--threads", &plan.threads.to_string(), "--subscribers", &plan.subscribers.to_string()])
         .args(["--chunks", &plan.chunks.to_string(), "--interval-ms", &plan.interval.as_millis().to_string()])
+        .args(plan.in_phase.then_some("--in-phase"))
         .stdout(std::process::Stdio::piped())
         .spawn()?;
+    let mut from_writer = std::io::BufReader::new(child.stdout.take().expect("piped"));
     let mut port = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().expect("piped")), &mut port)?;
+    std::io::BufRead::read_line(&mut from_writer, &mut port)?;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", port.trim()).parse()?;
     let mut readers = Vec::with_capacity(total);
     for i in 0..total {
@@ -57,9 +64,17 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             Err(_) => failures += 1,
         }
     }
+    let mut writer_cpu = String::new();
+    std::io::BufRead::read_line(&mut from_writer, &mut writer_cpu)?;
     anyhow::ensure!(child.wait()?.success(), "the writer process failed");
+    let writer_cpu_us: u64 = writer_cpu.trim().parse()?;
+    let writes = total * plan.chunks;
+    let cpu_per_write = writer_cpu_us as f64 / writes.max(1) as f64;
     let p = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
-    println!("scenario            floor (no service: writer threads -> loopback TCP -> readers)");
+    println!(
+        "scenario            floor (no service: writer threads -> loopback TCP -> readers){}",
+        if plan.in_phase { ", in phase" } else { "" }
+    );
     println!("sockets             {} ({} groups x {})", total, plan.threads, plan.subscribers);
     println!("chunks              {} every {} ms", plan.chunks, plan.interval.as_millis());
     println!(
@@ -73,7 +88,15 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     // What the schedule offers; the latency shows whether it was kept up
     // with (the run's wall time would include the writer process's accepts).
     println!("offered/s           {:.0}", total as f64 / plan.interval.as_secs_f64());
+    println!("writer CPU          {cpu_per_write:.2} us per write ({} writes, {} ms)", writes, writer_cpu_us / 1000);
     println!("failures            {failures}");
+    let json = serde_json::json!({
+        "scenario": "floor", "in_phase": plan.in_phase, "sockets": total, "chunks": plan.chunks,
+        "interval_ms": plan.interval.as_millis() as u64, "failures": failures,
+        "latency_ms": {"p50": p(0.5), "p90": p(0.9), "p99": p(0.99), "max": latency.max() as f64 / 1000.0},
+        "writer_cpu_us_per_write": (cpu_per_write * 100.0).round() / 100.0,
+    });
+    println!("json {json}");
     Ok(())
 }
 
@@ -93,20 +116,24 @@ pub fn writer_main(plan: Plan) -> anyhow::Result<()> {
         shares[k % WRITERS].push((k / plan.subscribers, sock));
     }
     let start = Instant::now() + Duration::from_millis(200);
+    let cpu_before = cpu_us_of(std::process::id());
     let writers: Vec<_> =
         shares.into_iter().map(|share| std::thread::spawn(move || write(share, plan, start))).collect();
     for writer in writers {
         writer.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
     }
+    println!("{}", cpu_us_of(std::process::id()) - cpu_before);
+    std::io::stdout().flush()?;
     // Let the readers finish before the sockets close.
     std::thread::sleep(Duration::from_secs(2));
     Ok(())
 }
 
 /// Writes every chunk of every group of `share` at its due time: group g
-/// ticks at `start + g * interval / threads + k * interval`.
+/// ticks at `start + g * interval / threads + k * interval` (all groups at
+/// `start + k * interval` in phase).
 fn write(share: Vec<(usize, TcpStream)>, plan: Plan, start: Instant) -> std::io::Result<()> {
-    let spread = plan.interval / plan.threads.max(1) as u32;
+    let spread = if plan.in_phase { Duration::ZERO } else { plan.interval / plan.threads.max(1) as u32 };
     let mut groups: Vec<Vec<TcpStream>> = (0..plan.threads).map(|_| Vec::new()).collect();
     for (group, sock) in share {
         groups[group].push(sock);

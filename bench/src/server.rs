@@ -53,12 +53,7 @@ impl Server {
 
     /// User + system CPU time the service has used, in microseconds.
     pub fn cpu_us(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command's closing parenthesis: utime is the 12th.
-        let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        (ticks(11) + ticks(12)) * 1_000_000 / 100
+        cpu_us_of(self.child.id())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -94,4 +89,15 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
     }
+}
+
+/// User + system CPU time process `pid` has used, in microseconds
+/// (`/proc/<pid>/stat`; 0 when it cannot be read).
+pub fn cpu_us_of(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: utime is the 12th.
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) * 1_000_000 / 100
 }
