@@ -164,7 +164,7 @@ pub struct DatabaseSettings {
     /// Group-commit interval: at most one write transaction per interval.
     #[arg(long, env = "FLUSH_INTERVAL_MS", default_value_t = 50)]
     pub flush_interval_ms: u64,
-    /// Largest number of pooled database connections.
+    /// Pooled database connections, all opened at start-up and kept open.
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 8)]
     pub db_max_connections: u32,
 }

@@ -93,6 +93,12 @@ struct Cli {
     /// connections (the time to first delta is then for warm ones).
     #[arg(long)]
     warm_upstream: bool,
+    /// Like `--warm-upstream`, but the upstream closes each warm-up
+    /// connection after its answer: the service has run the whole path
+    /// (code, allocator, database) and holds no upstream connection, as
+    /// after an idle spell longer than its pool keeps connections.
+    #[arg(long, conflicts_with = "warm_upstream")]
+    warm_service: bool,
     /// `cluster`: how many nodes.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
@@ -175,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         threads.push(format!("/v1/projects/{pid}/threads/{}", t["id"].as_str().unwrap_or_default()));
     }
-    let warm_up = if cli.warm_upstream { threads.len() } else { 0 };
+    let warm_up = if cli.warm_upstream || cli.warm_service { threads.len() } else { 0 };
     let mut warm_threads = Vec::new();
     for _ in 0..warm_up {
         let t: serde_json::Value = http
@@ -221,7 +227,8 @@ async fn main() -> anyhow::Result<()> {
     let rss_after = srv.rss_kib();
     let stats_before = srv.stats(&http).await?;
     if !warm_threads.is_empty() {
-        warm_upstream(&http, &srv, &warm_threads).await?;
+        let tag = if cli.warm_service { upstream::CLOSE_AFTER } else { "warm" };
+        warm_upstream(&http, &srv, &warm_threads, tag).await?;
     }
 
     // Warm keep-alive connections, one per POST to come, as a browser tab
@@ -232,6 +239,7 @@ async fn main() -> anyhow::Result<()> {
     // One message per thread: spread over one chunk interval, or all at
     // once with --in-phase.
     let cpu_before = srv.cpu_us();
+    let connects_before = up.connections_accepted();
     let started = std::time::Instant::now();
     let spread = if plan.in_phase { Duration::ZERO } else { plan.interval / plan.threads.max(1) as u32 };
     let posts = threads.iter().enumerate().map(|(i, thread)| {
@@ -319,7 +327,12 @@ async fn main() -> anyhow::Result<()> {
         warm_latency,
         ttfd,
         ttfd_raw,
-        warm_upstream: cli.warm_upstream,
+        upstream_connections: match (cli.warm_upstream, cli.warm_service) {
+            (true, _) => "warm",
+            (_, true) => "cold, service warm",
+            _ => "cold",
+        },
+        upstream_connects: up.connections_accepted() - connects_before,
         database: if scratch.is_some() { "postgres" } else { "sqlite" },
         deliveries,
         cpu_us,
@@ -339,10 +352,15 @@ async fn main() -> anyhow::Result<()> {
 
 /// Asks one question on each of `threads` at once and waits until every
 /// answer has ended: the service then holds that many idle upstream
-/// connections in its pool.
-async fn warm_upstream(http: &reqwest::Client, srv: &server::Server, threads: &[String]) -> anyhow::Result<()> {
+/// connections in its pool (none when `tag` is `upstream::CLOSE_AFTER`).
+async fn warm_upstream(
+    http: &reqwest::Client,
+    srv: &server::Server,
+    threads: &[String],
+    tag: &str,
+) -> anyhow::Result<()> {
     let posts = threads.iter().map(|t| {
-        http.post(srv.url(&format!("{t}/messages"))).json(&serde_json::json!({"content": format!("warm {t}")})).send()
+        http.post(srv.url(&format!("{t}/messages"))).json(&serde_json::json!({"content": format!("{tag} {t}")})).send()
     });
     for r in join_all(posts).await {
         anyhow::ensure!(r?.status() == 202, "a warm-up question was refused");

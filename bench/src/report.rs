@@ -17,8 +17,11 @@ pub struct Report {
     pub ttfd: Histogram<u64>,
     /// POST sent to first delta read, nothing subtracted.
     pub ttfd_raw: Histogram<u64>,
-    /// Whether the upstream connections were warm (`--warm-upstream`).
-    pub warm_upstream: bool,
+    /// Whether the upstream connections were warm (`--warm-upstream`),
+    /// or cold in a warm service (`--warm-service`), or cold.
+    pub upstream_connections: &'static str,
+    /// Connections the service opened to the upstream during the run.
+    pub upstream_connects: usize,
     pub database: &'static str,
     pub deliveries: u64,
     /// The service's CPU time (user + system) during the run, us.
@@ -59,7 +62,8 @@ impl Report {
             "warm_latency_ms": {"p50": p(&self.warm_latency, 0.5), "p99": p(&self.warm_latency, 0.99), "max": ms(self.warm_latency.max())},
             "first_delta_added_ms": {"p50": p(&self.ttfd, 0.5), "p99": p(&self.ttfd, 0.99), "max": ms(self.ttfd.max())},
             "first_delta_raw_ms": {"p50": p(&self.ttfd_raw, 0.5), "p99": p(&self.ttfd_raw, 0.99), "max": ms(self.ttfd_raw.max()),
-                "upstream_connections": if self.warm_upstream { "warm" } else { "cold" }},
+                "upstream_connections": self.upstream_connections,
+                "upstream_connects": self.upstream_connects},
             "database": self.database,
             "deliveries_per_s": self.deliveries as f64 / self.elapsed.as_secs_f64(),
             "cpu_us_per_delivery": self.cpu_us as f64 / self.deliveries.max(1) as f64,
@@ -100,11 +104,12 @@ impl Report {
             p(&self.ttfd, 0.99)
         );
         println!(
-            "POST->first delta   p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (raw, upstream connections {})",
+            "POST->first delta   p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (raw, upstream connections {}, {} opened)",
             p(&self.ttfd_raw, 0.5),
             p(&self.ttfd_raw, 0.99),
             ms(self.ttfd_raw.max()),
-            if self.warm_upstream { "warm" } else { "cold" }
+            self.upstream_connections,
+            self.upstream_connects
         );
         println!("deliveries/s        {:.0}", self.deliveries as f64 / self.elapsed.as_secs_f64());
         println!(

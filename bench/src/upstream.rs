@@ -9,7 +9,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -20,6 +23,10 @@ use tokio::{
 };
 
 pub const CHUNK_LEN: usize = 26;
+
+/// A question whose text starts with this is answered with
+/// `connection: close`, and its connection closed after the answer.
+pub const CLOSE_AFTER: &str = "warm-close";
 
 /// What one answer looked like from the upstream's side.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +44,8 @@ pub struct Upstream {
     interval: Duration,
     /// Answers by tag (the last user message's text).
     pub sent: Arc<Mutex<HashMap<String, Sent>>>,
+    /// Connections accepted so far.
+    accepted: Arc<AtomicUsize>,
 }
 
 pub fn now_ns() -> u128 {
@@ -47,11 +56,12 @@ impl Upstream {
     pub async fn start(chunks: usize, interval: Duration) -> anyhow::Result<Upstream> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let up = Upstream { url, chunks, interval, sent: Arc::default() };
+        let up = Upstream { url, chunks, interval, sent: Arc::default(), accepted: Arc::default() };
         let server = up.clone();
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
                 let _ = socket.set_nodelay(true);
+                server.accepted.fetch_add(1, Ordering::Relaxed);
                 let server = server.clone();
                 tokio::spawn(async move {
                     let _ = server.serve(socket).await;
@@ -59,6 +69,11 @@ impl Upstream {
             }
         });
         Ok(up)
+    }
+
+    /// How many connections the service has opened to it so far.
+    pub fn connections_accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     async fn serve(&self, mut socket: TcpStream) -> std::io::Result<()> {
@@ -71,10 +86,13 @@ impl Upstream {
                 .and_then(|m| m["content"][0]["text"].as_str())
                 .unwrap_or_default()
                 .to_owned();
+            let close = tag.starts_with(CLOSE_AFTER);
             socket
-                .write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n",
-                )
+                .write_all(if close {
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
+                })
                 .await?;
             let start = json!({"type": "message_start", "message": {"id": "msg_bench", "type": "message", "role": "assistant",
                 "content": [], "model": "bench", "stop_reason": null, "stop_sequence": null,
@@ -111,6 +129,9 @@ impl Upstream {
             write_event(&mut socket, "message_stop", &json!({"type": "message_stop"})).await?;
             socket.write_all(b"0\r\n\r\n").await?;
             self.sent.lock().unwrap().insert(tag, sent);
+            if close {
+                break;
+            }
         }
         Ok(())
     }
