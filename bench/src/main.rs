@@ -239,6 +239,7 @@ async fn main() -> anyhow::Result<()> {
     // One message per thread: spread over one chunk interval, or all at
     // once with --in-phase.
     let cpu_before = srv.cpu_us();
+    let faults_before = srv.minor_faults();
     let connects_before = up.connections_accepted();
     let started = std::time::Instant::now();
     let spread = if plan.in_phase { Duration::ZERO } else { plan.interval / plan.threads.max(1) as u32 };
@@ -278,6 +279,7 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("subscribers did not finish"))?;
     let elapsed = started.elapsed();
     let cpu_us = srv.cpu_us().saturating_sub(cpu_before);
+    let minor_faults = srv.minor_faults().saturating_sub(faults_before);
     for (i, seen) in indices.into_iter().zip(results) {
         let seen = seen?;
         for &(chunk, us) in &seen.latency_us {
@@ -336,6 +338,7 @@ async fn main() -> anyhow::Result<()> {
         database: if scratch.is_some() { "postgres" } else { "sqlite" },
         deliveries,
         cpu_us,
+        minor_faults,
         elapsed,
         failures,
         rss_before,

@@ -26,6 +26,8 @@ pub struct Report {
     pub deliveries: u64,
     /// The service's CPU time (user + system) during the run, us.
     pub cpu_us: u64,
+    /// The service's minor page faults during the run.
+    pub minor_faults: u64,
     pub elapsed: Duration,
     pub failures: Vec<String>,
     pub rss_before: u64,
@@ -67,6 +69,7 @@ impl Report {
             "database": self.database,
             "deliveries_per_s": self.deliveries as f64 / self.elapsed.as_secs_f64(),
             "cpu_us_per_delivery": self.cpu_us as f64 / self.deliveries.max(1) as f64,
+            "minor_faults": self.minor_faults,
             "failures": self.failures.len(),
             "rss_kib": {"before": self.rss_before, "after_subscribe": self.rss_after, "per_subscriber": per_sub_kib},
             "persistence": {"transactions": transactions, "batches": batches, "rows": rows,
@@ -117,6 +120,7 @@ impl Report {
             self.cpu_us as f64 / self.deliveries.max(1) as f64,
             self.cpu_us / 1000
         );
+        println!("page faults         {} minor, in the service during the run", self.minor_faults);
         println!("failures            {}", self.failures.len());
         for f in self.failures.iter().take(5) {
             println!("  {f}");

@@ -56,6 +56,12 @@ impl Server {
         cpu_us_of(self.child.id())
     }
 
+    /// Minor page faults the service has taken (memory it touched for the
+    /// first time: fresh heap, code run for the first time).
+    pub fn minor_faults(&self) -> u64 {
+        stat_field(self.child.id(), 7)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -94,10 +100,14 @@ impl Drop for Server {
 /// User + system CPU time process `pid` has used, in microseconds
 /// (`/proc/<pid>/stat`; 0 when it cannot be read).
 pub fn cpu_us_of(pid: u32) -> u64 {
+    // utime and stime, in ticks of 10 ms.
+    (stat_field(pid, 11) + stat_field(pid, 12)) * 1_000_000 / 100
+}
+
+/// Field `i` of `/proc/<pid>/stat`, counted from the one after the
+/// command's closing parenthesis (0: state, 7: minflt, 11: utime).
+fn stat_field(pid: u32, i: usize) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command's closing parenthesis: utime is the 12th.
     let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (ticks(11) + ticks(12)) * 1_000_000 / 100
+    rest.split_whitespace().nth(i).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
