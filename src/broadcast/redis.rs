@@ -220,13 +220,16 @@ impl Bus {
         }
     }
 
-    fn inboxes(&self, thread: Uuid) -> Vec<Recipient<Inbound>> {
+    /// Hands `inbound` to this node's actors of `thread` (`do_send` only
+    /// queues, so the routes stay locked briefly, and no list of
+    /// recipients is built per frame).
+    fn deliver(&self, thread: Uuid, inbound: &Inbound) {
         let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        routes
-            .by_thread
-            .get(&thread)
-            .map(|(list, _)| list.iter().map(|r| r.inbox.clone()).collect())
-            .unwrap_or_default()
+        if let Some((list, _)) = routes.by_thread.get(&thread) {
+            for route in list {
+                route.inbox.do_send(inbound.clone());
+            }
+        }
     }
 
     fn all_inboxes(&self) -> Vec<Recipient<Inbound>> {
@@ -437,9 +440,7 @@ async fn route(bus: Arc<Bus>, mut rx: mpsc::UnboundedReceiver<PushInfo>) {
                     },
                     _ => continue,
                 };
-                for inbox in bus.inboxes(thread) {
-                    inbox.do_send(inbound.clone());
-                }
+                bus.deliver(thread, &inbound);
             }
             PushKind::Disconnection if !lost => {
                 lost = true;
