@@ -169,6 +169,20 @@ pub struct DatabaseSettings {
     pub db_max_connections: u32,
 }
 
+/// How the provider's HTTP version is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProviderHttp {
+    /// HTTP/2 when TLS negotiates it (ALPN), else HTTP/1.1. Until a first
+    /// connection's handshake has told, each question of a burst opens its
+    /// own connection; once one HTTP/2 connection is up, all share it.
+    Auto,
+    /// HTTP/2 only (over TLS by ALPN, over plain HTTP with prior
+    /// knowledge): a burst of questions waits for one connection instead
+    /// of opening one each. For providers known to speak HTTP/2, such as
+    /// the Anthropic API.
+    Http2,
+}
+
 /// Which model provider answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProviderKind {
@@ -241,6 +255,13 @@ pub struct ProviderSettings {
     /// Time to connect to the upstream.
     #[arg(long, env = "UPSTREAM_CONNECT_TIMEOUT_MS", default_value_t = 10_000)]
     pub upstream_connect_timeout_ms: u64,
+    /// PEM file of certificates the provider's HTTPS is also trusted by
+    /// (beside the public roots): a gateway or proxy with a private CA.
+    #[arg(long, env = "PROVIDER_CA_FILE")]
+    pub provider_ca_file: Option<std::path::PathBuf>,
+    /// The provider's HTTP version: `auto` or `http2` (see README, Models).
+    #[arg(long, env = "PROVIDER_HTTP", value_enum, default_value_t = ProviderHttp::Auto)]
+    pub provider_http: ProviderHttp,
     /// Default model name when neither the thread nor the request names one.
     #[arg(long, env = "MODEL")]
     pub model: Option<String>,

@@ -13,7 +13,7 @@ use futures_util::Stream;
 
 pub use crate::domain::provider_event::{FailureCode, ProviderEvent};
 use crate::{
-    config::{ProviderKind, ProviderSettings},
+    config::{ProviderHttp, ProviderKind, ProviderSettings},
     domain::{Block, Role},
     metrics::Metrics,
 };
@@ -55,8 +55,19 @@ pub fn from_settings(settings: &ProviderSettings, metrics: &Metrics) -> anyhow::
         stall: Duration::from_millis(settings.upstream_stall_ms.max(1)),
         first_byte: metrics.upstream_first_byte_seconds.clone(),
     };
+    let extra_roots = match &settings.provider_ca_file {
+        Some(path) => trusted_roots(path)?,
+        None => Vec::new(),
+    };
     let client = || {
-        reqwest::Client::builder()
+        let builder = reqwest::Client::builder();
+        let builder = match settings.provider_http {
+            ProviderHttp::Auto => builder,
+            ProviderHttp::Http2 => builder.http2_prior_knowledge(),
+        };
+        extra_roots
+            .iter()
+            .fold(builder, |builder, root| builder.add_root_certificate(root.clone()))
             .connect_timeout(Duration::from_millis(settings.upstream_connect_timeout_ms))
             .tcp_nodelay(true)
             // Keep warm connections: a question's time to first token
@@ -90,4 +101,15 @@ pub fn from_settings(settings: &ProviderSettings, metrics: &Metrics) -> anyhow::
         }
         ProviderKind::Simulated => Arc::new(simulated::Simulated::new(settings)),
     })
+}
+
+/// The certificates of `--provider-ca-file`; a file that cannot be read or
+/// holds none stops the start with its name.
+fn trusted_roots(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let pem =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read --provider-ca-file {}: {e}", path.display()))?;
+    let roots = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| anyhow::anyhow!("--provider-ca-file {} is not PEM certificates: {e}", path.display()))?;
+    anyhow::ensure!(!roots.is_empty(), "--provider-ca-file {} holds no certificate", path.display());
+    Ok(roots)
 }

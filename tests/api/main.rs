@@ -15,6 +15,7 @@ mod operations;
 mod outage;
 mod page;
 mod pg;
+mod provider_tls;
 mod providers;
 mod rest;
 mod resume;
