@@ -169,17 +169,15 @@ pub struct DatabaseSettings {
     pub db_max_connections: u32,
 }
 
-/// How the provider's HTTP version is chosen.
+/// How the provider's HTTP version is chosen (see `model::client`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProviderHttp {
-    /// HTTP/2 when TLS negotiates it (ALPN), else HTTP/1.1. Until a first
-    /// connection's handshake has told, each question of a burst opens its
-    /// own connection; once one HTTP/2 connection is up, all share it.
+    /// Negotiate (ALPN) until an answer comes over HTTP/2, then HTTP/2
+    /// only, negotiating again if that fails.
     Auto,
-    /// HTTP/2 only (over TLS by ALPN, over plain HTTP with prior
-    /// knowledge): a burst of questions waits for one connection instead
-    /// of opening one each. For providers known to speak HTTP/2, such as
-    /// the Anthropic API.
+    /// Always negotiate: HTTP/2 when TLS agrees on it, else HTTP/1.1.
+    Negotiate,
+    /// HTTP/2 only (prior knowledge over plain HTTP).
     Http2,
 }
 
@@ -259,7 +257,7 @@ pub struct ProviderSettings {
     /// (beside the public roots): a gateway or proxy with a private CA.
     #[arg(long, env = "PROVIDER_CA_FILE")]
     pub provider_ca_file: Option<std::path::PathBuf>,
-    /// The provider's HTTP version: `auto` or `http2` (see README, Models).
+    /// The provider's HTTP version: `auto`, `negotiate` or `http2` (see README, Models).
     #[arg(long, env = "PROVIDER_HTTP", value_enum, default_value_t = ProviderHttp::Auto)]
     pub provider_http: ProviderHttp,
     /// Default model name when neither the thread nor the request names one.

@@ -18,6 +18,7 @@ mod postgres;
 mod report;
 mod server;
 mod upstream;
+mod upstream_tls;
 
 use std::{collections::HashMap, time::Duration};
 
@@ -99,6 +100,12 @@ struct Cli {
     /// after an idle spell longer than its pool keeps connections.
     #[arg(long, conflicts_with = "warm_upstream")]
     warm_service: bool,
+    /// The fake upstream over HTTPS (ALPN: HTTP/2 or HTTP/1.1), trusted by
+    /// the service through `--provider-ca-file`, as a real provider is
+    /// reached. With `--server-arg=--provider-http=http2` the service
+    /// speaks HTTP/2 only.
+    #[arg(long, conflicts_with = "warm_service")]
+    upstream_tls: bool,
     /// `cluster`: how many nodes.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
@@ -157,9 +164,16 @@ async fn main() -> anyhow::Result<()> {
         let shape = cluster::Shape { nodes: cli.nodes, database: &cli.database_url, redis };
         return cluster::run(plan, &cli.server_bin, shape, &cli.server_args).await;
     }
-    let up = upstream::Upstream::start(plan.chunks, plan.interval).await?;
+    let tls = if cli.upstream_tls { Some(upstream_tls::start(plan.chunks, plan.interval).await?) } else { None };
+    let up = match &tls {
+        Some(tls) => tls.up.clone(),
+        None => upstream::Upstream::start(plan.chunks, plan.interval).await?,
+    };
     let scratch = cli.on_postgres.then(|| postgres::Scratch::create(&cli.database_url)).transpose()?;
     let mut server_args = cli.server_args.clone();
+    if let Some(tls) = &tls {
+        server_args.extend(["--provider-ca-file".to_owned(), tls.ca_file.display().to_string()]);
+    }
     if let Some(db) = &scratch {
         server_args.extend(["--database-url".to_owned(), db.url.clone()]);
     }

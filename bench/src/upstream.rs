@@ -53,15 +53,20 @@ pub fn now_ns() -> u128 {
 }
 
 impl Upstream {
+    /// An upstream at `url` that answers `chunks` chunks, one per `interval`.
+    pub fn new(url: String, chunks: usize, interval: Duration) -> Upstream {
+        Upstream { url, chunks, interval, sent: Arc::default(), accepted: Arc::default() }
+    }
+
+    /// Over plain HTTP/1.1, written by hand.
     pub async fn start(chunks: usize, interval: Duration) -> anyhow::Result<Upstream> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let up = Upstream { url, chunks, interval, sent: Arc::default(), accepted: Arc::default() };
+        let up = Upstream::new(format!("http://{}", listener.local_addr()?), chunks, interval);
         let server = up.clone();
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
                 let _ = socket.set_nodelay(true);
-                server.accepted.fetch_add(1, Ordering::Relaxed);
+                server.accepted_one();
                 let server = server.clone();
                 tokio::spawn(async move {
                     let _ = server.serve(socket).await;
@@ -80,12 +85,7 @@ impl Upstream {
         // Keep-alive: serve requests on this connection until it closes.
         while let Some(body) = read_request(&mut socket).await? {
             let received_ns = now_ns();
-            let tag = body["messages"]
-                .as_array()
-                .and_then(|m| m.last())
-                .and_then(|m| m["content"][0]["text"].as_str())
-                .unwrap_or_default()
-                .to_owned();
+            let tag = tag_of(&body);
             let close = tag.starts_with(CLOSE_AFTER);
             socket
                 .write_all(if close {
@@ -94,53 +94,89 @@ impl Upstream {
                     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
                 })
                 .await?;
-            let start = json!({"type": "message_start", "message": {"id": "msg_bench", "type": "message", "role": "assistant",
-                "content": [], "model": "bench", "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": 10, "output_tokens": 1}}});
-            write_event(&mut socket, "message_start", &start).await?;
-            let block =
-                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}});
-            write_event(&mut socket, "content_block_start", &block).await?;
-            write_event(&mut socket, "ping", &json!({"type": "ping"})).await?;
-            let mut sent = Sent { received_ns, ..Sent::default() };
-            // Chunk 0 leaves at once (the raw time to first delta is then
-            // all the service's), chunk k at k intervals after it.
-            let start = tokio::time::Instant::now();
-            for k in 0..self.chunks {
-                if k > 0 {
-                    // (Not for chunk 0: a timer, even one already due,
-                    // waits for the next millisecond tick.)
-                    tokio::time::sleep_until(start + self.interval * k as u32).await;
-                }
-                let ns = now_ns();
-                if k == 0 {
-                    sent.first_chunk_ns = ns;
-                }
-                let text = format!("{k:05}@{ns:019};");
-                sent.text.push_str(&text);
-                let delta =
-                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}});
-                write_event(&mut socket, "content_block_delta", &delta).await?;
-            }
-            write_event(&mut socket, "content_block_stop", &json!({"type": "content_block_stop", "index": 0})).await?;
-            let end = json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
-                "usage": {"output_tokens": self.chunks}});
-            write_event(&mut socket, "message_delta", &end).await?;
-            write_event(&mut socket, "message_stop", &json!({"type": "message_stop"})).await?;
+            let mut chunked = Chunked(&mut socket);
+            self.answer(tag, received_ns, &mut chunked).await?;
             socket.write_all(b"0\r\n\r\n").await?;
-            self.sent.lock().unwrap().insert(tag, sent);
             if close {
                 break;
             }
         }
         Ok(())
     }
+
+    /// Writes one whole answer's events through `out` on schedule, and
+    /// records what was sent under `tag`.
+    pub async fn answer(&self, tag: String, received_ns: u128, out: &mut impl Emit) -> std::io::Result<()> {
+        let start = json!({"type": "message_start", "message": {"id": "msg_bench", "type": "message", "role": "assistant",
+            "content": [], "model": "bench", "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 10, "output_tokens": 1}}});
+        write_event(out, "message_start", &start).await?;
+        let block = json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}});
+        write_event(out, "content_block_start", &block).await?;
+        write_event(out, "ping", &json!({"type": "ping"})).await?;
+        let mut sent = Sent { received_ns, ..Sent::default() };
+        // Chunk 0 leaves at once (the raw time to first delta is then
+        // all the service's), chunk k at k intervals after it.
+        let start = tokio::time::Instant::now();
+        for k in 0..self.chunks {
+            if k > 0 {
+                // (Not for chunk 0: a timer, even one already due,
+                // waits for the next millisecond tick.)
+                tokio::time::sleep_until(start + self.interval * k as u32).await;
+            }
+            let ns = now_ns();
+            if k == 0 {
+                sent.first_chunk_ns = ns;
+            }
+            let text = format!("{k:05}@{ns:019};");
+            sent.text.push_str(&text);
+            let delta =
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}});
+            write_event(out, "content_block_delta", &delta).await?;
+        }
+        write_event(out, "content_block_stop", &json!({"type": "content_block_stop", "index": 0})).await?;
+        let end = json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+            "usage": {"output_tokens": self.chunks}});
+        write_event(out, "message_delta", &end).await?;
+        write_event(out, "message_stop", &json!({"type": "message_stop"})).await?;
+        self.sent.lock().unwrap().insert(tag, sent);
+        Ok(())
+    }
+
+    /// Counts one accepted connection.
+    pub fn accepted_one(&self) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
-async fn write_event(socket: &mut TcpStream, name: &str, data: &Value) -> std::io::Result<()> {
-    let payload = format!("event: {name}\ndata: {data}\n\n");
-    let chunk = format!("{:x}\r\n{payload}\r\n", payload.len());
-    socket.write_all(chunk.as_bytes()).await
+/// Where an answer's events go: a chunked HTTP/1.1 body, or an HTTP/2
+/// stream's body.
+pub trait Emit {
+    async fn emit(&mut self, payload: String) -> std::io::Result<()>;
+}
+
+/// A chunked HTTP/1.1 body written straight to the socket.
+struct Chunked<'a>(&'a mut TcpStream);
+
+impl Emit for Chunked<'_> {
+    async fn emit(&mut self, payload: String) -> std::io::Result<()> {
+        let chunk = format!("{:x}\r\n{payload}\r\n", payload.len());
+        self.0.write_all(chunk.as_bytes()).await
+    }
+}
+
+/// The tag of a question: its last user message's text.
+pub fn tag_of(body: &Value) -> String {
+    body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"][0]["text"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn write_event(out: &mut impl Emit, name: &str, data: &Value) -> std::io::Result<()> {
+    out.emit(format!("event: {name}\ndata: {data}\n\n")).await
 }
 
 /// Reads one request; its JSON body, or `None` when the peer closed.

@@ -30,7 +30,6 @@ pub struct Anthropic {
 }
 
 struct Inner {
-    client: reqwest::Client,
     url: String,
     api_key: String,
     model: String,
@@ -49,17 +48,11 @@ pub struct AnthropicConfig {
 }
 
 impl Anthropic {
-    pub fn new(client: reqwest::Client, config: AnthropicConfig) -> Self {
+    pub fn new(config: AnthropicConfig) -> Self {
         let url = format!("{}/v1/messages", config.base_url.trim_end_matches('/'));
         let model = config.model.unwrap_or_else(|| DEFAULT_MODEL.to_owned());
-        let inner = Inner {
-            client,
-            url,
-            api_key: config.api_key,
-            model,
-            policy: config.policy,
-            unknown_events: config.unknown_events,
-        };
+        let inner =
+            Inner { url, api_key: config.api_key, model, policy: config.policy, unknown_events: config.unknown_events };
         Anthropic { inner: Arc::new(inner) }
     }
 }
@@ -211,9 +204,8 @@ impl Provider for Anthropic {
         let body = request_body(&request);
         let protocol = Messages { unknown_events: inner.unknown_events.clone() };
         let policy = inner.policy.clone();
-        let make = move || {
-            inner
-                .client
+        let make = move |client: &reqwest::Client| {
+            client
                 .post(&inner.url)
                 .header("x-api-key", &inner.api_key)
                 .header("anthropic-version", API_VERSION)

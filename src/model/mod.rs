@@ -3,6 +3,7 @@
 //! stream; it never knows which provider answers.
 
 pub mod anthropic;
+pub mod client;
 pub mod openai;
 pub mod simulated;
 pub mod upstream;
@@ -13,7 +14,7 @@ use futures_util::Stream;
 
 pub use crate::domain::provider_event::{FailureCode, ProviderEvent};
 use crate::{
-    config::{ProviderHttp, ProviderKind, ProviderSettings},
+    config::{ProviderKind, ProviderSettings},
     domain::{Block, Role},
     metrics::Metrics,
 };
@@ -48,34 +49,18 @@ pub trait Provider: Send + Sync + 'static {
 
 /// Builds the configured provider.
 pub fn from_settings(settings: &ProviderSettings, metrics: &Metrics) -> anyhow::Result<Arc<dyn Provider>> {
+    let extra_roots = match &settings.provider_ca_file {
+        Some(path) => trusted_roots(path)?,
+        None => Vec::new(),
+    };
+    let client = Arc::new(client::ProviderClient::new(settings, &extra_roots)?);
     let policy = upstream::UpstreamPolicy {
+        client,
         attempts: settings.upstream_attempts.max(1),
         min_delay: Duration::from_millis(settings.upstream_retry_min_ms),
         max_delay: Duration::from_millis(settings.upstream_retry_max_ms.max(settings.upstream_retry_min_ms)),
         stall: Duration::from_millis(settings.upstream_stall_ms.max(1)),
         first_byte: metrics.upstream_first_byte_seconds.clone(),
-    };
-    let extra_roots = match &settings.provider_ca_file {
-        Some(path) => trusted_roots(path)?,
-        None => Vec::new(),
-    };
-    let client = || {
-        let builder = reqwest::Client::builder();
-        let builder = match settings.provider_http {
-            ProviderHttp::Auto => builder,
-            ProviderHttp::Http2 => builder.http2_prior_knowledge(),
-        };
-        extra_roots
-            .iter()
-            .fold(builder, |builder, root| builder.add_root_certificate(root.clone()))
-            .connect_timeout(Duration::from_millis(settings.upstream_connect_timeout_ms))
-            .tcp_nodelay(true)
-            // Keep warm connections: a question's time to first token
-            // should not pay a handshake because the last one was long ago.
-            .pool_idle_timeout(Duration::from_secs(300))
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .http2_keep_alive_while_idle(true)
-            .build()
     };
     Ok(match settings.kind() {
         ProviderKind::Anthropic => {
@@ -90,14 +75,14 @@ pub fn from_settings(settings: &ProviderSettings, metrics: &Metrics) -> anyhow::
                 policy,
                 unknown_events: metrics.upstream_unknown_events.clone(),
             };
-            Arc::new(anthropic::Anthropic::new(client()?, config))
+            Arc::new(anthropic::Anthropic::new(config))
         }
         ProviderKind::Openai => {
             let base = settings.openai_base_url.as_deref().ok_or_else(|| {
                 anyhow::anyhow!("--provider openai needs OPENAI_BASE_URL (e.g. http://127.0.0.1:11434/v1)")
             })?;
             let key = settings.openai_api_key.expose().map(str::to_owned);
-            Arc::new(openai::OpenAi::new(client()?, base, key, settings.model.clone(), policy))
+            Arc::new(openai::OpenAi::new(base, key, settings.model.clone(), policy))
         }
         ProviderKind::Simulated => Arc::new(simulated::Simulated::new(settings)),
     })

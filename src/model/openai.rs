@@ -25,7 +25,6 @@ pub struct OpenAi {
 }
 
 struct Inner {
-    client: reqwest::Client,
     url: String,
     api_key: Option<String>,
     model: String,
@@ -33,16 +32,10 @@ struct Inner {
 }
 
 impl OpenAi {
-    pub fn new(
-        client: reqwest::Client,
-        base_url: &str,
-        api_key: Option<String>,
-        model: Option<String>,
-        policy: UpstreamPolicy,
-    ) -> Self {
+    pub fn new(base_url: &str, api_key: Option<String>, model: Option<String>, policy: UpstreamPolicy) -> Self {
         let url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
         let model = model.unwrap_or_else(|| DEFAULT_MODEL.to_owned());
-        OpenAi { inner: Arc::new(Inner { client, url, api_key, model, policy }) }
+        OpenAi { inner: Arc::new(Inner { url, api_key, model, policy }) }
     }
 }
 
@@ -189,8 +182,8 @@ impl Provider for OpenAi {
         let inner = self.inner.clone();
         let body = request_body(&request);
         let policy = inner.policy.clone();
-        let make = move || {
-            let http = inner.client.post(&inner.url).header("accept", "text/event-stream").json(&body);
+        let make = move |client: &reqwest::Client| {
+            let http = client.post(&inner.url).header("accept", "text/event-stream").json(&body);
             match &inner.api_key {
                 Some(key) => http.bearer_auth(key),
                 None => http,

@@ -18,6 +18,8 @@ use super::{FailureCode, ProviderEvent, ProviderStream};
 /// Retry and stall limits of an upstream.
 #[derive(Debug, Clone)]
 pub struct UpstreamPolicy {
+    /// How the upstream is reached.
+    pub client: std::sync::Arc<super::client::ProviderClient>,
     /// Attempts in all (1 = no retry).
     pub attempts: usize,
     pub min_delay: Duration,
@@ -66,10 +68,10 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(|s| Duration::from_secs_f64(s.min(600.0)))
 }
 
-/// Sends the request once; a non-2xx answer becomes a `Refusal` carrying
-/// the upstream's own error message.
-pub async fn send_once(request: RequestBuilder) -> Result<Response, Refusal> {
-    let response = request.send().await.map_err(|e| Refusal {
+/// What one sending came to: a non-2xx answer becomes a `Refusal`
+/// carrying the upstream's own error message.
+pub async fn accepted(sent: reqwest::Result<Response>) -> Result<Response, Refusal> {
+    let response = sent.map_err(|e| Refusal {
         retryable: true,
         retry_after: None,
         code: FailureCode::UpstreamError,
@@ -157,18 +159,18 @@ fn sse_events(response: Response, stall: Duration) -> impl Stream<Item = Result<
     })
 }
 
-/// Sends `make()` until the upstream accepts it, retrying what is worth
+/// Sends what `make` builds until the upstream accepts it, retrying what is worth
 /// retrying after the next backoff delay (never shorter than the
 /// upstream's `retry-after`); the last refusal when the delays run out.
 async fn send_with_retries(
-    make: &impl Fn() -> RequestBuilder,
+    make: &impl Fn(&reqwest::Client) -> RequestBuilder,
     delays: &mut impl Iterator<Item = Duration>,
-    first_byte: &prometheus::Histogram,
+    policy: &UpstreamPolicy,
 ) -> Result<Response, Refusal> {
     loop {
         let sent = std::time::Instant::now();
-        let answer = send_once(make()).await;
-        first_byte.observe(sent.elapsed().as_secs_f64());
+        let answer = accepted(policy.client.send(make).await).await;
+        policy.first_byte.observe(sent.elapsed().as_secs_f64());
         let refusal = match answer {
             Ok(response) => return Ok(response),
             Err(refusal) if refusal.retryable => refusal,
@@ -223,19 +225,20 @@ pub trait Protocol: Send + 'static {
     fn closed(&self) -> Result<(), &'static str>;
 }
 
-/// One answer from an HTTP upstream: sends `make()` with retries before
+/// One answer from an HTTP upstream: sends what `make` builds (on the
+/// client `policy.client` picks) with retries before
 /// the answer starts, reads the SSE stream (stall-guarded) through
 /// `protocol`, retries an answer cut before any content, and ends with
 /// `Stop` or `Failed`: never a cut answer presented as whole.
 pub fn stream_answer<P: Protocol>(
     policy: UpstreamPolicy,
-    make: impl Fn() -> RequestBuilder + Send + Sync + 'static,
+    make: impl Fn(&reqwest::Client) -> RequestBuilder + Send + Sync + 'static,
     mut protocol: P,
 ) -> ProviderStream {
     Box::pin(async_stream::stream! {
         let mut delays = policy.delays();
         'attempt: loop {
-            let response = match send_with_retries(&make, &mut delays, &policy.first_byte).await {
+            let response = match send_with_retries(&make, &mut delays, &policy).await {
                 Ok(r) => r,
                 Err(refusal) => {
                     yield ProviderEvent::Failed { code: refusal.code, message: refusal.message };

@@ -1,9 +1,10 @@
 //! A provider reached over HTTPS through a private CA
 //! (`--provider-ca-file`), as a gateway in front of the model would be:
 //! a burst of questions shares one HTTP/2 connection to it (no handshake
-//! per question) once one is up, or from the first question with
-//! `--provider-http http2`; without the CA file the provider is not
-//! trusted.
+//! per question): the one that is up when negotiating, one new one once
+//! `auto` has learnt that the provider speaks HTTP/2, or from the first
+//! question with `--provider-http http2`. Without the CA file the
+//! provider is not trusted.
 
 use std::{
     sync::{
@@ -141,19 +142,36 @@ async fn burst(h: &Harness) {
     }
 }
 
-#[actix_web::test]
-async fn once_an_http2_connection_to_the_provider_is_up_a_burst_of_questions_shares_it() {
-    let up = https_upstream().await;
-    let h = harness("anthropic", vec![], &["--anthropic-base-url", &up.url, "--provider-ca-file", &up.ca_file]).await;
-    // One question opens the connection (ALPN picks HTTP/2) ...
-    let first = another_thread(&h).await;
+/// One question, answered over HTTP/2 on a new connection.
+async fn one_question(h: &Harness) {
+    let first = another_thread(h).await;
     let posted = h.client.post(format!("{first}/messages")).json(&json!({"content": "hi"})).send().await.unwrap();
     assert_eq!(posted.status(), 202);
-    assert_eq!(settled(&h, &first).await["content"], "over TLS");
-    // ... and five at once ride on it.
+    assert_eq!(settled(h, &first).await["content"], "over TLS");
+}
+
+#[actix_web::test]
+async fn negotiated_http2_carries_a_burst_of_questions_on_the_connection_that_is_up() {
+    let up = https_upstream().await;
+    let extra = ["--anthropic-base-url", &up.url, "--provider-ca-file", &up.ca_file, "--provider-http", "negotiate"];
+    let h = harness("anthropic", vec![], &extra).await;
+    one_question(&h).await;
     burst(&h).await;
     assert_eq!(*up.versions.lock().unwrap(), vec![Version::HTTP_2; 6], "every question went over HTTP/2");
     assert_eq!(up.connections.load(Ordering::SeqCst), 1, "no connection per question");
+}
+
+#[actix_web::test]
+async fn auto_learns_that_the_provider_speaks_http2_and_a_later_cold_burst_opens_one_connection() {
+    let up = https_upstream().await;
+    let h = harness("anthropic", vec![], &["--anthropic-base-url", &up.url, "--provider-ca-file", &up.ca_file]).await;
+    one_question(&h).await;
+    assert_eq!(up.connections.load(Ordering::SeqCst), 1);
+    // Learnt: HTTP/2. The HTTP/2-only connections start cold, and the
+    // burst waits for one of them rather than opening five.
+    burst(&h).await;
+    assert_eq!(*up.versions.lock().unwrap(), vec![Version::HTTP_2; 6]);
+    assert_eq!(up.connections.load(Ordering::SeqCst), 2, "one more connection for five questions at once");
 }
 
 #[actix_web::test]
