@@ -517,16 +517,22 @@ export class Stream {
     this.sentCursor = this.cursor;
     const how = () => (this.stalled ? 'stalled' : 'aborted');
     let response;
+    // The watchdog also covers the wait for the response's head: the
+    // browser may send the request on a pooled connection that went
+    // silent, and nothing else would ever end that wait.
+    this.kick();
     try {
       response = await fetch(this.url(token, 'events'), {
         headers: { Accept: 'text/event-stream' }, cache: 'no-store', signal: abort.signal,
       });
     } catch (_) {
+      clearTimeout(this.stallTimer);
       this.hangUp = null;
       if (abort.signal.aborted) return how();
       throw new ApiError(0, 'network', 'the service cannot be reached');
     }
     if (!response.ok) {
+      clearTimeout(this.stallTimer);
       this.hangUp = null;
       throw await errorOf(response);
     }
