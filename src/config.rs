@@ -164,9 +164,13 @@ pub struct DatabaseSettings {
     /// Group-commit interval: at most one write transaction per interval.
     #[arg(long, env = "FLUSH_INTERVAL_MS", default_value_t = 50)]
     pub flush_interval_ms: u64,
-    /// Pooled database connections, all opened at start-up and kept open.
+    /// Largest number of pooled database connections.
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 8)]
     pub db_max_connections: u32,
+    /// Pooled database connections opened at start-up and kept (the start
+    /// fails if they cannot be opened; idle ones beyond these close).
+    #[arg(long, env = "DB_MIN_CONNECTIONS", default_value_t = 2)]
+    pub db_min_connections: u32,
 }
 
 /// How the provider's HTTP version is chosen (see `model::client`).

@@ -10,11 +10,13 @@
 //! - `negotiate`: always negotiate.
 //! - `http2`: HTTP/2 only (prior knowledge over plain HTTP).
 //! - `auto` (the default): negotiate until an answer comes back over
-//!   HTTP/2, then use the HTTP/2-only client; if that one fails, negotiate
-//!   again (the provider, or a gateway in front of it, may have stopped
-//!   speaking HTTP/2), and the retry goes that way. So only the first
-//!   burst after a start pays a handshake per question; later ones, even
-//!   after the pool's connections went idle, share one.
+//!   HTTP/2, then use the HTTP/2-only client; if a request through it
+//!   fails, for any reason, negotiate again (the provider, or a gateway in
+//!   front of it, may have stopped speaking HTTP/2): that failure costs
+//!   one of the request's attempts, and its retry negotiates. So only the
+//!   first burst after a start (or after such a failure) pays a handshake
+//!   per question; later ones, even after the pool's connections went
+//!   idle, share one.
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
@@ -77,18 +79,26 @@ impl ProviderClient {
         let http2 = self.via_http2();
         let sent = make(if http2 { &self.http2 } else { &self.negotiating }).send().await;
         if self.mode == ProviderHttp::Auto {
-            let speaks = matches!(&sent, Ok(response) if response.version() == Version::HTTP_2);
-            match (self.speaks_http2.swap(speaks, Ordering::Relaxed), speaks) {
-                (false, true) => {
-                    tracing::info!("the model provider answers over HTTP/2: its connections are HTTP/2 only")
-                }
-                (true, false) => {
-                    tracing::info!("a request to the model provider failed over HTTP/2: negotiating again")
-                }
-                _ => {}
-            }
+            self.learn(http2, &sent);
         }
         sent
+    }
+
+    /// `auto`: what one request taught, by the client it went through. A
+    /// negotiated answer over HTTP/2 switches to HTTP/2 only; an HTTP/2-only
+    /// request that failed (any error: the provider may have stopped
+    /// speaking HTTP/2) switches back. A negotiated failure teaches nothing,
+    /// and a request that went out before a switch does not undo it.
+    fn learn(&self, via_http2: bool, sent: &reqwest::Result<Response>) {
+        let speaks = matches!(sent, Ok(response) if response.version() == Version::HTTP_2);
+        let flip = |from: bool, to: bool| {
+            self.speaks_http2.compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        };
+        if !via_http2 && speaks && flip(false, true) {
+            tracing::info!("the model provider answers over HTTP/2: its connections are HTTP/2 only");
+        } else if via_http2 && !speaks && flip(true, false) {
+            tracing::warn!("a request to the model provider failed over HTTP/2 only: negotiating again");
+        }
     }
 }
 
@@ -144,6 +154,18 @@ mod tests {
         let answer = client.send(&get).await.unwrap();
         assert_eq!((answer.version(), answer.text().await.unwrap().as_str()), (Version::HTTP_11, "ok"));
         assert!(!client.via_http2(), "an HTTP/1.1 answer teaches nothing else");
+    }
+
+    #[tokio::test]
+    async fn a_negotiated_failure_does_not_undo_what_auto_learnt() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let client = client("auto");
+        client.speaks_http2.store(true, Ordering::Relaxed);
+        // A request that went out negotiating before the switch, and failed.
+        let failed = client.negotiating.get(format!("http://{closed}/")).send().await;
+        assert!(failed.is_err());
+        client.learn(false, &failed);
+        assert!(client.via_http2());
     }
 
     #[tokio::test]

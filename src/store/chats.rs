@@ -98,6 +98,7 @@ mod tests {
             data_dir: dir.to_owned(),
             flush_interval_ms: 50,
             db_max_connections: 4,
+            db_min_connections: 1,
         };
         Store::connect(&settings).await.unwrap()
     }

@@ -99,11 +99,11 @@ impl Store {
         let mut options = ConnectOptions::new(url);
         options
             .max_connections(settings.db_max_connections.max(1))
-            // The whole pool is opened at start-up and kept open: the first
-            // burst of requests after a start (or after an idle spell) must
-            // not pay for opening connections, a TCP connect and
-            // authentication each on Postgres.
-            .min_connections(settings.db_max_connections.max(1))
+            // Some connections are opened at start-up and kept: the first
+            // requests after a start (or after an idle spell) do not pay for
+            // opening them, a TCP connect and authentication each on
+            // Postgres.
+            .min_connections(settings.db_min_connections.clamp(1, settings.db_max_connections.max(1)))
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(5))
             .sqlx_logging(false)
@@ -326,20 +326,22 @@ mod tests {
             data_dir: dir.join("nested"),
             flush_interval_ms: 50,
             db_max_connections: 2,
+            db_min_connections: 1,
         };
         Store::connect(&settings).await.unwrap()
     }
 
-    /// The pool opens all its connections at start-up, before any query
+    /// The pool opens `--db-min-connections` at start-up, before any query
     /// asks for one.
     #[tokio::test]
-    async fn the_pool_is_opened_in_full_at_start_up() {
+    async fn the_pool_opens_its_minimum_at_start_up() {
         let dir = tempfile::tempdir().unwrap();
         let settings = DatabaseSettings {
             database_url: None,
             data_dir: dir.path().to_owned(),
             flush_interval_ms: 50,
-            db_max_connections: 5,
+            db_max_connections: 8,
+            db_min_connections: 5,
         };
         let store = Store::connect(&settings).await.unwrap();
         let pool = store.connection().get_sqlite_connection_pool();

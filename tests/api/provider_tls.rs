@@ -37,9 +37,18 @@ struct HttpsUpstream {
     ca_file: String,
     /// TLS connections it accepted.
     connections: Arc<AtomicUsize>,
-    /// The HTTP version of each question it was asked.
-    versions: Arc<Mutex<Vec<Version>>>,
+    seen: Arc<Seen>,
     _dir: tempfile::TempDir,
+}
+
+/// What the upstream was asked.
+#[derive(Default)]
+struct Seen {
+    /// The HTTP version of each question.
+    versions: Mutex<Vec<Version>>,
+    in_flight: AtomicUsize,
+    /// The most questions it held at once.
+    most_at_once: AtomicUsize,
 }
 
 async fn https_upstream() -> HttpsUpstream {
@@ -53,8 +62,8 @@ async fn https_upstream() -> HttpsUpstream {
     let config = convo::tls::server_config(&tls).unwrap().unwrap();
 
     let connections = Arc::new(AtomicUsize::new(0));
-    let versions = Arc::new(Mutex::new(Vec::new()));
-    let (counted, asked) = (connections.clone(), versions.clone());
+    let seen = Arc::new(Seen::default());
+    let (counted, asked) = (connections.clone(), seen.clone());
     let server = HttpServer::new(move || {
         App::new().app_data(web::Data::new(asked.clone())).route("/v1/messages", web::post().to(answer))
     })
@@ -70,29 +79,24 @@ async fn https_upstream() -> HttpsUpstream {
         url: format!("https://127.0.0.1:{port}"),
         ca_file: cert_path.display().to_string(),
         connections,
-        versions,
+        seen,
         _dir: dir,
     }
 }
 
-/// Answers "over TLS" after a pause, so that the questions of a burst are
-/// all in flight at once.
-async fn answer(req: HttpRequest, versions: web::Data<Arc<Mutex<Vec<Version>>>>) -> HttpResponse {
-    versions.lock().unwrap().push(req.version());
-    let pieces: Vec<Bytes> = anthropic::text_answer(&["over ", "TLS"])
-        .into_iter()
-        .filter_map(|p| match p {
-            Piece::Bytes(b) => Some(Bytes::from(b)),
-            _ => None,
-        })
-        .collect();
-    let body = async_stream::stream! {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        for piece in pieces {
-            yield Ok::<_, std::convert::Infallible>(piece);
-        }
-    };
-    HttpResponse::Ok().content_type("text/event-stream").streaming(body)
+/// Answers "over TLS", its head after a pause, so that the questions of a
+/// burst are all in flight at once.
+async fn answer(req: HttpRequest, seen: web::Data<Arc<Seen>>) -> HttpResponse {
+    seen.versions.lock().unwrap().push(req.version());
+    let now = seen.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    seen.most_at_once.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    seen.in_flight.fetch_sub(1, Ordering::SeqCst);
+    let pieces = anthropic::text_answer(&["over ", "TLS"]).into_iter().filter_map(|p| match p {
+        Piece::Bytes(b) => Some(Ok::<_, std::convert::Infallible>(Bytes::from(b))),
+        _ => None,
+    });
+    HttpResponse::Ok().content_type("text/event-stream").streaming(futures_util::stream::iter(pieces))
 }
 
 /// A new thread of the harness's project; its path.
@@ -157,7 +161,7 @@ async fn negotiated_http2_carries_a_burst_of_questions_on_the_connection_that_is
     let h = harness("anthropic", vec![], &extra).await;
     one_question(&h).await;
     burst(&h).await;
-    assert_eq!(*up.versions.lock().unwrap(), vec![Version::HTTP_2; 6], "every question went over HTTP/2");
+    assert_eq!(*up.seen.versions.lock().unwrap(), vec![Version::HTTP_2; 6], "every question went over HTTP/2");
     assert_eq!(up.connections.load(Ordering::SeqCst), 1, "no connection per question");
 }
 
@@ -170,7 +174,8 @@ async fn auto_learns_that_the_provider_speaks_http2_and_a_later_cold_burst_opens
     // Learnt: HTTP/2. The HTTP/2-only connections start cold, and the
     // burst waits for one of them rather than opening five.
     burst(&h).await;
-    assert_eq!(*up.versions.lock().unwrap(), vec![Version::HTTP_2; 6]);
+    assert_eq!(*up.seen.versions.lock().unwrap(), vec![Version::HTTP_2; 6]);
+    assert_eq!(up.seen.most_at_once.load(Ordering::SeqCst), 5, "the five questions were in flight together");
     assert_eq!(up.connections.load(Ordering::SeqCst), 2, "one more connection for five questions at once");
 }
 
@@ -180,7 +185,8 @@ async fn with_provider_http2_a_cold_burst_of_questions_opens_one_connection() {
     let extra = ["--anthropic-base-url", &up.url, "--provider-ca-file", &up.ca_file, "--provider-http", "http2"];
     let h = harness("anthropic", vec![], &extra).await;
     burst(&h).await;
-    assert_eq!(*up.versions.lock().unwrap(), vec![Version::HTTP_2; 5]);
+    assert_eq!(*up.seen.versions.lock().unwrap(), vec![Version::HTTP_2; 5]);
+    assert_eq!(up.seen.most_at_once.load(Ordering::SeqCst), 5, "the five questions were in flight together");
     assert_eq!(up.connections.load(Ordering::SeqCst), 1, "the burst waited for one handshake");
 }
 
@@ -193,7 +199,7 @@ async fn a_provider_with_a_private_ca_is_not_trusted_without_its_ca_file() {
     assert_eq!(posted.status(), 202);
     let answer = settled(&h, &thread).await;
     assert_eq!(answer["status"], "failed", "{answer}");
-    assert!(up.versions.lock().unwrap().is_empty(), "no question reached an untrusted provider");
+    assert!(up.seen.versions.lock().unwrap().is_empty(), "no question reached an untrusted provider");
 }
 
 #[actix_web::test]

@@ -30,6 +30,7 @@ async fn a_refused_row_is_set_aside_alone_in_the_next_interval() {
         data_dir: dir.path().into(),
         flush_interval_ms: 20,
         db_max_connections: 2,
+        db_min_connections: 1,
     };
     let store = Store::connect(&settings).await.unwrap();
     let project = store.create_project("p").await.unwrap();

@@ -528,7 +528,9 @@ export class Stream {
     } catch (_) {
       clearTimeout(this.stallTimer);
       this.hangUp = null;
-      if (abort.signal.aborted) return how();
+      // No head within the watchdog's time: the stream did not open, a
+      // failure like any other (counted, backed off, `offline` after a few).
+      if (abort.signal.aborted && !this.stalled) return how();
       throw new ApiError(0, 'network', 'the service cannot be reached');
     }
     if (!response.ok) {
