@@ -62,25 +62,8 @@ async fn run_on(plan: Plan, bin: &str, db: &str, shape: &Shape<'_>, extra: &[Str
         nodes.push(Server::spawn(bin, &up.url, &args).await?);
     }
     let http = reqwest::Client::new();
-    let project: serde_json::Value = http
-        .post(nodes[0].url("/v1/projects"))
-        .json(&serde_json::json!({"name": "bench"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let pid = project["id"].as_str().unwrap_or_default().to_owned();
-    let mut threads = Vec::new();
-    for _ in 0..plan.threads {
-        let t: serde_json::Value = http
-            .post(nodes[0].url(&format!("/v1/projects/{pid}/threads")))
-            .json(&serde_json::json!({}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        threads.push(format!("/v1/projects/{pid}/threads/{}", t["id"].as_str().unwrap_or_default()));
-    }
+    let pid = nodes[0].project(&http).await?;
+    let threads = nodes[0].threads(&http, &pid, plan.threads).await?;
 
     let total = plan.threads * plan.subscribers;
     let (ready_tx, mut ready_rx) = mpsc::channel(total.max(1));

@@ -181,32 +181,10 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
 
     // Threads.
-    let project: serde_json::Value =
-        http.post(srv.url("/v1/projects")).json(&serde_json::json!({"name": "bench"})).send().await?.json().await?;
-    let pid = project["id"].as_str().unwrap_or_default().to_owned();
-    let mut threads = Vec::new();
-    for _ in 0..plan.threads {
-        let t: serde_json::Value = http
-            .post(srv.url(&format!("/v1/projects/{pid}/threads")))
-            .json(&serde_json::json!({}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        threads.push(format!("/v1/projects/{pid}/threads/{}", t["id"].as_str().unwrap_or_default()));
-    }
+    let pid = srv.project(&http).await?;
+    let threads = srv.threads(&http, &pid, plan.threads).await?;
     let warm_up = if cli.warm_upstream || cli.warm_service { threads.len() } else { 0 };
-    let mut warm_threads = Vec::new();
-    for _ in 0..warm_up {
-        let t: serde_json::Value = http
-            .post(srv.url(&format!("/v1/projects/{pid}/threads")))
-            .json(&serde_json::json!({}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        warm_threads.push(format!("/v1/projects/{pid}/threads/{}", t["id"].as_str().unwrap_or_default()));
-    }
+    let warm_threads = srv.threads(&http, &pid, warm_up).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = srv.rss_kib();
 

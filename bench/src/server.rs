@@ -62,6 +62,30 @@ impl Server {
         stat_field(self.child.id(), 7)
     }
 
+    /// A new project: its id.
+    pub async fn project(&self, http: &reqwest::Client) -> anyhow::Result<String> {
+        let project: serde_json::Value = http
+            .post(self.url("/v1/projects"))
+            .json(&serde_json::json!({"name": "bench"}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(project["id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// `count` new threads of project `pid`: their paths.
+    pub async fn threads(&self, http: &reqwest::Client, pid: &str, count: usize) -> anyhow::Result<Vec<String>> {
+        let mut threads = Vec::with_capacity(count);
+        for _ in 0..count {
+            let path = format!("/v1/projects/{pid}/threads");
+            let t: serde_json::Value =
+                http.post(self.url(&path)).json(&serde_json::json!({})).send().await?.json().await?;
+            threads.push(format!("{path}/{}", t["id"].as_str().unwrap_or_default()));
+        }
+        Ok(threads)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
