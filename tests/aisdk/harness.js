@@ -32,6 +32,8 @@ export class FakeAnthropic {
   static async start() {
     const f = new FakeAnthropic();
     f.queue = [];
+    // Answers whose connection the service closed before their end.
+    f.cutShort = 0;
     f.fallback = { blocks: [{ kind: 'text', pieces: ['Hello', ' from', ' the', ' fake', ' upstream.'] }] };
     f.server = http.createServer((req, res) => f.answer(req, res));
     await new Promise((resolve) => f.server.listen(0, '127.0.0.1', resolve));
@@ -43,6 +45,7 @@ export class FakeAnthropic {
     for await (const _ of req); // the request body is not needed
     const script = this.queue.shift() || this.fallback;
     const intervalMs = script.intervalMs ?? 10;
+    res.on('close', () => { if (!res.writableFinished) this.cutShort += 1; });
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
     const write = (s) => new Promise((resolve) => res.write(s, resolve));
     let sent = 0;

@@ -152,7 +152,10 @@ async fn a_resume_after_last_sequence_gets_exactly_the_chunks_after_it() {
     whole.extend(rest);
     seen.extend(after);
     assert_eq!(seen, whole, "the chunks before and after lastSequence are the answer's, once each");
-    assert_eq!(text_of(&whole), answer_of(&server, &pid, "go").await["content"].as_str().unwrap());
+    assert_eq!(whole.last().unwrap()["type"], "finish", "the resumed stream ran to the answer's end");
+    let answer = answer_of(&server, &pid, "go").await;
+    assert_eq!(answer["status"], "complete", "closing the first socket did not stop the answer");
+    assert_eq!(text_of(&whole), answer["content"].as_str().unwrap());
 }
 
 #[actix_web::test]
@@ -192,7 +195,8 @@ async fn refusals_are_error_frames_and_a_frame_outside_the_protocol_closes_the_s
     let refused = ws.next().await.unwrap();
     assert_eq!((refused["type"].as_str(), refused["requestId"].as_str()), (Some("error"), Some("blank")));
     ws.send(json!({"type": "send", "requestId": "bad"})).await;
-    assert_eq!(ws.next().await.unwrap()["type"], "error");
+    let refused = ws.next().await.unwrap();
+    assert_eq!((refused["type"].as_str(), refused["requestId"].as_str()), (Some("error"), Some("bad")));
     ws.send(send("one", "busy-chat", "first")).await;
     ws.send(send("two", "busy-chat", "second")).await;
     let busy = loop {

@@ -499,8 +499,9 @@ async fn a_chat_asked_on_one_node_resumes_on_another_as_the_same_ui_message() {
     while seen.iter().filter(|c: &&Value| c["type"] == "text-delta").count() < 10 {
         seen.push(asked.next().await.unwrap());
     }
-    // The other node mirrors the answer and gives the frames it relays
-    // their UI form itself.
+    // The other node mirrors the answer (it does not own it) and gives the
+    // frames it relays their UI form itself.
+    assert_eq!(owner(&cluster, 1, &thread).await.0, "node-0");
     let resumed = other.client.get(format!("{}/v1/projects/{pid}/chat/{tid}/stream", other.base)).send();
     let replayed = UiStream::of(resumed.await.unwrap()).rest().await;
     seen.extend(asked.rest().await);
