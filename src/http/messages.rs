@@ -49,12 +49,7 @@ impl NewMessage {
 /// the project itself (no database read on the hot path); otherwise the
 /// thread is looked up before an actor is started for it. If the commit
 /// fails, the generation is aborted and the caller told so.
-pub async fn start(
-    state: &AppState,
-    project_id: Uuid,
-    thread_id: Uuid,
-    body: NewMessage,
-) -> Result<Started, actix_web::Error> {
+pub async fn start(state: &AppState, project_id: Uuid, thread_id: Uuid, body: NewMessage) -> Result<Started, ApiError> {
     let NewMessage { content, model, max_tokens } = body;
     let make =
         || StartGeneration { project_id: Some(project_id), content: content.clone(), model: model.clone(), max_tokens };
@@ -84,8 +79,7 @@ pub async fn start(
             Err(match failed {
                 Ok(Err(e)) => ApiError::from(e),
                 _ => ApiError::unavailable(),
-            }
-            .into())
+            })
         }
     }
 }

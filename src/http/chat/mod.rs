@@ -33,6 +33,7 @@ use super::{
     AppState,
 };
 use crate::{
+    actors::thread::{FindRunning, RunningAnswer},
     domain::{chat_request, ui_stream, Thread},
     error::{ApiError, Code},
     pipe::PipeBody,
@@ -45,6 +46,21 @@ pub async fn chat_thread(state: &AppState, project_id: Uuid, id: &str) -> Result
         return Ok(None);
     }
     Ok(state.store.chat_thread(project_id, id).await?)
+}
+
+/// The answer running on chat `id`, and the chat's thread, for a client
+/// that resumes it (`None`: no such chat, or nothing runs). A stream token
+/// finds only its own thread's.
+pub async fn running_answer(
+    state: &AppState,
+    project_id: Uuid,
+    id: &str,
+    token: Option<Uuid>,
+) -> Result<Option<(Uuid, RunningAnswer)>, ApiError> {
+    let Some(thread) = chat_thread(state, project_id, id).await? else { return Ok(None) };
+    token_opens(token, thread.id)?;
+    let running = crate::actors::registry::ask(&state.registry, thread.id, || FindRunning).await??;
+    Ok(running.map(|answer| (thread.id, answer)))
 }
 
 /// A turn's question as a message to ask: the chat id must be one, the

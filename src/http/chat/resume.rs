@@ -12,13 +12,9 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use uuid::Uuid;
 
-use super::{chat_thread, token_opens, token_thread, ui_response};
+use super::{chat_thread, running_answer, token_thread, ui_response};
 use crate::{
-    actors::{
-        registry::ask,
-        session::Transport,
-        thread::{Cancel, FindRunning},
-    },
+    actors::{registry::ask, session::Transport, thread::Cancel},
     domain::cursor::Resume,
     error::ApiError,
     http::{
@@ -43,18 +39,13 @@ pub async fn stream(
     req: HttpRequest,
 ) -> Result<HttpResponse, actix_web::Error> {
     let (project_id, id) = path.into_inner();
-    let Some(thread) = chat_thread(&state, project_id, &id).await? else {
+    let Some((thread_id, running)) = running_answer(&state, project_id, &id, token_thread(&req)).await? else {
         return Ok(HttpResponse::NoContent().finish());
     };
-    token_opens(token_thread(&req), thread.id)?;
-    let running = ask(&state.registry, thread.id, || FindRunning).await.map_err(ApiError::from)?;
-    let Some(running) = running.map_err(ApiError::from)? else {
-        return Ok(HttpResponse::NoContent().finish());
-    };
-    let admission = admit(&state, &req, thread.id)?;
+    let admission = admit(&state, &req, thread_id)?;
     let (tx, rx) = pipe(STREAM_BUFFER);
     let transport = Transport::Ui { tx, message_id: running.answer };
-    start_session(&state, thread.id, admission, transport, Resume::At(running.question));
+    start_session(&state, thread_id, admission, transport, Resume::At(running.question));
     Ok(ui_response(&req, rx))
 }
 

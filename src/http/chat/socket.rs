@@ -29,12 +29,12 @@ use actix_web::web;
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, ProtocolError};
 use uuid::Uuid;
 
-use super::{chat_thread, checked_turn, title_of, token_opens};
+use super::{chat_thread, checked_turn, running_answer, title_of, token_opens};
 use crate::{
     actors::{
         registry::ask,
         session::{close, protocol_close, Admission, SessionLimits, Transport},
-        thread::{CancelAnswer, FindRunning},
+        thread::CancelAnswer,
         ThreadError,
     },
     broadcast::subscriber::ChatRequest,
@@ -46,7 +46,7 @@ use crate::{
         frame::{ws_close, ws_frame, WsOp},
         ui_stream::Request,
     },
-    error::{ApiError, Code},
+    error::ApiError,
     http::{
         events::{start_session, STREAM_BUFFER},
         messages::start,
@@ -226,7 +226,7 @@ impl ChatSocket {
             };
             token_opens(token_thread, thread.id)?;
             let subscriber = state.deps.capacity.admit_subscriber(thread.id)?;
-            let started = start(&state, project_id, thread.id, message).await.map_err(api_error)?;
+            let started = start(&state, project_id, thread.id, message).await?;
             Ok::<_, ApiError>(Opening {
                 thread: thread.id,
                 subscriber,
@@ -245,12 +245,12 @@ impl ChatSocket {
         }
         let (state, project_id, token_thread) = (self.state.clone(), self.project_id, self.token_thread);
         let find = async move {
-            let Some(thread) = chat_thread(&state, project_id, &id).await? else { return Ok(None) };
-            token_opens(token_thread, thread.id)?;
-            let Some(running) = ask(&state.registry, thread.id, || FindRunning).await?? else { return Ok(None) };
-            let subscriber = state.deps.capacity.admit_subscriber(thread.id)?;
+            let Some((thread, running)) = running_answer(&state, project_id, &id, token_thread).await? else {
+                return Ok(None);
+            };
+            let subscriber = state.deps.capacity.admit_subscriber(thread)?;
             Ok::<_, ApiError>(Some(Opening {
-                thread: thread.id,
+                thread,
                 subscriber,
                 answer: running.answer,
                 from: running.question,
@@ -328,15 +328,6 @@ impl ChatSocket {
             Ok(Err(ThreadError::NotGenerating)) => {}
             Ok(Err(e)) | Err(e) => tracing::warn!(thread_id = %thread, error.message = %e, "abort could not cancel"),
         }));
-    }
-}
-
-/// The contract's error inside an actix error (what `messages::start`
-/// answers).
-fn api_error(e: actix_web::Error) -> ApiError {
-    match e.as_error::<ApiError>() {
-        Some(api) => api.clone(),
-        None => ApiError::new(Code::BadRequest, e.to_string()),
     }
 }
 
