@@ -217,11 +217,12 @@ async fn main() -> anyhow::Result<()> {
     // a second: measure what the idle subscribers keep.
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let rss_after = srv.rss_kib();
-    let stats_before = srv.stats(&http).await?;
     if !warm_threads.is_empty() {
         let tag = if cli.warm_service { upstream::CLOSE_AFTER } else { "warm" };
         warm_upstream(&http, &srv, &warm_threads, tag).await?;
     }
+    // (After the warm-up: the persistence figures are the measured run's.)
+    let stats_before = srv.stats(&http).await?;
 
     // Warm keep-alive connections, one per POST to come, as a browser tab
     // holds one: the time to first delta measures the service, not the
@@ -361,14 +362,21 @@ async fn warm_upstream(
         anyhow::ensure!(r?.status() == 202, "a warm-up question was refused");
     }
     for t in threads {
-        loop {
-            let page: serde_json::Value = http.get(srv.url(&format!("{t}/messages"))).send().await?.json().await?;
-            let messages = page["data"].as_array().cloned().unwrap_or_default();
-            if !messages.is_empty() && messages.iter().all(|m| m["status"] != "streaming") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let answered = tokio::time::timeout(Duration::from_secs(60), answered(http, srv, t)).await;
+        anyhow::ensure!(answered.is_ok(), "a warm-up answer did not end within 60 s");
+        anyhow::ensure!(answered?? == "complete", "a warm-up answer did not complete: the run would not be warm");
     }
     Ok(())
+}
+
+/// The status of `thread`'s last answer once it no longer streams.
+async fn answered(http: &reqwest::Client, srv: &server::Server, thread: &str) -> anyhow::Result<String> {
+    loop {
+        let page: serde_json::Value = http.get(srv.url(&format!("{thread}/messages"))).send().await?.json().await?;
+        let last = page["data"].as_array().and_then(|m| m.last()).cloned().unwrap_or_default();
+        if last["role"] == "assistant" && last["status"] != "streaming" {
+            return Ok(last["status"].as_str().unwrap_or_default().to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
