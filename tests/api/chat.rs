@@ -368,3 +368,35 @@ async fn the_message_rate_and_the_stream_caps_hold_on_chat_turns() {
     let resume = crowded.client.get(format!("{}/v1/projects/{pid}/chat/crowded/stream", crowded.base)).send();
     assert_eq!(error_code(resume.await.unwrap()).await, (429, "rate_limited".into()), "the turn holds the one place");
 }
+
+#[actix_web::test]
+async fn the_transports_model_and_max_tokens_are_asked_and_regenerate_keeps_both_answers() {
+    let replies = ["first answer", "second answer"]
+        .map(|text| Reply::Stream { pieces: a::text_answer(&[text]), end: End::Clean })
+        .to_vec();
+    let h = harness("anthropic", replies, &[]).await;
+    let url = format!("{}/v1/projects/{}/chat", h.base, h.pid);
+    let mut body = turn(&h.tid, "which model?");
+    body["model"] = json!("model-from-the-sdk");
+    body["max_tokens"] = json!(77);
+    let first = UiStream::of(h.client.post(&url).json(&body).send().await.unwrap()).rest().await;
+    assert_eq!(parts(&first), [("text".to_owned(), "first answer".to_owned())]);
+    let asked = &h.upstream.requests()[0].body;
+    assert_eq!((asked["model"].as_str(), asked["max_tokens"].as_u64()), (Some("model-from-the-sdk"), Some(77)));
+
+    // The SDK's regenerate() sends the conversation up to the question again.
+    body["trigger"] = json!("regenerate-message");
+    let second = UiStream::of(h.client.post(&url).json(&body).send().await.unwrap()).rest().await;
+    assert_eq!(parts(&second), [("text".to_owned(), "second answer".to_owned())]);
+    let thread = format!("{}/v1/projects/{}/threads/{}/messages", h.base, h.pid, h.tid);
+    let page: Value = h.client.get(&thread).send().await.unwrap().json().await.unwrap();
+    let answers: Vec<&str> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(answers, ["first answer", "second answer"], "the thread keeps both answers");
+    assert_eq!(h.upstream.requests().len(), 2);
+}
