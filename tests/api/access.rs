@@ -145,19 +145,23 @@ async fn stream_tokens_open_one_threads_streams_until_they_expire() {
 async fn websocket_upgrades_and_cors_check_the_origin() {
     let server = Server::temp(&["--allowed-origins", "https://app.example.com,http://localhost:3000"]).await;
     let thread = server.thread().await;
-    let url = format!("{}{thread}/ws", server.base.replace("http://", "ws://"));
-    let upgrade = |origin: &'static str| {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut req = url.clone().into_client_request().unwrap();
-        req.headers_mut().insert("Origin", origin.parse().unwrap());
-        tokio_tungstenite::connect_async(req)
-    };
-    match upgrade("https://evil.example.net").await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
-        other => panic!("a foreign origin was let in: {:?}", other.map(|(_, r)| r.status())),
+    let ws_base = server.base.replace("http://", "ws://");
+    let project = thread.split("/threads/").next().unwrap();
+    // The thread's socket and the AI SDK's chat socket alike.
+    for url in [format!("{ws_base}{thread}/ws"), format!("{ws_base}{project}/chat/ws")] {
+        let upgrade = |origin: &'static str| {
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+            let mut req = url.clone().into_client_request().unwrap();
+            req.headers_mut().insert("Origin", origin.parse().unwrap());
+            tokio_tungstenite::connect_async(req)
+        };
+        match upgrade("https://evil.example.net").await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403, "{url}"),
+            other => panic!("a foreign origin was let in at {url}: {:?}", other.map(|(_, r)| r.status())),
+        }
+        let (_, resp) = upgrade("https://app.example.com").await.expect("an allowed origin upgrades");
+        assert_eq!(resp.status(), 101);
     }
-    let (_, resp) = upgrade("https://app.example.com").await.expect("an allowed origin upgrades");
-    assert_eq!(resp.status(), 101);
 
     let preflight = |origin: &str| {
         server
