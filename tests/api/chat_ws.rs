@@ -266,3 +266,29 @@ async fn the_handshake_says_who_calls_and_a_stream_token_opens_its_own_threads_c
         .unwrap();
     assert_eq!(threads["data"].as_array().unwrap().len(), 2, "a stream token made no thread for a new chat id");
 }
+
+#[actix_web::test]
+async fn a_socket_holds_at_most_sixteen_requests_and_a_request_id_once() {
+    let server = Server::temp(&["--sim-interval-ms", "50", "--sim-chunks", "200"]).await;
+    let pid = project(&server).await;
+    let mut ws = ChatWs::open(&server, &pid).await;
+    ws.send(send("asker", "crowded", "talk for a while")).await;
+    while ws.next().await.unwrap()["requestId"] != "asker" {}
+    // Fifteen more requests follow the same answer: sixteen in all.
+    for i in 0..15 {
+        ws.send(resume(&format!("r{i}"), "crowded", None)).await;
+    }
+    ws.send(resume("one-too-many", "crowded", None)).await;
+    ws.send(resume("r0", "crowded", None)).await;
+    let mut refused = std::collections::HashMap::new();
+    while refused.len() < 2 {
+        let frame = ws.next().await.unwrap();
+        if frame["type"] == "error" {
+            let id = frame["requestId"].as_str().unwrap().to_owned();
+            assert!(id == "one-too-many" || id == "r0", "only the two extra requests are refused: {frame}");
+            refused.insert(id, frame["errorText"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    assert!(refused["one-too-many"].contains("too many requests"), "{refused:?}");
+    assert!(refused["r0"].contains("in use"), "{refused:?}");
+}
