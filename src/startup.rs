@@ -196,7 +196,7 @@ impl Application {
                     .h1_allow_half_closed(false)
                     .h1_write_buffer_size(H1_WRITE_BUFFER)
                     .client_request_timeout(serving.request_timeout)
-                    .shutdown_timeout(grace.as_secs().max(1))
+                    .shutdown_timeout(serving.grace.as_secs().max(1))
                     .workers(serving.workers);
                 server.run()
             }
@@ -320,6 +320,9 @@ where
                 .on_connect_ext(move |io: &actix_web::rt::net::TcpStream, ext| {
                     (on_connect)(io as &dyn std::any::Any, ext)
                 })
+                // (`AppConfig::default` names localhost:8080, not this
+                // listener: nothing here reads it; `AppConfig::new` is
+                // private to actix-web.)
                 .h1(actix_service::map_config(app, |_| actix_web::dev::AppConfig::default()))
                 .tcp()
         })?
