@@ -138,9 +138,16 @@ pub struct HttpSettings {
     /// Lifetime of thread-scoped stream tokens, in seconds.
     #[arg(long, env = "STREAM_TOKEN_TTL_SECS", default_value_t = 300)]
     pub stream_token_ttl_secs: u64,
-    /// Time a graceful shutdown may take before open connections are cut.
+    /// Time a graceful shutdown may take, from the signal to the exit:
+    /// running answers go on until this less `--shutdown-reserve-ms`, then
+    /// what is left ends `interrupted` and readers drain. Set it below the
+    /// time your orchestrator waits before it kills the process.
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+    /// The end of a graceful shutdown kept for ending what still runs and
+    /// for readers to drain their closing events.
+    #[arg(long, env = "SHUTDOWN_RESERVE_MS", default_value_t = 2_000)]
+    pub shutdown_reserve_ms: u64,
     /// Kernel send buffer per connection, in bytes (0: the kernel's autotuning, up to megabytes).
     /// A small one bounds memory per subscriber and makes a stalled reader felt at once.
     #[arg(long, env = "SOCKET_SEND_BUFFER", default_value_t = 0)]

@@ -3,10 +3,10 @@
 //! binds the listener. `main` and the tests both call it, so the tests run
 //! the server that ships.
 //!
-//! Shutdown (SIGINT/SIGTERM, or `AppHandle::shutdown`): every thread actor
-//! ends its generation `interrupted` and tells its subscribers
-//! `shutting_down`; the write queue is drained; then the HTTP server stops,
-//! waiting at most the configured grace time for connections.
+//! Shutdown (SIGINT/SIGTERM, or `AppHandle::shutdown`) is one ordered
+//! sequence within the grace (see `crate::shutdown`): stop taking work,
+//! let running answers end, end what is left `interrupted` and tell every
+//! subscriber `shutting_down`, commit, let readers drain, exit.
 
 use std::{net::TcpListener, sync::Arc, time::Duration};
 
@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use crate::{
     actors::{
         persistence::{Drain, PersistenceActor},
-        registry::{Registry, StopAll},
+        registry::{Registry, StopAll, WhenIdle},
         thread::StopReason,
         Deps,
     },
@@ -25,6 +25,7 @@ use crate::{
     http::{self, AppState},
     metrics::Metrics,
     model,
+    shutdown::{linger::Lingering, Shutdown},
     store::Store,
 };
 
@@ -47,7 +48,16 @@ pub struct AppHandle {
     persistence: Addr<PersistenceActor>,
     /// Cluster mode: the link whose last frames go out before the end.
     bus: Option<Arc<crate::broadcast::redis::Bus>>,
+    /// What the shutdown's steps share with the process (its deadline,
+    /// the open connections).
+    shutdown: Arc<Shutdown>,
     grace: Duration,
+    /// The end of the grace kept for the steps after the answers.
+    reserve: Duration,
+    /// Every accepted connection is counted (`Lingering`), so the last
+    /// step can wait for them all to close; else it waits for the HTTP
+    /// server's own graceful stop.
+    counts_connections: bool,
 }
 
 impl Application {
@@ -80,6 +90,7 @@ impl Application {
         }
         let provider = model::from_settings(&settings.provider, &metrics)?;
         let db_healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let shutdown = Shutdown::new();
         let node_id = settings.cluster.node_id();
         let persistence = PersistenceActor::new(
             store.clone(),
@@ -118,6 +129,7 @@ impl Application {
                 }
             },
             capacity: Arc::new(crate::capacity::Capacity::new(&settings.limits)),
+            shutdown: shutdown.clone(),
         });
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         // Half the cores run thread actors, all of them HTTP workers: an
@@ -185,7 +197,9 @@ impl Application {
             grace,
             send_buffer: settings.http.socket_send_buffer,
             nodelay: settings.http.tcp_nodelay,
+            shutdown: shutdown.clone(),
         };
+        let counts_connections = tls.is_none();
         // TLS (see `crate::tls`): HTTP/2 by ALPN; else plain HTTP/1.1.
         let server = match tls {
             Some(config) => {
@@ -202,7 +216,16 @@ impl Application {
             }
             None => plain_http1(app, listener, &serving)?,
         };
-        let handle = AppHandle { server: server.handle(), registry, persistence, bus: bus_at_shutdown, grace };
+        let handle = AppHandle {
+            server: server.handle(),
+            registry,
+            persistence,
+            bus: bus_at_shutdown,
+            shutdown,
+            grace,
+            reserve: Duration::from_millis(settings.http.shutdown_reserve_ms),
+            counts_connections,
+        };
         tracing::info!(port, scheme, provider = settings.provider.kind().name(), "listening");
         Ok(Application { port, server, handle, _actor_threads: ActorThreads(arbiters) })
     }
@@ -215,15 +238,23 @@ impl Application {
         self.handle.clone()
     }
 
-    /// Serves until stopped by a signal or by `AppHandle::shutdown`.
+    /// Serves until stopped by a signal (returning once the shutdown is
+    /// over) or by `AppHandle::shutdown`.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.handle.clone();
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
         actix_web::rt::spawn(async move {
             wait_for_signal().await;
             tracing::info!("signal received; shutting down");
             handle.shutdown().await;
+            let _ = done.send(());
         });
-        self.server.await?;
+        // The HTTP server's own stop polls its connections once a second;
+        // the shutdown knows when the last one closed.
+        tokio::select! {
+            served = self.server => served?,
+            _ = finished => {}
+        }
         Ok(())
     }
 }
@@ -243,7 +274,19 @@ impl Drop for ActorThreads {
 }
 
 impl AppHandle {
+    /// The ordered shutdown (`crate::shutdown`), within the grace.
     pub async fn shutdown(&self) {
+        // 1. No new work: readiness and new questions answer 503.
+        let deadline = self.shutdown.begin(self.grace);
+        let started = tokio::time::Instant::now();
+        tracing::info!(grace_ms = self.grace.as_millis() as u64, "shutting down: no new questions; running answers go on");
+        // 2. Running answers may end, until the reserve.
+        let answers_until = deadline.checked_sub(self.reserve).unwrap_or(started).max(started);
+        if tokio::time::timeout_at(answers_until, self.registry.send(WhenIdle)).await.is_err() {
+            tracing::info!("answers still running at the end of their part of the grace end interrupted");
+        }
+        // 3. What is left ends `interrupted`, every subscriber is told,
+        //    the last frames and writes go out.
         let stop = async {
             let _ = self.registry.send(StopAll { reason: StopReason::ShuttingDown }).await;
             if let Some(bus) = &self.bus {
@@ -251,10 +294,22 @@ impl AppHandle {
             }
             let _ = self.persistence.send(Drain).await;
         };
-        if tokio::time::timeout(self.grace, stop).await.is_err() {
+        if tokio::time::timeout_at(deadline, stop).await.is_err() {
             tracing::error!("shutdown grace time ran out before every write was committed");
         }
-        self.server.stop(true).await;
+        // 4. Readers drain: the listener closes, idle connections close,
+        //    each stream's connection once its peer read its last event.
+        let server = self.server.clone();
+        let stopped = actix_web::rt::spawn(async move { server.stop(true).await });
+        let drained = match self.counts_connections {
+            true => tokio::time::timeout_at(deadline, self.shutdown.connections_closed()).await.is_ok(),
+            false => tokio::time::timeout_at(deadline, stopped).await.is_ok(),
+        };
+        let open = self.shutdown.open_connections();
+        match drained {
+            true => tracing::info!(took_ms = started.elapsed().as_millis() as u64, "shutdown complete"),
+            false => tracing::warn!(open, "shutdown grace over with connections still open; they are cut"),
+        }
     }
 }
 
@@ -265,6 +320,8 @@ struct Serving {
     grace: Duration,
     send_buffer: usize,
     nodelay: bool,
+    /// Counts connections and makes them linger at a shutdown.
+    shutdown: Arc<Shutdown>,
 }
 
 /// Plain HTTP/1.1 on `listener`, served by actix-http's HTTP/1 service
@@ -280,7 +337,9 @@ struct Serving {
 ///   buffer only up to `H1_WRITE_BUFFER` while the socket is full, so the
 ///   pipe (which a closing event can jump) is where a slow reader's
 ///   backlog waits;
-/// - idle keep-alive connections close at shutdown (the graceful signal).
+/// - idle keep-alive connections close at shutdown (the graceful signal);
+/// - every connection is `Lingering`: at a shutdown it closes only once
+///   its peer has read everything and closed too (or the grace ends).
 fn plain_http1<F, I, S, B>(app: F, listener: TcpListener, serving: &Serving) -> std::io::Result<Server>
 where
     F: Fn() -> I + Send + Clone + 'static,
@@ -296,35 +355,41 @@ where
     use actix_service::ServiceFactoryExt as _;
     let addr = listener.local_addr()?;
     let builder = actix_server::Server::build();
-    let shutdown = builder.graceful_shutdown_signal();
+    let graceful = builder.graceful_shutdown_signal();
     let on_connect = Arc::new(socket_options(serving.send_buffer, serving.nodelay));
     let request_timeout = serving.request_timeout;
+    let shutdown = serving.shutdown.clone();
     let server = builder
         .workers(serving.workers)
         .disable_signals()
         .shutdown_timeout(serving.grace.as_secs().max(1))
         .listen("convo-http", listener, move || {
-            let shutdown = shutdown.clone();
+            let graceful = graceful.clone();
+            let lingering = shutdown.clone();
             let on_connect = on_connect.clone();
             let app = app().into_factory().map_err(|e| e.into().error_response());
-            actix_http::HttpService::build()
+            let h1 = actix_http::HttpService::build()
                 .graceful_shutdown_signal(move || {
-                    let shutdown = shutdown.clone();
-                    async move { shutdown.notified().await }
+                    let graceful = graceful.clone();
+                    async move { graceful.notified().await }
                 })
                 .client_request_timeout(request_timeout)
                 .client_disconnect_timeout(Duration::from_secs(1))
                 .h1_allow_half_closed(false)
                 .h1_write_buffer_size(H1_WRITE_BUFFER)
                 .local_addr(addr)
-                .on_connect_ext(move |io: &actix_web::rt::net::TcpStream, ext| {
-                    (on_connect)(io as &dyn std::any::Any, ext)
+                .on_connect_ext(move |io: &Lingering<actix_web::rt::net::TcpStream>, ext| {
+                    (on_connect)(io.get_ref() as &dyn std::any::Any, ext)
                 })
                 // (`AppConfig::default` names localhost:8080, not this
                 // listener: nothing here reads it; `AppConfig::new` is
                 // private to actix-web.)
-                .h1(actix_service::map_config(app, |_| actix_web::dev::AppConfig::default()))
-                .tcp()
+                .h1(actix_service::map_config(app, |_| actix_web::dev::AppConfig::default()));
+            actix_service::fn_service(move |io: actix_web::rt::net::TcpStream| {
+                let peer = io.peer_addr().ok();
+                std::future::ready(Ok::<_, actix_http::error::DispatchError>((Lingering::new(io, &lingering), peer)))
+            })
+            .and_then(h1)
         })?
         .run();
     Ok(server)

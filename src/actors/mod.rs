@@ -51,6 +51,8 @@ pub struct Deps {
     pub fanouts: Arc<dyn crate::broadcast::Fanouts>,
     /// Rate and concurrency allowances (generations hold their slot).
     pub capacity: Arc<crate::capacity::Capacity>,
+    /// The process's shutdown: once it begins, no new answer starts.
+    pub shutdown: Arc<crate::shutdown::Shutdown>,
 }
 
 /// Errors of thread operations, each one of the contract's codes.

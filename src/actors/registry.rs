@@ -80,6 +80,12 @@ pub struct StopAll {
     pub reason: StopReason,
 }
 
+/// Resolves once no generation runs on this node: a shutdown lets the
+/// running answers end before it stops what is left.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WhenIdle;
+
 /// A deletion of `thread_id` begins: its live actor stops (subscribers get
 /// `thread_deleted`, a running generation ends `cancelled` and its last
 /// writes are queued), and none starts until `EndDelete`. Resolves once the
@@ -112,6 +118,8 @@ pub struct Registry {
     closing: bool,
     /// Threads whose deletion is under way.
     deleting: HashSet<Uuid>,
+    /// Told when the last running generation ends (`WhenIdle`).
+    idle_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Registry {
@@ -123,6 +131,20 @@ impl Registry {
             next_incarnation: 1,
             closing: false,
             deleting: HashSet::new(),
+            idle_waiters: Vec::new(),
+        }
+    }
+
+    fn generating(&self) -> bool {
+        self.threads.values().any(|e| e.generating)
+    }
+
+    /// Tells the `WhenIdle` waiters, once nothing generates.
+    fn wake_if_idle(&mut self) {
+        if !self.idle_waiters.is_empty() && !self.generating() {
+            for waiter in self.idle_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
         }
     }
 
@@ -231,6 +253,7 @@ impl Handler<GenerationChanged> for Registry {
                 }
             }
         }
+        self.wake_if_idle();
     }
 }
 
@@ -248,6 +271,7 @@ impl Handler<ThreadStopped> for Registry {
         }
         // Every started actor was counted once; count its end once too.
         self.deps.metrics.threads_live.dec();
+        self.wake_if_idle();
     }
 }
 
@@ -259,6 +283,21 @@ impl Handler<ListThreads> for Registry {
         Box::pin(async move {
             let replies = join_all(addrs.iter().map(|a| a.send(ThreadStatusQuery))).await;
             replies.into_iter().filter_map(Result::ok).collect()
+        })
+    }
+}
+
+impl Handler<WhenIdle> for Registry {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: WhenIdle, _: &mut Context<Self>) -> Self::Result {
+        if !self.generating() {
+            return Box::pin(std::future::ready(()));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.idle_waiters.push(tx);
+        Box::pin(async move {
+            let _ = rx.await;
         })
     }
 }

@@ -162,10 +162,14 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// Ready when the database answers within two seconds and takes writes
-/// (the persistence actor's last write, or its probe, went through).
+/// (the persistence actor's last write, or its probe, went through), and
+/// not once a shutdown has begun.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "The database answers and takes writes", body = Health)))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if state.deps.shutdown.is_draining() {
+        return Err(ApiError::new(Code::Unavailable, "the service is shutting down"));
+    }
     if !state.deps.db_healthy.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(ApiError::new(Code::Unavailable, "the database does not take writes"));
     }

@@ -21,6 +21,7 @@ mod rest;
 mod resume;
 mod routes;
 mod seed_route;
+mod shutdown;
 mod slow;
 mod support;
 mod tls;

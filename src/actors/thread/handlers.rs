@@ -135,7 +135,7 @@ impl ThreadActor {
         if msg.project_id.is_some_and(|p| p != thread.project_id) {
             return Err(ThreadError::NotFound);
         }
-        if self.refuse_work {
+        if self.refuse_work || self.deps.shutdown.is_draining() {
             return Err(ThreadError::ShuttingDown);
         }
         // Running here or being started here. (Whether it runs on another
