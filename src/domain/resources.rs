@@ -117,6 +117,11 @@ pub struct Message {
     pub error: Option<MessageError>,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// An `interrupted` message whose text is exactly what its readers
+    /// were sent (stopped gracefully, or taken over with its owner's whole
+    /// log), so a cursor at its end has seen it all. Not part of the
+    /// contract's Message: it decides how such a cursor resumes.
+    pub exact_end: bool,
 }
 
 impl Message {
@@ -220,6 +225,7 @@ impl<'de> Deserialize<'de> for Message {
             error: m.error,
             created_at: m.created_at,
             completed_at: m.completed_at,
+            exact_end: false,
         })
     }
 }

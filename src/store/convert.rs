@@ -59,6 +59,7 @@ pub fn message(m: message::Model) -> Result<Message, StoreError> {
         error,
         created_at: m.created_at,
         completed_at: m.completed_at,
+        exact_end: m.exact_end,
     })
 }
 
@@ -88,5 +89,6 @@ pub fn message_row(m: &Message) -> message::ActiveModel {
         error_message: Set(storable(&m.error.as_ref().map(|e| e.message.clone()))),
         created_at: Set(m.created_at),
         completed_at: Set(m.completed_at),
+        exact_end: Set(m.exact_end),
     }
 }

@@ -366,6 +366,7 @@ mod tests {
             error: None,
             created_at: Utc::now(),
             completed_at: None,
+            exact_end: false,
         }
     }
 

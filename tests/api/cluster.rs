@@ -260,8 +260,20 @@ async fn when_the_owner_is_killed_another_node_ends_the_answer_with_all_it_sent(
         t.apply_all(&again.until("message.completed").await);
         t.assert_matches(&stored);
     }
+    // A tab that saw the end resumes from it on any node, over SSE or
+    // WebSocket: the taker read the whole log, so that end is exact and
+    // nothing comes again (no `cursor_ahead`, no second copy).
+    let end = t1.last_id.clone().unwrap();
+    assert!(end.ends_with(":1:0"), "the completion's cursor: {end}");
+    let mut sse_resume = cluster.node(1).sse(&thread, Some(&end)).await;
+    let mut ws_resume = Ws::open(&cluster.node(2).base, &thread, Some(&end)).await;
     // And the thread takes a new question.
     let next = cluster.node(2).ask(&thread, "after").await;
+    let first_after_ready = |evs: Vec<Ev>| {
+        evs.into_iter().skip(1).filter(|e| e.kind != "thread.presence").map(|e| e.kind).collect::<Vec<_>>()
+    };
+    assert_eq!(first_after_ready(sse_resume.until("message.created").await), ["message.created"]);
+    assert_eq!(first_after_ready(ws_resume.until("message.created").await), ["message.created"]);
     assert_eq!(owner(&cluster, 1, &thread).await.0, "node-2");
     let r = cluster.node(1).client.post(format!("{}{thread}/cancel", cluster.node(1).base)).send().await.unwrap();
     assert_eq!(r.status(), 202);

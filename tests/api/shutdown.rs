@@ -80,6 +80,8 @@ async fn sigterm_stops_new_work_lets_the_answer_run_then_interrupts_it_and_exits
     assert_eq!(answer["error"]["code"], "interrupted");
     assert_eq!(answer["error"]["message"], "the service stopped while this message streamed");
     seen.assert_matches(&answer);
+    // Its end is exact: a tab that saw it resumes with nothing repeated.
+    let mut resumed = bin.server.sse(&thread, seen.last_id.as_deref()).await;
     let r = bin
         .server
         .client
@@ -89,6 +91,9 @@ async fn sigterm_stops_new_work_lets_the_answer_run_then_interrupts_it_and_exits
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+    let evs = resumed.until("message.created").await;
+    let kinds: Vec<_> = evs.iter().map(|e| e.kind.as_str()).filter(|k| *k != "thread.presence").collect();
+    assert_eq!(kinds, ["ready", "message.created"]);
     bin.child.kill().unwrap();
 }
 

@@ -19,6 +19,7 @@ fn message(thread_id: Uuid, position: i64, text: &str) -> Message {
         error: None,
         created_at: chrono::Utc::now(),
         completed_at: None,
+        exact_end: false,
     }
 }
 

@@ -150,9 +150,16 @@ impl ThreadActor {
                 let (thread, mut conversation) = loaded?;
                 if let Some(log) = log {
                     match log.await {
+                        // Every answer's log begins with its own start: an
+                        // empty one was lost (Redis restarted empty).
+                        Ok(frames) if frames.is_empty() => {
+                            tracing::warn!(thread_id = %thread_id, "the answer's log is gone; its tail is unknown");
+                            conversation.tail_unknown();
+                        }
                         Ok(frames) => mirror_all(&mut conversation, &frames),
                         Err(e) => {
-                            tracing::warn!(thread_id = %thread_id, error.message = %e, "the answer's log is unreadable")
+                            tracing::warn!(thread_id = %thread_id, error.message = %e, "the answer's log is unreadable");
+                            conversation.tail_unknown();
                         }
                     }
                 }

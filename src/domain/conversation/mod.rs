@@ -37,6 +37,10 @@ pub struct Conversation {
     /// Where the latest answer's deltas ended (the UI stream's numbers);
     /// boxed, as most threads never serve the UI stream.
     published: Box<ui::Published>,
+    /// The running answer's text is all its readers were sent (false when
+    /// it was loaded without its owner's whole log): decides whether its
+    /// end, if it is interrupted, is exact.
+    tail_exact: bool,
 }
 
 /// A question just accepted.
@@ -79,7 +83,14 @@ impl Conversation {
         if let Some(answer) = messages.last().filter(|_| running) {
             published.adopt(answer);
         }
-        Conversation { thread_id, messages, running, published }
+        Conversation { thread_id, messages, running, published, tail_exact: true }
+    }
+
+    /// The running answer was loaded without every frame its owner
+    /// published (its log was unreadable or gone): readers may have seen
+    /// more than it holds, so an interruption's end is not exact.
+    pub fn tail_unknown(&mut self) {
+        self.tail_exact = false;
     }
 
     pub fn messages(&self) -> &[Message] {
@@ -123,6 +134,7 @@ impl Conversation {
             error: None,
             created_at: now,
             completed_at: Some(now),
+            exact_end: false,
         };
         let assistant = Message {
             id: new_id(),
@@ -139,6 +151,7 @@ impl Conversation {
         self.messages.push(user.clone());
         self.messages.push(assistant.clone());
         self.running = true;
+        self.tail_exact = true;
         self.published.start(assistant.id);
         Asked { user, assistant, events }
     }
@@ -249,7 +262,9 @@ impl Conversation {
     }
 
     /// Ends the running answer with `status`, its text kept: the message as
-    /// it ends and its `message.completed`. `None` if nothing runs.
+    /// it ends and its `message.completed`. `None` if nothing runs. An
+    /// interruption's end is exact unless the answer's tail is unknown
+    /// (`tail_unknown`).
     pub fn finish(
         &mut self,
         status: MessageStatus,
@@ -264,6 +279,7 @@ impl Conversation {
         message.status = status;
         message.error = error;
         message.completed_at = Some(now);
+        message.exact_end = status == MessageStatus::Interrupted && self.tail_exact;
         let message = message.clone();
         let completed = Event::completed(&message);
         Some((message, completed))
@@ -306,9 +322,11 @@ impl Conversation {
                     created_at: now,
                     completed_at: None,
                     thread_id: self.thread_id,
+                    exact_end: false,
                 };
                 self.messages.push(answer);
                 self.running = true;
+                self.tail_exact = true;
                 self.published.start(*message_id);
                 Ok(true)
             }
@@ -344,6 +362,9 @@ impl Conversation {
                 m.usage = *usage;
                 m.error = error.clone();
                 m.completed_at = Some(now);
+                // This node's readers were sent exactly what this mirror
+                // applied, and it applied the owner's frames up to here.
+                m.exact_end = *status == MessageStatus::Interrupted;
                 self.running = false;
                 Ok(true)
             }

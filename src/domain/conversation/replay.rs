@@ -7,7 +7,8 @@
 //! - A cursor that names a message but lies past its stored text (past a
 //!   block's end, or in a block that was never stored: a crash lost the
 //!   tail the client saw), or at the very end of an `interrupted` message
-//!   (where that cannot be told): `cursor_ahead`, then that message again
+//!   whose end is not known to be exact (a crash, where that cannot be
+//!   told): `cursor_ahead`, then that message again
 //!   from its start (`Event::rebuild_message`), then every later message.
 //! - Otherwise: the rest of the cursor's block, its later blocks, its
 //!   completion if it ended, then every later message, whole.
@@ -52,12 +53,19 @@ fn place(message: &Message, c: Cursor) -> Place {
         Some(block) if c.offset > block.text.len() => Place::Ahead,
         Some(block) if block.text.is_char_boundary(c.offset) => Place::On,
         Some(_) => Place::Nowhere,
-        // The end of an interrupted message: the client saw its last block
-        // to some end, or the start of a block after it, and a crash may
-        // have lost either from the database; which, the cursor cannot
-        // tell. So it gets the message again (the same text, if nothing
-        // was lost).
-        None if c.block == n && c.offset == 0 && message.status == MessageStatus::Interrupted && n > 0 => Place::Ahead,
+        // The end of an interrupted message whose end is not known to be
+        // exact (a crash): the client saw its last block to some end, or
+        // the start of a block after it, and the crash may have lost
+        // either from the database; which, the cursor cannot tell. So it
+        // gets the message again (the same text, if nothing was lost).
+        None if c.block == n
+            && c.offset == 0
+            && message.status == MessageStatus::Interrupted
+            && !message.exact_end
+            && n > 0 =>
+        {
+            Place::Ahead
+        }
         None if c.block == n && c.offset == 0 => Place::On,
         None => Place::Ahead,
     }

@@ -133,9 +133,24 @@ fn replays_for_every_kind_of_cursor() {
         let kinds: Vec<_> = r.events.iter().map(|e| e.kind().as_str()).collect();
         assert_eq!(kinds, ["message.block", "message.delta", "message.completed"], "{ahead}");
     }
-    // At the end of an interrupted message: whether a crash lost what the
-    // client saw cannot be told, so the message comes again.
-    assert_eq!(c.replay(Resume::At(Cursor::new(id, 1, 0))).notice, Some(StreamCode::CursorAhead));
+    // At the end of a message interrupted with all its text (a graceful
+    // stop, a take-over with the whole log): nothing left, no notice.
+    let end = c.replay(Resume::At(Cursor::new(id, 1, 0)));
+    assert_eq!((end.notice, end.events.len()), (None, 0));
+    // At the end of an interrupted message whose tail is unknown (its log
+    // was lost): whether what the client saw is stored cannot be told,
+    // so the message comes again.
+    let (mut lost, asked) = started(Uuid::nil());
+    lost.apply(block(0, BlockKind::Text));
+    lost.apply(text(0, "partial"));
+    lost.tail_unknown();
+    let (ended, _) = lost.finish(MessageStatus::Interrupted, Some(MessageError::interrupted()), Utc::now()).unwrap();
+    assert!(!ended.exact_end);
+    let at_end = Cursor::new(asked.assistant.id, 1, 0);
+    assert_eq!(lost.replay(Resume::At(at_end)).notice, Some(StreamCode::CursorAhead));
+    // And so does one loaded as a crash left it (`exact_end` false).
+    let reloaded = Conversation::new(Uuid::nil(), lost.messages().to_vec());
+    assert_eq!(reloaded.replay(Resume::At(at_end)).notice, Some(StreamCode::CursorAhead));
     // At the end of a complete one: nothing left.
     let (mut done, asked) = started(Uuid::nil());
     done.apply(block(0, BlockKind::Text));
