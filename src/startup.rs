@@ -107,7 +107,6 @@ impl Application {
                     node_id.clone(),
                     settings.cluster.redis_prefix.clone(),
                     settings.streaming.broadcast_capacity,
-                    settings.streaming.heartbeat() * 3,
                 )
                 .context("--redis-url is not a Redis URL")?,
             ),
@@ -142,7 +141,8 @@ impl Application {
         let arbiters: Vec<Arbiter> = (0..actor_threads).map(|_| Arbiter::new()).collect();
         let registry = Registry::new(deps.clone(), arbiters.iter().map(|a| a.handle()).collect()).start();
         if clustered {
-            crate::actors::sweeper::Sweeper::new(deps.clone(), registry.clone(), settings.cluster.lease()).start();
+            let bus = bus.clone().expect("cluster mode has a bus");
+            crate::actors::sweeper::Sweeper::new(deps.clone(), registry.clone(), settings.cluster.lease(), bus).start();
         }
 
         for origin in settings.http.allowed_origins.iter().filter(|o| *o != "*") {
@@ -279,7 +279,10 @@ impl AppHandle {
         // 1. No new work: readiness and new questions answer 503.
         let deadline = self.shutdown.begin(self.grace);
         let started = tokio::time::Instant::now();
-        tracing::info!(grace_ms = self.grace.as_millis() as u64, "shutting down: no new questions; running answers go on");
+        tracing::info!(
+            grace_ms = self.grace.as_millis() as u64,
+            "shutting down: no new questions; running answers go on"
+        );
         // 2. Running answers may end, until the reserve.
         let answers_until = deadline.checked_sub(self.reserve).unwrap_or(started).max(started);
         if tokio::time::timeout_at(answers_until, self.registry.send(WhenIdle)).await.is_err() {

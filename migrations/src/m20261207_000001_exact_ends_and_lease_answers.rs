@@ -42,7 +42,9 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.alter_table(Table::alter().table(ThreadLeases::Table).drop_column(ThreadLeases::AnswerId).to_owned()).await?;
+        manager
+            .alter_table(Table::alter().table(ThreadLeases::Table).drop_column(ThreadLeases::AnswerId).to_owned())
+            .await?;
         manager.alter_table(Table::alter().table(Messages::Table).drop_column(Messages::ExactEnd).to_owned()).await
     }
 }

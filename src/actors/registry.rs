@@ -24,7 +24,7 @@ use futures_util::future::join_all;
 use uuid::Uuid;
 
 use super::{
-    thread::{StatusReport, Stop, StopReason, ThreadActor, ThreadStatusQuery},
+    thread::{RefreshPresence, StatusReport, Stop, StopReason, ThreadActor, ThreadStatusQuery},
     Deps,
 };
 
@@ -85,6 +85,15 @@ pub struct StopAll {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct WhenIdle;
+
+/// Cluster mode: nodes left the live set (their subscribers no longer
+/// count) or came back; every thread actor here hears it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NodesChanged {
+    pub gone: Vec<String>,
+    pub back: Vec<String>,
+}
 
 /// A deletion of `thread_id` begins: its live actor stops (subscribers get
 /// `thread_deleted`, a running generation ends `cancelled` and its last
@@ -284,6 +293,21 @@ impl Handler<ListThreads> for Registry {
             let replies = join_all(addrs.iter().map(|a| a.send(ThreadStatusQuery))).await;
             replies.into_iter().filter_map(Result::ok).collect()
         })
+    }
+}
+
+impl Handler<NodesChanged> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: NodesChanged, _: &mut Context<Self>) {
+        for entry in self.threads.values() {
+            for node in &msg.gone {
+                entry.addr.do_send(crate::broadcast::Inbound::Presence { node: node.clone(), count: 0 });
+            }
+            if !msg.back.is_empty() {
+                entry.addr.do_send(RefreshPresence);
+            }
+        }
     }
 }
 

@@ -169,6 +169,12 @@ pub struct LiveMessages {
 #[rtype(result = "StatusReport")]
 pub struct ThreadStatusQuery;
 
+/// Cluster mode: read the other nodes' subscriber counts again (a node
+/// came back to life).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RefreshPresence;
+
 /// Cluster mode: the thread's owner is gone (its lease expired with an
 /// answer streaming); take the lease and end that answer `interrupted`
 /// with every byte the owner logged.
@@ -256,6 +262,15 @@ pub struct ThreadActor {
     me: WeakAddr<ThreadActor>,
     /// Cluster mode: a question is taking the lease now.
     starting: bool,
+    /// Cluster mode: the highest lease epoch known let go (by this node or
+    /// told by its owner).
+    released_epoch: u64,
+    /// Cluster mode: questions waiting for the lease of an epoch to be let
+    /// go (its answer ended; its final write is being committed).
+    lease_waiters: Vec<(u64, oneshot::Sender<()>)>,
+    /// Cluster mode: provider events that wait while the lease runs late
+    /// (published once a renewal goes through).
+    held: std::collections::VecDeque<GenEvent>,
 }
 
 impl ThreadActor {
@@ -294,6 +309,9 @@ impl ThreadActor {
             linked: true,
             me: me.downgrade(),
             starting: false,
+            released_epoch: 0,
+            lease_waiters: Vec::new(),
+            held: std::collections::VecDeque::new(),
         }
     }
 

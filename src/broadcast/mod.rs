@@ -72,7 +72,7 @@ pub enum Inbound {
     Lost,
 }
 
-/// What any node may ask of the thread's owner (or of every node).
+/// What any node may ask of the thread's owner (or tell every node).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
     /// Cancel the running answer (its owner does).
@@ -81,19 +81,38 @@ pub enum Command {
     Deleted,
     /// An operator stopped the thread: every node stops its actor.
     Stopped,
+    /// The owner let go of the lease of this epoch: its answer's final
+    /// state is committed (a question waiting for it may take the lease),
+    /// or, if the answer still runs, its owner gave it up (any node may
+    /// end it now).
+    Released { epoch: u64 },
 }
 
 impl Command {
-    fn tag(self) -> u8 {
-        match self {
-            Command::Cancel => b'c',
-            Command::Deleted => b'd',
-            Command::Stopped => b's',
-        }
+    /// The command's bytes on a thread's channel: a tag, then an epoch
+    /// for the commands that carry one.
+    fn encode(self) -> Vec<u8> {
+        let (tag, epoch) = match self {
+            Command::Cancel => (b'c', None),
+            Command::Deleted => (b'd', None),
+            Command::Stopped => (b's', None),
+            Command::Released { epoch } => (b'r', Some(epoch)),
+        };
+        let mut bytes = vec![tag];
+        bytes.extend(epoch.map(u64::to_be_bytes).unwrap_or_default());
+        bytes
     }
 
-    fn from_tag(tag: u8) -> Option<Command> {
-        [Command::Cancel, Command::Deleted, Command::Stopped].into_iter().find(|c| c.tag() == tag)
+    fn decode(bytes: &[u8]) -> Option<Command> {
+        let (&tag, rest) = bytes.split_first()?;
+        let epoch = || rest.try_into().ok().map(u64::from_be_bytes);
+        Some(match tag {
+            b'c' => Command::Cancel,
+            b'd' => Command::Deleted,
+            b's' => Command::Stopped,
+            b'r' => Command::Released { epoch: epoch()? },
+            _ => return None,
+        })
     }
 }
 
@@ -133,9 +152,19 @@ pub trait Fanout: Send + 'static {
     fn command(&self, command: Command) {
         let _ = command;
     }
+    /// Answer `message`'s final state is committed: what is kept to
+    /// replay it between nodes is needed only briefly now.
+    fn settled(&self, message: Uuid) {
+        let _ = message;
+    }
     /// Resolves once other nodes' signals for the thread reach its inbox.
     fn ready(&self) -> BoxFuture<'static, Result<(), String>> {
         ready(Ok(())).boxed()
+    }
+    /// Whether other nodes' signals reach this node now (a mirror serves
+    /// nothing while they do not).
+    fn linked(&self) -> bool {
+        true
     }
     /// Every frame kept for answer `message`, in order.
     fn log(&self, message: Uuid) -> BoxFuture<'static, Result<Vec<Frame>, String>> {
@@ -153,4 +182,24 @@ pub trait Fanouts: Send + Sync + 'static {
     /// The fan-out of `thread_id` for a new thread actor, which gets what
     /// other nodes send the thread in `inbox`.
     fn open(&self, thread_id: Uuid, inbox: Recipient<Inbound>) -> Box<dyn Fanout>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Command;
+
+    #[test]
+    fn commands_round_trip_through_their_bytes() {
+        for command in [
+            Command::Cancel,
+            Command::Deleted,
+            Command::Stopped,
+            Command::Released { epoch: 7 },
+            Command::Released { epoch: u64::MAX },
+        ] {
+            assert_eq!(Command::decode(&command.encode()), Some(command));
+        }
+        assert_eq!(Command::decode(b"r12"), None, "an epoch is eight bytes");
+        assert_eq!(Command::decode(b""), None);
+    }
 }

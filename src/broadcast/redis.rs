@@ -10,7 +10,8 @@
 //! The owner's frames go through one writer task per node, which sends
 //! each batch of waiting frames as one pipeline: per frame an `XADD` to
 //! its message's log (a stream, trimmed to `LOG_MAX` entries, expiring an
-//! hour after the message ends) and a `PUBLISH` to the thread's channel,
+//! hour after the message ends, 30 s once its final state is committed)
+//! and a `PUBLISH` to the thread's channel,
 //! O(1) commands per chunk whatever the number of subscribers or nodes.
 //! Only once Redis has taken them are the frames given to this node's own
 //! subscribers: every byte a tab sees is in the log first, and survives
@@ -43,9 +44,14 @@ use crate::domain::frame::Frame;
 
 /// Entries kept per message log (approximately: `MAXLEN ~`).
 const LOG_MAX: usize = 100_000;
-/// A running message's log lives this long at most; an ended one an hour.
+/// A running message's log lives this long at most; an ended one an hour,
+/// until its final state is committed: then only a node loading the thread
+/// at that moment may still read it, and it goes after `LOG_TTL_SETTLED_SECS`.
 const LOG_TTL_RUNNING_SECS: u64 = 24 * 3600;
 const LOG_TTL_ENDED_SECS: u64 = 3600;
+const LOG_TTL_SETTLED_SECS: u64 = 30;
+/// Subscriber counts of a thread live this long without a change.
+const PRESENCE_TTL_SECS: u64 = 3600;
 /// Longest wait for one pipeline before its frames are delivered anyway.
 const WRITE_TIMEOUT: Duration = Duration::from_millis(500);
 /// After a failed write, Redis is tried again after this long; frames
@@ -80,6 +86,10 @@ enum Outgoing {
         thread: Uuid,
         command: Command,
     },
+    /// The message's final state is committed: its log is kept briefly.
+    Settled {
+        message: Uuid,
+    },
     /// Answered once everything queued before it was written.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -104,21 +114,17 @@ pub struct Bus {
     routes: Mutex<Routes>,
     next_route: AtomicU64,
     healthy: AtomicBool,
-    /// Presence counts older than this are from nodes that went away.
-    presence_fresh: Duration,
+    /// The nodes alive now (their heartbeat is recent), as the sweeper last
+    /// read them; `None` until it has. A dead node's subscriber counts
+    /// stay in Redis until they expire, and are not counted.
+    live_nodes: Mutex<Option<std::collections::HashSet<String>>>,
     capacity: usize,
 }
 
 impl Bus {
     /// Connects (lazily: the service starts while Redis is down, and says
     /// so on `/readyz`) and starts the writer and the push router.
-    pub fn start(
-        url: &str,
-        node: String,
-        prefix: String,
-        capacity: usize,
-        presence_fresh: Duration,
-    ) -> anyhow::Result<Arc<Bus>> {
+    pub fn start(url: &str, node: String, prefix: String, capacity: usize) -> anyhow::Result<Arc<Bus>> {
         let info = url.into_connection_info()?;
         let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
         let client = redis::Client::open(info.set_redis_settings(settings))?;
@@ -139,7 +145,7 @@ impl Bus {
             routes: Mutex::new(Routes { by_thread: HashMap::new() }),
             next_route: AtomicU64::new(1),
             healthy: AtomicBool::new(false),
-            presence_fresh,
+            live_nodes: Mutex::new(None),
             capacity,
         });
         actix_rt::spawn(write(bus.clone(), out_rx));
@@ -149,6 +155,29 @@ impl Bus {
             let _ = probe.ping().await;
         });
         Ok(bus)
+    }
+
+    /// The nodes alive now; the subscriber counts of others are not
+    /// counted.
+    pub fn set_live_nodes(&self, nodes: std::collections::HashSet<String>) {
+        *self.live_nodes.lock().unwrap_or_else(|p| p.into_inner()) = Some(nodes);
+    }
+
+    fn is_live(&self, node: &str) -> bool {
+        self.live_nodes.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_none_or(|live| live.contains(node))
+    }
+
+    /// Resolves once Redis answers (at once if it did last time); `Err`
+    /// within a short wait if it does not: a node cut off from Redis
+    /// refuses what needs the other nodes at once, rather than later.
+    async fn reachable(&self) -> Result<(), BusError> {
+        if self.is_healthy() {
+            return Ok(());
+        }
+        match tokio::time::timeout(Duration::from_millis(300), self.ping()).await {
+            Ok(answer) => answer,
+            Err(_) => Err(BusError("no answer to PING".into())),
+        }
     }
 
     /// Whether Redis answered the last time it was asked.
@@ -272,20 +301,17 @@ impl Bus {
             .collect())
     }
 
-    /// The fresh subscriber counts of other nodes for `thread`.
+    /// The subscriber counts of the other live nodes for `thread`.
     async fn presence(&self, thread: Uuid) -> Result<Vec<(String, usize)>, BusError> {
         let mut conn = self.conn.clone();
         let all: HashMap<String, String> =
             redis::cmd("HGETALL").arg(self.presence_key(thread)).query_async(&mut conn).await?;
-        let now = chrono::Utc::now().timestamp_millis();
-        let fresh = self.presence_fresh.as_millis() as i64;
         Ok(all
             .into_iter()
-            .filter(|(node, _)| *node != self.node)
+            .filter(|(node, _)| *node != self.node && self.is_live(node))
             .filter_map(|(node, v)| {
-                let (count, at) = v.split_once(':')?;
-                let at: i64 = at.parse().ok()?;
-                (now - at <= fresh).then(|| Some((node, count.parse().ok()?)))?
+                let count = v.split_once(':').map_or(v.as_str(), |(count, _)| count);
+                Some((node, count.parse().ok()?))
             })
             .collect())
     }
@@ -363,7 +389,7 @@ async fn write(bus: Arc<Bus>, mut rx: mpsc::Receiver<Outgoing>) {
                 Outgoing::Flush(done) => {
                     let _ = done.send(());
                 }
-                Outgoing::Presence { .. } | Outgoing::Command { .. } => {}
+                Outgoing::Presence { .. } | Outgoing::Command { .. } | Outgoing::Settled { .. } => {}
             }
         }
     }
@@ -395,7 +421,7 @@ fn add(bus: &Bus, pipe: &mut redis::Pipeline, item: &Outgoing) {
                 0 => pipe.cmd("HDEL").arg(&key).arg(&bus.node).ignore(),
                 _ => pipe.cmd("HSET").arg(&key).arg(&bus.node).arg(value).ignore(),
             };
-            pipe.cmd("EXPIRE").arg(&key).arg(LOG_TTL_ENDED_SECS).ignore();
+            pipe.cmd("EXPIRE").arg(&key).arg(PRESENCE_TTL_SECS).ignore();
             let body = (*count as u32).to_be_bytes();
             pipe.cmd("PUBLISH")
                 .arg(bus.channel(*thread))
@@ -403,11 +429,14 @@ fn add(bus: &Bus, pipe: &mut redis::Pipeline, item: &Outgoing) {
                 .ignore();
         }
         Outgoing::Command { thread, command } => {
-            let body = [command.tag()];
+            let body = command.encode();
             pipe.cmd("PUBLISH")
                 .arg(bus.channel(*thread))
                 .arg(envelope(TAG_COMMAND, &bus.node, &body).as_ref())
                 .ignore();
+        }
+        Outgoing::Settled { message } => {
+            pipe.cmd("EXPIRE").arg(bus.log_key(*message)).arg(LOG_TTL_SETTLED_SECS).ignore();
         }
         Outgoing::Flush(_) => {}
     }
@@ -434,7 +463,7 @@ async fn route(bus: Arc<Bus>, mut rx: mpsc::UnboundedReceiver<PushInfo>) {
                         node: node.to_owned(),
                         count: u32::from_be_bytes([body[0], body[1], body[2], body[3]]) as usize,
                     },
-                    TAG_COMMAND => match body.first().and_then(|t| Command::from_tag(*t)) {
+                    TAG_COMMAND => match Command::decode(body) {
                         Some(command) => Inbound::Command(command),
                         None => continue,
                     },
@@ -530,8 +559,21 @@ impl Fanout for RedisFanout {
         self.bus.send(Outgoing::Command { thread: self.thread, command });
     }
 
+    fn settled(&self, message: Uuid) {
+        self.bus.send(Outgoing::Settled { message });
+    }
+
     fn ready(&self) -> BoxFuture<'static, Result<(), String>> {
-        self.subscribed.clone().map(|r| r.map_err(|e| e.to_string())).boxed()
+        let (bus, subscribed) = (self.bus.clone(), self.subscribed.clone());
+        async move {
+            bus.reachable().await.map_err(|e| e.to_string())?;
+            subscribed.await.map_err(|e| e.to_string())
+        }
+        .boxed()
+    }
+
+    fn linked(&self) -> bool {
+        self.bus.is_healthy()
     }
 
     fn log(&self, message: Uuid) -> BoxFuture<'static, Result<Vec<Frame>, String>> {

@@ -66,6 +66,10 @@ struct ThreadDetail {
     /// runs), and the lease's epoch (fencing token).
     owner_node: Option<String>,
     epoch: Option<u64>,
+    /// Cluster mode: why the lease is unknown (the database did not
+    /// answer in time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease_error: Option<String>,
 }
 
 #[utoipa::path(get, path = "/admin/threads/{tid}", tag = "admin", params(("tid" = Uuid, Path, description = "Thread id")),
@@ -78,17 +82,36 @@ pub async fn thread(state: web::Data<AppState>, path: web::Path<Uuid>) -> Result
         .ok()
         .flatten()
         .ok_or_else(|| ApiError::not_found("live thread actor"))?;
-    let report = actor.send(ThreadStatusQuery).await.map_err(|_| ApiError::not_found("live thread actor"))?;
-    let lease = match state.bus {
-        Some(_) => state.store.lease_of(*path).await?,
-        None => None,
+    let report = bounded(actor.send(ThreadStatusQuery), "the thread actor")
+        .await?
+        .map_err(|_| ApiError::not_found("live thread actor"))?;
+    // The actor's view is there even while the database is not: the
+    // lease is then unknown, and the answer says why.
+    let (lease, lease_error) = match state.bus {
+        Some(_) => match bounded(state.store.lease_of(*path), "the database").await {
+            Ok(Ok(lease)) => (lease, None),
+            Ok(Err(e)) => (None, Some(format!("the database: {e}"))),
+            Err(e) => (None, Some(e.message)),
+        },
+        None => (None, None),
     };
     let (owner_node, epoch) = match lease {
         Some(l) if l.live => (Some(l.owner), Some(l.epoch)),
         Some(l) => (None, Some(l.epoch)),
         None => (None, None),
     };
-    Ok(HttpResponse::Ok().json(ThreadDetail { report, owner_node, epoch }))
+    Ok(HttpResponse::Ok().json(ThreadDetail { report, owner_node, epoch, lease_error }))
+}
+
+/// How long an operations answer waits for one part of the service: a
+/// probe or an operator must hear within a second what is wrong.
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_millis(800);
+
+/// `work`, or 503 naming `what` did not answer in time.
+async fn bounded<T>(work: impl std::future::Future<Output = T>, what: &str) -> Result<T, ApiError> {
+    tokio::time::timeout(ANSWER_WITHIN, work).await.map_err(|_| {
+        ApiError::new(Code::Unavailable, format!("{what} does not answer within {} ms", ANSWER_WITHIN.as_millis()))
+    })
 }
 
 /// A node of the cluster and how many threads it owns now.
@@ -120,8 +143,12 @@ pub async fn cluster(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         return Ok(HttpResponse::Ok().json(ClusterView { node_id, clustered: false, nodes, redis: None }));
     };
     let lease = state.deps.lease.unwrap_or_default();
-    let live = state.store.live_nodes(lease.as_millis() as u64 * 3).await?;
-    let owned: std::collections::HashMap<String, u64> = state.store.leases_by_owner().await?.into_iter().collect();
+    let within = (lease * crate::actors::sweeper::LIVE_WITHIN).as_millis() as u64;
+    let read = async {
+        Ok::<_, crate::store::StoreError>((state.store.live_nodes(within).await?, state.store.leases_by_owner().await?))
+    };
+    let (live, owned) = bounded(read, "the database").await??;
+    let owned: std::collections::HashMap<String, u64> = owned.into_iter().collect();
     let nodes =
         live.into_iter().map(|n| NodeRow { threads_owned: owned.get(&n).copied().unwrap_or(0), node_id: n }).collect();
     let redis = Some(bus.ping().await.is_ok());
@@ -161,7 +188,7 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
 }
 
-/// Ready when the database answers within two seconds and takes writes
+/// Ready when the database answers within 800 ms and takes writes
 /// (the persistence actor's last write, or its probe, went through), and
 /// not once a shutdown has begun.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
@@ -173,18 +200,27 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     if !state.deps.db_healthy.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(ApiError::new(Code::Unavailable, "the database does not take writes"));
     }
-    if let Some(bus) = &state.bus {
-        if let Err(e) = bus.ping().await {
-            tracing::warn!(error.message = %e, "readiness: redis unreachable");
-            return Err(ApiError::new(Code::Unavailable, "redis (the cluster's link) does not answer"));
+    // Both checks at once, each bounded: the answer comes within a second
+    // and names what is wrong.
+    let redis = async {
+        match &state.bus {
+            Some(bus) => bounded(bus.ping(), "redis (the cluster's link)").await.map(|r| r.is_ok()),
+            None => Ok(true),
         }
+    };
+    let database = bounded(state.store.ping(), "the database");
+    let (redis, database) = tokio::join!(redis, database);
+    match redis {
+        Ok(true) => {}
+        Ok(false) => return Err(ApiError::new(Code::Unavailable, "redis (the cluster's link) does not answer")),
+        Err(e) => return Err(e),
     }
-    match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await {
+    match database {
         Ok(Ok(())) => Ok(HttpResponse::Ok().json(Health { status: "ready" })),
         Ok(Err(e)) => {
             tracing::warn!(error.message = %e, "readiness: database unreachable");
-            Err(ApiError::unavailable())
+            Err(ApiError::new(Code::Unavailable, "the database does not answer"))
         }
-        Err(_) => Err(ApiError::unavailable()),
+        Err(e) => Err(e),
     }
 }

@@ -1,6 +1,7 @@
 //! Threads: create, list (newest first, cursor paging), get, delete.
 //! A thread's `status` is not stored: it is `generating` while its live
-//! actor runs a generation, which the registry knows.
+//! actor runs a generation, which the registry knows, or in cluster mode
+//! while any node holds its lease for an answer.
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -62,8 +63,18 @@ impl ThreadView {
     }
 }
 
+/// Which of `ids` are generating: here (the registry knows), or in
+/// cluster mode on any node (a live lease held for an answer).
 async fn generating(state: &AppState, ids: Vec<Uuid>) -> Result<Vec<bool>, ApiError> {
-    state.registry.send(Generating { thread_ids: ids }).await.map_err(|_| ThreadError::Unavailable.into())
+    let here = match state.registry.send(Generating { thread_ids: ids.clone() }).await {
+        Ok(here) => here,
+        Err(_) => return Err(ThreadError::Unavailable.into()),
+    };
+    if state.deps.lease.is_none() {
+        return Ok(here);
+    }
+    let anywhere = state.store.answering(&ids).await?;
+    Ok(ids.iter().zip(here).map(|(id, here)| here || anywhere.contains(id)).collect())
 }
 
 /// The thread, if it exists in that project; 404 otherwise.
@@ -161,13 +172,15 @@ pub async fn delete(state: web::Data<AppState>, path: web::Path<(Uuid, Uuid)>) -
     let mut op = WriteOp::DeleteThread(thread.id);
     if let Some(lease) = state.deps.lease {
         // Cluster mode: every node's actor of the thread stops (this one
-        // tells the others), and the deletion takes the thread's lease, so
-        // a node still running an answer for it can write nothing more.
+        // tells the others), and the deletion seizes the thread's lease,
+        // whoever holds it: a node still running an answer for it can
+        // write nothing more (and has nothing left to write).
         if let Ok(Some(actor)) = registry.send(Lookup { thread_id: thread.id }).await {
             let _ = actor.send(Stop { reason: StopReason::Deleted }).await;
         }
-        let fence = take_lease(&state, thread.id, lease).await?;
-        op = WriteOp::Fenced(fence, Box::new(op));
+        let owner = state.deps.node_id.clone();
+        let epoch = state.store.seize_lease(thread.id, &owner, lease.as_millis() as u64).await?;
+        op = WriteOp::Fenced(Fence { thread_id: thread.id, owner, epoch }, Box::new(op));
     }
     registry.send(BeginDelete { thread_id: thread.id }).await.map_err(|_| ApiError::unavailable())?;
     let (ack, done) = tokio::sync::oneshot::channel();
@@ -183,24 +196,5 @@ pub async fn delete(state: web::Data<AppState>, path: web::Path<(Uuid, Uuid)>) -
         Ok(Ok(Ok(Ok(())))) => Ok(HttpResponse::NoContent().finish()),
         Ok(Ok(Ok(Err(e)))) => Err(e.into()),
         _ => Err(ApiError::unavailable()),
-    }
-}
-
-/// Takes `thread_id`'s lease for this node, waiting (at most two leases)
-/// for a holder to let it go or to lose it.
-async fn take_lease(state: &AppState, thread_id: Uuid, lease: std::time::Duration) -> Result<Fence, ApiError> {
-    let deadline = tokio::time::Instant::now() + lease * 2;
-    let owner = state.deps.node_id.clone();
-    loop {
-        if let Some(epoch) = state.store.acquire_lease(thread_id, &owner, lease.as_millis() as u64).await? {
-            return Ok(Fence { thread_id, owner, epoch });
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(ApiError::new(
-                crate::error::Code::ThreadBusy,
-                "another node still runs an answer for this thread",
-            ));
-        }
-        tokio::time::sleep(lease / 20).await;
     }
 }

@@ -11,6 +11,11 @@
 //!   says.
 //! - `release` lets a lease lapse at once, for the next generation on any
 //!   node.
+//! - A lease names the answer it was taken for (`answer_id`): a node that
+//!   finds it held can tell a new question's answer (the thread is busy)
+//!   from one it saw end (the lease is let go as soon as the answer's
+//!   final state is committed, and the node waits for that notice).
+//! - `seize` takes a lease whoever holds it: only a deletion does.
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 use uuid::Uuid;
@@ -23,6 +28,16 @@ pub struct Fence {
     pub thread_id: Uuid,
     pub owner: String,
     pub epoch: u64,
+}
+
+/// What `acquire_lease` came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquired {
+    /// Taken, with this epoch.
+    Taken(u64),
+    /// Another holder's live lease, taken for `answer` (none: to end an
+    /// answer its owner left, or a deletion).
+    Held { owner: String, epoch: u64, answer: Option<Uuid> },
 }
 
 /// A thread's lease as the database holds it.
@@ -40,17 +55,69 @@ fn pg(sql: &str, values: Vec<Value>) -> Statement {
 
 impl Store {
     /// Takes `thread_id`'s lease for `owner` for `ttl_ms`, if it is free
-    /// (expired or never taken): its new epoch. `None`: another owner holds
-    /// it.
-    pub async fn acquire_lease(&self, thread_id: Uuid, owner: &str, ttl_ms: u64) -> Result<Option<u64>, StoreError> {
+    /// (expired or never taken), for the answer `answer` (none: to end an
+    /// answer another node left): its new epoch. Else who holds it.
+    pub async fn acquire_lease(
+        &self,
+        thread_id: Uuid,
+        owner: &str,
+        ttl_ms: u64,
+        answer: Option<Uuid>,
+    ) -> Result<Acquired, StoreError> {
+        let sql = "INSERT INTO thread_leases (thread_id, owner, epoch, expires_at, answer_id) \
+                   VALUES ($1, $2, 1, now() + $3 * interval '1 millisecond', $4) \
+                   ON CONFLICT (thread_id) DO UPDATE \
+                   SET owner = EXCLUDED.owner, epoch = thread_leases.epoch + 1, expires_at = EXCLUDED.expires_at, \
+                       answer_id = EXCLUDED.answer_id \
+                   WHERE thread_leases.expires_at < now() \
+                   RETURNING epoch";
+        let values = vec![thread_id.into(), owner.into(), (ttl_ms as i64).into(), answer.into()];
+        if let Some(row) = self.db.query_one(pg(sql, values)).await? {
+            return Ok(Acquired::Taken(row.try_get::<i64>("", "epoch")? as u64));
+        }
+        // Held: by whom, for which answer. (It may have lapsed since; the
+        // caller asks again only when it knows why.)
+        let sql = "SELECT owner, epoch, answer_id FROM thread_leases WHERE thread_id = $1";
+        let row = self.db.query_one(pg(sql, vec![thread_id.into()])).await?;
+        Ok(match row {
+            Some(r) => Acquired::Held {
+                owner: r.try_get("", "owner")?,
+                epoch: r.try_get::<i64>("", "epoch")? as u64,
+                answer: r.try_get("", "answer_id")?,
+            },
+            None => Acquired::Held { owner: String::new(), epoch: 0, answer: None },
+        })
+    }
+
+    /// Takes `thread_id`'s lease for `owner` whoever holds it (a deletion:
+    /// the holder's later writes are refused, and there is nothing left
+    /// for them to write). Its new epoch.
+    pub async fn seize_lease(&self, thread_id: Uuid, owner: &str, ttl_ms: u64) -> Result<u64, StoreError> {
         let sql = "INSERT INTO thread_leases (thread_id, owner, epoch, expires_at) \
                    VALUES ($1, $2, 1, now() + $3 * interval '1 millisecond') \
                    ON CONFLICT (thread_id) DO UPDATE \
-                   SET owner = EXCLUDED.owner, epoch = thread_leases.epoch + 1, expires_at = EXCLUDED.expires_at \
-                   WHERE thread_leases.expires_at < now() \
+                   SET owner = EXCLUDED.owner, epoch = thread_leases.epoch + 1, expires_at = EXCLUDED.expires_at, \
+                       answer_id = NULL \
                    RETURNING epoch";
         let row = self.db.query_one(pg(sql, vec![thread_id.into(), owner.into(), (ttl_ms as i64).into()])).await?;
-        Ok(row.map(|r| r.try_get::<i64>("", "epoch")).transpose()?.map(|e| e as u64))
+        let row = row.ok_or_else(|| StoreError::Corrupt("an upsert returned no row".into()))?;
+        Ok(row.try_get::<i64>("", "epoch")? as u64)
+    }
+
+    /// Which of `thread_ids` have a live lease held for an answer: they
+    /// are generating on some node.
+    pub async fn answering(&self, thread_ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        if thread_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let params: Vec<String> = (1..=thread_ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT thread_id FROM thread_leases WHERE thread_id IN ({}) AND expires_at > now() \
+             AND answer_id IS NOT NULL",
+            params.join(", ")
+        );
+        let rows = self.db.query_all(pg(&sql, thread_ids.iter().map(|&id| id.into()).collect())).await?;
+        rows.iter().map(|r| Ok(r.try_get::<Uuid>("", "thread_id")?)).collect()
     }
 
     /// Lets the lease of `fence` lapse now (its generation ended).

@@ -26,7 +26,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 pub use error::{Fault, StoreError};
-pub use leases::{Fence, LeaseInfo};
+pub use leases::{Acquired, Fence, LeaseInfo};
 
 use crate::{
     config::DatabaseSettings,

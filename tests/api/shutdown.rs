@@ -99,16 +99,8 @@ async fn sigterm_stops_new_work_lets_the_answer_run_then_interrupts_it_and_exits
 
 /// A fast answer of about 300 KB, over sockets whose buffers are small:
 /// a reader that stops reading is soon far behind.
-const FAST_AND_BIG: &[&str] = &[
-    "--sim-chunks",
-    "300",
-    "--sim-chunk-chars",
-    "1000",
-    "--sim-interval-ms",
-    "5",
-    "--broadcast-capacity",
-    "8",
-];
+const FAST_AND_BIG: &[&str] =
+    &["--sim-chunks", "300", "--sim-chunk-chars", "1000", "--sim-interval-ms", "5", "--broadcast-capacity", "8"];
 
 /// Every event until the stream ends.
 async fn drain(mut events: impl crate::support::Events) -> Vec<Ev> {

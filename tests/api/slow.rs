@@ -159,7 +159,7 @@ async fn readers_that_are_behind_get_their_shutting_down_error_too() {
     let db = crate::support::database_url(dir.path()).await;
     let mut args = BIG.to_vec();
     args[1] = "5000"; // `--sim-chunks`: still streaming at the shutdown
-    // The whole grace for the readers: the answer is interrupted at once.
+                      // The whole grace for the readers: the answer is interrupted at once.
     args.extend(["--shutdown-grace-ms", "4000", "--shutdown-reserve-ms", "4000"]);
     let server = Server::start(&db, &args).await;
     let thread = server.thread().await;

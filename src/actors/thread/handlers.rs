@@ -16,11 +16,7 @@ impl Actor for ThreadActor {
                 act.loaded = Loaded::Found { thread, conversation };
                 act.touch(ctx);
                 if act.lease_ttl().is_some() {
-                    let others = act.publisher.fanout().presence();
-                    ctx.spawn(others.into_actor(act).map(|others, act, ctx| {
-                        act.others.extend(others);
-                        act.presence_changed(false, ctx);
-                    }));
+                    ctx.notify(RefreshPresence);
                 }
             }
             // Either way the actor stops, but only after answering what
@@ -49,6 +45,25 @@ impl Actor for ThreadActor {
 
 impl StreamHandler<GenEvent> for ThreadActor {
     fn handle(&mut self, item: GenEvent, ctx: &mut Context<Self>) {
+        // Cluster mode: while the lease runs late, nothing is published;
+        // the events wait for a renewal, in order.
+        if !self.held.is_empty() || self.lease_lapsing() {
+            self.held.push_back(item);
+            self.renew(ctx);
+            return;
+        }
+        self.on_gen_event(item, ctx);
+    }
+
+    // The provider's stream ending is an event of the generation, not of
+    // the actor: keep running.
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+impl ThreadActor {
+    /// One event of a generation's provider stream (the stream's end is
+    /// `None`: cut before the answer was complete).
+    pub(super) fn on_gen_event(&mut self, item: GenEvent, ctx: &mut Context<Self>) {
         if self.generation.as_ref().map(|g| g.gen) != Some(item.gen) {
             return;
         }
@@ -58,10 +73,6 @@ impl StreamHandler<GenEvent> for ThreadActor {
         });
         self.on_provider_event(event, ctx);
     }
-
-    // The provider's stream ending is an event of the generation, not of
-    // the actor: keep running.
-    fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
 impl Handler<StartGeneration> for ThreadActor {
@@ -69,60 +80,53 @@ impl Handler<StartGeneration> for ThreadActor {
 
     fn handle(&mut self, msg: StartGeneration, ctx: &mut Context<Self>) -> Self::Result {
         let admitted = self.admit(&msg);
-        let (slot, ttl) = match (admitted, self.lease_ttl()) {
+        let answer = crate::domain::new_id();
+        let slot = match (admitted, self.lease_ttl()) {
             (Err(e), _) => return Box::pin(actix::fut::ready(Err(e))),
-            (Ok(slot), None) => return Box::pin(actix::fut::ready(self.begin(msg, slot, ctx))),
-            (Ok(slot), Some(ttl)) => (slot, ttl),
+            (Ok(slot), None) => return Box::pin(actix::fut::ready(self.begin(msg, slot, answer, ctx))),
+            (Ok(slot), Some(_)) => slot,
         };
         // Cluster mode: the answer runs where the question arrived, under the
-        // thread's lease; if another node holds it, the thread is busy. The
-        // conversation is read again from the database, which is exact once
-        // nothing runs.
+        // thread's lease; if another node holds it for an answer, the thread
+        // is busy, at once. The conversation is read again from the
+        // database, which is exact once nothing runs.
         self.starting = true;
         let store = self.deps.store.clone();
-        let (thread_id, node) = (self.thread_id, self.deps.node_id.clone());
-        // Nothing runs as far as this node knows, so a lease still held is
-        // one an answer that just ended has not let go yet (it does right
-        // after its final write): wait a few flush intervals for it.
-        let patience = self.deps.settings.database.flush_interval() * 10;
-        let acquire = async move {
-            let until = tokio::time::Instant::now() + patience;
-            let epoch = loop {
-                match store.acquire_lease(thread_id, &node, ttl.as_millis() as u64).await? {
-                    Some(epoch) => break Some(epoch),
-                    None if tokio::time::Instant::now() < until => tokio::time::sleep(patience / 20).await,
-                    None => break None,
-                }
-            };
-            let messages = match epoch {
-                Some(_) => Some(store.all_messages(thread_id).await?),
-                None => None,
-            };
-            Ok::<_, crate::store::StoreError>(epoch.zip(messages))
-        };
-        Box::pin(acquire.into_actor(self).map(move |acquired, act, ctx| {
-            act.starting = false;
-            match acquired {
-                Ok(Some((epoch, messages))) => {
-                    let conversation = Conversation::new(act.thread_id, messages);
-                    if conversation.running().is_some() {
-                        // An answer of an owner that died: it is ended first.
-                        ctx.notify(TakeOver);
-                        let fence = Fence { thread_id: act.thread_id, owner: act.deps.node_id.clone(), epoch };
-                        let store = act.deps.store.clone();
-                        actix_rt::spawn(async move { store.release_lease(&fence).await });
-                        return Err(ThreadError::Busy);
+        let thread_id = self.thread_id;
+        Box::pin(
+            self.take_lease(answer)
+                .then(move |taken, act, _| {
+                    let load = async move {
+                        match taken? {
+                            Some(epoch) => Ok(Some((epoch, store.all_messages(thread_id).await?))),
+                            None => Ok(None),
+                        }
+                    };
+                    load.into_actor(act)
+                })
+                .map(move |acquired: Result<_, crate::store::StoreError>, act, ctx| {
+                    act.starting = false;
+                    match acquired {
+                        Ok(Some((epoch, messages))) => {
+                            let conversation = Conversation::new(act.thread_id, messages);
+                            if conversation.running().is_some() {
+                                // An answer of an owner that died: it is ended first.
+                                ctx.notify(TakeOver);
+                                let fence = Fence { thread_id: act.thread_id, owner: act.deps.node_id.clone(), epoch };
+                                act.release(fence);
+                                return Err(ThreadError::Busy);
+                            }
+                            if let Loaded::Found { conversation: held, .. } = &mut act.loaded {
+                                *held = conversation;
+                            }
+                            act.hold(epoch, ctx);
+                            act.begin(msg, slot, answer, ctx)
+                        }
+                        Ok(None) => Err(ThreadError::Busy),
+                        Err(e) => Err(ThreadError::from_store(&e)),
                     }
-                    if let Loaded::Found { conversation: held, .. } = &mut act.loaded {
-                        *held = conversation;
-                    }
-                    act.hold(epoch, ctx);
-                    act.begin(msg, slot, ctx)
-                }
-                Ok(None) => Err(ThreadError::Busy),
-                Err(e) => Err(ThreadError::from_store(&e)),
-            }
-        }))
+                }),
+        )
     }
 }
 
@@ -154,11 +158,12 @@ impl ThreadActor {
         Ok(self.deps.capacity.admit_generation(thread.project_id)?)
     }
 
-    /// Starts the answer (under the lease, in cluster mode).
+    /// Starts the answer `answer` (under the lease, in cluster mode).
     fn begin(
         &mut self,
         msg: StartGeneration,
         slot: crate::capacity::GenerationSlot,
+        answer: Uuid,
         ctx: &mut Context<Self>,
     ) -> Result<Started, ThreadError> {
         let accepted = std::time::Instant::now();
@@ -166,7 +171,7 @@ impl ThreadActor {
         let model =
             msg.model.or_else(|| thread.model.clone()).unwrap_or_else(|| self.deps.provider.default_model().to_owned());
         let conversation = self.conversation_mut().ok_or(ThreadError::NotFound)?;
-        let asked = conversation.ask(msg.content, model.clone(), Utc::now());
+        let asked = conversation.ask(msg.content, model.clone(), answer, Utc::now());
         let (ack, committed) = oneshot::channel();
         let ops = vec![
             self.fenced(WriteOp::Insert(asked.user.clone())),
@@ -262,7 +267,10 @@ impl Handler<Subscribe> for ThreadActor {
     type Result = Result<Subscription, ThreadError>;
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
-        if !self.linked {
+        // A mirror cut off from the other nodes would serve nothing: the
+        // tab is told at once, and resumes once the link is back.
+        let mirror = self.lease_ttl().is_some() && self.lease.is_none();
+        if !self.linked || (mirror && !self.publisher.fanout().linked()) {
             return Err(ThreadError::Unavailable);
         }
         let (_, conversation) = self.found()?;
@@ -346,8 +354,27 @@ impl ThreadActor {
         if self.generation.is_some() {
             self.finish(status, error, ctx);
         }
+        // This node's subscribers leave the other nodes' counts (a node
+        // that stops takes its entries with it; one that dies leaves the
+        // live set, and its entries stop counting).
+        if !self.subscribers.is_empty() {
+            self.subscribers.clear();
+            self.publisher.fanout().share_presence(0);
+        }
         self.publisher.close(code);
         ctx.stop();
+    }
+}
+
+impl Handler<RefreshPresence> for ThreadActor {
+    type Result = ();
+
+    fn handle(&mut self, _: RefreshPresence, ctx: &mut Context<Self>) {
+        let others = self.publisher.fanout().presence();
+        ctx.spawn(others.into_actor(self).map(|others, act, ctx| {
+            act.others = others.into_iter().collect();
+            act.presence_changed(false, ctx);
+        }));
     }
 }
 

@@ -116,9 +116,9 @@ impl Conversation {
         self.messages.iter().rev().find(|m| m.id == id)
     }
 
-    /// Accepts `content`; the answer, by `model`, starts streaming.
-    /// Nothing may be running.
-    pub fn ask(&mut self, content: String, model: String, now: DateTime<Utc>) -> Asked {
+    /// Accepts `content`; the answer `answer_id`, by `model`, starts
+    /// streaming. Nothing may be running.
+    pub fn ask(&mut self, content: String, model: String, answer_id: Uuid, now: DateTime<Utc>) -> Asked {
         debug_assert!(!self.running, "one answer at a time");
         let position = self.messages.last().map_or(0, |m| m.position + 1);
         let user = Message {
@@ -137,7 +137,7 @@ impl Conversation {
             exact_end: false,
         };
         let assistant = Message {
-            id: new_id(),
+            id: answer_id,
             position: position + 1,
             role: Role::Assistant,
             blocks: Vec::new(),

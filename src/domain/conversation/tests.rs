@@ -13,7 +13,7 @@ use crate::domain::{codes::StreamCode, BlockKind};
 
 fn started(thread: Uuid) -> (Conversation, Asked) {
     let mut c = Conversation::new(thread, Vec::new());
-    let asked = c.ask("question".into(), "m".into(), Utc::now());
+    let asked = c.ask("question".into(), "m".into(), crate::domain::new_id(), Utc::now());
     (c, asked)
 }
 
@@ -162,7 +162,7 @@ fn replays_for_every_kind_of_cursor() {
 #[test]
 fn a_cursor_into_an_empty_stored_block_resets_it_with_an_empty_delta() {
     let mut c = Conversation::new(Uuid::nil(), Vec::new());
-    let asked = c.ask("q".into(), "m".into(), Utc::now());
+    let asked = c.ask("q".into(), "m".into(), crate::domain::new_id(), Utc::now());
     c.apply(block(0, BlockKind::Text));
     c.finish(MessageStatus::Interrupted, None, Utc::now());
     let r = c.replay(Resume::At(Cursor::new(asked.assistant.id, 0, 10)));
