@@ -6,6 +6,7 @@ pub mod anthropic;
 pub mod client;
 pub mod openai;
 pub mod simulated;
+mod sse;
 pub mod upstream;
 
 use std::{pin::Pin, sync::Arc, time::Duration};
@@ -60,6 +61,8 @@ pub fn from_settings(settings: &ProviderSettings, metrics: &Metrics) -> anyhow::
         min_delay: Duration::from_millis(settings.upstream_retry_min_ms),
         max_delay: Duration::from_millis(settings.upstream_retry_max_ms.max(settings.upstream_retry_min_ms)),
         stall: Duration::from_millis(settings.upstream_stall_ms.max(1)),
+        head_timeout: Duration::from_millis(settings.upstream_head_timeout_ms.max(1)),
+        max_event_bytes: settings.upstream_max_event_bytes.max(1),
         first_byte: metrics.upstream_first_byte_seconds.clone(),
     };
     Ok(match settings.kind() {

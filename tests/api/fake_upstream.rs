@@ -4,7 +4,10 @@
 //! records what it was asked and whether the client hung up.
 //!
 //! It speaks whatever bytes the script holds; `anthropic` and `openai`
-//! below build exact scripts of each streaming protocol.
+//! below build exact scripts of each streaming protocol. A hostile or
+//! broken provider is scripted too: one that never sends its response
+//! head (`Reply::Silent`), drips a byte at a time (`Piece::Drip`), sends
+//! or one huge event in many small chunks (`Piece::Chunked`).
 
 use std::{
     collections::VecDeque,
@@ -30,6 +33,11 @@ pub enum Piece {
     /// Nothing more is sent until the test calls `notify_one` on it (it
     /// may do so before the fake gets here).
     Wait(Arc<Notify>),
+    /// One byte per chunk, with this pause after each.
+    Drip(Vec<u8>, Duration),
+    /// Chunks of this many bytes, all in one TCP write (no pause): the
+    /// client reads each chunk as a piece of its own.
+    Chunked(Vec<u8>, usize),
 }
 
 /// How a streamed body ends.
@@ -50,6 +58,9 @@ pub enum Reply {
     Status { code: u16, body: String, retry_after: Option<u64> },
     /// `200 text/event-stream`, chunked.
     Stream { pieces: Vec<Piece>, end: End },
+    /// The request is read, then nothing is sent, not even a response
+    /// head, until the client hangs up.
+    Silent,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +150,10 @@ impl FakeUpstream {
         let Some(request) = read_request(&mut socket).await else { return };
         self.state.lock().unwrap().requests.push(request);
         match self.next_reply() {
+            Reply::Silent => {
+                wait_closed(&mut socket).await;
+                self.record_hangup();
+            }
             Reply::Status { code, body, retry_after } => {
                 let extra = retry_after.map(|s| format!("retry-after: {s}\r\n")).unwrap_or_default();
                 let head = format!(
@@ -178,6 +193,29 @@ impl FakeUpstream {
                                 _ = gate.notified() => true,
                                 _ = wait_closed(&mut socket) => false,
                             }
+                        }
+                        Piece::Drip(b, pause) => {
+                            let mut ok = true;
+                            for byte in b {
+                                ok = write_chunk(&mut socket, &[byte]).await
+                                    && tokio::select! {
+                                        _ = tokio::time::sleep(pause) => true,
+                                        _ = wait_closed(&mut socket) => false,
+                                    };
+                                if !ok {
+                                    break;
+                                }
+                            }
+                            ok
+                        }
+                        Piece::Chunked(b, at) => {
+                            let mut out = Vec::with_capacity(b.len() + b.len() / at.max(1) * 12 + 12);
+                            for part in b.chunks(at.max(1)) {
+                                out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+                                out.extend_from_slice(part);
+                                out.extend_from_slice(b"\r\n");
+                            }
+                            socket.write_all(&out).await.is_ok() && socket.flush().await.is_ok()
                         }
                     };
                     if !ok {

@@ -1,8 +1,9 @@
 //! The real Anthropic and OpenAI-compatible clients against a fake upstream
 //! that speaks each protocol byte for byte: one test per fault, through the
 //! service's HTTP API, asserting the final message, its text, what a
-//! subscriber saw and, for cancel and stall, that the upstream saw its
-//! connection closed.
+//! subscriber saw and, for cancel, stalls and every limit, that the
+//! upstream saw its connection closed. The last tests are a hostile or
+//! broken provider: no response head, a drip of bytes, one huge event.
 
 use std::time::Duration;
 
@@ -549,4 +550,104 @@ async fn start_and_delivery_latencies_are_histograms_in_metrics() {
     assert_eq!(value("convo_chunk_delivery_seconds_count"), deltas);
     assert!(value("convo_first_delta_seconds_sum") > 0.0);
     assert!(text.contains("convo_first_delta_seconds_bucket{le=\"0.001\"}"));
+}
+
+// ----- a hostile or broken provider (issue 21) --------------------------
+
+/// Polls the thread's newest message until it ends, for at most `within`.
+async fn settled_within(h: &Harness, within: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let last = h.last_message().await;
+        if last["role"] == "assistant" && last["status"] != "streaming" {
+            return last;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the answer did not end within {within:?}: {last}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[actix_web::test]
+async fn an_event_over_the_size_limit_fails_the_answer_and_keeps_the_text() {
+    // One text delta of 100 KiB, under a limit of 64 KiB: it would have
+    // been read whole, and the answer ended `complete`.
+    let huge = a::text_delta(0, &"x".repeat(100 * 1024));
+    let pieces = cut_answer(vec![Piece::Chunked(huge, 1024), Piece::Bytes(a::message_stop())]);
+    let h =
+        harness("anthropic", vec![Reply::Stream { pieces, end: End::Hold }], &["--upstream-max-event-bytes", "65536"])
+            .await;
+    assert_failed_with_partial(&h, "upstream_error").await;
+    let stored = h.last_message().await;
+    assert_eq!(stored["error"]["message"], "the model provider sent an event over 65536 bytes");
+    assert!(h.upstream.wait_hangup(WAIT).await, "the upstream saw its connection closed");
+}
+
+#[actix_web::test]
+async fn a_large_event_under_the_limit_is_read_in_linear_time() {
+    // 3 MiB in one event, arriving in 1 KiB chunks: reading it used to
+    // cost the square of its size (each chunk re-scanned the whole
+    // buffer: minutes here); now it is read once, well within the bound.
+    let text = "y".repeat(3 << 20);
+    let pieces = vec![
+        Piece::Bytes(a::message_start(3)),
+        Piece::Bytes(a::text_start(0)),
+        Piece::Chunked(a::text_delta(0, &text), 1024),
+        Piece::Bytes(a::message_delta("end_turn", 1)),
+        Piece::Bytes(a::message_stop()),
+    ];
+    let h = harness(
+        "anthropic",
+        vec![Reply::Stream { pieces, end: End::Clean }],
+        &["--upstream-max-event-bytes", "8388608"],
+    )
+    .await;
+    // No subscriber: a client's own SSE parser is not what is measured.
+    let posted = h.client.post(h.url("/messages")).json(&json!({"content": "big", "max_tokens": 64000})).send();
+    assert_eq!(posted.await.unwrap().status(), 202);
+    let stored = settled_within(&h, Duration::from_secs(15)).await;
+    assert_eq!(stored["status"], "complete", "{}", stored["error"]);
+    assert_eq!(stored["content"].as_str().unwrap().len(), text.len());
+}
+
+#[actix_web::test]
+async fn a_provider_that_never_sends_its_head_is_retried_then_fails() {
+    // A silent first attempt is retried like a refused connection.
+    let h = harness(
+        "anthropic",
+        vec![Reply::Silent, Reply::Stream { pieces: a::text_answer(&["second try"]), end: End::Clean }],
+        &["--upstream-head-timeout-ms", "300", "--upstream-attempts", "2"],
+    )
+    .await;
+    let events = h.ask(json!({"content": "hi"})).await;
+    assert_eq!(completed(&events)["status"], "complete");
+    assert_eq!(streamed_text(&events, 0), "second try");
+    assert_eq!(h.upstream.requests().len(), 2);
+    assert!(h.upstream.wait_hangup(WAIT).await, "the silent attempt's connection was closed");
+
+    // Silent on every attempt: `failed`, once the attempts ran out.
+    let h =
+        harness("anthropic", vec![Reply::Silent], &["--upstream-head-timeout-ms", "300", "--upstream-attempts", "3"])
+            .await;
+    let events = h.ask(json!({"content": "hi"})).await;
+    let done = completed(&events);
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["error"]["code"], "upstream_timeout");
+    assert_eq!(done["error"]["message"], "the model provider sent no response head within 300 ms");
+    assert_eq!(h.upstream.requests().len(), 3);
+    assert_eq!(h.last_message().await["status"], "failed");
+}
+
+#[actix_web::test]
+async fn a_provider_that_drips_bytes_stalls_all_the_same() {
+    // A byte every 50 ms: the next event would take seconds to finish,
+    // and each byte used to count as progress.
+    let mut drip = a::text_delta(0, " never whole");
+    drip.extend(a::text_delta(0, " nor this"));
+    let pieces = cut_answer(vec![Piece::Drip(drip, Duration::from_millis(50))]);
+    let h =
+        harness("anthropic", vec![Reply::Stream { pieces, end: End::Hold }], &["--upstream-stall-ms", "1000"]).await;
+    let started = std::time::Instant::now();
+    assert_failed_with_partial(&h, "upstream_timeout").await;
+    assert!(started.elapsed() < Duration::from_secs(6), "failed by the stall, not the drip's end");
+    assert!(h.upstream.wait_hangup(WAIT).await, "the upstream saw its connection closed");
 }
