@@ -7,7 +7,8 @@
 //! below build exact scripts of each streaming protocol. A hostile or
 //! broken provider is scripted too: one that never sends its response
 //! head (`Reply::Silent`), drips a byte at a time (`Piece::Drip`), sends
-//! or one huge event in many small chunks (`Piece::Chunked`).
+//! one huge event in many small chunks (`Piece::Chunked`), or never stops
+//! (`Piece::Forever`).
 
 use std::{
     collections::VecDeque,
@@ -38,6 +39,9 @@ pub enum Piece {
     /// Chunks of this many bytes, all in one TCP write (no pause): the
     /// client reads each chunk as a piece of its own.
     Chunked(Vec<u8>, usize),
+    /// Written again and again, with this pause after each, until the
+    /// client hangs up.
+    Forever(Vec<u8>, Duration),
 }
 
 /// How a streamed body ends.
@@ -217,6 +221,16 @@ impl FakeUpstream {
                             }
                             socket.write_all(&out).await.is_ok() && socket.flush().await.is_ok()
                         }
+                        Piece::Forever(b, pause) => loop {
+                            let ok = write_chunk(&mut socket, &b).await
+                                && tokio::select! {
+                                    _ = tokio::time::sleep(pause) => true,
+                                    _ = wait_closed(&mut socket) => false,
+                                };
+                            if !ok {
+                                break false;
+                            }
+                        },
                     };
                     if !ok {
                         return self.record_hangup();

@@ -3,7 +3,8 @@
 //! service's HTTP API, asserting the final message, its text, what a
 //! subscriber saw and, for cancel, stalls and every limit, that the
 //! upstream saw its connection closed. The last tests are a hostile or
-//! broken provider: no response head, a drip of bytes, one huge event.
+//! broken provider: no response head, a drip of bytes, pings for ever,
+//! one huge event, output past `max_tokens`.
 
 use std::time::Duration;
 
@@ -598,7 +599,14 @@ async fn a_large_event_under_the_limit_is_read_in_linear_time() {
     let h = harness(
         "anthropic",
         vec![Reply::Stream { pieces, end: End::Clean }],
-        &["--upstream-max-event-bytes", "8388608"],
+        &[
+            "--upstream-max-event-bytes",
+            "8388608",
+            "--upstream-bytes-per-token",
+            "1024",
+            "--max-answer-bytes",
+            "8388608",
+        ],
     )
     .await;
     // No subscriber: a client's own SSE parser is not what is measured.
@@ -649,5 +657,104 @@ async fn a_provider_that_drips_bytes_stalls_all_the_same() {
     let started = std::time::Instant::now();
     assert_failed_with_partial(&h, "upstream_timeout").await;
     assert!(started.elapsed() < Duration::from_secs(6), "failed by the stall, not the drip's end");
+    assert!(h.upstream.wait_hangup(WAIT).await, "the upstream saw its connection closed");
+}
+
+#[actix_web::test]
+async fn a_model_call_has_a_total_time_limit_of_its_own() {
+    // Pings every 100 ms are whole events: the stall never fires.
+    let pinging = || {
+        let mut pieces = vec![Piece::Bytes(a::message_start(9)), Piece::Bytes(a::text_start(0))];
+        pieces.push(Piece::Bytes(a::text_delta(0, "slow")));
+        for _ in 0..12 {
+            pieces.extend([Piece::Pause(Duration::from_millis(100)), Piece::Bytes(a::ping())]);
+        }
+        pieces.extend([Piece::Bytes(a::message_delta("end_turn", 1)), Piece::Bytes(a::message_stop())]);
+        Reply::Stream { pieces, end: End::Clean }
+    };
+    let endless = cut_answer(vec![Piece::Forever(a::ping(), Duration::from_millis(100))]);
+    let h = harness(
+        "anthropic",
+        vec![pinging(), pinging(), Reply::Stream { pieces: endless, end: End::Clean }],
+        &["--upstream-call-timeout-ms", "2000", "--upstream-stall-ms", "1000"],
+    )
+    .await;
+    // Each call has its own allowance: two calls of 1.2 s each, on one
+    // thread, both end in time.
+    for _ in 0..2 {
+        let events = h.ask(json!({"content": "hi"})).await;
+        assert_eq!(completed(&events)["status"], "complete");
+        assert_eq!(streamed_text(&events, 0), "slow");
+    }
+    let events = h.ask(json!({"content": "hi"})).await;
+    let done = completed(&events);
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["error"]["code"], "upstream_timeout");
+    assert_eq!(done["error"]["message"], "the model call took longer than 2000 ms");
+    assert_eq!(streamed_text(&events, 0), "partial tëxt");
+    assert_eq!(h.last_message().await["content"], "partial tëxt");
+    assert!(h.upstream.wait_hangup(WAIT).await, "the upstream saw its connection closed");
+}
+
+/// "ab€" again and again, cut to at most `bytes` at a character boundary.
+fn ab_euro(bytes: usize) -> String {
+    let mut text = String::new();
+    for c in "ab€".chars().cycle() {
+        if text.len() + c.len_utf8() > bytes {
+            return text;
+        }
+        text.push(c);
+    }
+    unreachable!()
+}
+
+#[actix_web::test]
+async fn a_provider_that_streams_past_max_tokens_is_cut() {
+    // Deltas without end. `max_tokens` 10 at 32 bytes per token: 320
+    // bytes, 32 of them the text block's own cost: 288 bytes of text, cut
+    // before a "€" that does not fit whole.
+    let endless = || Reply::Stream {
+        pieces: vec![
+            Piece::Bytes(a::message_start(4)),
+            Piece::Bytes(a::text_start(0)),
+            Piece::Forever(a::text_delta(0, "ab€"), Duration::from_millis(1)),
+        ],
+        end: End::Clean,
+    };
+    let h = harness(
+        "anthropic",
+        vec![endless(), Reply::Stream { pieces: a::text_answer(&["fine"]), end: End::Clean }],
+        &[],
+    )
+    .await;
+    let kept = ab_euro(288);
+    assert_eq!(kept.len(), 287);
+    let events = h.ask(json!({"content": "go on", "max_tokens": 10})).await;
+    let done = completed(&events);
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["error"]["code"], "upstream_error");
+    assert_eq!(
+        done["error"]["message"],
+        "answer too long: one model call may add 320 bytes (10 tokens at 32 bytes each)"
+    );
+    assert_eq!(streamed_text(&events, 0), kept);
+    let stored = h.last_message().await;
+    assert_eq!((stored["status"].as_str(), stored["content"].as_str()), (Some("failed"), Some(kept.as_str())));
+    assert!(h.upstream.wait_hangup(WAIT).await, "the upstream saw its connection closed");
+    // The next question sends what was kept, no more.
+    let events = h.ask(json!({"content": "next"})).await;
+    assert_eq!(completed(&events)["status"], "complete");
+    let history = &h.upstream.requests()[1].body["messages"];
+    assert_eq!(history[1]["content"][0]["text"], kept);
+
+    // The whole message's limit, when it is the smaller: 100 bytes, 68
+    // of them text.
+    let h = harness("anthropic", vec![endless()], &["--max-answer-bytes", "100"]).await;
+    let events = h.ask(json!({"content": "go on", "max_tokens": 10})).await;
+    let done = completed(&events);
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["error"]["code"], "upstream_error");
+    assert_eq!(done["error"]["message"], "answer too long: the message may hold 100 bytes");
+    assert_eq!(streamed_text(&events, 0), ab_euro(68));
     assert!(h.upstream.wait_hangup(WAIT).await, "the upstream saw its connection closed");
 }
