@@ -310,6 +310,21 @@ pub mod anthropic {
         format!("event: {name}\ndata: {data}\n\n").into_bytes()
     }
 
+    pub fn tool_start(index: usize, id: Option<&str>, name: &str) -> Vec<u8> {
+        event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": index,
+                "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+        )
+    }
+
+    pub fn input_delta(index: usize, json: &str) -> Vec<u8> {
+        event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": json}}),
+        )
+    }
+
     pub fn ping() -> Vec<u8> {
         b"event: ping\ndata: {\"type\": \"ping\"}\n\n".to_vec()
     }

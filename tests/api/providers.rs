@@ -4,7 +4,7 @@
 //! subscriber saw and, for cancel, stalls and every limit, that the
 //! upstream saw its connection closed. The last tests are a hostile or
 //! broken provider: no response head, a drip of bytes, pings for ever,
-//! one huge event, output past `max_tokens`.
+//! one huge event, output past `max_tokens`, tool calls without ids.
 
 use std::time::Duration;
 
@@ -757,4 +757,82 @@ async fn a_provider_that_streams_past_max_tokens_is_cut() {
     assert_eq!(done["error"]["message"], "answer too long: the message may hold 100 bytes");
     assert_eq!(streamed_text(&events, 0), ab_euro(68));
     assert!(h.upstream.wait_hangup(WAIT).await, "the upstream saw its connection closed");
+}
+
+#[actix_web::test]
+async fn tool_calls_without_an_id_or_with_a_used_one_get_an_id_of_their_own() {
+    let call = |index: usize, id: Option<&str>, name: &str| {
+        [
+            Piece::Bytes(a::tool_start(index, id, name)),
+            Piece::Bytes(a::input_delta(index, "{}")),
+            Piece::Bytes(a::block_stop(index)),
+        ]
+    };
+    let tools_answer = |calls: Vec<[Piece; 3]>| {
+        let mut pieces = vec![Piece::Bytes(a::message_start(5))];
+        pieces.extend(calls.into_iter().flatten());
+        pieces.extend([Piece::Bytes(a::message_delta("tool_use", 3)), Piece::Bytes(a::message_stop())]);
+        Reply::Stream { pieces, end: End::Clean }
+    };
+    let h = harness(
+        "anthropic",
+        vec![
+            tools_answer(vec![
+                call(0, None, "no_id"),
+                call(1, Some("toolu_dup"), "first"),
+                call(2, Some("toolu_dup"), "second"),
+            ]),
+            tools_answer(vec![call(0, Some("toolu_dup"), "again")]),
+            Reply::Stream { pieces: a::text_answer(&["done"]), end: End::Clean },
+        ],
+        &[],
+    )
+    .await;
+    let assigned = |id: &str| {
+        let uuid = id.strip_prefix("call_").unwrap_or_else(|| panic!("an id of the service's own: {id}"));
+        assert!(uuid::Uuid::parse_str(uuid).is_ok(), "{id}");
+    };
+
+    // Over /events: the announced ids are the stored ids.
+    let events = h.ask(json!({"content": "tools"})).await;
+    assert_eq!(completed(&events)["status"], "complete");
+    let announced: Vec<String> =
+        events.iter().filter(|e| e["type"] == "message.block").map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(announced.len(), 3);
+    assigned(&announced[0]);
+    assert_eq!(announced[1], "toolu_dup");
+    assigned(&announced[2]);
+    assert_ne!(announced[0], announced[2]);
+    let stored = h.last_message().await;
+    let stored_ids: Vec<&str> =
+        stored["blocks"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap()).collect();
+    assert_eq!(stored_ids, announced);
+
+    // Over the AI SDK's chat route: an id used by an earlier answer of the
+    // thread is replaced too, and `toolCallId` is the stored id.
+    let url = format!("{}/v1/projects/{}/chat", h.base, h.pid);
+    let body = crate::chat::turn(&h.tid, "more tools");
+    let chunks = crate::chat::UiStream::of(h.client.post(&url).json(&body).send().await.unwrap()).rest().await;
+    let stored = h.last_message().await;
+    let id = stored["blocks"][0]["id"].as_str().unwrap().to_owned();
+    assigned(&id);
+    assert!(!announced.contains(&id));
+    let calls: Vec<&Value> = chunks.iter().filter(|c| c["type"].as_str().unwrap().starts_with("tool-input")).collect();
+    assert!(!calls.is_empty());
+    assert!(calls.iter().all(|c| c["toolCallId"] == id.as_str()), "{calls:?}");
+
+    // The provider is told the assigned ids on the next call.
+    h.ask(json!({"content": "and now?"})).await;
+    let asked = &h.upstream.requests()[2].body["messages"];
+    let sent: Vec<&str> = asked
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["content"].as_array().unwrap())
+        .filter(|c| c["type"] == "tool_use")
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    let mut expected: Vec<&str> = announced.iter().map(String::as_str).collect();
+    expected.push(&id);
+    assert_eq!(sent, expected);
 }
