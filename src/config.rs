@@ -258,12 +258,34 @@ pub struct ProviderSettings {
     /// Longest retry delay.
     #[arg(long, env = "UPSTREAM_RETRY_MAX_MS", default_value_t = 8_000)]
     pub upstream_retry_max_ms: u64,
-    /// An answer with no byte (not even a ping) for this long fails with `upstream_timeout`.
+    /// An answer with no whole event (a ping counts; a byte does not) for
+    /// this long fails with `upstream_timeout`.
     #[arg(long, env = "UPSTREAM_STALL_MS", default_value_t = 60_000)]
     pub upstream_stall_ms: u64,
     /// Time to connect to the upstream.
     #[arg(long, env = "UPSTREAM_CONNECT_TIMEOUT_MS", default_value_t = 10_000)]
     pub upstream_connect_timeout_ms: u64,
+    /// Time from sending a request to its response head (and again for
+    /// reading an error body); past it the attempt is retried like a
+    /// refused connection, then the answer fails with `upstream_timeout`.
+    #[arg(long, env = "UPSTREAM_HEAD_TIMEOUT_MS", default_value_t = 60_000)]
+    pub upstream_head_timeout_ms: u64,
+    /// The longest one model call may take, from its first send (retries
+    /// included); past it the answer fails with `upstream_timeout`, text kept.
+    #[arg(long, env = "UPSTREAM_CALL_TIMEOUT_MS", default_value_t = 1_800_000)]
+    pub upstream_call_timeout_ms: u64,
+    /// Largest SSE event from the upstream, in bytes; a larger one fails
+    /// the answer with `upstream_error`, text kept.
+    #[arg(long, env = "UPSTREAM_MAX_EVENT_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub upstream_max_event_bytes: usize,
+    /// Bytes of output one model call may add per token of its `max_tokens`
+    /// (past it: `upstream_error`, "answer too long", what fits kept).
+    #[arg(long, env = "UPSTREAM_BYTES_PER_TOKEN", default_value_t = 32)]
+    pub upstream_bytes_per_token: usize,
+    /// Bytes one assistant message may hold, all its model calls together
+    /// (past it: `upstream_error`, "answer too long", what fits kept).
+    #[arg(long, env = "MAX_ANSWER_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_answer_bytes: usize,
     /// PEM file of certificates the provider's HTTPS is also trusted by
     /// (beside the public roots): a gateway or proxy with a private CA.
     #[arg(long, env = "PROVIDER_CA_FILE")]

@@ -489,7 +489,8 @@ impl ThreadActor {
     }
 
     /// What the provider is asked: the thread's system prompt and every
-    /// settled message with text.
+    /// settled message with text; and what the answer being written holds
+    /// already (its earlier steps), which its size limit counts.
     fn model_request(&self, model: String, max_tokens: u32) -> Option<ModelRequest> {
         let (thread, conversation) = self.found().ok()?;
         let turns = conversation
@@ -498,7 +499,8 @@ impl ThreadActor {
             .filter(|m| m.blocks.iter().any(|b| !b.text.is_empty()))
             .map(|m| ChatTurn { role: m.role, blocks: m.blocks.clone() })
             .collect();
-        Some(ModelRequest { model, system: thread.system.clone(), turns, max_tokens })
+        let answer_bytes = conversation.running().map_or(0, |m| crate::model::bounds::stored_bytes(&m.blocks));
+        Some(ModelRequest { model, system: thread.system.clone(), turns, max_tokens, answer_bytes })
     }
 }
 

@@ -327,6 +327,7 @@ mod tests {
                 ChatTurn { role: Role::User, blocks: vec![Block::text("d")] },
             ],
             max_tokens: 10,
+            answer_bytes: 0,
         };
         let body = request_body(&request);
         assert_eq!(body["system"], "be brief");

@@ -3,9 +3,11 @@
 //! stream; it never knows which provider answers.
 
 pub mod anthropic;
+pub mod bounds;
 pub mod client;
 pub mod openai;
 pub mod simulated;
+mod sse;
 pub mod upstream;
 
 use std::{pin::Pin, sync::Arc, time::Duration};
@@ -33,6 +35,10 @@ pub struct ModelRequest {
     pub system: Option<String>,
     pub turns: Vec<ChatTurn>,
     pub max_tokens: u32,
+    /// What the message being answered holds already, in
+    /// `bounds::stored_bytes` (its earlier steps; 0 for a first call):
+    /// `--max-answer-bytes` bounds the whole message.
+    pub answer_bytes: usize,
 }
 
 pub type ProviderStream = Pin<Box<dyn Stream<Item = ProviderEvent> + Send>>;
@@ -47,7 +53,8 @@ pub trait Provider: Send + Sync + 'static {
     fn stream(&self, request: ModelRequest) -> ProviderStream;
 }
 
-/// Builds the configured provider.
+/// Builds the configured provider, held to the call limits
+/// (`bounds::Bounded`).
 pub fn from_settings(settings: &ProviderSettings, metrics: &Metrics) -> anyhow::Result<Arc<dyn Provider>> {
     let extra_roots = match &settings.provider_ca_file {
         Some(path) => trusted_roots(path)?,
@@ -60,9 +67,16 @@ pub fn from_settings(settings: &ProviderSettings, metrics: &Metrics) -> anyhow::
         min_delay: Duration::from_millis(settings.upstream_retry_min_ms),
         max_delay: Duration::from_millis(settings.upstream_retry_max_ms.max(settings.upstream_retry_min_ms)),
         stall: Duration::from_millis(settings.upstream_stall_ms.max(1)),
+        head_timeout: Duration::from_millis(settings.upstream_head_timeout_ms.max(1)),
+        max_event_bytes: settings.upstream_max_event_bytes.max(1),
         first_byte: metrics.upstream_first_byte_seconds.clone(),
     };
-    Ok(match settings.kind() {
+    let limits = bounds::CallLimits {
+        call_timeout: Duration::from_millis(settings.upstream_call_timeout_ms.max(1)),
+        bytes_per_token: settings.upstream_bytes_per_token.max(1),
+        max_answer_bytes: settings.max_answer_bytes,
+    };
+    let provider: Arc<dyn Provider> = match settings.kind() {
         ProviderKind::Anthropic => {
             let key = settings
                 .anthropic_api_key
@@ -85,7 +99,8 @@ pub fn from_settings(settings: &ProviderSettings, metrics: &Metrics) -> anyhow::
             Arc::new(openai::OpenAi::new(base, key, settings.model.clone(), policy))
         }
         ProviderKind::Simulated => Arc::new(simulated::Simulated::new(settings)),
-    })
+    };
+    Ok(Arc::new(bounds::Bounded::new(provider, limits)))
 }
 
 /// The certificates of `--provider-ca-file`; a file that cannot be read or

@@ -82,7 +82,8 @@ struct Blocks {
     count: usize,
     text: Option<usize>,
     thinking: Option<usize>,
-    tools: HashMap<u64, usize>,
+    /// Per call index: its block and the id the call came with.
+    tools: HashMap<u64, (usize, Option<String>)>,
 }
 
 impl Blocks {
@@ -146,14 +147,20 @@ fn interpret(data: &str, blocks: &mut Blocks, finished: &mut bool) -> Step {
             out.push(ProviderEvent::Delta { index, text: t.to_owned() });
         }
         for call in delta.get("tool_calls").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+            // A call is its `index`; its id comes with its first delta
+            // (an id is not required: the conversation gives a call
+            // without one an id of its own). Servers that send each call
+            // whole, all at index 0 (or with none), tell them apart only
+            // by id: another id at a known index is another call.
             let key = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let id = call.get("id").and_then(Value::as_str).filter(|id| !id.is_empty());
             let index = match blocks.tools.get(&key) {
-                Some(&i) => i,
-                None => {
-                    let id = call.get("id").and_then(Value::as_str).map(str::to_owned);
+                Some((i, known)) if id.is_none() || id == known.as_deref() => *i,
+                _ => {
+                    let id = id.map(str::to_owned);
                     let name = call.pointer("/function/name").and_then(Value::as_str).map(str::to_owned);
-                    let i = blocks.open(BlockKind::ToolUse, id, name, &mut out);
-                    blocks.tools.insert(key, i);
+                    let i = blocks.open(BlockKind::ToolUse, id.clone(), name, &mut out);
+                    blocks.tools.insert(key, (i, id));
                     i
                 }
             };
@@ -251,6 +258,35 @@ mod tests {
         assert!(matches!(&events[2], ProviderEvent::BlockStart { index: 1, kind: BlockKind::ToolUse, .. }));
         assert!(events.contains(&ProviderEvent::Usage { input_tokens: Some(3), output_tokens: Some(5) }));
         assert!(matches!(interpret(r#"{"error":{"message":"boom"}}"#, &mut blocks, &mut finished), Step::Fail(_)));
+        assert!(matches!(interpret("[DONE]", &mut blocks, &mut finished), Step::Done));
+    }
+
+    #[test]
+    fn whole_calls_at_one_index_are_told_apart_by_id() {
+        let mut blocks = Blocks::default();
+        let mut finished = false;
+        let chunks = [
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"a","function":{"name":"f","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"b","function":{"name":"g","arguments":"[1]"}}]}}]}"#,
+            // No id: the call at that index goes on.
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":" "}}]}}]}"#,
+        ];
+        let mut events = Vec::new();
+        for c in chunks {
+            match interpret(c, &mut blocks, &mut finished) {
+                Step::Emit(out) => events.extend(out),
+                _ => panic!("unexpected step for {c}"),
+            }
+        }
+        let starts: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                ProviderEvent::BlockStart { index, id, .. } => Some((*index, id.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(starts, [(0, Some("a".to_owned())), (1, Some("b".to_owned()))]);
+        assert_eq!(events.last(), Some(&ProviderEvent::Delta { index: 1, text: " ".into() }));
         assert!(matches!(interpret("[DONE]", &mut blocks, &mut finished), Step::Done));
     }
 }

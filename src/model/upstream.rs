@@ -1,10 +1,13 @@
 //! What the HTTP providers share: sending a request with retries before
 //! the answer starts (exponential backoff with jitter, honouring
-//! `retry-after`), reading an upstream's error message, turning a response
-//! body into SSE events guarded against stalls, and `stream_answer`, which
-//! drives a whole answer given a provider's `Protocol`.
+//! `retry-after`, a time limit on each attempt's response head), reading
+//! an upstream's error message (bounded in size and time), turning a
+//! response body into SSE events guarded against stalls and over-size
+//! events, and `stream_answer`, which drives a whole answer given a
+//! provider's `Protocol`.
 //!
-//! The SSE wire format itself is parsed by the `eventsource-stream` crate.
+//! The SSE wire format is cut into lines by `sse::Framer` (linear, with the
+//! event size limit) and its fields parsed by the `eventsource-stream` crate.
 
 use std::time::Duration;
 
@@ -13,9 +16,9 @@ use eventsource_stream::{Event as SseEvent, EventStreamError, Eventsource};
 use futures_util::{Stream, StreamExt};
 use reqwest::{header::HeaderMap, RequestBuilder, Response, StatusCode};
 
-use super::{FailureCode, ProviderEvent, ProviderStream};
+use super::{sse, FailureCode, ProviderEvent, ProviderStream};
 
-/// Retry and stall limits of an upstream.
+/// Retry, time and size limits of an upstream.
 #[derive(Debug, Clone)]
 pub struct UpstreamPolicy {
     /// How the upstream is reached.
@@ -24,8 +27,14 @@ pub struct UpstreamPolicy {
     pub attempts: usize,
     pub min_delay: Duration,
     pub max_delay: Duration,
-    /// No byte for this long ends the answer `upstream_timeout`.
+    /// No whole event (nor comment) for this long ends the answer
+    /// `upstream_timeout`.
     pub stall: Duration,
+    /// An attempt whose response head takes longer fails like a refused
+    /// connection (retried, then `upstream_timeout`).
+    pub head_timeout: Duration,
+    /// An SSE event over this many bytes ends the answer `upstream_error`.
+    pub max_event_bytes: usize,
     /// Observes each attempt's time to the response's head.
     pub first_byte: prometheus::Histogram,
 }
@@ -68,9 +77,13 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(|s| Duration::from_secs_f64(s.min(600.0)))
 }
 
+/// The most of an error body that is read: enough for any provider's
+/// error message, and a provider that sends an endless one costs no more.
+const ERROR_BODY_BYTES: usize = 64 * 1024;
+
 /// What one sending came to: a non-2xx answer becomes a `Refusal`
-/// carrying the upstream's own error message.
-pub async fn accepted(sent: reqwest::Result<Response>) -> Result<Response, Refusal> {
+/// carrying the upstream's own error message (read for at most `within`).
+pub async fn accepted(sent: reqwest::Result<Response>, within: Duration) -> Result<Response, Refusal> {
     let response = sent.map_err(|e| Refusal {
         retryable: true,
         retry_after: None,
@@ -82,13 +95,31 @@ pub async fn accepted(sent: reqwest::Result<Response>) -> Result<Response, Refus
         return Ok(response);
     }
     let after = retry_after(response.headers());
-    let body = response.text().await.unwrap_or_default();
+    let body = error_body(response, within).await;
     Err(Refusal {
         retryable: is_retryable(status),
         retry_after: after,
         code: FailureCode::UpstreamError,
         message: format!("model provider answered {}: {}", status.as_u16(), error_message(&body)),
     })
+}
+
+/// The start of an error body: at most `ERROR_BODY_BYTES`, whatever
+/// arrived within `within`.
+async fn error_body(response: Response, within: Duration) -> String {
+    let mut body = Vec::new();
+    let mut chunks = std::pin::pin!(response.bytes_stream());
+    let read = async {
+        while let Some(Ok(chunk)) = chunks.next().await {
+            let room = ERROR_BODY_BYTES - body.len();
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if body.len() == ERROR_BODY_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(within, read).await;
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// The `error.message` of a JSON error body (Anthropic and OpenAI both
@@ -116,6 +147,8 @@ pub enum ReadFault {
     Stalled,
     Transport(String),
     Malformed(String),
+    /// An event passed this many bytes.
+    TooLarge(usize),
 }
 
 impl ReadFault {
@@ -128,29 +161,74 @@ impl ReadFault {
 
     pub fn message(&self, stall: Duration) -> String {
         match self {
-            ReadFault::Stalled => format!("the model provider sent nothing for {} ms", stall.as_millis()),
+            ReadFault::Stalled => format!("the model provider sent no whole event for {} ms", stall.as_millis()),
             ReadFault::Transport(e) => format!("the connection to the model provider broke: {e}"),
             ReadFault::Malformed(e) => format!("the model provider sent a malformed stream: {e}"),
+            ReadFault::TooLarge(limit) => format!("the model provider sent an event over {limit} bytes"),
+        }
+    }
+
+    /// Asking again could help: not when the provider sent what it must
+    /// not (it would most likely send it again).
+    fn retryable(&self) -> bool {
+        matches!(self, ReadFault::Stalled | ReadFault::Transport(_))
+    }
+}
+
+/// The complete lines of a response body (`sse::Framer`), each ending in
+/// LF. `stall` without a whole event or comment line (a ping is an event;
+/// a byte is not) yields `ReadFault::Stalled`; an event over `max_event`
+/// bytes `ReadFault::TooLarge`. Ends at the first fault.
+fn sse_lines(
+    bytes: impl Stream<Item = reqwest::Result<bytes::Bytes>>,
+    stall: Duration,
+    max_event: usize,
+) -> impl Stream<Item = Result<bytes::Bytes, ReadFault>> {
+    async_stream::stream! {
+        let mut bytes = std::pin::pin!(bytes);
+        let mut framer = sse::Framer::new(max_event);
+        let mut deadline = tokio::time::Instant::now() + stall;
+        loop {
+            let chunk = match tokio::time::timeout_at(deadline, bytes.next()).await {
+                Ok(Some(Ok(chunk))) => chunk,
+                Ok(Some(Err(e))) => {
+                    yield Err(ReadFault::Transport(without_url(&e)));
+                    return;
+                }
+                Ok(None) => return,
+                Err(_) => {
+                    yield Err(ReadFault::Stalled);
+                    return;
+                }
+            };
+            let lines = match framer.push(chunk) {
+                Ok(lines) => lines,
+                Err(sse::Fault::TooLarge(limit)) => {
+                    yield Err(ReadFault::TooLarge(limit));
+                    return;
+                }
+                Err(sse::Fault::NotUtf8) => {
+                    yield Err(ReadFault::Malformed("a line is not UTF-8".into()));
+                    return;
+                }
+            };
+            for line in lines {
+                if line.progress {
+                    deadline = tokio::time::Instant::now() + stall;
+                }
+                yield Ok(line.bytes);
+            }
         }
     }
 }
 
-/// The SSE events of a response body. Any gap of `stall` without a byte
-/// (pings count) yields `ReadFault::Stalled`.
-fn sse_events(response: Response, stall: Duration) -> impl Stream<Item = Result<SseEvent, ReadFault>> {
-    let bytes = tokio_stream::StreamExt::timeout(response.bytes_stream(), stall).map(|item| match item {
-        Ok(Ok(b)) => Ok(b),
-        Ok(Err(e)) => Err(ReadFault::Transport(without_url(&e))),
-        Err(_) => Err(ReadFault::Stalled),
-    });
-    // `timeout` keeps polling after it fires; stop at the first fault.
-    let mut failed = false;
-    let bytes = bytes.take_while(move |item| {
-        let go = !failed;
-        failed |= item.is_err();
-        std::future::ready(go)
-    });
-    bytes.eventsource().map(|item| {
+/// The SSE events of a response body, read by `sse_lines`.
+fn sse_events(
+    response: Response,
+    stall: Duration,
+    max_event: usize,
+) -> impl Stream<Item = Result<SseEvent, ReadFault>> {
+    sse_lines(response.bytes_stream(), stall, max_event).eventsource().map(|item| {
         item.map_err(|e| match e {
             EventStreamError::Transport(fault) => fault,
             EventStreamError::Utf8(e) => ReadFault::Malformed(e.to_string()),
@@ -169,7 +247,20 @@ async fn send_with_retries(
 ) -> Result<Response, Refusal> {
     loop {
         let sent = std::time::Instant::now();
-        let answer = accepted(policy.client.send(make).await).await;
+        // reqwest waits for a response head without end: a provider that
+        // accepts the connection and says nothing must not hold the answer.
+        let answer = match tokio::time::timeout(policy.head_timeout, policy.client.send(make)).await {
+            Ok(sent) => accepted(sent, policy.head_timeout).await,
+            Err(_) => Err(Refusal {
+                retryable: true,
+                retry_after: None,
+                code: FailureCode::UpstreamTimeout,
+                message: format!(
+                    "the model provider sent no response head within {} ms",
+                    policy.head_timeout.as_millis()
+                ),
+            }),
+        };
         policy.first_byte.observe(sent.elapsed().as_secs_f64());
         let refusal = match answer {
             Ok(response) => return Ok(response),
@@ -185,14 +276,15 @@ async fn send_with_retries(
 
 /// After an answer broke: whether to ask again. Only before any content
 /// (after it, a retry would be a different answer) and never for a
-/// malformed stream; waits the next backoff delay first.
+/// malformed stream or an over-size event; waits the next backoff delay
+/// first.
 pub async fn retry_cut_answer(
     fault: &ReadFault,
     content_began: bool,
     stall: Duration,
     delays: &mut impl Iterator<Item = Duration>,
 ) -> bool {
-    if content_began || matches!(fault, ReadFault::Malformed(_)) {
+    if content_began || !fault.retryable() {
         return false;
     }
     let Some(delay) = delays.next() else { return false };
@@ -227,7 +319,7 @@ pub trait Protocol: Send + 'static {
 
 /// One answer from an HTTP upstream: sends what `make` builds (on the
 /// client `policy.client` picks) with retries before
-/// the answer starts, reads the SSE stream (stall-guarded) through
+/// the answer starts, reads the SSE stream (stall- and size-guarded) through
 /// `protocol`, retries an answer cut before any content, and ends with
 /// `Stop` or `Failed`: never a cut answer presented as whole.
 pub fn stream_answer<P: Protocol>(
@@ -249,7 +341,7 @@ pub fn stream_answer<P: Protocol>(
                 yield e;
             }
             let mut content_began = false;
-            let mut events = std::pin::pin!(sse_events(response, policy.stall));
+            let mut events = std::pin::pin!(sse_events(response, policy.stall, policy.max_event_bytes));
             loop {
                 let fault = match events.next().await {
                     Some(Ok(ev)) => match protocol.read(&ev) {

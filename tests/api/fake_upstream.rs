@@ -4,7 +4,11 @@
 //! records what it was asked and whether the client hung up.
 //!
 //! It speaks whatever bytes the script holds; `anthropic` and `openai`
-//! below build exact scripts of each streaming protocol.
+//! below build exact scripts of each streaming protocol. A hostile or
+//! broken provider is scripted too: one that never sends its response
+//! head (`Reply::Silent`), drips a byte at a time (`Piece::Drip`), sends
+//! one huge event in many small chunks (`Piece::Chunked`), or never stops
+//! (`Piece::Forever`).
 
 use std::{
     collections::VecDeque,
@@ -30,6 +34,14 @@ pub enum Piece {
     /// Nothing more is sent until the test calls `notify_one` on it (it
     /// may do so before the fake gets here).
     Wait(Arc<Notify>),
+    /// One byte per chunk, with this pause after each.
+    Drip(Vec<u8>, Duration),
+    /// Chunks of this many bytes, all in one TCP write (no pause): the
+    /// client reads each chunk as a piece of its own.
+    Chunked(Vec<u8>, usize),
+    /// Written again and again, with this pause after each, until the
+    /// client hangs up.
+    Forever(Vec<u8>, Duration),
 }
 
 /// How a streamed body ends.
@@ -50,6 +62,9 @@ pub enum Reply {
     Status { code: u16, body: String, retry_after: Option<u64> },
     /// `200 text/event-stream`, chunked.
     Stream { pieces: Vec<Piece>, end: End },
+    /// The request is read, then nothing is sent, not even a response
+    /// head, until the client hangs up.
+    Silent,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +154,10 @@ impl FakeUpstream {
         let Some(request) = read_request(&mut socket).await else { return };
         self.state.lock().unwrap().requests.push(request);
         match self.next_reply() {
+            Reply::Silent => {
+                wait_closed(&mut socket).await;
+                self.record_hangup();
+            }
             Reply::Status { code, body, retry_after } => {
                 let extra = retry_after.map(|s| format!("retry-after: {s}\r\n")).unwrap_or_default();
                 let head = format!(
@@ -179,6 +198,39 @@ impl FakeUpstream {
                                 _ = wait_closed(&mut socket) => false,
                             }
                         }
+                        Piece::Drip(b, pause) => {
+                            let mut ok = true;
+                            for byte in b {
+                                ok = write_chunk(&mut socket, &[byte]).await
+                                    && tokio::select! {
+                                        _ = tokio::time::sleep(pause) => true,
+                                        _ = wait_closed(&mut socket) => false,
+                                    };
+                                if !ok {
+                                    break;
+                                }
+                            }
+                            ok
+                        }
+                        Piece::Chunked(b, at) => {
+                            let mut out = Vec::with_capacity(b.len() + b.len() / at.max(1) * 12 + 12);
+                            for part in b.chunks(at.max(1)) {
+                                out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+                                out.extend_from_slice(part);
+                                out.extend_from_slice(b"\r\n");
+                            }
+                            socket.write_all(&out).await.is_ok() && socket.flush().await.is_ok()
+                        }
+                        Piece::Forever(b, pause) => loop {
+                            let ok = write_chunk(&mut socket, &b).await
+                                && tokio::select! {
+                                    _ = tokio::time::sleep(pause) => true,
+                                    _ = wait_closed(&mut socket) => false,
+                                };
+                            if !ok {
+                                break false;
+                            }
+                        },
                     };
                     if !ok {
                         return self.record_hangup();
@@ -256,6 +308,21 @@ pub mod anthropic {
 
     pub fn event(name: &str, data: &Value) -> Vec<u8> {
         format!("event: {name}\ndata: {data}\n\n").into_bytes()
+    }
+
+    pub fn tool_start(index: usize, id: Option<&str>, name: &str) -> Vec<u8> {
+        event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": index,
+                "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+        )
+    }
+
+    pub fn input_delta(index: usize, json: &str) -> Vec<u8> {
+        event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": json}}),
+        )
     }
 
     pub fn ping() -> Vec<u8> {

@@ -1,8 +1,10 @@
 //! The real Anthropic and OpenAI-compatible clients against a fake upstream
 //! that speaks each protocol byte for byte: one test per fault, through the
 //! service's HTTP API, asserting the final message, its text, what a
-//! subscriber saw and, for cancel and stall, that the upstream saw its
-//! connection closed.
+//! subscriber saw and, for cancel, stalls and every limit, that the
+//! upstream saw its connection closed. The last tests are a hostile or
+//! broken provider: no response head, a drip of bytes, pings for ever,
+//! one huge event, output past `max_tokens`, tool calls without ids.
 
 use std::time::Duration;
 
@@ -549,4 +551,288 @@ async fn start_and_delivery_latencies_are_histograms_in_metrics() {
     assert_eq!(value("convo_chunk_delivery_seconds_count"), deltas);
     assert!(value("convo_first_delta_seconds_sum") > 0.0);
     assert!(text.contains("convo_first_delta_seconds_bucket{le=\"0.001\"}"));
+}
+
+// ----- a hostile or broken provider (issue 21) --------------------------
+
+/// Polls the thread's newest message until it ends, for at most `within`.
+async fn settled_within(h: &Harness, within: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let last = h.last_message().await;
+        if last["role"] == "assistant" && last["status"] != "streaming" {
+            return last;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the answer did not end within {within:?}: {last}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[actix_web::test]
+async fn an_event_over_the_size_limit_fails_the_answer_and_keeps_the_text() {
+    // One text delta of 100 KiB, under a limit of 64 KiB: it would have
+    // been read whole, and the answer ended `complete`.
+    let huge = a::text_delta(0, &"x".repeat(100 * 1024));
+    let pieces = cut_answer(vec![Piece::Chunked(huge, 1024), Piece::Bytes(a::message_stop())]);
+    let h =
+        harness("anthropic", vec![Reply::Stream { pieces, end: End::Hold }], &["--upstream-max-event-bytes", "65536"])
+            .await;
+    assert_failed_with_partial(&h, "upstream_error").await;
+    let stored = h.last_message().await;
+    assert_eq!(stored["error"]["message"], "the model provider sent an event over 65536 bytes");
+    assert!(h.upstream.wait_hangup(WAIT).await, "the upstream saw its connection closed");
+}
+
+#[actix_web::test]
+async fn a_large_event_under_the_limit_is_read_in_linear_time() {
+    // 3 MiB in one event, arriving in 1 KiB chunks: reading it used to
+    // cost the square of its size (each chunk re-scanned the whole
+    // buffer: minutes here); now it is read once, well within the bound.
+    let text = "y".repeat(3 << 20);
+    let pieces = vec![
+        Piece::Bytes(a::message_start(3)),
+        Piece::Bytes(a::text_start(0)),
+        Piece::Chunked(a::text_delta(0, &text), 1024),
+        Piece::Bytes(a::message_delta("end_turn", 1)),
+        Piece::Bytes(a::message_stop()),
+    ];
+    let h = harness(
+        "anthropic",
+        vec![Reply::Stream { pieces, end: End::Clean }],
+        &[
+            "--upstream-max-event-bytes",
+            "8388608",
+            "--upstream-bytes-per-token",
+            "1024",
+            "--max-answer-bytes",
+            "8388608",
+        ],
+    )
+    .await;
+    // No subscriber: a client's own SSE parser is not what is measured.
+    let posted = h.client.post(h.url("/messages")).json(&json!({"content": "big", "max_tokens": 64000})).send();
+    assert_eq!(posted.await.unwrap().status(), 202);
+    let stored = settled_within(&h, Duration::from_secs(15)).await;
+    assert_eq!(stored["status"], "complete", "{}", stored["error"]);
+    assert_eq!(stored["content"].as_str().unwrap().len(), text.len());
+}
+
+#[actix_web::test]
+async fn a_provider_that_never_sends_its_head_is_retried_then_fails() {
+    // A silent first attempt is retried like a refused connection.
+    let h = harness(
+        "anthropic",
+        vec![Reply::Silent, Reply::Stream { pieces: a::text_answer(&["second try"]), end: End::Clean }],
+        &["--upstream-head-timeout-ms", "300", "--upstream-attempts", "2"],
+    )
+    .await;
+    let events = h.ask(json!({"content": "hi"})).await;
+    assert_eq!(completed(&events)["status"], "complete");
+    assert_eq!(streamed_text(&events, 0), "second try");
+    assert_eq!(h.upstream.requests().len(), 2);
+    assert!(h.upstream.wait_hangup(WAIT).await, "the silent attempt's connection was closed");
+
+    // Silent on every attempt: `failed`, once the attempts ran out.
+    let h =
+        harness("anthropic", vec![Reply::Silent], &["--upstream-head-timeout-ms", "300", "--upstream-attempts", "3"])
+            .await;
+    let events = h.ask(json!({"content": "hi"})).await;
+    let done = completed(&events);
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["error"]["code"], "upstream_timeout");
+    assert_eq!(done["error"]["message"], "the model provider sent no response head within 300 ms");
+    assert_eq!(h.upstream.requests().len(), 3);
+    assert_eq!(h.last_message().await["status"], "failed");
+}
+
+#[actix_web::test]
+async fn a_provider_that_drips_bytes_stalls_all_the_same() {
+    // A byte every 50 ms: the next event would take seconds to finish,
+    // and each byte used to count as progress.
+    let mut drip = a::text_delta(0, " never whole");
+    drip.extend(a::text_delta(0, " nor this"));
+    let pieces = cut_answer(vec![Piece::Drip(drip, Duration::from_millis(50))]);
+    let h =
+        harness("anthropic", vec![Reply::Stream { pieces, end: End::Hold }], &["--upstream-stall-ms", "1000"]).await;
+    let started = std::time::Instant::now();
+    assert_failed_with_partial(&h, "upstream_timeout").await;
+    assert!(started.elapsed() < Duration::from_secs(6), "failed by the stall, not the drip's end");
+    assert!(h.upstream.wait_hangup(WAIT).await, "the upstream saw its connection closed");
+}
+
+#[actix_web::test]
+async fn a_model_call_has_a_total_time_limit_of_its_own() {
+    // Pings every 100 ms are whole events: the stall never fires.
+    let pinging = || {
+        let mut pieces = vec![Piece::Bytes(a::message_start(9)), Piece::Bytes(a::text_start(0))];
+        pieces.push(Piece::Bytes(a::text_delta(0, "slow")));
+        for _ in 0..12 {
+            pieces.extend([Piece::Pause(Duration::from_millis(100)), Piece::Bytes(a::ping())]);
+        }
+        pieces.extend([Piece::Bytes(a::message_delta("end_turn", 1)), Piece::Bytes(a::message_stop())]);
+        Reply::Stream { pieces, end: End::Clean }
+    };
+    let endless = cut_answer(vec![Piece::Forever(a::ping(), Duration::from_millis(100))]);
+    let h = harness(
+        "anthropic",
+        vec![pinging(), pinging(), Reply::Stream { pieces: endless, end: End::Clean }],
+        &["--upstream-call-timeout-ms", "2000", "--upstream-stall-ms", "1000"],
+    )
+    .await;
+    // Each call has its own allowance: two calls of 1.2 s each, on one
+    // thread, both end in time.
+    for _ in 0..2 {
+        let events = h.ask(json!({"content": "hi"})).await;
+        assert_eq!(completed(&events)["status"], "complete");
+        assert_eq!(streamed_text(&events, 0), "slow");
+    }
+    let events = h.ask(json!({"content": "hi"})).await;
+    let done = completed(&events);
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["error"]["code"], "upstream_timeout");
+    assert_eq!(done["error"]["message"], "the model call took longer than 2000 ms");
+    assert_eq!(streamed_text(&events, 0), "partial tëxt");
+    assert_eq!(h.last_message().await["content"], "partial tëxt");
+    assert!(h.upstream.wait_hangup(WAIT).await, "the upstream saw its connection closed");
+}
+
+/// "ab€" again and again, cut to at most `bytes` at a character boundary.
+fn ab_euro(bytes: usize) -> String {
+    let mut text = String::new();
+    for c in "ab€".chars().cycle() {
+        if text.len() + c.len_utf8() > bytes {
+            return text;
+        }
+        text.push(c);
+    }
+    unreachable!()
+}
+
+#[actix_web::test]
+async fn a_provider_that_streams_past_max_tokens_is_cut() {
+    // Deltas without end. `max_tokens` 10 at 32 bytes per token: 320
+    // bytes, 32 of them the text block's own cost: 288 bytes of text, cut
+    // before a "€" that does not fit whole.
+    let endless = || Reply::Stream {
+        pieces: vec![
+            Piece::Bytes(a::message_start(4)),
+            Piece::Bytes(a::text_start(0)),
+            Piece::Forever(a::text_delta(0, "ab€"), Duration::from_millis(1)),
+        ],
+        end: End::Clean,
+    };
+    let h = harness(
+        "anthropic",
+        vec![endless(), Reply::Stream { pieces: a::text_answer(&["fine"]), end: End::Clean }],
+        &[],
+    )
+    .await;
+    let kept = ab_euro(288);
+    assert_eq!(kept.len(), 287);
+    let events = h.ask(json!({"content": "go on", "max_tokens": 10})).await;
+    let done = completed(&events);
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["error"]["code"], "upstream_error");
+    assert_eq!(
+        done["error"]["message"],
+        "answer too long: one model call may add 320 bytes (10 tokens at 32 bytes each)"
+    );
+    assert_eq!(streamed_text(&events, 0), kept);
+    let stored = h.last_message().await;
+    assert_eq!((stored["status"].as_str(), stored["content"].as_str()), (Some("failed"), Some(kept.as_str())));
+    assert!(h.upstream.wait_hangup(WAIT).await, "the upstream saw its connection closed");
+    // The next question sends what was kept, no more.
+    let events = h.ask(json!({"content": "next"})).await;
+    assert_eq!(completed(&events)["status"], "complete");
+    let history = &h.upstream.requests()[1].body["messages"];
+    assert_eq!(history[1]["content"][0]["text"], kept);
+
+    // The whole message's limit, when it is the smaller: 100 bytes, 68
+    // of them text.
+    let h = harness("anthropic", vec![endless()], &["--max-answer-bytes", "100"]).await;
+    let events = h.ask(json!({"content": "go on", "max_tokens": 10})).await;
+    let done = completed(&events);
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["error"]["code"], "upstream_error");
+    assert_eq!(done["error"]["message"], "answer too long: the message may hold 100 bytes");
+    assert_eq!(streamed_text(&events, 0), ab_euro(68));
+    assert!(h.upstream.wait_hangup(WAIT).await, "the upstream saw its connection closed");
+}
+
+#[actix_web::test]
+async fn tool_calls_without_an_id_or_with_a_used_one_get_an_id_of_their_own() {
+    let call = |index: usize, id: Option<&str>, name: &str| {
+        [
+            Piece::Bytes(a::tool_start(index, id, name)),
+            Piece::Bytes(a::input_delta(index, "{}")),
+            Piece::Bytes(a::block_stop(index)),
+        ]
+    };
+    let tools_answer = |calls: Vec<[Piece; 3]>| {
+        let mut pieces = vec![Piece::Bytes(a::message_start(5))];
+        pieces.extend(calls.into_iter().flatten());
+        pieces.extend([Piece::Bytes(a::message_delta("tool_use", 3)), Piece::Bytes(a::message_stop())]);
+        Reply::Stream { pieces, end: End::Clean }
+    };
+    let h = harness(
+        "anthropic",
+        vec![
+            tools_answer(vec![
+                call(0, None, "no_id"),
+                call(1, Some("toolu_dup"), "first"),
+                call(2, Some("toolu_dup"), "second"),
+            ]),
+            tools_answer(vec![call(0, Some("toolu_dup"), "again")]),
+            Reply::Stream { pieces: a::text_answer(&["done"]), end: End::Clean },
+        ],
+        &[],
+    )
+    .await;
+    let assigned = |id: &str| {
+        let uuid = id.strip_prefix("call_").unwrap_or_else(|| panic!("an id of the service's own: {id}"));
+        assert!(uuid::Uuid::parse_str(uuid).is_ok(), "{id}");
+    };
+
+    // Over /events: the announced ids are the stored ids.
+    let events = h.ask(json!({"content": "tools"})).await;
+    assert_eq!(completed(&events)["status"], "complete");
+    let announced: Vec<String> =
+        events.iter().filter(|e| e["type"] == "message.block").map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(announced.len(), 3);
+    assigned(&announced[0]);
+    assert_eq!(announced[1], "toolu_dup");
+    assigned(&announced[2]);
+    assert_ne!(announced[0], announced[2]);
+    let stored = h.last_message().await;
+    let stored_ids: Vec<&str> =
+        stored["blocks"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap()).collect();
+    assert_eq!(stored_ids, announced);
+
+    // Over the AI SDK's chat route: an id used by an earlier answer of the
+    // thread is replaced too, and `toolCallId` is the stored id.
+    let url = format!("{}/v1/projects/{}/chat", h.base, h.pid);
+    let body = crate::chat::turn(&h.tid, "more tools");
+    let chunks = crate::chat::UiStream::of(h.client.post(&url).json(&body).send().await.unwrap()).rest().await;
+    let stored = h.last_message().await;
+    let id = stored["blocks"][0]["id"].as_str().unwrap().to_owned();
+    assigned(&id);
+    assert!(!announced.contains(&id));
+    let calls: Vec<&Value> = chunks.iter().filter(|c| c["type"].as_str().unwrap().starts_with("tool-input")).collect();
+    assert!(!calls.is_empty());
+    assert!(calls.iter().all(|c| c["toolCallId"] == id.as_str()), "{calls:?}");
+
+    // The provider is told the assigned ids on the next call.
+    h.ask(json!({"content": "and now?"})).await;
+    let asked = &h.upstream.requests()[2].body["messages"];
+    let sent: Vec<&str> = asked
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["content"].as_array().unwrap())
+        .filter(|c| c["type"] == "tool_use")
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    let mut expected: Vec<&str> = announced.iter().map(String::as_str).collect();
+    expected.push(&id);
+    assert_eq!(sent, expected);
 }

@@ -5,7 +5,10 @@
 //! - `ask` accepts a question: the user message and an empty assistant
 //!   message that streams, and the events announcing them.
 //! - `apply` turns one provider event into the contract events it causes
-//!   (and says when the answer ended); `finish` ends it.
+//!   (and says when the answer ended); `finish` ends it. It gives a tool
+//!   call without an id, or with one already used in the thread, an id of
+//!   its own (`call_<uuid>`), so the stored block, its events, the AI SDK's
+//!   `toolCallId` and what the provider is told next all name one call.
 //! - `replay` says what a subscriber at a cursor has not seen
 //!   (`replay.rs`), `head` where a subscriber that has seen everything
 //!   settled stands.
@@ -26,7 +29,7 @@ use super::{
     event::{end_cursor, Event},
     new_id,
     provider_event::{FailureCode, ProviderEvent},
-    Block, Message, MessageError, MessageStatus, Role, Usage,
+    Block, BlockKind, Message, MessageError, MessageStatus, Role, Usage,
 };
 
 pub struct Conversation {
@@ -167,6 +170,13 @@ impl Conversation {
     /// Applies one provider event to the running answer.
     pub fn apply(&mut self, event: ProviderEvent) -> Applied {
         let thread_id = self.thread_id;
+        let event = match event {
+            ProviderEvent::BlockStart { index, kind: BlockKind::ToolUse, id, name } if self.running => {
+                let id = Some(self.call_id(id));
+                ProviderEvent::BlockStart { index, kind: BlockKind::ToolUse, id, name }
+            }
+            other => other,
+        };
         let Some(message) = self.messages.last_mut().filter(|_| self.running) else { return Applied::default() };
         let id = message.id;
         let fail = |message: String| Applied {
@@ -257,6 +267,34 @@ impl Conversation {
             }
             ProviderEvent::Failed { code, message } => {
                 Applied { ended: Some(Ending::Failed { code, message }), ..Applied::default() }
+            }
+        }
+    }
+
+    /// The id a new tool call of the running answer goes by: the
+    /// provider's, unless it gave none or one a call of this thread has
+    /// already (ids are unique within a thread: results and approvals name
+    /// calls by them); then a fresh `call_<uuid>`. A mirror never calls
+    /// this: the owner's frames carry the id it chose.
+    fn call_id(&self, given: Option<String>) -> String {
+        let used = |id: &str| {
+            self.messages
+                .iter()
+                .flat_map(|m| &m.blocks)
+                .any(|b| b.kind == BlockKind::ToolUse && b.id.as_deref() == Some(id))
+        };
+        match given {
+            Some(id) if !id.is_empty() && !used(&id) => id,
+            given => {
+                let fresh = format!("call_{}", new_id().simple());
+                tracing::warn!(
+                    thread_id = %self.thread_id,
+                    message_id = ?self.running().map(|m| m.id),
+                    given = ?given,
+                    assigned = %fresh,
+                    "the model provider sent a tool call without an id, or with one already used in the thread: it gets one of its own"
+                );
+                fresh
             }
         }
     }

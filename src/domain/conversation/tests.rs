@@ -100,6 +100,62 @@ fn a_block_out_of_order_or_unknown_fails_the_answer() {
     );
 }
 
+fn tool(index: usize, id: Option<&str>) -> ProviderEvent {
+    ProviderEvent::BlockStart { index, kind: BlockKind::ToolUse, id: id.map(str::to_owned), name: Some("f".into()) }
+}
+
+/// The id a `message.block` event names.
+fn block_id(applied: &Applied) -> String {
+    match &applied.events[..] {
+        [Event::MessageBlock { id: Some(id), .. }] => id.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn tool_calls_without_an_id_or_with_a_used_one_get_their_own() {
+    let (mut c, _) = started(Uuid::nil());
+    assert_eq!(block_id(&c.apply(tool(0, Some("toolu_1")))), "toolu_1", "a new id is kept");
+    let missing = block_id(&c.apply(tool(1, None)));
+    let empty = block_id(&c.apply(tool(2, Some(""))));
+    let again = block_id(&c.apply(tool(3, Some("toolu_1"))));
+    let ids = [missing.as_str(), empty.as_str(), again.as_str()];
+    for id in ids {
+        let uuid = id.strip_prefix("call_").unwrap_or_else(|| panic!("{id}"));
+        assert!(Uuid::parse_str(uuid).is_ok(), "{id}");
+    }
+    assert!(missing != empty && empty != again && missing != again);
+    c.apply(ProviderEvent::Stop { stop_reason: None });
+    let (message, _) = c.finish(MessageStatus::Complete, None, Utc::now()).unwrap();
+    let stored: Vec<_> = message.blocks.iter().map(|b| b.id.clone().unwrap()).collect();
+    assert_eq!(stored, ["toolu_1", missing.as_str(), empty.as_str(), again.as_str()]);
+
+    // Unique within the thread: a later answer may not reuse any of them.
+    c.ask("again".into(), "m".into(), Utc::now());
+    let reused = block_id(&c.apply(tool(0, Some(&missing))));
+    assert!(reused.starts_with("call_") && reused != missing);
+    assert_eq!(block_id(&c.apply(tool(1, Some("toolu_2")))), "toolu_2");
+}
+
+#[test]
+fn a_mirror_keeps_the_ids_the_owner_chose() {
+    let (mut owner, asked) = started(Uuid::nil());
+    let mut published = asked.events.clone();
+    for e in
+        [tool(0, None), tool(1, Some("toolu_1")), tool(2, Some("toolu_1")), ProviderEvent::Stop { stop_reason: None }]
+    {
+        let applied = owner.apply(e);
+        published.extend(applied.events);
+    }
+    published.push(owner.finish(MessageStatus::Complete, None, Utc::now()).unwrap().1);
+    let mut mirror = Conversation::new(Uuid::nil(), Vec::new());
+    for e in &published {
+        mirror.mirror(e, Utc::now()).unwrap();
+    }
+    let ids = |c: &Conversation| c.messages()[1].blocks.iter().map(|b| b.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&mirror), ids(&owner));
+}
+
 #[test]
 fn replays_for_every_kind_of_cursor() {
     let (mut c, asked) = started(Uuid::nil());
