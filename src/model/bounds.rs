@@ -4,9 +4,10 @@
 //! A provider is trusted to stop at `max_tokens` and to end in time; a
 //! broken or hostile one does neither (one streamed 107 MB for a
 //! `max_tokens` of 1024, and every later question of its thread sent that
-//! history upstream). `Bounded` wraps the configured provider, so the
-//! Anthropic, OpenAI-compatible and simulated providers are held to the
-//! same limits, each counted per model call (`Provider::stream`): an
+//! history upstream). `Bounded` wraps the configured HTTP provider, so the
+//! Anthropic and OpenAI-compatible providers are held to the same limits
+//! (the simulated one writes what its settings say, which is the
+//! operator's choice), each counted per model call (`Provider::stream`): an
 //! answer in several steps starts each call with a full allowance of
 //! time, and the time between its calls counts for none of them.
 //!

@@ -131,7 +131,7 @@ fn tool_calls_without_an_id_or_with_a_used_one_get_their_own() {
     assert_eq!(stored, ["toolu_1", missing.as_str(), empty.as_str(), again.as_str()]);
 
     // Unique within the thread: a later answer may not reuse any of them.
-    c.ask("again".into(), "m".into(), Utc::now());
+    c.ask("again".into(), "m".into(), crate::domain::new_id(), Utc::now());
     let reused = block_id(&c.apply(tool(0, Some(&missing))));
     assert!(reused.starts_with("call_") && reused != missing);
     assert_eq!(block_id(&c.apply(tool(1, Some("toolu_2")))), "toolu_2");
