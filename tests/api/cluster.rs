@@ -16,9 +16,9 @@ use crate::{
 const SECRET: &str = "cluster-test-stream-token-secret";
 
 /// Nodes of one cluster.
-struct Cluster {
-    nodes: Vec<Binary>,
-    db: String,
+pub struct Cluster {
+    pub nodes: Vec<Binary>,
+    pub db: String,
     flags: Vec<String>,
 }
 
@@ -26,7 +26,7 @@ impl Cluster {
     /// `n` nodes on a fresh database, Redis at `redis` (the machine's,
     /// unless a test brings its own), with `extra` flags; `None` (the test
     /// is skipped) without the test services.
-    async fn start(n: usize, redis: Option<&str>, extra: &[&str]) -> Option<Cluster> {
+    pub async fn start(n: usize, redis: Option<&str>, extra: &[&str]) -> Option<Cluster> {
         let (Ok(pg), Ok(machine_redis)) = (std::env::var("TEST_DATABASE_URL"), std::env::var("TEST_REDIS_URL")) else {
             eprintln!("skipped: set TEST_DATABASE_URL and TEST_REDIS_URL to run the cluster tests");
             return None;
@@ -64,20 +64,26 @@ impl Cluster {
         Some(cluster)
     }
 
-    async fn spawn(&self, i: usize) -> Binary {
+    pub async fn spawn(&self, i: usize) -> Binary {
         self.spawn_on(i, &self.db).await
     }
 
     /// Node `i` on `db` (the cluster's database, perhaps through a proxy).
-    async fn spawn_on(&self, i: usize, db: &str) -> Binary {
+    pub async fn spawn_on(&self, i: usize, db: &str) -> Binary {
         let name = format!("node-{i}");
         let mut flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
         flags.extend(["--node-id", &name]);
         Binary::start(db, &flags).await
     }
 
-    fn node(&self, i: usize) -> &Server {
+    pub fn node(&self, i: usize) -> &Server {
         &self.nodes[i].server
+    }
+
+    /// The prefix of the cluster's keys and channels in Redis.
+    pub fn redis_prefix(&self) -> String {
+        let i = self.flags.iter().position(|f| f == "--redis-prefix").expect("a prefix");
+        self.flags[i + 1].clone()
     }
 }
 
@@ -98,7 +104,7 @@ impl Drop for Cluster {
 }
 
 /// The live thread's owner and epoch as node `i` sees them.
-async fn owner(cluster: &Cluster, i: usize, thread: &str) -> (Value, Value) {
+pub async fn owner(cluster: &Cluster, i: usize, thread: &str) -> (Value, Value) {
     let tid = thread.rsplit('/').next().unwrap();
     let node = cluster.node(i);
     let _ = node.client.get(format!("{}{thread}/messages", node.base)).send().await;
@@ -107,7 +113,7 @@ async fn owner(cluster: &Cluster, i: usize, thread: &str) -> (Value, Value) {
 }
 
 /// Reads `sse` until `n` deltas have come.
-async fn deltas(sse: &mut impl crate::support::Events, n: usize) -> Vec<Ev> {
+pub async fn deltas(sse: &mut impl crate::support::Events, n: usize) -> Vec<Ev> {
     let mut seen = Vec::new();
     while seen.iter().filter(|e: &&Ev| e.kind == "message.delta").count() < n {
         seen.push(sse.next_event().await.expect("the stream goes on"));
@@ -310,13 +316,13 @@ async fn an_owner_paused_past_its_lease_cannot_write_when_it_wakes() {
 }
 
 /// A `redis-server` of the test's own, on a free port.
-struct OwnRedis {
+pub struct OwnRedis {
     child: std::process::Child,
     port: u16,
 }
 
 impl OwnRedis {
-    fn start(port: Option<u16>) -> OwnRedis {
+    pub fn start(port: Option<u16>) -> OwnRedis {
         let port =
             port.unwrap_or_else(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
         let child = std::process::Command::new("redis-server")
@@ -333,11 +339,15 @@ impl OwnRedis {
         OwnRedis { child, port }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn kill(&mut self) {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -6,6 +6,7 @@ mod binary;
 mod chat;
 mod chat_ws;
 mod cluster;
+mod cluster_faults;
 mod fake_upstream;
 mod fanout;
 mod lifecycle;

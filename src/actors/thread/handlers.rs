@@ -15,8 +15,11 @@ impl Actor for ThreadActor {
             Ok((Some(thread), conversation)) => {
                 act.loaded = Loaded::Found { thread, conversation };
                 act.touch(ctx);
+                // Cluster mode: the other nodes' counts come before any
+                // subscriber is answered, so its `ready` counts them.
                 if act.lease_ttl().is_some() {
-                    ctx.notify(RefreshPresence);
+                    let others = act.publisher.fanout().presence();
+                    ctx.wait(others.into_actor(act).map(|others, act, ctx| act.others_counted(others, ctx)));
                 }
             }
             // Either way the actor stops, but only after answering what
@@ -371,10 +374,15 @@ impl Handler<RefreshPresence> for ThreadActor {
 
     fn handle(&mut self, _: RefreshPresence, ctx: &mut Context<Self>) {
         let others = self.publisher.fanout().presence();
-        ctx.spawn(others.into_actor(self).map(|others, act, ctx| {
-            act.others = others.into_iter().collect();
-            act.presence_changed(false, ctx);
-        }));
+        ctx.spawn(others.into_actor(self).map(|others, act, ctx| act.others_counted(others, ctx)));
+    }
+}
+
+impl ThreadActor {
+    /// The other nodes' counts of the thread's subscribers, as read.
+    fn others_counted(&mut self, others: Vec<(String, usize)>, ctx: &mut Context<Self>) {
+        self.others = others.into_iter().collect();
+        self.presence_changed(false, ctx);
     }
 }
 
