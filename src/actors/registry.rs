@@ -24,7 +24,10 @@ use futures_util::future::join_all;
 use uuid::Uuid;
 
 use super::{
-    thread::{RefreshPresence, StatusReport, Stop, StopReason, ThreadActor, ThreadStatusQuery},
+    thread::{
+        GenerationChanged, Notices, RefreshPresence, StatusReport, Stop, StopReason, ThreadActor, ThreadStatusQuery,
+        ThreadStopped,
+    },
     Deps,
 };
 
@@ -48,23 +51,6 @@ pub struct Peek {
 #[rtype(result = "Vec<bool>")]
 pub struct Generating {
     pub thread_ids: Vec<Uuid>,
-}
-
-/// Sent by a thread actor when its generation starts or ends.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct GenerationChanged {
-    pub thread_id: Uuid,
-    pub incarnation: u64,
-    pub generating: bool,
-}
-
-/// Sent by a thread actor from `stopping`.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ThreadStopped {
-    pub thread_id: Uuid,
-    pub incarnation: u64,
 }
 
 /// One status row per live thread actor.
@@ -191,10 +177,11 @@ impl Handler<Lookup> for Registry {
         self.next_incarnation += 1;
         let deps = self.deps.clone();
         let registry = ctx.address();
+        let notices = Notices { generation: registry.clone().recipient(), stopped: registry.recipient() };
         let thread_id = msg.thread_id;
         let closing = self.closing;
         let make = move |ctx: &mut actix::Context<ThreadActor>| {
-            ThreadActor::new(thread_id, incarnation, deps, registry, closing, ctx.address())
+            ThreadActor::new(thread_id, incarnation, deps, notices, closing, ctx.address())
         };
         let addr = match self.arbiter_for(thread_id) {
             Some(arbiter) => ThreadActor::start_in_arbiter(arbiter, make),

@@ -13,11 +13,13 @@
 //! arrives as `GenEvent`s on the actor's own context. It never waits for a
 //! subscriber and never touches the database on the streaming path.
 //!
-//! In cluster mode (`thread/cluster.rs`) each node with subscribers of the
-//! thread has one: the node whose actor holds the thread's lease runs the
+//! In cluster mode each node with subscribers of the thread has one: the
+//! node whose actor holds the thread's lease (`thread/lease.rs`) runs the
 //! answer and publishes it over every node; the others mirror it from the
-//! frames they receive (`Inbound`), and serve their own subscribers from
-//! the mirror exactly as the owner does.
+//! frames they receive (`thread/mirror.rs`), and serve their own
+//! subscribers from the mirror exactly as the owner does. Which of these
+//! the actor is now is its `Role` (`thread/role.rs`, pure). Its messages
+//! are in `thread/messages.rs`, its handlers in `thread/handlers.rs`.
 //!
 //! It keeps running when every subscriber has left; it stops after the idle
 //! timeout with no subscribers and no generation, or when told to.
@@ -35,7 +37,6 @@ use uuid::Uuid;
 
 use super::{
     persistence::{Checkpoint, LeaseLost, Write, WriteError},
-    registry::{GenerationChanged, Registry, ThreadStopped},
     Deps, ThreadError,
 };
 use crate::{
@@ -51,159 +52,6 @@ use crate::{
     model::{ChatTurn, ModelRequest, ProviderEvent},
     store::{Fence, WriteOp},
 };
-
-// ----- messages -------------------------------------------------------
-
-/// Starts a generation answering `content`.
-#[derive(Message)]
-#[rtype(result = "Result<Started, ThreadError>")]
-pub struct StartGeneration {
-    /// The project the caller named: the thread must be of it (else
-    /// `NotFound`), so a live actor answers without a database read.
-    pub project_id: Option<Uuid>,
-    pub content: String,
-    pub model: Option<String>,
-    pub max_tokens: Option<u32>,
-}
-
-pub struct Started {
-    pub user_message: Message,
-    pub assistant_message: Message,
-    /// Answered once the user message is committed.
-    pub committed: oneshot::Receiver<Result<(), WriteError>>,
-}
-
-/// Ends a generation whose user message could not be stored.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct AbortGeneration {
-    pub assistant_message_id: Uuid,
-}
-
-/// Cancels the running generation; answers its message id.
-#[derive(Message)]
-#[rtype(result = "Result<Uuid, ThreadError>")]
-pub struct Cancel;
-
-/// Cancels answer `message_id` if it is the one running (a chat request's
-/// abort, which must not stop a later answer another client asked for).
-#[derive(Message)]
-#[rtype(result = "Result<Uuid, ThreadError>")]
-pub struct CancelAnswer {
-    pub message_id: Uuid,
-}
-
-/// The answer running now, if any, for a client that resumes it.
-#[derive(Message)]
-#[rtype(result = "Result<Option<RunningAnswer>, ThreadError>")]
-pub struct FindRunning;
-
-pub struct RunningAnswer {
-    /// The answer's id.
-    pub answer: Uuid,
-    /// Where its question ends: a subscription from there replays the
-    /// answer from its start, then follows it.
-    pub question: Cursor,
-}
-
-/// A new subscriber, fresh or resuming.
-#[derive(Message)]
-#[rtype(result = "Result<Subscription, ThreadError>")]
-pub struct Subscribe {
-    pub session_id: u64,
-    pub from: Resume,
-}
-
-pub struct Subscription {
-    /// Frames for this subscriber alone: `ready`, maybe an `error`
-    /// (`cursor_invalid`, `cursor_ahead`), then what it has not seen, up to
-    /// the broadcast position `head`.
-    pub replay: Missed,
-    /// Everything published from now on.
-    pub signals: SignalStream,
-    /// Which ring `signals` reads (`Fanout::id`).
-    pub fanout_id: u64,
-    /// The actor to send `CatchUp`, `Unsubscribe` and commands to.
-    pub thread: Addr<ThreadActor>,
-}
-
-/// A subscriber fell behind its stream: what it missed after `from`.
-#[derive(Message)]
-#[rtype(result = "Result<Missed, ThreadError>")]
-pub struct CatchUp {
-    pub from: Option<Cursor>,
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Unsubscribe {
-    pub session_id: u64,
-}
-
-/// Why a thread actor is told to stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
-    /// The thread was deleted.
-    Deleted,
-    /// An operator stopped the actor.
-    Stopped,
-    /// The process is shutting down.
-    ShuttingDown,
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Stop {
-    pub reason: StopReason,
-}
-
-/// These messages as the actor holds them now: their live text, or their
-/// final state before its write is committed.
-#[derive(Message)]
-#[rtype(result = "Vec<Message>")]
-pub struct LiveMessages {
-    pub ids: Vec<Uuid>,
-}
-
-#[derive(Message)]
-#[rtype(result = "StatusReport")]
-pub struct ThreadStatusQuery;
-
-/// Cluster mode: read the other nodes' subscriber counts again (a node
-/// came back to life).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct RefreshPresence;
-
-/// Cluster mode: the thread's owner is gone (its lease expired with an
-/// answer streaming); take the lease and end that answer `interrupted`
-/// with every byte the owner logged.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct TakeOver;
-
-/// What operators see of a live thread actor.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub struct StatusReport {
-    pub thread_id: Uuid,
-    pub subscribers: usize,
-    pub generating: bool,
-    pub active_message_id: Option<Uuid>,
-    /// Frames in the fan-out ring not yet read by the slowest relay.
-    pub mailbox_depth: usize,
-    pub last_activity: chrono::DateTime<Utc>,
-    pub messages_in_memory: usize,
-    /// Cluster mode: this node holds the thread's lease, with this epoch.
-    pub owned_epoch: Option<u64>,
-}
-
-/// One event of generation `gen`; `None` when the provider's stream ended.
-pub struct GenEvent {
-    gen: u64,
-    event: Option<ProviderEvent>,
-}
-
-// ----- actor ----------------------------------------------------------
 
 /// The thread as loaded when the actor started.
 enum Loaded {
@@ -234,7 +82,7 @@ struct Generation {
 pub struct ThreadActor {
     thread_id: Uuid,
     deps: Arc<Deps>,
-    registry: Addr<Registry>,
+    notices: Notices,
     /// This actor's number in the registry, and the epoch of its stream
     /// positions.
     incarnation: u64,
@@ -249,8 +97,9 @@ pub struct ThreadActor {
     /// The running answer changed since its last checkpoint.
     dirty: bool,
     last_activity: chrono::DateTime<Utc>,
-    /// Cluster mode: this node's lease on the thread, while it holds one.
-    lease: Option<cluster::Lease>,
+    /// Its part in the thread: alone, or in cluster mode a mirror, taking
+    /// the lease, or the lease's owner (holding it).
+    role: Role<lease::Lease>,
     /// Cluster mode: the highest owner epoch heard of; frames of an older
     /// one come from an owner that lost its lease.
     seen_epoch: u64,
@@ -260,8 +109,6 @@ pub struct ThreadActor {
     linked: bool,
     /// Its own address, for the persistence actor's `LeaseLost`.
     me: WeakAddr<ThreadActor>,
-    /// Cluster mode: a question is taking the lease now.
-    starting: bool,
     /// Cluster mode: the highest lease epoch known let go (by this node or
     /// told by its owner).
     released_epoch: u64,
@@ -278,7 +125,7 @@ impl ThreadActor {
         thread_id: Uuid,
         incarnation: u64,
         deps: Arc<Deps>,
-        registry: Addr<Registry>,
+        notices: Notices,
         closing: bool,
         me: Addr<ThreadActor>,
     ) -> Self {
@@ -286,12 +133,13 @@ impl ThreadActor {
         // sequence. In cluster mode they are the epoch of the lease of the
         // answer's owner (0 until this actor hears of one), so that every
         // node orders a thread's frames alike.
-        let epoch = if deps.lease.is_some() { 0 } else { incarnation };
+        let deps_clustered = deps.lease.is_some();
+        let epoch = if deps_clustered { 0 } else { incarnation };
         let publisher = Publisher::new(deps.fanouts.open(thread_id, me.clone().recipient()), epoch);
         ThreadActor {
             thread_id,
             deps,
-            registry,
+            notices,
             incarnation,
             refuse_work: closing,
             loaded: Loaded::Pending,
@@ -303,12 +151,11 @@ impl ThreadActor {
             idle_timer: None,
             dirty: false,
             last_activity: Utc::now(),
-            lease: None,
+            role: Role::new(deps_clustered),
             seen_epoch: 0,
             others: HashMap::new(),
             linked: true,
             me: me.downgrade(),
-            starting: false,
             released_epoch: 0,
             lease_waiters: Vec::new(),
             held: std::collections::VecDeque::new(),
@@ -350,7 +197,7 @@ impl ThreadActor {
 
     /// Cluster mode: the fence this node's writes for the thread carry.
     fn fence(&self) -> Option<Fence> {
-        self.lease.as_ref().map(|l| l.fence.clone())
+        self.role.lease().map(|l| l.fence.clone())
     }
 
     /// `op` as this node may write it: fenced by its lease in cluster mode.
@@ -418,7 +265,7 @@ impl ThreadActor {
     }
 
     fn set_generating(&self, generating: bool) {
-        self.registry.do_send(GenerationChanged {
+        self.notices.generation.do_send(GenerationChanged {
             thread_id: self.thread_id,
             incarnation: self.incarnation,
             generating,
@@ -504,5 +351,11 @@ impl ThreadActor {
     }
 }
 
-mod cluster;
 mod handlers;
+mod lease;
+mod messages;
+mod mirror;
+mod role;
+
+pub use messages::*;
+use role::{NotNow, Role};

@@ -40,9 +40,11 @@ async fn racing_questions_on_two_nodes_get_one_202_and_an_immediate_409() {
             node.client.post(format!("{}{thread}/messages", node.base)).json(&json!({"content": "race"})).send()
         };
         let (a, b) = tokio::join!(post(0), post(1));
-        let mut statuses = vec![a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let mut statuses = vec![a.status().as_u16(), b.status().as_u16()];
+        let bodies = (a.text().await.unwrap_or_default(), b.text().await.unwrap_or_default());
         statuses.sort();
-        assert_eq!(statuses, [202, 409], "round {round}: one answer, never two");
+        assert_eq!(statuses, [202, 409], "round {round}: one answer, never two: {bodies:?}");
         let messages = eventually(|| async {
             let m = cluster.node(1).messages(&thread).await;
             m.iter().all(|m| m["status"] != "streaming").then_some(m)
@@ -299,6 +301,12 @@ async fn a_follower_is_told_at_once_while_redis_is_gone_and_logs_are_kept_briefl
         let mut tab = cluster.node(1).sse(&thread, None).await;
         let ev = tab.next().await?;
         (ev.kind == "ready").then_some(tab)
+    })
+    .await;
+    // The asking node takes questions again once it hears Redis.
+    eventually(|| async {
+        let r = cluster.node(0).client.get(format!("{}/readyz", cluster.node(0).base)).send().await.ok()?;
+        (r.status() == 200).then_some(())
     })
     .await;
     let next = cluster.node(0).ask(&thread, "again").await;

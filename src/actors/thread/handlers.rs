@@ -33,7 +33,7 @@ impl Actor for ThreadActor {
             }
             Err(e) => {
                 tracing::warn!(thread_id = %act.thread_id, error.message = %e, "could not load thread");
-                act.linked = !matches!(e, cluster::Load::Unlinked);
+                act.linked = !matches!(e, mirror::Load::Unlinked);
                 act.loaded = Loaded::Failed;
                 ctx.run_later(std::time::Duration::ZERO, |_, ctx| ctx.stop());
             }
@@ -41,7 +41,7 @@ impl Actor for ThreadActor {
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
-        self.registry.do_send(ThreadStopped { thread_id: self.thread_id, incarnation: self.incarnation });
+        self.notices.stopped.do_send(ThreadStopped { thread_id: self.thread_id, incarnation: self.incarnation });
         Running::Stop
     }
 }
@@ -93,7 +93,7 @@ impl Handler<StartGeneration> for ThreadActor {
         // thread's lease; if another node holds it for an answer, the thread
         // is busy, at once. The conversation is read again from the
         // database, which is exact once nothing runs.
-        self.starting = true;
+        self.start_taking(ctx);
         let store = self.deps.store.clone();
         let thread_id = self.thread_id;
         Box::pin(
@@ -108,7 +108,7 @@ impl Handler<StartGeneration> for ThreadActor {
                     load.into_actor(act)
                 })
                 .map(move |acquired: Result<_, crate::store::StoreError>, act, ctx| {
-                    act.starting = false;
+                    act.taking_done();
                     match acquired {
                         Ok(Some((epoch, messages))) => {
                             let conversation = Conversation::new(act.thread_id, messages);
@@ -145,14 +145,13 @@ impl ThreadActor {
         if self.refuse_work || self.deps.shutdown.is_draining() {
             return Err(ThreadError::ShuttingDown);
         }
-        // Running here or being started here. (Whether it runs on another
-        // node, the lease says: the mirror may be a frame behind.)
-        let elsewhere = self.lease_ttl().is_none() && conversation.running().is_some();
-        if self.generation.is_some() || self.starting || elsewhere {
-            return Err(ThreadError::Busy);
-        }
-        if self.lease_ttl().is_some() && !self.linked {
-            return Err(ThreadError::Unavailable);
+        // Running or being started here. (Whether it runs on another
+        // node, the lease says: a mirror may be a frame behind.)
+        let running = conversation.running().is_some();
+        match self.role.admits_question(self.generation.is_some(), running, self.linked) {
+            Ok(()) => {}
+            Err(NotNow::Busy) => return Err(ThreadError::Busy),
+            Err(NotNow::Unlinked) => return Err(ThreadError::Unavailable),
         }
         // Refuse rather than accept what could not be stored.
         if !self.deps.db_healthy.load(std::sync::atomic::Ordering::Relaxed) {
@@ -272,8 +271,7 @@ impl Handler<Subscribe> for ThreadActor {
     fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
         // A mirror cut off from the other nodes would serve nothing: the
         // tab is told at once, and resumes once the link is back.
-        let mirror = self.lease_ttl().is_some() && self.lease.is_none();
-        if !self.linked || (mirror && !self.publisher.fanout().linked()) {
+        if !self.role.serves(self.linked, self.publisher.fanout().linked()) {
             return Err(ThreadError::Unavailable);
         }
         let (_, conversation) = self.found()?;
@@ -410,7 +408,7 @@ impl Handler<ThreadStatusQuery> for ThreadActor {
             mailbox_depth: self.publisher.backlog(),
             last_activity: self.last_activity,
             messages_in_memory: conversation.map_or(0, |c| c.messages().len()),
-            owned_epoch: self.lease.as_ref().map(|l| l.fence.epoch),
+            owned_epoch: self.role.lease().map(|l| l.fence.epoch),
         })
     }
 }

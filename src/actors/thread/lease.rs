@@ -1,13 +1,12 @@
-//! The thread actor in cluster mode: its lease while it runs an answer
-//! (taken when a question arrives on this node, renewed while the answer
-//! runs, let go once the answer's final state is committed), what it does
-//! when the lease is lost (it stops the answer and publishes nothing
-//! more), the mirror of another node's answer (`Inbound`), and taking over
-//! the answer of an owner that died.
+//! The thread actor's lease (cluster mode): taken when a question arrives
+//! on this node (`take_lease`: at once, or once the owner of an answer
+//! this node saw end lets it go), renewed while the answer runs, held back
+//! while it runs late, given up before it can expire unrenewed, and let go
+//! once the answer's final state is committed (`Released` to every node).
 //!
 //! Ownership is the database's: a node writes only under a fence (owner
 //! and epoch) that the write's transaction checks against the lease row,
-//! and it stops generating before its lease can expire unrenewed.
+//! and it publishes nothing while its lease runs late.
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use actix::fut::LocalBoxActorFuture;
 
 use super::*;
 use crate::{
-    broadcast::{Command, Inbound},
+    broadcast::Command,
     store::{Acquired, StoreError},
 };
 
@@ -52,7 +51,7 @@ pub(super) struct Lease {
     deadline: Instant,
     /// A renewal is on its way.
     renewing: bool,
-    timer: SpawnHandle,
+    pub(super) timer: SpawnHandle,
 }
 
 impl Lease {
@@ -82,7 +81,7 @@ impl ThreadActor {
         let check = ttl / 10;
         let mut since_renewal = Duration::ZERO;
         let timer = ctx.run_interval(check, move |act, ctx| {
-            let Some(lease) = &act.lease else { return };
+            let Some(lease) = act.role.lease() else { return };
             let now = Instant::now();
             if now >= lease.deadline {
                 return act.give_up(ctx);
@@ -98,19 +97,19 @@ impl ThreadActor {
         let now = Instant::now();
         let mut lease = Lease { fence, valid_until: now, deadline: now, renewing: false, timer };
         lease.renewed(now, ttl);
-        self.lease = Some(lease);
+        self.role = Role::Owner(lease);
     }
 
     /// Whether the lease runs late: the answer publishes nothing until a
     /// renewal goes through.
     pub(super) fn lease_lapsing(&self) -> bool {
-        self.lease.as_ref().is_some_and(|l| Instant::now() >= l.valid_until)
+        self.role.lease().is_some_and(|l| Instant::now() >= l.valid_until)
     }
 
     /// Sends a renewal, unless one is on its way.
     pub(super) fn renew(&mut self, ctx: &mut Context<Self>) {
         let Some(ttl) = self.lease_ttl() else { return };
-        let Some(lease) = self.lease.as_mut().filter(|l| !l.renewing) else { return };
+        let Some(lease) = self.role.lease_mut().filter(|l| !l.renewing) else { return };
         lease.renewing = true;
         let fence = lease.fence.clone();
         let (ack, done) = oneshot::channel();
@@ -120,7 +119,7 @@ impl ThreadActor {
             .persistence
             .do_send(Write { ops: vec![WriteOp::Renew { fence: fence.clone(), ttl_ms }], ack: Some(ack) });
         ctx.spawn(done.into_actor(self).map(move |result, act, ctx| {
-            let Some(lease) = act.lease.as_mut().filter(|l| l.fence == fence) else { return };
+            let Some(lease) = act.role.lease_mut().filter(|l| l.fence == fence) else { return };
             lease.renewing = false;
             match result {
                 // Through before the deadline: the answer goes on.
@@ -158,7 +157,7 @@ impl ThreadActor {
     /// The lease is gone (or about to be): the answer stops here without a
     /// word more; the node that takes the lease ends it.
     pub(super) fn lose_lease(&mut self, why: &str, ctx: &mut Context<Self>) {
-        let Some(lease) = self.lease.take() else { return };
+        let Some(lease) = self.role.stop_owning() else { return };
         ctx.cancel_future(lease.timer);
         tracing::warn!(thread_id = %self.thread_id, epoch = lease.fence.epoch, why, "lease lost; the answer stops here");
         self.held.clear();
@@ -202,8 +201,29 @@ impl ThreadActor {
             .boxed_local()
     }
 
+    /// A question on this node starts taking the lease; a lease still held
+    /// for the answer that just ended is let go by its own write, and its
+    /// timer stops here.
+    pub(super) fn start_taking(&mut self, ctx: &mut Context<Self>) {
+        if let Some(old) = self.role.stop_owning() {
+            ctx.cancel_future(old.timer);
+        }
+        self.role = Role::Starting;
+    }
+
+    /// The question's attempt at the lease is over: unless it took it, the
+    /// actor mirrors again.
+    pub(super) fn taking_done(&mut self) {
+        if matches!(self.role, Role::Starting) {
+            self.role = Role::Mirror;
+        }
+    }
+
     /// One attempt at the lease (run when awaited).
-    fn acquire(&self, answer: Option<Uuid>) -> impl std::future::Future<Output = Result<Acquired, StoreError>> {
+    pub(super) fn acquire(
+        &self,
+        answer: Option<Uuid>,
+    ) -> impl std::future::Future<Output = Result<Acquired, StoreError>> {
         let store = self.deps.store.clone();
         let (thread_id, node) = (self.thread_id, self.deps.node_id.clone());
         let ttl_ms = self.lease_ttl().unwrap_or_default().as_millis() as u64;
@@ -233,14 +253,14 @@ impl ThreadActor {
     /// The lease of `epoch` was let go: the questions waiting for it go
     /// on. If its answer still runs, its owner gave it up: this node
     /// ends it now (the first node to take the lease does).
-    fn released(&mut self, epoch: u64, ctx: &mut Context<Self>) {
+    pub(super) fn released(&mut self, epoch: u64, ctx: &mut Context<Self>) {
         self.released_epoch = self.released_epoch.max(epoch);
         let released = self.released_epoch;
         for (_, waiter) in self.lease_waiters.extract_if(.., |(e, _)| *e <= released) {
             let _ = waiter.send(());
         }
-        let abandoned = self.conversation().and_then(Conversation::running).is_some();
-        if abandoned && self.generation.is_none() && self.lease.is_none() && epoch >= self.seen_epoch {
+        let running = self.conversation().and_then(Conversation::running).is_some();
+        if self.role.ends_abandoned(self.generation.is_some(), running) && epoch >= self.seen_epoch {
             ctx.notify(TakeOver);
         }
     }
@@ -275,106 +295,18 @@ impl ThreadActor {
                 act.publisher.fanout().settled(answer);
                 act.release(fence.clone());
             }
-            if act.lease.as_ref().is_some_and(|l| l.fence == fence) && act.generation.is_none() {
-                if let Some(lease) = act.lease.take() {
+            if act.role.lease().is_some_and(|l| l.fence == fence) && act.generation.is_none() {
+                if let Some(lease) = act.role.stop_owning() {
                     ctx.cancel_future(lease.timer);
                 }
             }
         }));
     }
-
-    /// Loads the thread, its messages and, for an answer still streaming,
-    /// every frame its owner logged: the conversation as its owner holds
-    /// it (the database alone may be a flush interval behind).
-    pub(super) fn load(&self) -> LoadFuture {
-        let store = self.deps.store.clone();
-        let (thread_id, cluster) = (self.thread_id, self.lease_ttl().is_some());
-        let ready = self.publisher.fanout().ready();
-        async move {
-            if cluster {
-                if let Err(e) = ready.await {
-                    tracing::warn!(thread_id = %thread_id, error.message = %e, "not linked to the other nodes");
-                    return Err(Load::Unlinked);
-                }
-            }
-            let thread = store.find_thread(thread_id).await?;
-            let messages = store.all_messages(thread_id).await?;
-            Ok((thread, Conversation::new(thread_id, messages)))
-        }
-        .into_actor(self)
-        .then(move |loaded, act, _| {
-            let log = match &loaded {
-                Ok((_, conversation)) if cluster => conversation.running().map(|m| act.publisher.fanout().log(m.id)),
-                _ => None,
-            };
-            async move {
-                let (thread, mut conversation) = loaded?;
-                if let Some(log) = log {
-                    match log.await {
-                        // Every answer's log begins with its own start: an
-                        // empty one was lost (Redis restarted empty).
-                        Ok(frames) if frames.is_empty() => {
-                            tracing::warn!(thread_id = %thread_id, "the answer's log is gone; its tail is unknown");
-                            conversation.tail_unknown();
-                        }
-                        Ok(frames) => mirror_all(&mut conversation, &frames),
-                        Err(e) => {
-                            tracing::warn!(thread_id = %thread_id, error.message = %e, "the answer's log is unreadable");
-                            conversation.tail_unknown();
-                        }
-                    }
-                }
-                Ok((thread, conversation))
-            }
-            .into_actor(act)
-        })
-        .boxed_local()
-    }
-
-    /// Loads the conversation again after missing another node's frames,
-    /// then has every subscriber catch up from its cursor.
-    pub(super) fn resync(&mut self, ctx: &mut Context<Self>) {
-        tracing::debug!(thread_id = %self.thread_id, "frames missed; loading the conversation again");
-        let pause = self.deps.settings.database.flush_interval() * 2;
-        ctx.wait(
-            actix::clock::sleep(pause)
-                .into_actor(self)
-                .then(|(), act, _| act.load())
-                .map(|loaded, act, _| {
-                    if let (Ok((_, conversation)), Loaded::Found { conversation: held, .. }) = (loaded, &mut act.loaded)
-                    {
-                        *held = conversation;
-                        act.publisher.resync();
-                    }
-                })
-                .boxed_local(),
-        );
-    }
 }
-
-/// Why a thread could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum Load {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("not linked to the thread's other nodes")]
-    Unlinked,
-}
-
-pub(super) type LoadFuture = actix::fut::LocalBoxActorFuture<ThreadActor, Result<(Option<Thread>, Conversation), Load>>;
 
 /// A bit before a lease of `ttl` expires.
 fn margin(ttl: Duration) -> Duration {
     ttl - ttl / 4
-}
-
-/// Applies logged frames to a conversation loaded from the database.
-fn mirror_all(conversation: &mut Conversation, frames: &[Frame]) {
-    for frame in frames {
-        if let Some(event) = Event::from_json(frame.json()) {
-            let _ = conversation.mirror(&event, Utc::now());
-        }
-    }
 }
 
 impl Handler<LeaseLost> for ThreadActor {
@@ -384,117 +316,5 @@ impl Handler<LeaseLost> for ThreadActor {
         if self.fence().as_ref() == Some(&msg.fence) {
             self.lose_lease("a write under it was refused", ctx);
         }
-    }
-}
-
-impl Handler<Inbound> for ThreadActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Inbound, ctx: &mut Context<Self>) {
-        match msg {
-            Inbound::Frame(frame) => {
-                // One owner: while this node holds the lease, another
-                // node's frames are a stale owner's.
-                if self.lease.is_some() || frame.pos.epoch < self.seen_epoch {
-                    tracing::debug!(thread_id = %self.thread_id, epoch = frame.pos.epoch, seen = self.seen_epoch,
-                        owner = self.lease.is_some(), "a stale owner's frame is ignored");
-                    return;
-                }
-                self.seen_epoch = frame.pos.epoch;
-                let Some(event) = Event::from_json(frame.json()) else {
-                    tracing::debug!(thread_id = %self.thread_id, "an unreadable frame");
-                    return;
-                };
-                let Some(conversation) = self.conversation_mut() else {
-                    tracing::debug!(thread_id = %self.thread_id, "a frame before the conversation is loaded");
-                    return;
-                };
-                match conversation.mirror(&event, Utc::now()) {
-                    Ok(true) => {
-                        // The form between nodes leaves the UI stream's
-                        // context out: this node's mirror supplies it.
-                        let context = self.ui_context(&event);
-                        self.publisher.relay(std::sync::Arc::new(frame.with_ui(context)))
-                    }
-                    Ok(false) => {}
-                    Err(_) => {
-                        tracing::debug!(thread_id = %self.thread_id, kind = frame.kind.as_str(), "a frame leaves a gap");
-                        self.resync(ctx)
-                    }
-                }
-            }
-            Inbound::Presence { node, count } => {
-                match count {
-                    0 => self.others.remove(&node),
-                    n => self.others.insert(node, n),
-                };
-                self.presence_changed(false, ctx);
-            }
-            Inbound::Command(Command::Cancel) => {
-                if self.generation.is_some() {
-                    self.finish(MessageStatus::Cancelled, None, ctx);
-                }
-            }
-            Inbound::Command(Command::Released { epoch }) => self.released(epoch, ctx),
-            Inbound::Command(Command::Deleted) => self.stop(StopReason::Deleted, false, ctx),
-            Inbound::Command(Command::Stopped) => self.stop(StopReason::Stopped, false, ctx),
-            Inbound::Lost => {
-                self.linked = false;
-                if self.lease.is_none() {
-                    // A mirror that misses frames cannot serve: its
-                    // subscribers resume elsewhere, or here once linked.
-                    self.publisher.close(StreamCode::Unavailable);
-                    ctx.stop();
-                }
-            }
-        }
-    }
-}
-
-impl Handler<TakeOver> for ThreadActor {
-    type Result = ();
-
-    fn handle(&mut self, _: TakeOver, ctx: &mut Context<Self>) {
-        let Some(ttl) = self.lease_ttl() else { return };
-        if self.generation.is_some() || self.lease.is_some() {
-            return;
-        }
-        let _ = ttl;
-        ctx.wait(
-            self.acquire(None)
-                .into_actor(self)
-                .then(|epoch, act, _| match epoch {
-                    Ok(Acquired::Taken(epoch)) => {
-                        act.load().map(move |loaded, _, _| loaded.map(|l| Some((epoch, l)))).boxed_local()
-                    }
-                    Ok(Acquired::Held { .. }) => actix::fut::ready(Ok(None)).boxed_local(),
-                    Err(e) => actix::fut::ready(Err(Load::Store(e))).boxed_local(),
-                })
-                .map(|taken, act, ctx| match taken {
-                    Ok(Some((epoch, (_, conversation)))) => {
-                        act.hold(epoch, ctx);
-                        if let Loaded::Found { conversation: held, .. } = &mut act.loaded {
-                            *held = conversation;
-                        }
-                        act.publisher.resync();
-                        let running = act.conversation().and_then(Conversation::running).map(|m| m.id);
-                        match running {
-                            Some(id) => {
-                                tracing::warn!(thread_id = %act.thread_id, message_id = %id, epoch,
-                                "took over an answer whose owner is gone; it ends interrupted");
-                                act.finish(MessageStatus::Interrupted, Some(MessageError::interrupted()), ctx);
-                            }
-                            None => {
-                                if let Some(lease) = act.lease.take() {
-                                    ctx.cancel_future(lease.timer);
-                                    act.release(lease.fence);
-                                }
-                            }
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(thread_id = %act.thread_id, error.message = %e, "could not take over"),
-                }),
-        );
     }
 }

@@ -1,0 +1,179 @@
+//! The thread actor's messages: what HTTP handlers, sessions, the
+//! registry and the sweeper send it, and the notices it sends the
+//! registry (`GenerationChanged`, `ThreadStopped`, through `Notices`).
+
+use super::*;
+
+/// Sent by a thread actor when its generation starts or ends (to whoever
+/// keeps the thread's status: the registry).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GenerationChanged {
+    pub thread_id: Uuid,
+    pub incarnation: u64,
+    pub generating: bool,
+}
+
+/// Sent by a thread actor from `stopping`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ThreadStopped {
+    pub thread_id: Uuid,
+    pub incarnation: u64,
+}
+
+/// Where a thread actor sends its two notices (the registry, which knows
+/// the thread actor; the thread actor knows only these).
+pub struct Notices {
+    pub generation: Recipient<GenerationChanged>,
+    pub stopped: Recipient<ThreadStopped>,
+}
+
+/// Starts a generation answering `content`.
+#[derive(Message)]
+#[rtype(result = "Result<Started, ThreadError>")]
+pub struct StartGeneration {
+    /// The project the caller named: the thread must be of it (else
+    /// `NotFound`), so a live actor answers without a database read.
+    pub project_id: Option<Uuid>,
+    pub content: String,
+    pub model: Option<String>,
+    pub max_tokens: Option<u32>,
+}
+
+pub struct Started {
+    pub user_message: Message,
+    pub assistant_message: Message,
+    /// Answered once the user message is committed.
+    pub committed: oneshot::Receiver<Result<(), WriteError>>,
+}
+
+/// Ends a generation whose user message could not be stored.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AbortGeneration {
+    pub assistant_message_id: Uuid,
+}
+
+/// Cancels the running generation; answers its message id.
+#[derive(Message)]
+#[rtype(result = "Result<Uuid, ThreadError>")]
+pub struct Cancel;
+
+/// Cancels answer `message_id` if it is the one running (a chat request's
+/// abort, which must not stop a later answer another client asked for).
+#[derive(Message)]
+#[rtype(result = "Result<Uuid, ThreadError>")]
+pub struct CancelAnswer {
+    pub message_id: Uuid,
+}
+
+/// The answer running now, if any, for a client that resumes it.
+#[derive(Message)]
+#[rtype(result = "Result<Option<RunningAnswer>, ThreadError>")]
+pub struct FindRunning;
+
+pub struct RunningAnswer {
+    /// The answer's id.
+    pub answer: Uuid,
+    /// Where its question ends: a subscription from there replays the
+    /// answer from its start, then follows it.
+    pub question: Cursor,
+}
+
+/// A new subscriber, fresh or resuming.
+#[derive(Message)]
+#[rtype(result = "Result<Subscription, ThreadError>")]
+pub struct Subscribe {
+    pub session_id: u64,
+    pub from: Resume,
+}
+
+pub struct Subscription {
+    /// Frames for this subscriber alone: `ready`, maybe an `error`
+    /// (`cursor_invalid`, `cursor_ahead`), then what it has not seen, up to
+    /// the broadcast position `head`.
+    pub replay: Missed,
+    /// Everything published from now on.
+    pub signals: SignalStream,
+    /// Which ring `signals` reads (`Fanout::id`).
+    pub fanout_id: u64,
+    /// The actor to send `CatchUp`, `Unsubscribe` and commands to.
+    pub thread: Addr<ThreadActor>,
+}
+
+/// A subscriber fell behind its stream: what it missed after `from`.
+#[derive(Message)]
+#[rtype(result = "Result<Missed, ThreadError>")]
+pub struct CatchUp {
+    pub from: Option<Cursor>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    pub session_id: u64,
+}
+
+/// Why a thread actor is told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The thread was deleted.
+    Deleted,
+    /// An operator stopped the actor.
+    Stopped,
+    /// The process is shutting down.
+    ShuttingDown,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop {
+    pub reason: StopReason,
+}
+
+/// These messages as the actor holds them now: their live text, or their
+/// final state before its write is committed.
+#[derive(Message)]
+#[rtype(result = "Vec<Message>")]
+pub struct LiveMessages {
+    pub ids: Vec<Uuid>,
+}
+
+#[derive(Message)]
+#[rtype(result = "StatusReport")]
+pub struct ThreadStatusQuery;
+
+/// Cluster mode: read the other nodes' subscriber counts again (a node
+/// came back to life).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RefreshPresence;
+
+/// Cluster mode: the thread's owner is gone (its lease expired with an
+/// answer streaming); take the lease and end that answer `interrupted`
+/// with every byte the owner logged.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TakeOver;
+
+/// What operators see of a live thread actor.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct StatusReport {
+    pub thread_id: Uuid,
+    pub subscribers: usize,
+    pub generating: bool,
+    pub active_message_id: Option<Uuid>,
+    /// Frames in the fan-out ring not yet read by the slowest relay.
+    pub mailbox_depth: usize,
+    pub last_activity: chrono::DateTime<Utc>,
+    pub messages_in_memory: usize,
+    /// Cluster mode: this node holds the thread's lease, with this epoch.
+    pub owned_epoch: Option<u64>,
+}
+
+/// One event of generation `gen`; `None` when the provider's stream ended.
+pub struct GenEvent {
+    pub(super) gen: u64,
+    pub(super) event: Option<ProviderEvent>,
+}
