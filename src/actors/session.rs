@@ -52,6 +52,7 @@ use crate::{
     },
     metrics::Metrics,
     pipe::PipeWriter,
+    telemetry::peer::PeerFault,
     ws_guard::Refused,
 };
 
@@ -70,6 +71,28 @@ pub fn protocol_close(e: &ProtocolError) -> (u16, &'static str) {
         ProtocolError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => (close::INVALID, "invalid UTF-8"),
         _ => (close::PROTOCOL, "protocol error"),
     }
+}
+
+/// Logs why a client's frames closed its WebSocket (`protocol_close`):
+/// the client's doing, so WARN within the bound on what peers can make
+/// the service log (`telemetry::peer`). A connection that ended inside a
+/// frame is a client gone (a closed tab, a lost network), not a mistake:
+/// DEBUG only.
+pub fn log_protocol_close(e: &ProtocolError, whose: &dyn std::fmt::Display) {
+    let (code, _) = protocol_close(e);
+    let cut = match e {
+        ProtocolError::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<actix_web::error::PayloadError>())
+            .is_some_and(|p| matches!(p, actix_web::error::PayloadError::Incomplete(_))),
+        _ => false,
+    };
+    if cut {
+        tracing::debug!(error.message = %e, "{whose}: websocket connection cut inside a frame");
+        return;
+    }
+    let fault = if code == close::AGAIN { PeerFault::WebSocketBudget } else { PeerFault::WebSocket };
+    crate::telemetry::peer::log(fault, &format_args!("{whose}: {code} {e}"));
 }
 
 /// WebSocket close codes the sessions send (RFC 6455 §7.4).
@@ -431,13 +454,7 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for SessionActor {
             Ok(AggregatedMessage::Close(_)) => ctx.stop(),
             Err(e) => {
                 let (code, reason) = protocol_close(&e);
-                match code {
-                    close::AGAIN => {
-                        tracing::warn!(thread_id = %self.thread_id, "websocket closed: unfinished messages past the node's budget")
-                    }
-                    close::PROTOCOL => tracing::debug!(error.message = %e, "websocket protocol error"),
-                    _ => {}
-                }
+                log_protocol_close(&e, &format_args!("thread {}", self.thread_id));
                 self.close_ws(code, reason, ctx)
             }
         }

@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use crate::support::{Events as _, Server, Transcript, Ws};
+use crate::support::{Events as _, RawWs, Server, Transcript, Ws};
 
 #[actix_web::test]
 async fn send_and_cancel_frames_drive_the_thread() {
@@ -184,100 +184,6 @@ async fn a_websocket_reading_an_answer_longer_than_the_peer_timeout_stays_open()
     assert!(started.elapsed() > std::time::Duration::from_millis(1400), "the answer outlasted the peer timeout");
     assert_eq!(t.completed, vec![(id.clone(), "complete".to_owned())], "closed before the answer ended");
     t.assert_matches(&server.finished(&thread, &id).await);
-}
-
-/// A WebSocket client on a raw socket, for bytes no library would send: a
-/// frame header alone, a message that never ends.
-struct RawWs {
-    sock: tokio::net::TcpStream,
-    read: Vec<u8>,
-}
-
-impl RawWs {
-    async fn open(base: &str, thread: &str) -> RawWs {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = base.trim_start_matches("http://");
-        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request = format!(
-            "GET {thread}/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        sock.write_all(request.as_bytes()).await.unwrap();
-        let mut read = Vec::new();
-        while !read.windows(4).any(|w| w == b"\r\n\r\n") {
-            let mut buf = [0u8; 4096];
-            let n = sock.read(&mut buf).await.unwrap();
-            assert!(n > 0, "the upgrade is answered");
-            read.extend_from_slice(&buf[..n]);
-        }
-        assert!(read.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&read));
-        let end = read.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        read.drain(..end);
-        RawWs { sock, read }
-    }
-
-    /// A masked client frame header: `first` byte (FIN and opcode), then
-    /// the declared payload length.
-    fn header(first: u8, len: u64) -> Vec<u8> {
-        let mut out = vec![first, 0x80 | 127];
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(&[0, 0, 0, 0]); // a zero mask: payload as is
-        out
-    }
-
-    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        tokio::io::AsyncWriteExt::write_all(&mut self.sock, bytes).await
-    }
-
-    /// The server's next frame: its opcode and payload; `None` if the
-    /// connection ends first.
-    async fn next_frame(&mut self) -> Option<(u8, Vec<u8>)> {
-        use tokio::io::AsyncReadExt;
-        loop {
-            // Server frames are unmasked.
-            if self.read.len() >= 4 {
-                let (head, len) = match self.read[1] & 0x7f {
-                    126 => (4, u16::from_be_bytes([self.read[2], self.read[3]]) as usize),
-                    127 => panic!("no server frame here is that large"),
-                    n => (2, n as usize),
-                };
-                if self.read.len() >= head + len {
-                    let frame: Vec<u8> = self.read.drain(..head + len).collect();
-                    return Some((frame[0] & 0x0f, frame[head..].to_vec()));
-                }
-            }
-            let mut buf = [0u8; 4096];
-            let n = tokio::time::timeout(crate::support::WAIT, self.sock.read(&mut buf)).await.expect("bytes in time");
-            match n {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.read.extend_from_slice(&buf[..n]),
-            }
-        }
-    }
-
-    /// The code of the server's close frame, skipping other frames.
-    async fn close_code(&mut self) -> Option<u16> {
-        loop {
-            let (opcode, payload) = self.next_frame().await?;
-            if opcode == 0x8 {
-                return Some(u16::from_be_bytes([payload[0], payload[1]]));
-            }
-        }
-    }
-
-    /// The `type` of the next event (text frame); panics on a close.
-    async fn next_event_type(&mut self) -> String {
-        loop {
-            match self.next_frame().await.expect("the connection stays open") {
-                (0x1, payload) => {
-                    let event: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-                    return event["type"].as_str().unwrap().to_owned();
-                }
-                (0x8, payload) => panic!("closed: {payload:?}"),
-                _ => continue,
-            }
-        }
-    }
 }
 
 #[actix_web::test]

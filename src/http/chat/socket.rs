@@ -33,7 +33,7 @@ use super::{chat_thread, checked_turn, running_answer, title_of, token_opens};
 use crate::{
     actors::{
         registry::ask,
-        session::{close, protocol_close, Admission, SessionLimits, Transport},
+        session::{close, log_protocol_close, protocol_close, Admission, SessionLimits, Transport},
         thread::CancelAnswer,
         ThreadError,
     },
@@ -371,9 +371,7 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for ChatSocket {
             Ok(AggregatedMessage::Close(_)) => ctx.stop(),
             Err(e) => {
                 let (code, reason) = protocol_close(&e);
-                if code == close::AGAIN {
-                    tracing::warn!(project_id = %self.project_id, "chat websocket closed: unfinished messages past the node's budget");
-                }
+                log_protocol_close(&e, &format_args!("chat of project {}", self.project_id));
                 self.close(code, reason, ctx)
             }
         }
