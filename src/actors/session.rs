@@ -26,7 +26,7 @@ use std::{
 };
 
 use actix::prelude::*;
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, ProtocolError};
+use actix_ws::{AggregatedMessage, ProtocolError};
 use uuid::Uuid;
 
 use super::{
@@ -53,7 +53,7 @@ use crate::{
     metrics::Metrics,
     pipe::PipeWriter,
     telemetry::peer::PeerFault,
-    ws_guard::Refused,
+    ws_guard::{Incoming, Refused},
 };
 
 /// How a WebSocket closes on what its client sent wrong: the close code
@@ -63,11 +63,6 @@ pub fn protocol_close(e: &ProtocolError) -> (u16, &'static str) {
         ProtocolError::Overflow => (close::SIZE, "frame too large"),
         ProtocolError::Io(e) if Refused::of(e) == Some(Refused::TooLarge) => (close::SIZE, "message too large"),
         ProtocolError::Io(e) if Refused::of(e) == Some(Refused::Busy) => (close::AGAIN, "server busy; try again later"),
-        // actix-ws reports a message too large across continuation frames
-        // only as an I/O error with this text.
-        ProtocolError::Io(e) if e.to_string().contains("maximum continuation size") => {
-            (close::SIZE, "message too large")
-        }
         ProtocolError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => (close::INVALID, "invalid UTF-8"),
         _ => (close::PROTOCOL, "protocol error"),
     }
@@ -115,7 +110,7 @@ pub enum Transport {
     Sse(PipeWriter),
     /// The WebSocket's outgoing frames, and the client's incoming ones
     /// (actix-ws parses those).
-    Ws { tx: PipeWriter, incoming: Option<AggregatedMessageStream> },
+    Ws { tx: PipeWriter, incoming: Option<Incoming> },
     /// The seed route: only that message's text chunks, in its wire format,
     /// and the response ends with the message.
     Seed { tx: PipeWriter, message_id: Uuid },

@@ -561,6 +561,12 @@ impl RawWs {
         }
     }
 
+    /// The code of a close frame the server sends within `within`;
+    /// `None` while the socket stays open (or ends without one).
+    pub async fn closed_within(&mut self, within: Duration) -> Option<u16> {
+        tokio::time::timeout(within, self.close_code()).await.ok().flatten()
+    }
+
     /// The code of the server's close frame, skipping other frames.
     pub async fn close_code(&mut self) -> Option<u16> {
         loop {

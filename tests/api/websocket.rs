@@ -1,7 +1,10 @@
 //! WebSocket client frames: `send` starts a generation, `cancel` stops
 //! it, a malformed or binary frame gets an `error` and the connection
 //! stays usable; an over-size frame closes it with 1009 and invalid UTF-8
-//! with 1007.
+//! with 1007; unfinished messages of all sockets stay within the node's
+//! budget, past which a socket is closed with 1013.
+
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -206,35 +209,87 @@ async fn a_frame_declared_too_large_is_refused_at_its_header_not_buffered() {
     assert!(server.messages(&thread).await.is_empty());
 }
 
+/// The node's share of unfinished WebSocket messages, from
+/// `/admin/stats`: (held, peak, cap).
+async fn pending(server: &Server) -> (u64, u64, u64) {
+    let p = server.get_json("/admin/stats").await["websocket_pending"].clone();
+    let n = |k: &str| p[k].as_u64().unwrap_or_else(|| panic!("{k} in {p}"));
+    (n("held_bytes"), n("peak_bytes"), n("cap_bytes"))
+}
+
+/// Sends a text frame of 250,000 bytes without FIN: a message that never
+/// ends. (A socket the server already closed refuses some of it.)
+async fn hold_250_kb(ws: &mut RawWs) {
+    let _ = ws.write(&RawWs::header(0x01, 250_000)).await;
+    let _ = ws.write(&vec![b'x'; 250_000]).await;
+}
+
 #[actix_web::test]
 async fn unfinished_messages_of_all_sockets_share_a_budget() {
-    let server = Server::temp(&["--max-ws-pending-bytes", "600000"]).await;
+    let server = Server::temp(&["--max-ws-pending-bytes", "1500000"]).await;
     let thread = server.thread().await;
-    // Two sockets each hold 250 KB of a message they never finish.
+    // Sockets hold 250 KB each of a message they never finish, until the
+    // budget refuses one: closed with 1013 (try again later).
     let mut holders = Vec::new();
-    for _ in 0..2 {
+    let refused = loop {
         let mut ws = RawWs::open(&server.base, &thread).await;
-        ws.write(&RawWs::header(0x01, 250_000)).await.unwrap();
-        ws.write(&vec![b'x'; 250_000]).await.unwrap();
-        holders.push(ws);
-    }
-    // A third would pass the budget: closed with 1013 (try again later).
-    let mut third = RawWs::open(&server.base, &thread).await;
-    third.write(&RawWs::header(0x01, 250_000)).await.unwrap();
-    let _ = third.write(&vec![b'x'; 250_000]).await;
-    assert_eq!(third.close_code().await, Some(1013));
+        assert_eq!(ws.next_event_type().await, "ready");
+        hold_250_kb(&mut ws).await;
+        match ws.closed_within(Duration::from_millis(500)).await {
+            Some(code) => break code,
+            None => holders.push(ws),
+        }
+        assert!(holders.len() <= 6, "each holds at least 250 KB: no more than six fit");
+    };
+    assert_eq!(refused, 1013);
+    assert!(holders.len() >= 2, "{} held", holders.len());
+    let (held, peak, _) = pending(&server).await;
+    assert!(held >= holders.len() as u64 * 250_000 && peak <= 1_500_000, "held {held}, peak {peak}");
     // A holder that goes gives its share back: a new socket may hold again,
     // and its message, once finished, is read (not JSON: an `error`).
     drop(holders.pop());
-    crate::support::eventually(|| async {
-        let held = server.get_json("/admin/stats").await;
-        (held["subscribers"]["ws"] == 1).then_some(())
-    })
-    .await;
+    crate::support::eventually(|| async { (pending(&server).await.0 <= held - 250_000).then_some(()) }).await;
     let mut ws = RawWs::open(&server.base, &thread).await;
     assert_eq!(ws.next_event_type().await, "ready");
-    ws.write(&RawWs::header(0x01, 250_000)).await.unwrap();
-    ws.write(&vec![b'x'; 250_000]).await.unwrap();
+    hold_250_kb(&mut ws).await;
     ws.write(&RawWs::header(0x80, 0)).await.unwrap();
-    assert_eq!(ws.next_event_type().await, "error");
+    let mut kind = ws.next_event_type().await;
+    while kind == "thread.presence" {
+        kind = ws.next_event_type().await;
+    }
+    assert_eq!(kind, "error");
+}
+
+/// Two hundred sockets each send an unfinished 250 KB message (50 MB in
+/// all) to a node with the default budget of 32 MiB: what they hold is
+/// paid from the budget, all of it (a frame's buffer, the read buffer its
+/// burst grew), which never passes its cap; the sockets it cannot pay for
+/// are closed with 1013 and hold nothing.
+#[actix_web::test]
+async fn two_hundred_unfinished_messages_stay_within_the_nodes_budget() {
+    let server = Server::temp(&[]).await;
+    let thread = server.thread().await;
+    let mut sockets = Vec::new();
+    for _ in 0..200 {
+        sockets.push(RawWs::open(&server.base, &thread).await);
+    }
+    for ws in &mut sockets {
+        hold_250_kb(ws).await;
+    }
+    let closes = futures_util::future::join_all(sockets.iter_mut().map(|ws| ws.closed_within(Duration::from_secs(2))));
+    let closes = closes.await;
+    let refused = closes.iter().filter(|c| **c == Some(1013)).count();
+    let open = closes.iter().filter(|c| c.is_none()).count();
+    assert_eq!(refused + open, 200, "closed only for the budget: {closes:?}");
+    assert!(refused > 0 && open > 0, "{open} held, {refused} refused");
+    crate::support::eventually(|| async {
+        (server.get_json("/admin/stats").await["subscribers"]["ws"] == open).then_some(())
+    })
+    .await;
+    let (held, peak, cap) = pending(&server).await;
+    assert_eq!(cap, 32 * 1024 * 1024, "the default budget");
+    assert!(peak <= cap, "the budget was never passed: peak {peak}");
+    assert!(held >= open as u64 * 250_000, "every byte held is paid: {held} for {open} sockets");
+    drop(sockets);
+    crate::support::eventually(|| async { (pending(&server).await.0 == 0).then_some(()) }).await;
 }
