@@ -11,8 +11,8 @@
 //!
 //! Some dependencies log a peer's mistake themselves, at a level of their
 //! own: actix-http logs every request it cannot parse at ERROR
-//! (`stream error: request parse error: …`), and a WebSocket frame that
-//! interrupts an unfinished message too; rustls and h2 log a peer's
+//! (`stream error: request parse error: …`), and a WebSocket control
+//! frame without FIN too; rustls and h2 log a peer's
 //! protocol errors at WARN, once per connection. `PeerFaults`, a layer of
 //! the log subscriber, drops those events and logs them again through
 //! the bound (the WebSocket one is logged by the session that reads the
@@ -165,8 +165,9 @@ fn handling(target: &str, level: Level, message: &str) -> Handling {
             }
             _ => Handling::Keep,
         },
-        // A data frame inside an unfinished message: the session that
-        // reads the stream closes the socket and logs why.
+        // A control frame without FIN ("Unfinished fragment Ping"): the
+        // decoder's caller gets the protocol error too, and the session
+        // closes the socket and logs why.
         "actix_http::ws::codec" if level == Level::ERROR && message.starts_with("Unfinished fragment") => {
             Handling::Drop
         }
