@@ -8,7 +8,8 @@
 //! - open SSE/WebSocket connections per credential (a project key, and
 //!   every stream token minted with it, count as one);
 //! - subscribers per thread (SSE, WebSocket and the seed route alike);
-//! - bytes held in unfinished WebSocket messages, all sockets together
+//! - bytes WebSocket clients hold (unfinished messages, grown read
+//!   buffers), all sockets together
 //!   (`ws_guard::Budget`).
 //!
 //! Concurrency allowances are RAII slots: a generation or a connection
@@ -145,7 +146,8 @@ impl Capacity {
         }
     }
 
-    /// What unfinished WebSocket messages may hold, all sockets together.
+    /// What WebSocket clients' bytes may hold, all sockets together
+    /// (`ws_guard`).
     pub fn ws_budget(&self) -> Arc<crate::ws_guard::Budget> {
         self.ws_pending.clone()
     }

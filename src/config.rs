@@ -97,8 +97,9 @@ pub struct LimitSettings {
     /// A client must send its request headers within this time (408).
     #[arg(long, env = "HEADER_TIMEOUT_MS", default_value_t = 5_000)]
     pub header_timeout_ms: u64,
-    /// Bytes all WebSocket clients together may hold in unfinished messages
-    /// (a socket past it is closed with 1013, try again later); 0: no limit.
+    /// Bytes all WebSocket clients together may hold: their unfinished
+    /// messages, and the read buffers their bursts grew (a socket past it is
+    /// closed with 1013, try again later); 0: no limit.
     #[arg(long, env = "MAX_WS_PENDING_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_ws_pending_bytes: usize,
 }

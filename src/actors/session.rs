@@ -26,7 +26,7 @@ use std::{
 };
 
 use actix::prelude::*;
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, ProtocolError};
+use actix_ws::{AggregatedMessage, ProtocolError};
 use uuid::Uuid;
 
 use super::{
@@ -52,7 +52,8 @@ use crate::{
     },
     metrics::Metrics,
     pipe::PipeWriter,
-    ws_guard::Refused,
+    telemetry::peer::PeerFault,
+    ws_guard::{Incoming, Refused},
 };
 
 /// How a WebSocket closes on what its client sent wrong: the close code
@@ -62,14 +63,31 @@ pub fn protocol_close(e: &ProtocolError) -> (u16, &'static str) {
         ProtocolError::Overflow => (close::SIZE, "frame too large"),
         ProtocolError::Io(e) if Refused::of(e) == Some(Refused::TooLarge) => (close::SIZE, "message too large"),
         ProtocolError::Io(e) if Refused::of(e) == Some(Refused::Busy) => (close::AGAIN, "server busy; try again later"),
-        // actix-ws reports a message too large across continuation frames
-        // only as an I/O error with this text.
-        ProtocolError::Io(e) if e.to_string().contains("maximum continuation size") => {
-            (close::SIZE, "message too large")
-        }
         ProtocolError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => (close::INVALID, "invalid UTF-8"),
         _ => (close::PROTOCOL, "protocol error"),
     }
+}
+
+/// Logs why a client's frames closed its WebSocket (`protocol_close`):
+/// the client's doing, so WARN within the bound on what peers can make
+/// the service log (`telemetry::peer`). A connection that ended inside a
+/// frame is a client gone (a closed tab, a lost network), not a mistake:
+/// DEBUG only.
+pub fn log_protocol_close(e: &ProtocolError, whose: &dyn std::fmt::Display) {
+    let (code, _) = protocol_close(e);
+    let cut = match e {
+        ProtocolError::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<actix_web::error::PayloadError>())
+            .is_some_and(|p| matches!(p, actix_web::error::PayloadError::Incomplete(_))),
+        _ => false,
+    };
+    if cut {
+        tracing::debug!(error.message = %e, "{whose}: websocket connection cut inside a frame");
+        return;
+    }
+    let fault = if code == close::AGAIN { PeerFault::WebSocketBudget } else { PeerFault::WebSocket };
+    crate::telemetry::peer::log(fault, &format_args!("{whose}: {code} {e}"));
 }
 
 /// WebSocket close codes the sessions send (RFC 6455 §7.4).
@@ -92,7 +110,7 @@ pub enum Transport {
     Sse(PipeWriter),
     /// The WebSocket's outgoing frames, and the client's incoming ones
     /// (actix-ws parses those).
-    Ws { tx: PipeWriter, incoming: Option<AggregatedMessageStream> },
+    Ws { tx: PipeWriter, incoming: Option<Incoming> },
     /// The seed route: only that message's text chunks, in its wire format,
     /// and the response ends with the message.
     Seed { tx: PipeWriter, message_id: Uuid },
@@ -431,13 +449,7 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for SessionActor {
             Ok(AggregatedMessage::Close(_)) => ctx.stop(),
             Err(e) => {
                 let (code, reason) = protocol_close(&e);
-                match code {
-                    close::AGAIN => {
-                        tracing::warn!(thread_id = %self.thread_id, "websocket closed: unfinished messages past the node's budget")
-                    }
-                    close::PROTOCOL => tracing::debug!(error.message = %e, "websocket protocol error"),
-                    _ => {}
-                }
+                log_protocol_close(&e, &format_args!("thread {}", self.thread_id));
                 self.close_ws(code, reason, ctx)
             }
         }

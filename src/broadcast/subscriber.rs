@@ -194,7 +194,16 @@ impl Subscriber {
         if let Some(at) = Self::moves_to(frame) {
             self.cursor.set(at);
         }
-        self.delivery.borrow_mut().wrote(frame.pos);
+        let mut delivery = self.delivery.borrow_mut();
+        delivery.wrote(frame.pos);
+        // The end of what a one-answer wire came for is its closing (a UI
+        // stream's `abort` or `finish` and `[DONE]`, a chat request's
+        // `end`, the seed's last line): nothing follows it, not even the
+        // thread's own closing (`thread_deleted` right after a deletion
+        // cancelled the answer), which would end the stream twice.
+        if self.completes(frame) {
+            delivery.close();
+        }
         self.wrote_since_tick.set(true);
     }
 

@@ -23,6 +23,7 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
     let batches = m.persistence_batches.get();
     let rows = m.persistence_rows.get();
     let (sse, ws) = (m.subscribers_sse.get(), m.subscribers_ws.get());
+    let pending = state.deps.capacity.ws_budget();
     HttpResponse::Ok().json(json!({
         "uptime_secs": m.started_at.elapsed().as_secs_f64(),
         "provider": state.deps.provider.name(),
@@ -31,6 +32,13 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
         "chunks": { "in": m.chunks_in.get(), "out": m.chunks_out.get() },
         "slow_consumers": m.slow_consumers.get(),
         "catch_ups": m.catch_ups.get(),
+        // What unfinished WebSocket messages of all sockets hold now, the
+        // most they ever held at once, and their cap (0: none).
+        "websocket_pending": {
+            "held_bytes": pending.held(),
+            "peak_bytes": pending.peak(),
+            "cap_bytes": pending.cap(),
+        },
         "persistence": {
             "queue_depth": m.persistence_queue_depth.get(),
             "batches": batches,

@@ -2,8 +2,12 @@
 //! `POST /projects/{pid}/threads/{tid}/query/stream`. Each response body
 //! is fed by a `SessionActor` through a small bounded pipe (`crate::pipe`).
 
+use std::convert::Infallible;
+
 use actix::Actor;
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures_util::Stream;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -17,7 +21,7 @@ use crate::{
     actors::session::{Admission, SessionActor, SessionLimits, Transport},
     domain::{cursor::Resume, event::end_cursor},
     error::ApiError,
-    pipe::{pipe, PipeBody},
+    pipe::pipe,
 };
 
 /// Frames buffered per SSE or WebSocket response. Small on purpose: past
@@ -81,7 +85,10 @@ pub fn start_session(state: &AppState, thread_id: Uuid, admission: Admission, tr
 
 /// An SSE answer. HTTP/1.0 has no chunked encoding: its body is
 /// delimited by the connection's close instead.
-pub(super) fn sse_response(req: &HttpRequest, body: PipeBody) -> HttpResponse {
+pub(super) fn sse_response<S>(req: &HttpRequest, body: S) -> HttpResponse
+where
+    S: Stream<Item = Result<Bytes, Infallible>> + 'static,
+{
     let mut response = HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
@@ -93,6 +100,19 @@ pub(super) fn sse_response(req: &HttpRequest, body: PipeBody) -> HttpResponse {
         response.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
     }
     response
+}
+
+/// Whether `req` is a HEAD, which a stream route answers with its GET's
+/// headers and nothing else: no session, no place among the thread's
+/// subscribers, no slot of the key's streams. (actix-http writes no body
+/// for a HEAD, but it would still drain a live body until it ended.)
+pub(super) fn is_head(req: &HttpRequest) -> bool {
+    req.method() == actix_web::http::Method::HEAD
+}
+
+/// A stream's headers with an empty body: the answer to its HEAD.
+pub(super) fn sse_head(req: &HttpRequest) -> HttpResponse {
+    sse_response(req, futures_util::stream::empty())
 }
 
 #[utoipa::path(get, path = "/v1/projects/{pid}/threads/{tid}/events", tag = "streams", operation_id = "events",
@@ -107,6 +127,9 @@ pub async fn subscribe(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let thread = find(&state, path.0, path.1).await?;
+    if is_head(&req) {
+        return Ok(sse_head(&req));
+    }
     let admission = admit(&state, &req, thread.id)?;
     let (tx, rx) = pipe(STREAM_BUFFER);
     // A fresh pipe always has room for its first frame.

@@ -26,6 +26,7 @@ use actix::Addr;
 use actix_web::{
     dev::ServiceResponse,
     error::{JsonPayloadError, PathError, QueryPayloadError},
+    guard,
     http::header,
     http::Method,
     middleware::{from_fn, ErrorHandlerResponse, ErrorHandlers},
@@ -93,7 +94,24 @@ pub struct ApiRoute {
     pub access: Access,
     pub body: BodyKind,
     pub kind: Kind,
+    /// The handler, with no method guard: `configure` adds the guard from
+    /// `method` (so the method is said once), and a GET's handler also
+    /// answers HEAD (`ApiRoute::methods`).
     pub route: Route,
+}
+
+impl ApiRoute {
+    /// The methods this route answers: its own, and HEAD beside a GET
+    /// (RFC 9110 §9.3.2: HEAD is GET without the body; monitors and
+    /// `curl -I` use it). HEAD is not a row of the table: it has no
+    /// operation of its own in `/openapi.json`, where a GET implies it.
+    pub fn methods(&self) -> Vec<Method> {
+        if self.method == Method::GET {
+            vec![Method::GET, Method::HEAD]
+        } else {
+            vec![self.method.clone()]
+        }
+    }
 }
 
 fn route(method: Method, path: &'static str, access: Access, body: BodyKind, kind: Kind, route: Route) -> ApiRoute {
@@ -106,26 +124,19 @@ pub fn routes() -> Vec<ApiRoute> {
     use BodyKind::{Empty, Json, Upgrade};
     use Kind::{Asset, Cancel, Generate, Plain, Stream};
     vec![
-        route(Method::POST, "/v1/projects", Admin, Json, Plain, web::post().to(projects::create)),
-        route(Method::GET, "/v1/projects/{pid}", Project, Empty, Plain, web::get().to(projects::get)),
-        route(Method::POST, "/v1/projects/{pid}/threads", Project, Json, Plain, web::post().to(threads::create)),
-        route(Method::GET, "/v1/projects/{pid}/threads", Project, Empty, Plain, web::get().to(threads::list)),
-        route(Method::GET, "/v1/projects/{pid}/threads/{tid}", Project, Empty, Plain, web::get().to(threads::get)),
-        route(
-            Method::DELETE,
-            "/v1/projects/{pid}/threads/{tid}",
-            Project,
-            Empty,
-            Plain,
-            web::delete().to(threads::delete),
-        ),
+        route(Method::POST, "/v1/projects", Admin, Json, Plain, web::to(projects::create)),
+        route(Method::GET, "/v1/projects/{pid}", Project, Empty, Plain, web::to(projects::get)),
+        route(Method::POST, "/v1/projects/{pid}/threads", Project, Json, Plain, web::to(threads::create)),
+        route(Method::GET, "/v1/projects/{pid}/threads", Project, Empty, Plain, web::to(threads::list)),
+        route(Method::GET, "/v1/projects/{pid}/threads/{tid}", Project, Empty, Plain, web::to(threads::get)),
+        route(Method::DELETE, "/v1/projects/{pid}/threads/{tid}", Project, Empty, Plain, web::to(threads::delete)),
         route(
             Method::GET,
             "/v1/projects/{pid}/threads/{tid}/messages",
             Project,
             Empty,
             Plain,
-            web::get().to(messages::history),
+            web::to(messages::history),
         ),
         route(
             Method::POST,
@@ -133,7 +144,7 @@ pub fn routes() -> Vec<ApiRoute> {
             Project,
             Json,
             Generate,
-            web::post().to(messages::post),
+            web::to(messages::post),
         ),
         route(
             Method::POST,
@@ -141,7 +152,7 @@ pub fn routes() -> Vec<ApiRoute> {
             Project,
             Empty,
             Cancel,
-            web::post().to(messages::cancel),
+            web::to(messages::cancel),
         ),
         route(
             Method::POST,
@@ -149,7 +160,7 @@ pub fn routes() -> Vec<ApiRoute> {
             Project,
             Empty,
             Plain,
-            web::post().to(keys::stream_token),
+            web::to(keys::stream_token),
         ),
         route(
             Method::GET,
@@ -157,25 +168,18 @@ pub fn routes() -> Vec<ApiRoute> {
             Project,
             Empty,
             Stream,
-            web::get().to(events::subscribe),
+            web::to(events::subscribe),
         ),
-        route(
-            Method::GET,
-            "/v1/projects/{pid}/threads/{tid}/ws",
-            Project,
-            Upgrade,
-            Stream,
-            web::get().to(ws::subscribe),
-        ),
-        route(Method::POST, "/v1/projects/{pid}/chat", Project, Json, Generate, web::post().to(chat::post::post)),
-        route(Method::GET, "/v1/projects/{pid}/chat/ws", Project, Upgrade, Stream, web::get().to(chat::ws::socket)),
+        route(Method::GET, "/v1/projects/{pid}/threads/{tid}/ws", Project, Upgrade, Stream, web::to(ws::subscribe)),
+        route(Method::POST, "/v1/projects/{pid}/chat", Project, Json, Generate, web::to(chat::post::post)),
+        route(Method::GET, "/v1/projects/{pid}/chat/ws", Project, Upgrade, Stream, web::to(chat::ws::socket)),
         route(
             Method::GET,
             "/v1/projects/{pid}/chat/{id}/stream",
             Project,
             Empty,
             Stream,
-            web::get().to(chat::resume::stream),
+            web::to(chat::resume::stream),
         ),
         route(
             Method::POST,
@@ -183,7 +187,7 @@ pub fn routes() -> Vec<ApiRoute> {
             Project,
             Empty,
             Cancel,
-            web::post().to(chat::resume::cancel),
+            web::to(chat::resume::cancel),
         ),
         route(
             Method::POST,
@@ -191,30 +195,23 @@ pub fn routes() -> Vec<ApiRoute> {
             Project,
             Json,
             Generate,
-            web::post().to(events::seed_stream),
+            web::to(events::seed_stream),
         ),
-        route(Method::GET, "/admin/stats", Admin, Empty, Plain, web::get().to(admin::stats)),
-        route(Method::GET, "/admin/threads", Admin, Empty, Plain, web::get().to(admin::threads)),
-        route(Method::GET, "/admin/threads/{tid}", Admin, Empty, Plain, web::get().to(admin::thread)),
-        route(Method::GET, "/admin/cluster", Admin, Empty, Plain, web::get().to(admin::cluster)),
-        route(Method::DELETE, "/admin/threads/{tid}", Admin, Empty, Plain, web::delete().to(admin::stop_thread)),
-        route(Method::POST, "/admin/projects/{pid}/keys", Admin, Empty, Plain, web::post().to(keys::create)),
-        route(
-            Method::DELETE,
-            "/admin/projects/{pid}/keys/{key_id}",
-            Admin,
-            Empty,
-            Plain,
-            web::delete().to(keys::revoke),
-        ),
-        route(Method::GET, "/metrics", Public, Empty, Plain, web::get().to(admin::metrics)),
-        route(Method::GET, "/healthz", Public, Empty, Plain, web::get().to(admin::healthz)),
-        route(Method::GET, "/readyz", Public, Empty, Plain, web::get().to(admin::readyz)),
-        route(Method::GET, "/openapi.json", Public, Empty, Plain, web::get().to(openapi::spec)),
-        route(Method::GET, "/docs", Public, Empty, Plain, web::get().to(openapi::docs)),
+        route(Method::GET, "/admin/stats", Admin, Empty, Plain, web::to(admin::stats)),
+        route(Method::GET, "/admin/threads", Admin, Empty, Plain, web::to(admin::threads)),
+        route(Method::GET, "/admin/threads/{tid}", Admin, Empty, Plain, web::to(admin::thread)),
+        route(Method::GET, "/admin/cluster", Admin, Empty, Plain, web::to(admin::cluster)),
+        route(Method::DELETE, "/admin/threads/{tid}", Admin, Empty, Plain, web::to(admin::stop_thread)),
+        route(Method::POST, "/admin/projects/{pid}/keys", Admin, Empty, Plain, web::to(keys::create)),
+        route(Method::DELETE, "/admin/projects/{pid}/keys/{key_id}", Admin, Empty, Plain, web::to(keys::revoke)),
+        route(Method::GET, "/metrics", Public, Empty, Plain, web::to(admin::metrics)),
+        route(Method::GET, "/healthz", Public, Empty, Plain, web::to(admin::healthz)),
+        route(Method::GET, "/readyz", Public, Empty, Plain, web::to(admin::readyz)),
+        route(Method::GET, "/openapi.json", Public, Empty, Plain, web::to(openapi::spec)),
+        route(Method::GET, "/docs", Public, Empty, Plain, web::to(openapi::docs)),
     ]
     .into_iter()
-    .chain(page::ASSETS.iter().map(|a| route(Method::GET, a.path, Public, Empty, Asset, web::get().to(page::serve))))
+    .chain(page::ASSETS.iter().map(|a| route(Method::GET, a.path, Public, Empty, Asset, web::to(page::serve))))
     .collect()
 }
 
@@ -230,23 +227,30 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
     let mut paths: Vec<PathRoutes> = Vec::new();
     for r in routes() {
         let check = Check::of(&r);
+        let methods = r.methods();
+        // One route (handler and body guard) for all its methods: HEAD is
+        // the GET's own handler, so its status and headers are the GET's;
+        // actix-http writes no body for a HEAD. (A stream handler answers
+        // a HEAD itself, before it opens anything: actix-http would still
+        // drain a streaming body to its end.)
+        let guard = methods[1..]
+            .iter()
+            .fold(guard::Any(guard::Method(r.method.clone())), |any, m| any.or(guard::Method(m.clone())));
+        let route = r.route.guard(guard);
         let route = match r.body {
-            BodyKind::Json => r.route.wrap(from_fn(body::json)),
-            BodyKind::Empty => r.route.wrap(from_fn(body::empty)),
-            BodyKind::Upgrade => r.route,
+            BodyKind::Json => route.wrap(from_fn(body::json)),
+            BodyKind::Empty => route.wrap(from_fn(body::empty)),
+            BodyKind::Upgrade => route,
         };
         match paths.iter_mut().find(|p| p.path == r.path) {
             Some(p) => {
                 assert_eq!(p.check, check, "routes of {} must share their access", r.path);
-                p.methods.push(r.method);
+                p.methods.extend(methods);
                 p.resource = std::mem::replace(&mut p.resource, web::resource(r.path)).route(route);
             }
-            None => paths.push(PathRoutes {
-                path: r.path,
-                check,
-                methods: vec![r.method],
-                resource: web::resource(r.path).route(route),
-            }),
+            None => {
+                paths.push(PathRoutes { path: r.path, check, methods, resource: web::resource(r.path).route(route) })
+            }
         }
     }
     for PathRoutes { check, methods, resource, .. } in paths {

@@ -29,7 +29,8 @@ use crate::{config::LimitSettings, error::Code};
         title = "convo",
         description = "Streams LLM conversations to many subscribers over SSE and WebSocket, \
             with exact resume (cursors), batched persistence and no polling. Every non-2xx \
-            answer has the body `{\"error\": {\"code\", \"message\"}}`."
+            answer has the body `{\"error\": {\"code\", \"message\"}}`. Every GET also \
+            answers HEAD: its status and headers, no body (a stream's HEAD opens nothing)."
     ),
     paths(
         projects::create,

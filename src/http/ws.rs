@@ -5,13 +5,10 @@
 //! shared, not re-encoded per subscriber, and memory per subscriber stays
 //! bounded (the deprecated actix-web-actors context queued without bound).
 
-use actix_http::BoxedPayloadStream;
 use actix_web::{
     body::{BodyStream, BoxBody},
-    dev::Payload,
-    web, FromRequest, HttpRequest, HttpResponse,
+    web, HttpRequest, HttpResponse,
 };
-use actix_ws::AggregatedMessageStream;
 use uuid::Uuid;
 
 use super::{
@@ -19,7 +16,12 @@ use super::{
     threads::find,
     AppState,
 };
-use crate::{actors::session::Transport, error::ApiError, pipe::pipe, ws_guard::Guard};
+use crate::{
+    actors::session::Transport,
+    error::ApiError,
+    pipe::pipe,
+    ws_guard::{Incoming, Reader},
+};
 
 /// Largest client frame, and largest message after joining continuations.
 const MAX_CLIENT_FRAME: usize = 256 * 1024;
@@ -40,7 +42,7 @@ pub async fn subscribe(
     let thread = find(&state, path.0, path.1).await?;
     let admission = admit(&state, &req, thread.id)?;
     let from = resume_cursor(&req, &query);
-    let (response, incoming) = handshake(&state, &req, body, MAX_CLIENT_FRAME).await?;
+    let (response, incoming) = handshake(&state, &req, body, MAX_CLIENT_FRAME)?;
     let (tx, outgoing) = pipe(super::events::STREAM_BUFFER);
     let response = response.set_body(BoxBody::new(BodyStream::new(outgoing)));
     start_session(&state, thread.id, admission, Transport::Ws { tx, incoming: Some(incoming) }, from);
@@ -60,23 +62,20 @@ pub(super) fn check_origin(state: &AppState, req: &HttpRequest) -> Result<(), Ap
     Ok(())
 }
 
-/// The upgrade: actix-ws answers the handshake and parses incoming frames
-/// (messages of at most `max_message` bytes), behind a guard that refuses
-/// an over-size frame at its header (actix-ws would buffer all of it
-/// first). The answer's body is the caller's to set: actix-ws's own
-/// outgoing channel is replaced by a pipe.
-pub(super) async fn handshake(
+/// The upgrade: actix-http answers the handshake, and the client's frames
+/// are read by a `ws_guard::Reader` (messages of at most `max_message`
+/// bytes, unfinished ones paid from the node's budget). The answer's body
+/// is the caller's to set: its pipe.
+pub(super) fn handshake(
     state: &AppState,
     req: &HttpRequest,
     body: web::Payload,
     max_message: usize,
-) -> Result<(HttpResponse, AggregatedMessageStream), actix_web::Error> {
-    let guarded: BoxedPayloadStream = Box::pin(Guard::new(body, max_message, state.deps.capacity.ws_budget()));
-    let body = web::Payload::from_request(req, &mut Payload::from(guarded)).await?;
-    let (response, _, incoming) =
-        actix_ws::handle(req, body).map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
-    let incoming = incoming.max_frame_size(max_message).aggregate_continuations().max_continuation_size(max_message);
-    Ok((response, incoming))
+) -> Result<(HttpResponse, Incoming), actix_web::Error> {
+    let mut response = actix_http::ws::handshake(req.head())
+        .map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
+    let response: HttpResponse = response.message_body(BoxBody::new(()))?.into();
+    Ok((response, Reader::new(body, max_message, state.deps.capacity.ws_budget())))
 }
 
 /// Whether `origin` is this service's own (its scheme and the request's

@@ -400,3 +400,49 @@ async fn the_transports_model_and_max_tokens_are_asked_and_regenerate_keeps_both
     assert_eq!(answers, ["first answer", "second answer"], "the thread keeps both answers");
     assert_eq!(h.upstream.requests().len(), 2);
 }
+
+/// The whole body of a UI message stream, as its `data:` payloads (the
+/// closing `[DONE]` included), however many closings it holds.
+async fn data_lines(resp: reqwest::Response) -> Vec<String> {
+    let body = tokio::time::timeout(WAIT, resp.text()).await.expect("the stream ends").unwrap();
+    body.split("\n\n").filter_map(|event| event.strip_prefix("data: ")).map(str::to_owned).collect()
+}
+
+/// Deleting a chat's thread mid-answer ends its UI message streams (the
+/// turn's and a resume's) once: `abort` then `[DONE]`, nothing after; the
+/// stream closing for the deleted thread writes no second `error` and
+/// `[DONE]`.
+#[actix_web::test]
+async fn deleting_the_thread_mid_answer_closes_each_ui_stream_once() {
+    let server = Server::temp(&["--sim-interval-ms", "20", "--sim-chunks", "200"]).await;
+    let pid = project(&server).await;
+    let turn_stream = post_turn(&server, &pid, &turn("doomed", "go")).await;
+    assert_eq!(turn_stream.status(), 200);
+    let tid = threads_of(&server, &pid).await[0]["id"].as_str().unwrap().to_owned();
+    let resumed = server.client.get(format!("{}/v1/projects/{pid}/chat/{tid}/stream", server.base)).send();
+    let resumed = resumed.await.unwrap();
+    assert_eq!(resumed.status(), 200);
+    let mut turn_stream = turn_stream.bytes_stream();
+    let mut head = String::new();
+    while head.matches("text-delta").count() < 3 {
+        let chunk = tokio::time::timeout(WAIT, turn_stream.next()).await.expect("text in time").unwrap().unwrap();
+        head.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let r = server.client.delete(format!("{}/v1/projects/{pid}/threads/{tid}", server.base)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let mut rest = String::new();
+    while let Some(chunk) = tokio::time::timeout(WAIT, turn_stream.next()).await.expect("the stream ends") {
+        rest.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    let turn_lines: Vec<String> =
+        (head + &rest).split("\n\n").filter_map(|e| e.strip_prefix("data: ")).map(str::to_owned).collect();
+    for (name, lines) in [("the turn", turn_lines), ("a resume", data_lines(resumed).await)] {
+        let closings: Vec<&String> =
+            lines.iter().filter(|l| *l == "[DONE]" || l.contains("\"type\":\"error\"")).collect();
+        assert_eq!(closings, ["[DONE]"], "{name}: one closing, {lines:?}");
+        let n = lines.len();
+        assert_eq!(lines[n - 1], "[DONE]", "{name}");
+        let last: Value = serde_json::from_str(&lines[n - 2]).unwrap();
+        assert_eq!(last["type"], "abort", "{name}: the answer ended cancelled: {lines:?}");
+    }
+}

@@ -292,3 +292,31 @@ async fn a_socket_holds_at_most_sixteen_requests_and_a_request_id_once() {
     assert!(refused["one-too-many"].contains("too many requests"), "{refused:?}");
     assert!(refused["r0"].contains("in use"), "{refused:?}");
 }
+
+/// Deleting a chat's thread mid-answer ends its request once: the
+/// answer's `abort` chunk and `end`, and no `error` frame after it.
+#[actix_web::test]
+async fn deleting_the_thread_mid_answer_ends_the_request_once() {
+    let server = Server::temp(&["--sim-interval-ms", "20", "--sim-chunks", "200"]).await;
+    let pid = project(&server).await;
+    let mut ws = ChatWs::open(&server, &pid).await;
+    ws.send(send("r1", "doomed-ws", "go")).await;
+    let (mut deltas, mut seen) = (0, 0);
+    while deltas < 3 {
+        let frame = ws.next().await.expect("open");
+        deltas += usize::from(frame["chunk"]["type"] == "text-delta");
+        seen += 1;
+    }
+    let threads = server.get_json(&format!("/v1/projects/{pid}/threads")).await;
+    let tid = threads["data"][0]["id"].as_str().unwrap().to_owned();
+    let r = server.client.delete(format!("{}/v1/projects/{pid}/threads/{tid}", server.base)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let (chunks, end) = ws.request("r1", seen, &mut Vec::new()).await;
+    assert_eq!(end["type"], "end", "{end}");
+    assert_eq!(chunks.last().unwrap()["type"], "abort");
+    // Nothing more for the request: the socket's next frame answers the
+    // next request (an unknown chat has nothing running).
+    ws.send(resume("r2", "never-used", None)).await;
+    let next = ws.next().await.expect("open");
+    assert_eq!((next["requestId"].as_str(), next["type"].as_str()), (Some("r2"), Some("no-active")), "{next}");
+}

@@ -11,6 +11,7 @@ mod fake_upstream;
 mod fanout;
 mod lifecycle;
 mod limits;
+mod logs;
 mod openapi;
 mod operations;
 mod outage;

@@ -154,7 +154,7 @@ async fn every_refusal_has_the_contract_error_shape() {
     }
     // A wrong method names the right ones (RFC 9110).
     let r = c.put(format!("{base}{thread}/messages")).send().await.unwrap();
-    assert_eq!(r.headers()["allow"], "GET, POST");
+    assert_eq!(r.headers()["allow"], "GET, HEAD, POST");
     assert_eq!(error_code(r).await, (405, "method_not_allowed".to_owned()));
     let project = server.post_json("/v1/projects", json!({"name": "x"})).await;
     let wrong =

@@ -1,6 +1,7 @@
 //! Test support for the resume, slow-subscriber and lifecycle suites: a
-//! server in-process (or the real binary), a typed SSE reader, and a
-//! transcript that rebuilds messages from events while checking offsets.
+//! server in-process (or the real binary), a typed SSE reader, a
+//! transcript that rebuilds messages from events while checking offsets,
+//! and a WebSocket client on a raw socket for frames no library sends.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -484,4 +485,109 @@ pub async fn error_code(resp: reqwest::Response) -> (u16, String) {
     let body: Value = resp.json().await.expect("a JSON error body");
     assert!(body["error"]["message"].is_string(), "error has a message: {body}");
     (status, body["error"]["code"].as_str().expect("error has a code").to_owned())
+}
+
+/// A WebSocket client on a raw socket, for bytes no library would send: a
+/// frame header alone, a message that never ends.
+pub struct RawWs {
+    sock: tokio::net::TcpStream,
+    read: Vec<u8>,
+}
+
+impl RawWs {
+    pub async fn open(base: &str, thread: &str) -> RawWs {
+        RawWs::open_at(base, &format!("{thread}/ws")).await
+    }
+
+    /// A socket upgraded at `path` (a thread's `/ws` or a chat's).
+    pub async fn open_at(base: &str, path: &str) -> RawWs {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = base.trim_start_matches("http://");
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        sock.write_all(request.as_bytes()).await.unwrap();
+        let mut read = Vec::new();
+        while !read.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut buf = [0u8; 4096];
+            let n = sock.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the upgrade is answered");
+            read.extend_from_slice(&buf[..n]);
+        }
+        assert!(read.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&read));
+        let end = read.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        read.drain(..end);
+        RawWs { sock, read }
+    }
+
+    /// A masked client frame header: `first` byte (FIN and opcode), then
+    /// the declared payload length.
+    pub fn header(first: u8, len: u64) -> Vec<u8> {
+        let mut out = vec![first, 0x80 | 127];
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0]); // a zero mask: payload as is
+        out
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        tokio::io::AsyncWriteExt::write_all(&mut self.sock, bytes).await
+    }
+
+    /// The server's next frame: its opcode and payload; `None` if the
+    /// connection ends first.
+    pub async fn next_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            // Server frames are unmasked.
+            if self.read.len() >= 4 {
+                let (head, len) = match self.read[1] & 0x7f {
+                    126 => (4, u16::from_be_bytes([self.read[2], self.read[3]]) as usize),
+                    127 => panic!("no server frame here is that large"),
+                    n => (2, n as usize),
+                };
+                if self.read.len() >= head + len {
+                    let frame: Vec<u8> = self.read.drain(..head + len).collect();
+                    return Some((frame[0] & 0x0f, frame[head..].to_vec()));
+                }
+            }
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(crate::support::WAIT, self.sock.read(&mut buf)).await.expect("bytes in time");
+            match n {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.read.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// The code of a close frame the server sends within `within`;
+    /// `None` while the socket stays open (or ends without one).
+    pub async fn closed_within(&mut self, within: Duration) -> Option<u16> {
+        tokio::time::timeout(within, self.close_code()).await.ok().flatten()
+    }
+
+    /// The code of the server's close frame, skipping other frames.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            let (opcode, payload) = self.next_frame().await?;
+            if opcode == 0x8 {
+                return Some(u16::from_be_bytes([payload[0], payload[1]]));
+            }
+        }
+    }
+
+    /// The `type` of the next event (text frame); panics on a close.
+    pub async fn next_event_type(&mut self) -> String {
+        loop {
+            match self.next_frame().await.expect("the connection stays open") {
+                (0x1, payload) => {
+                    let event: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+                    return event["type"].as_str().unwrap().to_owned();
+                }
+                (0x8, payload) => panic!("closed: {payload:?}"),
+                _ => continue,
+            }
+        }
+    }
 }

@@ -1,11 +1,14 @@
 //! WebSocket client frames: `send` starts a generation, `cancel` stops
 //! it, a malformed or binary frame gets an `error` and the connection
 //! stays usable; an over-size frame closes it with 1009 and invalid UTF-8
-//! with 1007.
+//! with 1007; unfinished messages of all sockets stay within the node's
+//! budget, past which a socket is closed with 1013.
+
+use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{Events as _, Server, Transcript, Ws};
+use crate::support::{Events as _, RawWs, Server, Transcript, Ws};
 
 #[actix_web::test]
 async fn send_and_cancel_frames_drive_the_thread() {
@@ -186,100 +189,6 @@ async fn a_websocket_reading_an_answer_longer_than_the_peer_timeout_stays_open()
     t.assert_matches(&server.finished(&thread, &id).await);
 }
 
-/// A WebSocket client on a raw socket, for bytes no library would send: a
-/// frame header alone, a message that never ends.
-struct RawWs {
-    sock: tokio::net::TcpStream,
-    read: Vec<u8>,
-}
-
-impl RawWs {
-    async fn open(base: &str, thread: &str) -> RawWs {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = base.trim_start_matches("http://");
-        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request = format!(
-            "GET {thread}/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        sock.write_all(request.as_bytes()).await.unwrap();
-        let mut read = Vec::new();
-        while !read.windows(4).any(|w| w == b"\r\n\r\n") {
-            let mut buf = [0u8; 4096];
-            let n = sock.read(&mut buf).await.unwrap();
-            assert!(n > 0, "the upgrade is answered");
-            read.extend_from_slice(&buf[..n]);
-        }
-        assert!(read.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&read));
-        let end = read.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        read.drain(..end);
-        RawWs { sock, read }
-    }
-
-    /// A masked client frame header: `first` byte (FIN and opcode), then
-    /// the declared payload length.
-    fn header(first: u8, len: u64) -> Vec<u8> {
-        let mut out = vec![first, 0x80 | 127];
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(&[0, 0, 0, 0]); // a zero mask: payload as is
-        out
-    }
-
-    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        tokio::io::AsyncWriteExt::write_all(&mut self.sock, bytes).await
-    }
-
-    /// The server's next frame: its opcode and payload; `None` if the
-    /// connection ends first.
-    async fn next_frame(&mut self) -> Option<(u8, Vec<u8>)> {
-        use tokio::io::AsyncReadExt;
-        loop {
-            // Server frames are unmasked.
-            if self.read.len() >= 4 {
-                let (head, len) = match self.read[1] & 0x7f {
-                    126 => (4, u16::from_be_bytes([self.read[2], self.read[3]]) as usize),
-                    127 => panic!("no server frame here is that large"),
-                    n => (2, n as usize),
-                };
-                if self.read.len() >= head + len {
-                    let frame: Vec<u8> = self.read.drain(..head + len).collect();
-                    return Some((frame[0] & 0x0f, frame[head..].to_vec()));
-                }
-            }
-            let mut buf = [0u8; 4096];
-            let n = tokio::time::timeout(crate::support::WAIT, self.sock.read(&mut buf)).await.expect("bytes in time");
-            match n {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.read.extend_from_slice(&buf[..n]),
-            }
-        }
-    }
-
-    /// The code of the server's close frame, skipping other frames.
-    async fn close_code(&mut self) -> Option<u16> {
-        loop {
-            let (opcode, payload) = self.next_frame().await?;
-            if opcode == 0x8 {
-                return Some(u16::from_be_bytes([payload[0], payload[1]]));
-            }
-        }
-    }
-
-    /// The `type` of the next event (text frame); panics on a close.
-    async fn next_event_type(&mut self) -> String {
-        loop {
-            match self.next_frame().await.expect("the connection stays open") {
-                (0x1, payload) => {
-                    let event: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-                    return event["type"].as_str().unwrap().to_owned();
-                }
-                (0x8, payload) => panic!("closed: {payload:?}"),
-                _ => continue,
-            }
-        }
-    }
-}
-
 #[actix_web::test]
 async fn a_frame_declared_too_large_is_refused_at_its_header_not_buffered() {
     let server = Server::temp(&[]).await;
@@ -300,35 +209,87 @@ async fn a_frame_declared_too_large_is_refused_at_its_header_not_buffered() {
     assert!(server.messages(&thread).await.is_empty());
 }
 
+/// The node's share of unfinished WebSocket messages, from
+/// `/admin/stats`: (held, peak, cap).
+async fn pending(server: &Server) -> (u64, u64, u64) {
+    let p = server.get_json("/admin/stats").await["websocket_pending"].clone();
+    let n = |k: &str| p[k].as_u64().unwrap_or_else(|| panic!("{k} in {p}"));
+    (n("held_bytes"), n("peak_bytes"), n("cap_bytes"))
+}
+
+/// Sends a text frame of 250,000 bytes without FIN: a message that never
+/// ends. (A socket the server already closed refuses some of it.)
+async fn hold_250_kb(ws: &mut RawWs) {
+    let _ = ws.write(&RawWs::header(0x01, 250_000)).await;
+    let _ = ws.write(&vec![b'x'; 250_000]).await;
+}
+
 #[actix_web::test]
 async fn unfinished_messages_of_all_sockets_share_a_budget() {
-    let server = Server::temp(&["--max-ws-pending-bytes", "600000"]).await;
+    let server = Server::temp(&["--max-ws-pending-bytes", "1500000"]).await;
     let thread = server.thread().await;
-    // Two sockets each hold 250 KB of a message they never finish.
+    // Sockets hold 250 KB each of a message they never finish, until the
+    // budget refuses one: closed with 1013 (try again later).
     let mut holders = Vec::new();
-    for _ in 0..2 {
+    let refused = loop {
         let mut ws = RawWs::open(&server.base, &thread).await;
-        ws.write(&RawWs::header(0x01, 250_000)).await.unwrap();
-        ws.write(&vec![b'x'; 250_000]).await.unwrap();
-        holders.push(ws);
-    }
-    // A third would pass the budget: closed with 1013 (try again later).
-    let mut third = RawWs::open(&server.base, &thread).await;
-    third.write(&RawWs::header(0x01, 250_000)).await.unwrap();
-    let _ = third.write(&vec![b'x'; 250_000]).await;
-    assert_eq!(third.close_code().await, Some(1013));
+        assert_eq!(ws.next_event_type().await, "ready");
+        hold_250_kb(&mut ws).await;
+        match ws.closed_within(Duration::from_millis(500)).await {
+            Some(code) => break code,
+            None => holders.push(ws),
+        }
+        assert!(holders.len() <= 6, "each holds at least 250 KB: no more than six fit");
+    };
+    assert_eq!(refused, 1013);
+    assert!(holders.len() >= 2, "{} held", holders.len());
+    let (held, peak, _) = pending(&server).await;
+    assert!(held >= holders.len() as u64 * 250_000 && peak <= 1_500_000, "held {held}, peak {peak}");
     // A holder that goes gives its share back: a new socket may hold again,
     // and its message, once finished, is read (not JSON: an `error`).
     drop(holders.pop());
-    crate::support::eventually(|| async {
-        let held = server.get_json("/admin/stats").await;
-        (held["subscribers"]["ws"] == 1).then_some(())
-    })
-    .await;
+    crate::support::eventually(|| async { (pending(&server).await.0 <= held - 250_000).then_some(()) }).await;
     let mut ws = RawWs::open(&server.base, &thread).await;
     assert_eq!(ws.next_event_type().await, "ready");
-    ws.write(&RawWs::header(0x01, 250_000)).await.unwrap();
-    ws.write(&vec![b'x'; 250_000]).await.unwrap();
+    hold_250_kb(&mut ws).await;
     ws.write(&RawWs::header(0x80, 0)).await.unwrap();
-    assert_eq!(ws.next_event_type().await, "error");
+    let mut kind = ws.next_event_type().await;
+    while kind == "thread.presence" {
+        kind = ws.next_event_type().await;
+    }
+    assert_eq!(kind, "error");
+}
+
+/// Two hundred sockets each send an unfinished 250 KB message (50 MB in
+/// all) to a node with the default budget of 32 MiB: what they hold is
+/// paid from the budget, all of it (a frame's buffer, the read buffer its
+/// burst grew), which never passes its cap; the sockets it cannot pay for
+/// are closed with 1013 and hold nothing.
+#[actix_web::test]
+async fn two_hundred_unfinished_messages_stay_within_the_nodes_budget() {
+    let server = Server::temp(&[]).await;
+    let thread = server.thread().await;
+    let mut sockets = Vec::new();
+    for _ in 0..200 {
+        sockets.push(RawWs::open(&server.base, &thread).await);
+    }
+    for ws in &mut sockets {
+        hold_250_kb(ws).await;
+    }
+    let closes = futures_util::future::join_all(sockets.iter_mut().map(|ws| ws.closed_within(Duration::from_secs(2))));
+    let closes = closes.await;
+    let refused = closes.iter().filter(|c| **c == Some(1013)).count();
+    let open = closes.iter().filter(|c| c.is_none()).count();
+    assert_eq!(refused + open, 200, "closed only for the budget: {closes:?}");
+    assert!(refused > 0 && open > 0, "{open} held, {refused} refused");
+    crate::support::eventually(|| async {
+        (server.get_json("/admin/stats").await["subscribers"]["ws"] == open).then_some(())
+    })
+    .await;
+    let (held, peak, cap) = pending(&server).await;
+    assert_eq!(cap, 32 * 1024 * 1024, "the default budget");
+    assert!(peak <= cap, "the budget was never passed: peak {peak}");
+    assert!(held >= open as u64 * 250_000, "every byte held is paid: {held} for {open} sockets");
+    drop(sockets);
+    crate::support::eventually(|| async { (pending(&server).await.0 == 0).then_some(()) }).await;
 }

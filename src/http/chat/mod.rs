@@ -22,10 +22,14 @@ pub mod resume;
 pub mod socket;
 pub mod ws;
 
+use std::convert::Infallible;
+
 use actix_web::{
     http::header::{HeaderName, HeaderValue},
     HttpRequest, HttpResponse,
 };
+use bytes::Bytes;
+use futures_util::Stream;
 use uuid::Uuid;
 
 use super::{
@@ -36,7 +40,6 @@ use crate::{
     actors::thread::{FindRunning, RunningAnswer},
     domain::{chat_request, ui_stream, Thread},
     error::{ApiError, Code},
-    pipe::PipeBody,
 };
 
 /// The thread chat `id` names in project `project_id`, if any (an id that
@@ -104,7 +107,10 @@ pub fn not_its_thread() -> ApiError {
 }
 
 /// A UI message stream answer: SSE with the protocol's header.
-fn ui_response(req: &HttpRequest, body: PipeBody) -> HttpResponse {
+fn ui_response<S>(req: &HttpRequest, body: S) -> HttpResponse
+where
+    S: Stream<Item = Result<Bytes, Infallible>> + 'static,
+{
     let mut response = super::events::sse_response(req, body);
     let (name, value) = ui_stream::HEADER;
     response.headers_mut().insert(HeaderName::from_static(name), HeaderValue::from_static(value));

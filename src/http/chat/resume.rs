@@ -18,7 +18,7 @@ use crate::{
     domain::cursor::Resume,
     error::ApiError,
     http::{
-        events::{admit, start_session, STREAM_BUFFER},
+        events::{admit, is_head, start_session, STREAM_BUFFER},
         messages::Cancelled,
         AppState,
     },
@@ -42,6 +42,9 @@ pub async fn stream(
     let Some((thread_id, running)) = running_answer(&state, project_id, &id, token_thread(&req)).await? else {
         return Ok(HttpResponse::NoContent().finish());
     };
+    if is_head(&req) {
+        return Ok(ui_response(&req, futures_util::stream::empty()));
+    }
     let admission = admit(&state, &req, thread_id)?;
     let (tx, rx) = pipe(STREAM_BUFFER);
     let transport = Transport::Ui { tx, message_id: running.answer };

@@ -26,14 +26,14 @@ use std::{collections::HashMap, rc::Rc, time::Instant};
 
 use actix::prelude::*;
 use actix_web::web;
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, ProtocolError};
+use actix_ws::{AggregatedMessage, ProtocolError};
 use uuid::Uuid;
 
 use super::{chat_thread, checked_turn, running_answer, title_of, token_opens};
 use crate::{
     actors::{
         registry::ask,
-        session::{close, protocol_close, Admission, SessionLimits, Transport},
+        session::{close, log_protocol_close, protocol_close, Admission, SessionLimits, Transport},
         thread::CancelAnswer,
         ThreadError,
     },
@@ -54,6 +54,7 @@ use crate::{
     },
     mux::Mux,
     pipe::pipe,
+    ws_guard::Incoming,
 };
 
 /// Requests a socket may run at once.
@@ -86,7 +87,7 @@ pub struct ChatSocket {
     /// A stream token's thread: the one chat this socket may touch.
     token_thread: Option<Uuid>,
     mux: Rc<Mux>,
-    incoming: Option<AggregatedMessageStream>,
+    incoming: Option<Incoming>,
     requests: HashMap<String, Active>,
     next_key: u64,
     last_heard: Instant,
@@ -101,7 +102,7 @@ impl ChatSocket {
         project_id: Uuid,
         token_thread: Option<Uuid>,
         mux: Mux,
-        incoming: AggregatedMessageStream,
+        incoming: Incoming,
         connection: Option<ConnectionSlot>,
     ) -> ChatSocket {
         let limits = SessionLimits::from_settings(&state.deps.settings);
@@ -371,9 +372,7 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for ChatSocket {
             Ok(AggregatedMessage::Close(_)) => ctx.stop(),
             Err(e) => {
                 let (code, reason) = protocol_close(&e);
-                if code == close::AGAIN {
-                    tracing::warn!(project_id = %self.project_id, "chat websocket closed: unfinished messages past the node's budget");
-                }
+                log_protocol_close(&e, &format_args!("chat of project {}", self.project_id));
                 self.close(code, reason, ctx)
             }
         }

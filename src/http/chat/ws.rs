@@ -55,7 +55,7 @@ pub async fn socket(
     // The transport sends the chat's whole history in each `send`: a
     // frame may be as large as a JSON body.
     let max_message = state.deps.settings.http.max_body_bytes.max(64 * 1024);
-    let (response, incoming) = handshake(&state, &req, body, max_message).await?;
+    let (response, incoming) = handshake(&state, &req, body, max_message)?;
     let (mux, outgoing) = mux(STREAM_BUFFER);
     let response = response.set_body(BoxBody::new(BodyStream::new(outgoing)));
     ChatSocket::new(state.clone(), project_id, token_thread, mux, incoming, connection).start();
