@@ -49,6 +49,28 @@ pub enum Refusal {
     Subscribers(usize),
 }
 
+impl Refusal {
+    /// The contract's code of this refusal.
+    pub fn code(&self) -> crate::domain::codes::Code {
+        use crate::domain::codes::Code;
+        match self {
+            Refusal::PostRate(_)
+            | Refusal::ProjectGenerations(_)
+            | Refusal::Connections(_)
+            | Refusal::Subscribers(_) => Code::RateLimited,
+            Refusal::NodeGenerations(_) => Code::Unavailable,
+        }
+    }
+
+    /// Seconds after which a retry may succeed (`Retry-After`).
+    pub fn retry_after(&self) -> u64 {
+        match self {
+            Refusal::PostRate(secs) => *secs,
+            _ => 1,
+        }
+    }
+}
+
 /// Counted slots per key, with a cap per key and an optional cap on all
 /// keys together. A cap of 0 means no cap.
 struct Slots<K> {

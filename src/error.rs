@@ -96,28 +96,16 @@ impl From<crate::store::StoreError> for ApiError {
 
 impl From<crate::actors::ThreadError> for ApiError {
     fn from(e: crate::actors::ThreadError) -> Self {
-        use crate::actors::ThreadError;
         match e {
-            ThreadError::Busy => ApiError::new(Code::ThreadBusy, e.to_string()),
-            ThreadError::NotGenerating => ApiError::new(Code::NotGenerating, e.to_string()),
-            ThreadError::NotFound => ApiError::not_found("thread"),
-            ThreadError::Unavailable | ThreadError::ShuttingDown => ApiError::new(Code::Unavailable, e.to_string()),
-            ThreadError::Refused(refusal) => refusal.into(),
+            crate::actors::ThreadError::Refused(refusal) => refusal.into(),
+            e => ApiError::new(e.code(), e.to_string()),
         }
     }
 }
 
 impl From<crate::capacity::Refusal> for ApiError {
     fn from(r: crate::capacity::Refusal) -> Self {
-        use crate::capacity::Refusal;
-        let (code, retry_after) = match r {
-            Refusal::PostRate(secs) => (Code::RateLimited, secs),
-            Refusal::ProjectGenerations(_) | Refusal::Connections(_) | Refusal::Subscribers(_) => {
-                (Code::RateLimited, 1)
-            }
-            Refusal::NodeGenerations(_) => (Code::Unavailable, 1),
-        };
-        ApiError::new(code, r.to_string()).retry_after(retry_after)
+        ApiError::new(r.code(), r.to_string()).retry_after(r.retry_after())
     }
 }
 

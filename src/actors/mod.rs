@@ -73,6 +73,19 @@ pub enum ThreadError {
 }
 
 impl ThreadError {
+    /// The contract's code of this error (the one place it is decided;
+    /// `error::ApiError` and the sessions' `error` events both use it).
+    pub fn code(&self) -> crate::domain::codes::Code {
+        use crate::domain::codes::Code;
+        match self {
+            ThreadError::Busy => Code::ThreadBusy,
+            ThreadError::NotGenerating => Code::NotGenerating,
+            ThreadError::NotFound => Code::NotFound,
+            ThreadError::Unavailable | ThreadError::ShuttingDown => Code::Unavailable,
+            ThreadError::Refused(refusal) => refusal.code(),
+        }
+    }
+
     /// A database failure, as a thread operation's error.
     pub fn from_store(e: &crate::store::StoreError) -> ThreadError {
         tracing::warn!(error.message = %e, "a thread operation could not reach the database");

@@ -47,8 +47,9 @@ use crate::{
         codes::{Code, ErrorCode, StreamCode},
         cursor::Resume,
         event::Event,
-        frame::{ws_frame, Frame, StreamPos, WsOp},
+        frame::{Frame, StreamPos},
         input,
+        websocket::{ws_frame, WsOp},
     },
     metrics::Metrics,
     pipe::PipeWriter,
@@ -322,8 +323,7 @@ impl SessionActor {
                 };
                 ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
                     if let Err(e) = res {
-                        let api: crate::error::ApiError = e.into();
-                        act.write_error(api.code, &api.message, ctx);
+                        act.write_error(e.code(), &e.to_string(), ctx);
                     }
                 }));
             }
@@ -331,8 +331,7 @@ impl SessionActor {
                 let fut = async move { ask(&registry, thread_id, || Cancel).await? };
                 ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
                     if let Err(e) = res {
-                        let api: crate::error::ApiError = e.into();
-                        act.write_error(api.code, &api.message, ctx);
+                        act.write_error(e.code(), &e.to_string(), ctx);
                     }
                 }));
             }

@@ -21,8 +21,9 @@ use crate::{
         codes::{ErrorCode, EventKind},
         cursor::Cursor,
         event::Event,
-        frame::{seed_error, ws_close, ws_frame, Frame, StreamPos, WsOp, SSE_KEEP_ALIVE},
+        frame::{seed_error, Frame, StreamPos, SSE_KEEP_ALIVE},
         ui_stream::{self, Request},
+        websocket::{ws_close, ws_frame, WsOp},
     },
     pipe::{At, PipeWriter, TrySendError},
 };

@@ -14,6 +14,7 @@ pub mod input;
 pub mod provider_event;
 pub mod resources;
 pub mod ui_stream;
+pub mod websocket;
 
 pub use resources::*;
 

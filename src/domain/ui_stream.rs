@@ -378,7 +378,7 @@ impl Request {
     pub fn put_chunk(&self, piece: &Piece, out: &mut BytesMut) {
         let len = self.chunk_prefix.len() + decimal_len(piece.seq) + CHUNK_KEY.len() + piece.json.len() + 1;
         out.reserve(len + 10);
-        super::frame::put_ws_header(out, super::frame::WsOp::Text, len);
+        super::websocket::put_ws_header(out, super::websocket::WsOp::Text, len);
         self.put_chunk_json(piece, out);
     }
 
@@ -611,8 +611,8 @@ mod tests {
             let mut out = BytesMut::from(&b"before"[..]);
             request.put_chunk(&piece, &mut out);
             let mut want = b"before".to_vec();
-            want.extend_from_slice(&crate::domain::frame::ws_frame(
-                crate::domain::frame::WsOp::Text,
+            want.extend_from_slice(&crate::domain::websocket::ws_frame(
+                crate::domain::websocket::WsOp::Text,
                 &request.chunk(&piece),
             ));
             assert_eq!(&out[..], &want[..], "seq {seq}");

@@ -43,8 +43,8 @@ use crate::{
         chat_request::{ChatFrame, Extra, UiMessage},
         cursor::{Cursor, Resume},
         event::end_cursor,
-        frame::{ws_close, ws_frame, WsOp},
         ui_stream::Request,
+        websocket::{ws_close, ws_frame, WsOp},
     },
     error::ApiError,
     http::{
