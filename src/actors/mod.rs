@@ -11,7 +11,7 @@
 //!   a subscriber's control work: subscribing, writing its replay, catching
 //!   up when it falls behind, closing it, reading WebSocket input. The
 //!   chunks themselves go from the thread's fan-out to the subscriber's
-//!   pipe through its worker's relay (`broadcast::relay`), not through it.
+//!   pipe through its worker's relay (`delivery::relay`), not through it.
 //! - `PersistenceActor` (one) writes everything in one transaction per
 //!   flush interval.
 //! - `Sweeper` (one, cluster mode only) writes the node's heartbeat and has

@@ -2,7 +2,7 @@
 //! every transport (SSE, WebSocket, the seed route's SSE dialect, the AI
 //! SDK's UI message stream over SSE, and one request of a chat WebSocket);
 //! only the `Subscriber` it shares with its worker's relay knows the
-//! difference (`broadcast::relay`).
+//! difference (`delivery::relay`).
 //!
 //! The actor does the control work and nothing per chunk: it subscribes to
 //! its thread actor (fresh or from a cursor), joins the relay of its worker
@@ -35,13 +35,15 @@ use super::{
     ThreadError,
 };
 use crate::{
-    broadcast::{
-        catch_up::{self, Interrupted, Missed},
+    broadcast::Missed,
+    capacity::{ConnectionSlot, SubscriberSlot},
+    config::Settings,
+    delivery::{
+        catch_up::{self, Interrupted},
+        pipe::PipeWriter,
         relay,
         subscriber::{ChatRequest, Notice, Stall, Subscriber, Wire},
     },
-    capacity::{ConnectionSlot, SubscriberSlot},
-    config::Settings,
     domain::{
         client_frame::ClientFrame,
         codes::{Code, ErrorCode, StreamCode},
@@ -52,7 +54,6 @@ use crate::{
         websocket::{ws_frame, WsOp},
     },
     metrics::Metrics,
-    pipe::PipeWriter,
     telemetry::peer::PeerFault,
     ws_guard::{Incoming, Refused},
 };
@@ -219,7 +220,7 @@ impl SessionActor {
 
     /// Writes `missed` (a replay or a catch-up), then asks the thread for
     /// what the relay skipped meanwhile, until the subscriber is live
-    /// again (`broadcast::catch_up`). One at a time.
+    /// again (`delivery::catch_up`). One at a time.
     fn catch_up(&mut self, missed: Missed, ctx: &mut Context<Self>) {
         if self.catching_up {
             return;

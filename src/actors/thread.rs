@@ -40,7 +40,7 @@ use super::{
     Deps, ThreadError,
 };
 use crate::{
-    broadcast::{catch_up::Missed, publisher::Publisher, SignalStream},
+    broadcast::{publisher::Publisher, Missed, SignalStream},
     domain::{
         codes::StreamCode,
         conversation::{Conversation, Ending},

@@ -10,22 +10,20 @@
 //!
 //! - `publisher`: the thread actor's side: positions, presence coalescing,
 //!   heartbeat ticks.
-//! - `relay`: one per thread per worker; `subscriber`: one subscriber's
-//!   pipe and position; `delivery`: its states and their transitions;
-//!   `catch_up`: how one that fell behind comes level again.
+//! - `local`: the in-process ring; `redis/`: the same seam across nodes.
+//!
+//! This is the thread's side (everything here is `Send`); what reads the
+//! fan-out on each HTTP worker and writes to subscribers is
+//! `crate::delivery`.
 //!
 //! Publishing never waits for a reader and does no per-subscriber work:
 //! one shared frame, one ring. A reader (a relay) that falls further
 //! behind than the ring holds is told `Lagged`, and its subscribers catch
 //! up from their cursors instead.
 
-pub mod catch_up;
-pub mod delivery;
 pub mod local;
 pub mod publisher;
 pub mod redis;
-pub mod relay;
-pub mod subscriber;
 
 use std::{pin::Pin, sync::Arc};
 
@@ -37,6 +35,13 @@ use futures_util::{
 use uuid::Uuid;
 
 use crate::domain::{codes::StreamCode, frame::Frame};
+
+/// Frames a subscriber missed (its replay, or a catch-up), and the
+/// broadcast position they bring it up to.
+pub struct Missed {
+    pub frames: Vec<Frame>,
+    pub head: crate::domain::frame::StreamPos,
+}
 
 /// What a thread actor tells its subscribers.
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
 //! `GET /v1/.../events` (SSE) and the seed-compatible
 //! `POST /projects/{pid}/threads/{tid}/query/stream`. Each response body
-//! is fed by a `SessionActor` through a small bounded pipe (`crate::pipe`).
+//! is fed by a `SessionActor` through a small bounded pipe (`delivery::pipe`).
 
 use std::convert::Infallible;
 
@@ -19,9 +19,9 @@ use super::{
 };
 use crate::{
     actors::session::{Admission, SessionActor, SessionLimits, Transport},
+    delivery::pipe::pipe,
     domain::{cursor::Resume, event::end_cursor},
     error::ApiError,
-    pipe::pipe,
 };
 
 /// Frames buffered per SSE or WebSocket response. Small on purpose: past

@@ -1,7 +1,7 @@
 //! `GET /v1/.../ws`: upgrades to a WebSocket served by a `SessionActor`.
 //! actix-ws does the handshake and parses the client's frames; outgoing
 //! frames are already encoded (`domain::frame`) and go through the same
-//! small bounded pipe as SSE (`crate::pipe`), so the broadcast frame is
+//! small bounded pipe as SSE (`delivery::pipe`), so the broadcast frame is
 //! shared, not re-encoded per subscriber, and memory per subscriber stays
 //! bounded (the deprecated actix-web-actors context queued without bound).
 
@@ -18,8 +18,8 @@ use super::{
 };
 use crate::{
     actors::session::Transport,
+    delivery::pipe::pipe,
     error::ApiError,
-    pipe::pipe,
     ws_guard::{Incoming, Reader},
 };
 

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::{checked_turn, title_of, ui_response};
 use crate::{
     actors::session::Transport,
+    delivery::pipe::pipe,
     domain::{chat_request::ChatBody, cursor::Resume, event::end_cursor},
     error::ApiError,
     http::{
@@ -18,7 +19,6 @@ use crate::{
         messages::start,
         AppState,
     },
-    pipe::pipe,
 };
 
 #[utoipa::path(post, path = "/v1/projects/{pid}/chat", tag = "chat", operation_id = "turn",

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::{chat_thread, running_answer, token_thread, ui_response};
 use crate::{
     actors::{registry::ask, session::Transport, thread::Cancel},
+    delivery::pipe::pipe,
     domain::cursor::Resume,
     error::ApiError,
     http::{
@@ -22,7 +23,6 @@ use crate::{
         messages::Cancelled,
         AppState,
     },
-    pipe::pipe,
 };
 
 #[utoipa::path(get, path = "/v1/projects/{pid}/chat/{id}/stream", tag = "chat", operation_id = "resume",

@@ -1,7 +1,7 @@
 //! ChatSocket: one per chat WebSocket (`GET …/chat/ws`), the server of the
 //! AI SDK's `WebSocketChatTransport`. It reads the client's frames and runs
 //! each request as a subscriber of its chat's thread, several at once, each
-//! with a pipe of its own in the socket's body (`crate::mux`):
+//! with a pipe of its own in the socket's body (`delivery::mux`):
 //!
 //! - `send` asks the newest user message on the chat's thread, exactly as
 //!   `POST …/chat` does, and streams the answer from its first chunk;
@@ -37,8 +37,10 @@ use crate::{
         thread::CancelAnswer,
         ThreadError,
     },
-    broadcast::subscriber::ChatRequest,
     capacity::{ConnectionSlot, SubscriberSlot},
+    delivery::mux::Mux,
+    delivery::pipe::pipe,
+    delivery::subscriber::ChatRequest,
     domain::{
         chat_request::{ChatFrame, Extra, UiMessage},
         cursor::{Cursor, Resume},
@@ -52,8 +54,6 @@ use crate::{
         messages::start,
         AppState,
     },
-    mux::Mux,
-    pipe::pipe,
     ws_guard::Incoming,
 };
 

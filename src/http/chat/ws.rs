@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::socket::ChatSocket;
 use crate::{
+    delivery::mux::mux,
     error::ApiError,
     http::{
         auth::credential_of_request,
@@ -22,7 +23,6 @@ use crate::{
         ws::{check_origin, handshake},
         AppState,
     },
-    mux::mux,
 };
 
 #[utoipa::path(get, path = "/v1/projects/{pid}/chat/ws", tag = "chat", operation_id = "websocket",

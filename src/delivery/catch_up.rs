@@ -8,12 +8,9 @@
 use std::{future::Future, rc::Rc, time::Duration};
 
 use super::subscriber::{Stall, Subscriber};
+pub use crate::broadcast::Missed;
 use crate::{
-    domain::{
-        codes::EventKind,
-        cursor::Cursor,
-        frame::{Frame, StreamPos},
-    },
+    domain::{codes::EventKind, cursor::Cursor},
     metrics::Metrics,
 };
 
@@ -25,13 +22,6 @@ pub enum Interrupted {
     ThreadGone,
     /// The seed route's answer is complete.
     Done,
-}
-
-/// Frames a subscriber missed, and the broadcast position they bring it
-/// up to.
-pub struct Missed {
-    pub frames: Vec<Frame>,
-    pub head: StreamPos,
 }
 
 /// Writes `first` (bringing `subscriber` up to `first.head`), then rounds

@@ -1,7 +1,7 @@
 //! Several pipes as one response body: a chat WebSocket carries several
 //! requests at once (the AI SDK's `WebSocketChatTransport` multiplexes
 //! chats on one socket), and each request is a subscriber with a pipe of
-//! its own (`crate::pipe`), so that one request's slow catch-up or closing
+//! its own (`delivery::pipe`), so that one request's slow catch-up or closing
 //! frame never touches another's. The socket's own frames (pongs, pings,
 //! `start`, `no-active`, errors, the close) go through a control pipe.
 //!
@@ -24,7 +24,7 @@ use std::{
 use bytes::Bytes;
 use futures_util::Stream;
 
-use crate::pipe::{pipe, PipeBody, PipeWriter};
+use super::pipe::{pipe, PipeBody, PipeWriter};
 
 struct Shared {
     /// The request pipes, by key.

@@ -19,7 +19,8 @@ use std::{
 
 use futures_util::StreamExt;
 
-use super::{subscriber::Subscriber, Lagged, Signal, SignalStream};
+use super::subscriber::Subscriber;
+use crate::broadcast::{Lagged, Signal, SignalStream};
 use crate::{
     domain::{
         codes::{EventKind, StreamCode},
@@ -159,13 +160,12 @@ mod tests {
 
     use super::*;
     use crate::{
-        broadcast::{
-            local::LocalFanout,
+        broadcast::{local::LocalFanout, Fanout},
+        delivery::{
+            pipe::{pipe, PipeBody},
             subscriber::{Notice, Wire},
-            Fanout,
         },
         domain::{event::Event, frame::Frame},
-        pipe::{pipe, PipeBody},
     };
 
     fn p(seq: u64) -> StreamPos {

@@ -15,17 +15,17 @@ use actix::{Message, Recipient};
 use bytes::{Bytes, BytesMut};
 use uuid::Uuid;
 
-use super::delivery::{Delivery, State, Verdict};
-use crate::{
-    domain::{
-        codes::{ErrorCode, EventKind},
-        cursor::Cursor,
-        event::Event,
-        frame::{seed_error, Frame, StreamPos, SSE_KEEP_ALIVE},
-        ui_stream::{self, Request},
-        websocket::{ws_close, ws_frame, WsOp},
-    },
+use super::{
     pipe::{At, PipeWriter, TrySendError},
+    state::{Delivery, State, Verdict},
+};
+use crate::domain::{
+    codes::{ErrorCode, EventKind},
+    cursor::Cursor,
+    event::Event,
+    frame::{seed_error, Frame, StreamPos, SSE_KEEP_ALIVE},
+    ui_stream::{self, Request},
+    websocket::{ws_close, ws_frame, WsOp},
 };
 
 /// What a subscriber's session actor must act on.

@@ -1,0 +1,19 @@
+//! The worker side of fan-out: how a frame the thread published reaches
+//! each subscriber's socket on an HTTP worker. Everything here lives on
+//! the worker's own thread (`Rc`, `Cell`, no locks); the thread's side,
+//! which is `Send`, is `crate::broadcast`.
+//!
+//! - `relay`: one per thread per worker, reading the thread's fan-out and
+//!   writing each frame into every local subscriber's pipe;
+//! - `subscriber`: one subscriber's pipe, wire format, cursor, heartbeats
+//!   and presence; `state`: its delivery states and every transition;
+//! - `catch_up`: how one that is joining or behind comes level again;
+//! - `pipe`: the bounded hand-off between a subscriber and its response
+//!   body; `mux`: several pipes as one body (a chat WebSocket's requests).
+
+pub mod catch_up;
+pub mod mux;
+pub mod pipe;
+pub mod relay;
+pub mod state;
+pub mod subscriber;
