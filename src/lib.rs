@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod model;
 pub mod mux;
 pub mod pipe;
+mod serve;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

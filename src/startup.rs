@@ -11,7 +11,7 @@
 use std::{net::TcpListener, sync::Arc, time::Duration};
 
 use actix::{Actor, Addr, Arbiter};
-use actix_web::{dev::Server, dev::ServerHandle, middleware::from_fn, web, App, HttpServer};
+use actix_web::{dev::Server, dev::ServerHandle, middleware::from_fn, web, App};
 use anyhow::Context as _;
 
 use crate::{
@@ -28,8 +28,8 @@ use crate::{
     store::Store,
 };
 
-/// See `h1_write_buffer_size` in `Application::build`.
-const H1_WRITE_BUFFER: usize = 8 * 1024;
+/// See `h1_write_buffer_size` in `plain_http1`.
+pub(crate) const H1_WRITE_BUFFER: usize = 8 * 1024;
 
 pub struct Application {
     port: u16,
@@ -186,19 +186,10 @@ impl Application {
             send_buffer: settings.http.socket_send_buffer,
             nodelay: settings.http.tcp_nodelay,
         };
-        // TLS (see `crate::tls`): HTTP/2 by ALPN; else plain HTTP/1.1.
+        // TLS (see `crate::serve`): HTTP/2 or HTTP/1.1 by ALPN; else plain HTTP/1.1.
         let server = match tls {
             Some(config) => {
-                let server = HttpServer::new(app)
-                    .on_connect(socket_options(serving.send_buffer, serving.nodelay))
-                    .listen_rustls_0_23(listener, config)?
-                    .disable_signals()
-                    .h1_allow_half_closed(false)
-                    .h1_write_buffer_size(H1_WRITE_BUFFER)
-                    .client_request_timeout(serving.request_timeout)
-                    .shutdown_timeout(serving.grace.as_secs().max(1))
-                    .workers(serving.workers);
-                server.run()
+                crate::serve::https(app, listener, config, &serving, crate::serve::H2Limits::new(&settings))?
             }
             None => plain_http1(app, listener, &serving)?,
         };
@@ -259,19 +250,19 @@ impl AppHandle {
 }
 
 /// How the HTTP listener serves, whichever protocol stack runs it.
-struct Serving {
-    workers: usize,
-    request_timeout: Duration,
-    grace: Duration,
-    send_buffer: usize,
-    nodelay: bool,
+pub(crate) struct Serving {
+    pub workers: usize,
+    pub request_timeout: Duration,
+    pub grace: Duration,
+    pub send_buffer: usize,
+    pub nodelay: bool,
 }
 
 /// Plain HTTP/1.1 on `listener`, served by actix-http's HTTP/1 service
 /// alone. `HttpServer::listen` would serve it through the service that
 /// also speaks HTTP/2, whose per-connection future carries the HTTP/2
 /// states too: each idle subscriber's connection held that memory for
-/// nothing. The settings are those of the TLS path:
+/// nothing. The settings (those of HTTP/1.1 over TLS too, `crate::serve`):
 /// - a client that closes its side is gone (`h1_allow_half_closed(false)`):
 ///   a browser never half-closes, and a stream kept writing to a closed
 ///   peer held its places (subscriber and connection caps, presence)
@@ -339,16 +330,22 @@ fn socket_options(
     nodelay: bool,
 ) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync {
     move |conn, _| {
-        let Some(stream) = crate::tls::tcp_stream(conn) else { return };
-        if nodelay {
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::warn!(error.message = %e, "could not set TCP_NODELAY");
-            }
+        if let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            set_socket_options(stream, send_buffer, nodelay);
         }
-        if send_buffer > 0 {
-            if let Err(e) = socket2::SockRef::from(stream).set_send_buffer_size(send_buffer) {
-                tracing::warn!(error.message = %e, "could not set the socket send buffer");
-            }
+    }
+}
+
+/// `socket_options` on one accepted connection.
+pub(crate) fn set_socket_options(stream: &actix_web::rt::net::TcpStream, send_buffer: usize, nodelay: bool) {
+    if nodelay {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::warn!(error.message = %e, "could not set TCP_NODELAY");
+        }
+    }
+    if send_buffer > 0 {
+        if let Err(e) = socket2::SockRef::from(stream).set_send_buffer_size(send_buffer) {
+            tracing::warn!(error.message = %e, "could not set the socket send buffer");
         }
     }
 }

@@ -8,6 +8,7 @@ mod chat_ws;
 mod cluster;
 mod fake_upstream;
 mod fanout;
+mod h2;
 mod lifecycle;
 mod limits;
 mod openapi;
