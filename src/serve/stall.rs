@@ -11,12 +11,17 @@
 //! The timer is armed only while a write waits on the socket, and wakes
 //! the connection's task when it runs out: nothing is checked while
 //! writes go through.
+//!
+//! Closing lingers: once our side is shut (after the GOAWAY), what the
+//! peer still sends is read and dropped until its end, for at most
+//! `LINGER`. A socket closed with unread bytes sends a reset, which makes
+//! the peer's own close fail and can make it drop our last frames unread.
 
 use std::{
     future::Future as _,
     io,
     pin::Pin,
-    task::{Context, Poll},
+    task::{ready, Context, Poll},
     time::Duration,
 };
 
@@ -25,18 +30,24 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
+/// How long a closing connection reads what its peer still sends.
+const LINGER: Duration = Duration::from_secs(1);
+
 pub(super) struct Stall<T> {
     io: T,
     limit: Duration,
-    /// Set while a write waits: when it runs out. Kept between waits (a
-    /// connection that waits once likely waits again).
+    /// Set while a write waits: when it runs out (then, once our side is
+    /// shut, when lingering ends). Kept between waits (a connection that
+    /// waits once likely waits again).
     timer: Option<Pin<Box<Sleep>>>,
     waiting: bool,
+    /// Our side is shut: lingering.
+    shut: bool,
 }
 
 impl<T> Stall<T> {
     pub fn new(io: T, limit: Duration) -> Stall<T> {
-        Stall { io, limit, timer: None, waiting: false }
+        Stall { io, limit, timer: None, waiting: false, shut: false }
     }
 
     /// `result` of a write on the socket, or an error once writes have
@@ -71,7 +82,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Stall<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Stall<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stall<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.io).poll_write(cx, buf);
         self.watch(result, cx)
@@ -96,7 +107,30 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Stall<T> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let result = Pin::new(&mut self.io).poll_shutdown(cx);
-        self.watch(result, cx)
+        if !self.shut {
+            let result = Pin::new(&mut self.io).poll_shutdown(cx);
+            ready!(self.watch(result, cx))?;
+            self.shut = true;
+            let deadline = Instant::now() + LINGER;
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        let mut scratch = [0u8; 1024];
+        loop {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                // More from the peer: dropped.
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                // Its end (or a broken socket): nothing left to wait for.
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => break,
+            }
+        }
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().poll(cx).map(Ok),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }

@@ -207,16 +207,17 @@ async fn an_http2_connection_with_nothing_to_answer_is_closed_after_the_header_t
     let dir = tempfile::tempdir().unwrap();
     let (server, pem) = https_server_with(&dir, &["--header-timeout-ms", "300"]).await;
     // One client never asks; the other asks once, then stays quiet.
+    let started = std::time::Instant::now();
     let (_silent, silent) = h2::client::handshake(connect(&server, &pem, b"h2", None).await).await.unwrap();
     let (client, asker) = h2::client::handshake(connect(&server, &pem, b"h2", None).await).await.unwrap();
     let (silent, asker) = (actix_web::rt::spawn(silent), actix_web::rt::spawn(asker));
-    let started = std::time::Instant::now();
     let request = http::Request::get(format!("{}/healthz", server.base)).body(()).unwrap();
     let (answer, _) = client.ready().await.unwrap().send_request(request, true).unwrap();
     assert_eq!(answer.await.unwrap().status(), 200);
     for connection in [silent, asker] {
         let ended = tokio::time::timeout(Duration::from_secs(5), connection).await.expect("closed in time");
-        assert!(ended.unwrap().is_ok(), "a graceful close (GOAWAY)");
+        let ended = ended.unwrap();
+        assert!(ended.is_ok(), "a graceful close (GOAWAY): {ended:?}");
     }
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
