@@ -1,4 +1,5 @@
-//! A connection's writes, cut when its peer takes nothing for too long.
+//! A connection's socket: its writes are cut when the peer takes nothing
+//! for too long, and its close lingers.
 //!
 //! HTTP/2 multiplexes every stream on one socket, so the subscriber's
 //! own slow-consumer check (`--slow-consumer-ms`) cannot see a peer that
@@ -14,8 +15,10 @@
 //!
 //! Closing lingers: once our side is shut (after the GOAWAY), what the
 //! peer still sends is read and dropped until its end, for at most
-//! `LINGER`. A socket closed with unread bytes sends a reset, which makes
-//! the peer's own close fail and can make it drop our last frames unread.
+//! `LINGER` and `LINGER_BYTES` (a peer that goes on sending is not
+//! closing, and is not read for long). A socket closed with unread bytes
+//! sends a reset, which makes the peer's own close fail and can make it
+//! drop our last frames unread.
 
 use std::{
     future::Future as _,
@@ -30,8 +33,11 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
-/// How long a closing connection reads what its peer still sends.
+/// How long, and how much, a closing connection reads of what its peer
+/// still sends: a closing peer sends a few frames (a ping's answer, its
+/// TLS close_notify).
 const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
 
 pub(super) struct Stall<T> {
     io: T,
@@ -43,11 +49,13 @@ pub(super) struct Stall<T> {
     waiting: bool,
     /// Our side is shut: lingering.
     shut: bool,
+    /// Bytes read and dropped since.
+    lingered: usize,
 }
 
 impl<T> Stall<T> {
     pub fn new(io: T, limit: Duration) -> Stall<T> {
-        Stall { io, limit, timer: None, waiting: false, shut: false }
+        Stall { io, limit, timer: None, waiting: false, shut: false, lingered: 0 }
     }
 
     /// `result` of a write on the socket, or an error once writes have
@@ -122,7 +130,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stall<T> {
             let mut buf = ReadBuf::new(&mut scratch);
             match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
                 // More from the peer: dropped.
-                Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                    self.lingered += buf.filled().len();
+                    if self.lingered > LINGER_BYTES {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
                 // Its end (or a broken socket): nothing left to wait for.
                 Poll::Ready(_) => return Poll::Ready(Ok(())),
                 Poll::Pending => break,
