@@ -102,6 +102,16 @@ pub struct LimitSettings {
     /// closed with 1013, try again later); 0: no limit.
     #[arg(long, env = "MAX_WS_PENDING_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_ws_pending_bytes: usize,
+    /// HTTP/2 (over TLS): streams one connection may have open at once,
+    /// advertised as SETTINGS_MAX_CONCURRENT_STREAMS; a stream past it is
+    /// refused (RST_STREAM REFUSED_STREAM).
+    #[arg(long, env = "H2_MAX_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub h2_max_streams: u32,
+    /// HTTP/2 (over TLS): response bytes queued per stream while the
+    /// connection cannot send them; past it the response waits (SSE and
+    /// the seed route then fall behind, like on a full socket).
+    #[arg(long, env = "H2_SEND_BUFFER", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub h2_send_buffer: u32,
 }
 
 #[derive(Debug, Clone, Args)]

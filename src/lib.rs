@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod model;
+mod serve;
 pub mod shutdown;
 pub mod startup;
 pub mod store;

@@ -11,7 +11,7 @@
 use std::{net::TcpListener, sync::Arc, time::Duration};
 
 use actix::{Actor, Addr, Arbiter};
-use actix_web::{dev::Server, dev::ServerHandle, middleware::from_fn, web, App, HttpServer};
+use actix_web::{dev::Server, dev::ServerHandle, middleware::from_fn, web, App};
 use anyhow::Context as _;
 
 use crate::{
@@ -29,8 +29,8 @@ use crate::{
     store::Store,
 };
 
-/// See `h1_write_buffer_size` in `Application::build`.
-const H1_WRITE_BUFFER: usize = 8 * 1024;
+/// See `h1_write_buffer_size` in `plain_http1`.
+pub(crate) const H1_WRITE_BUFFER: usize = 8 * 1024;
 
 pub struct Application {
     port: u16,
@@ -54,10 +54,6 @@ pub struct AppHandle {
     grace: Duration,
     /// The end of the grace kept for the steps after the answers.
     reserve: Duration,
-    /// Every accepted connection is counted (`Lingering`), so the last
-    /// step can wait for them all to close; else it waits for the HTTP
-    /// server's own graceful stop.
-    counts_connections: bool,
 }
 
 impl Application {
@@ -199,20 +195,10 @@ impl Application {
             nodelay: settings.http.tcp_nodelay,
             shutdown: shutdown.clone(),
         };
-        let counts_connections = tls.is_none();
-        // TLS (see `crate::tls`): HTTP/2 by ALPN; else plain HTTP/1.1.
+        // TLS (see `crate::serve`): HTTP/2 or HTTP/1.1 by ALPN; else plain HTTP/1.1.
         let server = match tls {
             Some(config) => {
-                let server = HttpServer::new(app)
-                    .on_connect(socket_options(serving.send_buffer, serving.nodelay))
-                    .listen_rustls_0_23(listener, config)?
-                    .disable_signals()
-                    .h1_allow_half_closed(false)
-                    .h1_write_buffer_size(H1_WRITE_BUFFER)
-                    .client_request_timeout(serving.request_timeout)
-                    .shutdown_timeout(serving.grace.as_secs().max(1))
-                    .workers(serving.workers);
-                server.run()
+                crate::serve::https(app, listener, config, &serving, crate::serve::H2Limits::new(&settings))?
             }
             None => plain_http1(app, listener, &serving)?,
         };
@@ -224,7 +210,6 @@ impl Application {
             shutdown,
             grace,
             reserve: Duration::from_millis(settings.http.shutdown_reserve_ms),
-            counts_connections,
         };
         tracing::info!(port, scheme, provider = settings.provider.kind().name(), "listening");
         Ok(Application { port, server, handle, _actor_threads: ActorThreads(arbiters) })
@@ -303,11 +288,10 @@ impl AppHandle {
         // 4. Readers drain: the listener closes, idle connections close,
         //    each stream's connection once its peer read its last event.
         let server = self.server.clone();
-        let stopped = actix_web::rt::spawn(async move { server.stop(true).await });
-        let drained = match self.counts_connections {
-            true => tokio::time::timeout_at(deadline, self.shutdown.connections_closed()).await.is_ok(),
-            false => tokio::time::timeout_at(deadline, stopped).await.is_ok(),
-        };
+        actix_web::rt::spawn(async move { server.stop(true).await });
+        // (Every accepted connection, plain or TLS, is counted: the HTTP
+        // server's own stop only looks once a second.)
+        let drained = tokio::time::timeout_at(deadline, self.shutdown.connections_closed()).await.is_ok();
         let open = self.shutdown.open_connections();
         match drained {
             true => tracing::info!(took_ms = started.elapsed().as_millis() as u64, "shutdown complete"),
@@ -317,21 +301,21 @@ impl AppHandle {
 }
 
 /// How the HTTP listener serves, whichever protocol stack runs it.
-struct Serving {
-    workers: usize,
-    request_timeout: Duration,
-    grace: Duration,
-    send_buffer: usize,
-    nodelay: bool,
+pub(crate) struct Serving {
+    pub workers: usize,
+    pub request_timeout: Duration,
+    pub grace: Duration,
+    pub send_buffer: usize,
+    pub nodelay: bool,
     /// Counts connections and makes them linger at a shutdown.
-    shutdown: Arc<Shutdown>,
+    pub shutdown: Arc<Shutdown>,
 }
 
 /// Plain HTTP/1.1 on `listener`, served by actix-http's HTTP/1 service
 /// alone. `HttpServer::listen` would serve it through the service that
 /// also speaks HTTP/2, whose per-connection future carries the HTTP/2
 /// states too: each idle subscriber's connection held that memory for
-/// nothing. The settings are those of the TLS path:
+/// nothing. The settings (those of HTTP/1.1 over TLS too, `crate::serve`):
 /// - a client that closes its side is gone (`h1_allow_half_closed(false)`):
 ///   a browser never half-closes, and a stream kept writing to a closed
 ///   peer held its places (subscriber and connection caps, presence)
@@ -407,16 +391,22 @@ fn socket_options(
     nodelay: bool,
 ) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync {
     move |conn, _| {
-        let Some(stream) = crate::tls::tcp_stream(conn) else { return };
-        if nodelay {
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::warn!(error.message = %e, "could not set TCP_NODELAY");
-            }
+        if let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            set_socket_options(stream, send_buffer, nodelay);
         }
-        if send_buffer > 0 {
-            if let Err(e) = socket2::SockRef::from(stream).set_send_buffer_size(send_buffer) {
-                tracing::warn!(error.message = %e, "could not set the socket send buffer");
-            }
+    }
+}
+
+/// `socket_options` on one accepted connection.
+pub(crate) fn set_socket_options(stream: &actix_web::rt::net::TcpStream, send_buffer: usize, nodelay: bool) {
+    if nodelay {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::warn!(error.message = %e, "could not set TCP_NODELAY");
+        }
+    }
+    if send_buffer > 0 {
+        if let Err(e) = socket2::SockRef::from(stream).set_send_buffer_size(send_buffer) {
+            tracing::warn!(error.message = %e, "could not set the socket send buffer");
         }
     }
 }

@@ -4,8 +4,9 @@
 //! HTTP/1.1 connections per host, so six tabs holding a stream each leave
 //! a seventh tab (and every POST) waiting. HTTP/2 multiplexes any number
 //! of streams on one connection, and browsers speak it only over TLS.
-//! actix-web offers `h2` and `http/1.1` by ALPN on this config; WebSocket
-//! upgrades still use an HTTP/1.1 connection of their own.
+//! This config offers `h2` and `http/1.1` by ALPN; `crate::serve` serves
+//! whichever the client chose. WebSocket upgrades still use an HTTP/1.1
+//! connection of their own.
 //!
 //! The crypto provider is ring, passed explicitly: no process-wide default
 //! is installed, and no second crypto library is built.
@@ -20,6 +21,9 @@ use rustls::{
 
 use crate::config::TlsSettings;
 
+/// The ALPN name of HTTP/2 (over TLS).
+pub const ALPN_H2: &[u8] = b"h2";
+
 /// The TLS configuration `settings` ask for, or `None` for plain HTTP.
 pub fn server_config(settings: &TlsSettings) -> anyhow::Result<Option<ServerConfig>> {
     let (Some(cert), Some(key)) = (&settings.tls_cert, &settings.tls_key) else { return Ok(None) };
@@ -33,6 +37,8 @@ pub fn server_config(settings: &TlsSettings) -> anyhow::Result<Option<ServerConf
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .context("--tls-cert / --tls-key: the key does not fit the certificate")?;
+    let mut config = config;
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), b"http/1.1".to_vec()];
     Ok(Some(config))
 }
 
@@ -43,12 +49,4 @@ fn certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
         .with_context(|| format!("--tls-cert: {} is not PEM", path.display()))?;
     anyhow::ensure!(!chain.is_empty(), "--tls-cert: no certificate in {}", path.display());
     Ok(chain)
-}
-
-/// The TCP stream under an accepted connection, plain or TLS, for the
-/// per-connection socket options.
-pub fn tcp_stream(conn: &dyn std::any::Any) -> Option<&actix_web::rt::net::TcpStream> {
-    use actix_tls::accept::rustls_0_23::TlsStream;
-    conn.downcast_ref::<actix_web::rt::net::TcpStream>()
-        .or_else(|| conn.downcast_ref::<TlsStream<actix_web::rt::net::TcpStream>>().map(|tls| tls.get_ref().0))
 }

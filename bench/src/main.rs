@@ -14,6 +14,7 @@
 mod client;
 mod cluster;
 mod floor;
+mod h2flood;
 mod postgres;
 mod report;
 mod server;
@@ -45,6 +46,9 @@ enum Scenario {
     FloorWriter,
     /// `fanout`'s load over three nodes sharing one Postgres and one Redis.
     Cluster,
+    /// HTTPS: clients that open HTTP/2 streams and never read (see
+    /// `--h2-connections`, `--h2-streams`); the service's memory.
+    H2Flood,
 }
 
 #[derive(Debug, Parser)]
@@ -113,6 +117,20 @@ struct Cli {
     /// baseline for what writing every frame to Redis first costs).
     #[arg(long)]
     without_redis: bool,
+    /// `h2-flood`: the flooding TLS connections.
+    #[arg(long, default_value_t = 1)]
+    h2_connections: usize,
+    /// `h2-flood`: requests (streams) each connection writes.
+    #[arg(long, default_value_t = 200_000)]
+    h2_streams: usize,
+    /// `h2-flood`: the path each request asks for.
+    #[arg(long, default_value = "/healthz")]
+    h2_path: String,
+    /// `h2-flood`: the clients' SETTINGS_INITIAL_WINDOW_SIZE; 0: the
+    /// service may send no response body, so every stream it takes stays
+    /// open.
+    #[arg(long, default_value_t = 65_535)]
+    h2_window: u32,
 }
 
 /// The shape of a run.
@@ -134,6 +152,7 @@ impl Cli {
             Scenario::Fanout | Scenario::Cluster => (50, 20, 10, 100, 20),
             Scenario::Connections | Scenario::Floor | Scenario::FloorWriter => (100, 100, 0, 50, 50),
             Scenario::Persistence => (200, 1, 0, 200, 10),
+            Scenario::H2Flood => (0, 0, 0, 0, 0),
         };
         let subscribers = self.subscribers.unwrap_or(subscribers);
         Plan {
@@ -158,6 +177,15 @@ async fn main() -> anyhow::Result<()> {
     }
     if cli.scenario == Scenario::Floor {
         return floor::run(plan).await;
+    }
+    if cli.scenario == Scenario::H2Flood {
+        let flood = h2flood::Shape {
+            connections: cli.h2_connections,
+            streams: cli.h2_streams,
+            path: &cli.h2_path,
+            window: cli.h2_window,
+        };
+        return h2flood::run(&cli.server_bin, flood, &cli.server_args).await;
     }
     if cli.scenario == Scenario::Cluster {
         let redis = (!cli.without_redis).then_some(cli.redis_url.as_str());

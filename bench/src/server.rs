@@ -9,6 +9,8 @@ use std::{
 
 pub struct Server {
     pub addr: SocketAddr,
+    /// `https` when the service was given `--tls-cert`.
+    scheme: &'static str,
     child: Child,
     _data: DataDir,
 }
@@ -40,8 +42,12 @@ impl Server {
             .env("ANTHROPIC_API_KEY", "bench-key")
             .stdout(Stdio::null())
             .spawn()?;
-        let server = Server { addr, child, _data: DataDir(data) };
-        let http = reqwest::Client::new();
+        let tls = extra.iter().any(|a| a == "--tls-cert" || a.starts_with("--tls-cert="));
+        let scheme = if tls { "https" } else { "http" };
+        let server = Server { addr, scheme, child, _data: DataDir(data) };
+        // (Over HTTPS the certificate is the run's own, self-signed: this
+        // client only waits for the service to answer.)
+        let http = reqwest::Client::builder().danger_accept_invalid_certs(tls).build()?;
         for _ in 0..200 {
             if http.get(server.url("/healthz")).send().await.is_ok() {
                 return Ok(server);
@@ -87,7 +93,7 @@ impl Server {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// Resident memory of the service, KiB.

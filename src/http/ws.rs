@@ -55,7 +55,7 @@ pub(super) fn check_origin(state: &AppState, req: &HttpRequest) -> Result<(), Ap
     if let Some(origin) = req.headers().get(actix_web::http::header::ORIGIN) {
         let allowed = &state.deps.settings.http.allowed_origins;
         let origin = origin.to_str().unwrap_or_default();
-        if !allowed.iter().any(|a| a == "*" || a == origin) && !is_own_origin(req, origin) {
+        if !allowed.iter().any(|a| a == "*" || a == origin) && !is_own_origin(state, req, origin) {
             return Err(ApiError::new(crate::error::Code::Forbidden, "this origin may not open WebSockets here"));
         }
     }
@@ -84,8 +84,10 @@ pub(super) fn handshake(
 /// `Origin` names that site, and a site that rebinds its name to this
 /// address is refused in open mode before this (`auth::open_mode_host`),
 /// and has no key or stream token otherwise.
-fn is_own_origin(req: &HttpRequest, origin: &str) -> bool {
-    let scheme = if req.app_config().secure() { "https" } else { "http" };
+fn is_own_origin(state: &AppState, req: &HttpRequest, origin: &str) -> bool {
+    // The listener speaks HTTPS exactly when TLS is configured (the
+    // HTTPS listener, `crate::serve`, gives the app no secure `AppConfig`).
+    let scheme = if state.deps.settings.http.tls.tls_cert.is_some() { "https" } else { "http" };
     let host = req.headers().get(actix_web::http::header::HOST).and_then(|h| h.to_str().ok());
     host.is_some_and(|host| origin.eq_ignore_ascii_case(&format!("{scheme}://{host}")))
 }

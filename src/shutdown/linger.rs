@@ -112,6 +112,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Lingering<T> {
     }
 }
 
+/// So that TLS (actix-tls) can run over it like over a `TcpStream`.
+impl<T: actix_web::rt::net::ActixStream> actix_web::rt::net::ActixStream for Lingering<T> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<tokio::io::Ready>> {
+        self.io.poll_read_ready(cx)
+    }
+
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<tokio::io::Ready>> {
+        self.io.poll_write_ready(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

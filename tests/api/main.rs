@@ -27,4 +27,5 @@ mod shutdown;
 mod slow;
 mod support;
 mod tls;
+mod tls_http2;
 mod websocket;

@@ -22,13 +22,23 @@ fn self_signed(dir: &std::path::Path) -> (String, String, String) {
 }
 
 async fn https_server(dir: &tempfile::TempDir) -> (Server, reqwest::Certificate) {
+    let (server, pem) = https_server_with(dir, &[]).await;
+    (server, reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+}
+
+/// A server on HTTPS with a fresh self-signed certificate and `extra`
+/// flags, its client trusting that certificate: the server, and the
+/// certificate's PEM.
+pub async fn https_server_with(dir: &tempfile::TempDir, extra: &[&str]) -> (Server, String) {
     let (pem, cert, key) = self_signed(dir.path());
     let db = database_url(dir.path()).await;
-    let mut server = Server::start(&db, &["--tls-cert", &cert, "--tls-key", &key]).await;
+    let mut flags = vec!["--tls-cert", &cert, "--tls-key", &key];
+    flags.extend_from_slice(extra);
+    let mut server = Server::start(&db, &flags).await;
     server.base = server.base.replacen("http://", "https://", 1);
     let trusted = reqwest::Certificate::from_pem(pem.as_bytes()).unwrap();
-    server.client = reqwest::Client::builder().add_root_certificate(trusted.clone()).build().unwrap();
-    (server, trusted)
+    server.client = reqwest::Client::builder().add_root_certificate(trusted).build().unwrap();
+    (server, pem)
 }
 
 #[actix_web::test]
