@@ -8,7 +8,7 @@
 //! let running answers end, end what is left `interrupted` and tell every
 //! subscriber `shutting_down`, commit, let readers drain, exit.
 
-use std::{net::TcpListener, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use actix::{Actor, Addr, Arbiter};
 use actix_web::{dev::Server, dev::ServerHandle, middleware::from_fn, web, App};
@@ -25,12 +25,9 @@ use crate::{
     http::{self, AppState},
     metrics::Metrics,
     model,
-    shutdown::{linger::Lingering, Shutdown},
+    shutdown::Shutdown,
     store::Store,
 };
-
-/// See `h1_write_buffer_size` in `plain_http1`.
-pub(crate) const H1_WRITE_BUFFER: usize = 8 * 1024;
 
 pub struct Application {
     port: u16,
@@ -160,7 +157,7 @@ impl Application {
             Duration::from_secs(settings.http.stream_token_ttl_secs),
             settings.cluster.stream_token_secret.as_ref().and_then(|s| s.expose()),
         )?;
-        let listener = bind(&settings.http.bind, settings.http.listen_backlog)
+        let listener = crate::serve::bind(&settings.http.bind, settings.http.listen_backlog)
             .with_context(|| format!("could not listen on {}", settings.http.bind))?;
         let local = listener.local_addr()?;
         if auth.is_open() && !local.ip().is_loopback() && !settings.http.allow_open {
@@ -187,7 +184,7 @@ impl Application {
                 .app_data(state.clone())
                 .configure(|cfg| http::configure(cfg, max_body))
         };
-        let serving = Serving {
+        let serving = crate::serve::Serving {
             workers: settings.http.http_workers.unwrap_or(cores).max(1),
             request_timeout: Duration::from_millis(settings.limits.header_timeout_ms),
             grace,
@@ -200,7 +197,7 @@ impl Application {
             Some(config) => {
                 crate::serve::https(app, listener, config, &serving, crate::serve::H2Limits::new(&settings))?
             }
-            None => plain_http1(app, listener, &serving)?,
+            None => crate::serve::plain_http1(app, listener, &serving)?,
         };
         let handle = AppHandle {
             server: server.handle(),
@@ -300,136 +297,6 @@ impl AppHandle {
     }
 }
 
-/// How the HTTP listener serves, whichever protocol stack runs it.
-pub(crate) struct Serving {
-    pub workers: usize,
-    pub request_timeout: Duration,
-    pub grace: Duration,
-    pub send_buffer: usize,
-    pub nodelay: bool,
-    /// Counts connections and makes them linger at a shutdown.
-    pub shutdown: Arc<Shutdown>,
-}
-
-/// Plain HTTP/1.1 on `listener`, served by actix-http's HTTP/1 service
-/// alone. `HttpServer::listen` would serve it through the service that
-/// also speaks HTTP/2, whose per-connection future carries the HTTP/2
-/// states too: each idle subscriber's connection held that memory for
-/// nothing. The settings (those of HTTP/1.1 over TLS too, `crate::serve`):
-/// - a client that closes its side is gone (`h1_allow_half_closed(false)`):
-///   a browser never half-closes, and a stream kept writing to a closed
-///   peer held its places (subscriber and connection caps, presence)
-///   until a heartbeat write failed;
-/// - actix takes frames from a subscriber's pipe into its own write
-///   buffer only up to `H1_WRITE_BUFFER` while the socket is full, so the
-///   pipe (which a closing event can jump) is where a slow reader's
-///   backlog waits;
-/// - idle keep-alive connections close at shutdown (the graceful signal);
-/// - every connection is `Lingering`: at a shutdown it closes only once
-///   its peer has read everything and closed too (or the grace ends).
-fn plain_http1<F, I, S, B>(app: F, listener: TcpListener, serving: &Serving) -> std::io::Result<Server>
-where
-    F: Fn() -> I + Send + Clone + 'static,
-    I: actix_service::IntoServiceFactory<S, actix_http::Request>,
-    S: actix_service::ServiceFactory<actix_http::Request, Config = actix_web::dev::AppConfig> + 'static,
-    S::Error: Into<actix_web::Error> + 'static,
-    S::InitError: std::fmt::Debug,
-    S::Response: Into<actix_http::Response<B>> + 'static,
-    <S::Service as actix_service::Service<actix_http::Request>>::Future: 'static,
-    S::Service: 'static,
-    B: actix_web::body::MessageBody + 'static,
-{
-    use actix_service::ServiceFactoryExt as _;
-    let addr = listener.local_addr()?;
-    let builder = actix_server::Server::build();
-    let graceful = builder.graceful_shutdown_signal();
-    let on_connect = Arc::new(socket_options(serving.send_buffer, serving.nodelay));
-    let request_timeout = serving.request_timeout;
-    let shutdown = serving.shutdown.clone();
-    let server = builder
-        .workers(serving.workers)
-        .disable_signals()
-        .shutdown_timeout(serving.grace.as_secs().max(1))
-        .listen("convo-http", listener, move || {
-            let graceful = graceful.clone();
-            let lingering = shutdown.clone();
-            let on_connect = on_connect.clone();
-            let app = app().into_factory().map_err(|e| e.into().error_response());
-            let h1 = actix_http::HttpService::build()
-                .graceful_shutdown_signal(move || {
-                    let graceful = graceful.clone();
-                    async move { graceful.notified().await }
-                })
-                .client_request_timeout(request_timeout)
-                .client_disconnect_timeout(Duration::from_secs(1))
-                .h1_allow_half_closed(false)
-                .h1_write_buffer_size(H1_WRITE_BUFFER)
-                .local_addr(addr)
-                .on_connect_ext(move |io: &Lingering<actix_web::rt::net::TcpStream>, ext| {
-                    (on_connect)(io.get_ref() as &dyn std::any::Any, ext)
-                })
-                // (`AppConfig::default` names localhost:8080, not this
-                // listener: nothing here reads it; `AppConfig::new` is
-                // private to actix-web.)
-                .h1(actix_service::map_config(app, |_| actix_web::dev::AppConfig::default()));
-            actix_service::fn_service(move |io: actix_web::rt::net::TcpStream| {
-                let peer = io.peer_addr().ok();
-                std::future::ready(Ok::<_, actix_http::error::DispatchError>((Lingering::new(io, &lingering), peer)))
-            })
-            .and_then(h1)
-        })?
-        .run();
-    Ok(server)
-}
-
-/// Per-connection socket options, applied as connections are accepted.
-/// TCP_NODELAY (`--tcp-nodelay`) writes each chunk as its own packet; left
-/// off, Nagle's algorithm lets the kernel merge small writes while one is
-/// unacknowledged, which measured cheaper under load (see README).
-fn socket_options(
-    send_buffer: usize,
-    nodelay: bool,
-) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync {
-    move |conn, _| {
-        if let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            set_socket_options(stream, send_buffer, nodelay);
-        }
-    }
-}
-
-/// `socket_options` on one accepted connection.
-pub(crate) fn set_socket_options(stream: &actix_web::rt::net::TcpStream, send_buffer: usize, nodelay: bool) {
-    if nodelay {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::warn!(error.message = %e, "could not set TCP_NODELAY");
-        }
-    }
-    if send_buffer > 0 {
-        if let Err(e) = socket2::SockRef::from(stream).set_send_buffer_size(send_buffer) {
-            tracing::warn!(error.message = %e, "could not set the socket send buffer");
-        }
-    }
-}
-
-/// A listening socket with a queue of `backlog` connections not yet
-/// accepted (the kernel caps it at `net.core.somaxconn`). The standard
-/// library's `TcpListener::bind` queues 128: a burst of a thousand
-/// connects (a reconnect storm) left the last ones retrying their SYN for
-/// a second or more.
-fn bind(address: &str, backlog: u32) -> std::io::Result<TcpListener> {
-    use std::net::ToSocketAddrs;
-    let mut last = std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on");
-    for addr in address.to_socket_addrs()? {
-        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
-        socket.set_reuse_address(true)?;
-        match socket.bind(&addr.into()).and_then(|()| socket.listen(backlog.min(i32::MAX as u32) as i32)) {
-            Ok(()) => return Ok(socket.into()),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
@@ -447,23 +314,5 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    #[tokio::test]
-    async fn the_listen_queue_holds_a_burst_of_connects_nobody_accepted_yet() {
-        let listener = super::bind("127.0.0.1:0", 1024).unwrap();
-        let addr = listener.local_addr().unwrap();
-        // Nothing accepts: past a queue of 128, connects would hang in SYN
-        // retries until accepted.
-        let connects =
-            (0..300).map(|_| tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)));
-        let results = futures_util::future::join_all(connects).await;
-        let done = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
-        assert_eq!(done, 300, "every connect completed its handshake into the queue");
     }
 }

@@ -1,190 +1,107 @@
-//! The HTTPS listener (`--tls-cert`, `--tls-key`), on actix-server: each
-//! connection gets its socket options, its TLS handshake (rustls, see
-//! `crate::tls`), then the protocol its client chose by ALPN:
-//! - `h2`: HTTP/2 served by hyper, with this service's limits on what one
-//!   connection may hold (`h2`), each request bridged to the app
-//!   (`bridge`);
-//! - `http/1.1`, or none: actix-http's HTTP/1 service, with the settings
-//!   of the plain listener (`startup::plain_http1`); WebSockets come this
-//!   way.
+//! The service's listeners, on actix-server, and what they share: how a
+//! connection is accepted (`bind`, the socket options), how it is counted
+//! and closed at a shutdown (`crate::shutdown::linger`), and the settings
+//! of HTTP/1.1 wherever it is spoken.
 //!
-//! Both hand requests to one instance of the actix-web app per worker.
-//! actix-web's own HTTPS (`HttpServer::listen_rustls_0_23`) served HTTP/2
-//! with actix-http's, which builds its h2 server itself and sets no limit
-//! on streams, send buffers or resets: one connection could hold any
-//! amount of memory.
+//! - `plain.rs`: plain HTTP/1.1 (the default), actix-http's HTTP/1 service
+//!   alone;
+//! - `https.rs`: HTTPS, HTTP/2 or HTTP/1.1 by ALPN; `h2.rs` serves HTTP/2
+//!   with hyper and this service's limits, `bridge.rs` hands each HTTP/2
+//!   request to the actix-web app, `stall.rs` cuts a peer that takes
+//!   nothing.
 
 mod bridge;
 mod h2;
+mod https;
+mod plain;
 mod stall;
 
-use std::{future::Future, net::SocketAddr, net::TcpListener, rc::Rc, time::Duration};
+use std::{net::TcpListener, sync::Arc, time::Duration};
 
-use actix_http::{body::BoxBody, Request, Response};
-use actix_server::{GracefulShutdownSignal, Server};
-use actix_service::{
-    boxed::{BoxService, BoxServiceFactory},
-    fn_factory, fn_service, IntoServiceFactory, Service, ServiceExt, ServiceFactory, ServiceFactoryExt as _,
+use self::https::App;
+pub(crate) use self::{
+    h2::H2Limits,
+    https::{https, Conn},
+    plain::plain_http1,
 };
-use actix_tls::accept::rustls_0_23::{Acceptor, TlsStream};
-use actix_web::{dev::AppConfig, rt::net::TcpStream};
-use futures_util::future::{ready, LocalBoxFuture};
+use crate::shutdown::Shutdown;
 
-pub(crate) use self::h2::H2Limits;
-use crate::{
-    shutdown::{linger::Lingering, Shutdown},
-    startup::{set_socket_options, Serving, H1_WRITE_BUFFER},
-};
+/// See `h1_write_buffer_size` in `plain::plain_http1`.
+pub(crate) const H1_WRITE_BUFFER: usize = 8 * 1024;
 
-/// An accepted connection once its TLS handshake is done; under TLS it is
-/// counted, and lingers at a shutdown (`shutdown::linger`).
-pub(crate) type Conn = TlsStream<Lingering<TcpStream>>;
-
-/// One worker's instance of the app, shared by its HTTP/1.1 and HTTP/2
-/// connections; its errors are already responses.
-type App = Rc<BoxService<Request, Response<BoxBody>, Response<BoxBody>>>;
-
-/// HTTPS on `listener`: HTTP/2 or HTTP/1.1 by ALPN (see the module doc).
-pub(crate) fn https<F, I, S, B>(
-    app: F,
-    listener: TcpListener,
-    tls: rustls::ServerConfig,
-    serving: &Serving,
-    limits: H2Limits,
-) -> std::io::Result<Server>
-where
-    F: Fn() -> I + Send + Clone + 'static,
-    I: IntoServiceFactory<S, Request>,
-    S: ServiceFactory<Request, Config = AppConfig> + 'static,
-    S::Error: Into<actix_web::Error> + 'static,
-    S::InitError: std::fmt::Debug,
-    S::Response: Into<Response<B>> + 'static,
-    <S::Service as Service<Request>>::Future: 'static,
-    S::Service: 'static,
-    B: actix_web::body::MessageBody + 'static,
-{
-    let builder = actix_server::Server::build();
-    let worker = Worker {
-        // (The TLS handshake must end within actix-tls's default, 3 s.)
-        acceptor: Acceptor::new(tls),
-        shutdown: builder.graceful_shutdown_signal(),
-        local: listener.local_addr()?,
-        request_timeout: serving.request_timeout,
-        send_buffer: serving.send_buffer,
-        nodelay: serving.nodelay,
-        limits,
-        lingering: serving.shutdown.clone(),
-    };
-    let server = builder
-        .workers(serving.workers)
-        .disable_signals()
-        .shutdown_timeout(serving.grace.as_secs().max(1))
-        .listen("convo-https", listener, move || {
-            let (app, worker) = (boxed(app()), worker.clone());
-            fn_factory(move || worker.clone().start(app.new_service(())))
-        })?
-        .run();
-    Ok(server)
+/// How the HTTP listener serves, whichever protocol stack runs it.
+pub(crate) struct Serving {
+    pub workers: usize,
+    pub request_timeout: Duration,
+    pub grace: Duration,
+    pub send_buffer: usize,
+    pub nodelay: bool,
+    /// Counts connections and makes them linger at a shutdown.
+    pub shutdown: Arc<Shutdown>,
 }
 
-/// The app as one boxed factory: its responses with boxed bodies, its
-/// errors turned into responses.
-fn boxed<I, S, B>(app: I) -> BoxServiceFactory<(), Request, Response<BoxBody>, Response<BoxBody>, ()>
-where
-    I: IntoServiceFactory<S, Request>,
-    S: ServiceFactory<Request, Config = AppConfig> + 'static,
-    S::Error: Into<actix_web::Error> + 'static,
-    S::InitError: std::fmt::Debug,
-    S::Response: Into<Response<B>> + 'static,
-    <S::Service as Service<Request>>::Future: 'static,
-    S::Service: 'static,
-    B: actix_web::body::MessageBody + 'static,
-{
-    // (`AppConfig::default` names localhost:8080, not this listener:
-    // nothing reads it, as on the plain listener.)
-    let app = actix_service::map_config(app.into_factory(), |()| AppConfig::default())
-        .map(|response| Into::<Response<B>>::into(response).map_into_boxed_body())
-        .map_err(|e| Response::from(e.into().error_response()))
-        .map_init_err(|e| tracing::error!(error = ?e, "the app did not start"));
-    actix_service::boxed::factory(app)
-}
-
-/// What a worker needs to start serving.
-#[derive(Clone)]
-struct Worker {
-    acceptor: Acceptor,
-    shutdown: GracefulShutdownSignal,
-    local: SocketAddr,
-    request_timeout: Duration,
+/// Per-connection socket options, applied as connections are accepted.
+/// TCP_NODELAY (`--tcp-nodelay`) writes each chunk as its own packet; left
+/// off, Nagle's algorithm lets the kernel merge small writes while one is
+/// unacknowledged, which measured cheaper under load (see README).
+fn socket_options(
     send_buffer: usize,
     nodelay: bool,
-    limits: H2Limits,
-    lingering: std::sync::Arc<Shutdown>,
+) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync {
+    move |conn, _| {
+        if let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            set_socket_options(stream, send_buffer, nodelay);
+        }
+    }
 }
 
-impl Worker {
-    /// The worker's service, once its app has started: socket options,
-    /// TLS handshake, then HTTP/2 or HTTP/1.1.
-    async fn start(
-        self,
-        app: impl Future<Output = Result<BoxService<Request, Response<BoxBody>, Response<BoxBody>>, ()>>,
-    ) -> Result<impl Service<TcpStream, Response = (), Error = ()>, ()> {
-        let app: App = Rc::new(app.await?);
-        let tls = ServiceFactory::<Lingering<TcpStream>>::new_service(&self.acceptor, ()).await?;
-        let h1 = Rc::new(self.http1(&app).new_service(()).await?);
-        let h2 = Rc::new(h2::Http2::new(self.limits, self.shutdown));
-        let (send_buffer, nodelay, lingering) = (self.send_buffer, self.nodelay, self.lingering.clone());
-        let options = fn_service(move |tcp: TcpStream| {
-            set_socket_options(&tcp, send_buffer, nodelay);
-            ready(Ok::<_, ()>(Lingering::new(tcp, &lingering)))
-        });
-        let handshake = tls.map_err(|e| tracing::debug!(error.message = ?e, "TLS handshake failed"));
-        let serve = fn_service(move |io: Conn| -> LocalBoxFuture<'static, Result<(), ()>> {
-            let peer = io.get_ref().0.get_ref().peer_addr().ok();
-            if io.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2) {
-                let (h2, app) = (h2.clone(), app.clone());
-                Box::pin(async move {
-                    h2.serve(io, app, peer).await;
-                    Ok(())
-                })
-            } else {
-                let h1 = h1.clone();
-                Box::pin(async move {
-                    if let Err(e) = h1.call((io, peer)).await {
-                        tracing::debug!(error.message = %e, "HTTP/1.1 connection ended");
-                    }
-                    Ok(())
-                })
-            }
-        });
-        Ok(ServiceExt::and_then(options, handshake).and_then(serve))
+/// `socket_options` on one accepted connection.
+pub(crate) fn set_socket_options(stream: &actix_web::rt::net::TcpStream, send_buffer: usize, nodelay: bool) {
+    if nodelay {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::warn!(error.message = %e, "could not set TCP_NODELAY");
+        }
     }
+    if send_buffer > 0 {
+        if let Err(e) = socket2::SockRef::from(stream).set_send_buffer_size(send_buffer) {
+            tracing::warn!(error.message = %e, "could not set the socket send buffer");
+        }
+    }
+}
 
-    /// HTTP/1.1 over TLS, as the plain listener serves it
-    /// (`startup::plain_http1`).
-    fn http1(
-        &self,
-        app: &App,
-    ) -> impl ServiceFactory<
-        (Conn, Option<SocketAddr>),
-        Config = (),
-        Response = (),
-        Error = actix_http::error::DispatchError,
-        InitError = (),
-    > {
-        let shutdown = self.shutdown.clone();
-        let app = app.clone();
-        actix_http::HttpService::build()
-            .graceful_shutdown_signal(move || {
-                let shutdown = shutdown.clone();
-                async move { shutdown.notified().await }
-            })
-            .client_request_timeout(self.request_timeout)
-            .client_disconnect_timeout(Duration::from_secs(1))
-            .h1_allow_half_closed(false)
-            .h1_write_buffer_size(H1_WRITE_BUFFER)
-            .local_addr(self.local)
-            .secure()
-            .h1(fn_factory(move || ready(Ok::<_, ()>(app.clone()))))
+/// A listening socket with a queue of `backlog` connections not yet
+/// accepted (the kernel caps it at `net.core.somaxconn`). The standard
+/// library's `TcpListener::bind` queues 128: a burst of a thousand
+/// connects (a reconnect storm) left the last ones retrying their SYN for
+/// a second or more.
+pub(crate) fn bind(address: &str, backlog: u32) -> std::io::Result<TcpListener> {
+    use std::net::ToSocketAddrs;
+    let mut last = std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on");
+    for addr in address.to_socket_addrs()? {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        match socket.bind(&addr.into()).and_then(|()| socket.listen(backlog.min(i32::MAX as u32) as i32)) {
+            Ok(()) => return Ok(socket.into()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn the_listen_queue_holds_a_burst_of_connects_nobody_accepted_yet() {
+        let listener = super::bind("127.0.0.1:0", 1024).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Nothing accepts: past a queue of 128, connects would hang in SYN
+        // retries until accepted.
+        let connects =
+            (0..300).map(|_| tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)));
+        let results = futures_util::future::join_all(connects).await;
+        let done = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert_eq!(done, 300, "every connect completed its handshake into the queue");
     }
 }

@@ -170,19 +170,22 @@ impl ThreadActor {
     }
 
     /// Takes the thread's lease for a new answer `answer`: its epoch, or
-    /// `None` when the thread is busy. A lease held for an answer this node
-    /// saw end is one its owner lets go as soon as that answer's final
-    /// state is committed: the question waits for that notice (never
-    /// longer than a lease), then asks once more. Any other holder means
-    /// a question is running: busy at once.
+    /// `None` when the thread is busy. A lease held for the answer this
+    /// node had seen end when the question arrived is one its owner lets go
+    /// as soon as that answer's final state is committed: the question
+    /// waits for that notice (never longer than a lease), then asks once
+    /// more. Any other holder means a question was running when this one
+    /// arrived (even if it ended while the database was asked): busy, at
+    /// once, exactly as on one node.
     pub(super) fn take_lease(&mut self, answer: Uuid) -> LocalBoxActorFuture<Self, Result<Option<u64>, StoreError>> {
         let ttl = self.lease_ttl().unwrap_or_default();
+        let ended_on_arrival = self.last_ended_answer();
         let acquire = self.acquire(Some(answer));
         acquire
             .into_actor(self)
             .then(move |acquired, act, _| match acquired {
                 Ok(Acquired::Taken(epoch)) => actix::fut::ready(Ok(Some(epoch))).boxed_local(),
-                Ok(Acquired::Held { epoch, answer: Some(held), .. }) if act.saw_end_of(held) => {
+                Ok(Acquired::Held { epoch, answer: Some(held), .. }) if ended_on_arrival == Some(held) => {
                     let released = act.when_released(epoch, ttl);
                     let again = act.acquire(Some(answer));
                     async move {
@@ -230,9 +233,10 @@ impl ThreadActor {
         async move { store.acquire_lease(thread_id, &node, ttl_ms, answer).await }
     }
 
-    /// Whether answer `id` is one this node knows has ended.
-    fn saw_end_of(&self, id: Uuid) -> bool {
-        self.conversation().and_then(|c| c.message(id)).is_some_and(Message::is_finished)
+    /// The thread's latest answer, if this node knows it has ended.
+    fn last_ended_answer(&self) -> Option<Uuid> {
+        let last = self.conversation()?.messages().last()?;
+        (last.role == crate::domain::Role::Assistant && last.is_finished()).then_some(last.id)
     }
 
     /// Resolves once the lease of `epoch` is let go, or after `patience`

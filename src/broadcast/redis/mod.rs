@@ -19,6 +19,18 @@
 //! here anyway and the bus is marked unhealthy: the answer goes on for the
 //! owner's own subscribers, and other nodes' subscribers are told
 //! (`Inbound::Lost`) and resume when Redis is back.
+//!
+//! - `mod.rs`: the `Bus` (the connection, the routes of threads to their
+//!   actors, health, the live nodes, reading logs and counts);
+//! - `writer.rs`: the writer task (one pipeline per batch);
+//! - `router.rs`: the router task (pushes to the actors of their thread);
+//! - `envelope.rs`: what goes over a thread's channel;
+//! - `fanout.rs`: `RedisFanouts`, the seam's implementation over the bus.
+
+mod envelope;
+mod fanout;
+mod router;
+mod writer;
 
 use std::{
     collections::HashMap,
@@ -30,16 +42,16 @@ use std::{
 };
 
 use actix::Recipient;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
-    IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value,
+    IntoConnectionInfo, ProtocolVersion, PushInfo,
 };
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::{local::LocalFanout, Command, Fanout, Fanouts, Inbound, Signal, SignalStream};
+pub use self::fanout::RedisFanouts;
+use super::{local::LocalFanout, Command, Fanout as _, Inbound, Signal};
 use crate::domain::frame::Frame;
 
 /// Entries kept per message log (approximately: `MAXLEN ~`).
@@ -148,8 +160,8 @@ impl Bus {
             live_nodes: Mutex::new(None),
             capacity,
         });
-        actix_rt::spawn(write(bus.clone(), out_rx));
-        actix_rt::spawn(route(bus.clone(), push_rx));
+        actix_rt::spawn(writer::write(bus.clone(), out_rx));
+        actix_rt::spawn(router::route(bus.clone(), push_rx));
         let probe = bus.clone();
         actix_rt::spawn(async move {
             let _ = probe.ping().await;
@@ -314,287 +326,5 @@ impl Bus {
                 Some((node, count.parse().ok()?))
             })
             .collect())
-    }
-}
-
-/// What goes over a thread's channel: a tag, the sending node, the body.
-fn envelope(tag: u8, node: &str, body: &[u8]) -> Bytes {
-    let mut buf = BytesMut::with_capacity(body.len() + node.len() + 2);
-    buf.put_u8(tag);
-    buf.put_u8(node.len().min(255) as u8);
-    buf.put_slice(&node.as_bytes()[..node.len().min(255)]);
-    buf.put_slice(body);
-    buf.freeze()
-}
-
-fn open_envelope(mut bytes: &[u8]) -> Option<(u8, &str, &[u8])> {
-    if bytes.len() < 2 {
-        return None;
-    }
-    let tag = bytes.get_u8();
-    let len = bytes.get_u8() as usize;
-    let node = std::str::from_utf8(bytes.get(..len)?).ok()?;
-    Some((tag, node, &bytes[len..]))
-}
-
-const TAG_FRAME: u8 = b'F';
-const TAG_PRESENCE: u8 = b'P';
-const TAG_COMMAND: u8 = b'C';
-
-/// The writer: batches of waiting frames, one pipeline each.
-async fn write(bus: Arc<Bus>, mut rx: mpsc::Receiver<Outgoing>) {
-    let mut conn = bus.conn.clone();
-    let mut retry_at: Option<tokio::time::Instant> = None;
-    let mut batch = Vec::new();
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < 1024 {
-            match rx.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) => break,
-            }
-        }
-        let skip = retry_at.is_some_and(|at| tokio::time::Instant::now() < at);
-        // While the last failure's retry wait runs, nothing is encoded.
-        let mut pipe = redis::pipe();
-        if !skip {
-            for item in &batch {
-                add(&bus, &mut pipe, item);
-            }
-        }
-        if !pipe.is_empty() {
-            match tokio::time::timeout(WRITE_TIMEOUT, pipe.query_async::<()>(&mut conn)).await {
-                Ok(Ok(())) => {
-                    if retry_at.take().is_some() || !bus.is_healthy() {
-                        tracing::info!("redis takes the frames again");
-                    }
-                    bus.healthy.store(true, Ordering::Relaxed);
-                }
-                failed => {
-                    if bus.healthy.swap(false, Ordering::Relaxed) {
-                        let why = match failed {
-                            Ok(Err(e)) => format!("{e} ({} commands)", pipe.len()),
-                            _ => "timed out".into(),
-                        };
-                        tracing::warn!(error.message = %why,
-                            "redis does not take the frames; this node's subscribers get them, others are told");
-                    }
-                    retry_at = Some(tokio::time::Instant::now() + RETRY_AFTER);
-                }
-            }
-        }
-        for item in batch.drain(..) {
-            match item {
-                Outgoing::Frame { frame, local, .. } => local.publish(Signal::Frame(frame)),
-                Outgoing::Flush(done) => {
-                    let _ = done.send(());
-                }
-                Outgoing::Presence { .. } | Outgoing::Command { .. } | Outgoing::Settled { .. } => {}
-            }
-        }
-    }
-}
-
-fn add(bus: &Bus, pipe: &mut redis::Pipeline, item: &Outgoing) {
-    match item {
-        Outgoing::Frame { thread, log, frame, .. } => {
-            let wire = frame.to_wire();
-            if let Some(message) = log {
-                let key = bus.log_key(*message);
-                pipe.cmd("XADD").arg(&key).arg("MAXLEN").arg("~").arg(LOG_MAX).arg("*").arg("f").arg(wire.as_ref());
-                pipe.ignore();
-                let ttl = match frame.kind {
-                    crate::domain::codes::EventKind::MessageCompleted => Some(LOG_TTL_ENDED_SECS),
-                    crate::domain::codes::EventKind::MessageStarted => Some(LOG_TTL_RUNNING_SECS),
-                    _ => None,
-                };
-                if let Some(ttl) = ttl {
-                    pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
-                }
-            }
-            pipe.cmd("PUBLISH").arg(bus.channel(*thread)).arg(envelope(TAG_FRAME, &bus.node, &wire).as_ref()).ignore();
-        }
-        Outgoing::Presence { thread, count } => {
-            let key = bus.presence_key(*thread);
-            let value = format!("{count}:{}", chrono::Utc::now().timestamp_millis());
-            match count {
-                0 => pipe.cmd("HDEL").arg(&key).arg(&bus.node).ignore(),
-                _ => pipe.cmd("HSET").arg(&key).arg(&bus.node).arg(value).ignore(),
-            };
-            pipe.cmd("EXPIRE").arg(&key).arg(PRESENCE_TTL_SECS).ignore();
-            let body = (*count as u32).to_be_bytes();
-            pipe.cmd("PUBLISH")
-                .arg(bus.channel(*thread))
-                .arg(envelope(TAG_PRESENCE, &bus.node, &body).as_ref())
-                .ignore();
-        }
-        Outgoing::Command { thread, command } => {
-            let body = command.encode();
-            pipe.cmd("PUBLISH")
-                .arg(bus.channel(*thread))
-                .arg(envelope(TAG_COMMAND, &bus.node, &body).as_ref())
-                .ignore();
-        }
-        Outgoing::Settled { message } => {
-            pipe.cmd("EXPIRE").arg(bus.log_key(*message)).arg(LOG_TTL_SETTLED_SECS).ignore();
-        }
-        Outgoing::Flush(_) => {}
-    }
-}
-
-/// The router: pushes from Redis to the actors of their thread.
-async fn route(bus: Arc<Bus>, mut rx: mpsc::UnboundedReceiver<PushInfo>) {
-    let mut lost = false;
-    while let Some(push) = rx.recv().await {
-        match push.kind {
-            PushKind::Message => {
-                let [Value::BulkString(channel), Value::BulkString(payload), ..] = &push.data[..] else { continue };
-                let Some(thread) = bus.thread_of(channel) else { continue };
-                let Some((tag, node, body)) = open_envelope(payload) else { continue };
-                if node == bus.node {
-                    continue;
-                }
-                let inbound = match tag {
-                    TAG_FRAME => match Frame::from_wire(body) {
-                        Some(frame) => Inbound::Frame(Arc::new(frame)),
-                        None => continue,
-                    },
-                    TAG_PRESENCE if body.len() == 4 => Inbound::Presence {
-                        node: node.to_owned(),
-                        count: u32::from_be_bytes([body[0], body[1], body[2], body[3]]) as usize,
-                    },
-                    TAG_COMMAND => match Command::decode(body) {
-                        Some(command) => Inbound::Command(command),
-                        None => continue,
-                    },
-                    _ => continue,
-                };
-                bus.deliver(thread, &inbound);
-            }
-            PushKind::Disconnection if !lost => {
-                lost = true;
-                bus.healthy.store(false, Ordering::Relaxed);
-                tracing::warn!("redis connection lost; other nodes' frames stop until it is back");
-                for inbox in bus.all_inboxes() {
-                    inbox.do_send(Inbound::Lost);
-                }
-            }
-            PushKind::Subscribe if lost => {
-                lost = false;
-                bus.healthy.store(true, Ordering::Relaxed);
-                tracing::info!("redis connection back");
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Fan-out through the node's `Bus`.
-pub struct RedisFanouts {
-    pub bus: Arc<Bus>,
-}
-
-impl Fanouts for RedisFanouts {
-    fn open(&self, thread_id: Uuid, inbox: Recipient<Inbound>) -> Box<dyn Fanout> {
-        let (route, subscribed) = self.bus.attach(thread_id, inbox);
-        Box::new(RedisFanout {
-            bus: self.bus.clone(),
-            thread: thread_id,
-            local: Arc::new(LocalFanout::new(self.bus.capacity)),
-            route,
-            subscribed,
-        })
-    }
-}
-
-pub struct RedisFanout {
-    bus: Arc<Bus>,
-    thread: Uuid,
-    local: Arc<LocalFanout>,
-    route: u64,
-    subscribed: Subscribed,
-}
-
-impl Drop for RedisFanout {
-    fn drop(&mut self) {
-        self.bus.detach(self.thread, self.route);
-    }
-}
-
-impl Fanout for RedisFanout {
-    fn id(&self) -> u64 {
-        self.local.id()
-    }
-
-    fn publish(&self, signal: Signal) {
-        match signal {
-            Signal::Frame(frame) => {
-                self.bus.send(Outgoing::Frame { thread: self.thread, log: None, frame, local: self.local.clone() })
-            }
-            other => self.local.publish(other),
-        }
-    }
-
-    fn publish_logged(&self, frame: Arc<Frame>, log: uuid::Uuid) {
-        self.bus.send(Outgoing::Frame { thread: self.thread, log: Some(log), frame, local: self.local.clone() });
-    }
-
-    fn relay(&self, signal: Signal) {
-        self.local.publish(signal);
-    }
-
-    fn subscribe(&self) -> SignalStream {
-        self.local.subscribe()
-    }
-
-    fn backlog(&self) -> usize {
-        self.local.backlog()
-    }
-
-    fn share_presence(&self, count: usize) {
-        self.bus.send(Outgoing::Presence { thread: self.thread, count });
-    }
-
-    fn command(&self, command: Command) {
-        self.bus.send(Outgoing::Command { thread: self.thread, command });
-    }
-
-    fn settled(&self, message: Uuid) {
-        self.bus.send(Outgoing::Settled { message });
-    }
-
-    fn ready(&self) -> BoxFuture<'static, Result<(), String>> {
-        let (bus, subscribed) = (self.bus.clone(), self.subscribed.clone());
-        async move {
-            bus.reachable().await.map_err(|e| e.to_string())?;
-            subscribed.await.map_err(|e| e.to_string())
-        }
-        .boxed()
-    }
-
-    fn linked(&self) -> bool {
-        self.bus.is_healthy()
-    }
-
-    fn log(&self, message: Uuid) -> BoxFuture<'static, Result<Vec<Frame>, String>> {
-        let bus = self.bus.clone();
-        async move { bus.log(message).await.map_err(|e| e.to_string()) }.boxed()
-    }
-
-    fn presence(&self) -> BoxFuture<'static, Vec<(String, usize)>> {
-        let (bus, thread) = (self.bus.clone(), self.thread);
-        async move { bus.presence(thread).await.unwrap_or_default() }.boxed()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn envelopes_carry_their_node_and_body() {
-        let e = envelope(TAG_FRAME, "node-a", b"body");
-        assert_eq!(open_envelope(&e), Some((TAG_FRAME, "node-a", &b"body"[..])));
-        assert_eq!(open_envelope(b"F"), None);
     }
 }
