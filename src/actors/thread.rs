@@ -219,14 +219,11 @@ impl ThreadActor {
     }
 
     /// A count changed, here (`local`) or on another node.
-    fn presence_changed(&mut self, local: bool, ctx: &mut Context<Self>) {
-        if local {
-            self.publisher.fanout().share_presence(self.subscribers.len());
-        }
+    fn presence_changed(&mut self, ctx: &mut Context<Self>) {
         if self.publisher.presence_changed() {
             ctx.run_later(crate::broadcast::publisher::PRESENCE_EVERY, |act, _| {
                 let count = act.watching();
-                act.publisher.flush_presence(count);
+                act.publisher.flush_presence(count, act.subscribers.len());
             });
         }
     }
@@ -318,7 +315,7 @@ impl ThreadActor {
             Some(Ending::Complete) => self.finish(MessageStatus::Complete, None, ctx),
             Some(Ending::Failed { code, message }) => {
                 tracing::warn!(thread_id = %self.thread_id, code = code.as_str(), error.message = %message, "generation failed");
-                let error = MessageError { code: code.as_str().to_owned(), message };
+                let error = MessageError { code: code.into(), message };
                 self.finish(MessageStatus::Failed, Some(error), ctx);
             }
         }

@@ -23,6 +23,8 @@ pub struct Publisher {
     head: StreamPos,
     /// The subscriber count last published.
     presence_sent: usize,
+    /// This node's count last told the other nodes (cluster mode).
+    presence_shared: usize,
     presence_scheduled: bool,
 }
 
@@ -30,7 +32,13 @@ impl Publisher {
     /// Publishes into `fanout`, positions in `epoch` (a new owner of the
     /// thread has a higher one).
     pub fn new(fanout: Box<dyn Fanout>, epoch: u64) -> Publisher {
-        Publisher { fanout, head: StreamPos::new(epoch, 0), presence_sent: 0, presence_scheduled: false }
+        Publisher {
+            fanout,
+            head: StreamPos::new(epoch, 0),
+            presence_sent: 0,
+            presence_shared: 0,
+            presence_scheduled: false,
+        }
     }
 
     /// Encodes `event` once at the next position and publishes it;
@@ -80,9 +88,15 @@ impl Publisher {
     }
 
     /// Publishes the count of this moment to this node's subscribers, if
-    /// it differs from the last.
-    pub fn flush_presence(&mut self, count: usize) {
+    /// it differs from the last, and tells the other nodes this node's own
+    /// count (`local`), if it differs from what they were last told: a
+    /// crowd joining at once is one Redis write, not one per tab.
+    pub fn flush_presence(&mut self, count: usize, local: usize) {
         self.presence_scheduled = false;
+        if local != self.presence_shared {
+            self.presence_shared = local;
+            self.fanout.share_presence(local);
+        }
         if count != self.presence_sent {
             self.presence_sent = count;
             self.fanout.relay(Signal::Presence(count));
@@ -133,9 +147,9 @@ mod tests {
         assert_eq!(publisher.head(), StreamPos::new(7, 2));
         assert!(publisher.presence_changed(), "the first change schedules a flush");
         assert!(!publisher.presence_changed(), "later ones ride on it");
-        publisher.flush_presence(3);
+        publisher.flush_presence(3, 3);
         assert!(publisher.presence_changed());
-        publisher.flush_presence(3);
+        publisher.flush_presence(3, 3);
         let mut seen = Vec::new();
         for _ in 0..3 {
             seen.push(match reader.next().await.unwrap().unwrap() {

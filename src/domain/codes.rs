@@ -1,10 +1,47 @@
 //! The names the contract gives things, each as an enum with one table:
 //! error codes of HTTP answers (`Code`, with their statuses), the `type`s
 //! of stream events (`EventKind`), and the codes an `error` event carries
-//! that no HTTP answer does (`StreamCode`). Nothing compares these as
-//! strings; the strings exist only on the wire.
+//! that no HTTP answer does (`StreamCode`), and why a message ended other
+//! than complete (`MessageErrorCode`). Nothing compares these as strings;
+//! the strings exist only on the wire and in the database.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why a message ended other than `complete` (`Message.error.code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageErrorCode {
+    /// The service stopped while it streamed (gracefully or not).
+    Interrupted,
+    /// The model provider refused, erred, dropped the stream, or wrote
+    /// what cannot be kept (too long, malformed).
+    UpstreamError,
+    /// The model provider was silent too long, or the call took too long.
+    UpstreamTimeout,
+    /// The message could not be stored.
+    Unavailable,
+}
+
+impl MessageErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageErrorCode::Interrupted => "interrupted",
+            MessageErrorCode::UpstreamError => "upstream_error",
+            MessageErrorCode::UpstreamTimeout => "upstream_timeout",
+            MessageErrorCode::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl From<super::provider_event::FailureCode> for MessageErrorCode {
+    fn from(code: super::provider_event::FailureCode) -> Self {
+        use super::provider_event::FailureCode;
+        match code {
+            FailureCode::UpstreamError => MessageErrorCode::UpstreamError,
+            FailureCode::UpstreamTimeout => MessageErrorCode::UpstreamTimeout,
+        }
+    }
+}
 
 /// Defines `Code` from one table (variant, its name in the contract, its
 /// HTTP status), with `Code::ALL` built from the same table, so no code

@@ -87,7 +87,7 @@ pub struct Usage {
 /// Why a message ended `failed` (or any other non-complete status).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MessageError {
-    pub code: String,
+    pub code: super::codes::MessageErrorCode,
     pub message: String,
 }
 
@@ -97,7 +97,7 @@ impl MessageError {
     /// it started again after a crash.
     pub fn interrupted() -> MessageError {
         MessageError {
-            code: "interrupted".to_owned(),
+            code: super::codes::MessageErrorCode::Interrupted,
             message: "the service stopped while this message streamed".to_owned(),
         }
     }

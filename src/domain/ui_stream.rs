@@ -467,7 +467,10 @@ mod tests {
             status,
             stop_reason: Some("end_turn".into()),
             usage: Usage::default(),
-            error: error.map(|m| MessageError { code: "upstream_error".into(), message: m.into() }),
+            error: error.map(|m| MessageError {
+                code: crate::domain::codes::MessageErrorCode::UpstreamError,
+                message: m.into(),
+            }),
         }
     }
 

@@ -95,7 +95,7 @@ pub async fn thread(state: web::Data<AppState>, path: web::Path<Uuid>) -> Result
         .map_err(|_| ApiError::not_found("live thread actor"))?;
     // The actor's view is there even while the database is not: the
     // lease is then unknown, and the answer says why.
-    let (lease, lease_error) = match state.bus {
+    let (lease, lease_error) = match state.deps.lease {
         Some(_) => match bounded(state.store.lease_of(*path), "the database").await {
             Ok(Ok(lease)) => (lease, None),
             Ok(Err(e)) => (None, Some(format!("the database: {e}"))),

@@ -140,7 +140,7 @@ pub async fn history(
     if !streaming.is_empty() {
         // In cluster mode the answer may run on another node: this node's
         // actor of the thread (started if need be) mirrors it live.
-        let actor = match state.bus {
+        let actor = match state.deps.lease {
             Some(_) => state.registry.send(Lookup { thread_id: thread.id }).await.ok().flatten(),
             None => state.registry.send(Peek { thread_id: thread.id }).await.ok().flatten(),
         };

@@ -43,7 +43,9 @@ pub fn message(m: message::Model) -> Result<Message, StoreError> {
     let blocks: Vec<Block> =
         serde_json::from_str(&m.blocks).map_err(|e| StoreError::Corrupt(format!("message blocks: {e}")))?;
     let error = match (m.error_code, m.error_message) {
-        (Some(code), message) => Some(MessageError { code, message: message.unwrap_or_default() }),
+        (Some(code), message) => {
+            Some(MessageError { code: from_name("error_code", &code)?, message: message.unwrap_or_default() })
+        }
         _ => None,
     };
     Ok(Message {
@@ -85,7 +87,7 @@ pub fn message_row(m: &Message) -> message::ActiveModel {
         stop_reason: Set(storable(&m.stop_reason)),
         input_tokens: Set(m.usage.input_tokens as i64),
         output_tokens: Set(m.usage.output_tokens as i64),
-        error_code: Set(storable(&m.error.as_ref().map(|e| e.code.clone()))),
+        error_code: Set(m.error.as_ref().map(|e| e.code.as_str().to_owned())),
         error_message: Set(storable(&m.error.as_ref().map(|e| e.message.clone()))),
         created_at: Set(m.created_at),
         completed_at: Set(m.completed_at),

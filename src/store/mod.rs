@@ -196,11 +196,12 @@ impl Store {
     /// At start-up: messages a stopped process left `streaming` become
     /// `interrupted`, their text kept.
     pub async fn interrupt_streaming(&self) -> Result<u64, StoreError> {
+        let interrupted = crate::domain::MessageError::interrupted();
         let result = message::Entity::update_many()
-            .col_expr(message::Column::Status, Expr::value("interrupted"))
+            .col_expr(message::Column::Status, Expr::value(status_name(MessageStatus::Interrupted)))
             .col_expr(message::Column::CompletedAt, Expr::value(Utc::now()))
-            .col_expr(message::Column::ErrorCode, Expr::value("interrupted"))
-            .col_expr(message::Column::ErrorMessage, Expr::value("the service stopped while this message streamed"))
+            .col_expr(message::Column::ErrorCode, Expr::value(interrupted.code.as_str()))
+            .col_expr(message::Column::ErrorMessage, Expr::value(interrupted.message))
             .filter(message::Column::Status.eq(status_name(MessageStatus::Streaming)))
             .exec(&self.db)
             .await?;
@@ -380,7 +381,10 @@ mod tests {
         // Its thread does not exist: a foreign key violation.
         let orphan = message(new_id(), 0, MessageStatus::Complete);
         let mut answer = message(thread.id, 1, MessageStatus::Streaming);
-        answer.error = Some(crate::domain::MessageError { code: "x".into(), message: "NUL \0 inside".into() });
+        answer.error = Some(crate::domain::MessageError {
+            code: crate::domain::codes::MessageErrorCode::UpstreamError,
+            message: "NUL \0 inside".into(),
+        });
         let ops = [WriteOp::Insert(good), WriteOp::Insert(orphan.clone()), WriteOp::Insert(answer)];
         let whole = store.write_batch(&ops).await.unwrap_err();
         assert_eq!(whole.fault(), Fault::Rejected, "{whole}");

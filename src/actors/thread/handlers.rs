@@ -215,7 +215,10 @@ impl Handler<AbortGeneration> for ThreadActor {
     fn handle(&mut self, msg: AbortGeneration, ctx: &mut Context<Self>) {
         let running = self.conversation().and_then(Conversation::running).map(|m| m.id);
         if running == Some(msg.assistant_message_id) {
-            let error = MessageError { code: "unavailable".into(), message: "the message could not be stored".into() };
+            let error = MessageError {
+                code: crate::domain::codes::MessageErrorCode::Unavailable,
+                message: "the message could not be stored".into(),
+            };
             self.finish(MessageStatus::Failed, Some(error), ctx);
         }
         // Neither message reached the database: forget them.
@@ -292,7 +295,7 @@ impl Handler<Subscribe> for ThreadActor {
         events.extend(replay.events);
         let frames = self.encode(&events);
         let signals = self.publisher.subscribe();
-        self.presence_changed(true, ctx);
+        self.presence_changed(ctx);
         self.touch(ctx);
         Ok(Subscription {
             replay: Missed { frames, head: self.publisher.head() },
@@ -318,7 +321,7 @@ impl Handler<Unsubscribe> for ThreadActor {
 
     fn handle(&mut self, msg: Unsubscribe, ctx: &mut Context<Self>) {
         if self.subscribers.remove(&msg.session_id) {
-            self.presence_changed(true, ctx);
+            self.presence_changed(ctx);
         }
         self.touch(ctx);
     }
@@ -380,7 +383,7 @@ impl ThreadActor {
     /// The other nodes' counts of the thread's subscribers, as read.
     fn others_counted(&mut self, others: Vec<(String, usize)>, ctx: &mut Context<Self>) {
         self.others = others.into_iter().collect();
-        self.presence_changed(false, ctx);
+        self.presence_changed(ctx);
     }
 }
 

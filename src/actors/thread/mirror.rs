@@ -140,7 +140,7 @@ impl Handler<Inbound> for ThreadActor {
                     0 => self.others.remove(&node),
                     n => self.others.insert(node, n),
                 };
-                self.presence_changed(false, ctx);
+                self.presence_changed(ctx);
             }
             Inbound::Command(Command::Cancel) => {
                 if self.generation.is_some() {
