@@ -6,39 +6,31 @@
 //! not the protocol's closing the socket. (The SDK's own transport drives
 //! it in `tests/aisdk`.)
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Server, WAIT};
+use crate::support::{Server, Ws};
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
+/// A chat WebSocket: the protocol's frames over the suite's `Ws`.
 struct ChatWs {
-    socket: Socket,
+    ws: Ws,
 }
 
 impl ChatWs {
     async fn open(server: &Server, pid: &str) -> ChatWs {
-        let url = format!("{}/v1/projects/{pid}/chat/ws", server.base.replace("http://", "ws://"));
-        let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket upgrade");
-        ChatWs { socket }
+        ChatWs::connect(&format!("{}/v1/projects/{pid}/chat/ws", server.base.replace("http://", "ws://"))).await
+    }
+
+    async fn connect(url: &str) -> ChatWs {
+        ChatWs { ws: Ws::connect(url).await }
     }
 
     async fn send(&mut self, frame: Value) {
-        self.socket.send(Message::Text(frame.to_string().into())).await.unwrap();
+        self.ws.send(frame).await;
     }
 
     /// The next text frame; `None` once closed (its close frame kept).
     async fn next(&mut self) -> Result<Value, Option<(u16, String)>> {
-        loop {
-            match tokio::time::timeout(WAIT, self.socket.next()).await.expect("a frame in time") {
-                Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(t.as_str()).unwrap()),
-                Some(Ok(Message::Close(c))) => return Err(c.map(|c| (u16::from(c.code), c.reason.to_string()))),
-                Some(Ok(_)) => continue,
-                _ => return Err(None),
-            }
-        }
+        self.ws.next_json().await
     }
 
     /// Frames until request `id` ends (`end`, `error` or `no-active`),
@@ -234,8 +226,7 @@ async fn the_handshake_says_who_calls_and_a_stream_token_opens_its_own_threads_c
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
         other => panic!("no credentials, yet: {:?}", other.map(|(_, r)| r.status())),
     }
-    let (socket, _) = tokio_tungstenite::connect_async(format!("{url}?token={token}")).await.expect("a token opens it");
-    let mut ws = ChatWs { socket };
+    let mut ws = ChatWs::connect(&format!("{url}?token={token}")).await;
     ws.send(send("elsewhere", &other, "not mine")).await;
     let refused = ws.next().await.unwrap();
     assert_eq!((refused["type"].as_str(), refused["requestId"].as_str()), (Some("error"), Some("elsewhere")));

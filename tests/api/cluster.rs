@@ -28,7 +28,7 @@ impl Cluster {
     /// is skipped) without the test services.
     pub async fn start(n: usize, redis: Option<&str>, extra: &[&str]) -> Option<Cluster> {
         let (Ok(pg), Ok(machine_redis)) = (std::env::var("TEST_DATABASE_URL"), std::env::var("TEST_REDIS_URL")) else {
-            eprintln!("skipped: set TEST_DATABASE_URL and TEST_REDIS_URL to run the cluster tests");
+            skipped();
             return None;
         };
         let db = crate::pg::fresh_database(&pg).await;
@@ -101,6 +101,19 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// Says once per run, past the test harness's capture (a green run must
+/// not be read as covering them), that the cluster tests were skipped.
+fn skipped() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "cluster tests SKIPPED: set TEST_DATABASE_URL and TEST_REDIS_URL to run them (.ci/run does)"
+        );
+    });
 }
 
 /// The live thread's owner and epoch as node `i` sees them.
@@ -205,28 +218,6 @@ async fn questions_and_cancels_from_any_node_reach_the_one_owner() {
     let r = cluster.node(0).client.post(format!("{}{thread}/cancel", cluster.node(0).base)).send().await.unwrap();
     assert_eq!(r.status(), 202);
     assert_eq!(cluster.node(1).finished(&thread, &next).await["status"], "cancelled");
-}
-
-#[actix_web::test]
-async fn concurrent_questions_on_two_nodes_give_one_answer() {
-    let Some(cluster) = Cluster::start(2, None, &["--sim-chunks", "50"]).await else { return };
-    for round in 0..5 {
-        let thread = cluster.node(0).thread().await;
-        let post = |i: usize| {
-            let node = cluster.node(i);
-            node.client.post(format!("{}{thread}/messages", node.base)).json(&json!({"content": "race"})).send()
-        };
-        let (a, b) = tokio::join!(post(0), post(1));
-        let mut statuses = vec![a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
-        statuses.sort();
-        assert_eq!(statuses, [202, 409], "round {round}: one answer, never two, never a 500");
-        let messages = eventually(|| async {
-            let m = cluster.node(1).messages(&thread).await;
-            m.iter().all(|m| m["status"] != "streaming").then_some(m)
-        })
-        .await;
-        assert_eq!(messages.len(), 2, "round {round}: one question, one answer");
-    }
 }
 
 #[actix_web::test]

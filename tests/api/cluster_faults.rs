@@ -24,6 +24,21 @@ async fn until_presence(events: &mut impl crate::support::Events, n: u64) {
     }
 }
 
+/// The same question sent at the same instant to nodes 0 and 1 of a new
+/// thread: the thread, and the two answers' statuses in order.
+async fn race(cluster: &Cluster) -> (String, (u16, String), (u16, String)) {
+    let thread = cluster.node(0).thread().await;
+    let post = |i: usize| {
+        let node = cluster.node(i);
+        node.client.post(format!("{}{thread}/messages", node.base)).json(&json!({"content": "race"})).send()
+    };
+    let (a, b) = tokio::join!(post(0), post(1));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let (sa, sb) = (a.status().as_u16(), b.status().as_u16());
+    let (ta, tb) = (a.text().await.unwrap_or_default(), b.text().await.unwrap_or_default());
+    (thread, (sa, ta), (sb, tb))
+}
+
 /// Questions sent at the same instant to two nodes: exactly one is
 /// accepted and the other is refused at once, never held until the
 /// first answer ends and then let through (short answers), and never
@@ -34,17 +49,10 @@ async fn racing_questions_on_two_nodes_get_one_202_and_an_immediate_409() {
         return;
     };
     for round in 0..20 {
-        let thread = cluster.node(0).thread().await;
-        let post = |i: usize| {
-            let node = cluster.node(i);
-            node.client.post(format!("{}{thread}/messages", node.base)).json(&json!({"content": "race"})).send()
-        };
-        let (a, b) = tokio::join!(post(0), post(1));
-        let (a, b) = (a.unwrap(), b.unwrap());
-        let mut statuses = vec![a.status().as_u16(), b.status().as_u16()];
-        let bodies = (a.text().await.unwrap_or_default(), b.text().await.unwrap_or_default());
+        let (thread, a, b) = race(&cluster).await;
+        let mut statuses = vec![a.0, b.0];
         statuses.sort();
-        assert_eq!(statuses, [202, 409], "round {round}: one answer, never two: {bodies:?}");
+        assert_eq!(statuses, [202, 409], "round {round}: one answer, never two: {a:?} {b:?}");
         let messages = eventually(|| async {
             let m = cluster.node(1).messages(&thread).await;
             m.iter().all(|m| m["status"] != "streaming").then_some(m)
@@ -60,14 +68,8 @@ async fn the_loser_of_a_race_with_a_long_answer_hears_409_while_that_answer_runs
         return;
     };
     for round in 0..3 {
-        let thread = cluster.node(0).thread().await;
-        let post = |i: usize| {
-            let node = cluster.node(i);
-            node.client.post(format!("{}{thread}/messages", node.base)).json(&json!({"content": "race"})).send()
-        };
-        let (a, b) = tokio::join!(post(0), post(1));
-        let (a, b) = (a.unwrap().status().as_u16(), b.unwrap().status().as_u16());
-        let mut statuses = vec![a, b];
+        let (thread, a, b) = race(&cluster).await;
+        let mut statuses = vec![a.0, b.0];
         statuses.sort();
         assert_eq!(statuses, [202, 409], "round {round}");
         // The refusal came while the winner's answer (two seconds) still

@@ -459,23 +459,26 @@ impl Ws {
         self.socket.send(tokio_tungstenite::tungstenite::Message::Text(text.to_owned().into())).await.unwrap();
     }
 
-    /// The next event (text frames only; pings are answered by the
-    /// library), or `None` once closed.
-    pub async fn next(&mut self) -> Option<Ev> {
+    /// The next text frame's JSON (pings are answered by the library);
+    /// once closed, its close frame's code and reason, if it sent one.
+    pub async fn next_json(&mut self) -> Result<Value, Option<(u16, String)>> {
         use tokio_tungstenite::tungstenite::Message;
         loop {
-            let msg = tokio::time::timeout(WAIT, self.socket.next()).await.expect("a frame in time")?;
-            match msg {
-                Ok(Message::Text(t)) => {
-                    let data: Value = serde_json::from_str(t.as_str()).unwrap();
-                    let kind = data["type"].as_str().unwrap().to_owned();
-                    let id = data["cursor"].as_str().unwrap_or("").to_owned();
-                    return Some(Ev { kind, id, data });
-                }
-                Ok(Message::Close(_)) | Err(_) => return None,
-                Ok(_) => continue,
+            match tokio::time::timeout(WAIT, self.socket.next()).await.expect("a frame in time") {
+                Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(t.as_str()).unwrap()),
+                Some(Ok(Message::Close(c))) => return Err(c.map(|c| (u16::from(c.code), c.reason.to_string()))),
+                Some(Ok(_)) => continue,
+                _ => return Err(None),
             }
         }
+    }
+
+    /// The next event (text frames only), or `None` once closed.
+    pub async fn next(&mut self) -> Option<Ev> {
+        let data = self.next_json().await.ok()?;
+        let kind = data["type"].as_str().unwrap().to_owned();
+        let id = data["cursor"].as_str().unwrap_or("").to_owned();
+        Some(Ev { kind, id, data })
     }
 }
 
