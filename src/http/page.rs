@@ -20,7 +20,10 @@ pub struct Asset {
 }
 
 /// The page's files. `/client/convo.js` is a stable path: other pages of
-/// this origin import it (see README, Browser client).
+/// this origin import it (see README, Browser client). It is the entry of
+/// the client's modules, each served next to it under `/client/`, which it
+/// and the shared worker import by relative path: every module of the
+/// directory must be listed here.
 pub const ASSETS: &[Asset] = &[
     Asset {
         path: "/",
@@ -47,6 +50,48 @@ pub const ASSETS: &[Asset] = &[
         description: "The browser client (a JavaScript module): typed events, resume by cursor, \
             stream tokens, one shared connection per thread for all tabs",
         body: include_str!("../web/client/convo.js"),
+    },
+    Asset {
+        path: "/client/api.js",
+        content_type: "text/javascript; charset=utf-8",
+        description: "The browser client's REST API (`Api`, `ApiError`), imported by `/client/convo.js`",
+        body: include_str!("../web/client/api.js"),
+    },
+    Asset {
+        path: "/client/transcript.js",
+        content_type: "text/javascript; charset=utf-8",
+        description: "The browser client's `Transcript`: messages rebuilt from deltas by UTF-8 byte offset",
+        body: include_str!("../web/client/transcript.js"),
+    },
+    Asset {
+        path: "/client/sse.js",
+        content_type: "text/javascript; charset=utf-8",
+        description: "The browser client's reader of Server-Sent Events from a fetch body",
+        body: include_str!("../web/client/sse.js"),
+    },
+    Asset {
+        path: "/client/stream.js",
+        content_type: "text/javascript; charset=utf-8",
+        description: "The browser client's `Stream`: one subscription with resume, stream tokens and a stall watchdog",
+        body: include_str!("../web/client/stream.js"),
+    },
+    Asset {
+        path: "/client/hub.js",
+        content_type: "text/javascript; charset=utf-8",
+        description: "The browser client's `Hub`: one stream and transcript per thread for every tab",
+        body: include_str!("../web/client/hub.js"),
+    },
+    Asset {
+        path: "/client/rpc.js",
+        content_type: "text/javascript; charset=utf-8",
+        description: "The browser client's call/reply channel between tabs and the shared worker",
+        body: include_str!("../web/client/rpc.js"),
+    },
+    Asset {
+        path: "/client/client.js",
+        content_type: "text/javascript; charset=utf-8",
+        description: "The browser client's tab side: `connect()` and `Client`",
+        body: include_str!("../web/client/client.js"),
     },
     Asset {
         path: "/client/convo-worker.js",

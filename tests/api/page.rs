@@ -17,7 +17,12 @@ async fn every_page_file_is_served_same_origin_only_under_the_policy() {
     let c = &server.client;
     let routed: Vec<&str> = routes().iter().filter(|r| r.kind == Kind::Asset).map(|r| r.path).collect();
     assert_eq!(routed, ASSETS.iter().map(|a| a.path).collect::<Vec<_>>(), "each file is a route");
-    for path in ["/", "/app.js", "/style.css", "/client/convo.js", "/client/convo-worker.js"] {
+    // The stable paths other pages load, then every file, the client's
+    // modules included: each one is checked as the page itself is.
+    for stable in ["/", "/app.js", "/style.css", "/client/convo.js", "/client/convo-worker.js"] {
+        assert!(routed.contains(&stable), "{stable} is served");
+    }
+    for path in routed {
         let r = c.get(format!("{}{path}", server.base)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
         let header = |name: &str| r.headers().get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();

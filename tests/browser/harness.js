@@ -1,9 +1,10 @@
 // Test harness for the browser suite: the real convo binary, a TCP proxy
 // in front of it (so a test can cut or freeze connections, or restart the
 // service behind a stable address), a fake Anthropic upstream, and
-// Debian's chromium driven by playwright-core.
+// Debian's chromium driven by playwright-core. The binary and the fake
+// upstream are the AI SDK suite's too (../support/service.js).
 
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -12,10 +13,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { ConvoProcess, FakeAnthropic, eventually, sleep } from '../support/service.js';
 
+export { FakeAnthropic, eventually, sleep };
 const here = path.dirname(fileURLToPath(import.meta.url));
-export const ROOT = path.resolve(here, '../..');
-export const BINARY = process.env.CONVO_BIN || path.join(ROOT, 'target/debug/convo');
 export const SHOTS = path.join(here, 'screenshots');
 export const ADMIN = 'admin-token-for-browser-tests-0123456789';
 
@@ -40,25 +41,9 @@ export class Service {
 
   async boot() {
     const tlsArgs = this.tls ? ['--tls-cert', this.tls.cert, '--tls-key', this.tls.key] : [];
-    const args = ['--bind', '127.0.0.1:0', '--database-url', `sqlite://${this.dir}/convo.db?mode=rwc`,
-      '--log-format', 'json', '--flush-interval-ms', '20', ...tlsArgs, ...this.args];
-    this.process = spawn(BINARY, args, {
-      env: { ...process.env, RUST_LOG: 'info', ...this.env }, stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    this.log = '';
-    const port = await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`the service did not start:\n${this.log}`)), 20000);
-      const read = (chunk) => {
-        this.log += chunk;
-        const m = this.log.match(/"port":(\d+)/);
-        if (m) { clearTimeout(timer); resolve(Number(m[1])); }
-      };
-      this.process.stdout.on('data', read);
-      this.process.stderr.on('data', read);
-      this.process.on('exit', (code) => reject(new Error(`the service exited (${code}):\n${this.log}`)));
-    });
-    this.backend = `${this.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
-    this.proxy.target = port;
+    this.convo = await ConvoProcess.start({ dir: this.dir, args: [...tlsArgs, ...this.args], env: this.env });
+    this.backend = `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.convo.port}`;
+    this.proxy.target = this.convo.port;
   }
 
   /** Stops the process with `signal` and starts it again on the same data. */
@@ -69,11 +54,7 @@ export class Service {
   }
 
   async stop(signal = 'SIGTERM') {
-    const p = this.process;
-    if (!p || p.exitCode !== null || p.signalCode) return;
-    const exited = new Promise((resolve) => p.once('exit', resolve));
-    p.kill(signal);
-    await exited;
+    await this.convo?.stop(signal);
   }
 
   async close() {
@@ -172,64 +153,6 @@ export class Proxy {
   }
 }
 
-// ------------------------------------------------------ fake upstream
-
-const sse = (name, data) => `event: ${name}\ndata: ${JSON.stringify({ type: name, ...data })}\n\n`;
-
-/**
- * A fake Anthropic Messages API (POST /v1/messages, `stream: true`): it
- * answers every request with `blocks`, each `{kind: 'thinking' | 'text' |
- * 'tool_use', pieces: [...], name?, id?}`, one piece per
- * `content_block_delta`, `intervalMs` apart, in the exact event sequence
- * of the real API.
- */
-export class FakeAnthropic {
-  static async start({ blocks, intervalMs = 30 }) {
-    const f = new FakeAnthropic();
-    f.blocks = blocks;
-    f.intervalMs = intervalMs;
-    f.requests = [];
-    f.server = http.createServer((req, res) => f.answer(req, res));
-    await new Promise((resolve) => f.server.listen(0, '127.0.0.1', resolve));
-    f.url = `http://127.0.0.1:${f.server.address().port}`;
-    return f;
-  }
-
-  async answer(req, res) {
-    let body = '';
-    for await (const chunk of req) body += chunk;
-    this.requests.push(JSON.parse(body || '{}'));
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-    const write = (s) => new Promise((resolve) => res.write(s, resolve));
-    let output = 0;
-    await write(sse('message_start', { message: { id: 'msg_fake', type: 'message', role: 'assistant', content: [],
-      model: 'claude-fake', stop_reason: null, stop_sequence: null, usage: { input_tokens: 12, output_tokens: 1 } } }));
-    for (const [index, b] of this.blocks.entries()) {
-      const start = b.kind === 'tool_use' ? { type: 'tool_use', id: b.id, name: b.name, input: {} }
-        : b.kind === 'thinking' ? { type: 'thinking', thinking: '' } : { type: 'text', text: '' };
-      await write(sse('content_block_start', { index, content_block: start }));
-      await write('event: ping\ndata: {"type": "ping"}\n\n');
-      for (const piece of b.pieces) {
-        await sleep(this.intervalMs);
-        const delta = b.kind === 'tool_use' ? { type: 'input_json_delta', partial_json: piece }
-          : b.kind === 'thinking' ? { type: 'thinking_delta', thinking: piece } : { type: 'text_delta', text: piece };
-        await write(sse('content_block_delta', { index, delta }));
-        output += 1;
-      }
-      if (b.kind === 'thinking') {
-        await write(sse('content_block_delta', { index, delta: { type: 'signature_delta', signature: 'c2lnbmF0dXJl' } }));
-      }
-      await write(sse('content_block_stop', { index }));
-    }
-    const stop = this.blocks.some((b) => b.kind === 'tool_use') ? 'tool_use' : 'end_turn';
-    await write(sse('message_delta', { delta: { stop_reason: stop, stop_sequence: null }, usage: { output_tokens: output } }));
-    await write(sse('message_stop', {}));
-    res.end();
-  }
-
-  close() { this.server.closeAllConnections?.(); this.server.close(); }
-}
-
 // -------------------------------------------------------------- browser
 
 export const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -281,18 +204,6 @@ export async function finalMessage(page, id, timeout = 30000) {
 }
 
 // ---------------------------------------------------------------- misc
-
-export function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
-
-export async function eventually(check, timeoutMs = 15000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error('condition not reached in time');
-    await sleep(50);
-  }
-}
 
 /** A self-signed certificate for 127.0.0.1 and localhost. */
 export function selfSigned(dir) {

@@ -71,7 +71,10 @@ for (const [name, makeContext] of [
 }
 
 test('the service stopped by SIGTERM mid-answer: the page shows it interrupted, whole, and goes on', async () => {
-  const service = await Service.start({ args: LONG });
+  // A graceful stop lets answers run until its grace less its reserve (2 s
+  // by default): with no time left over, the running answer is cut at the
+  // signal, as a deploy cuts one longer than the grace allows.
+  const service = await Service.start({ args: [...LONG, '--shutdown-grace-ms', '2000'] });
   const ctx = await context(browser, service.origin);
   try {
     const page = await ctx.newPage();

@@ -4,9 +4,13 @@
 // browser holds one stream per thread whatever the number of tabs, and
 // HTTP/1.1's six connections per host stay free for the tabs' requests.
 // The worker holds no credentials: it asks a tab for the history and for
-// stream tokens (see `Hub` and `Rpc` in convo.js).
+// stream tokens (see `Hub` in hub.js and `Rpc` in rpc.js). It imports only
+// those two parts of the client, not the convo.js entry: a worker has no
+// use for the tab's side (`Client`), and relative imports resolve next to
+// this file, so the worker and the client always come from one place.
 
-import { Hub, Rpc } from './convo.js';
+import { Hub } from './hub.js';
+import { Rpc } from './rpc.js';
 
 let hub = null;
 const tabs = new Set();

@@ -1,0 +1,93 @@
+// api.js: the REST side of the browser client (part of /client/convo.js).
+//
+// `Api` is the service's public HTTP API as plain methods; `ApiError` is
+// the one error every other part of the client throws and tests for
+// (`Stream` and `Hub` decide from its `status` whether to retry, back off
+// or stop, and `Rpc` rebuilds it on the other side of a MessagePort), so
+// it lives here, below everything else. `errorOf` turns a non-2xx
+// response into it, for `Api` and for `Stream`'s own fetch.
+
+/** A non-2xx answer (`status` 0: no answer at all). */
+export class ApiError extends Error {
+  constructor(status, code, message, retryAfter = null) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter;
+  }
+}
+
+export async function errorOf(response) {
+  let code = 'http_' + response.status;
+  let message = response.statusText || 'request failed';
+  try {
+    const body = await response.json();
+    if (body && body.error) ({ code, message } = body.error);
+  } catch (_) { /* not JSON */ }
+  const retry = Number(response.headers.get('retry-after'));
+  return new ApiError(response.status, code, message, Number.isFinite(retry) && retry > 0 ? retry : null);
+}
+
+/** The REST API. `credentials()` returns the bearer token (a project key
+ * or the admin token) or null (open mode). */
+export class Api {
+  constructor({ base = '', credentials = () => null } = {}) {
+    this.base = base;
+    this.credentials = credentials;
+  }
+
+  async request(method, path, body) {
+    const headers = { Accept: 'application/json' };
+    const token = this.credentials();
+    if (token) headers.Authorization = 'Bearer ' + token;
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    let response;
+    try {
+      response = await fetch(this.base + path, {
+        method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: 'no-store',
+      });
+    } catch (e) {
+      throw new ApiError(0, 'network', 'the service cannot be reached');
+    }
+    if (!response.ok) throw await errorOf(response);
+    return response.status === 204 ? null : response.json();
+  }
+
+  createProject(name) { return this.request('POST', '/v1/projects', { name }); }
+  project(pid) { return this.request('GET', `/v1/projects/${pid}`); }
+  threads(pid, { limit = 20, cursor = null } = {}) {
+    const q = new URLSearchParams({ limit: String(limit) });
+    if (cursor) q.set('cursor', cursor);
+    return this.request('GET', `/v1/projects/${pid}/threads?${q}`);
+  }
+  thread(pid, tid) { return this.request('GET', `/v1/projects/${pid}/threads/${tid}`); }
+  createThread(pid, fields = {}) {
+    const body = {};
+    for (const k of ['title', 'system', 'model']) if (fields[k]) body[k] = fields[k];
+    return this.request('POST', `/v1/projects/${pid}/threads`, body);
+  }
+  deleteThread(pid, tid) { return this.request('DELETE', `/v1/projects/${pid}/threads/${tid}`); }
+
+  /** Every message of a thread, by position (all pages). */
+  async history(pid, tid) {
+    const out = [];
+    for (;;) {
+      const q = new URLSearchParams({ limit: '200' });
+      if (out.length) q.set('after', String(out[out.length - 1].position));
+      const page = await this.request('GET', `/v1/projects/${pid}/threads/${tid}/messages?${q}`);
+      out.push(...page.data);
+      if (!page.has_more || page.data.length === 0) return out;
+    }
+  }
+
+  send(pid, tid, content, options = {}) {
+    return this.request('POST', `/v1/projects/${pid}/threads/${tid}/messages`, { content, ...options });
+  }
+  cancel(pid, tid) { return this.request('POST', `/v1/projects/${pid}/threads/${tid}/cancel`); }
+  streamToken(pid, tid) { return this.request('POST', `/v1/projects/${pid}/threads/${tid}/stream-token`); }
+
+  adminStats() { return this.request('GET', '/admin/stats'); }
+  adminThreads() { return this.request('GET', '/admin/threads'); }
+  stopThread(tid) { return this.request('DELETE', `/admin/threads/${tid}`); }
+}

@@ -1,0 +1,153 @@
+// transcript.js: the messages of one thread, rebuilt from its history and
+// its events (part of /client/convo.js).
+//
+// Offsets in `message.delta` events are UTF-8 bytes, not JavaScript
+// string indices, so the byte helpers live with the only code that needs
+// them. `Transcript` is pure (no I/O, no timers): `Hub` keeps one per
+// thread in the worker and each tab keeps its own copy, fed the same
+// events, and the node suite tests it without a browser.
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** The UTF-8 length of a string, in bytes (offsets are UTF-8 bytes). */
+export function utf8Length(s) {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff) { n += 4; i++; } else n += 3;
+  }
+  return n;
+}
+
+/** `s` without its first `bytes` UTF-8 bytes. */
+function dropBytes(s, bytes) {
+  return bytes <= 0 ? s : decoder.decode(encoder.encode(s).subarray(bytes));
+}
+
+function copyMessage(m) {
+  return { ...m, blocks: (m.blocks || []).map((b) => ({ ...b })), usage: m.usage && { ...m.usage } };
+}
+
+function joinText(m) {
+  m.content = m.blocks.filter((b) => b.kind === 'text').map((b) => b.text).join('');
+}
+
+/**
+ * The messages of one thread, rebuilt from its history and its events.
+ *
+ * A block's text is append-only, so a delta (`offset`, `text`) either
+ * continues it, repeats part of what is there (only the new tail is
+ * added), or leaves a gap (nothing is applied; `apply` answers
+ * `{resync: true}`: fetch the history again). After an `error` event with
+ * code `cursor_ahead`, the next message the server replays replaces what
+ * was shown of it (its deltas start again at offset 0).
+ */
+export class Transcript {
+  constructor(messages = []) {
+    this.messages = messages.map(copyMessage).sort((a, b) => a.position - b.position);
+    this.lengths = new WeakMap();
+    this.replacing = false;
+  }
+
+  /** The cursor right after everything in `messages` (history order). */
+  static cursorAfter(messages) {
+    const last = messages[messages.length - 1];
+    if (!last) return null;
+    if (last.role === 'user') return `${last.id}:1:0`;
+    const n = last.blocks.length;
+    if (last.status !== 'streaming') return `${last.id}:${n}:0`;
+    if (n === 0) return `${last.id}:0:0`;
+    return `${last.id}:${n - 1}:${utf8Length(last.blocks[n - 1].text)}`;
+  }
+
+  get(id) { return this.messages.find((m) => m.id === id) || null; }
+
+  /** Whether an answer is being written. */
+  get generating() { return this.messages.some((m) => m.status === 'streaming'); }
+
+  insert(message) {
+    const at = this.messages.findIndex((m) => m.position > message.position);
+    if (at < 0) this.messages.push(message); else this.messages.splice(at, 0, message);
+    return message;
+  }
+
+  /** The message an event is about, created if it began just now. */
+  target(ev) {
+    let m = this.get(ev.message_id);
+    if (!m && ev.type === 'message.started') {
+      const last = this.messages[this.messages.length - 1];
+      m = this.insert({
+        id: ev.message_id, role: ev.role, model: ev.model, status: 'streaming', blocks: [], content: '',
+        position: last ? last.position + 1 : 0, stop_reason: null, error: null,
+        usage: { input_tokens: 0, output_tokens: 0 },
+      });
+    }
+    if (m && this.replacing) {
+      this.replacing = false;
+      m.blocks = [];
+    }
+    return m;
+  }
+
+  bytes(block) {
+    let n = this.lengths.get(block);
+    if (n === undefined) { n = utf8Length(block.text); this.lengths.set(block, n); }
+    return n;
+  }
+
+  /** Applies one event. Answers `{message}` (the id of the message that
+   * changed, if one did) and `resync: true` when the history must be
+   * fetched again (a gap, or `cursor_invalid`). */
+  apply(ev) {
+    switch (ev.type) {
+      case 'message.created': {
+        const m = this.get(ev.message.id);
+        if (m) Object.assign(m, copyMessage(ev.message)); else this.insert(copyMessage(ev.message));
+        return { message: ev.message.id };
+      }
+      case 'message.started': {
+        const m = this.target(ev);
+        return { message: m.id };
+      }
+      case 'message.block': {
+        const m = this.target(ev);
+        if (!m || ev.block > m.blocks.length) return { resync: true };
+        const block = m.blocks[ev.block] || { kind: ev.kind, text: '' };
+        block.kind = ev.kind;
+        if (ev.id) block.id = ev.id;
+        if (ev.name) block.name = ev.name;
+        m.blocks[ev.block] = block;
+        return { message: m.id };
+      }
+      case 'message.delta': {
+        const m = this.target(ev);
+        if (!m || ev.block > m.blocks.length) return { resync: true };
+        if (!m.blocks[ev.block]) m.blocks[ev.block] = { kind: 'text', text: '' };
+        const block = m.blocks[ev.block];
+        const have = this.bytes(block);
+        if (ev.offset > have) return { resync: true };
+        const size = utf8Length(ev.text);
+        if (ev.offset + size <= have) return {};
+        block.text += dropBytes(ev.text, have - ev.offset);
+        this.lengths.set(block, ev.offset + size);
+        joinText(m);
+        return { message: m.id };
+      }
+      case 'message.completed': {
+        const m = this.target(ev);
+        if (!m) return { resync: true };
+        Object.assign(m, { status: ev.status, stop_reason: ev.stop_reason, usage: ev.usage, error: ev.error });
+        joinText(m);
+        return { message: m.id };
+      }
+      case 'error':
+        if (ev.code === 'cursor_ahead') this.replacing = true;
+        return ev.code === 'cursor_invalid' ? { resync: true } : {};
+      default:
+        return {};
+    }
+  }
+}
