@@ -85,6 +85,11 @@ impl Application {
         let db_healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let shutdown = Shutdown::new();
         let node_id = settings.cluster.node_id();
+        // Its name travels in every message between nodes, in a byte.
+        anyhow::ensure!(
+            (1..=64).contains(&node_id.len()),
+            "--node-id must be 1 to 64 bytes long (it names this node to the others)"
+        );
         let persistence = PersistenceActor::new(
             store.clone(),
             metrics.clone(),
@@ -224,18 +229,18 @@ impl Application {
     /// over) or by `AppHandle::shutdown`.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.handle.clone();
-        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        let finished = self.handle.shutdown.clone();
         actix_web::rt::spawn(async move {
             wait_for_signal().await;
             tracing::info!("signal received; shutting down");
             handle.shutdown().await;
-            let _ = done.send(());
         });
         // The HTTP server's own stop polls its connections once a second;
-        // the shutdown knows when the last one closed.
+        // the shutdown (from a signal or `AppHandle::shutdown`) knows when
+        // the last one closed.
         tokio::select! {
             served = self.server => served?,
-            _ = finished => {}
+            _ = finished.finished() => {}
         }
         Ok(())
     }
@@ -270,22 +275,32 @@ impl AppHandle {
         if tokio::time::timeout_at(answers_until, self.registry.send(WhenIdle)).await.is_err() {
             tracing::info!("answers still running at the end of their part of the grace end interrupted");
         }
-        // 3. What is left ends `interrupted`, every subscriber is told,
-        //    the last frames and writes go out.
-        let stop = async {
-            let _ = self.registry.send(StopAll { reason: StopReason::ShuttingDown }).await;
+        // 3. What is left ends `interrupted` and every subscriber is told;
+        //    the listener closes and idle connections close (so no stream
+        //    starts that would get no closing event); the last frames and
+        //    writes go out. Half of what is left is kept for readers to
+        //    drain: a database or Redis that hangs must not eat it all.
+        let now = tokio::time::Instant::now();
+        let writes_until = now + deadline.saturating_duration_since(now) / 2;
+        if tokio::time::timeout_at(writes_until, self.registry.send(StopAll { reason: StopReason::ShuttingDown }))
+            .await
+            .is_err()
+        {
+            tracing::error!("thread actors did not all stop within the shutdown's time for it");
+        }
+        let server = self.server.clone();
+        actix_web::rt::spawn(async move { server.stop(true).await });
+        let writes = async {
             if let Some(bus) = &self.bus {
                 bus.flush().await;
             }
             let _ = self.persistence.send(Drain).await;
         };
-        if tokio::time::timeout_at(deadline, stop).await.is_err() {
+        if tokio::time::timeout_at(writes_until, writes).await.is_err() {
             tracing::error!("shutdown grace time ran out before every write was committed");
         }
-        // 4. Readers drain: the listener closes, idle connections close,
-        //    each stream's connection once its peer read its last event.
-        let server = self.server.clone();
-        actix_web::rt::spawn(async move { server.stop(true).await });
+        // 4. Readers drain: each stream's connection closes once its peer
+        //    read its last event.
         // (Every accepted connection, plain or TLS, is counted: the HTTP
         // server's own stop only looks once a second.)
         let drained = tokio::time::timeout_at(deadline, self.shutdown.connections_closed()).await.is_ok();
@@ -294,6 +309,7 @@ impl AppHandle {
             true => tracing::info!(took_ms = started.elapsed().as_millis() as u64, "shutdown complete"),
             false => tracing::warn!(open, "shutdown grace over with connections still open; they are cut"),
         }
+        self.shutdown.finish();
     }
 }
 

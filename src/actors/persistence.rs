@@ -174,10 +174,18 @@ impl PersistenceActor {
         if let WriteOp::Update(m) = op.inner() {
             let id = m.id;
             self.parked.remove(&id);
-            if let Some(&i) = self.updates.get(&id) {
-                self.queue[i].op = op;
-                self.queue[i].owner = owner;
-                return;
+            // Only the newest state of a message is written; an ack (a
+            // final write's, whose owner waits for it) is kept with it. Two
+            // acks for one message stay two entries.
+            match self.updates.get(&id) {
+                Some(&i) if ack.is_none() || self.queue[i].ack.is_none() => {
+                    let entry = &mut self.queue[i];
+                    entry.op = op;
+                    entry.ack = ack.or(entry.ack);
+                    entry.owner = owner.or(entry.owner.take());
+                    return;
+                }
+                _ => {}
             }
             self.updates.insert(id, self.queue.len());
         }

@@ -293,7 +293,12 @@ impl Actor for SessionActor {
                     }
                     Err(e) => {
                         tracing::warn!(thread_id = %act.thread_id, error.message = %e, "subscription refused");
-                        act.close(Code::Unavailable, &e.to_string(), ctx);
+                        match e {
+                            ThreadError::ShuttingDown => {
+                                act.close(StreamCode::ShuttingDown, StreamCode::ShuttingDown.message(), ctx)
+                            }
+                            e => act.close(Code::Unavailable, &e.to_string(), ctx),
+                        }
                     }
                 },
             ),

@@ -21,7 +21,7 @@ use actix::prelude::*;
 
 use super::{
     persistence::Write,
-    registry::{Lookup, NodesChanged, Registry},
+    registry::{Lookup, NodesChanged, Peek, Registry},
     thread::TakeOver,
     Deps,
 };
@@ -39,26 +39,44 @@ pub struct Sweeper {
     lease: Duration,
     /// The live nodes at the last sweep (`None` before the first).
     live: Option<HashSet<String>>,
+    /// A sweep is on its way (sweeps never overlap).
+    sweeping: bool,
 }
 
 impl Sweeper {
     pub fn new(deps: Arc<Deps>, registry: Addr<Registry>, lease: Duration, bus: Arc<Bus>) -> Sweeper {
-        Sweeper { deps, registry, bus, lease, live: None }
+        Sweeper { deps, registry, bus, lease, live: None, sweeping: false }
     }
 
     fn sweep(&mut self, ctx: &mut Context<Self>) {
+        // A node that shuts down takes over nothing more.
+        if self.deps.shutdown.is_draining() || std::mem::replace(&mut self.sweeping, true) {
+            return;
+        }
         self.deps
             .persistence
             .do_send(Write { ops: vec![WriteOp::Probe { node_id: self.deps.node_id.clone() }], ack: None });
         let (store, registry) = (self.deps.store.clone(), self.registry.clone());
         let within = (self.lease * LIVE_WITHIN).as_millis() as u64;
+        let me = self.deps.node_id.clone();
         ctx.spawn(
             async move {
                 let live = store.live_nodes(within).await;
+                let nodes = live.as_ref().map(Vec::as_slice).unwrap_or_default();
                 match store.orphaned_threads().await {
                     Ok(threads) => {
-                        for thread_id in threads {
-                            if let Ok(Some(actor)) = registry.send(Lookup { thread_id }).await {
+                        for (thread_id, gone) in threads {
+                            // One node starts an actor for it (chosen by the
+                            // thread's id among the live nodes but the one
+                            // whose lease expired); a node that has one
+                            // already takes over too.
+                            let others: Vec<String> =
+                                nodes.iter().filter(|n| Some(*n) != gone.as_ref()).cloned().collect();
+                            let actor = match chosen(&others, thread_id).is_none_or(|n| n == me) {
+                                true => registry.send(Lookup { thread_id }).await,
+                                false => registry.send(Peek { thread_id }).await,
+                            };
+                            if let Ok(Some(actor)) = actor {
                                 actor.do_send(TakeOver);
                             }
                         }
@@ -68,9 +86,12 @@ impl Sweeper {
                 live
             }
             .into_actor(self)
-            .map(|live, act, _| match live {
-                Ok(live) => act.nodes_alive(live.into_iter().collect()),
-                Err(e) => tracing::debug!(error.message = %e, "sweep: the live nodes are unknown"),
+            .map(|live, act, _| {
+                act.sweeping = false;
+                match live {
+                    Ok(live) => act.nodes_alive(live.into_iter().collect()),
+                    Err(e) => tracing::debug!(error.message = %e, "sweep: the live nodes are unknown"),
+                }
             }),
         );
     }
@@ -93,6 +114,14 @@ impl Sweeper {
         self.bus.set_live_nodes(live.clone());
         self.live = Some(live);
     }
+}
+
+/// The live node that takes over `thread_id`'s answer first (the nodes in
+/// the same order on every node, so all agree); `None` if none is known.
+fn chosen(nodes: &[String], thread_id: uuid::Uuid) -> Option<&str> {
+    let h = thread_id.as_u128();
+    let h = (h ^ (h >> 64)) as u64;
+    (!nodes.is_empty()).then(|| nodes[(h % nodes.len() as u64) as usize].as_str())
 }
 
 impl Actor for Sweeper {

@@ -118,6 +118,9 @@ pub struct ThreadActor {
     /// Cluster mode: provider events that wait while the lease runs late
     /// (published once a renewal goes through).
     held: std::collections::VecDeque<GenEvent>,
+    /// Cluster mode: a cancel that came while the lease ran late (done once
+    /// a renewal goes through).
+    cancel_held: bool,
 }
 
 impl ThreadActor {
@@ -159,6 +162,7 @@ impl ThreadActor {
             released_epoch: 0,
             lease_waiters: Vec::new(),
             held: std::collections::VecDeque::new(),
+            cancel_held: false,
         }
     }
 
@@ -241,7 +245,7 @@ impl ThreadActor {
                 // half a period gets its keep-alive, so no idle gap exceeds
                 // one period.
                 let half = self.deps.settings.streaming.heartbeat() / 2;
-                self.heartbeat = Some(ctx.run_interval(half, |act, _| act.publisher.tick()));
+                self.heartbeat = Some(ctx.run_interval(half, |act, _| act.publisher.tick(act.subscribers.len())));
             }
             (true, true) => {
                 if let Some(h) = self.heartbeat.take() {

@@ -17,14 +17,21 @@ use crate::domain::{
 /// At most one `thread.presence` event per thread this often.
 pub const PRESENCE_EVERY: Duration = Duration::from_millis(100);
 
+/// A count that does not change is told the other nodes again this often
+/// (its Redis key expires an hour after its last write).
+const PRESENCE_REFRESH: Duration = Duration::from_secs(10 * 60);
+
 pub struct Publisher {
     fanout: Box<dyn Fanout>,
     /// The position of the last frame published.
     head: StreamPos,
     /// The subscriber count last published.
     presence_sent: usize,
-    /// This node's count last told the other nodes (cluster mode).
+    /// This node's count last told the other nodes (cluster mode), and
+    /// when: a count that does not change is told again now and then, so
+    /// that it outlives its key's expiry.
     presence_shared: usize,
+    shared_at: std::time::Instant,
     presence_scheduled: bool,
 }
 
@@ -36,7 +43,8 @@ impl Publisher {
             fanout,
             head: StreamPos::new(epoch, 0),
             presence_sent: 0,
-            presence_shared: 0,
+            presence_shared: usize::MAX,
+            shared_at: std::time::Instant::now(),
             presence_scheduled: false,
         }
     }
@@ -94,8 +102,7 @@ impl Publisher {
     pub fn flush_presence(&mut self, count: usize, local: usize) {
         self.presence_scheduled = false;
         if local != self.presence_shared {
-            self.presence_shared = local;
-            self.fanout.share_presence(local);
+            self.share(local);
         }
         if count != self.presence_sent {
             self.presence_sent = count;
@@ -103,9 +110,18 @@ impl Publisher {
         }
     }
 
-    /// Half a heartbeat period went by.
-    pub fn tick(&self) {
+    fn share(&mut self, local: usize) {
+        self.presence_shared = local;
+        self.shared_at = std::time::Instant::now();
+        self.fanout.share_presence(local);
+    }
+
+    /// Half a heartbeat period went by (`local`: this node's subscribers).
+    pub fn tick(&mut self, local: usize) {
         self.fanout.relay(Signal::Tick);
+        if local > 0 && self.shared_at.elapsed() >= PRESENCE_REFRESH {
+            self.share(local);
+        }
     }
 
     /// The thread goes away here: every subscriber on this node gets `code`

@@ -33,7 +33,7 @@ use std::sync::{
 use tokio::{sync::Notify, time::Instant};
 
 /// Shared by the HTTP layer, the thread actors and the shutdown itself.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Shutdown {
     /// Set once, when the shutdown begins: by when it must be over.
     deadline: OnceLock<Instant>,
@@ -41,11 +41,29 @@ pub struct Shutdown {
     connections: AtomicUsize,
     /// Woken when the last connection closes.
     all_closed: Notify,
+    /// The shutdown is over (its last step done).
+    over: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shutdown {
     pub fn new() -> Arc<Shutdown> {
-        Arc::new(Shutdown::default())
+        Arc::new(Shutdown {
+            deadline: OnceLock::new(),
+            connections: AtomicUsize::new(0),
+            all_closed: Notify::new(),
+            over: tokio::sync::watch::channel(false).0,
+        })
+    }
+
+    /// The shutdown's last step is done: the process may exit.
+    pub fn finish(&self) {
+        self.over.send_replace(true);
+    }
+
+    /// Resolves once the shutdown is over.
+    pub async fn finished(&self) {
+        let mut over = self.over.subscribe();
+        let _ = over.wait_for(|done| *done).await;
     }
 
     /// Begins the shutdown (step 1): from now on the process takes no new

@@ -121,10 +121,11 @@ impl Store {
     }
 
     /// Lets the lease of `fence` lapse now (its generation ended).
-    pub async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError> {
-        let sql = "UPDATE thread_leases SET expires_at = now() WHERE thread_id = $1 AND owner = $2 AND epoch = $3";
-        self.db.execute(pg(sql, fence_values(fence))).await?;
-        Ok(())
+    /// `false` when `fence` did not hold it any more.
+    pub async fn release_lease(&self, fence: &Fence) -> Result<bool, StoreError> {
+        let sql = "UPDATE thread_leases SET expires_at = now() \
+                   WHERE thread_id = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()";
+        Ok(self.db.execute(pg(sql, fence_values(fence))).await?.rows_affected() == 1)
     }
 
     pub async fn lease_of(&self, thread_id: Uuid) -> Result<Option<LeaseInfo>, StoreError> {
@@ -141,13 +142,16 @@ impl Store {
     }
 
     /// Threads with a message still `streaming` and no live lease: their
-    /// owner died (or never was, in single-node mode).
-    pub async fn orphaned_threads(&self) -> Result<Vec<Uuid>, StoreError> {
-        let sql = "SELECT DISTINCT m.thread_id FROM messages m \
-                   LEFT JOIN thread_leases l ON l.thread_id = m.thread_id AND l.expires_at > now() \
-                   WHERE m.status = 'streaming' AND l.thread_id IS NULL";
+    /// owner died (or never was, in single-node mode); with the owner of
+    /// the expired lease, if there was one.
+    pub async fn orphaned_threads(&self) -> Result<Vec<(Uuid, Option<String>)>, StoreError> {
+        let sql = "SELECT DISTINCT m.thread_id, l.owner FROM messages m \
+                   LEFT JOIN thread_leases l ON l.thread_id = m.thread_id \
+                   WHERE m.status = 'streaming' AND (l.thread_id IS NULL OR l.expires_at <= now())";
         let rows = self.db.query_all(pg(sql, vec![])).await?;
-        rows.iter().map(|r| Ok(r.try_get::<Uuid>("", "thread_id")?)).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get::<Uuid>("", "thread_id")?, r.try_get::<Option<String>>("", "owner")?)))
+            .collect()
     }
 
     /// Live leases by owner: how many threads each node owns now.
@@ -178,10 +182,12 @@ pub(super) async fn holds<C: ConnectionTrait>(db: &C, fence: &Fence) -> Result<b
 }
 
 /// Extends `fence`'s lease by `ttl_ms` from now; `false` when it is not
-/// the lease's holder any more.
+/// the lease's holder any more, or the lease expired or was let go.
 pub(super) async fn renew<C: ConnectionTrait>(db: &C, fence: &Fence, ttl_ms: u64) -> Result<bool, StoreError> {
+    // Not past its expiry: a renewal that commits after the lease was let
+    // go (its answer ended) or lapsed must not make it live again.
     let sql = "UPDATE thread_leases SET expires_at = now() + $4 * interval '1 millisecond' \
-               WHERE thread_id = $1 AND owner = $2 AND epoch = $3";
+               WHERE thread_id = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()";
     let mut values = fence_values(fence);
     values.push((ttl_ms as i64).into());
     Ok(db.execute(pg(sql, values)).await?.rows_affected() == 1)

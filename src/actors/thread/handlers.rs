@@ -101,7 +101,7 @@ impl Handler<StartGeneration> for ThreadActor {
                 .then(move |taken, act, _| {
                     let load = async move {
                         match taken? {
-                            Some(epoch) => Ok(Some((epoch, store.all_messages(thread_id).await?))),
+                            Some(taken) => Ok(Some((taken, store.all_messages(thread_id).await?))),
                             None => Ok(None),
                         }
                     };
@@ -110,8 +110,14 @@ impl Handler<StartGeneration> for ThreadActor {
                 .map(move |acquired: Result<_, crate::store::StoreError>, act, ctx| {
                     act.taking_done();
                     match acquired {
-                        Ok(Some((epoch, messages))) => {
+                        Ok(Some((lease::Taken { epoch, sent }, messages))) => {
                             let conversation = Conversation::new(act.thread_id, messages);
+                            // A shutdown began while the lease was taken:
+                            // no answer starts now.
+                            if act.deps.shutdown.is_draining() {
+                                act.release(Fence { thread_id: act.thread_id, owner: act.deps.node_id.clone(), epoch });
+                                return Err(ThreadError::ShuttingDown);
+                            }
                             if conversation.running().is_some() {
                                 // An answer of an owner that died: it is ended first.
                                 ctx.notify(TakeOver);
@@ -122,7 +128,7 @@ impl Handler<StartGeneration> for ThreadActor {
                             if let Loaded::Found { conversation: held, .. } = &mut act.loaded {
                                 *held = conversation;
                             }
-                            act.hold(epoch, ctx);
+                            act.hold(epoch, sent, ctx);
                             act.begin(msg, slot, answer, ctx)
                         }
                         Ok(None) => Err(ThreadError::Busy),
@@ -235,11 +241,24 @@ impl Handler<Cancel> for ThreadActor {
         let (_, conversation) = self.found()?;
         let id = conversation.running().map(|m| m.id).ok_or(ThreadError::NotGenerating)?;
         match self.generation.is_some() {
-            true => self.finish(MessageStatus::Cancelled, None, ctx),
+            true => self.cancel_here(ctx),
             // Another node runs it: its owner cancels it.
             false => self.publisher.fanout().command(crate::broadcast::Command::Cancel),
         }
         Ok(id)
+    }
+}
+
+impl ThreadActor {
+    /// Cancels the answer running here; while the lease runs late (cluster
+    /// mode) nothing is published, so the cancel waits for the renewal.
+    pub(super) fn cancel_here(&mut self, ctx: &mut Context<Self>) {
+        if self.lease_lapsing() {
+            self.cancel_held = true;
+            self.renew(ctx);
+        } else {
+            self.finish(MessageStatus::Cancelled, None, ctx);
+        }
     }
 }
 
@@ -276,6 +295,11 @@ impl Handler<Subscribe> for ThreadActor {
         // tab is told at once, and resumes once the link is back.
         if !self.role.serves(self.linked, self.publisher.fanout().linked()) {
             return Err(ThreadError::Unavailable);
+        }
+        // Stopping (a shutdown's last steps): a stream that started now
+        // would get no closing event.
+        if self.refuse_work {
+            return Err(ThreadError::ShuttingDown);
         }
         let (_, conversation) = self.found()?;
         let replay = conversation.replay(msg.from);

@@ -34,6 +34,13 @@ impl Handler<LeaseReleased> for ThreadActor {
     }
 }
 
+/// A lease just taken: its epoch, and when the statement that took it was
+/// sent (the lease runs from then).
+pub(super) struct Taken {
+    pub epoch: u64,
+    pub sent: Instant,
+}
+
 /// The lease a node holds on a thread while it runs the thread's answer.
 ///
 /// Times are this node's, counted from when the last renewal that went
@@ -72,11 +79,16 @@ impl ThreadActor {
         self.me.upgrade().expect("a running actor has an address").recipient()
     }
 
-    /// Holds the lease of `epoch`: publishes in its epoch, renews it every
-    /// third of its length (and at once when it runs late), and gives up
-    /// if no renewal goes through before its deadline.
-    pub(super) fn hold(&mut self, epoch: u64, ctx: &mut Context<Self>) {
+    /// Holds the lease of `epoch`, taken by a statement sent at `sent` (its
+    /// clock starts then, not once what followed was loaded): publishes in
+    /// its epoch, renews it every four tenths of its length (and at once
+    /// when it runs late), and gives up if no renewal goes through before
+    /// its deadline.
+    pub(super) fn hold(&mut self, epoch: u64, sent: Instant, ctx: &mut Context<Self>) {
         let Some(ttl) = self.lease_ttl() else { return };
+        if let Some(old) = self.role.stop_owning() {
+            ctx.cancel_future(old.timer);
+        }
         let fence = Fence { thread_id: self.thread_id, owner: self.deps.node_id.clone(), epoch };
         let check = ttl / 10;
         let mut since_renewal = Duration::ZERO;
@@ -94,9 +106,8 @@ impl ThreadActor {
         });
         self.seen_epoch = self.seen_epoch.max(epoch);
         self.publisher.start_epoch(epoch);
-        let now = Instant::now();
-        let mut lease = Lease { fence, valid_until: now, deadline: now, renewing: false, timer };
-        lease.renewed(now, ttl);
+        let mut lease = Lease { fence, valid_until: sent, deadline: sent, renewing: false, timer };
+        lease.renewed(sent, ttl);
         self.role = Role::Owner(lease);
     }
 
@@ -135,10 +146,16 @@ impl ThreadActor {
         }));
     }
 
-    /// Provider events that waited for a renewal go out, in order.
+    /// Provider events that waited for a renewal go out, in order; then a
+    /// cancel that waited too.
     fn release_held(&mut self, ctx: &mut Context<Self>) {
         while !self.lease_lapsing() {
-            let Some(item) = self.held.pop_front() else { return };
+            let Some(item) = self.held.pop_front() else {
+                if std::mem::take(&mut self.cancel_held) && self.generation.is_some() {
+                    self.finish(MessageStatus::Cancelled, None, ctx);
+                }
+                return;
+            };
             self.on_gen_event(item, ctx);
         }
     }
@@ -161,6 +178,7 @@ impl ThreadActor {
         ctx.cancel_future(lease.timer);
         tracing::warn!(thread_id = %self.thread_id, epoch = lease.fence.epoch, why, "lease lost; the answer stops here");
         self.held.clear();
+        self.cancel_held = false;
         if let Some(generation) = self.generation.take() {
             ctx.cancel_future(generation.stream);
             ctx.cancel_future(generation.checkpoints);
@@ -177,21 +195,23 @@ impl ThreadActor {
     /// more. Any other holder means a question was running when this one
     /// arrived (even if it ended while the database was asked): busy, at
     /// once, exactly as on one node.
-    pub(super) fn take_lease(&mut self, answer: Uuid) -> LocalBoxActorFuture<Self, Result<Option<u64>, StoreError>> {
+    pub(super) fn take_lease(&mut self, answer: Uuid) -> LocalBoxActorFuture<Self, Result<Option<Taken>, StoreError>> {
         let ttl = self.lease_ttl().unwrap_or_default();
         let ended_on_arrival = self.last_ended_answer();
+        let sent = Instant::now();
         let acquire = self.acquire(Some(answer));
         acquire
             .into_actor(self)
             .then(move |acquired, act, _| match acquired {
-                Ok(Acquired::Taken(epoch)) => actix::fut::ready(Ok(Some(epoch))).boxed_local(),
+                Ok(Acquired::Taken(epoch)) => actix::fut::ready(Ok(Some(Taken { epoch, sent }))).boxed_local(),
                 Ok(Acquired::Held { epoch, answer: Some(held), .. }) if ended_on_arrival == Some(held) => {
                     let released = act.when_released(epoch, ttl);
                     let again = act.acquire(Some(answer));
                     async move {
                         released.await;
+                        let sent = Instant::now();
                         match again.await? {
-                            Acquired::Taken(epoch) => Ok(Some(epoch)),
+                            Acquired::Taken(epoch) => Ok(Some(Taken { epoch, sent })),
                             Acquired::Held { .. } => Ok(None),
                         }
                     }
@@ -243,6 +263,8 @@ impl ThreadActor {
     /// (an owner that died after its answer's end leaves it to expire).
     fn when_released(&mut self, epoch: u64, patience: Duration) -> impl std::future::Future<Output = ()> {
         let waiter = (self.released_epoch < epoch).then(|| {
+            // (Waiters that gave up, their owner gone, are dropped here.)
+            self.lease_waiters.retain(|(_, tx)| !tx.is_closed());
             let (tx, rx) = oneshot::channel();
             self.lease_waiters.push((epoch, tx));
             rx
@@ -269,42 +291,80 @@ impl ThreadActor {
         }
     }
 
-    /// Lets the lease of `fence` go now, and says so to every node (a
-    /// question waiting for it, here or elsewhere, goes on).
+    /// Lets the lease of `fence` go now, and (if it still held it) says so
+    /// to every node: a question waiting for it, here or elsewhere, goes
+    /// on. Runs apart from the actor, so a stopping actor lets go too.
     pub(super) fn release(&mut self, fence: Fence) {
-        let store = self.deps.store.clone();
-        let me = self.me.clone();
-        actix_rt::spawn(async move {
-            match store.release_lease(&fence).await {
-                Ok(()) => {
-                    if let Some(actor) = me.upgrade() {
-                        actor.do_send(LeaseReleased { epoch: fence.epoch });
-                    }
-                }
-                Err(e) => tracing::warn!(error.message = %e, "could not release a lease; it expires"),
-            }
-        });
+        let (store, me) = (self.deps.store.clone(), self.me.clone());
+        actix_rt::spawn(release(store, me, fence));
     }
 
     /// Writes an ended answer's final state under the lease, then lets the
     /// lease go (not before: a next owner's epoch would fence the write).
+    /// Its renewals stop now (a renewal committed after the release must
+    /// not make it live again); if the write is slow the lease lapses, and
+    /// the node that takes it writes the same final state from the log.
+    /// The write's outcome is awaited apart from the actor, so that an
+    /// actor that stops (a shutdown, a deletion) still lets its lease go.
     pub(super) fn write_final_then_release(&mut self, message: Message, ctx: &mut Context<Self>) {
         let Some(fence) = self.fence() else { return };
+        if let Some(lease) = self.role.lease() {
+            ctx.cancel_future(lease.timer);
+        }
         let (ack, done) = oneshot::channel();
         let answer = message.id;
         let op = WriteOp::Fenced(fence.clone(), Box::new(WriteOp::Update(message)));
         self.deps.persistence.do_send(Write { ops: vec![op], ack: Some(ack) });
-        ctx.spawn(done.into_actor(self).map(move |written, act, ctx| {
-            if let Ok(Ok(())) = written {
-                act.publisher.fanout().settled(answer);
-                act.release(fence.clone());
+        let (store, me) = (self.deps.store.clone(), self.me.clone());
+        actix_rt::spawn(async move {
+            let written = matches!(done.await, Ok(Ok(())));
+            if let Some(actor) = me.upgrade() {
+                actor.do_send(FinalWritten { fence: fence.clone(), answer, written });
             }
-            if act.role.lease().is_some_and(|l| l.fence == fence) && act.generation.is_none() {
-                if let Some(lease) = act.role.stop_owning() {
-                    ctx.cancel_future(lease.timer);
-                }
+            if written {
+                release(store, me, fence).await;
             }
-        }));
+        });
+    }
+}
+
+/// Lets the lease of `fence` go; tells its actor (if it still lives) when
+/// that took effect.
+async fn release(store: crate::store::Store, me: WeakAddr<ThreadActor>, fence: Fence) {
+    match store.release_lease(&fence).await {
+        Ok(true) => {
+            if let Some(actor) = me.upgrade() {
+                actor.do_send(LeaseReleased { epoch: fence.epoch });
+            }
+        }
+        Ok(false) => {
+            tracing::debug!(thread_id = %fence.thread_id, epoch = fence.epoch, "the lease was not held any more")
+        }
+        Err(e) => tracing::warn!(error.message = %e, "could not release a lease; it expires"),
+    }
+}
+
+/// An answer's final write under `fence` has an outcome.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct FinalWritten {
+    fence: Fence,
+    answer: Uuid,
+    written: bool,
+}
+
+impl Handler<FinalWritten> for ThreadActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FinalWritten, ctx: &mut Context<Self>) {
+        if msg.written {
+            self.publisher.fanout().settled(msg.answer);
+        }
+        if self.role.lease().is_some_and(|l| l.fence == msg.fence) && self.generation.is_none() {
+            if let Some(lease) = self.role.stop_owning() {
+                ctx.cancel_future(lease.timer);
+            }
+        }
     }
 }
 

@@ -107,6 +107,10 @@ impl Handler<Inbound> for ThreadActor {
             Inbound::Frame(frame) => {
                 // One owner: while this node holds the lease, another
                 // node's frames are a stale owner's.
+                // A frame of a newer owner: this node lost the lease.
+                if self.role.lease().is_some_and(|l| frame.pos.epoch > l.fence.epoch) {
+                    self.lose_lease("another node publishes in a newer epoch", ctx);
+                }
                 if !self.role.mirrors(frame.pos.epoch, self.seen_epoch) {
                     tracing::debug!(thread_id = %self.thread_id, epoch = frame.pos.epoch, seen = self.seen_epoch,
                         owner = self.role.lease().is_some(), "a stale owner's frame is ignored");
@@ -144,7 +148,7 @@ impl Handler<Inbound> for ThreadActor {
             }
             Inbound::Command(Command::Cancel) => {
                 if self.generation.is_some() {
-                    self.finish(MessageStatus::Cancelled, None, ctx);
+                    self.cancel_here(ctx);
                 }
             }
             Inbound::Command(Command::Released { epoch }) => self.released(epoch, ctx),
@@ -167,24 +171,23 @@ impl Handler<TakeOver> for ThreadActor {
     type Result = ();
 
     fn handle(&mut self, _: TakeOver, ctx: &mut Context<Self>) {
-        let Some(ttl) = self.lease_ttl() else { return };
-        if !self.role.may_take_over(self.generation.is_some()) {
+        if self.lease_ttl().is_none() || !self.role.may_take_over(self.generation.is_some()) {
             return;
         }
-        let _ = ttl;
+        let sent = std::time::Instant::now();
         ctx.wait(
             self.acquire(None)
                 .into_actor(self)
-                .then(|epoch, act, _| match epoch {
+                .then(move |epoch, act, _| match epoch {
                     Ok(Acquired::Taken(epoch)) => {
                         act.load().map(move |loaded, _, _| loaded.map(|l| Some((epoch, l)))).boxed_local()
                     }
                     Ok(Acquired::Held { .. }) => actix::fut::ready(Ok(None)).boxed_local(),
                     Err(e) => actix::fut::ready(Err(Load::Store(e))).boxed_local(),
                 })
-                .map(|taken, act, ctx| match taken {
+                .map(move |taken, act, ctx| match taken {
                     Ok(Some((epoch, (_, conversation)))) => {
-                        act.hold(epoch, ctx);
+                        act.hold(epoch, sent, ctx);
                         if let Loaded::Found { conversation: held, .. } = &mut act.loaded {
                             *held = conversation;
                         }
@@ -196,12 +199,22 @@ impl Handler<TakeOver> for ThreadActor {
                                 "took over an answer whose owner is gone; it ends interrupted");
                                 act.finish(MessageStatus::Interrupted, Some(MessageError::interrupted()), ctx);
                             }
-                            None => {
-                                if let Some(lease) = act.role.stop_owning() {
-                                    ctx.cancel_future(lease.timer);
-                                    act.release(lease.fence);
+                            // The owner's log holds its answer's end, which
+                            // its final write did not reach the database:
+                            // that state is written now, then let go.
+                            None => match act.conversation().and_then(|c| c.messages().last()).cloned() {
+                                Some(last) if last.role == crate::domain::Role::Assistant => {
+                                    tracing::warn!(thread_id = %act.thread_id, message_id = %last.id, epoch,
+                                        "took over an answer that had ended; its final state is written");
+                                    act.write_final_then_release(last, ctx);
                                 }
-                            }
+                                _ => {
+                                    if let Some(lease) = act.role.stop_owning() {
+                                        ctx.cancel_future(lease.timer);
+                                        act.release(lease.fence);
+                                    }
+                                }
+                            },
                         }
                     }
                     Ok(None) => {}

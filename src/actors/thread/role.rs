@@ -59,13 +59,13 @@ impl<L> Role<L> {
     }
 
     /// Gives up the lease (if owned): the actor mirrors from now on.
+    /// Any other part is left as it is.
     pub fn stop_owning(&mut self) -> Option<L> {
-        match std::mem::replace(self, Role::Mirror) {
-            Role::Owner(lease) => Some(lease),
-            Role::Alone => {
-                *self = Role::Alone;
-                None
-            }
+        match self {
+            Role::Owner(_) => match std::mem::replace(self, Role::Mirror) {
+                Role::Owner(lease) => Some(lease),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -196,5 +196,8 @@ mod tests {
         let mut alone = R::Alone;
         assert_eq!(alone.stop_owning(), None);
         assert_eq!(alone, Role::Alone, "one node stays alone");
+        let mut starting = R::Starting;
+        assert_eq!(starting.stop_owning(), None);
+        assert_eq!(starting, Role::Starting, "a question taking the lease goes on taking it");
     }
 }

@@ -33,6 +33,8 @@ pub(super) async fn route(bus: Arc<Bus>, mut rx: mpsc::UnboundedReceiver<PushInf
                         Some(frame) => Inbound::Frame(Arc::new(frame)),
                         None => continue,
                     },
+                    // A node that left the live set counts no more.
+                    TAG_PRESENCE if !bus.is_live(node) => continue,
                     TAG_PRESENCE if body.len() == 4 => Inbound::Presence {
                         node: node.to_owned(),
                         count: u32::from_be_bytes([body[0], body[1], body[2], body[3]]) as usize,

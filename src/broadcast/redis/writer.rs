@@ -13,13 +13,37 @@ use super::{
 };
 use crate::broadcast::{Fanout as _, Signal};
 
+/// Counts, commands and expiries kept while Redis does not take them.
+const CARRY_MAX: usize = 4096;
+
 /// The writer: batches of waiting frames, one pipeline each.
 pub(super) async fn write(bus: Arc<Bus>, mut rx: mpsc::Receiver<Outgoing>) {
     let mut conn = bus.conn.clone();
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut batch = Vec::new();
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
+    // Counts, commands and log expiries that Redis did not take: kept
+    // (bounded) for the next attempt, which a timer brings when nothing
+    // else comes (a lost `Released` would hold a question a whole lease).
+    let mut carried: Vec<Outgoing> = Vec::new();
+    loop {
+        // (The bus is gone once its queue closes: the writer ends.)
+        let first = if carried.is_empty() {
+            match rx.recv().await {
+                Some(item) => Some(item),
+                None => return,
+            }
+        } else {
+            let at = retry_at.unwrap_or_else(tokio::time::Instant::now);
+            tokio::select! {
+                item = rx.recv() => match item {
+                    Some(item) => Some(item),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(at) => None,
+            }
+        };
+        batch.append(&mut carried);
+        batch.extend(first);
         while batch.len() < 1024 {
             match rx.try_recv() {
                 Ok(item) => batch.push(item),
@@ -34,9 +58,11 @@ pub(super) async fn write(bus: Arc<Bus>, mut rx: mpsc::Receiver<Outgoing>) {
                 add(&bus, &mut pipe, item);
             }
         }
+        let mut written = false;
         if !pipe.is_empty() {
             match tokio::time::timeout(WRITE_TIMEOUT, pipe.query_async::<()>(&mut conn)).await {
                 Ok(Ok(())) => {
+                    written = true;
                     if retry_at.take().is_some() || !bus.is_healthy() {
                         tracing::info!("redis takes the frames again");
                     }
@@ -61,7 +87,15 @@ pub(super) async fn write(bus: Arc<Bus>, mut rx: mpsc::Receiver<Outgoing>) {
                 Outgoing::Flush(done) => {
                     let _ = done.send(());
                 }
-                Outgoing::Presence { .. } | Outgoing::Command { .. } | Outgoing::Settled { .. } => {}
+                item @ (Outgoing::Presence { .. } | Outgoing::Command { .. } | Outgoing::Settled { .. }) => {
+                    if !written {
+                        if carried.len() >= CARRY_MAX {
+                            tracing::warn!("redis is away too long: the oldest count or command not sent is dropped");
+                            carried.remove(0);
+                        }
+                        carried.push(item);
+                    }
+                }
             }
         }
     }
