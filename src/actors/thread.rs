@@ -57,7 +57,8 @@ use crate::{
 enum Loaded {
     Pending,
     Found {
-        thread: Thread,
+        /// (Boxed: a thread with its tools is large.)
+        thread: Box<Thread>,
         conversation: Conversation,
     },
     /// No such thread (deleted, or never was).
@@ -169,7 +170,7 @@ impl ThreadActor {
     /// The thread and its conversation, once loaded; why not otherwise.
     fn found(&self) -> Result<(&Thread, &Conversation), ThreadError> {
         match &self.loaded {
-            Loaded::Found { thread, conversation } => Ok((thread, conversation)),
+            Loaded::Found { thread, conversation } => Ok((thread.as_ref(), conversation)),
             Loaded::Failed => Err(ThreadError::Unavailable),
             Loaded::Pending | Loaded::Missing => Err(ThreadError::NotFound),
         }
@@ -339,16 +340,32 @@ impl ThreadActor {
     /// What the provider is asked: the thread's system prompt and every
     /// settled message with text; and what the answer being written holds
     /// already (its earlier steps), which its size limit counts.
+    /// What the provider is asked: the thread's system prompt, its tools,
+    /// every settled message with text, and the steps so far of the answer
+    /// that runs (its calls and their results: a step after the first).
     fn model_request(&self, model: String, max_tokens: u32) -> Option<ModelRequest> {
         let (thread, conversation) = self.found().ok()?;
-        let turns = conversation
+        let mut turns: Vec<ChatTurn> = conversation
             .settled()
             .iter()
             .filter(|m| m.blocks.iter().any(|b| !b.text.is_empty()))
-            .map(|m| ChatTurn { role: m.role, blocks: m.blocks.clone() })
+            .flat_map(|m| crate::domain::turn::as_turns(m.role, &m.blocks))
+            .map(|(role, blocks)| ChatTurn { role, blocks })
             .collect();
+        if let Some(running) = conversation.running() {
+            let steps = crate::domain::turn::as_turns(running.role, &running.blocks);
+            turns.extend(steps.into_iter().map(|(role, blocks)| ChatTurn { role, blocks }));
+        }
         let answer_bytes = conversation.running().map_or(0, |m| crate::model::bounds::stored_bytes(&m.blocks));
-        Some(ModelRequest { model, system: thread.system.clone(), turns, max_tokens, answer_bytes })
+        Some(ModelRequest {
+            model,
+            system: thread.system.clone(),
+            turns,
+            max_tokens,
+            answer_bytes,
+            tools: thread.tools.clone(),
+            tool_choice: thread.tool_choice.clone(),
+        })
     }
 }
 

@@ -13,6 +13,8 @@ pub mod frame;
 pub mod input;
 pub mod provider_event;
 pub mod resources;
+pub mod tools;
+pub mod turn;
 pub mod ui_stream;
 pub mod websocket;
 

@@ -23,8 +23,42 @@ pub struct Thread {
     pub title: Option<String>,
     pub system: Option<String>,
     pub model: Option<String>,
+    /// The tools every answer of the thread may call.
+    pub tools: Vec<super::tools::ToolDef>,
+    pub tool_choice: Option<super::tools::ToolChoice>,
+    /// MCP servers whose tools the thread's answers may call.
+    pub mcp_servers: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// What a thread is made with (its settings, none required).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ThreadSettings {
+    pub title: Option<String>,
+    pub system: Option<String>,
+    pub model: Option<String>,
+    pub tools: Vec<super::tools::ToolDef>,
+    pub tool_choice: Option<super::tools::ToolChoice>,
+    pub mcp_servers: Vec<String>,
+}
+
+impl ThreadSettings {
+    /// The thread `id` of `project_id` with these settings, made `now`.
+    pub fn into_thread(self, id: Uuid, project_id: Uuid, now: DateTime<Utc>) -> Thread {
+        Thread {
+            id,
+            project_id,
+            title: self.title,
+            system: self.system,
+            model: self.model,
+            tools: self.tools,
+            tool_choice: self.tool_choice,
+            mcp_servers: self.mcp_servers,
+            created_at: now,
+            updated_at: now,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -39,6 +73,8 @@ pub enum Role {
 pub enum MessageStatus {
     Complete,
     Streaming,
+    /// A step ended with calls that wait for results or approvals.
+    AwaitingInput,
     Cancelled,
     Failed,
     Interrupted,
@@ -50,10 +86,14 @@ pub enum BlockKind {
     Text,
     Thinking,
     ToolUse,
+    /// A call's result (its output as JSON text, or its error).
+    ToolResult,
 }
 
 /// One content block: an append-only text of one kind. For `tool_use` the
-/// text is the tool's JSON input and `id`/`name` name the call.
+/// text is the tool's JSON input and `id`/`name` name the call; for
+/// `tool_result` the text is the output (or the error) of the call
+/// `tool_use_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Block {
     pub kind: BlockKind,
@@ -66,11 +106,20 @@ pub struct Block {
     /// never shown to clients.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_use_id: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
 }
 
 impl Block {
     pub fn new(kind: BlockKind) -> Self {
-        Block { kind, text: String::new(), id: None, name: None, signature: None }
+        Block { kind, text: String::new(), id: None, name: None, signature: None, tool_use_id: None, is_error: false }
+    }
+
+    /// The result of call `tool_use_id`.
+    pub fn tool_result(tool_use_id: &str, text: String, is_error: bool) -> Self {
+        Block { tool_use_id: Some(tool_use_id.to_owned()), text, is_error, ..Block::new(BlockKind::ToolResult) }
     }
 
     pub fn text(text: impl Into<String>) -> Self {
@@ -117,6 +166,9 @@ pub struct Message {
     pub error: Option<MessageError>,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// The calls of its last step while it awaits input (those answered
+    /// and those that wait); empty otherwise.
+    pub calls: Vec<super::turn::Call>,
     /// An `interrupted` message whose text is exactly what its readers
     /// were sent (stopped gracefully, or taken over with its owner's whole
     /// log), so a cursor at its end has seen it all. Not part of the
@@ -130,9 +182,41 @@ impl Message {
         self.blocks.iter().filter(|b| b.kind == BlockKind::Text).map(|b| b.text.as_str()).collect()
     }
 
+    /// Not streaming now (ended, or awaiting input between steps).
     pub fn is_finished(&self) -> bool {
         self.status != MessageStatus::Streaming
     }
+
+    /// An answer waiting for results or approvals: the thread is busy.
+    pub fn is_awaiting(&self) -> bool {
+        self.status == MessageStatus::AwaitingInput
+    }
+
+    /// The calls that wait, as the contract shows them.
+    pub fn pending(&self) -> Vec<PendingCall> {
+        self.calls.iter().filter_map(super::turn::Call::pending).collect()
+    }
+}
+
+/// A call that waits (`Message::pending`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PendingCall {
+    pub tool_call_id: String,
+    pub name: String,
+    /// The call's input, parsed.
+    #[schema(value_type = Object)]
+    pub input: serde_json::Value,
+    pub needs: Needs,
+}
+
+/// What a pending call waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Needs {
+    /// A person's decision (`approvals`).
+    Approval,
+    /// Its result, from a tab or the application (`tool-results`).
+    Result,
 }
 
 /// The public shape of a block: the stored one less its signature.
@@ -146,6 +230,11 @@ struct BlockView<'a> {
     id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
+    /// `tool_result` only: the call it answers, and whether it is an error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_use_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    is_error: Option<bool>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -164,6 +253,9 @@ struct MessageView<'a> {
     error: Option<&'a MessageError>,
     created_at: DateTime<Utc>,
     completed_at: Option<DateTime<Utc>>,
+    /// While `awaiting_input`: the calls that wait.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pending: Vec<PendingCall>,
 }
 
 impl Serialize for Message {
@@ -177,7 +269,14 @@ impl Serialize for Message {
             blocks: self
                 .blocks
                 .iter()
-                .map(|b| BlockView { kind: b.kind, text: &b.text, id: b.id.as_deref(), name: b.name.as_deref() })
+                .map(|b| BlockView {
+                    kind: b.kind,
+                    text: &b.text,
+                    id: b.id.as_deref(),
+                    name: b.name.as_deref(),
+                    tool_use_id: b.tool_use_id.as_deref(),
+                    is_error: (b.kind == BlockKind::ToolResult).then_some(b.is_error),
+                })
                 .collect(),
             status: self.status,
             model: self.model.as_deref(),
@@ -186,6 +285,7 @@ impl Serialize for Message {
             error: self.error.as_ref(),
             created_at: self.created_at,
             completed_at: self.completed_at,
+            pending: self.pending(),
         }
         .serialize(serializer)
     }
@@ -225,6 +325,7 @@ impl<'de> Deserialize<'de> for Message {
             error: m.error,
             created_at: m.created_at,
             completed_at: m.completed_at,
+            calls: Vec::new(),
             exact_end: false,
         })
     }

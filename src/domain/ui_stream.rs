@@ -183,35 +183,39 @@ fn tool_of(block: &BlockRef) -> (&str, &str) {
 }
 
 /// The chunk that opens `block`.
-fn opening(block: &BlockRef) -> Bytes {
-    match block.kind {
+fn opening(block: &BlockRef) -> Option<Bytes> {
+    Some(match block.kind {
         BlockKind::Text => json(&Chunk::TextStart { id: part_id(block.index) }),
         BlockKind::Thinking => json(&Chunk::ReasoningStart { id: part_id(block.index) }),
+        // (A call's result has no UI form yet.)
+        BlockKind::ToolResult => return None,
         BlockKind::ToolUse => {
             let (tool_call_id, tool_name) = tool_of(block);
             json(&Chunk::ToolInputStart { tool_call_id, tool_name })
         }
-    }
+    })
 }
 
 /// The chunk of `text` appended to `block`.
-fn delta(block: &BlockRef, text: &str) -> Bytes {
-    match block.kind {
+fn delta(block: &BlockRef, text: &str) -> Option<Bytes> {
+    Some(match block.kind {
+        BlockKind::ToolResult => return None,
         BlockKind::Text => json(&Chunk::TextDelta { id: part_id(block.index), delta: text }),
         BlockKind::Thinking => json(&Chunk::ReasoningDelta { id: part_id(block.index), delta: text }),
         BlockKind::ToolUse => {
             let (tool_call_id, _) = tool_of(block);
             json(&Chunk::ToolInputDelta { tool_call_id, input_text_delta: text })
         }
-    }
+    })
 }
 
 /// The chunk that ends a block: a tool call's ends with its input, parsed
 /// (an empty input is `{}`; one that is not JSON, as an answer cut short
 /// may leave it, is a `tool-input-error` holding the text).
-fn closing(closed: &Closed) -> Bytes {
+fn closing(closed: &Closed) -> Option<Bytes> {
     let block = &closed.block;
-    match block.kind {
+    Some(match block.kind {
+        BlockKind::ToolResult => return None,
         BlockKind::Text => json(&Chunk::TextEnd { id: part_id(block.index) }),
         BlockKind::Thinking => json(&Chunk::ReasoningEnd { id: part_id(block.index) }),
         BlockKind::ToolUse => {
@@ -231,7 +235,7 @@ fn closing(closed: &Closed) -> Bytes {
                 }),
             }
         }
-    }
+    })
 }
 
 /// `finish`'s reason for a provider's stop reason.
@@ -252,6 +256,11 @@ fn ending(status: MessageStatus, stop_reason: Option<&str>, error: Option<&Messa
     match status {
         MessageStatus::Complete | MessageStatus::Streaming => {
             vec![json(&Chunk::FinishStep), json(&Chunk::Finish { finish_reason: finish_reason(stop_reason) })]
+        }
+        // The step ended with calls that wait: this stream ends here (the
+        // client answers them, and the answer goes on).
+        MessageStatus::AwaitingInput => {
+            vec![json(&Chunk::FinishStep), json(&Chunk::Finish { finish_reason: "tool-calls" })]
         }
         MessageStatus::Failed => vec![
             json(&Chunk::Error { error_text: said("the answer failed") }),
@@ -279,29 +288,29 @@ pub fn pieces(event: &Event, context: &Context, split: bool) -> Vec<Piece> {
             let tool = (*kind == BlockKind::ToolUse)
                 .then(|| Arc::new(Tool { id: id.clone().unwrap_or_default(), name: name.clone().unwrap_or_default() }));
             let opened = BlockRef { index: *block, kind: *kind, tool };
-            context.closes.iter().map(|c| closing(c)).chain([opening(&opened)]).collect()
+            context.closes.iter().filter_map(|c| closing(c)).chain(opening(&opened)).collect()
         }
         Event::MessageDelta { offset, text, .. } => {
             let Some(block) = &context.block else { return Vec::new() };
             if !split || context.splits.is_empty() {
-                vec![delta(block, text)]
+                delta(block, text).into_iter().collect()
             } else {
                 let mut from = 0;
                 let mut out = Vec::with_capacity(context.splits.len() + 1);
                 for end in context.splits.iter().map(|e| e.saturating_sub(*offset)) {
                     if end > from && end < text.len() && text.is_char_boundary(end) {
-                        out.push(delta(block, &text[from..end]));
+                        out.extend(delta(block, &text[from..end]));
                         from = end;
                     }
                 }
-                out.push(delta(block, &text[from..]));
+                out.extend(delta(block, &text[from..]));
                 out
             }
         }
         Event::MessageCompleted { status, stop_reason, error, .. } => context
             .closes
             .iter()
-            .map(|c| closing(c))
+            .filter_map(|c| closing(c))
             .chain(ending(*status, stop_reason.as_deref(), error.as_ref()))
             .collect(),
         _ => Vec::new(),

@@ -15,7 +15,12 @@ use crate::{
         thread::{Stop, StopReason},
         ThreadError,
     },
-    domain::{event::ThreadStatus, input, Thread},
+    domain::{
+        event::ThreadStatus,
+        input,
+        tools::{ToolChoice, ToolDef},
+        Thread, ThreadSettings,
+    },
     error::ApiError,
     store::{Fence, WriteOp},
 };
@@ -32,6 +37,24 @@ pub struct NewThread {
     /// The model of this thread's answers (default: the provider's).
     #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     model: Option<String>,
+    /// The tools every answer of the thread may call (at most 128).
+    #[serde(default)]
+    #[schema(max_items = 128)]
+    tools: Vec<ToolDef>,
+    tool_choice: Option<ToolChoice>,
+    /// MCP servers of the project whose tools the answers may call.
+    #[serde(default)]
+    mcp_servers: Vec<String>,
+}
+
+/// Checks a thread's tool settings: the definitions as one set, and MCP
+/// servers (none can be named yet: they come with a later version).
+fn check_tools(tools: &[ToolDef], choice: Option<&ToolChoice>, mcp_servers: &[String]) -> Result<(), ApiError> {
+    crate::domain::tools::check(tools, choice).map_err(|e| ApiError::bad_request(e.0))?;
+    if let Some(server) = mcp_servers.first() {
+        return Err(ApiError::bad_request(format!("no MCP server named {server:?} in this project")));
+    }
+    Ok(())
 }
 
 /// A thread as the contract shows it.
@@ -43,6 +66,9 @@ pub struct ThreadView {
     title: Option<String>,
     system: Option<String>,
     model: Option<String>,
+    tools: Vec<ToolDef>,
+    tool_choice: Option<ToolChoice>,
+    mcp_servers: Vec<String>,
     status: ThreadStatus,
     created_at: chrono::DateTime<chrono::Utc>,
     updated_at: chrono::DateTime<chrono::Utc>,
@@ -56,6 +82,9 @@ impl ThreadView {
             title: t.title,
             system: t.system,
             model: t.model,
+            tools: t.tools,
+            tool_choice: t.tool_choice,
+            mcp_servers: t.mcp_servers,
             status: if generating { ThreadStatus::Generating } else { ThreadStatus::Idle },
             created_at: t.created_at,
             updated_at: t.updated_at,
@@ -92,13 +121,15 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let project_id = *path;
     state.store.get_project(project_id).await?.ok_or_else(|| ApiError::not_found("project"))?;
-    let NewThread { title, system, model } = body.into_inner();
+    let NewThread { title, system, model, tools, tool_choice, mcp_servers } = body.into_inner();
     input::label("title", title.as_deref())?;
     input::model(model.as_deref())?;
     if let Some(system) = &system {
         input::text("system", system, state.deps.settings.limits.max_content_bytes)?;
     }
-    let thread = state.store.create_thread(project_id, title, system, model).await?;
+    check_tools(&tools, tool_choice.as_ref(), &mcp_servers)?;
+    let settings = ThreadSettings { title, system, model, tools, tool_choice, mcp_servers };
+    let thread = state.store.create_thread(project_id, settings).await?;
     Ok(HttpResponse::Created().json(ThreadView::new(thread, false)))
 }
 

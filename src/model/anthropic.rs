@@ -328,6 +328,8 @@ mod tests {
             ],
             max_tokens: 10,
             answer_bytes: 0,
+            tools: vec![],
+            tool_choice: None,
         };
         let body = request_body(&request);
         assert_eq!(body["system"], "be brief");

@@ -229,8 +229,15 @@ mod tests {
     fn the_allowance_is_the_smaller_of_the_call_and_what_the_message_has_left() {
         let limits =
             CallLimits { call_timeout: Duration::from_secs(1), bytes_per_token: 32, max_answer_bytes: 100_000 };
-        let mut request =
-            ModelRequest { model: "m".into(), system: None, turns: vec![], max_tokens: 1000, answer_bytes: 0 };
+        let mut request = ModelRequest {
+            model: "m".into(),
+            system: None,
+            turns: vec![],
+            max_tokens: 1000,
+            answer_bytes: 0,
+            tools: vec![],
+            tool_choice: None,
+        };
         assert_eq!(limits.allowance(&request).0, 32_000);
         request.answer_bytes = 90_000;
         let (left, why) = limits.allowance(&request);
@@ -258,7 +265,15 @@ mod tests {
 
     fn run(events: Vec<ProviderEvent>, limits: CallLimits, max_tokens: u32) -> Vec<ProviderEvent> {
         let provider = Bounded::new(Arc::new(Script(events)), limits);
-        let request = ModelRequest { model: "m".into(), system: None, turns: vec![], max_tokens, answer_bytes: 0 };
+        let request = ModelRequest {
+            model: "m".into(),
+            system: None,
+            turns: vec![],
+            max_tokens,
+            answer_bytes: 0,
+            tools: vec![],
+            tool_choice: None,
+        };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         runtime.block_on(provider.stream(request).collect())
     }

@@ -39,6 +39,9 @@ pub struct ModelRequest {
     /// `bounds::stored_bytes` (its earlier steps; 0 for a first call):
     /// `--max-answer-bytes` bounds the whole message.
     pub answer_bytes: usize,
+    /// The tools the model may call (none: it is not told of any).
+    pub tools: Vec<crate::domain::tools::ToolDef>,
+    pub tool_choice: Option<crate::domain::tools::ToolChoice>,
 }
 
 pub type ProviderStream = Pin<Box<dyn Stream<Item = ProviderEvent> + Send>>;

@@ -8,11 +8,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{
-    convert,
-    entities::{chat_alias, thread},
-    Store, StoreError,
-};
+use super::{convert, entities::chat_alias, Store, StoreError};
 use crate::domain::{new_id, Thread};
 
 impl Store {
@@ -50,17 +46,8 @@ impl Store {
         }
         let now = Utc::now();
         let txn = self.db.begin().await?;
-        let row = thread::ActiveModel {
-            id: Set(new_id()),
-            project_id: Set(project_id),
-            title: Set(title),
-            system: Set(None),
-            model: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
-        }
-        .insert(&txn)
-        .await?;
+        let settings = crate::domain::ThreadSettings { title, ..Default::default() };
+        let row = convert::thread_row(&settings.into_thread(new_id(), project_id, now)).insert(&txn).await?;
         let alias = chat_alias::ActiveModel {
             project_id: Set(project_id),
             chat_id: Set(chat_id.to_owned()),
@@ -83,7 +70,7 @@ impl Store {
                 .ok_or_else(|| StoreError::Corrupt(format!("chat {chat_id:?} is taken but names no thread")));
         }
         txn.commit().await?;
-        Ok(convert::thread(row))
+        convert::thread(row)
     }
 }
 

@@ -27,15 +27,37 @@ pub fn project(m: project::Model) -> Project {
     Project { id: m.id, name: m.name, created_at: m.created_at }
 }
 
-pub fn thread(m: thread::Model) -> Thread {
-    Thread {
+pub fn thread(m: thread::Model) -> Result<Thread, StoreError> {
+    fn json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T, StoreError> {
+        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("thread {column}: {e}")))
+    }
+    Ok(Thread {
         id: m.id,
         project_id: m.project_id,
         title: m.title,
         system: m.system,
         model: m.model,
+        tools: json("tools", &m.tools)?,
+        tool_choice: m.tool_choice.as_deref().map(|t| json("tool_choice", t)).transpose()?,
+        mcp_servers: json("mcp_servers", &m.mcp_servers)?,
         created_at: m.created_at,
         updated_at: m.updated_at,
+    })
+}
+
+/// Every column of a thread row.
+pub fn thread_row(t: &Thread) -> thread::ActiveModel {
+    thread::ActiveModel {
+        id: Set(t.id),
+        project_id: Set(t.project_id),
+        title: Set(t.title.clone()),
+        system: Set(t.system.clone()),
+        model: Set(t.model.clone()),
+        tools: Set(json_text(&t.tools)),
+        tool_choice: Set(t.tool_choice.as_ref().map(json_text)),
+        mcp_servers: Set(json_text(&t.mcp_servers)),
+        created_at: Set(t.created_at),
+        updated_at: Set(t.updated_at),
     }
 }
 
@@ -61,8 +83,15 @@ pub fn message(m: message::Model) -> Result<Message, StoreError> {
         error,
         created_at: m.created_at,
         completed_at: m.completed_at,
+        calls: serde_json::from_str(&m.calls).map_err(|e| StoreError::Corrupt(format!("message calls: {e}")))?,
         exact_end: m.exact_end,
     })
+}
+
+/// JSON text of a value the store keeps as text.
+fn json_text<T: Serialize>(value: &T) -> String {
+    // unwrap: these values are plain data (strings, numbers, JSON).
+    serde_json::to_string(value).unwrap()
 }
 
 /// A text column's value as every database can hold it: Postgres refuses
@@ -92,5 +121,8 @@ pub fn message_row(m: &Message) -> message::ActiveModel {
         created_at: Set(m.created_at),
         completed_at: Set(m.completed_at),
         exact_end: Set(m.exact_end),
+        // unwrap: calls hold only strings, booleans and JSON values.
+        calls: Set(serde_json::to_string(&m.calls).unwrap()),
+        calls_ready: Set(m.is_awaiting() && crate::domain::turn::all_resolved(&m.calls)),
     }
 }

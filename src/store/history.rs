@@ -28,7 +28,7 @@ impl Store {
         let more = rows.len() as u64 > limit;
         rows.truncate(limit as usize);
         let next = if more { rows.last().map(|r| r.id) } else { None };
-        Ok((rows.into_iter().map(convert::thread).collect(), next))
+        Ok((rows.into_iter().map(convert::thread).collect::<Result<_, _>>()?, next))
     }
 
     /// Position ascending. `before`: the `limit` messages just before that

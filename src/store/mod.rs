@@ -30,7 +30,7 @@ pub use leases::{Acquired, Fence, LeaseInfo};
 
 use crate::{
     config::DatabaseSettings,
-    domain::{new_id, Message, MessageStatus, Project, Thread},
+    domain::{new_id, Message, MessageStatus, Project, Thread, ThreadSettings},
 };
 use entities::{message, node, project, thread};
 
@@ -162,26 +162,19 @@ impl Store {
         Ok(project::Entity::find_by_id(id).one(&self.db).await?.map(convert::project))
     }
 
-    pub async fn create_thread(
-        &self,
-        project_id: Uuid,
-        title: Option<String>,
-        system: Option<String>,
-        model: Option<String>,
-    ) -> Result<Thread, StoreError> {
+    /// Stores a new thread of `project_id` with `settings` (its title,
+    /// prompt, model and tools).
+    pub async fn create_thread(&self, project_id: Uuid, settings: ThreadSettings) -> Result<Thread, StoreError> {
         let now = Utc::now();
-        let row = thread::ActiveModel {
-            id: Set(new_id()),
-            project_id: Set(project_id),
-            title: Set(title),
-            system: Set(system),
-            model: Set(model),
-            created_at: Set(now),
-            updated_at: Set(now),
-        }
-        .insert(&self.db)
-        .await?;
-        Ok(convert::thread(row))
+        let thread = settings.into_thread(new_id(), project_id, now);
+        let row = convert::thread_row(&thread).insert(&self.db).await?;
+        convert::thread(row)
+    }
+
+    /// Writes a thread's settings (a PATCH), with its new `updated_at`.
+    pub async fn update_thread(&self, thread: &Thread) -> Result<(), StoreError> {
+        convert::thread_row(thread).update(&self.db).await?;
+        Ok(())
     }
 
     /// The thread only if it belongs to that project.
@@ -190,7 +183,7 @@ impl Store {
     }
 
     pub async fn find_thread(&self, thread_id: Uuid) -> Result<Option<Thread>, StoreError> {
-        Ok(thread::Entity::find_by_id(thread_id).one(&self.db).await?.map(convert::thread))
+        thread::Entity::find_by_id(thread_id).one(&self.db).await?.map(convert::thread).transpose()
     }
 
     /// At start-up: messages a stopped process left `streaming` become
@@ -319,7 +312,7 @@ async fn apply_plain<C: ConnectionTrait>(db: &C, op: &WriteOp) -> Result<(), Sto
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Block, Role, Usage};
+    use crate::domain::{Block, Role, ThreadSettings, Usage};
 
     async fn store(dir: &std::path::Path) -> Store {
         let settings = DatabaseSettings {
@@ -367,6 +360,7 @@ mod tests {
             error: None,
             created_at: Utc::now(),
             completed_at: None,
+            calls: Vec::new(),
             exact_end: false,
         }
     }
@@ -376,7 +370,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path()).await;
         let project = store.create_project("p").await.unwrap();
-        let thread = store.create_thread(project.id, None, None, None).await.unwrap();
+        let thread = store.create_thread(project.id, ThreadSettings::default()).await.unwrap();
         let good = message(thread.id, 0, MessageStatus::Complete);
         // Its thread does not exist: a foreign key violation.
         let orphan = message(new_id(), 0, MessageStatus::Complete);
@@ -424,7 +418,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path()).await;
         let project = store.create_project("p").await.unwrap();
-        let thread = store.create_thread(project.id, Some("t".into()), None, None).await.unwrap();
+        let thread = store
+            .create_thread(project.id, ThreadSettings { title: Some("t".into()), ..Default::default() })
+            .await
+            .unwrap();
         let user = message(thread.id, 0, MessageStatus::Complete);
         let mut answer = message(thread.id, 1, MessageStatus::Streaming);
         store.write_batch(&[WriteOp::Insert(user.clone()), WriteOp::Insert(answer.clone())]).await.unwrap();

@@ -19,6 +19,7 @@ fn message(thread_id: Uuid, position: i64, text: &str) -> Message {
         error: None,
         created_at: chrono::Utc::now(),
         completed_at: None,
+        calls: Vec::new(),
         exact_end: false,
     }
 }
@@ -35,7 +36,7 @@ async fn a_refused_row_is_set_aside_alone_in_the_next_interval() {
     };
     let store = Store::connect(&settings).await.unwrap();
     let project = store.create_project("p").await.unwrap();
-    let thread = store.create_thread(project.id, None, None, None).await.unwrap();
+    let thread = store.create_thread(project.id, Default::default()).await.unwrap();
     let metrics = Arc::new(Metrics::new());
     let healthy = Arc::new(AtomicBool::new(true));
     let actor =

@@ -13,7 +13,7 @@ impl Actor for ThreadActor {
         // in the mailbox meanwhile.
         ctx.wait(self.load().map(|loaded, act, ctx| match loaded {
             Ok((Some(thread), conversation)) => {
-                act.loaded = Loaded::Found { thread, conversation };
+                act.loaded = Loaded::Found { thread: Box::new(thread), conversation };
                 act.touch(ctx);
                 // Cluster mode: the other nodes' counts come before any
                 // subscriber is answered, so its `ready` counts them.

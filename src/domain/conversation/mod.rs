@@ -137,6 +137,7 @@ impl Conversation {
             error: None,
             created_at: now,
             completed_at: Some(now),
+            calls: Vec::new(),
             exact_end: false,
         };
         let assistant = Message {
@@ -360,6 +361,7 @@ impl Conversation {
                     created_at: now,
                     completed_at: None,
                     thread_id: self.thread_id,
+                    calls: Vec::new(),
                     exact_end: false,
                 };
                 self.messages.push(answer);

@@ -23,6 +23,11 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub completed_at: Option<DateTimeUtc>,
     pub exact_end: bool,
+    /// JSON: the calls of its last step while it awaits input.
+    #[sea_orm(column_type = "Text")]
+    pub calls: String,
+    /// Every call in `calls` is answered: its next step is due.
+    pub calls_ready: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

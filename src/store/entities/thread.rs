@@ -11,6 +11,15 @@ pub struct Model {
     pub title: Option<String>,
     pub system: Option<String>,
     pub model: Option<String>,
+    /// JSON: the thread's tool definitions.
+    #[sea_orm(column_type = "Text")]
+    pub tools: String,
+    /// JSON: its tool choice, if set.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub tool_choice: Option<String>,
+    /// JSON: the names of its MCP servers.
+    #[sea_orm(column_type = "Text")]
+    pub mcp_servers: String,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }
