@@ -122,6 +122,14 @@ impl<K: Eq + Hash + Clone> Slots<K> {
         Ok(Slot { slots: self.clone(), key })
     }
 
+    /// A slot counted whatever the caps (a turn already accepted goes on).
+    fn take_counted(self: &Arc<Self>, key: K) -> Slot<K> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        *counts.by_key.entry(key.clone()).or_insert(0) += 1;
+        counts.total += 1;
+        Slot { slots: self.clone(), key }
+    }
+
     #[cfg(test)]
     fn held(&self, key: &K) -> usize {
         self.counts.lock().unwrap_or_else(|p| p.into_inner()).by_key.get(key).copied().unwrap_or(0)
@@ -197,6 +205,13 @@ impl Capacity {
         self.connections.take(credential).map(Some).map_err(|full| match full {
             Full::Key(n) | Full::Total(n) => Refusal::Connections(n),
         })
+    }
+
+    /// The slot of an answer's next step: counted with the others, never
+    /// refused (the caps bound new questions; a turn already accepted
+    /// finishes its steps, or its results would be left unanswered).
+    pub fn continue_generation(&self, project: Uuid) -> GenerationSlot {
+        self.generations.take_counted(project)
     }
 
     /// Admits one more subscriber of `thread_id`. Counted as it is taken,

@@ -112,6 +112,10 @@ pub struct LimitSettings {
     /// the seed route then fall behind, like on a full socket).
     #[arg(long, env = "H2_SEND_BUFFER", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub h2_send_buffer: u32,
+    /// Model calls one answer may take (steps of tool calls); past it the
+    /// answer ends `complete` with `stop_reason` `max_steps`.
+    #[arg(long, env = "MAX_STEPS", default_value_t = 10)]
+    pub max_steps: usize,
 }
 
 #[derive(Debug, Clone, Args)]

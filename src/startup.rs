@@ -138,6 +138,22 @@ impl Application {
         let actor_threads = settings.streaming.actor_arbiters.unwrap_or(cores / 2).max(1);
         let arbiters: Vec<Arbiter> = (0..actor_threads).map(|_| Arbiter::new()).collect();
         let registry = Registry::new(deps.clone(), arbiters.iter().map(|a| a.handle()).collect()).start();
+        if !clustered {
+            // Answers whose calls were all answered when the last run
+            // stopped, before their next step began: they go on now (their
+            // actor starts them as it loads).
+            let (store, registry) = (deps.store.clone(), registry.clone());
+            actix_rt::spawn(async move {
+                match store.due_to_continue().await {
+                    Ok(threads) => {
+                        for thread_id in threads {
+                            let _ = registry.send(crate::actors::registry::Lookup { thread_id }).await;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error.message = %e, "answers due to go on could not be read"),
+                }
+            });
+        }
         if clustered {
             let bus = bus.clone().expect("cluster mode has a bus");
             crate::actors::sweeper::Sweeper::new(deps.clone(), registry.clone(), settings.cluster.lease(), bus).start();

@@ -73,6 +73,8 @@ struct Generation {
     checkpoints: SpawnHandle,
     /// The answer it writes.
     answer: Uuid,
+    /// Its `max_tokens`, for its later steps too.
+    max_tokens: u32,
     /// When the message was accepted, until its first delta is published.
     awaiting_first_delta: Option<std::time::Instant>,
     /// Held while the generation runs: counts against the project's and
@@ -317,7 +319,12 @@ impl ThreadActor {
         }
         match applied.ended {
             None => {}
-            Some(Ending::Complete) => self.finish(MessageStatus::Complete, None, ctx),
+            Some(Ending::Complete) => {
+                let goes_on = self.on_step_end(ctx);
+                if !goes_on {
+                    self.finish(MessageStatus::Complete, None, ctx)
+                }
+            }
             Some(Ending::Failed { code, message }) => {
                 tracing::warn!(thread_id = %self.thread_id, code = code.as_str(), error.message = %message, "generation failed");
                 let error = MessageError { code: code.into(), message };
@@ -374,6 +381,8 @@ mod lease;
 mod messages;
 mod mirror;
 mod role;
+mod steps;
 
 pub use messages::*;
 use role::{NotNow, Role};
+pub use steps::{ContinueAnswer, Resolution, Resolve, ResolveError};

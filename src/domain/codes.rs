@@ -82,6 +82,8 @@ codes! {
     MethodNotAllowed = "method_not_allowed", 405;
     ThreadBusy = "thread_busy", 409;
     NotGenerating = "not_generating", 409;
+    NotAwaiting = "not_awaiting", 409;
+    ToolCallResolved = "tool_call_resolved", 409;
     RequestTimeout = "request_timeout", 408;
     PayloadTooLarge = "payload_too_large", 413;
     UnsupportedMediaType = "unsupported_media_type", 415;
@@ -123,6 +125,9 @@ pub enum EventKind {
     MessageCompleted,
     Presence,
     Error,
+    MessageAwaiting,
+    ToolResolved,
+    MessageStep,
 }
 
 impl EventKind {
@@ -136,6 +141,9 @@ impl EventKind {
             EventKind::MessageCompleted => "message.completed",
             EventKind::Presence => "thread.presence",
             EventKind::Error => "error",
+            EventKind::MessageAwaiting => "message.awaiting",
+            EventKind::ToolResolved => "tool.resolved",
+            EventKind::MessageStep => "message.step",
         }
     }
 
@@ -153,9 +161,21 @@ impl EventKind {
 
     pub fn from_tag(tag: u8) -> Option<EventKind> {
         use EventKind::*;
-        [Ready, MessageCreated, MessageStarted, MessageBlock, MessageDelta, MessageCompleted, Presence, Error]
-            .into_iter()
-            .find(|k| k.tag() == tag)
+        [
+            Ready,
+            MessageCreated,
+            MessageStarted,
+            MessageBlock,
+            MessageDelta,
+            MessageCompleted,
+            Presence,
+            Error,
+            MessageAwaiting,
+            ToolResolved,
+            MessageStep,
+        ]
+        .into_iter()
+        .find(|k| k.tag() == tag)
     }
 }
 

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{
     codes::{ErrorCode, EventKind},
     cursor::Cursor,
-    BlockKind, Message, MessageError, MessageStatus, Role, Usage,
+    BlockKind, Message, MessageError, MessageStatus, Needs, PendingCall, Role, Usage,
 };
 
 impl Serialize for Cursor {
@@ -29,6 +29,8 @@ impl<'de> Deserialize<'de> for Cursor {
 pub enum ThreadStatus {
     Idle,
     Generating,
+    /// Its answer waits for results or approvals.
+    AwaitingInput,
 }
 
 /// Serialized once for the wire; read back (`Event::from_json`) only by
@@ -59,6 +61,12 @@ pub enum Event {
         id: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// `tool_result` only: the call it answers, and whether it is an
+        /// error.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tool_use_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        is_error: Option<bool>,
     },
     #[serde(rename = "message.delta")]
     MessageDelta {
@@ -79,6 +87,26 @@ pub enum Event {
         usage: Usage,
         error: Option<MessageError>,
     },
+    /// A step ended with calls that wait (its cursor: the message's last
+    /// position, which it does not move).
+    #[serde(rename = "message.awaiting")]
+    MessageAwaiting { thread_id: Uuid, cursor: Option<Cursor>, message_id: Uuid, pending: Vec<PendingCall> },
+    /// One waiting call was answered.
+    #[serde(rename = "tool.resolved")]
+    ToolResolved {
+        thread_id: Uuid,
+        cursor: Option<Cursor>,
+        message_id: Uuid,
+        tool_call_id: String,
+        needs: Needs,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approved: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        is_error: Option<bool>,
+    },
+    /// A new model call began inside the answer (`step` from 2).
+    #[serde(rename = "message.step")]
+    MessageStep { thread_id: Uuid, cursor: Option<Cursor>, message_id: Uuid, step: usize },
     #[serde(rename = "thread.presence")]
     Presence { thread_id: Uuid, cursor: Option<Cursor>, subscribers: usize },
     #[serde(rename = "error")]
@@ -97,6 +125,9 @@ impl Event {
             Event::MessageCompleted { .. } => EventKind::MessageCompleted,
             Event::Presence { .. } => EventKind::Presence,
             Event::Error { .. } => EventKind::Error,
+            Event::MessageAwaiting { .. } => EventKind::MessageAwaiting,
+            Event::ToolResolved { .. } => EventKind::ToolResolved,
+            Event::MessageStep { .. } => EventKind::MessageStep,
         }
     }
 
@@ -118,6 +149,9 @@ impl Event {
             | Event::MessageBlock { cursor, .. }
             | Event::MessageDelta { cursor, .. }
             | Event::MessageCompleted { cursor, .. }
+            | Event::MessageAwaiting { cursor, .. }
+            | Event::ToolResolved { cursor, .. }
+            | Event::MessageStep { cursor, .. }
             | Event::Presence { cursor, .. }
             | Event::Error { cursor, .. } => *cursor,
         }
@@ -134,6 +168,9 @@ impl Event {
         for (b, blk) in message.blocks.iter().enumerate().skip(block) {
             let from = if b == block { offset } else { 0 };
             if b != block || announce_first {
+                if b > 0 && message.blocks[b - 1].kind == BlockKind::ToolResult && blk.kind != BlockKind::ToolResult {
+                    out.push(Event::step(message, b));
+                }
                 out.push(Event::MessageBlock {
                     thread_id,
                     cursor: Some(Cursor::new(id, b, 0)),
@@ -142,6 +179,8 @@ impl Event {
                     kind: blk.kind,
                     id: blk.id.clone(),
                     name: blk.name.clone(),
+                    tool_use_id: blk.tool_use_id.clone(),
+                    is_error: (blk.kind == BlockKind::ToolResult).then_some(blk.is_error),
                 });
             }
             if blk.text.len() > from {
@@ -155,7 +194,9 @@ impl Event {
                 });
             }
         }
-        if message.is_finished() {
+        if message.is_awaiting() {
+            out.push(Event::awaiting(message));
+        } else if message.is_finished() {
             out.push(Event::completed(message));
         }
         out
@@ -177,6 +218,8 @@ impl Event {
                 kind: blk.kind,
                 id: blk.id.clone(),
                 name: blk.name.clone(),
+                tool_use_id: blk.tool_use_id.clone(),
+                is_error: (blk.kind == BlockKind::ToolResult).then_some(blk.is_error),
             });
             out.push(Event::MessageDelta {
                 thread_id: message.thread_id,
@@ -187,13 +230,37 @@ impl Event {
                 text: blk.text.clone(),
             });
         }
-        if message.is_finished() {
+        if message.is_awaiting() {
+            out.push(Event::awaiting(message));
+        } else if message.is_finished() {
             out.push(Event::completed(message));
         }
         out
     }
 
     /// `message.completed` for a finished message.
+    /// `message.step` of the step whose first block is `block`; its
+    /// cursor is the position before it (the end of the last result), so
+    /// that it never stands for the block's own announcement.
+    pub fn step(message: &Message, block: usize) -> Event {
+        Event::MessageStep {
+            thread_id: message.thread_id,
+            cursor: Some(position_before(message, block)),
+            message_id: message.id,
+            step: crate::domain::turn::step_of(&message.blocks, block).max(1),
+        }
+    }
+
+    /// `message.awaiting` of a message that waits for input.
+    pub fn awaiting(message: &Message) -> Event {
+        Event::MessageAwaiting {
+            thread_id: message.thread_id,
+            cursor: Some(position_before(message, message.blocks.len())),
+            message_id: message.id,
+            pending: message.pending(),
+        }
+    }
+
     pub fn completed(message: &Message) -> Event {
         Event::MessageCompleted {
             thread_id: message.thread_id,
@@ -230,6 +297,15 @@ impl Event {
             role: message.role,
             model: message.model.clone(),
         }
+    }
+}
+
+/// The position right before block `block` of `message`: the end of the
+/// block before it (`M:0:0` before the first).
+pub fn position_before(message: &Message, block: usize) -> Cursor {
+    match block.checked_sub(1).and_then(|b| message.blocks.get(b).map(|blk| (b, blk))) {
+        Some((b, blk)) => Cursor::new(message.id, b, blk.text.len()),
+        None => Cursor::new(message.id, 0, 0),
     }
 }
 

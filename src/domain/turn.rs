@@ -251,12 +251,15 @@ pub fn step_start(blocks: &[Block]) -> usize {
     blocks.iter().rposition(|b| b.kind == BlockKind::ToolResult).map_or(0, |i| i + 1)
 }
 
-/// Which step (from 1) the block at `index` belongs to: one more than
-/// the runs of `tool_result` blocks before it.
+/// Which step (from 1) the block at `index` belongs to (`index` may be
+/// the number of blocks: the block to come): one more than the runs of
+/// `tool_result` blocks before it.
 pub fn step_of(blocks: &[Block], index: usize) -> usize {
-    let end = index.min(blocks.len().saturating_sub(1));
-    1 + (1..=end)
-        .filter(|&i| blocks[i - 1].kind == BlockKind::ToolResult && blocks[i].kind != BlockKind::ToolResult)
+    let index = index.min(blocks.len());
+    1 + (1..=index)
+        .filter(|&i| {
+            blocks[i - 1].kind == BlockKind::ToolResult && blocks.get(i).is_none_or(|b| b.kind != BlockKind::ToolResult)
+        })
         .count()
 }
 

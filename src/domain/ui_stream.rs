@@ -454,6 +454,8 @@ mod tests {
             kind,
             id: tool.map(|t| t.0.to_owned()),
             name: tool.map(|t| t.1.to_owned()),
+            tool_use_id: None,
+            is_error: None,
         }
     }
 

@@ -136,7 +136,12 @@ pub async fn history(
     let (mut data, has_more) = state.store.list_messages(thread.id, limit, query.before, query.after).await?;
     // The database holds the last checkpoint; the live actor holds the text
     // of this instant, and a just-ended message before its write commits.
-    let streaming: Vec<Uuid> = data.iter().filter(|m| m.status == MessageStatus::Streaming).map(|m| m.id).collect();
+    // (An answer stored awaiting input may have gone on since.)
+    let streaming: Vec<Uuid> = data
+        .iter()
+        .filter(|m| matches!(m.status, MessageStatus::Streaming | MessageStatus::AwaitingInput))
+        .map(|m| m.id)
+        .collect();
     if !streaming.is_empty() {
         // In cluster mode the answer may run on another node: this node's
         // actor of the thread (started if need be) mirrors it live.

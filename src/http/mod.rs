@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod page;
 pub mod projects;
 pub mod threads;
+pub mod tools;
 pub mod ws;
 
 use std::sync::Arc;
@@ -80,9 +81,20 @@ pub enum Kind {
     Generate,
     /// Cancels the running generation: 409 `not_generating` when none runs.
     Cancel,
+    /// Answers a call of an answer that awaits input: a stream token of
+    /// thread `{tid}` is accepted (a tab in secured mode answers); 409
+    /// `not_awaiting` or `tool_call_resolved`, 503 with no database.
+    Answer,
     /// A file of the web page (`page::ASSETS`), embedded in the binary and
     /// served under the page's Content-Security-Policy. Always public.
     Asset,
+}
+
+impl Kind {
+    /// Whether a stream token of the route's thread is accepted.
+    pub fn takes_stream_tokens(self) -> bool {
+        matches!(self, Kind::Stream | Kind::Answer)
+    }
 }
 
 /// One route of the service. The router is built from `routes()` alone,
@@ -122,7 +134,7 @@ fn route(method: Method, path: &'static str, access: Access, body: BodyKind, kin
 pub fn routes() -> Vec<ApiRoute> {
     use Access::{Admin, Project, Public};
     use BodyKind::{Empty, Json, Upgrade};
-    use Kind::{Asset, Cancel, Generate, Plain, Stream};
+    use Kind::{Answer, Asset, Cancel, Generate, Plain, Stream};
     vec![
         route(Method::POST, "/v1/projects", Admin, Json, Plain, web::to(projects::create)),
         route(Method::GET, "/v1/projects/{pid}", Project, Empty, Plain, web::to(projects::get)),
@@ -153,6 +165,22 @@ pub fn routes() -> Vec<ApiRoute> {
             Empty,
             Cancel,
             web::to(messages::cancel),
+        ),
+        route(
+            Method::POST,
+            "/v1/projects/{pid}/threads/{tid}/tool-results",
+            Project,
+            Json,
+            Answer,
+            web::to(tools::results),
+        ),
+        route(
+            Method::POST,
+            "/v1/projects/{pid}/threads/{tid}/approvals",
+            Project,
+            Json,
+            Answer,
+            web::to(tools::approvals),
         ),
         route(
             Method::POST,
@@ -290,7 +318,7 @@ enum Check {
 impl Check {
     fn of(r: &ApiRoute) -> Check {
         match (r.access, r.kind) {
-            (Access::Project, Kind::Stream) if r.path.contains("{tid}") => Check::Stream,
+            (Access::Project, Kind::Stream | Kind::Answer) if r.path.contains("{tid}") => Check::Stream,
             (Access::Project, Kind::Stream) => {
                 assert!(r.path.contains("/chat/"), "stream route {} must name its thread or its chat", r.path);
                 Check::ChatStream

@@ -19,7 +19,8 @@ use utoipa::{
 };
 
 use super::{
-    admin, body::BodyKind, chat, events, keys, messages, page, projects, routes, threads, ws, Access, AppState, Kind,
+    admin, body::BodyKind, chat, events, keys, messages, page, projects, routes, threads, tools, ws, Access, AppState,
+    Kind,
 };
 use crate::{config::LimitSettings, error::Code};
 
@@ -42,6 +43,8 @@ use crate::{config::LimitSettings, error::Code};
         messages::history,
         messages::post,
         messages::cancel,
+        tools::results,
+        tools::approvals,
         keys::stream_token,
         events::subscribe,
         ws::subscribe,
@@ -155,7 +158,7 @@ fn add_security(operation: &mut Operation, access: Access, kind: Kind) {
         Access::Public => return,
         Access::Admin | Access::Project => vec![SecurityRequirement::new(BEARER, none)],
     };
-    if kind == Kind::Stream {
+    if kind.takes_stream_tokens() {
         security.push(SecurityRequirement::new(STREAM_TOKEN, none));
     }
     operation.security = Some(security);
@@ -185,6 +188,13 @@ fn error_statuses(access: Access, body: BodyKind, kind: Kind, path: &str) -> Vec
     }
     if kind == Kind::Cancel {
         out.push(("409", "Nothing is generating (`not_generating`)"));
+    }
+    if kind == Kind::Answer {
+        out.push((
+            "409",
+            "No answer awaits input, or the call waits for something else (`not_awaiting`); the call already has a different answer (`tool_call_resolved`)",
+        ));
+        out.push(("503", "The database is unavailable"));
     }
     out
 }

@@ -75,7 +75,7 @@ pub struct ThreadView {
 }
 
 impl ThreadView {
-    fn new(t: Thread, generating: bool) -> Self {
+    fn new(t: Thread, status: ThreadStatus) -> Self {
         ThreadView {
             id: t.id,
             project_id: t.project_id,
@@ -85,25 +85,36 @@ impl ThreadView {
             tools: t.tools,
             tool_choice: t.tool_choice,
             mcp_servers: t.mcp_servers,
-            status: if generating { ThreadStatus::Generating } else { ThreadStatus::Idle },
+            status,
             created_at: t.created_at,
             updated_at: t.updated_at,
         }
     }
 }
 
-/// Which of `ids` are generating: here (the registry knows), or in
-/// cluster mode on any node (a live lease held for an answer).
-async fn generating(state: &AppState, ids: Vec<Uuid>) -> Result<Vec<bool>, ApiError> {
+/// The status of each of `ids`: generating here (the registry knows), or
+/// in cluster mode on any node (a live lease held for an answer); else
+/// awaiting input if its last answer waits (the database knows); else
+/// idle.
+async fn statuses(state: &AppState, ids: Vec<Uuid>) -> Result<Vec<ThreadStatus>, ApiError> {
     let here = match state.registry.send(Generating { thread_ids: ids.clone() }).await {
         Ok(here) => here,
         Err(_) => return Err(ThreadError::Unavailable.into()),
     };
-    if state.deps.lease.is_none() {
-        return Ok(here);
-    }
-    let anywhere = state.store.answering(&ids).await?;
-    Ok(ids.iter().zip(here).map(|(id, here)| here || anywhere.contains(id)).collect())
+    let anywhere = match state.deps.lease {
+        Some(_) => state.store.answering(&ids).await?,
+        None => Vec::new(),
+    };
+    let awaiting = state.store.awaiting(&ids).await?;
+    Ok(ids
+        .iter()
+        .zip(here)
+        .map(|(id, here)| match (here || anywhere.contains(id), awaiting.contains(id)) {
+            (true, _) => ThreadStatus::Generating,
+            (false, true) => ThreadStatus::AwaitingInput,
+            (false, false) => ThreadStatus::Idle,
+        })
+        .collect())
 }
 
 /// The thread, if it exists in that project; 404 otherwise.
@@ -130,7 +141,7 @@ pub async fn create(
     check_tools(&tools, tool_choice.as_ref(), &mcp_servers)?;
     let settings = ThreadSettings { title, system, model, tools, tool_choice, mcp_servers };
     let thread = state.store.create_thread(project_id, settings).await?;
-    Ok(HttpResponse::Created().json(ThreadView::new(thread, false)))
+    Ok(HttpResponse::Created().json(ThreadView::new(thread, ThreadStatus::Idle)))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -168,8 +179,8 @@ pub async fn list(
     };
     state.store.get_project(project_id).await?.ok_or_else(|| ApiError::not_found("project"))?;
     let (threads, next) = state.store.list_threads(project_id, limit, before).await?;
-    let flags = generating(&state, threads.iter().map(|t| t.id).collect()).await?;
-    let data = threads.into_iter().zip(flags).map(|(t, g)| ThreadView::new(t, g)).collect();
+    let flags = statuses(&state, threads.iter().map(|t| t.id).collect()).await?;
+    let data = threads.into_iter().zip(flags).map(|(t, s)| ThreadView::new(t, s)).collect();
     Ok(HttpResponse::Ok().json(ThreadPage { data, next_cursor: next.map(|id| id.to_string()) }))
 }
 
@@ -178,8 +189,8 @@ pub async fn list(
 #[tracing::instrument(skip_all, fields(project_id = %path.0, thread_id = %path.1))]
 pub async fn get(state: web::Data<AppState>, path: web::Path<(Uuid, Uuid)>) -> Result<HttpResponse, ApiError> {
     let thread = find(&state, path.0, path.1).await?;
-    let flags = generating(&state, vec![thread.id]).await?;
-    Ok(HttpResponse::Ok().json(ThreadView::new(thread, flags.first().copied().unwrap_or(false))))
+    let flags = statuses(&state, vec![thread.id]).await?;
+    Ok(HttpResponse::Ok().json(ThreadView::new(thread, flags.first().copied().unwrap_or(ThreadStatus::Idle))))
 }
 
 /// How long a DELETE waits for its write before it answers 503 (the

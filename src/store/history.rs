@@ -12,6 +12,36 @@ use super::{
 use crate::domain::{Message, Thread};
 
 impl Store {
+    /// Which of `thread_ids` have an answer awaiting input.
+    pub async fn awaiting(&self, thread_ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        if thread_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<Uuid> = message::Entity::find()
+            .select_only()
+            .column(message::Column::ThreadId)
+            .filter(message::Column::ThreadId.is_in(thread_ids.iter().copied()))
+            .filter(message::Column::Status.eq(super::status_name(crate::domain::MessageStatus::AwaitingInput)))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows)
+    }
+
+    /// Threads with an answer awaiting input whose calls are all answered:
+    /// its next step is due (a node stopped before it began).
+    pub async fn due_to_continue(&self) -> Result<Vec<Uuid>, StoreError> {
+        let rows: Vec<Uuid> = message::Entity::find()
+            .select_only()
+            .column(message::Column::ThreadId)
+            .filter(message::Column::Status.eq(super::status_name(crate::domain::MessageStatus::AwaitingInput)))
+            .filter(message::Column::CallsReady.eq(true))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows)
+    }
+
     /// Newest first; `before` is the exclusive cursor (a thread id). The
     /// next cursor is the last id, when more rows exist.
     pub async fn list_threads(

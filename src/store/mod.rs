@@ -239,7 +239,7 @@ impl Store {
     }
 }
 
-fn status_name(status: MessageStatus) -> String {
+pub(super) fn status_name(status: MessageStatus) -> String {
     serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 

@@ -28,4 +28,5 @@ mod slow;
 mod support;
 mod tls;
 mod tls_http2;
+mod tools;
 mod websocket;

@@ -79,7 +79,7 @@ async fn every_route_of_the_router_is_described_and_the_docs_page_is_self_contai
             Access::Public => None,
             Access::Admin | Access::Project => {
                 let mut names = BTreeSet::from([bearer.clone()]);
-                if kind == Kind::Stream {
+                if kind.takes_stream_tokens() {
                     names.insert(token.clone());
                 }
                 Some(names)

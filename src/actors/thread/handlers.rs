@@ -13,8 +13,15 @@ impl Actor for ThreadActor {
         // in the mailbox meanwhile.
         ctx.wait(self.load().map(|loaded, act, ctx| match loaded {
             Ok((Some(thread), conversation)) => {
+                // (A node stopped between the last answer of a step and its
+                // next step: it goes on now. In cluster mode the sweeper
+                // has the answer taken over instead.)
+                let due = conversation.awaiting().is_some_and(|m| crate::domain::turn::all_resolved(&m.calls));
                 act.loaded = Loaded::Found { thread: Box::new(thread), conversation };
                 act.touch(ctx);
+                if due && act.lease_ttl().is_none() {
+                    ctx.notify(ContinueAnswer);
+                }
                 // Cluster mode: the other nodes' counts come before any
                 // subscriber is answered, so its `ready` counts them.
                 if act.lease_ttl().is_some() {
@@ -153,7 +160,8 @@ impl ThreadActor {
         }
         // Running or being started here. (Whether it runs on another
         // node, the lease says: a mirror may be a frame behind.)
-        let running = conversation.running().is_some();
+        // (An answer awaiting input keeps the thread busy too.)
+        let running = conversation.running().is_some() || conversation.awaiting().is_some();
         match self.role.admits_question(self.generation.is_some(), running, self.linked) {
             Ok(()) => {}
             Err(NotNow::Busy) => return Err(ThreadError::Busy),
@@ -192,6 +200,23 @@ impl ThreadActor {
         // first token does not wait for the disk. If the commit fails the
         // handler sends `AbortGeneration`.
         let max_tokens = msg.max_tokens.unwrap_or(self.deps.settings.provider.max_tokens);
+        self.start_stream(model, max_tokens, asked.assistant.id, slot, accepted, ctx)?;
+        tracing::info!(thread_id = %self.thread_id, message_id = %asked.assistant.id, "generation started");
+        Ok(Started { user_message: asked.user, assistant_message: asked.assistant, committed })
+    }
+
+    /// Starts a model call for the running answer `answer` (its first step
+    /// or a later one): the provider's stream comes to the actor as
+    /// `GenEvent`s, and checkpoints run while it does.
+    pub(super) fn start_stream(
+        &mut self,
+        model: String,
+        max_tokens: u32,
+        answer: Uuid,
+        slot: crate::capacity::GenerationSlot,
+        accepted: std::time::Instant,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), ThreadError> {
         let request = self.model_request(model, max_tokens).ok_or(ThreadError::NotFound)?;
         let gen = self.next_gen;
         self.next_gen += 1;
@@ -205,13 +230,12 @@ impl ThreadActor {
         // Streaming text is checkpointed once per flush interval, and only
         // while an answer runs: an idle actor runs no such timer.
         let checkpoints = ctx.run_interval(self.deps.settings.database.flush_interval(), |act, _| act.checkpoint());
-        let answer = asked.assistant.id;
         let awaiting_first_delta = Some(accepted);
-        self.generation = Some(Generation { gen, stream, checkpoints, answer, awaiting_first_delta, _slot: slot });
+        self.generation =
+            Some(Generation { gen, stream, checkpoints, answer, max_tokens, awaiting_first_delta, _slot: slot });
         self.set_generating(true);
         self.touch(ctx);
-        tracing::info!(thread_id = %self.thread_id, message_id = %answer, "generation started");
-        Ok(Started { user_message: asked.user, assistant_message: asked.assistant, committed })
+        Ok(())
     }
 }
 
@@ -239,6 +263,9 @@ impl Handler<Cancel> for ThreadActor {
 
     fn handle(&mut self, _: Cancel, ctx: &mut Context<Self>) -> Self::Result {
         let (_, conversation) = self.found()?;
+        if conversation.awaiting().is_some() {
+            return self.cancel_awaiting(ctx).ok_or(ThreadError::NotGenerating);
+        }
         let id = conversation.running().map(|m| m.id).ok_or(ThreadError::NotGenerating)?;
         match self.generation.is_some() {
             true => self.cancel_here(ctx),
@@ -304,12 +331,17 @@ impl Handler<Subscribe> for ThreadActor {
         let (_, conversation) = self.found()?;
         let replay = conversation.replay(msg.from);
         let running = conversation.running().map(|m| m.id);
+        let awaiting = conversation.awaiting().map(|m| m.id);
         self.subscribers.insert(msg.session_id);
         let ready = Event::Ready {
             thread_id: self.thread_id,
             cursor: replay.cursor,
-            status: if running.is_some() { ThreadStatus::Generating } else { ThreadStatus::Idle },
-            active_message_id: running,
+            status: match (running, awaiting) {
+                (Some(_), _) => ThreadStatus::Generating,
+                (None, Some(_)) => ThreadStatus::AwaitingInput,
+                (None, None) => ThreadStatus::Idle,
+            },
+            active_message_id: running.or(awaiting),
             subscribers: self.watching(),
         };
         let mut events = vec![ready];

@@ -359,6 +359,7 @@ impl Handler<FinalWritten> for ThreadActor {
     fn handle(&mut self, msg: FinalWritten, ctx: &mut Context<Self>) {
         if msg.written {
             self.publisher.fanout().settled(msg.answer);
+            self.announce_awaiting(msg.answer);
         }
         if self.role.lease().is_some_and(|l| l.fence == msg.fence) && self.generation.is_none() {
             if let Some(lease) = self.role.stop_owning() {

@@ -29,7 +29,9 @@ use super::{
     event::{end_cursor, Event},
     new_id,
     provider_event::{FailureCode, ProviderEvent},
-    Block, BlockKind, Message, MessageError, MessageStatus, Role, Usage,
+    tools::ToolDef,
+    turn::{self, Call, CallState},
+    Block, BlockKind, Message, MessageError, MessageStatus, Needs, Role, Usage,
 };
 
 pub struct Conversation {
@@ -44,6 +46,9 @@ pub struct Conversation {
     /// it was loaded without its owner's whole log): decides whether its
     /// end, if it is interrupted, is exact.
     tail_exact: bool,
+    /// Where the running answer's current step began: the provider numbers
+    /// a step's blocks from 0, the answer holds every step's.
+    step_base: usize,
 }
 
 /// A question just accepted.
@@ -83,10 +88,12 @@ impl Conversation {
     pub fn new(thread_id: Uuid, messages: Vec<Message>) -> Conversation {
         let running = messages.last().is_some_and(|m| m.role == Role::Assistant && !m.is_finished());
         let mut published = Box::<ui::Published>::default();
+        let mut step_base = 0;
         if let Some(answer) = messages.last().filter(|_| running) {
             published.adopt(answer);
+            step_base = turn::step_start(&answer.blocks);
         }
-        Conversation { thread_id, messages, running, published, tail_exact: true }
+        Conversation { thread_id, messages, running, published, tail_exact: true, step_base }
     }
 
     /// The running answer was loaded without every frame its owner
@@ -156,6 +163,7 @@ impl Conversation {
         self.messages.push(assistant.clone());
         self.running = true;
         self.tail_exact = true;
+        self.step_base = 0;
         self.published.start(assistant.id);
         Asked { user, assistant, events }
     }
@@ -171,10 +179,18 @@ impl Conversation {
     /// Applies one provider event to the running answer.
     pub fn apply(&mut self, event: ProviderEvent) -> Applied {
         let thread_id = self.thread_id;
+        let base = self.step_base;
         let event = match event {
             ProviderEvent::BlockStart { index, kind: BlockKind::ToolUse, id, name } if self.running => {
                 let id = Some(self.call_id(id));
-                ProviderEvent::BlockStart { index, kind: BlockKind::ToolUse, id, name }
+                ProviderEvent::BlockStart { index: base + index, kind: BlockKind::ToolUse, id, name }
+            }
+            ProviderEvent::BlockStart { index, kind, id, name } => {
+                ProviderEvent::BlockStart { index: base + index, kind, id, name }
+            }
+            ProviderEvent::Delta { index, text } => ProviderEvent::Delta { index: base + index, text },
+            ProviderEvent::Signature { index, signature } => {
+                ProviderEvent::Signature { index: base + index, signature }
             }
             other => other,
         };
@@ -214,6 +230,8 @@ impl Conversation {
                     kind,
                     id: block_id,
                     name,
+                    tool_use_id: None,
+                    is_error: None,
                 };
                 Applied { events: vec![event], changed: true, ended: None }
             }
@@ -370,12 +388,22 @@ impl Conversation {
                 self.published.start(*message_id);
                 Ok(true)
             }
-            Event::MessageBlock { message_id, block, kind, id, name, .. } => {
+            Event::MessageBlock { message_id, block, kind, id, name, tool_use_id, is_error, .. } => {
+                // A result block of an answer that awaited input: it goes on.
+                if *kind == BlockKind::ToolResult && self.resume(*message_id) {
+                    self.running = true;
+                }
                 let Some(answer) = self.streaming(*message_id)? else { return Ok(false) };
                 match (*block).cmp(&answer.blocks.len()) {
                     std::cmp::Ordering::Less => Ok(false),
                     std::cmp::Ordering::Equal => {
-                        answer.blocks.push(Block { id: id.clone(), name: name.clone(), ..Block::new(*kind) });
+                        answer.blocks.push(Block {
+                            id: id.clone(),
+                            name: name.clone(),
+                            tool_use_id: tool_use_id.clone(),
+                            is_error: is_error.unwrap_or(false),
+                            ..Block::new(*kind)
+                        });
                         self.published.block(*message_id, *kind, id.as_deref(), name.as_deref());
                         Ok(true)
                     }
@@ -408,8 +436,168 @@ impl Conversation {
                 self.running = false;
                 Ok(true)
             }
+            Event::MessageAwaiting { message_id, pending, .. } => {
+                let Some(m) = self.streaming_or_awaiting(*message_id)? else { return Ok(false) };
+                m.status = MessageStatus::AwaitingInput;
+                // What a mirror knows of the calls: those that wait.
+                m.calls = pending
+                    .iter()
+                    .map(|p| Call {
+                        id: p.tool_call_id.clone(),
+                        name: p.name.clone(),
+                        input: p.input.clone(),
+                        state: match p.needs {
+                            Needs::Approval => CallState::NeedsApproval,
+                            Needs::Result => CallState::NeedsResult { approved: false },
+                        },
+                    })
+                    .collect();
+                self.running = false;
+                Ok(true)
+            }
+            Event::ToolResolved { message_id, tool_call_id, is_error, approved, .. } => {
+                let Some(m) = self.streaming_or_awaiting(*message_id)? else { return Ok(false) };
+                let Some(call) = m.calls.iter_mut().find(|c| &c.id == tool_call_id) else { return Ok(false) };
+                // (Its text comes as a result block when the answer goes on.)
+                call.state = CallState::Resolved {
+                    text: String::new(),
+                    is_error: is_error.unwrap_or(*approved == Some(false)),
+                    approved: *approved,
+                };
+                Ok(true)
+            }
+            Event::MessageStep { .. } => Ok(false),
             Event::Ready { .. } | Event::Presence { .. } | Event::Error { .. } => Ok(false),
         }
+    }
+
+    /// The answer `id` if it streams or awaits input.
+    fn streaming_or_awaiting(&mut self, id: Uuid) -> Result<Option<&mut Message>, Gap> {
+        match self.messages.iter_mut().rev().find(|m| m.id == id) {
+            Some(m) if m.status == MessageStatus::Streaming || m.is_awaiting() => Ok(Some(m)),
+            Some(_) => Ok(None),
+            None => Err(Gap),
+        }
+    }
+
+    /// Answer `id`, awaiting input, streams again; `false` if it was not
+    /// the last message awaiting.
+    fn resume(&mut self, id: Uuid) -> bool {
+        match self.messages.last_mut().filter(|m| m.id == id && m.is_awaiting()) {
+            Some(m) => {
+                m.status = MessageStatus::Streaming;
+                m.stop_reason = None;
+                m.completed_at = None;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The running answer ends for `reason` (say, its step limit).
+    pub fn set_stop_reason(&mut self, reason: &str) {
+        if let Some(m) = self.messages.last_mut().filter(|_| self.running) {
+            m.stop_reason = Some(reason.to_owned());
+        }
+    }
+
+    /// The last message, if it is an answer awaiting input.
+    pub fn awaiting(&self) -> Option<&Message> {
+        self.messages.last().filter(|m| m.is_awaiting())
+    }
+
+    /// The calls of the step the running answer just ended, if it ended
+    /// asking for tools (its stop reason says so and the step has calls),
+    /// each waiting for what `tools` say of it. An answer offered no tools
+    /// has no further steps: a call it makes anyway ends it, as a block.
+    pub fn step_calls(&self, tools: &[ToolDef]) -> Option<Vec<Call>> {
+        if tools.is_empty() {
+            return None;
+        }
+        let answer = self.running()?;
+        let asked = matches!(answer.stop_reason.as_deref(), Some("tool_use" | "tool_calls"));
+        let step = &answer.blocks[turn::step_start(&answer.blocks)..];
+        let calls = turn::calls_of_step(step, tools);
+        (asked && !calls.is_empty()).then_some(calls)
+    }
+
+    /// The running answer's step count so far.
+    pub fn steps(&self) -> usize {
+        self.running().map_or(0, |m| turn::step_of(&m.blocks, m.blocks.len()))
+    }
+
+    /// The running answer waits for `calls` (some of which wait): it is
+    /// stored so, and `message.awaiting` says what waits.
+    pub fn await_input(&mut self, calls: Vec<Call>) -> Option<(Message, Event)> {
+        if !self.running {
+            return None;
+        }
+        self.running = false;
+        let message = self.messages.last_mut()?;
+        message.status = MessageStatus::AwaitingInput;
+        message.calls = calls;
+        let message = message.clone();
+        let event = Event::awaiting(&message);
+        Some((message, event))
+    }
+
+    /// The awaiting answer's calls changed (answered here or elsewhere).
+    pub fn set_calls(&mut self, id: Uuid, calls: Vec<Call>) {
+        if let Some(m) = self.messages.last_mut().filter(|m| m.id == id) {
+            m.calls = calls;
+        }
+    }
+
+    /// The answer whose step's `calls` are all answered goes on (it may
+    /// await input, or still stream after calls answered at once): their
+    /// results become its next blocks, and it streams again. The events:
+    /// each result's block and text. `None` if it is not the last answer.
+    pub fn resume_with(&mut self, id: Uuid, calls: &[Call]) -> Option<Vec<Event>> {
+        let thread_id = self.thread_id;
+        let m = self.messages.last_mut().filter(|m| m.id == id && m.role == Role::Assistant)?;
+        m.status = MessageStatus::Streaming;
+        m.stop_reason = None;
+        m.completed_at = None;
+        m.calls = calls.to_vec();
+        self.running = true;
+        let mut events = Vec::new();
+        for block in turn::result_blocks(calls) {
+            let m = self.messages.last_mut()?;
+            let index = m.blocks.len();
+            let (tool_use_id, is_error, text) = (block.tool_use_id.clone(), block.is_error, block.text.clone());
+            m.blocks.push(Block { text: String::new(), ..block });
+            self.published.block(id, BlockKind::ToolResult, tool_use_id.as_deref(), None);
+            events.push(Event::MessageBlock {
+                thread_id,
+                cursor: Some(Cursor::new(id, index, 0)),
+                message_id: id,
+                block: index,
+                kind: BlockKind::ToolResult,
+                id: None,
+                name: None,
+                tool_use_id,
+                is_error: Some(is_error),
+            });
+            let m = self.messages.last_mut()?;
+            m.blocks[index].text.push_str(&text);
+            self.published.delta(id, index, text.len());
+            events.push(Event::MessageDelta {
+                thread_id,
+                cursor: Some(Cursor::new(id, index, text.len())),
+                message_id: id,
+                block: index,
+                offset: 0,
+                text,
+            });
+        }
+        self.step_base = self.messages.last().map_or(0, |m| m.blocks.len());
+        Some(events)
+    }
+
+    /// `message.step` of the step that begins now in the running answer.
+    pub fn step_begins(&self) -> Option<Event> {
+        let m = self.running()?;
+        Some(Event::step(m, m.blocks.len()))
     }
 
     /// The answer `id`, if it is the one streaming now; `Ok(None)` if it

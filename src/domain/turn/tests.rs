@@ -104,6 +104,9 @@ fn steps_are_counted_by_their_results() {
     blocks.push(Block::text("c"));
     let steps: Vec<_> = (0..blocks.len()).map(|i| step_of(&blocks, i)).collect();
     assert_eq!(steps, [1, 1, 1, 2, 2, 2, 3]);
+    blocks.push(call_block("z", "look", "{}"));
+    blocks.push(Block::tool_result("z", "3".into(), false));
+    assert_eq!(step_of(&blocks, blocks.len()), 4, "the step to come after the last results");
 }
 
 /// An answer posted for call `i` of four: a result (one of two outputs)
