@@ -7,6 +7,10 @@
 //!   answer over (`TakeOver`): the first node to take the expired lease
 //!   ends the answer `interrupted` with every byte its owner logged, and
 //!   tells every node's subscribers.
+//! - An answer awaiting input whose calls were all answered, with no live
+//!   lease (its node stopped before the next step began), goes on: one
+//!   node's actor takes the lease and runs the step (`ContinueAnswer`).
+//!   An awaiting answer is never ended: it waits as long as it must.
 //! - A node whose heartbeat stops (killed, cut off) leaves the live set
 //!   within `LIVE_WITHIN`: its subscriber counts stop counting on this
 //!   node (the bus ignores them, every thread actor here forgets them and
@@ -22,7 +26,7 @@ use actix::prelude::*;
 use super::{
     persistence::Write,
     registry::{Lookup, NodesChanged, Peek, Registry},
-    thread::TakeOver,
+    thread::{ContinueAnswer, TakeOver},
     Deps,
 };
 use crate::{broadcast::redis::Bus, store::WriteOp};
@@ -78,6 +82,20 @@ impl Sweeper {
                             };
                             if let Ok(Some(actor)) = actor {
                                 actor.do_send(TakeOver);
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(error.message = %e, "sweep: the database does not answer"),
+                }
+                // Answers whose calls were all answered, left by a node that
+                // stopped before their next step: one node goes on with each.
+                match store.unowned_due_answers().await {
+                    Ok(threads) => {
+                        for thread_id in threads {
+                            if chosen(nodes, thread_id).is_none_or(|n| n == me) {
+                                if let Ok(Some(actor)) = registry.send(Lookup { thread_id }).await {
+                                    actor.do_send(ContinueAnswer);
+                                }
                             }
                         }
                     }

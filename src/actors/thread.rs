@@ -288,6 +288,9 @@ impl ThreadActor {
             }
             None => false,
         };
+        if status != MessageStatus::Complete {
+            self.answer_cut_calls(status);
+        }
         let Some((message, completed)) = self.conversation_mut().and_then(|c| c.finish(status, error, Utc::now()))
         else {
             return;
@@ -380,9 +383,11 @@ mod handlers;
 mod lease;
 mod messages;
 mod mirror;
+mod resolve;
 mod role;
 mod steps;
 
 pub use messages::*;
 use role::{NotNow, Role};
-pub use steps::{ContinueAnswer, Resolution, Resolve, ResolveError};
+pub use resolve::{Resolution, Resolve, ResolveError};
+pub use steps::ContinueAnswer;

@@ -69,6 +69,8 @@ pub mod reason {
     pub const DENIED: &str = "denied by the user";
     pub const CANCELLED: &str = "cancelled";
     pub const MAX_STEPS: &str = "max_steps";
+    /// The step was cut (its model call failed, or its node stopped).
+    pub const STEP_CUT: &str = "the answer was cut off";
     pub const NOT_RUNNABLE: &str = "this tool is run by the service, which cannot run it";
 }
 

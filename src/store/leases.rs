@@ -154,6 +154,18 @@ impl Store {
             .collect()
     }
 
+    /// Threads whose answer awaits input with every call answered and no
+    /// live lease: the node that answered the last call stopped before the
+    /// next step began.
+    pub async fn unowned_due_answers(&self) -> Result<Vec<Uuid>, StoreError> {
+        let sql = "SELECT DISTINCT m.thread_id FROM messages m \
+                   LEFT JOIN thread_leases l ON l.thread_id = m.thread_id \
+                   WHERE m.status = 'awaiting_input' AND m.calls_ready \
+                   AND (l.thread_id IS NULL OR l.expires_at <= now())";
+        let rows = self.db.query_all(pg(sql, vec![])).await?;
+        rows.iter().map(|r| Ok(r.try_get::<Uuid>("", "thread_id")?)).collect()
+    }
+
     /// Live leases by owner: how many threads each node owns now.
     pub async fn leases_by_owner(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let sql = "SELECT owner, count(*) AS n FROM thread_leases WHERE expires_at > now() GROUP BY owner";

@@ -132,8 +132,15 @@ impl Handler<StartGeneration> for ThreadActor {
                                 act.release(fence);
                                 return Err(ThreadError::Busy);
                             }
+                            // An answer awaits input (stored so by a node
+                            // that let the lease go): the thread is busy.
+                            let awaiting = conversation.awaiting().is_some();
                             if let Loaded::Found { conversation: held, .. } = &mut act.loaded {
                                 *held = conversation;
+                            }
+                            if awaiting {
+                                act.release(Fence { thread_id: act.thread_id, owner: act.deps.node_id.clone(), epoch });
+                                return Err(ThreadError::Busy);
                             }
                             act.hold(epoch, sent, ctx);
                             act.begin(msg, slot, answer, ctx)
@@ -259,13 +266,26 @@ impl Handler<AbortGeneration> for ThreadActor {
 }
 
 impl Handler<Cancel> for ThreadActor {
-    type Result = Result<Uuid, ThreadError>;
+    type Result = ResponseActFuture<Self, Result<Uuid, ThreadError>>;
 
     fn handle(&mut self, _: Cancel, ctx: &mut Context<Self>) -> Self::Result {
-        let (_, conversation) = self.found()?;
-        if conversation.awaiting().is_some() {
-            return self.cancel_awaiting(ctx).ok_or(ThreadError::NotGenerating);
+        let awaiting = match self.found() {
+            Ok((_, conversation)) => conversation.awaiting().map(|m| m.id),
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+        };
+        match (awaiting, self.lease_ttl()) {
+            (None, _) => Box::pin(actix::fut::ready(self.cancel_running(ctx))),
+            (Some(_), None) => Box::pin(actix::fut::ready(self.cancel_awaiting(ctx).ok_or(ThreadError::NotGenerating))),
+            (Some(answer), Some(_)) => self.cancel_awaiting_clustered(answer, 3, ctx),
         }
+    }
+}
+
+impl ThreadActor {
+    /// Cancels the running answer, here or (another node runs it) by its
+    /// owner.
+    fn cancel_running(&mut self, ctx: &mut Context<Self>) -> Result<Uuid, ThreadError> {
+        let (_, conversation) = self.found()?;
         let id = conversation.running().map(|m| m.id).ok_or(ThreadError::NotGenerating)?;
         match self.generation.is_some() {
             true => self.cancel_here(ctx),
@@ -295,7 +315,7 @@ impl Handler<CancelAnswer> for ThreadActor {
     fn handle(&mut self, msg: CancelAnswer, ctx: &mut Context<Self>) -> Self::Result {
         let (_, conversation) = self.found()?;
         match conversation.running().map(|m| m.id) {
-            Some(id) if id == msg.message_id => <Self as Handler<Cancel>>::handle(self, Cancel, ctx),
+            Some(id) if id == msg.message_id => self.cancel_running(ctx),
             _ => Err(ThreadError::NotGenerating),
         }
     }

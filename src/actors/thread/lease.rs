@@ -41,6 +41,14 @@ pub(super) struct Taken {
     pub sent: Instant,
 }
 
+/// What taking the lease for an answer awaiting input came to.
+pub(super) enum ForAnswer {
+    /// Taken: this actor owns the thread, its conversation read again.
+    Owned,
+    /// Another node (or request) holds it, in `epoch`: what is stored now.
+    Held { epoch: u64, stored: Conversation },
+}
+
 /// The lease a node holds on a thread while it runs the thread's answer.
 ///
 /// Times are this node's, counted from when the last renewal that went
@@ -224,6 +232,60 @@ impl ThreadActor {
             .boxed_local()
     }
 
+    /// Takes the thread's lease for the answer `answer` that awaits input
+    /// (to answer its calls, go on with it, or cancel it) and reads the
+    /// conversation again from the database. Taken: this actor owns the
+    /// thread, its conversation is the stored one (exact: only a holder
+    /// writes). Held: the stored conversation, to judge by.
+    pub(super) fn own_answer(
+        &mut self,
+        answer: Uuid,
+        ctx: &mut Context<Self>,
+    ) -> LocalBoxActorFuture<Self, Result<ForAnswer, StoreError>> {
+        self.start_taking(ctx);
+        let sent = Instant::now();
+        let acquire = self.acquire(Some(answer));
+        let (store, thread_id) = (self.deps.store.clone(), self.thread_id);
+        async move {
+            let acquired = acquire.await;
+            // (Read after the attempt: a holder's writes are committed
+            // before it lets go.)
+            let messages = store.all_messages(thread_id).await;
+            Ok((acquired?, messages?))
+        }
+        .into_actor(self)
+        .map(move |read: Result<_, StoreError>, act, ctx| {
+            act.taking_done();
+            let (acquired, messages) = match read {
+                Ok(read) => read,
+                Err(e) => {
+                    // (A lease taken but unread lapses: nothing was written.)
+                    return Err(e);
+                }
+            };
+            let stored = Conversation::new(act.thread_id, messages);
+            match acquired {
+                Acquired::Taken(epoch) => {
+                    if let Loaded::Found { conversation, .. } = &mut act.loaded {
+                        *conversation = stored;
+                    }
+                    act.hold(epoch, sent, ctx);
+                    Ok(ForAnswer::Owned)
+                }
+                Acquired::Held { epoch, .. } => Ok(ForAnswer::Held { epoch, stored }),
+            }
+        })
+        .boxed_local()
+    }
+
+    /// Lets the lease go now (nothing runs under it any more), if held.
+    pub(super) fn let_go(&mut self, ctx: &mut Context<Self>) {
+        if let Some(lease) = self.role.stop_owning() {
+            ctx.cancel_future(lease.timer);
+            self.release(lease.fence);
+        }
+    }
+
     /// A question on this node starts taking the lease; a lease still held
     /// for the answer that just ended is let go by its own write, and its
     /// timer stops here.
@@ -261,7 +323,7 @@ impl ThreadActor {
 
     /// Resolves once the lease of `epoch` is let go, or after `patience`
     /// (an owner that died after its answer's end leaves it to expire).
-    fn when_released(&mut self, epoch: u64, patience: Duration) -> impl std::future::Future<Output = ()> {
+    pub(super) fn when_released(&mut self, epoch: u64, patience: Duration) -> impl std::future::Future<Output = ()> {
         let waiter = (self.released_epoch < epoch).then(|| {
             // (Waiters that gave up, their owner gone, are dropped here.)
             self.lease_waiters.retain(|(_, tx)| !tx.is_closed());

@@ -11,40 +11,8 @@
 use std::time::Instant;
 
 use super::*;
-use crate::domain::turn::{self, Answer, Call, Outcome};
-
-/// Results or decisions posted for the awaiting answer's calls.
-#[derive(Message)]
-#[rtype(result = "Result<Resolution, ResolveError>")]
-pub struct Resolve {
-    /// The project the caller named (another project's thread is 404).
-    pub project_id: Option<Uuid>,
-    pub answers: Vec<(String, Answer)>,
-}
-
-/// What a `Resolve` did: which calls it answered, which already had that
-/// very answer.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub struct Resolution {
-    pub message_id: Uuid,
-    pub resolved: Vec<String>,
-    pub unchanged: Vec<String>,
-}
-
-/// Why a `Resolve` changed nothing.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ResolveError {
-    #[error(transparent)]
-    Thread(#[from] ThreadError),
-    #[error("no answer of this thread awaits input")]
-    NotAwaiting,
-    #[error("tool call {0} is not one the answer awaits")]
-    UnknownCall(String),
-    #[error("tool call {0} already has a different answer")]
-    AlreadyResolved(String),
-    #[error("tool call {0} does not wait for this: {1}")]
-    Mismatch(String, &'static str),
-}
+use super::lease::ForAnswer;
+use crate::domain::turn::{self, Call};
 
 /// An awaiting answer whose calls are all answered goes on (after a
 /// restart, or told by another node).
@@ -84,6 +52,20 @@ impl ThreadActor {
         true
     }
 
+    /// The running answer ends `status` (not complete) in a step that
+    /// made calls: each gets its error result first, so every `tool_use`
+    /// has its `tool_result` and the thread can be asked again.
+    pub(super) fn answer_cut_calls(&mut self, status: MessageStatus) {
+        let tools = self.tools();
+        let Some(mut calls) = self.conversation().and_then(|c| c.cut_calls(&tools)) else { return };
+        let reason = match status {
+            MessageStatus::Cancelled => turn::reason::CANCELLED,
+            _ => turn::reason::STEP_CUT,
+        };
+        turn::resolve_rest(&mut calls, reason);
+        self.append_results(&calls);
+    }
+
     /// The results of `calls` become the running answer's next blocks.
     fn append_results(&mut self, calls: &[Call]) {
         let Some(id) = self.conversation().and_then(|c| c.running().or(c.awaiting()).map(|m| m.id)) else { return };
@@ -94,7 +76,7 @@ impl ThreadActor {
 
     /// Every call is answered: their results go into the answer, and the
     /// next step streams into it.
-    fn next_step(&mut self, calls: Vec<Call>, ctx: &mut Context<Self>) {
+    pub(super) fn next_step(&mut self, calls: Vec<Call>, ctx: &mut Context<Self>) {
         let Some((thread, conversation)) = self.found().ok() else { return };
         let Some(answer) = conversation.running().or(conversation.awaiting()) else { return };
         let (id, project) = (answer.id, thread.project_id);
@@ -176,151 +158,50 @@ impl ThreadActor {
     }
 }
 
-impl Handler<Resolve> for ThreadActor {
-    /// Atomic: the actor handles nothing else until the answers are
-    /// stored, so two racing requests see each other (exactly once).
-    type Result = AtomicResponse<Self, Result<Resolution, ResolveError>>;
-
-    fn handle(&mut self, msg: Resolve, _: &mut Context<Self>) -> Self::Result {
-        let checked = self.check_resolve(&msg);
-        let (message, calls, report) = match checked {
-            Ok(Checked::Done(report)) => return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(report)))),
-            Ok(Checked::Apply { message, calls, report }) => (message, calls, report),
-            Err(e) => return AtomicResponse::new(Box::pin(actix::fut::ready(Err(e)))),
-        };
-        // Stored before it is acknowledged: a result posted survives a
-        // crash (and continues the answer after the restart).
-        let mut stored = (*message).clone();
-        stored.calls = calls.clone();
-        let (ack, done) = oneshot::channel();
-        self.deps.persistence.do_send(Write { ops: vec![self.fenced(WriteOp::Update(stored))], ack: Some(ack) });
-        AtomicResponse::new(Box::pin(done.into_actor(self).map(move |written, act, ctx| {
-            if !matches!(written, Ok(Ok(()))) {
-                return Err(ResolveError::Thread(ThreadError::Unavailable));
-            }
-            act.resolved(&message, calls, &report.resolved, ctx);
-            Ok(report)
-        })))
-    }
-}
-
-/// What a `Resolve` comes to before anything is written.
-enum Checked {
-    /// Nothing to change: every answer was given already.
-    Done(Resolution),
-    /// `calls` are the answer's calls once these answers are applied.
-    Apply { message: Box<Message>, calls: Vec<Call>, report: Resolution },
-}
-
 impl ThreadActor {
-    /// Applies the answers to a copy of the awaiting answer's calls, all or
-    /// none: an unknown call, a conflict or a mismatch refuses the whole
-    /// request.
-    fn check_resolve(&self, msg: &Resolve) -> Result<Checked, ResolveError> {
-        let (thread, conversation) = self.found()?;
-        if msg.project_id.is_some_and(|p| p != thread.project_id) {
-            return Err(ThreadError::NotFound.into());
-        }
-        let Some(message) = conversation.awaiting() else {
-            return self.check_settled(msg);
-        };
-        let mut calls = message.calls.clone();
-        let mut report = Resolution { message_id: message.id, resolved: Vec::new(), unchanged: Vec::new() };
-        for (id, answer) in &msg.answers {
-            match turn::answer(&mut calls, id, answer, &thread.tools) {
-                Outcome::Resolved => report.resolved.push(id.clone()),
-                Outcome::Unchanged => report.unchanged.push(id.clone()),
-                Outcome::Conflict => return Err(ResolveError::AlreadyResolved(id.clone())),
-                Outcome::Unknown => return Err(ResolveError::UnknownCall(id.clone())),
-                Outcome::Mismatch => {
-                    let why = match answer {
-                        Answer::Result { .. } => "it waits for a person's approval first",
-                        Answer::Decision { .. } => "it needs no approval",
-                    };
-                    return Err(ResolveError::Mismatch(id.clone(), why));
+    /// Cluster mode: cancels the answer `answer` that awaits input, under
+    /// the thread's lease. If another holds it, what is stored says what to
+    /// do: an answer that went on is cancelled by its owner; one still
+    /// awaiting is being answered, so the cancel waits for the holder to
+    /// let go (`attempts` times).
+    pub(super) fn cancel_awaiting_clustered(
+        &mut self,
+        answer: Uuid,
+        attempts: u32,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<Uuid, ThreadError>> {
+        let ttl = self.lease_ttl().unwrap_or_default();
+        let ready = |r| -> ResponseActFuture<Self, Result<Uuid, ThreadError>> { Box::pin(actix::fut::ready(r)) };
+        Box::pin(self.own_answer(answer, ctx).then(move |owned, act, ctx| match owned {
+            Err(e) => ready(Err(ThreadError::from_store(&e))),
+            Ok(ForAnswer::Owned) => {
+                if let Some(id) = act.cancel_awaiting(ctx) {
+                    return ready(Ok(id));
+                }
+                act.let_go(ctx);
+                match act.conversation().and_then(Conversation::running).map(|m| m.id) {
+                    // Its owner died in a step: that answer is ended.
+                    Some(id) => {
+                        ctx.notify(TakeOver);
+                        ready(Ok(id))
+                    }
+                    None => ready(Err(ThreadError::NotGenerating)),
                 }
             }
-        }
-        if report.resolved.is_empty() {
-            return Ok(Checked::Done(report));
-        }
-        Ok(Checked::Apply { message: Box::new(message.clone()), calls, report })
-    }
-
-    /// No answer awaits: answers the answer moved on from are no change
-    /// when they are what it got (its results are blocks now).
-    fn check_settled(&self, msg: &Resolve) -> Result<Checked, ResolveError> {
-        let (_, conversation) = self.found()?;
-        let answer = conversation.messages().iter().rev().find(|m| m.role == crate::domain::Role::Assistant);
-        let Some(answer) = answer else { return Err(ResolveError::NotAwaiting) };
-        let mut report = Resolution { message_id: answer.id, resolved: Vec::new(), unchanged: Vec::new() };
-        for (id, given) in &msg.answers {
-            let block = answer.blocks.iter().find(|b| b.tool_use_id.as_deref() == Some(id.as_str()));
-            let Some(block) = block else { return Err(ResolveError::NotAwaiting) };
-            let same = match given {
-                Answer::Result { output: Ok(value) } => {
-                    !block.is_error && serde_json::from_str::<serde_json::Value>(&block.text).is_ok_and(|v| &v == value)
+            Ok(ForAnswer::Held { epoch, stored }) => {
+                if let Some(id) = stored.running().map(|m| m.id) {
+                    act.publisher.fanout().command(crate::broadcast::Command::Cancel);
+                    return ready(Ok(id));
                 }
-                Answer::Result { output: Err(e) } => block.is_error && block.text == turn::error_text(e),
-                Answer::Decision { approved, .. } => {
-                    let denied = block.is_error && block.text.starts_with(&format!("\"{}", turn::reason::DENIED));
-                    *approved != denied
+                match stored.awaiting() {
+                    Some(_) if attempts > 1 => Box::pin(act.when_released(epoch, ttl).into_actor(act).then(
+                        move |(), act, ctx| act.cancel_awaiting_clustered(answer, attempts - 1, ctx),
+                    )),
+                    Some(_) => ready(Err(ThreadError::Unavailable)),
+                    None => ready(Err(ThreadError::NotGenerating)),
                 }
-            };
-            match same {
-                true => report.unchanged.push(id.clone()),
-                false => return Err(ResolveError::AlreadyResolved(id.clone())),
             }
-        }
-        Ok(Checked::Done(report))
-    }
-
-    /// Answers are stored: every tab hears of them; an approved call that
-    /// now needs its result is awaited again; once every call is answered
-    /// the answer goes on.
-    fn resolved(&mut self, message: &Message, calls: Vec<Call>, ids: &[String], ctx: &mut Context<Self>) {
-        let Some(conversation) = self.conversation_mut() else { return };
-        conversation.set_calls(message.id, calls.clone());
-        let thread_id = self.thread_id;
-        let cursor = Some(crate::domain::event::position_before(message, message.blocks.len()));
-        let mut events = Vec::new();
-        for id in ids {
-            let (Some(before), Some(now)) =
-                (message.calls.iter().find(|c| &c.id == id), calls.iter().find(|c| &c.id == id))
-            else {
-                continue;
-            };
-            let Some(pending) = before.pending() else { continue };
-            let (approved, is_error) = match &now.state {
-                turn::CallState::Resolved { is_error, approved, .. } => (*approved, Some(*is_error)),
-                turn::CallState::NeedsResult { approved } => (Some(*approved), None),
-                turn::CallState::NeedsApproval => (None, None),
-            };
-            let is_error = if pending.needs == crate::domain::Needs::Approval { None } else { is_error };
-            events.push(Event::ToolResolved {
-                thread_id,
-                cursor,
-                message_id: message.id,
-                tool_call_id: id.clone(),
-                needs: pending.needs,
-                approved,
-                is_error,
-            });
-        }
-        // An approved client call now waits for its result: said again.
-        let was_approval =
-            |id: &String| message.calls.iter().any(|c| &c.id == id && c.state == turn::CallState::NeedsApproval);
-        let now_waits =
-            |id: &String| calls.iter().any(|c| &c.id == id && matches!(c.state, turn::CallState::NeedsResult { .. }));
-        if ids.iter().any(|id| was_approval(id) && now_waits(id)) {
-            if let Some(awaiting) = self.conversation().and_then(Conversation::awaiting) {
-                events.push(Event::awaiting(awaiting));
-            }
-        }
-        self.publish(&events, Some(message.id));
-        if turn::all_resolved(&calls) {
-            self.next_step(calls, ctx);
-        }
+        }))
     }
 }
 
@@ -328,8 +209,38 @@ impl Handler<ContinueAnswer> for ThreadActor {
     type Result = ();
 
     fn handle(&mut self, _: ContinueAnswer, ctx: &mut Context<Self>) {
+        if self.generation.is_some() || self.refuse_work || self.deps.shutdown.is_draining() {
+            return;
+        }
+        let Some(conversation) = self.conversation() else { return };
+        if self.lease_ttl().is_none() {
+            return self.continue_if_due(ctx);
+        }
+        // Cluster mode: under the lease, as the database has it.
+        let Some(answer) = conversation.messages().last().filter(|m| m.role == crate::domain::Role::Assistant) else {
+            return;
+        };
+        let answer = answer.id;
+        let owning = self.own_answer(answer, ctx);
+        ctx.spawn(owning.map(|owned, act, ctx| match owned {
+            Ok(ForAnswer::Owned) => {
+                act.continue_if_due(ctx);
+                if act.generation.is_none() {
+                    act.let_go(ctx);
+                }
+            }
+            Ok(ForAnswer::Held { .. }) => {}
+            Err(e) => tracing::debug!(thread_id = %act.thread_id, error.message = %e, "an answer due to go on waits"),
+        }));
+    }
+}
+
+impl ThreadActor {
+    /// The answer awaiting input goes on if every call of its step is
+    /// answered.
+    fn continue_if_due(&mut self, ctx: &mut Context<Self>) {
         let Some(awaiting) = self.conversation().and_then(Conversation::awaiting) else { return };
-        if self.generation.is_none() && turn::all_resolved(&awaiting.calls) {
+        if turn::all_resolved(&awaiting.calls) {
             let calls = awaiting.calls.clone();
             tracing::info!(thread_id = %self.thread_id, message_id = %awaiting.id, "an answer whose calls were all answered goes on");
             self.next_step(calls, ctx);

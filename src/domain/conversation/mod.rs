@@ -521,6 +521,16 @@ impl Conversation {
         (asked && !calls.is_empty()).then_some(calls)
     }
 
+    /// The calls of the running answer's step so far, for a step that is
+    /// cut (cancelled, failed, interrupted) before it asked for them: each
+    /// still needs its error result. `None` when there are none, or the
+    /// answer was offered no tools.
+    pub fn cut_calls(&self, tools: &[ToolDef]) -> Option<Vec<Call>> {
+        let answer = self.running().filter(|_| !tools.is_empty())?;
+        let calls = turn::calls_of_step(&answer.blocks[self.step_base.min(answer.blocks.len())..], tools);
+        (!calls.is_empty()).then_some(calls)
+    }
+
     /// The running answer's step count so far.
     pub fn steps(&self) -> usize {
         self.running().map_or(0, |m| turn::step_of(&m.blocks, m.blocks.len()))
