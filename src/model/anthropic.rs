@@ -11,16 +11,29 @@
 //! Before the first content event, refusals worth retrying (429, 5xx, 529,
 //! connection errors, a stream cut before content) are retried with
 //! backoff; after it, never: a retry would be a different answer.
+//!
+//! Tools go as the API defines them: `tools` (`name`, `description`,
+//! `input_schema`; who runs a tool and whether a person approves its calls
+//! are the service's business, never sent) and `tool_choice`, both only
+//! when the request has tools. An answer in several steps goes back as its
+//! turns (`domain::turn::as_turns`): each step's `tool_use` blocks in the
+//! assistant's turn, their `tool_result` blocks in the user's turn after
+//! it, first in that turn's content as the API requires (a question asked
+//! after them is merged in behind them).
 
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
 use super::{
+    calls,
     upstream::{self, Step, UpstreamPolicy},
     ChatTurn, ModelRequest, Provider, ProviderEvent, ProviderStream,
 };
-use crate::domain::{BlockKind, Role};
+use crate::domain::{
+    tools::{ToolChoice, ToolDef},
+    BlockKind, Role,
+};
 
 pub const DEFAULT_MODEL: &str = "claude-sonnet-4-5";
 const API_VERSION: &str = "2023-06-01";
@@ -59,7 +72,7 @@ impl Anthropic {
 
 /// The request body: the conversation in order, consecutive turns of one
 /// role merged (the API wants them alternating), assistant blocks sent back
-/// as the content they were.
+/// as the content they were, and the tools the model may call.
 pub fn request_body(request: &ModelRequest) -> Value {
     let mut messages: Vec<Value> = Vec::new();
     let mut last_role = None;
@@ -90,7 +103,34 @@ pub fn request_body(request: &ModelRequest) -> Value {
     if let Some(system) = request.system.as_deref().filter(|s| !s.is_empty()) {
         body["system"] = json!(system);
     }
+    // A `tool_choice` without tools is refused: with none, neither is sent.
+    if !request.tools.is_empty() {
+        body["tools"] = request.tools.iter().map(tool_of).collect();
+        if let Some(choice) = &request.tool_choice {
+            body["tool_choice"] = choice_of(choice);
+        }
+    }
     body
+}
+
+/// A tool as the API defines one: only what the model is told.
+fn tool_of(tool: &ToolDef) -> Value {
+    let mut t = json!({ "name": tool.name, "input_schema": tool.input_schema });
+    if let Some(description) = &tool.description {
+        t["description"] = json!(description);
+    }
+    t
+}
+
+/// The contract's choice is Anthropic's; spelled out here all the same, so
+/// a change to the contract's form cannot change what is sent.
+fn choice_of(choice: &ToolChoice) -> Value {
+    match choice {
+        ToolChoice::Auto => json!({ "type": "auto" }),
+        ToolChoice::Any => json!({ "type": "any" }),
+        ToolChoice::Tool { name } => json!({ "type": "tool", "name": name }),
+        ToolChoice::None => json!({ "type": "none" }),
+    }
 }
 
 fn content_of(turn: &ChatTurn) -> Vec<Value> {
@@ -106,8 +146,21 @@ fn content_of(turn: &ChatTurn) -> Vec<Value> {
                 "type": "tool_use",
                 "id": b.id,
                 "name": b.name,
-                "input": serde_json::from_str::<Value>(&b.text).unwrap_or_else(|_| json!({})),
+                "input": calls::input_object(&b.text),
             })),
+            BlockKind::ToolResult => {
+                let mut r = json!({ "type": "tool_result", "tool_use_id": b.tool_use_id });
+                // `content` is optional: an empty one is left out (the API
+                // refuses empty text blocks, and may read "" as one).
+                let text = calls::result_text(&b.text);
+                if !text.is_empty() {
+                    r["content"] = json!(text);
+                }
+                if b.is_error {
+                    r["is_error"] = json!(true);
+                }
+                Some(r)
+            }
             _ => None,
         })
         .collect()
@@ -242,7 +295,10 @@ impl upstream::Protocol for Messages {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Block;
+    use crate::{
+        domain::Block,
+        model::calls::fixtures::{request, two_steps, weather_tools},
+    };
     use eventsource_stream::Eventsource;
     use futures_util::StreamExt;
     use proptest::prelude::*;
@@ -340,5 +396,80 @@ mod tests {
         assert_eq!(messages[1]["content"][0]["type"], "thinking");
         assert_eq!(messages[1]["content"][0]["signature"], "sig");
         assert_eq!(messages[2]["content"][0]["text"], "d");
+    }
+
+    #[test]
+    fn tools_go_as_the_api_defines_them_and_only_with_tools() {
+        let body = request_body(&request(two_steps(None), weather_tools(), Some(ToolChoice::Any)));
+        assert_eq!(
+            body["tools"],
+            json!([
+                {"name": "get_weather", "description": "The weather in a city",
+                 "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+                {"name": "get_time", "input_schema": {"type": "object"}},
+            ]),
+            "approval and run are the service's own"
+        );
+        assert_eq!(body["tool_choice"], json!({"type": "any"}));
+        for (choice, sent) in [
+            (ToolChoice::Auto, json!({"type": "auto"})),
+            (ToolChoice::Tool { name: "get_time".into() }, json!({"type": "tool", "name": "get_time"})),
+            (ToolChoice::None, json!({"type": "none"})),
+        ] {
+            assert_eq!(request_body(&request(vec![], weather_tools(), Some(choice)))["tool_choice"], sent);
+        }
+        assert!(request_body(&request(vec![], weather_tools(), None)).get("tool_choice").is_none());
+        let none = request_body(&request(vec![], vec![], Some(ToolChoice::Auto)));
+        assert!(none.get("tools").is_none() && none.get("tool_choice").is_none());
+    }
+
+    #[test]
+    fn a_steps_calls_and_results_go_back_as_turns_results_first() {
+        let body = request_body(&request(two_steps(Some("and tomorrow?")), weather_tools(), None));
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": [{"type": "text", "text": "weather?"}]},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "Let me check."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+                    // Its input was cut: an object all the same.
+                    {"type": "tool_use", "id": "toolu_2", "name": "get_time", "input": {}},
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny, 21 °C"},
+                    {"type": "tool_result", "tool_use_id": "toolu_2", "content": "input cut off", "is_error": true},
+                ]},
+                {"role": "assistant", "content": [{"type": "text", "text": "Sunny."}]},
+                {"role": "user", "content": [{"type": "text", "text": "and tomorrow?"}]},
+            ])
+        );
+
+        // The next step of a running answer: its results end the turns.
+        let mut step = two_steps(None);
+        step.pop();
+        let body = request_body(&request(step, weather_tools(), None));
+        let last = body["messages"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["role"], "user");
+        assert_eq!(last["content"][0]["type"], "tool_result");
+
+        // An answer that ended on results (cancelled while awaiting), then
+        // a question: one user turn, the results first, as the API wants.
+        let mut cut = two_steps(None);
+        cut.pop();
+        cut.push(ChatTurn { role: Role::User, blocks: vec![Block::text("never mind")] });
+        let body = request_body(&request(cut, weather_tools(), None));
+        let last = body["messages"].as_array().unwrap().last().unwrap().clone();
+        let kinds: Vec<&str> =
+            last["content"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
+        assert_eq!((last["role"].as_str(), kinds), (Some("user"), vec!["tool_result", "tool_result", "text"]));
+        assert_eq!(body["messages"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn an_empty_result_sends_no_content() {
+        let turns = vec![ChatTurn { role: Role::User, blocks: vec![Block::tool_result("t", String::new(), false)] }];
+        let body = request_body(&request(turns, vec![], None));
+        assert_eq!(body["messages"][0]["content"][0], json!({"type": "tool_result", "tool_use_id": "t"}));
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod anthropic;
 pub mod bounds;
+mod calls;
 pub mod client;
 pub mod openai;
 pub mod simulated;

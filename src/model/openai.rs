@@ -7,16 +7,29 @@
 //! the block's text), `finish_reason`, the final usage chunk (with empty or
 //! null `choices`), `data: [DONE]`, and error chunks, which always fail the
 //! answer. Retries follow the same rules as the Anthropic provider.
+//!
+//! Tools go as `tools` (`{type: "function", function: {name, description,
+//! parameters}}`) and `tool_choice` (`auto`, `required`, one function,
+//! `none`), only when the request has tools. A step's calls go back as the
+//! assistant message's `tool_calls` (their `arguments` the JSON text the
+//! model wrote), and each result as a `role: tool` message right after it
+//! (see `calls` for what its `content` reads). The API has no error flag on
+//! a result: an error's content is `Error: <message>`, so the model can
+//! tell it from an output.
 
 use std::{collections::HashMap, sync::Arc};
 
 use serde_json::{json, Value};
 
 use super::{
+    calls,
     upstream::{self, Step, UpstreamPolicy},
     ModelRequest, Provider, ProviderEvent, ProviderStream,
 };
-use crate::domain::{BlockKind, Role};
+use crate::domain::{
+    tools::{ToolChoice, ToolDef},
+    Block, BlockKind, Role,
+};
 
 pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
 
@@ -39,6 +52,8 @@ impl OpenAi {
     }
 }
 
+/// The request body: the system prompt, then each turn as the chat
+/// messages it is, and the tools the model may call.
 pub fn request_body(request: &ModelRequest) -> Value {
     let mut messages = Vec::new();
     if let Some(system) = request.system.as_deref().filter(|s| !s.is_empty()) {
@@ -47,37 +62,92 @@ pub fn request_body(request: &ModelRequest) -> Value {
     for turn in &request.turns {
         let text: String = turn.blocks.iter().filter(|b| b.kind == BlockKind::Text).map(|b| b.text.as_str()).collect();
         match turn.role {
-            Role::User => messages.push(json!({ "role": "user", "content": text })),
+            Role::User => {
+                // Results answer the calls of the assistant message just
+                // before them, so they come first; a question asked after
+                // them follows as a user message of its own.
+                let results: Vec<Value> =
+                    turn.blocks.iter().filter(|b| b.kind == BlockKind::ToolResult).map(tool_message).collect();
+                let only_results = !results.is_empty() && text.is_empty();
+                messages.extend(results);
+                if !only_results {
+                    messages.push(json!({ "role": "user", "content": text }));
+                }
+            }
             Role::Assistant => {
-                let calls: Vec<Value> = turn
+                let tool_calls: Vec<Value> = turn
                     .blocks
                     .iter()
                     .filter(|b| b.kind == BlockKind::ToolUse)
-                    .map(|b| json!({ "id": b.id, "type": "function", "function": { "name": b.name, "arguments": b.text } }))
+                    .map(|b| {
+                        let arguments = calls::arguments(&b.text);
+                        json!({ "id": b.id, "type": "function", "function": { "name": b.name, "arguments": arguments } })
+                    })
                     .collect();
                 let mut m = json!({ "role": "assistant", "content": text });
-                if !calls.is_empty() {
-                    m["tool_calls"] = Value::Array(calls);
+                if !tool_calls.is_empty() {
+                    // A message of calls alone has no content (null, as
+                    // the API itself answers it), not an empty text.
+                    if text.is_empty() {
+                        m["content"] = Value::Null;
+                    }
+                    m["tool_calls"] = Value::Array(tool_calls);
                 }
                 messages.push(m);
             }
         }
     }
-    json!({
+    let mut body = json!({
         "model": request.model,
         "messages": messages,
         "max_tokens": request.max_tokens,
         "stream": true,
         "stream_options": { "include_usage": true },
-    })
+    });
+    // A `tool_choice` without tools is refused: with none, neither is sent.
+    if !request.tools.is_empty() {
+        body["tools"] = request.tools.iter().map(tool_of).collect();
+        if let Some(choice) = &request.tool_choice {
+            body["tool_choice"] = choice_of(choice);
+        }
+    }
+    body
 }
 
-/// Maps the chunks' implicit blocks onto our numbered blocks.
+/// A tool as a function the model may call: only what the model is told.
+fn tool_of(tool: &ToolDef) -> Value {
+    let mut function = json!({ "name": tool.name, "parameters": tool.input_schema });
+    if let Some(description) = &tool.description {
+        function["description"] = json!(description);
+    }
+    json!({ "type": "function", "function": function })
+}
+
+/// The contract's choice (Anthropic's words) in the chat API's.
+fn choice_of(choice: &ToolChoice) -> Value {
+    match choice {
+        ToolChoice::Auto => json!("auto"),
+        ToolChoice::Any => json!("required"),
+        ToolChoice::Tool { name } => json!({ "type": "function", "function": { "name": name } }),
+        ToolChoice::None => json!("none"),
+    }
+}
+
+/// A `tool_result` block as the `role: tool` message that answers its call.
+fn tool_message(b: &Block) -> Value {
+    let text = calls::result_text(&b.text);
+    let content = if b.is_error { format!("Error: {text}") } else { text.into_owned() };
+    json!({ "role": "tool", "tool_call_id": b.tool_use_id, "content": content })
+}
+
+/// Maps the chunks' implicit blocks onto our numbered blocks: the answer's
+/// blocks so far. Blocks are a log: text goes to the last one, so reasoning
+/// or content that comes back after another block began opens a new block
+/// of its kind (the text blocks joined are the same `content`). A call's
+/// arguments are not moved: fragments of a call after a later block began
+/// go to the call's own block, and the conversation fails the answer
+/// (`domain::conversation`), rather than a call's input be split.
 #[derive(Default)]
-/// The answer's blocks so far. Blocks are a log: text goes to the last
-/// one, so reasoning or content that comes back after another block began
-/// opens a new block of its kind (the text blocks joined are the same
-/// `content`).
 struct Blocks {
     count: usize,
     text: Option<usize>,
@@ -232,6 +302,7 @@ impl upstream::Protocol for ChatCompletions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::calls::fixtures::{request, two_steps, weather_tools};
 
     #[test]
     fn chunks_map_to_blocks_in_order() {
@@ -288,5 +359,124 @@ mod tests {
         assert_eq!(starts, [(0, Some("a".to_owned())), (1, Some("b".to_owned()))]);
         assert_eq!(events.last(), Some(&ProviderEvent::Delta { index: 1, text: " ".into() }));
         assert!(matches!(interpret("[DONE]", &mut blocks, &mut finished), Step::Done));
+    }
+
+    #[test]
+    fn tools_go_as_functions_and_only_with_tools() {
+        let body = request_body(&request(vec![], weather_tools(), Some(ToolChoice::Any)));
+        assert_eq!(
+            body["tools"],
+            json!([
+                {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
+                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
+                {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}},
+            ]),
+            "approval and run are the service's own"
+        );
+        assert_eq!(body["tool_choice"], "required");
+        for (choice, sent) in [
+            (ToolChoice::Auto, json!("auto")),
+            (
+                ToolChoice::Tool { name: "get_time".into() },
+                json!({"type": "function", "function": {"name": "get_time"}}),
+            ),
+            (ToolChoice::None, json!("none")),
+        ] {
+            assert_eq!(request_body(&request(vec![], weather_tools(), Some(choice)))["tool_choice"], sent);
+        }
+        assert!(request_body(&request(vec![], weather_tools(), None)).get("tool_choice").is_none());
+        let none = request_body(&request(vec![], vec![], Some(ToolChoice::Auto)));
+        assert!(none.get("tools").is_none() && none.get("tool_choice").is_none());
+    }
+
+    #[test]
+    fn a_steps_calls_and_results_go_back_as_tool_calls_and_tool_messages() {
+        let body = request_body(&request(two_steps(Some("and tomorrow?")), weather_tools(), None));
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": "Let me check.", "tool_calls": [
+                    {"id": "toolu_1", "type": "function",
+                     "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
+                    // Its input was cut: an object all the same.
+                    {"id": "toolu_2", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
+                ]},
+                {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny, 21 °C"},
+                {"role": "tool", "tool_call_id": "toolu_2", "content": "Error: input cut off"},
+                {"role": "assistant", "content": "Sunny."},
+                {"role": "user", "content": "and tomorrow?"},
+            ])
+        );
+
+        // Calls with no text: no content.
+        let mut calls_only = two_steps(None);
+        calls_only[1].blocks.remove(0);
+        let body = request_body(&request(calls_only, vec![], None));
+        assert_eq!(body["messages"][1]["content"], Value::Null);
+        assert_eq!(body["messages"][1]["tool_calls"].as_array().unwrap().len(), 2);
+
+        // Results and a question in one turn: the results first.
+        let mut merged = two_steps(None);
+        merged.pop();
+        merged[2].blocks.push(Block::text("never mind"));
+        let body = request_body(&request(merged, vec![], None));
+        let roles: Vec<&str> =
+            body["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+        assert_eq!(roles, ["user", "assistant", "tool", "tool", "user"]);
+        assert_eq!(body["messages"][4]["content"], "never mind");
+    }
+
+    /// Parallel calls as OpenAI streams them: each call's first fragment
+    /// has its id, type and name with empty arguments, the rest only
+    /// `arguments`, cut anywhere (here inside keys and strings).
+    #[test]
+    fn parallel_calls_stream_as_one_block_each() {
+        let mut blocks = Blocks::default();
+        let mut finished = false;
+        let chunks = [
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null,"refusal":null},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"get_weather","arguments":""}}]},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"ci"}}]},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"ty\": \"Par"}}]},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"is\"}"}}]},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_b","type":"function","function":{"name":"get_time","arguments":""}}]},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"function":{"arguments":"{}"}}]},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+        ];
+        let mut events = Vec::new();
+        for c in chunks {
+            match interpret(c, &mut blocks, &mut finished) {
+                Step::Emit(out) => events.extend(out),
+                _ => panic!("unexpected step for {c}"),
+            }
+        }
+        let start = |index, id: &str, name: &str| ProviderEvent::BlockStart {
+            index,
+            kind: BlockKind::ToolUse,
+            id: Some(id.into()),
+            name: Some(name.into()),
+        };
+        let delta = |index, text: &str| ProviderEvent::Delta { index, text: text.into() };
+        assert_eq!(
+            events,
+            [
+                start(0, "call_a", "get_weather"),
+                delta(0, "{\"ci"),
+                delta(0, "ty\": \"Par"),
+                delta(0, "is\"}"),
+                start(1, "call_b", "get_time"),
+                delta(1, "{}"),
+                ProviderEvent::StopReason { stop_reason: "tool_calls".into() },
+            ]
+        );
+        // A fragment of the first call after the second began goes to the
+        // first call's block, which the conversation refuses: the answer
+        // fails rather than a call's input be split.
+        let late = r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":" "}}]}}]}"#;
+        match interpret(late, &mut blocks, &mut finished) {
+            Step::Emit(out) => assert_eq!(out, [delta(0, " ")]),
+            _ => panic!("a delta"),
+        }
     }
 }

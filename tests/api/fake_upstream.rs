@@ -4,7 +4,9 @@
 //! records what it was asked and whether the client hung up.
 //!
 //! It speaks whatever bytes the script holds; `anthropic` and `openai`
-//! below build exact scripts of each streaming protocol. A hostile or
+//! below build exact scripts of each streaming protocol, tool calls
+//! included (`tool_answer`: parallel calls, their input streamed in
+//! fragments cut mid-token, as each API streams them). A hostile or
 //! broken provider is scripted too: one that never sends its response
 //! head (`Reply::Silent`), drips a byte at a time (`Piece::Drip`), sends
 //! one huge event in many small chunks (`Piece::Chunked`), or never stops
@@ -372,6 +374,34 @@ pub mod anthropic {
         event("error", &json!({"type": "error", "error": {"type": kind, "message": message}}))
     }
 
+    /// A step that ends with tool calls, as the API streams it: an
+    /// optional text block first, then per call (`(id, name, input JSON
+    /// text)`, in order, one block each) a `tool_use` block start with an
+    /// empty `input`, an empty `input_json_delta`, the input in fragments
+    /// of a few bytes (`fragments`: cut inside keys and strings), its
+    /// stop; then `stop_reason: "tool_use"`. The blocks' texts are exactly
+    /// the inputs given.
+    pub fn tool_answer(text: Option<&str>, calls: &[(&str, &str, &str)]) -> Vec<Piece> {
+        let mut out = vec![Piece::Bytes(message_start(11))];
+        let first = usize::from(text.is_some());
+        if let Some(text) = text {
+            out.extend([text_start(0), text_delta(0, text), block_stop(0)].map(Piece::Bytes));
+        }
+        for (i, (id, name, input)) in calls.iter().enumerate() {
+            let index = first + i;
+            out.push(Piece::Bytes(tool_start(index, Some(id), name)));
+            out.push(Piece::Bytes(input_delta(index, "")));
+            if i == 0 {
+                out.push(Piece::Bytes(ping()));
+            }
+            out.extend(fragments(input, 5).into_iter().map(|f| Piece::Bytes(input_delta(index, f))));
+            out.push(Piece::Bytes(block_stop(index)));
+        }
+        out.push(Piece::Bytes(message_delta("tool_use", 20)));
+        out.push(Piece::Bytes(message_stop()));
+        out
+    }
+
     /// A complete one-text-block answer made of `pieces`, with pings.
     pub fn text_answer(pieces: &[&str]) -> Vec<Piece> {
         let mut out = vec![Piece::Bytes(message_start(11)), Piece::Bytes(text_start(0)), Piece::Bytes(ping())];
@@ -406,4 +436,59 @@ pub mod openai {
     pub fn done() -> Vec<u8> {
         b"data: [DONE]\n\n".to_vec()
     }
+
+    /// The first fragment of call `index` (its position among the
+    /// answer's calls): its id, type and name, no arguments yet.
+    pub fn call_start(index: usize, id: &str, name: &str) -> Vec<u8> {
+        chunk(
+            json!({"tool_calls": [{"index": index, "id": id, "type": "function",
+                "function": {"name": name, "arguments": ""}}]}),
+            None,
+        )
+    }
+
+    /// More of call `index`'s arguments.
+    pub fn call_arguments(index: usize, arguments: &str) -> Vec<u8> {
+        chunk(json!({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}), None)
+    }
+
+    /// A step that ends with tool calls, as the API streams it: the role
+    /// (`content: null` when there is no text), the text if any, then per
+    /// call (`(id, name, input JSON text)`, in order) its first fragment
+    /// and its arguments in fragments of a few bytes (cut inside keys and
+    /// strings), `finish_reason: "tool_calls"` with an empty delta, the
+    /// usage chunk, `[DONE]`. Each call is one block whose text is exactly
+    /// the input given.
+    pub fn tool_answer(text: Option<&str>, calls: &[(&str, &str, &str)]) -> Vec<Piece> {
+        let mut out = vec![Piece::Bytes(chunk(json!({"role": "assistant", "content": null, "refusal": null}), None))];
+        if let Some(text) = text {
+            out.push(Piece::Bytes(chunk(json!({"content": text}), None)));
+        }
+        for (index, (id, name, input)) in calls.iter().enumerate() {
+            out.push(Piece::Bytes(call_start(index, id, name)));
+            out.extend(fragments(input, 4).into_iter().map(|f| Piece::Bytes(call_arguments(index, f))));
+        }
+        out.push(Piece::Bytes(chunk(json!({}), Some("tool_calls"))));
+        out.push(Piece::Bytes(usage(21, 13)));
+        out.push(Piece::Bytes(done()));
+        out
+    }
+}
+
+/// `text` in pieces of about `size` bytes, each cut at a character
+/// boundary: tool input streams in fragments that end anywhere in the
+/// JSON (inside a key, a string, a number), never inside a character.
+pub fn fragments(text: &str, size: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = size.max(1).min(rest.len());
+        while !rest.is_char_boundary(end) {
+            end += 1;
+        }
+        let (piece, tail) = rest.split_at(end);
+        out.push(piece);
+        rest = tail;
+    }
+    out
 }

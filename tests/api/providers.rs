@@ -100,8 +100,19 @@ impl Harness {
         format!("{}/v1/projects/{}/threads/{}{rest}", self.base, self.pid, self.tid)
     }
 
+    /// Makes this harness's thread a new one, created with `body` (its
+    /// tools, say).
+    pub async fn new_thread(&mut self, body: Value) {
+        let created = self.client.post(format!("{}/v1/projects/{}/threads", self.base, self.pid)).json(&body).send();
+        let created = created.await.unwrap();
+        assert_eq!(created.status(), 201);
+        let thread: Value = created.json().await.unwrap();
+        self.tid = thread["id"].as_str().unwrap().to_owned();
+    }
+
     /// Opens /events, posts `content`, and returns every event up to the
-    /// message's `message.completed`.
+    /// message's `message.completed` (or `message.awaiting`: a step that
+    /// ended with calls the answer waits on).
     async fn ask(&self, body: Value) -> Vec<Value> {
         let sse = self.client.get(self.url("/events")).send().await.unwrap();
         let mut events = sse.bytes_stream().eventsource();
@@ -114,7 +125,7 @@ impl Harness {
             let ev = tokio::time::timeout(WAIT, events.next()).await.expect("event in time").unwrap().unwrap();
             let data: Value = serde_json::from_str(&ev.data).unwrap();
             seen.push(data.clone());
-            if ev.event == "message.completed" {
+            if ev.event == "message.completed" || ev.event == "message.awaiting" {
                 return seen;
             }
         }
@@ -835,4 +846,117 @@ async fn tool_calls_without_an_id_or_with_a_used_one_get_an_id_of_their_own() {
     let mut expected: Vec<&str> = announced.iter().map(String::as_str).collect();
     expected.push(&id);
     assert_eq!(sent, expected);
+}
+
+/// A thread's tools as the contract writes them: one needs approval, the
+/// other says who runs it; neither is the provider's business.
+fn thread_tools() -> Value {
+    json!([
+        {"name": "get_weather", "description": "The weather in a city, now",
+         "input_schema": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+                          "required": ["city"]},
+         "approval": "always"},
+        {"name": "get_time", "input_schema": {"type": "object", "properties": {"tz": {"type": "string"}}},
+         "run": "client"},
+    ])
+}
+
+/// Two parallel calls, inputs with multi-byte text and escapes, so their
+/// fragments are cut inside keys, strings and characters' neighbours.
+const CALLS: [(&str, &str, &str); 2] = [
+    ("call_weather_1", "get_weather", r#"{"city": "Zürich \"Altstadt\"", "unit": "c"}"#),
+    ("call_time_2", "get_time", r#"{"tz":"Europe/Zurich"}"#),
+];
+
+/// The answer's `tool_use` blocks as stored and as streamed: kinds, ids,
+/// names, and the input text the deltas built, which is exactly the
+/// model's.
+async fn assert_calls_stored(h: &Harness, events: &[Value], first: usize, stop_reason: &str) {
+    let announced: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["type"] == "message.block" && e["kind"] == "tool_use")
+        .map(|e| (e["id"].as_str().unwrap().to_owned(), e["name"].as_str().unwrap().to_owned()))
+        .collect();
+    let expected: Vec<(String, String)> =
+        CALLS.iter().map(|(id, name, _)| (id.to_string(), name.to_string())).collect();
+    assert_eq!(announced, expected);
+    let stored = h.last_message().await;
+    for (i, (id, name, input)) in CALLS.iter().enumerate() {
+        let block = &stored["blocks"][first + i];
+        assert_eq!(
+            (block["kind"].as_str(), block["id"].as_str(), block["name"].as_str()),
+            (Some("tool_use"), Some(*id), Some(*name))
+        );
+        assert_eq!(block["text"], *input, "the exact input text");
+        assert_eq!(streamed_text(events, (first + i) as u64), *input, "the deltas build it");
+    }
+    assert_eq!(stored["blocks"].as_array().unwrap().len(), first + CALLS.len());
+    assert_eq!(stored["stop_reason"], stop_reason, "the provider's own reason");
+    assert_ne!(stored["status"], "failed");
+}
+
+#[actix_web::test]
+async fn anthropic_is_told_the_threads_tools_and_streams_parallel_calls() {
+    let pieces = a::tool_answer(Some("Checking both."), &CALLS);
+    let mut h = harness("anthropic", vec![Reply::Stream { pieces, end: End::Clean }], &[]).await;
+    h.new_thread(json!({"tools": thread_tools(), "tool_choice": {"type": "tool", "name": "get_weather"}})).await;
+    let events = h.ask(json!({"content": "weather and time in Zürich?"})).await;
+
+    let body = &h.upstream.requests()[0].body;
+    assert_eq!(
+        body["tools"],
+        json!([
+            {"name": "get_weather", "description": "The weather in a city, now",
+             "input_schema": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+                              "required": ["city"]}},
+            {"name": "get_time", "input_schema": {"type": "object", "properties": {"tz": {"type": "string"}}}},
+        ])
+    );
+    assert_eq!(body["tool_choice"], json!({"type": "tool", "name": "get_weather"}));
+    assert_eq!(streamed_text(&events, 0), "Checking both.");
+    assert_calls_stored(&h, &events, 1, "tool_use").await;
+}
+
+#[actix_web::test]
+async fn openai_is_told_the_threads_tools_and_streams_parallel_calls() {
+    let pieces = o::tool_answer(None, &CALLS);
+    let mut h = harness("openai", vec![Reply::Stream { pieces, end: End::Clean }], &[]).await;
+    h.new_thread(json!({"tools": thread_tools(), "tool_choice": {"type": "any"}})).await;
+    let events = h.ask(json!({"content": "weather and time in Zürich?"})).await;
+
+    let body = &h.upstream.requests()[0].body;
+    assert_eq!(
+        body["tools"],
+        json!([
+            {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city, now",
+             "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+                            "required": ["city"]}}},
+            {"type": "function", "function": {"name": "get_time",
+             "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}}}},
+        ])
+    );
+    assert_eq!(body["tool_choice"], "required");
+    assert_calls_stored(&h, &events, 0, "tool_calls").await;
+    assert_eq!(h.last_message().await["usage"]["output_tokens"], 13);
+}
+
+#[actix_web::test]
+async fn openai_arguments_of_a_call_after_the_next_call_began_fail_the_answer() {
+    // Blocks are a log: the first call's input cannot grow once the
+    // second call's block began.
+    let pieces = vec![
+        Piece::Bytes(o::call_start(0, "call_1", "get_time")),
+        Piece::Bytes(o::call_arguments(0, "{\"tz\":")),
+        Piece::Bytes(o::call_start(1, "call_2", "get_time")),
+        Piece::Bytes(o::call_arguments(0, "\"UTC\"}")),
+        Piece::Bytes(o::chunk(json!({}), Some("tool_calls"))),
+        Piece::Bytes(o::done()),
+    ];
+    let mut h = harness("openai", vec![Reply::Stream { pieces, end: End::Clean }], &[]).await;
+    h.new_thread(json!({"tools": thread_tools()})).await;
+    let events = h.ask(json!({"content": "time?"})).await;
+    let done = completed(&events);
+    assert_eq!(done["status"], "failed");
+    assert!(done["error"]["message"].as_str().unwrap().contains("after block 1 began"), "{done}");
+    assert_eq!(h.last_message().await["blocks"][0]["text"], "{\"tz\":", "what came in order is kept");
 }
