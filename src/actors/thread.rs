@@ -388,6 +388,6 @@ mod role;
 mod steps;
 
 pub use messages::*;
-use role::{NotNow, Role};
 pub use resolve::{Resolution, Resolve, ResolveError};
+use role::{NotNow, Role};
 pub use steps::ContinueAnswer;

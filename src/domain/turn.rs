@@ -234,9 +234,13 @@ pub fn result_blocks(calls: &[Call]) -> Vec<Block> {
 /// which go back as the user's turn (as both Anthropic's and
 /// OpenAI-compatible APIs want them), then the next step's. A message
 /// with no results is one turn.
+///
+/// Every call goes back with a result: a call left without one (its answer
+/// ended before it was answered, say by a crash, or in a thread offered no
+/// tools) gets an error result, as both APIs refuse a call unanswered.
 pub fn as_turns(role: super::Role, blocks: &[Block]) -> Vec<(super::Role, Vec<Block>)> {
     let mut turns: Vec<(super::Role, Vec<Block>)> = Vec::new();
-    for block in blocks {
+    for block in &with_every_result(blocks) {
         let role = if block.kind == BlockKind::ToolResult { super::Role::User } else { role };
         match turns.last_mut() {
             Some((last, blocks)) if *last == role => blocks.push(block.clone()),
@@ -244,6 +248,37 @@ pub fn as_turns(role: super::Role, blocks: &[Block]) -> Vec<(super::Role, Vec<Bl
         }
     }
     turns
+}
+
+/// `blocks` with an error result after each step's last result (or the
+/// step's end) for each call of the step that has none.
+fn with_every_result(blocks: &[Block]) -> Vec<Block> {
+    let mut out = Vec::with_capacity(blocks.len());
+    let mut open: Vec<String> = Vec::new();
+    let missing = |open: &mut Vec<String>| {
+        open.drain(..)
+            .map(|id| Block {
+                tool_use_id: Some(id),
+                is_error: true,
+                ..Block { text: error_text(reason::STEP_CUT), ..Block::new(BlockKind::ToolResult) }
+            })
+            .collect::<Vec<_>>()
+    };
+    for (i, block) in blocks.iter().enumerate() {
+        match block.kind {
+            BlockKind::ToolUse => open.extend(block.id.clone()),
+            BlockKind::ToolResult => open.retain(|id| block.tool_use_id.as_ref() != Some(id)),
+            _ => {}
+        }
+        out.push(block.clone());
+        let step_ends = block.kind == BlockKind::ToolResult
+            && blocks.get(i + 1).is_none_or(|next| next.kind != BlockKind::ToolResult);
+        if step_ends {
+            out.extend(missing(&mut open));
+        }
+    }
+    out.extend(missing(&mut open));
+    out
 }
 
 /// The index of the first block of the last step of an answer with

@@ -92,10 +92,10 @@ impl ThreadView {
     }
 }
 
-/// The status of each of `ids`: generating here (the registry knows), or
-/// in cluster mode on any node (a live lease held for an answer); else
-/// awaiting input if its last answer waits (the database knows); else
-/// idle.
+/// The status of each of `ids`: generating here (the registry knows);
+/// else awaiting input if its last answer waits (the database knows);
+/// else in cluster mode generating on any node (a live lease held for an
+/// answer); else idle.
 async fn statuses(state: &AppState, ids: Vec<Uuid>) -> Result<Vec<ThreadStatus>, ApiError> {
     let here = match state.registry.send(Generating { thread_ids: ids.clone() }).await {
         Ok(here) => here,
@@ -109,10 +109,15 @@ async fn statuses(state: &AppState, ids: Vec<Uuid>) -> Result<Vec<ThreadStatus>,
     Ok(ids
         .iter()
         .zip(here)
-        .map(|(id, here)| match (here || anywhere.contains(id), awaiting.contains(id)) {
-            (true, _) => ThreadStatus::Generating,
-            (false, true) => ThreadStatus::AwaitingInput,
-            (false, false) => ThreadStatus::Idle,
+        .map(|(id, here)| match (here, awaiting.contains(id), anywhere.contains(id)) {
+            (true, _, _) => ThreadStatus::Generating,
+            // Stored awaiting input: a lease still held is the one its step
+            // lets go, or a decision's being written. (A next step that
+            // began on another node a moment ago is stored so within a
+            // flush interval.)
+            (false, true, _) => ThreadStatus::AwaitingInput,
+            (false, false, true) => ThreadStatus::Generating,
+            (false, false, false) => ThreadStatus::Idle,
         })
         .collect())
 }

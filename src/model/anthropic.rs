@@ -77,7 +77,7 @@ pub fn request_body(request: &ModelRequest) -> Value {
     let mut messages: Vec<Value> = Vec::new();
     let mut last_role = None;
     for turn in &request.turns {
-        let content = content_of(turn);
+        let content = content_of(turn, !request.tools.is_empty());
         if content.is_empty() {
             continue;
         }
@@ -133,11 +133,23 @@ fn choice_of(choice: &ToolChoice) -> Value {
     }
 }
 
-fn content_of(turn: &ChatTurn) -> Vec<Value> {
+/// A turn's blocks as content. `tools`: the request offers tools; without
+/// any, the API refuses `tool_use` and `tool_result` blocks (a thread whose
+/// tools were taken away), so past calls and results are told as text.
+fn content_of(turn: &ChatTurn, tools: bool) -> Vec<Value> {
     turn.blocks
         .iter()
         .filter_map(|b| match b.kind {
             BlockKind::Text if !b.text.is_empty() => Some(json!({ "type": "text", "text": b.text })),
+            BlockKind::ToolUse if !tools => {
+                let name = b.name.as_deref().unwrap_or_default();
+                Some(json!({ "type": "text", "text": format!("[called the tool {name} with {}]", calls::input_object(&b.text)) }))
+            }
+            BlockKind::ToolResult if !tools => {
+                let text = calls::result_text(&b.text);
+                let what = if b.is_error { "failed" } else { "answered" };
+                Some(json!({ "type": "text", "text": format!("[the tool {what}: {text}]") }))
+            }
             // A thinking block can only be sent back with its signature.
             BlockKind::Thinking => {
                 b.signature.as_ref().map(|sig| json!({ "type": "thinking", "thinking": b.text, "signature": sig }))

@@ -23,6 +23,11 @@ pub struct Binary {
 
 impl Binary {
     pub async fn start(db: &str, extra: &[&str]) -> Binary {
+        Binary::start_env(db, extra, &[]).await
+    }
+
+    /// Started with `env` set too (an API key, say).
+    pub async fn start_env(db: &str, extra: &[&str], env: &[(String, String)]) -> Binary {
         let mut flags = args(db, extra);
         flags.remove(0);
         flags.extend(["--log-format".into(), "json".into()]);
@@ -31,6 +36,7 @@ impl Binary {
         }
         let mut child = Command::new(env!("CARGO_BIN_EXE_convo"))
             .args(&flags)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

@@ -20,6 +20,8 @@ pub struct Cluster {
     pub nodes: Vec<Binary>,
     pub db: String,
     flags: Vec<String>,
+    /// Set in every node's environment.
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -27,6 +29,11 @@ impl Cluster {
     /// unless a test brings its own), with `extra` flags; `None` (the test
     /// is skipped) without the test services.
     pub async fn start(n: usize, redis: Option<&str>, extra: &[&str]) -> Option<Cluster> {
+        Cluster::start_env(n, redis, extra, &[]).await
+    }
+
+    /// As `start`, with `env` set in every node's environment.
+    pub async fn start_env(n: usize, redis: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> Option<Cluster> {
         let (Ok(pg), Ok(machine_redis)) = (std::env::var("TEST_DATABASE_URL"), std::env::var("TEST_REDIS_URL")) else {
             skipped();
             return None;
@@ -57,7 +64,8 @@ impl Cluster {
                 _ => flags.extend(pair.iter().map(|s| s.to_string())),
             }
         }
-        let mut cluster = Cluster { nodes: Vec::new(), db, flags };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut cluster = Cluster { nodes: Vec::new(), db, flags, env };
         for i in 0..n {
             cluster.nodes.push(cluster.spawn(i).await);
         }
@@ -73,7 +81,7 @@ impl Cluster {
         let name = format!("node-{i}");
         let mut flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
         flags.extend(["--node-id", &name]);
-        Binary::start(db, &flags).await
+        Binary::start_env(db, &flags, &self.env).await
     }
 
     pub fn node(&self, i: usize) -> &Server {

@@ -29,4 +29,5 @@ mod support;
 mod tls;
 mod tls_http2;
 mod tools;
+mod tools_faults;
 mod websocket;

@@ -20,7 +20,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// An answer of `text`, then the calls `(id, name, input JSON)`, each
 /// input streamed in two fragments, ending with `stop_reason: tool_use`.
-fn calls_answer(text: &str, calls: &[(&str, &str, &str)]) -> Reply {
+pub fn calls_answer(text: &str, calls: &[(&str, &str, &str)]) -> Reply {
     let mut pieces = vec![Piece::Bytes(a::message_start(20)), Piece::Bytes(a::text_start(0))];
     pieces.push(Piece::Bytes(a::text_delta(0, text)));
     pieces.push(Piece::Bytes(a::block_stop(0)));
@@ -37,7 +37,7 @@ fn calls_answer(text: &str, calls: &[(&str, &str, &str)]) -> Reply {
     Reply::Stream { pieces, end: End::Clean }
 }
 
-fn text_answer(text: &str) -> Reply {
+pub fn text_answer(text: &str) -> Reply {
     Reply::Stream { pieces: a::text_answer(&[text]), end: End::Clean }
 }
 
@@ -156,7 +156,19 @@ async fn a_client_call_awaits_its_result_and_the_answer_goes_on_in_the_same_mess
     assert_eq!(messages[1]["blocks"][2]["text"], r#"{"celsius":21}"#);
     assert_eq!(messages[1]["content"], "Let me look.It is 21 degrees.");
     assert!(messages[1].get("pending").is_none());
-    assert_eq!(h.upstream.requests().len(), 2, "one model call per step");
+    let requests = h.upstream.requests();
+    assert_eq!(requests.len(), 2, "one model call per step");
+    // The first call offered the thread's tools; the second carries the
+    // step's call and its result, as Anthropic wants them.
+    assert_eq!(requests[0].body["tools"][0]["name"], "look");
+    let turns = requests[1].body["messages"].as_array().unwrap();
+    let (call, given) = (&turns[turns.len() - 2], &turns[turns.len() - 1]);
+    assert_eq!((call["role"].as_str(), call["content"][1]["type"].as_str()), (Some("assistant"), Some("tool_use")));
+    assert_eq!(call["content"][1]["input"], json!({"city": "Oslo"}));
+    assert_eq!(given["role"], "user");
+    assert_eq!(given["content"][0]["type"], "tool_result");
+    assert_eq!(given["content"][0]["tool_use_id"], "toolu_1");
+    assert_eq!(given["content"][0]["content"], r#"{"celsius":21}"#);
 
     // The same result again is no change; a different one is refused.
     let (status, again) = post(&h, format!("{thread}/tool-results"), result).await;

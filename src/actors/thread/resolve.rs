@@ -111,7 +111,7 @@ impl ThreadActor {
     /// holding the lease) and stores what it changes; once stored, every
     /// tab hears of it and the answer goes on if nothing waits any more.
     fn resolve_stored(&mut self, msg: Resolve) -> Resolving {
-        let checked = self.found().and_then(|(thread, conversation)| Ok(check(thread, conversation, &msg)));
+        let checked = self.found().map(|(thread, conversation)| check(thread, conversation, &msg));
         let (message, calls, report) = match checked {
             Ok(Ok(Checked::Done(report))) => return ready(Ok(report)),
             Ok(Ok(Checked::Apply { message, calls, report })) => (message, calls, report),
@@ -170,11 +170,11 @@ impl ThreadActor {
                 match check(thread, &stored, &msg) {
                     Ok(Checked::Done(report)) => ready(Ok(report)),
                     Err(e) => ready(Err(e)),
-                    Ok(Checked::Apply { .. }) if attempts > 1 => {
-                        Box::pin(act.when_released(epoch, ttl).into_actor(act).then(move |(), act, ctx| {
-                            act.resolve_clustered(msg, attempts - 1, ctx)
-                        }))
-                    }
+                    Ok(Checked::Apply { .. }) if attempts > 1 => Box::pin(
+                        act.when_released(epoch, ttl)
+                            .into_actor(act)
+                            .then(move |(), act, ctx| act.resolve_clustered(msg, attempts - 1, ctx)),
+                    ),
                     Ok(Checked::Apply { .. }) => {
                         tracing::warn!(thread_id = %act.thread_id, "a decision found the thread's lease held too long");
                         ready(Err(ThreadError::Unavailable.into()))
@@ -190,7 +190,8 @@ impl ThreadActor {
     fn resolved(&mut self, message: &Message, calls: Vec<Call>, ids: &[String], ctx: &mut Context<Self>) {
         let Some(conversation) = self.conversation_mut() else { return };
         conversation.set_calls(message.id, calls.clone());
-        let mut events: Vec<Event> = ids.iter().filter_map(|id| resolved_event(self.thread_id, message, &calls, id)).collect();
+        let mut events: Vec<Event> =
+            ids.iter().filter_map(|id| resolved_event(self.thread_id, message, &calls, id)).collect();
         // An approved client call now waits for its result: said again.
         let was_approval =
             |id: &String| message.calls.iter().any(|c| &c.id == id && c.state == CallState::NeedsApproval);

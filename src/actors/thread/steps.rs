@@ -10,8 +10,8 @@
 
 use std::time::Instant;
 
-use super::*;
 use super::lease::ForAnswer;
+use super::*;
 use crate::domain::turn::{self, Call};
 
 /// An awaiting answer whose calls are all answered goes on (after a
@@ -194,9 +194,11 @@ impl ThreadActor {
                     return ready(Ok(id));
                 }
                 match stored.awaiting() {
-                    Some(_) if attempts > 1 => Box::pin(act.when_released(epoch, ttl).into_actor(act).then(
-                        move |(), act, ctx| act.cancel_awaiting_clustered(answer, attempts - 1, ctx),
-                    )),
+                    Some(_) if attempts > 1 => Box::pin(
+                        act.when_released(epoch, ttl)
+                            .into_actor(act)
+                            .then(move |(), act, ctx| act.cancel_awaiting_clustered(answer, attempts - 1, ctx)),
+                    ),
                     Some(_) => ready(Err(ThreadError::Unavailable)),
                     None => ready(Err(ThreadError::NotGenerating)),
                 }

@@ -49,6 +49,10 @@ pub struct Conversation {
     /// Where the running answer's current step began: the provider numbers
     /// a step's blocks from 0, the answer holds every step's.
     step_base: usize,
+    /// A mirror: the last `message.step` it passed on (each is told once).
+    stepped: Option<(Uuid, usize)>,
+    /// A mirror: the last `message.awaiting` it passed on.
+    awaited: Option<(Uuid, Vec<crate::domain::PendingCall>)>,
 }
 
 /// A question just accepted.
@@ -93,7 +97,16 @@ impl Conversation {
             published.adopt(answer);
             step_base = turn::step_start(&answer.blocks);
         }
-        Conversation { thread_id, messages, running, published, tail_exact: true, step_base }
+        Conversation {
+            thread_id,
+            messages,
+            running,
+            published,
+            tail_exact: true,
+            step_base,
+            stepped: None,
+            awaited: None,
+        }
     }
 
     /// The running answer was loaded without every frame its owner
@@ -437,6 +450,15 @@ impl Conversation {
                 Ok(true)
             }
             Event::MessageAwaiting { message_id, pending, .. } => {
+                if self.streaming_or_awaiting(*message_id)?.is_none() {
+                    return Ok(false);
+                }
+                // (Heard already: the same calls wait.)
+                let heard = (*message_id, pending.clone());
+                if self.awaited.as_ref() == Some(&heard) {
+                    return Ok(false);
+                }
+                self.awaited = Some(heard);
                 let Some(m) = self.streaming_or_awaiting(*message_id)? else { return Ok(false) };
                 m.status = MessageStatus::AwaitingInput;
                 // What a mirror knows of the calls: those that wait.
@@ -458,6 +480,21 @@ impl Conversation {
             Event::ToolResolved { message_id, tool_call_id, is_error, approved, .. } => {
                 let Some(m) = self.streaming_or_awaiting(*message_id)? else { return Ok(false) };
                 let Some(call) = m.calls.iter_mut().find(|c| &c.id == tool_call_id) else { return Ok(false) };
+                // (Heard already: an approval that left the call waiting
+                // for its result, or an answer.)
+                let heard = match call.state {
+                    CallState::NeedsApproval => false,
+                    CallState::NeedsResult { approved: was } => was && is_error.is_none(),
+                    CallState::Resolved { .. } => true,
+                };
+                if heard {
+                    return Ok(false);
+                }
+                if *approved == Some(true) && is_error.is_none() {
+                    // Approved, a client's call: it waits for its result.
+                    call.state = CallState::NeedsResult { approved: true };
+                    return Ok(true);
+                }
                 // (Its text comes as a result block when the answer goes on.)
                 call.state = CallState::Resolved {
                     text: String::new(),
@@ -466,7 +503,16 @@ impl Conversation {
                 };
                 Ok(true)
             }
-            Event::MessageStep { .. } => Ok(false),
+            Event::MessageStep { message_id, step, .. } => {
+                // Told once: the step its results began.
+                let Some(m) = self.streaming(*message_id)? else { return Ok(false) };
+                let now = turn::step_of(&m.blocks, m.blocks.len());
+                if *step != now || self.stepped == Some((*message_id, now)) {
+                    return Ok(false);
+                }
+                self.stepped = Some((*message_id, now));
+                Ok(true)
+            }
             Event::Ready { .. } | Event::Presence { .. } | Event::Error { .. } => Ok(false),
         }
     }
@@ -506,19 +552,21 @@ impl Conversation {
         self.messages.last().filter(|m| m.is_awaiting())
     }
 
-    /// The calls of the step the running answer just ended, if it ended
-    /// asking for tools (its stop reason says so and the step has calls),
-    /// each waiting for what `tools` say of it. An answer offered no tools
-    /// has no further steps: a call it makes anyway ends it, as a block.
+    /// The calls of the step the running answer just ended, if the step
+    /// made any, each waiting for what `tools` say of it. Whatever the stop
+    /// reason: OpenAI-compatible servers often say `stop` after calls, and
+    /// a step cut at `max_tokens` still owes each call its result (one cut
+    /// off is answered so, and the model may try again). An answer offered
+    /// no tools has no further steps: a call it makes anyway ends it, as a
+    /// block.
     pub fn step_calls(&self, tools: &[ToolDef]) -> Option<Vec<Call>> {
         if tools.is_empty() {
             return None;
         }
         let answer = self.running()?;
-        let asked = matches!(answer.stop_reason.as_deref(), Some("tool_use" | "tool_calls"));
-        let step = &answer.blocks[turn::step_start(&answer.blocks)..];
+        let step = &answer.blocks[self.step_base.min(answer.blocks.len())..];
         let calls = turn::calls_of_step(step, tools);
-        (asked && !calls.is_empty()).then_some(calls)
+        (!calls.is_empty()).then_some(calls)
     }
 
     /// The calls of the running answer's step so far, for a step that is

@@ -111,6 +111,41 @@ fn steps_are_counted_by_their_results() {
 
 /// An answer posted for call `i` of four: a result (one of two outputs)
 /// or a decision.
+#[test]
+fn every_call_goes_back_to_the_model_with_a_result() {
+    let result =
+        |id: &str| Block { tool_use_id: Some(id.into()), text: "1".into(), ..Block::new(BlockKind::ToolResult) };
+    // Step 1: two calls, one answered; step 2: a call its answer never got
+    // to (cut by a crash, or a thread offered no tools).
+    let blocks = vec![
+        call_block("a", "look", "{}"),
+        call_block("b", "look", "{}"),
+        result("a"),
+        Block::text("and"),
+        call_block("c", "look", "{}"),
+    ];
+    let turns = as_turns(crate::domain::Role::Assistant, &blocks);
+    type Shape = Vec<(crate::domain::Role, Vec<(BlockKind, Option<String>, bool)>)>;
+    let shape: Shape = turns
+        .iter()
+        .map(|(role, blocks)| {
+            (*role, blocks.iter().map(|b| (b.kind, b.tool_use_id.clone().or(b.id.clone()), b.is_error)).collect())
+        })
+        .collect();
+    use crate::domain::Role::{Assistant, User};
+    use BlockKind::{Text, ToolResult, ToolUse};
+    assert_eq!(
+        shape,
+        [
+            (Assistant, vec![(ToolUse, Some("a".into()), false), (ToolUse, Some("b".into()), false)]),
+            (User, vec![(ToolResult, Some("a".into()), false), (ToolResult, Some("b".into()), true)]),
+            (Assistant, vec![(Text, None, false), (ToolUse, Some("c".into()), false)]),
+            (User, vec![(ToolResult, Some("c".into()), true)]),
+        ]
+    );
+    assert_eq!(turns[3].1[0].text, error_text(reason::STEP_CUT));
+}
+
 fn any_answer() -> impl Strategy<Value = (usize, Answer)> {
     let result = prop_oneof![Just(Ok(json!(1))), Just(Ok(json!(2))), Just(Err("no".to_owned()))]
         .prop_map(|output| Answer::Result { output });
