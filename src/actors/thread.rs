@@ -385,9 +385,11 @@ mod messages;
 mod mirror;
 mod resolve;
 mod role;
+mod settings;
 mod steps;
 
 pub use messages::*;
 pub use resolve::{Resolution, Resolve, ResolveError};
 use role::{NotNow, Role};
+pub use settings::UpdateThread;
 pub use steps::ContinueAnswer;

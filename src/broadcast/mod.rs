@@ -50,6 +50,9 @@ pub enum Signal {
     Frame(Arc<Frame>),
     /// The number of live subscribers changed.
     Presence(usize),
+    /// A non-positional event for every subscriber on this node
+    /// (`thread.updated`), encoded once.
+    Notice(Arc<Frame>),
     /// The thread is going away; subscribers get this `error` and close.
     Closed(StreamCode),
     /// Half a heartbeat period went by: each subscriber sends a keep-alive
@@ -91,6 +94,8 @@ pub enum Command {
     /// or, if the answer still runs, its owner gave it up (any node may
     /// end it now).
     Released { epoch: u64 },
+    /// The thread's settings changed: every node reads them again.
+    ThreadChanged,
 }
 
 impl Command {
@@ -102,6 +107,7 @@ impl Command {
             Command::Deleted => (b'd', None),
             Command::Stopped => (b's', None),
             Command::Released { epoch } => (b'r', Some(epoch)),
+            Command::ThreadChanged => (b'u', None),
         };
         let mut bytes = vec![tag];
         bytes.extend(epoch.map(u64::to_be_bytes).unwrap_or_default());
@@ -116,6 +122,7 @@ impl Command {
             b'd' => Command::Deleted,
             b's' => Command::Stopped,
             b'r' => Command::Released { epoch: epoch()? },
+            b'u' => Command::ThreadChanged,
             _ => return None,
         })
     }

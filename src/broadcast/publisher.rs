@@ -67,6 +67,12 @@ impl Publisher {
         self.fanout.relay(Signal::Frame(frame));
     }
 
+    /// Tells this node's subscribers `event`, which is not a position
+    /// (every node tells its own).
+    pub fn notice(&self, event: &Event) {
+        self.fanout.relay(Signal::Notice(Arc::new(Frame::encode(event, StreamPos::NONE, false))));
+    }
+
     /// This node now publishes for the thread in `epoch` (a lease's).
     pub fn start_epoch(&mut self, epoch: u64) {
         self.head = self.head.max(StreamPos::new(epoch, 0));
@@ -171,6 +177,7 @@ mod tests {
             seen.push(match reader.next().await.unwrap().unwrap() {
                 Signal::Frame(f) => format!("frame {}", f.pos.seq),
                 Signal::Presence(n) => format!("presence {n}"),
+                Signal::Notice(f) => format!("notice {}", f.kind.as_str()),
                 other => format!("{other:?}"),
             });
         }

@@ -131,6 +131,7 @@ impl Relay {
                 }
             }
             Ok(Signal::Presence(count)) => subscribers.iter().for_each(|s| s.presence(count)),
+            Ok(Signal::Notice(frame)) => subscribers.iter().for_each(|s| s.notice(&frame)),
             Ok(Signal::Tick) => subscribers.iter().for_each(|s| s.tick()),
             Ok(Signal::Closed(code)) => {
                 subscribers.iter().for_each(|s| s.thread_closed(code, code.message()));

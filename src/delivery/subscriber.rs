@@ -117,6 +117,9 @@ pub struct Subscriber {
     /// A subscriber count that came while not live (or found the pipe
     /// full), written once it is live again.
     presence_owed: Cell<Option<usize>>,
+    /// The latest non-positional notice (`thread.updated`) that came while
+    /// not live (or found the pipe full), written once it is live again.
+    notice_owed: std::cell::RefCell<Option<std::sync::Arc<Frame>>>,
 }
 
 impl Subscriber {
@@ -142,6 +145,7 @@ impl Subscriber {
             wrote_since_tick: Cell::new(false),
             last_heard: Cell::new(Instant::now()),
             presence_owed: Cell::new(None),
+            notice_owed: std::cell::RefCell::new(None),
         }
     }
 
@@ -304,7 +308,7 @@ impl Subscriber {
     pub fn caught_up(&self, head: StreamPos) -> bool {
         let live = self.delivery.borrow_mut().caught_up(head);
         if live {
-            self.pay_presence();
+            self.pay_owed();
         }
         live
     }
@@ -324,7 +328,7 @@ impl Subscriber {
                 if self.completes(frame) {
                     self.tell(Notice::Done);
                 }
-                self.pay_presence();
+                self.pay_owed();
                 true
             }
             Written::NotForThisWire => {
@@ -351,10 +355,33 @@ impl Subscriber {
         }
     }
 
-    /// Writes the count owed (see `presence`), if any.
-    fn pay_presence(&self) {
+    /// Writes the count and the notice owed (see `presence`, `notice`), if
+    /// any.
+    fn pay_owed(&self) {
         if let Some(count) = self.presence_owed.take() {
             self.presence(count);
+        }
+        let notice = self.notice_owed.borrow_mut().take();
+        if let Some(frame) = notice {
+            self.notice(&frame);
+        }
+    }
+
+    /// A non-positional event of the thread (`thread.updated`), for the
+    /// contract's wires. Like `presence`: one that is not live, or whose
+    /// pipe is full, gets the latest once it is live again.
+    pub(super) fn notice(&self, frame: &std::sync::Arc<Frame>) {
+        if self.wire.message().is_some() {
+            return;
+        }
+        if !self.delivery.borrow().is_live() {
+            *self.notice_owed.borrow_mut() = Some(frame.clone());
+            return;
+        }
+        match self.try_write(frame) {
+            Written::Yes | Written::NotForThisWire => {}
+            Written::Full => *self.notice_owed.borrow_mut() = Some(frame.clone()),
+            Written::Gone => self.tell(Notice::Gone),
         }
     }
 

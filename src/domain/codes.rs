@@ -128,6 +128,7 @@ pub enum EventKind {
     MessageAwaiting,
     ToolResolved,
     MessageStep,
+    ThreadUpdated,
 }
 
 impl EventKind {
@@ -144,14 +145,16 @@ impl EventKind {
             EventKind::MessageAwaiting => "message.awaiting",
             EventKind::ToolResolved => "tool.resolved",
             EventKind::MessageStep => "message.step",
+            EventKind::ThreadUpdated => "thread.updated",
         }
     }
 
     /// Whether an event of this kind moves a subscriber's position (its
     /// cursor is where the subscriber is after it). `error` and
-    /// `thread.presence` carry a cursor but are not positions.
+    /// `thread.presence` carry a cursor but are not positions, nor does
+    /// `thread.updated` (the thread's state now, not a step of its log).
     pub fn is_position(self) -> bool {
-        !matches!(self, EventKind::Presence | EventKind::Error)
+        !matches!(self, EventKind::Presence | EventKind::Error | EventKind::ThreadUpdated)
     }
 
     /// Its one-byte tag on the wire between nodes (`Frame::to_wire`).
@@ -173,6 +176,7 @@ impl EventKind {
             MessageAwaiting,
             ToolResolved,
             MessageStep,
+            ThreadUpdated,
         ]
         .into_iter()
         .find(|k| k.tag() == tag)

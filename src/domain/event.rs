@@ -107,6 +107,9 @@ pub enum Event {
     /// A new model call began inside the answer (`step` from 2).
     #[serde(rename = "message.step")]
     MessageStep { thread_id: Uuid, cursor: Option<Cursor>, message_id: Uuid, step: usize },
+    /// The thread's title, settings or tools changed: the thread now.
+    #[serde(rename = "thread.updated")]
+    ThreadUpdated { thread_id: Uuid, cursor: Option<Cursor>, thread: Box<crate::domain::ThreadView> },
     #[serde(rename = "thread.presence")]
     Presence { thread_id: Uuid, cursor: Option<Cursor>, subscribers: usize },
     #[serde(rename = "error")]
@@ -128,6 +131,7 @@ impl Event {
             Event::MessageAwaiting { .. } => EventKind::MessageAwaiting,
             Event::ToolResolved { .. } => EventKind::ToolResolved,
             Event::MessageStep { .. } => EventKind::MessageStep,
+            Event::ThreadUpdated { .. } => EventKind::ThreadUpdated,
         }
     }
 
@@ -152,6 +156,7 @@ impl Event {
             | Event::MessageAwaiting { cursor, .. }
             | Event::ToolResolved { cursor, .. }
             | Event::MessageStep { cursor, .. }
+            | Event::ThreadUpdated { cursor, .. }
             | Event::Presence { cursor, .. }
             | Event::Error { cursor, .. } => *cursor,
         }

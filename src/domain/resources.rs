@@ -32,6 +32,87 @@ pub struct Thread {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A thread as the contract shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Thread)]
+pub struct ThreadView {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub title: Option<String>,
+    pub system: Option<String>,
+    pub model: Option<String>,
+    pub tools: Vec<super::tools::ToolDef>,
+    pub tool_choice: Option<super::tools::ToolChoice>,
+    pub mcp_servers: Vec<String>,
+    pub status: super::event::ThreadStatus,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl ThreadView {
+    pub fn new(t: Thread, status: super::event::ThreadStatus) -> Self {
+        ThreadView {
+            id: t.id,
+            project_id: t.project_id,
+            title: t.title,
+            system: t.system,
+            model: t.model,
+            tools: t.tools,
+            tool_choice: t.tool_choice,
+            mcp_servers: t.mcp_servers,
+            status,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+/// A change of a thread's settings (PATCH): each field given replaces the
+/// thread's; `Some(None)` clears one that may be absent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ThreadPatch {
+    pub title: Option<Option<String>>,
+    pub system: Option<Option<String>>,
+    pub model: Option<Option<String>>,
+    pub tools: Option<Vec<super::tools::ToolDef>>,
+    pub tool_choice: Option<Option<super::tools::ToolChoice>>,
+    pub mcp_servers: Option<Vec<String>>,
+}
+
+impl ThreadPatch {
+    /// `thread` with the patch applied, updated at `now`.
+    pub fn apply(&self, thread: &Thread, now: DateTime<Utc>) -> Thread {
+        let mut t = thread.clone();
+        let set = |field: &mut Option<String>, given: &Option<Option<String>>| {
+            if let Some(value) = given {
+                field.clone_from(value);
+            }
+        };
+        set(&mut t.title, &self.title);
+        set(&mut t.system, &self.system);
+        set(&mut t.model, &self.model);
+        if let Some(tools) = &self.tools {
+            t.tools.clone_from(tools);
+        }
+        if let Some(choice) = &self.tool_choice {
+            t.tool_choice.clone_from(choice);
+        }
+        if let Some(servers) = &self.mcp_servers {
+            t.mcp_servers.clone_from(servers);
+        }
+        t.updated_at = now;
+        t
+    }
+
+    /// Whether the patch changes what `thread`'s answers may call (which
+    /// cannot change while an answer runs or awaits input).
+    pub fn changes_tools(&self, thread: &Thread) -> bool {
+        self.tools.as_ref().is_some_and(|t| *t != thread.tools)
+            || self.tool_choice.as_ref().is_some_and(|c| *c != thread.tool_choice)
+            || self.mcp_servers.as_ref().is_some_and(|m| *m != thread.mcp_servers)
+    }
+}
+
 /// What a thread is made with (its settings, none required).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ThreadSettings {

@@ -141,6 +141,7 @@ pub fn routes() -> Vec<ApiRoute> {
         route(Method::POST, "/v1/projects/{pid}/threads", Project, Json, Plain, web::to(threads::create)),
         route(Method::GET, "/v1/projects/{pid}/threads", Project, Empty, Plain, web::to(threads::list)),
         route(Method::GET, "/v1/projects/{pid}/threads/{tid}", Project, Empty, Plain, web::to(threads::get)),
+        route(Method::PATCH, "/v1/projects/{pid}/threads/{tid}", Project, Json, Plain, web::to(threads::update)),
         route(Method::DELETE, "/v1/projects/{pid}/threads/{tid}", Project, Empty, Plain, web::to(threads::delete)),
         route(
             Method::GET,
@@ -396,7 +397,7 @@ pub fn error_shape<B: 'static>() -> ErrorHandlers<B> {
 /// credentials; an empty list allows no cross-origin browser calls.
 pub fn cors(origins: &[String]) -> actix_cors::Cors {
     let cors = actix_cors::Cors::default()
-        .allowed_methods(["GET", "POST", "DELETE"])
+        .allowed_methods(["GET", "POST", "PATCH", "DELETE"])
         .allowed_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,

@@ -39,6 +39,7 @@ use crate::{config::LimitSettings, error::Code};
         threads::create,
         threads::list,
         threads::get,
+        threads::update,
         threads::delete,
         messages::history,
         messages::post,
@@ -148,6 +149,7 @@ fn operation_mut<'a>(item: &'a mut utoipa::openapi::PathItem, method: &Method) -
         Method::POST => item.post.as_mut(),
         Method::DELETE => item.delete.as_mut(),
         Method::PUT => item.put.as_mut(),
+        Method::PATCH => item.patch.as_mut(),
         _ => None,
     }
 }

@@ -11,15 +11,15 @@ use super::{clamp_limit, AppState};
 use crate::{
     actors::{
         persistence::Write,
-        registry::{BeginDelete, EndDelete, Generating, Lookup},
-        thread::{Stop, StopReason},
+        registry::{ask, BeginDelete, EndDelete, Generating, Lookup},
+        thread::{Stop, StopReason, UpdateThread},
         ThreadError,
     },
     domain::{
         event::ThreadStatus,
         input,
         tools::{ToolChoice, ToolDef},
-        Thread, ThreadSettings,
+        Thread, ThreadPatch, ThreadSettings, ThreadView,
     },
     error::ApiError,
     store::{Fence, WriteOp},
@@ -55,41 +55,6 @@ fn check_tools(tools: &[ToolDef], choice: Option<&ToolChoice>, mcp_servers: &[St
         return Err(ApiError::bad_request(format!("no MCP server named {server:?} in this project")));
     }
     Ok(())
-}
-
-/// A thread as the contract shows it.
-#[derive(Serialize, utoipa::ToSchema)]
-#[schema(as = Thread)]
-pub struct ThreadView {
-    id: Uuid,
-    project_id: Uuid,
-    title: Option<String>,
-    system: Option<String>,
-    model: Option<String>,
-    tools: Vec<ToolDef>,
-    tool_choice: Option<ToolChoice>,
-    mcp_servers: Vec<String>,
-    status: ThreadStatus,
-    created_at: chrono::DateTime<chrono::Utc>,
-    updated_at: chrono::DateTime<chrono::Utc>,
-}
-
-impl ThreadView {
-    fn new(t: Thread, status: ThreadStatus) -> Self {
-        ThreadView {
-            id: t.id,
-            project_id: t.project_id,
-            title: t.title,
-            system: t.system,
-            model: t.model,
-            tools: t.tools,
-            tool_choice: t.tool_choice,
-            mcp_servers: t.mcp_servers,
-            status,
-            created_at: t.created_at,
-            updated_at: t.updated_at,
-        }
-    }
 }
 
 /// The status of each of `ids`: generating here (the registry knows);
@@ -196,6 +161,60 @@ pub async fn get(state: web::Data<AppState>, path: web::Path<(Uuid, Uuid)>) -> R
     let thread = find(&state, path.0, path.1).await?;
     let flags = statuses(&state, vec![thread.id]).await?;
     Ok(HttpResponse::Ok().json(ThreadView::new(thread, flags.first().copied().unwrap_or(ThreadStatus::Idle))))
+}
+
+/// A PATCH of a thread: any of its settings. A field given as `null`
+/// clears it (`title`, `system`, `model`, `tool_choice`); `tools` and
+/// `mcp_servers` are replaced whole (`[]` clears them).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadChange {
+    #[serde(default, deserialize_with = "given")]
+    #[schema(max_length = 200, pattern = r"^[^\x00]*$")]
+    title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "given")]
+    #[schema(pattern = r"^[^\x00]*$")]
+    system: Option<Option<String>>,
+    #[serde(default, deserialize_with = "given")]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
+    model: Option<Option<String>>,
+    #[schema(max_items = 128)]
+    tools: Option<Vec<ToolDef>>,
+    #[serde(default, deserialize_with = "given")]
+    tool_choice: Option<Option<ToolChoice>>,
+    mcp_servers: Option<Vec<String>>,
+}
+
+/// A field that is present, `null` or not: `Some` (absent is `None`, by
+/// `default`).
+fn given<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[utoipa::path(patch, path = "/v1/projects/{pid}/threads/{tid}", tag = "threads", params(("pid" = Uuid, Path, description = "Project id"), ("tid" = Uuid, Path, description = "Thread id")), request_body = ThreadChange,
+    responses((status = 200, description = "The thread as changed; every subscriber hears `thread.updated`", body = ThreadView)))]
+#[tracing::instrument(skip_all, fields(project_id = %path.0, thread_id = %path.1))]
+pub async fn update(
+    state: web::Data<AppState>,
+    path: web::Path<(Uuid, Uuid)>,
+    body: web::Json<ThreadChange>,
+) -> Result<HttpResponse, ApiError> {
+    let ThreadChange { title, system, model, tools, tool_choice, mcp_servers } = body.into_inner();
+    input::label("title", title.as_ref().and_then(Option::as_deref))?;
+    input::model(model.as_ref().and_then(Option::as_deref))?;
+    if let Some(Some(system)) = &system {
+        input::text("system", system, state.deps.settings.limits.max_content_bytes)?;
+    }
+    let thread = find(&state, path.0, path.1).await?;
+    // The tools as they will be, checked as one set with the choice.
+    let new_tools = tools.as_ref().unwrap_or(&thread.tools);
+    let new_choice = tool_choice.as_ref().map_or(thread.tool_choice.as_ref(), Option::as_ref);
+    check_tools(new_tools, new_choice, mcp_servers.as_deref().unwrap_or(&thread.mcp_servers))?;
+    let patch = ThreadPatch { title, system, model, tools, tool_choice, mcp_servers };
+    let (project_id, thread_id) = (thread.project_id, thread.id);
+    let updated = ask(&state.registry, thread_id, || UpdateThread { project_id, patch: patch.clone() }).await??;
+    let flags = statuses(&state, vec![thread_id]).await?;
+    Ok(HttpResponse::Ok().json(ThreadView::new(updated, flags.first().copied().unwrap_or(ThreadStatus::Idle))))
 }
 
 /// How long a DELETE waits for its write before it answers 503 (the

@@ -26,6 +26,7 @@ mod seed_route;
 mod shutdown;
 mod slow;
 mod support;
+mod thread_settings;
 mod tls;
 mod tls_http2;
 mod tools;

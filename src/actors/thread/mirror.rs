@@ -152,6 +152,7 @@ impl Handler<Inbound> for ThreadActor {
                 }
             }
             Inbound::Command(Command::Released { epoch }) => self.released(epoch, ctx),
+            Inbound::Command(Command::ThreadChanged) => self.reload_settings(ctx),
             Inbound::Command(Command::Deleted) => self.stop(StopReason::Deleted, false, ctx),
             Inbound::Command(Command::Stopped) => self.stop(StopReason::Stopped, false, ctx),
             Inbound::Lost => {

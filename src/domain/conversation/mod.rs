@@ -513,7 +513,9 @@ impl Conversation {
                 self.stepped = Some((*message_id, now));
                 Ok(true)
             }
-            Event::Ready { .. } | Event::Presence { .. } | Event::Error { .. } => Ok(false),
+            Event::Ready { .. } | Event::Presence { .. } | Event::Error { .. } | Event::ThreadUpdated { .. } => {
+                Ok(false)
+            }
         }
     }
 
