@@ -215,17 +215,41 @@ impl SessionActor {
     /// answer have no such event outside their closing line). It waits for
     /// room like any frame, without holding anything else up.
     fn write_error(&mut self, code: impl Into<ErrorCode>, message: &str, ctx: &mut Context<Self>) {
+        let (thread_id, code, message) = (self.thread_id, code.into(), message.to_owned());
+        self.write_own(move |cursor| Event::error(thread_id, cursor, code, &message), ctx);
+    }
+
+    /// Writes `event` to this subscriber alone (an `ack`).
+    fn write_event(&mut self, mut event: Event, ctx: &mut Context<Self>) {
+        self.write_own(
+            move |cursor| {
+                if let Event::Ack { cursor: at, .. } = &mut event {
+                    *at = cursor;
+                }
+                event
+            },
+            ctx,
+        );
+    }
+
+    /// Writes the event `make` builds, for this subscriber alone (not a
+    /// position), once its pipe has room; a subscriber with no room for
+    /// it in time is a slow one, and stops.
+    fn write_own(
+        &mut self,
+        make: impl FnOnce(Option<crate::domain::cursor::Cursor>) -> Event + 'static,
+        ctx: &mut Context<Self>,
+    ) {
         let subscriber = self.subscriber().clone();
         if !matches!(subscriber.wire(), Wire::Sse | Wire::Ws) {
             return;
         }
-        let (thread_id, code, message) = (self.thread_id, code.into(), message.to_owned());
         let patience = self.limits.slow_consumer;
         let fut = async move {
             subscriber.room(patience).await?;
             // Encoded once there is room, with the cursor of that moment:
             // a catch-up may have written on meanwhile.
-            let event = Event::error(thread_id, subscriber.cursor(), code, &message);
+            let event = make(subscriber.cursor());
             subscriber.try_write(&Frame::encode(&event, StreamPos::NONE, false));
             Ok::<(), Stall>(())
         };

@@ -17,6 +17,16 @@ pub enum ClientFrame {
         max_tokens: Option<u32>,
     },
     Cancel,
+    /// Results of the awaiting answer's calls, as POST `tool-results`.
+    ToolResults {
+        results: Vec<super::answers::ToolResult>,
+    },
+    /// A person's decision on a call, as POST `approvals`.
+    Approval {
+        tool_call_id: String,
+        approved: bool,
+        reason: Option<String>,
+    },
 }
 
 #[cfg(test)]

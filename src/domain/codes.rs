@@ -129,6 +129,7 @@ pub enum EventKind {
     ToolResolved,
     MessageStep,
     ThreadUpdated,
+    Ack,
 }
 
 impl EventKind {
@@ -146,15 +147,17 @@ impl EventKind {
             EventKind::ToolResolved => "tool.resolved",
             EventKind::MessageStep => "message.step",
             EventKind::ThreadUpdated => "thread.updated",
+            EventKind::Ack => "ack",
         }
     }
 
     /// Whether an event of this kind moves a subscriber's position (its
     /// cursor is where the subscriber is after it). `error` and
     /// `thread.presence` carry a cursor but are not positions, nor does
-    /// `thread.updated` (the thread's state now, not a step of its log).
+    /// `thread.updated` (the thread's state now, not a step of its log)
+    /// or `ack` (one socket's answer).
     pub fn is_position(self) -> bool {
-        !matches!(self, EventKind::Presence | EventKind::Error | EventKind::ThreadUpdated)
+        !matches!(self, EventKind::Presence | EventKind::Error | EventKind::ThreadUpdated | EventKind::Ack)
     }
 
     /// Its one-byte tag on the wire between nodes (`Frame::to_wire`).
@@ -177,6 +180,7 @@ impl EventKind {
             ToolResolved,
             MessageStep,
             ThreadUpdated,
+            Ack,
         ]
         .into_iter()
         .find(|k| k.tag() == tag)

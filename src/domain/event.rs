@@ -110,6 +110,18 @@ pub enum Event {
     /// The thread's title, settings or tools changed: the thread now.
     #[serde(rename = "thread.updated")]
     ThreadUpdated { thread_id: Uuid, cursor: Option<Cursor>, thread: Box<crate::domain::ThreadView> },
+    /// A `/ws` frame that answered calls was taken (to that socket only):
+    /// `for` is the frame's type.
+    #[serde(rename = "ack")]
+    Ack {
+        thread_id: Uuid,
+        cursor: Option<Cursor>,
+        #[serde(rename = "for")]
+        for_frame: String,
+        message_id: Uuid,
+        resolved: Vec<String>,
+        unchanged: Vec<String>,
+    },
     #[serde(rename = "thread.presence")]
     Presence { thread_id: Uuid, cursor: Option<Cursor>, subscribers: usize },
     #[serde(rename = "error")]
@@ -132,6 +144,7 @@ impl Event {
             Event::ToolResolved { .. } => EventKind::ToolResolved,
             Event::MessageStep { .. } => EventKind::MessageStep,
             Event::ThreadUpdated { .. } => EventKind::ThreadUpdated,
+            Event::Ack { .. } => EventKind::Ack,
         }
     }
 
@@ -157,6 +170,7 @@ impl Event {
             | Event::ToolResolved { cursor, .. }
             | Event::MessageStep { cursor, .. }
             | Event::ThreadUpdated { cursor, .. }
+            | Event::Ack { cursor, .. }
             | Event::Presence { cursor, .. }
             | Event::Error { cursor, .. } => *cursor,
         }

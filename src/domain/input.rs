@@ -15,7 +15,7 @@ pub struct InputError {
 }
 
 impl InputError {
-    fn bad_request(message: impl Into<String>) -> InputError {
+    pub fn bad_request(message: impl Into<String>) -> InputError {
         InputError { code: Code::BadRequest, message: message.into() }
     }
 }

@@ -7,7 +7,6 @@
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::{threads::find, AppState};
@@ -16,26 +15,12 @@ use crate::{
         registry::ask,
         thread::{Resolution, Resolve, ResolveError},
     },
-    domain::{codes::Code, turn::Answer},
+    domain::{
+        answers::{self, ToolResult},
+        turn::Answer,
+    },
     error::ApiError,
 };
-
-/// At most this many results in one request (a step has at most as many
-/// calls as its model made; this bounds the work of one request).
-const MAX_RESULTS: usize = 128;
-
-/// One call's result: its `output` (any JSON), or its `error`.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ToolResult {
-    #[schema(min_length = 1, max_length = 200)]
-    tool_call_id: String,
-    /// The tool's output, as JSON.
-    #[schema(value_type = Object)]
-    output: Option<Value>,
-    /// The tool failed: its message.
-    error: Option<String>,
-}
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -64,20 +49,7 @@ pub async fn results(
     path: web::Path<(Uuid, Uuid)>,
     body: web::Json<ToolResults>,
 ) -> Result<HttpResponse, ApiError> {
-    let ToolResults { results } = body.into_inner();
-    if results.is_empty() || results.len() > MAX_RESULTS {
-        return Err(ApiError::bad_request(format!("`results` holds 1 to {MAX_RESULTS} results")));
-    }
-    let mut answers = Vec::with_capacity(results.len());
-    for r in results {
-        let output = match (r.output, r.error) {
-            (Some(output), None) => Ok(output),
-            (None, Some(error)) => Err(error),
-            _ => return Err(ApiError::bad_request(format!("result {:?}: give `output` or `error`", r.tool_call_id))),
-        };
-        crate::domain::input::label("tool_call_id", Some(&r.tool_call_id))?;
-        answers.push((r.tool_call_id, Answer::Result { output }));
-    }
+    let answers = answers::results(body.into_inner().results)?;
     resolve(&state, *path, answers).await
 }
 
@@ -90,11 +62,8 @@ pub async fn approvals(
     body: web::Json<ApprovalDecision>,
 ) -> Result<HttpResponse, ApiError> {
     let ApprovalDecision { tool_call_id, approved, reason } = body.into_inner();
-    crate::domain::input::label("tool_call_id", Some(&tool_call_id))?;
-    if let Some(reason) = &reason {
-        crate::domain::input::text("reason", reason, 2000)?;
-    }
-    resolve(&state, *path, vec![(tool_call_id, Answer::Decision { approved, reason })]).await
+    let answer = answers::decision(tool_call_id, approved, reason)?;
+    resolve(&state, *path, vec![answer]).await
 }
 
 /// Hands the answers to the thread's actor; the contract's error for what
@@ -116,8 +85,6 @@ async fn resolve(
 pub fn resolve_error(e: ResolveError) -> ApiError {
     match e {
         ResolveError::Thread(e) => e.into(),
-        ResolveError::NotAwaiting | ResolveError::Mismatch(..) => ApiError::new(Code::NotAwaiting, e.to_string()),
-        ResolveError::UnknownCall(_) => ApiError::new(Code::NotFound, e.to_string()),
-        ResolveError::AlreadyResolved(_) => ApiError::new(Code::ToolCallResolved, e.to_string()),
+        e => ApiError::new(e.code(), e.to_string()),
     }
 }

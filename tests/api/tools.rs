@@ -299,3 +299,81 @@ async fn tool_definitions_are_checked() {
     assert_eq!(t["tools"][0]["approval"], "always");
     assert_eq!(t["tool_choice"], json!({"type": "any"}));
 }
+
+/// The socket's next event but counts (`thread.presence`).
+async fn next(ws: &mut crate::support::Ws) -> Value {
+    loop {
+        let ev = ws.next_json().await.expect("the socket stays open");
+        if ev["type"] != "thread.presence" {
+            return ev;
+        }
+    }
+}
+
+/// The `/ws` frames answer calls as the REST routes do, and the socket
+/// hears `ack` or `error` with the route's code.
+#[actix_web::test]
+async fn websocket_frames_answer_calls_and_are_acknowledged() {
+    let replies = vec![
+        calls_answer("Checking.", &[("toolu_w", "look", "{}"), ("toolu_p", "pay", "{}")]),
+        text_answer("All done."),
+    ];
+    let h = harness("anthropic", replies, &[]).await;
+    let tools = json!([
+        {"name": "look", "input_schema": {"type": "object"}},
+        {"name": "pay", "input_schema": {"type": "object"}, "approval": "always"},
+    ]);
+    let thread = thread_with(&h, tools).await;
+    let path = thread.trim_start_matches(&h.base).to_owned();
+    let mut ws = crate::support::Ws::open(&h.base, &path, None).await;
+    post(&h, format!("{thread}/messages"), json!({"content": "go"})).await;
+    loop {
+        if next(&mut ws).await["type"] == "message.awaiting" {
+            break;
+        }
+    }
+    // A malformed frame and an unknown call: errors, the socket stays.
+    ws.send(json!({"type": "tool_results", "results": []})).await;
+    let e = next(&mut ws).await;
+    assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("error"), Some("bad_request")));
+    ws.send(json!({"type": "approval", "tool_call_id": "toolu_none", "approved": true})).await;
+    let e = next(&mut ws).await;
+    assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("error"), Some("not_found")));
+    // The result: acknowledged, and told like any other.
+    ws.send(json!({"type": "tool_results", "results": [{"tool_call_id": "toolu_w", "output": [1, 2]}]})).await;
+    let mut seen = Vec::new();
+    let ack = loop {
+        let ev = next(&mut ws).await;
+        if ev["type"] == "ack" {
+            break ev;
+        }
+        seen.push(ev);
+    };
+    assert_eq!(ack["for"], "tool_results");
+    assert_eq!((ack["resolved"].clone(), ack["unchanged"].clone()), (json!(["toolu_w"]), json!([])));
+    // The decision: acknowledged; the answer goes on and completes.
+    ws.send(json!({"type": "approval", "tool_call_id": "toolu_p", "approved": false, "reason": "not today"})).await;
+    let mut kinds = Vec::new();
+    let mut acked = None;
+    loop {
+        let ev = next(&mut ws).await;
+        let kind = ev["type"].as_str().unwrap().to_owned();
+        if kind == "ack" {
+            acked = Some(ev.clone());
+        }
+        kinds.push(kind.clone());
+        if kind == "message.completed" {
+            break;
+        }
+    }
+    let acked = acked.expect("the decision is acknowledged");
+    assert_eq!((acked["for"].as_str(), acked["resolved"].clone()), (Some("approval"), json!(["toolu_p"])));
+    assert!(kinds.contains(&"message.step".to_owned()), "{kinds:?}");
+    // A different decision now: the route's 409 code.
+    ws.send(json!({"type": "approval", "tool_call_id": "toolu_p", "approved": true})).await;
+    let e = next(&mut ws).await;
+    assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("error"), Some("tool_call_resolved")));
+    let stored = last_message(&h, &thread).await;
+    assert_eq!(stored["blocks"][3]["text"], "[1,2]");
+    assert_eq!(stored["blocks"][4]["text"], r#""denied by the user: not today""#);
+}

@@ -8,7 +8,8 @@
 //! deciding one approval have one winner and one next step, the death of
 //! the node that made the step loses nothing, a cancel from another node
 //! ends what awaits, and an answer whose calls were all answered when its
-//! node died goes on by the sweeper.
+//! node died goes on by the sweeper. In secured mode a tab answers with
+//! its thread's stream token, and no other.
 
 use std::time::Duration;
 
@@ -189,6 +190,53 @@ async fn a_cut_step_s_calls_get_error_results_and_the_thread_is_asked_again() {
     let last = upstream.requests().pop().unwrap();
     let turns = last.body["messages"].as_array().unwrap();
     assert_eq!(turns[2]["content"][0]["type"], "tool_result", "the call went back with its result: {turns:?}");
+}
+
+#[actix_web::test]
+async fn in_secured_mode_a_tab_answers_with_its_thread_s_stream_token() {
+    const ADMIN: &str = "admin-token-for-tool-tests-0123456789";
+    let replies = vec![calls_answer("Paying.", &[("toolu_s", "pay", "{}")]), text_answer("Paid.")];
+    let upstream = FakeUpstream::start(replies).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+    let mut flags = upstream_flags(&upstream);
+    flags.extend(["--admin-token".to_owned(), ADMIN.to_owned()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let bin = Binary::start_env(&db, &flags, &env()).await;
+    let s = &bin.server;
+    let (pid, key) = s.project_with_key(ADMIN).await;
+    let tools = json!([{"name": "pay", "input_schema": {"type": "object"}, "approval": "always"}]);
+    let t = s.post_json_as(&key, &format!("/v1/projects/{pid}/threads"), Some(json!({"tools": tools}))).await;
+    let thread = format!("/v1/projects/{pid}/threads/{}", t["id"].as_str().unwrap());
+    let other = s.post_json_as(&key, &format!("/v1/projects/{pid}/threads"), Some(json!({}))).await;
+    let other = format!("/v1/projects/{pid}/threads/{}", other["id"].as_str().unwrap());
+    let token = |path: String| {
+        let key = key.clone();
+        async move {
+            s.post_json_as(&key, &format!("{path}/stream-token"), None).await["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let (mine, theirs) = (token(thread.clone()).await, token(other).await);
+    s.post_json_as(&key, &format!("{thread}/messages"), Some(json!({"content": "pay"}))).await;
+    let mut sse = crate::support::Sse::open(s.client.get(format!("{}{thread}/events?token={mine}", s.base))).await;
+    sse.until("message.awaiting").await;
+    let decide = |credential: Option<&str>| {
+        let url = match credential {
+            Some(t) => format!("{}{thread}/approvals?token={t}", s.base),
+            None => format!("{}{thread}/approvals", s.base),
+        };
+        s.client.post(url).json(&json!({"tool_call_id": "toolu_s", "approved": false})).send()
+    };
+    for (credential, why) in [(None, "no credential"), (Some(theirs.as_str()), "another thread's token")] {
+        let (status, code) = crate::support::error_code(decide(credential).await.unwrap()).await;
+        assert_eq!((status, code.as_str()), (401, "unauthorized"), "{why}");
+    }
+    let r = decide(Some(&mine)).await.unwrap();
+    assert_eq!(r.status(), 200, "the thread's own token answers");
+    assert_eq!(sse.until("message.completed").await.pop().unwrap().data["status"], "complete");
+    // A token opens no other route of its thread.
+    let r = s.client.post(format!("{}{thread}/messages?token={mine}", s.base)).json(&json!({"content": "x"})).send();
+    assert_eq!(r.await.unwrap().status(), 401);
 }
 
 // ------------------------------------------------------------ cluster mode

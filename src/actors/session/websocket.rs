@@ -4,6 +4,10 @@
 //! chat socket).
 
 use super::*;
+use crate::{
+    actors::thread::{Resolve, ResolveError},
+    domain::{answers, turn::Answer},
+};
 
 /// How a WebSocket closes on what its client sent wrong: the close code
 /// and its reason (a chat socket closes alike).
@@ -93,6 +97,16 @@ impl SessionActor {
                     }
                 }));
             }
+            ClientFrame::ToolResults { results } => match answers::results(results) {
+                Ok(given) => self.resolve("tool_results", given, ctx),
+                Err(e) => self.write_error(e.code, &e.message, ctx),
+            },
+            ClientFrame::Approval { tool_call_id, approved, reason } => {
+                match answers::decision(tool_call_id, approved, reason) {
+                    Ok(given) => self.resolve("approval", vec![given], ctx),
+                    Err(e) => self.write_error(e.code, &e.message, ctx),
+                }
+            }
             ClientFrame::Cancel => {
                 let fut = async move { ask(&registry, thread_id, || Cancel).await? };
                 ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
@@ -102,6 +116,31 @@ impl SessionActor {
                 }));
             }
         }
+    }
+
+    /// Answers calls of the thread's awaiting answer, as the REST routes
+    /// do; the socket hears `ack` (`for`: the frame's type) or `error`
+    /// with the route's code.
+    fn resolve(&mut self, frame: &'static str, given: Vec<(String, Answer)>, ctx: &mut Context<Self>) {
+        let (registry, thread_id) = (self.registry.clone(), self.thread_id);
+        let fut = async move {
+            let make = || Resolve { project_id: None, answers: given.clone() };
+            ask(&registry, thread_id, make).await.map_err(ResolveError::Thread)?
+        };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(done) => {
+                let event = Event::Ack {
+                    thread_id: act.thread_id,
+                    cursor: None,
+                    for_frame: frame.to_owned(),
+                    message_id: done.message_id,
+                    resolved: done.resolved,
+                    unchanged: done.unchanged,
+                };
+                act.write_event(event, ctx);
+            }
+            Err(e) => act.write_error(e.code(), &e.to_string(), ctx),
+        }));
     }
 
     /// A close frame (WebSocket only; it fits even when the pipe is full),

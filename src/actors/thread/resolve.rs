@@ -55,6 +55,19 @@ pub enum ResolveError {
     Mismatch(String, &'static str),
 }
 
+impl ResolveError {
+    /// Its code in the contract.
+    pub fn code(&self) -> crate::domain::codes::Code {
+        use crate::domain::codes::Code;
+        match self {
+            ResolveError::Thread(e) => e.code(),
+            ResolveError::NotAwaiting | ResolveError::Mismatch(..) => Code::NotAwaiting,
+            ResolveError::UnknownCall(_) => Code::NotFound,
+            ResolveError::AlreadyResolved(_) => Code::ToolCallResolved,
+        }
+    }
+}
+
 /// Cluster mode: how many times a request finds the lease held (each
 /// time waiting for its holder to let go) before it gives up, 503.
 const ATTEMPTS: u32 = 3;

@@ -513,9 +513,11 @@ impl Conversation {
                 self.stepped = Some((*message_id, now));
                 Ok(true)
             }
-            Event::Ready { .. } | Event::Presence { .. } | Event::Error { .. } | Event::ThreadUpdated { .. } => {
-                Ok(false)
-            }
+            Event::Ready { .. }
+            | Event::Presence { .. }
+            | Event::Error { .. }
+            | Event::ThreadUpdated { .. }
+            | Event::Ack { .. } => Ok(false),
         }
     }
 
