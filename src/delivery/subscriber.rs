@@ -52,11 +52,17 @@ pub enum Wire {
     /// The seed route: only this message's text, in its own wire format.
     Seed(Uuid),
     /// The AI SDK's UI message stream over SSE: only this message.
-    Ui(Uuid),
+    Ui(UiRequest),
     /// One request of a chat WebSocket (the AI SDK's
     /// `WebSocketChatTransport`): this message's UI chunks in the
     /// request's frames.
     Chat(ChatRequest),
+}
+
+/// What an HTTP request of the AI SDK's chat protocol follows.
+#[derive(Debug, Clone)]
+pub struct UiRequest {
+    pub message_id: Uuid,
 }
 
 /// What a chat WebSocket's request follows.
@@ -72,7 +78,7 @@ impl Wire {
     /// The one message a wire that follows one answer follows.
     fn message(&self) -> Option<Uuid> {
         match self {
-            Wire::Seed(id) | Wire::Ui(id) => Some(*id),
+            Wire::Seed(id) | Wire::Ui(UiRequest { message_id: id }) => Some(*id),
             Wire::Chat(c) => Some(c.message_id),
             Wire::Sse | Wire::Ws => None,
         }
@@ -173,7 +179,7 @@ impl Subscriber {
             Wire::Seed(message_id) => frame.seed.clone().filter(|_| mine(*message_id)),
             // Asked only of its own message's frames: a frame no UI
             // subscriber follows is never encoded for one.
-            Wire::Ui(message_id) => mine(*message_id).then(|| frame.ui_sse().cloned()).flatten(),
+            Wire::Ui(u) => mine(u.message_id).then(|| frame.ui_sse().cloned()).flatten(),
             Wire::Chat(c) if mine(c.message_id) => frame.ui_ws(&c.request, c.after, self.completes(frame)),
             Wire::Chat(_) => None,
         }

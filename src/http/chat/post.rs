@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::{checked_turn, title_of, ui_response};
 use crate::{
     actors::session::Transport,
-    delivery::pipe::pipe,
+    delivery::{pipe::pipe, subscriber::UiRequest},
     domain::{chat_request::ChatBody, cursor::Resume, event::end_cursor},
     error::ApiError,
     http::{
@@ -43,7 +43,7 @@ pub async fn post(
     let admission = admit(&state, &req, thread.id)?;
     let started = start(&state, project_id, thread.id, message).await?;
     let (tx, rx) = pipe(STREAM_BUFFER);
-    let transport = Transport::Ui { tx, message_id: started.assistant_message.id };
+    let transport = Transport::Ui { tx, request: UiRequest { message_id: started.assistant_message.id } };
     // From right after the question: the answer from its first byte.
     start_session(&state, thread.id, admission, transport, Resume::At(end_cursor(&started.user_message)));
     Ok(ui_response(&req, rx))

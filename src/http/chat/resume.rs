@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{chat_thread, running_answer, token_thread, ui_response};
 use crate::{
     actors::{registry::ask, session::Transport, thread::Cancel},
-    delivery::pipe::pipe,
+    delivery::{pipe::pipe, subscriber::UiRequest},
     domain::cursor::Resume,
     error::ApiError,
     http::{
@@ -47,7 +47,7 @@ pub async fn stream(
     }
     let admission = admit(&state, &req, thread_id)?;
     let (tx, rx) = pipe(STREAM_BUFFER);
-    let transport = Transport::Ui { tx, message_id: running.answer };
+    let transport = Transport::Ui { tx, request: UiRequest { message_id: running.answer } };
     start_session(&state, thread_id, admission, transport, Resume::At(running.question));
     Ok(ui_response(&req, rx))
 }
