@@ -3,6 +3,7 @@
 //! I/O or names another module of the crate (no actix, tokio or sea-orm):
 //! every other layer speaks these types.
 
+pub mod chat_continue;
 pub mod chat_request;
 pub mod client_frame;
 pub mod codes;
