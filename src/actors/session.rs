@@ -42,7 +42,7 @@ use crate::{
         catch_up::{self, Interrupted},
         pipe::PipeWriter,
         relay,
-        subscriber::{ChatRequest, Notice, Stall, Subscriber, Wire},
+        subscriber::{ChatRequest, Notice, Stall, Subscriber, UiRequest, Wire},
     },
     domain::{
         client_frame::ClientFrame,
@@ -75,7 +75,7 @@ pub enum Transport {
     Seed { tx: PipeWriter, message_id: Uuid },
     /// The AI SDK's UI message stream of that message over SSE; the
     /// response ends with the message.
-    Ui { tx: PipeWriter, message_id: Uuid },
+    Ui { tx: PipeWriter, request: UiRequest },
     /// One request of a chat WebSocket: that message's UI chunks in the
     /// request's frames (the socket's own actor reads the client).
     Chat { tx: PipeWriter, request: ChatRequest },
@@ -276,7 +276,7 @@ impl Actor for SessionActor {
             Some(Transport::Sse(tx)) => (Wire::Sse, tx, None, None),
             Some(Transport::Ws { tx, incoming }) => (Wire::Ws, tx, incoming, Some(self.limits.peer_timeout)),
             Some(Transport::Seed { tx, message_id }) => (Wire::Seed(message_id), tx, None, None),
-            Some(Transport::Ui { tx, message_id }) => (Wire::Ui(message_id), tx, None, None),
+            Some(Transport::Ui { tx, request }) => (Wire::Ui(request), tx, None, None),
             Some(Transport::Chat { tx, request }) => (Wire::Chat(request), tx, None, None),
             None => return ctx.stop(),
         };

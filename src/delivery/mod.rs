@@ -8,10 +8,13 @@
 //! - `subscriber`: one subscriber's pipe, wire format, cursor, heartbeats
 //!   and presence; `state`: its delivery states and every transition;
 //! - `catch_up`: how one that is joining or behind comes level again;
+//! - `continuation`: a chat request that continues an answer after a step
+//!   its client has (what it skips, how it numbers what it sends);
 //! - `pipe`: the bounded hand-off between a subscriber and its response
 //!   body; `mux`: several pipes as one body (a chat WebSocket's requests).
 
 pub mod catch_up;
+pub mod continuation;
 pub mod mux;
 pub mod pipe;
 pub mod relay;

@@ -15,6 +15,7 @@ use actix::{Message, Recipient};
 use bytes::{Bytes, BytesMut};
 use uuid::Uuid;
 
+pub use super::continuation::Continuation;
 use super::{
     pipe::{At, PipeWriter, TrySendError},
     state::{Delivery, State, Verdict},
@@ -23,8 +24,8 @@ use crate::domain::{
     codes::{ErrorCode, EventKind},
     cursor::Cursor,
     event::Event,
-    frame::{seed_error, Frame, StreamPos, SSE_KEEP_ALIVE},
-    ui_stream::{self, Request},
+    frame::{seed_error, ws_chunks, Frame, StreamPos, SSE_KEEP_ALIVE},
+    ui_stream::{self, Piece, Request},
     websocket::{ws_close, ws_frame, WsOp},
 };
 
@@ -52,11 +53,19 @@ pub enum Wire {
     /// The seed route: only this message's text, in its own wire format.
     Seed(Uuid),
     /// The AI SDK's UI message stream over SSE: only this message.
-    Ui(Uuid),
+    Ui(UiRequest),
     /// One request of a chat WebSocket (the AI SDK's
     /// `WebSocketChatTransport`): this message's UI chunks in the
     /// request's frames.
     Chat(ChatRequest),
+}
+
+/// What an HTTP request of the AI SDK's chat protocol follows.
+#[derive(Debug, Clone)]
+pub struct UiRequest {
+    pub message_id: Uuid,
+    /// It continues the answer after a step its client has.
+    pub continuation: Option<Continuation>,
 }
 
 /// What a chat WebSocket's request follows.
@@ -66,13 +75,15 @@ pub struct ChatRequest {
     pub request: Rc<Request>,
     /// Only chunks numbered after this one (a resume's `lastSequence`).
     pub after: Option<u64>,
+    /// It continues the answer after a step its client has.
+    pub continuation: Option<Continuation>,
 }
 
 impl Wire {
     /// The one message a wire that follows one answer follows.
     fn message(&self) -> Option<Uuid> {
         match self {
-            Wire::Seed(id) | Wire::Ui(id) => Some(*id),
+            Wire::Seed(id) | Wire::Ui(UiRequest { message_id: id, .. }) => Some(*id),
             Wire::Chat(c) => Some(c.message_id),
             Wire::Sse | Wire::Ws => None,
         }
@@ -120,6 +131,10 @@ pub struct Subscriber {
     /// The latest non-positional notice (`thread.updated`) that came while
     /// not live (or found the pipe full), written once it is live again.
     notice_owed: std::cell::RefCell<Option<std::sync::Arc<Frame>>>,
+    /// A UI wire: the canonical number of the next UI chunk it writes (a
+    /// chunk met again, as a catch-up from a position that an event
+    /// without text shares may bring, is not written twice).
+    ui_next: Cell<u64>,
 }
 
 impl Subscriber {
@@ -135,7 +150,6 @@ impl Subscriber {
         Subscriber {
             session_id,
             thread_id,
-            wire,
             pipe,
             notice,
             peer_timeout,
@@ -146,6 +160,11 @@ impl Subscriber {
             last_heard: Cell::new(Instant::now()),
             presence_owed: Cell::new(None),
             notice_owed: std::cell::RefCell::new(None),
+            ui_next: Cell::new(match &wire {
+                Wire::Chat(ChatRequest { after: Some(after), .. }) => after + 1,
+                _ => 0,
+            }),
+            wire,
         }
     }
 
@@ -177,17 +196,54 @@ impl Subscriber {
             Wire::Seed(message_id) => frame.seed.clone().filter(|_| mine(*message_id)),
             // Asked only of its own message's frames: a frame no UI
             // subscriber follows is never encoded for one.
-            Wire::Ui(message_id) => mine(*message_id).then(|| frame.ui_sse().cloned()).flatten(),
-            Wire::Chat(c) if mine(c.message_id) => frame.ui_ws(&c.request, c.after, self.completes(frame)),
-            Wire::Chat(_) => None,
+            Wire::Ui(UiRequest { message_id, continuation }) if mine(*message_id) => {
+                let (chunks, all) = self.ui_chunks(frame, continuation.as_ref());
+                let end = self.completes(frame);
+                if all {
+                    // All of it, as it is: the frame's own lines, shared.
+                    frame.ui_sse().cloned()
+                } else {
+                    (end || !chunks.is_empty()).then(|| ui_stream::sse_lines(chunks.iter().map(|(_, p)| &p.json), end))
+                }
+            }
+            Wire::Chat(c) if mine(c.message_id) => {
+                let (chunks, _) = self.ui_chunks(frame, c.continuation.as_ref());
+                ws_chunks(&c.request, chunks.into_iter(), self.completes(frame))
+            }
+            Wire::Ui(_) | Wire::Chat(_) => None,
+        }
+    }
+
+    /// The UI chunks of `frame` a UI wire writes, each under the number it
+    /// writes it under: those it has not written yet, and for a
+    /// continuation those after its step's end. `true`: all of the
+    /// frame's, under their own numbers.
+    fn ui_chunks<'a>(&self, frame: &'a Frame, continuation: Option<&Continuation>) -> (Vec<(u64, &'a Piece)>, bool) {
+        let pieces = frame.ui_pieces();
+        let fresh = pieces.iter().filter(|p| p.seq >= self.ui_next.get());
+        match continuation {
+            Some(c) => (c.take(fresh), false),
+            None => {
+                let chunks: Vec<_> = fresh.map(|p| (p.seq, p)).collect();
+                let all = chunks.len() == pieces.len();
+                (chunks, all)
+            }
         }
     }
 
     /// Whether `frame` ends what this subscriber came for (the one answer
-    /// of the seed route, a UI message stream, a chat request).
+    /// of the seed route, a UI message stream, a chat request): the
+    /// answer's end, or, for a UI stream, where it awaits input (its
+    /// client answers, then asks for the rest).
     pub fn completes(&self, frame: &Frame) -> bool {
         let Some(message_id) = self.wire.message() else { return false };
-        frame.kind == EventKind::MessageCompleted && frame.cursor.is_some_and(|c| c.message_id == message_id)
+        let ends = match self.wire {
+            Wire::Ui(_) | Wire::Chat(_) => {
+                matches!(frame.kind, EventKind::MessageCompleted | EventKind::MessageAwaiting)
+            }
+            _ => frame.kind == EventKind::MessageCompleted,
+        };
+        ends && frame.cursor.is_some_and(|c| c.message_id == message_id)
     }
 
     /// Where `frame` moves this subscriber, if it is a position.
@@ -198,6 +254,11 @@ impl Subscriber {
     fn wrote(&self, frame: &Frame) {
         if let Some(at) = Self::moves_to(frame) {
             self.cursor.set(at);
+        }
+        if matches!(self.wire, Wire::Ui(_) | Wire::Chat(_)) {
+            if let Some(last) = frame.ui_pieces().last() {
+                self.ui_next.set(self.ui_next.get().max(last.seq + 1));
+            }
         }
         let mut delivery = self.delivery.borrow_mut();
         delivery.wrote(frame.pos);

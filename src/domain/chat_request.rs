@@ -40,7 +40,9 @@ pub enum UiRole {
     Assistant,
 }
 
-/// One part of a UI message; only `text` parts are read.
+/// One part of a UI message: a user message's `text` parts are its
+/// question; an answer's tool parts (`tool-<name>`, `dynamic-tool`) say
+/// what its client answered of its calls (`domain::chat_continue`).
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct UiPart {
     /// `text`, `reasoning`, `file`, `tool-…`, `step-start`, …
@@ -48,6 +50,38 @@ pub struct UiPart {
     pub kind: String,
     /// A text part's text.
     pub text: Option<String>,
+    /// A tool part's call.
+    #[serde(rename = "toolCallId")]
+    pub tool_call_id: Option<String>,
+    /// A tool part's state: `input-available`, `approval-requested`,
+    /// `approval-responded` (a person decided), `output-available` (the
+    /// client's result), `output-error`, …
+    pub state: Option<String>,
+    /// `output-available`: the call's output.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub output: serde_json::Value,
+    /// `output-error`: why the call failed.
+    #[serde(rename = "errorText")]
+    pub error_text: Option<String>,
+    /// A call that asked for approval: its id, and the decision.
+    pub approval: Option<UiApproval>,
+}
+
+impl UiPart {
+    /// A tool part's call id.
+    pub fn call(&self) -> Option<&str> {
+        let tool = self.kind.starts_with("tool-") || self.kind == "dynamic-tool";
+        self.tool_call_id.as_deref().filter(|_| tool)
+    }
+}
+
+/// A tool part's approval (`addToolApprovalResponse` fills in `approved`).
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+pub struct UiApproval {
+    pub id: String,
+    pub approved: Option<bool>,
+    pub reason: Option<String>,
 }
 
 /// A message of the chat, as `useChat` holds it.
@@ -65,7 +99,9 @@ pub struct ChatBody {
     /// The chat: a thread id, or the client's own id (`useChat`'s).
     #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f]+$")]
     pub id: String,
-    /// The chat's messages; the text of the newest user message is asked.
+    /// The chat's messages: the text of the newest user message is asked,
+    /// unless the last is an answer of the chat, which the request then
+    /// continues with the results and decisions its tool parts hold.
     pub messages: Vec<UiMessage>,
     /// Checked (an unknown trigger is refused); both ask the newest user
     /// message, so a regenerate keeps the earlier answer in the thread.

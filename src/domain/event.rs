@@ -213,11 +213,7 @@ impl Event {
                 });
             }
         }
-        if message.is_awaiting() {
-            out.push(Event::awaiting(message));
-        } else if message.is_finished() {
-            out.push(Event::completed(message));
-        }
+        out.extend(Event::ending(message));
         out
     }
 
@@ -249,12 +245,24 @@ impl Event {
                 text: blk.text.clone(),
             });
         }
-        if message.is_awaiting() {
-            out.push(Event::awaiting(message));
-        } else if message.is_finished() {
-            out.push(Event::completed(message));
-        }
+        out.extend(Event::ending(message));
         out
+    }
+
+    /// What a description of `message` ends with: where it awaits input,
+    /// its completion, or, while the step after its results has begun but
+    /// holds no block yet, that step's `message.step` (published right
+    /// after the results).
+    fn ending(message: &Message) -> Option<Event> {
+        if message.is_awaiting() {
+            Some(Event::awaiting(message))
+        } else if message.is_finished() {
+            Some(Event::completed(message))
+        } else if message.blocks.last().is_some_and(|b| b.kind == BlockKind::ToolResult) {
+            Some(Event::step(message, message.blocks.len()))
+        } else {
+            None
+        }
     }
 
     /// `message.completed` for a finished message.

@@ -150,22 +150,6 @@ impl Frame {
         })
     }
 
-    /// This frame for one request of a chat WebSocket: a `chunk` text
-    /// frame per UI chunk numbered after `after`, then `end` if the frame
-    /// ends what the request follows. The chunks' JSON is encoded once per
-    /// frame; per request only its envelope is written around a copy of
-    /// it, into one buffer.
-    pub fn ui_ws(&self, request: &Request, after: Option<u64>, end: bool) -> Option<Bytes> {
-        let mut out = BytesMut::new();
-        for piece in self.ui_pieces().iter().filter(|p| after.is_none_or(|a| p.seq > a)) {
-            request.put_chunk(piece, &mut out);
-        }
-        if end {
-            out.put_slice(&ws_frame(WsOp::Text, &request.end()));
-        }
-        (!out.is_empty()).then(|| out.freeze())
-    }
-
     /// Builds every wire form around `json`, which is not parsed.
     fn assemble(pos: StreamPos, kind: EventKind, cursor: Option<Cursor>, json: &[u8], seed: Option<Bytes>) -> Frame {
         let mut buf = BytesMut::with_capacity(json.len() + 96);
@@ -284,6 +268,23 @@ pub fn sse_retry(millis: u64) -> Bytes {
     Bytes::from(format!("retry: {millis}\n\n"))
 }
 
+/// Chunks of a frame (`Frame::ui_pieces`, which the subscriber picks)
+/// for one request of a chat WebSocket, each under the number paired with
+/// it, then `end` if the frame ends what the request follows: its `chunk`
+/// frames (and `end`) in one buffer, or `None` when there is nothing to
+/// send. The chunks' JSON is encoded once per frame; per request only its
+/// envelope is written around a copy of it.
+pub fn ws_chunks<'a>(request: &Request, pieces: impl Iterator<Item = (u64, &'a Piece)>, end: bool) -> Option<Bytes> {
+    let mut out = BytesMut::new();
+    for (seq, piece) in pieces {
+        request.put_numbered(seq, &piece.json, &mut out);
+    }
+    if end {
+        out.put_slice(&ws_frame(WsOp::Text, &request.end()));
+    }
+    (!out.is_empty()).then(|| out.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,11 +339,12 @@ mod tests {
         assert_eq!(&first[..], "data: {\"type\":\"text-delta\",\"id\":\"2\",\"delta\":\"héllo\"}\n\n".as_bytes());
         assert_eq!(first.as_ptr(), frame.ui_sse().unwrap().as_ptr(), "encoded once, the same bytes after");
         let request = Request::new("r1");
-        let ws = frame.ui_ws(&request, None, false).unwrap();
+        let numbered = |after: u64| frame.ui_pieces().iter().filter(move |p| p.seq > after).map(|p| (p.seq, p));
+        let ws = ws_chunks(&request, numbered(0), false).unwrap();
         assert!(std::str::from_utf8(&ws[2..])
             .unwrap()
             .starts_with(r#"{"type":"chunk","requestId":"r1","sequence":4,"#));
-        assert!(frame.ui_ws(&request, Some(4), false).is_none(), "nothing after the number it resumes from");
+        assert!(ws_chunks(&request, numbered(4), false).is_none(), "nothing after the number it resumes from");
         // A frame without the context (from another node) has no UI form
         // until its node supplies it.
         let bare = Frame::from_wire(&frame.to_wire()).unwrap();

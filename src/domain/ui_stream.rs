@@ -14,6 +14,13 @@
 //! then says how the message ended: `finish-step` and `finish`, `error`
 //! first when it failed, or `abort` when it was cancelled.
 //!
+//! An answer in several steps is still one UI message (see `pieces`): a
+//! step's end is `finish-step`, each call's result one `tool-output-…`
+//! chunk, the next step's start `start-step`. Where the answer awaits
+//! input its stream ends (approvals asked as `tool-approval-request`,
+//! `finish` with `tool-calls`); the request that answers continues the
+//! same message after that step's end (`delivery::continuation`).
+//!
 //! Every chunk of an answer has a number in the answer's canonical order
 //! (`start` is 0), the `sequence` of the WebSocket transport. A delta's
 //! chunks are the deltas the answer was published in; a delta that covers
@@ -30,7 +37,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{event::Event, BlockKind, MessageError, MessageStatus, Role};
+use super::{event::Event, BlockKind, MessageError, MessageStatus, Needs, Role};
 
 /// The response header of the UI message stream protocol, and its value.
 pub const HEADER: (&str, &str) = ("x-vercel-ai-ui-message-stream", "v1");
@@ -38,11 +45,25 @@ pub const HEADER: (&str, &str) = ("x-vercel-ai-ui-message-stream", "v1");
 /// The line that ends a UI message stream over SSE.
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
 
-/// A tool call, as its block names it.
+/// A tool call, as its block names it: a `tool_use` block's call, or the
+/// call a `tool_result` block answers, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tool {
     pub id: String,
     pub name: String,
+    /// A `tool_result` block's: how the call was answered.
+    pub answered: Option<Answered>,
+}
+
+/// How a call was answered, as the UI stream tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// Its output (the block's text is its JSON).
+    Output,
+    /// An error (the block's text is its message as a JSON string).
+    Error,
+    /// A person denied it.
+    Denied,
 }
 
 /// A block of an answer, as the UI stream names its part.
@@ -75,6 +96,9 @@ pub struct Context {
     /// A delta that covers several published deltas: where each but the
     /// last ends (byte offsets in the block, inside the delta), in order.
     pub splits: Box<[usize]>,
+    /// The event ends a step (the first result after its calls, or the
+    /// answer awaiting input): `finish-step` follows what `closes` ends.
+    pub step_end: bool,
 }
 
 impl Context {
@@ -89,6 +113,9 @@ impl Context {
 pub struct Piece {
     pub seq: u64,
     pub json: Bytes,
+    /// It is a `finish-step`: a client that has a step's chunks up to its
+    /// end continues after this one (see `delivery::continuation`).
+    pub ends_step: bool,
 }
 
 /// The chunks of the protocol this service sends, as `ai` names them.
@@ -148,6 +175,32 @@ enum Chunk<'a> {
         #[serde(rename = "errorText")]
         error_text: &'a str,
     },
+    ToolApprovalRequest {
+        #[serde(rename = "approvalId")]
+        approval_id: &'a str,
+        #[serde(rename = "toolCallId")]
+        tool_call_id: &'a str,
+    },
+    ToolApprovalResponse {
+        #[serde(rename = "approvalId")]
+        approval_id: &'a str,
+        approved: bool,
+    },
+    ToolOutputAvailable {
+        #[serde(rename = "toolCallId")]
+        tool_call_id: &'a str,
+        output: Value,
+    },
+    ToolOutputError {
+        #[serde(rename = "toolCallId")]
+        tool_call_id: &'a str,
+        #[serde(rename = "errorText")]
+        error_text: &'a str,
+    },
+    ToolOutputDenied {
+        #[serde(rename = "toolCallId")]
+        tool_call_id: &'a str,
+    },
     FinishStep,
     Finish {
         #[serde(rename = "finishReason")]
@@ -174,7 +227,7 @@ fn part_id(block: usize) -> String {
 
 /// The calls of a tool block that is not named (a provider that sent
 /// none): still one part, under a name of its own.
-static UNNAMED: Tool = Tool { id: String::new(), name: String::new() };
+static UNNAMED: Tool = Tool { id: String::new(), name: String::new(), answered: None };
 
 fn tool_of(block: &BlockRef) -> (&str, &str) {
     let tool = block.tool.as_deref().unwrap_or(&UNNAMED);
@@ -182,12 +235,12 @@ fn tool_of(block: &BlockRef) -> (&str, &str) {
     (&tool.id, name)
 }
 
-/// The chunk that opens `block`.
+/// The chunk that opens `block` (a result has none: its answer is one
+/// chunk, at its text).
 fn opening(block: &BlockRef) -> Option<Bytes> {
     Some(match block.kind {
         BlockKind::Text => json(&Chunk::TextStart { id: part_id(block.index) }),
         BlockKind::Thinking => json(&Chunk::ReasoningStart { id: part_id(block.index) }),
-        // (A call's result has no UI form yet.)
         BlockKind::ToolResult => return None,
         BlockKind::ToolUse => {
             let (tool_call_id, tool_name) = tool_of(block);
@@ -196,7 +249,7 @@ fn opening(block: &BlockRef) -> Option<Bytes> {
     })
 }
 
-/// The chunk of `text` appended to `block`.
+/// The chunk of `text` appended to `block` (not a result: see `answer`).
 fn delta(block: &BlockRef, text: &str) -> Option<Bytes> {
     Some(match block.kind {
         BlockKind::ToolResult => return None,
@@ -207,6 +260,23 @@ fn delta(block: &BlockRef, text: &str) -> Option<Bytes> {
             json(&Chunk::ToolInputDelta { tool_call_id, input_text_delta: text })
         }
     })
+}
+
+/// A result block's answer, from its whole text: the output parsed, the
+/// error's message, or the denial.
+fn answer(block: &BlockRef, text: &str) -> Bytes {
+    let (tool_call_id, _) = tool_of(block);
+    match block.tool.as_deref().and_then(|t| t.answered).unwrap_or(Answered::Output) {
+        Answered::Denied => json(&Chunk::ToolOutputDenied { tool_call_id }),
+        Answered::Error => {
+            let message = serde_json::from_str::<String>(text).unwrap_or_else(|_| text.to_owned());
+            json(&Chunk::ToolOutputError { tool_call_id, error_text: &message })
+        }
+        Answered::Output => {
+            let output = serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()));
+            json(&Chunk::ToolOutputAvailable { tool_call_id, output })
+        }
+    }
 }
 
 /// The chunk that ends a block: a tool call's ends with its input, parsed
@@ -257,8 +327,8 @@ fn ending(status: MessageStatus, stop_reason: Option<&str>, error: Option<&Messa
         MessageStatus::Complete | MessageStatus::Streaming => {
             vec![json(&Chunk::FinishStep), json(&Chunk::Finish { finish_reason: finish_reason(stop_reason) })]
         }
-        // The step ended with calls that wait: this stream ends here (the
-        // client answers them, and the answer goes on).
+        // (An answer that awaits input is not ended: `message.awaiting`
+        // ends its stream.)
         MessageStatus::AwaitingInput => {
             vec![json(&Chunk::FinishStep), json(&Chunk::Finish { finish_reason: "tool-calls" })]
         }
@@ -277,22 +347,42 @@ fn ending(status: MessageStatus, stop_reason: Option<&str>, error: Option<&Messa
 }
 
 /// The chunks of `event` with their numbers, or none when it has no UI
-/// form (a user message, presence, `ready`, a stream error). `split`:
-/// a delta that covers several published deltas becomes one chunk each.
+/// form (a user message, presence, `ready`, a stream error, a call
+/// resolved: what it did shows in its result). `split`: a delta that
+/// covers several published deltas becomes one chunk each.
+///
+/// An answer in several steps stays one UI message: a step ends with
+/// `finish-step` after its last block (at its first result, or where the
+/// answer awaits input), each result is one chunk (`tool-output-…`), and
+/// `message.step` is the next step's `start-step`. An answer awaiting
+/// input ends the stream: its calls that wait for a person are
+/// `tool-approval-request`s (the approval's id is the call's), and
+/// `finish` says `tool-calls`.
 pub fn pieces(event: &Event, context: &Context, split: bool) -> Vec<Piece> {
+    let closes = || context.closes.iter().filter_map(|c| closing(c));
     let chunks: Vec<Bytes> = match event {
         Event::MessageStarted { message_id, role: Role::Assistant, .. } => {
             vec![json(&Chunk::Start { message_id: message_id.to_string() }), json(&Chunk::StartStep)]
         }
+        Event::MessageStep { .. } => vec![json(&Chunk::StartStep)],
         Event::MessageBlock { block, kind, id, name, .. } => {
-            let tool = (*kind == BlockKind::ToolUse)
-                .then(|| Arc::new(Tool { id: id.clone().unwrap_or_default(), name: name.clone().unwrap_or_default() }));
+            let tool = (*kind == BlockKind::ToolUse).then(|| {
+                Arc::new(Tool {
+                    id: id.clone().unwrap_or_default(),
+                    name: name.clone().unwrap_or_default(),
+                    answered: None,
+                })
+            });
             let opened = BlockRef { index: *block, kind: *kind, tool };
-            context.closes.iter().filter_map(|c| closing(c)).chain(opening(&opened)).collect()
+            let step_end = context.step_end.then(|| json(&Chunk::FinishStep));
+            closes().chain(step_end).chain(opening(&opened)).collect()
         }
         Event::MessageDelta { offset, text, .. } => {
             let Some(block) = &context.block else { return Vec::new() };
-            if !split || context.splits.is_empty() {
+            if block.kind == BlockKind::ToolResult {
+                // A result's text is published whole, in one delta.
+                (*offset == 0).then(|| answer(block, text)).into_iter().collect()
+            } else if !split || context.splits.is_empty() {
                 delta(block, text).into_iter().collect()
             } else {
                 let mut from = 0;
@@ -307,36 +397,79 @@ pub fn pieces(event: &Event, context: &Context, split: bool) -> Vec<Piece> {
                 out
             }
         }
-        Event::MessageCompleted { status, stop_reason, error, .. } => context
-            .closes
-            .iter()
-            .filter_map(|c| closing(c))
-            .chain(ending(*status, stop_reason.as_deref(), error.as_ref()))
-            .collect(),
+        Event::MessageCompleted { status, stop_reason, error, .. } => {
+            closes().chain(ending(*status, stop_reason.as_deref(), error.as_ref())).collect()
+        }
+        Event::MessageAwaiting { pending, .. } => {
+            let approvals = pending.iter().filter(|p| p.needs == Needs::Approval).map(|p| {
+                json(&Chunk::ToolApprovalRequest { approval_id: &p.tool_call_id, tool_call_id: &p.tool_call_id })
+            });
+            closes()
+                .chain([json(&Chunk::FinishStep)])
+                .chain(approvals)
+                .chain([json(&Chunk::Finish { finish_reason: "tool-calls" })])
+                .collect()
+        }
         _ => Vec::new(),
     };
-    chunks.into_iter().enumerate().map(|(i, json)| Piece { seq: context.seq + i as u64, json }).collect()
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, json)| Piece { seq: context.seq + i as u64, ends_step: json == FINISH_STEP, json })
+        .collect()
+}
+
+/// `finish-step` as it is encoded.
+const FINISH_STEP: &[u8] = br#"{"type":"finish-step"}"#;
+
+/// Whether `event` ends the UI message stream of its message: the
+/// message ended, or it awaits input (the client answers, then asks for
+/// the rest).
+pub fn ends_stream(event: &Event) -> bool {
+    matches!(event, Event::MessageCompleted { .. } | Event::MessageAwaiting { .. })
 }
 
 /// `event` as SSE `data:` lines of the UI message stream (a replay's delta
-/// stays one chunk), `data: [DONE]` after a message's end; `None` when it
-/// has no UI form.
+/// stays one chunk), `data: [DONE]` after the stream's end; `None` when
+/// it has no UI form.
 pub fn sse(event: &Event, context: &Context) -> Option<Bytes> {
     let pieces = pieces(event, context, false);
     if pieces.is_empty() {
         return None;
     }
-    let size = pieces.iter().map(|p| p.json.len() + 8).sum::<usize>() + DONE.len();
+    Some(sse_lines(pieces.iter().map(|p| &p.json), ends_stream(event)))
+}
+
+/// Chunks as SSE `data:` lines, then `data: [DONE]` if `done`.
+pub fn sse_lines<'a>(chunks: impl Iterator<Item = &'a Bytes> + Clone, done: bool) -> Bytes {
+    let size = chunks.clone().map(|c| c.len() + 8).sum::<usize>() + DONE.len();
     let mut out = BytesMut::with_capacity(size);
-    for piece in &pieces {
+    for chunk in chunks {
         out.put_slice(b"data: ");
-        out.put_slice(&piece.json);
+        out.put_slice(chunk);
         out.put_slice(b"\n\n");
     }
-    if matches!(event, Event::MessageCompleted { .. }) {
+    if done {
         out.put_slice(DONE);
     }
-    Some(out.freeze())
+    out.freeze()
+}
+
+/// `start` for message `message_id`: the first chunk of a stream that
+/// continues it.
+pub fn start(message_id: &str) -> Bytes {
+    json(&Chunk::Start { message_id: message_id.to_owned() })
+}
+
+/// A person's decision on call `call` (its approval's id).
+pub fn approval_response(call: &str, approved: bool) -> Bytes {
+    json(&Chunk::ToolApprovalResponse { approval_id: call, approved })
+}
+
+/// Call `call` of tool `name` with `input`, whole: a client that runs the
+/// call's tool does so now (the SDK's `onToolCall`).
+pub fn input_available(call: &str, name: &str, input: Value) -> Bytes {
+    json(&Chunk::ToolInputAvailable { tool_call_id: call, tool_name: name, input })
 }
 
 /// A stream's closing error over SSE (the thread went away, the reader
@@ -379,25 +512,31 @@ impl Request {
     /// `{"type":"chunk","requestId":…,"sequence":…,"chunk":…}`
     pub fn chunk(&self, piece: &Piece) -> Vec<u8> {
         let mut out = BytesMut::new();
-        self.put_chunk_json(piece, &mut out);
+        self.put_chunk_json(piece.seq, &piece.json, &mut out);
         out.to_vec()
     }
 
     /// `chunk()` as one WebSocket text frame, appended to `out`.
     pub fn put_chunk(&self, piece: &Piece, out: &mut BytesMut) {
-        let len = self.chunk_prefix.len() + decimal_len(piece.seq) + CHUNK_KEY.len() + piece.json.len() + 1;
-        out.reserve(len + 10);
-        super::websocket::put_ws_header(out, super::websocket::WsOp::Text, len);
-        self.put_chunk_json(piece, out);
+        self.put_numbered(piece.seq, &piece.json, out);
     }
 
-    fn put_chunk_json(&self, piece: &Piece, out: &mut BytesMut) {
+    /// The chunk `json` as one WebSocket text frame numbered `seq` (a
+    /// request that numbers its chunks its own way), appended to `out`.
+    pub fn put_numbered(&self, seq: u64, json: &[u8], out: &mut BytesMut) {
+        let len = self.chunk_prefix.len() + decimal_len(seq) + CHUNK_KEY.len() + json.len() + 1;
+        out.reserve(len + 10);
+        super::websocket::put_ws_header(out, super::websocket::WsOp::Text, len);
+        self.put_chunk_json(seq, json, out);
+    }
+
+    fn put_chunk_json(&self, seq: u64, json: &[u8], out: &mut BytesMut) {
         use std::fmt::Write as _;
         out.extend_from_slice(&self.chunk_prefix);
         // unwrap: writing to a BytesMut cannot fail.
-        write!(out, "{}", piece.seq).unwrap();
+        write!(out, "{seq}").unwrap();
         out.extend_from_slice(CHUNK_KEY);
-        out.extend_from_slice(&piece.json);
+        out.extend_from_slice(json);
         out.extend_from_slice(b"}");
     }
 
@@ -429,225 +568,4 @@ impl Request {
 }
 
 #[cfg(test)]
-mod tests {
-    use uuid::Uuid;
-
-    use super::*;
-    use crate::domain::{cursor::Cursor, Usage};
-
-    fn started(id: Uuid) -> Event {
-        Event::MessageStarted {
-            thread_id: Uuid::nil(),
-            cursor: Some(Cursor::new(id, 0, 0)),
-            message_id: id,
-            role: Role::Assistant,
-            model: None,
-        }
-    }
-
-    fn block(id: Uuid, b: usize, kind: BlockKind, tool: Option<(&str, &str)>) -> Event {
-        Event::MessageBlock {
-            thread_id: Uuid::nil(),
-            cursor: Some(Cursor::new(id, b, 0)),
-            message_id: id,
-            block: b,
-            kind,
-            id: tool.map(|t| t.0.to_owned()),
-            name: tool.map(|t| t.1.to_owned()),
-            tool_use_id: None,
-            is_error: None,
-        }
-    }
-
-    fn delta_of(id: Uuid, b: usize, offset: usize, text: &str) -> Event {
-        Event::MessageDelta {
-            thread_id: Uuid::nil(),
-            cursor: Some(Cursor::new(id, b, offset + text.len())),
-            message_id: id,
-            block: b,
-            offset,
-            text: text.to_owned(),
-        }
-    }
-
-    fn completed(id: Uuid, status: MessageStatus, error: Option<&str>) -> Event {
-        Event::MessageCompleted {
-            thread_id: Uuid::nil(),
-            cursor: None,
-            message_id: id,
-            status,
-            stop_reason: Some("end_turn".into()),
-            usage: Usage::default(),
-            error: error.map(|m| MessageError {
-                code: crate::domain::codes::MessageErrorCode::UpstreamError,
-                message: m.into(),
-            }),
-        }
-    }
-
-    fn text_of(pieces: &[Piece]) -> Vec<String> {
-        pieces.iter().map(|p| String::from_utf8(p.json.to_vec()).unwrap()).collect()
-    }
-
-    fn at(seq: u64) -> Context {
-        Context { seq, ..Context::default() }
-    }
-
-    fn in_block(seq: u64, index: usize, kind: BlockKind, tool: Option<Arc<Tool>>) -> Context {
-        Context { seq, block: Some(BlockRef { index, kind, tool }), ..Context::default() }
-    }
-
-    #[test]
-    fn an_answer_with_thinking_text_and_a_tool_call_reads_as_the_sdk_names_it() {
-        let id = Uuid::now_v7();
-        let tool = Arc::new(Tool { id: "toolu_1".into(), name: "weather".into() });
-        let thinking = BlockRef { index: 0, kind: BlockKind::Thinking, tool: None };
-        let text = BlockRef { index: 1, kind: BlockKind::Text, tool: None };
-        let call = BlockRef { index: 2, kind: BlockKind::ToolUse, tool: Some(tool.clone()) };
-        let steps = [
-            (started(id), at(0)),
-            (block(id, 0, BlockKind::Thinking, None), at(2)),
-            (delta_of(id, 0, 0, "hm"), in_block(3, 0, BlockKind::Thinking, None)),
-            (
-                block(id, 1, BlockKind::Text, None),
-                Context { closes: Some(Box::new(Closed { block: thinking, input: None })), ..at(4) },
-            ),
-            (delta_of(id, 1, 0, "Héllo \"x\""), in_block(6, 1, BlockKind::Text, None)),
-            (
-                block(id, 2, BlockKind::ToolUse, Some(("toolu_1", "weather"))),
-                Context { closes: Some(Box::new(Closed { block: text, input: None })), ..at(7) },
-            ),
-            (delta_of(id, 2, 0, "{\"city\":"), in_block(9, 2, BlockKind::ToolUse, Some(tool.clone()))),
-            (
-                completed(id, MessageStatus::Complete, None),
-                Context {
-                    closes: Some(Box::new(Closed { block: call, input: Some("{\"city\": \"Oslo\"}".into()) })),
-                    ..at(10)
-                },
-            ),
-        ];
-        let mut all = Vec::new();
-        for (event, context) in &steps {
-            all.extend(pieces(event, context, true));
-        }
-        let seqs: Vec<u64> = all.iter().map(|p| p.seq).collect();
-        assert_eq!(seqs, (0..13).collect::<Vec<_>>(), "numbers run without gap");
-        assert_eq!(
-            text_of(&all),
-            [
-                format!(r#"{{"type":"start","messageId":"{id}"}}"#),
-                r#"{"type":"start-step"}"#.into(),
-                r#"{"type":"reasoning-start","id":"0"}"#.into(),
-                r#"{"type":"reasoning-delta","id":"0","delta":"hm"}"#.into(),
-                r#"{"type":"reasoning-end","id":"0"}"#.into(),
-                r#"{"type":"text-start","id":"1"}"#.into(),
-                r#"{"type":"text-delta","id":"1","delta":"Héllo \"x\""}"#.into(),
-                r#"{"type":"text-end","id":"1"}"#.into(),
-                r#"{"type":"tool-input-start","toolCallId":"toolu_1","toolName":"weather"}"#.into(),
-                r#"{"type":"tool-input-delta","toolCallId":"toolu_1","inputTextDelta":"{\"city\":"}"#.into(),
-                r#"{"type":"tool-input-available","toolCallId":"toolu_1","toolName":"weather","input":{"city":"Oslo"}}"#
-                    .into(),
-                r#"{"type":"finish-step"}"#.into(),
-                r#"{"type":"finish","finishReason":"stop"}"#.into(),
-            ]
-        );
-    }
-
-    #[test]
-    fn a_replayed_delta_is_one_chunk_over_sse_and_its_published_deltas_when_numbered() {
-        let id = Uuid::now_v7();
-        let context = Context { splits: vec![5, 9].into(), ..in_block(3, 0, BlockKind::Text, None) };
-        // The block's text from byte 2: published as [2..5], [5..9], [9..12].
-        let event = delta_of(id, 0, 2, "llo wörld");
-        let split = pieces(&event, &context, true);
-        let deltas: Vec<Value> = split.iter().map(|p| serde_json::from_slice::<Value>(&p.json).unwrap()).collect();
-        assert_eq!(deltas.iter().map(|d| d["delta"].as_str().unwrap()).collect::<Vec<_>>(), ["llo", " wö", "rld"]);
-        assert_eq!(split.iter().map(|p| p.seq).collect::<Vec<_>>(), [3, 4, 5]);
-        let lines = sse(&event, &context).unwrap();
-        let line = String::from_utf8(lines.to_vec()).unwrap();
-        assert_eq!(line, "data: {\"type\":\"text-delta\",\"id\":\"0\",\"delta\":\"llo wörld\"}\n\n");
-    }
-
-    #[test]
-    fn a_failed_answer_ends_with_its_error_and_a_cancelled_one_with_abort() {
-        let id = Uuid::now_v7();
-        let text = Closed { block: BlockRef { index: 0, kind: BlockKind::Text, tool: None }, input: None };
-        let failed = completed(id, MessageStatus::Failed, Some("Overloaded"));
-        let context = Context { closes: Some(Box::new(text.clone())), ..at(4) };
-        let lines = String::from_utf8(sse(&failed, &context).unwrap().to_vec()).unwrap();
-        assert_eq!(
-            lines,
-            "data: {\"type\":\"text-end\",\"id\":\"0\"}\n\n\
-             data: {\"type\":\"error\",\"errorText\":\"Overloaded\"}\n\n\
-             data: {\"type\":\"finish-step\"}\n\n\
-             data: {\"type\":\"finish\",\"finishReason\":\"error\"}\n\n\
-             data: [DONE]\n\n"
-        );
-        let cancelled = pieces(&completed(id, MessageStatus::Cancelled, None), &context, true);
-        assert_eq!(
-            text_of(&cancelled),
-            [r#"{"type":"text-end","id":"0"}"#, r#"{"type":"abort","reason":"cancelled"}"#]
-        );
-    }
-
-    #[test]
-    fn a_tool_input_that_is_not_json_is_a_tool_input_error() {
-        let id = Uuid::now_v7();
-        let tool = Some(Arc::new(Tool { id: "t".into(), name: "n".into() }));
-        let cut =
-            Closed { block: BlockRef { index: 0, kind: BlockKind::ToolUse, tool }, input: Some("{\"a\":".into()) };
-        let got = pieces(
-            &completed(id, MessageStatus::Cancelled, None),
-            &Context { closes: Some(Box::new(cut)), ..at(3) },
-            false,
-        );
-        let first: Value = serde_json::from_slice(&got[0].json).unwrap();
-        assert_eq!(first["type"], "tool-input-error");
-        assert_eq!(first["input"], "{\"a\":");
-    }
-
-    #[test]
-    fn events_of_no_ui_form_have_none() {
-        let presence = Event::Presence { thread_id: Uuid::nil(), cursor: None, subscribers: 2 };
-        assert!(sse(&presence, &Context::default()).is_none());
-        let orphan = delta_of(Uuid::nil(), 0, 0, "x");
-        assert!(pieces(&orphan, &Context::default(), true).is_empty(), "a delta needs its block");
-    }
-
-    #[test]
-    fn a_chunk_frame_written_in_place_is_the_chunk_in_a_websocket_frame() {
-        let request = Request::new("req");
-        let long = format!(r#"{{"type":"text-delta","id":"0","delta":"{}"}}"#, "x".repeat(200));
-        for (seq, json) in
-            [(0, r#"{"type":"start-step"}"#.to_owned()), (9, long.clone()), (10, long), (123_456, "{}".into())]
-        {
-            let piece = Piece { seq, json: Bytes::from(json) };
-            let mut out = BytesMut::from(&b"before"[..]);
-            request.put_chunk(&piece, &mut out);
-            let mut want = b"before".to_vec();
-            want.extend_from_slice(&crate::domain::websocket::ws_frame(
-                crate::domain::websocket::WsOp::Text,
-                &request.chunk(&piece),
-            ));
-            assert_eq!(&out[..], &want[..], "seq {seq}");
-        }
-        assert_eq!((decimal_len(0), decimal_len(9), decimal_len(10), decimal_len(u64::MAX)), (1, 1, 2, 20));
-    }
-
-    #[test]
-    fn request_frames_carry_the_request_id_encoded_once() {
-        let request = Request::new("r\"1");
-        let piece = Piece { seq: 7, json: Bytes::from_static(br#"{"type":"start-step"}"#) };
-        let chunk: Value = serde_json::from_slice(&request.chunk(&piece)).unwrap();
-        assert_eq!(
-            chunk,
-            serde_json::json!({"type": "chunk", "requestId": "r\"1", "sequence": 7, "chunk": {"type": "start-step"}})
-        );
-        for (bytes, kind) in [(request.start(), "start"), (request.end(), "end"), (request.no_active(), "no-active")] {
-            let v: Value = serde_json::from_slice(&bytes).unwrap();
-            assert_eq!(v, serde_json::json!({"type": kind, "requestId": "r\"1"}));
-        }
-        let error: Value = serde_json::from_slice(&request.error("busy")).unwrap();
-        assert_eq!(error["errorText"], "busy");
-    }
-}
+mod tests;

@@ -1,13 +1,14 @@
 // Test harness for the AI SDK suite: the real convo binary (secured: an
 // admin token, a project, a key), a scripted fake Anthropic upstream that
-// streams thinking, text and tool_use blocks (or fails midway), and the
-// AI SDK's own chat transports pointed at the service. The binary and the
+// streams thinking, text and tool_use blocks (or fails midway), the AI
+// SDK's own chat transports pointed at the service, and its own chat
+// (`AbstractChat`, what `useChat` wraps) over a plain state. The binary and the
 // fake upstream are the browser suite's too (../support/service.js).
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DefaultChatTransport, WebSocketChatTransport, readUIMessageStream } from 'ai';
+import { AbstractChat, DefaultChatTransport, WebSocketChatTransport, readUIMessageStream } from 'ai';
 import WebSocket from 'ws';
 import { ConvoProcess, FakeAnthropic, eventually, sleep } from '../support/service.js';
 
@@ -55,6 +56,11 @@ export class Service {
       const page = await this.api('GET', `/v1/projects/${this.pid}/threads?limit=100`);
       return page.data.find((t) => t.title === title);
     });
+  }
+
+  /** A thread offering `tools` (a chat whose id is the thread's). */
+  async thread(tools) {
+    return (await this.api('POST', `/v1/projects/${this.pid}/threads`, { tools })).id;
   }
 
   async history(tid) {
@@ -120,4 +126,35 @@ export async function rebuild(stream, until = () => false) {
 /** The text of a UI message's parts of `type`, joined. */
 export function textOf(message, type = 'text') {
   return message.parts.filter((p) => p.type === type).map((p) => p.text).join('');
+}
+
+// ---------------------------------------------------------------- chats
+
+/** What `useChat` keeps a chat's state in, outside React: plain arrays,
+ * each change a new array, as the SDK's own states do. */
+class ChatState {
+  constructor(messages = []) {
+    this.messages = messages;
+    this.status = 'ready';
+    this.error = undefined;
+  }
+
+  pushMessage(message) { this.messages = this.messages.concat(message); }
+
+  popMessage() { this.messages = this.messages.slice(0, -1); }
+
+  replaceMessage(index, message) {
+    this.messages = [...this.messages.slice(0, index), this.snapshot(message), ...this.messages.slice(index + 1)];
+  }
+
+  snapshot(thing) { return structuredClone(thing); }
+}
+
+/** The SDK's own chat (`AbstractChat`, which `useChat` wraps): `init` as
+ * `useChat` takes it (`id`, `transport`, `onToolCall`,
+ * `sendAutomaticallyWhen`, …). */
+export class Chat extends AbstractChat {
+  constructor({ messages, ...init }) {
+    super({ ...init, state: new ChatState(messages) });
+  }
 }

@@ -164,7 +164,6 @@ async fn bad_bodies_are_refused_in_the_contracts_shape_and_nothing_is_stored() {
         json!({"id": "c1", "trigger": "submit-message"}),
         json!({"id": "c1", "trigger": "resume-stream", "messages": user(json!([{"type": "text", "text": "q"}]))}),
         json!({"id": "c1", "trigger": "submit-message", "messages": []}),
-        json!({"id": "c1", "trigger": "submit-message", "messages": [{"id": "a", "role": "assistant", "parts": [{"type": "text", "text": "q"}]}]}),
         json!({"id": "c1", "trigger": "submit-message", "messages": user(json!([{"type": "text", "text": "   "}]))}),
         json!({"id": "c1", "trigger": "submit-message", "messages": user(json!([{"type": "file", "url": "x"}]))}),
         json!({"id": "c1", "trigger": "submit-message", "messages": user(json!([{"type": "text", "text": "nul\u{0}"}]))}),
@@ -184,6 +183,11 @@ async fn bad_bodies_are_refused_in_the_contracts_shape_and_nothing_is_stored() {
         .await
         .unwrap();
     assert_eq!(error_code(r).await, (415, "unsupported_media_type".into()));
+    // A turn that ends with an answer continues it: no such chat, no such
+    // answer.
+    let answer = json!({"id": "c1", "trigger": "submit-message",
+        "messages": [{"id": "a", "role": "assistant", "parts": [{"type": "text", "text": "q"}]}]});
+    assert_eq!(error_code(post_turn(&server, &pid, &answer).await).await, (404, "not_found".into()));
     assert!(threads_of(&server, &pid).await.is_empty(), "no thread was made for a refused turn");
     let missing = post_turn(&server, "0190a0a0-0000-7000-8000-000000000000", &turn("c1", "q")).await;
     assert_eq!(error_code(missing).await, (404, "not_found".into()));

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::support::{Server, Ws};
 
 /// A chat WebSocket: the protocol's frames over the suite's `Ws`.
-struct ChatWs {
+pub struct ChatWs {
     ws: Ws,
 }
 
@@ -20,11 +20,11 @@ impl ChatWs {
         ChatWs::connect(&format!("{}/v1/projects/{pid}/chat/ws", server.base.replace("http://", "ws://"))).await
     }
 
-    async fn connect(url: &str) -> ChatWs {
+    pub async fn connect(url: &str) -> ChatWs {
         ChatWs { ws: Ws::connect(url).await }
     }
 
-    async fn send(&mut self, frame: Value) {
+    pub async fn send(&mut self, frame: Value) {
         self.ws.send(frame).await;
     }
 
@@ -36,7 +36,7 @@ impl ChatWs {
     /// Frames until request `id` ends (`end`, `error` or `no-active`),
     /// checking that its chunks are numbered from `first` without a gap;
     /// frames of other requests go to `others`.
-    async fn request(&mut self, id: &str, first: u64, others: &mut Vec<Value>) -> (Vec<Value>, Value) {
+    pub async fn request(&mut self, id: &str, first: u64, others: &mut Vec<Value>) -> (Vec<Value>, Value) {
         let mut chunks = Vec::new();
         loop {
             let frame = self.next().await.expect("the socket stays open");

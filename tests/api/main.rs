@@ -4,6 +4,7 @@
 mod access;
 mod binary;
 mod chat;
+mod chat_tools;
 mod chat_ws;
 mod cluster;
 mod cluster_faults;

@@ -5,7 +5,12 @@
 //!
 //! Numbers count chunks from the answer's `start`: two for `start` and
 //! `start-step`, then per block its opening, one per delta the block was
-//! published in, and its end. So the deltas of the latest answer are
+//! published in, and its end; a result is one chunk, and the steps'
+//! `finish-step` and `start-step` lie between the blocks (`Numbers`). A
+//! reader's chunks are the same however it reads them (live, replayed,
+//! caught up): only `message.awaiting`, which ends a stream, says a
+//! step's end otherwise, under the numbers the step's first result will
+//! have. So the deltas of the latest answer are
 //! remembered by where each ended (`Published`): a few bytes per delta of
 //! one answer per thread, never per subscriber. A message whose deltas
 //! this conversation did not see (loaded from the database) counts each
@@ -18,8 +23,9 @@ use uuid::Uuid;
 use super::Conversation;
 use crate::domain::{
     event::Event,
-    ui_stream::{BlockRef, Closed, Context, Tool},
-    BlockKind, Message,
+    turn::{self, CallState},
+    ui_stream::{Answered, BlockRef, Closed, Context, Tool},
+    Block, BlockKind, Message,
 };
 
 /// Where the deltas of one answer ended, block by block.
@@ -58,7 +64,11 @@ impl Published {
     pub(super) fn block(&mut self, message: Uuid, kind: BlockKind, id: Option<&str>, name: Option<&str>) {
         if self.message == Some(message) {
             let tool = (kind == BlockKind::ToolUse).then(|| {
-                Arc::new(Tool { id: id.unwrap_or_default().to_owned(), name: name.unwrap_or_default().to_owned() })
+                Arc::new(Tool {
+                    id: id.unwrap_or_default().to_owned(),
+                    name: name.unwrap_or_default().to_owned(),
+                    answered: None,
+                })
             });
             self.blocks.push(PublishedBlock { ends: Vec::new(), tool });
         }
@@ -87,11 +97,32 @@ impl Conversation {
     pub fn ui_context(&self, event: &Event) -> Context {
         let Some(message) = event_message(event).and_then(|id| self.message(id)) else { return Context::default() };
         let numbers = Numbers { conversation: self, message };
+        let is_result = |b: usize| message.blocks.get(b).is_some_and(|b| b.kind == BlockKind::ToolResult);
         match event {
-            Event::MessageBlock { block, .. } if *block > 0 => {
+            Event::MessageStep { cursor, .. } => {
+                // Its cursor is the end of the last result before the step.
+                let first = cursor.map_or(message.blocks.len(), |c| c.block + 1);
+                Context { seq: numbers.at(first), ..Context::default() }
+            }
+            Event::MessageBlock { block, .. } if is_result(*block) => match numbers.ends_step(*block) {
+                // The step's first result: its last block ends, and the step.
+                true => Context {
+                    seq: numbers.at(*block) - 1,
+                    closes: numbers.closed(block - 1),
+                    step_end: true,
+                    ..Context::default()
+                },
+                false => Context { seq: numbers.at(*block), ..Context::default() },
+            },
+            Event::MessageBlock { block, .. } if *block > 0 && !is_result(block - 1) => {
                 Context { seq: numbers.opening(*block) - 1, closes: numbers.closed(block - 1), ..Context::default() }
             }
             Event::MessageBlock { block, .. } => Context { seq: numbers.opening(*block), ..Context::default() },
+            Event::MessageDelta { block, .. } if is_result(*block) => Context {
+                seq: numbers.at(*block) + u64::from(numbers.ends_step(*block)),
+                block: numbers.block_ref(*block),
+                ..Context::default()
+            },
             Event::MessageDelta { block, offset, text, .. } => {
                 let ends = numbers.ends(*block);
                 let first = ends.partition_point(|&e| e <= *offset);
@@ -104,11 +135,15 @@ impl Conversation {
                     ..Context::default()
                 }
             }
-            Event::MessageCompleted { .. } => match message.blocks.len() {
+            // The answer's end, or where it waits: its last block ends
+            // there (unless that is a result, which has no end).
+            Event::MessageCompleted { .. } | Event::MessageAwaiting { .. } => match message.blocks.len() {
                 0 => Context { seq: 2, ..Context::default() },
+                n if is_result(n - 1) => Context { seq: numbers.at(n), ..Context::default() },
                 n => Context {
-                    seq: numbers.opening(n - 1) + 1 + numbers.ends(n - 1).len() as u64,
+                    seq: numbers.at(n) - 1,
                     closes: numbers.closed(n - 1),
+                    step_end: matches!(event, Event::MessageAwaiting { .. }),
                     ..Context::default()
                 },
             },
@@ -122,12 +157,20 @@ fn event_message(event: &Event) -> Option<Uuid> {
         Event::MessageStarted { message_id, .. }
         | Event::MessageBlock { message_id, .. }
         | Event::MessageDelta { message_id, .. }
-        | Event::MessageCompleted { message_id, .. } => Some(*message_id),
+        | Event::MessageCompleted { message_id, .. }
+        | Event::MessageAwaiting { message_id, .. }
+        | Event::MessageStep { message_id, .. } => Some(*message_id),
         _ => None,
     }
 }
 
-/// The canonical numbers of one message's chunks.
+/// The canonical numbers of one message's chunks: `start` and
+/// `start-step` (0, 1), then block by block what `ui_stream::pieces`
+/// makes of it. A block of text, thinking or a call: its opening, one
+/// chunk per published delta, its end (written by what follows it), and
+/// `start-step` before it when it begins a step after results. A result:
+/// one chunk, and `finish-step` before it when it is the first after its
+/// step's calls.
 struct Numbers<'a> {
     conversation: &'a Conversation,
     message: &'a Message,
@@ -145,17 +188,55 @@ impl Numbers<'_> {
         }
     }
 
+    fn is_result(&self, block: usize) -> bool {
+        self.message.blocks.get(block).is_some_and(|b| b.kind == BlockKind::ToolResult)
+    }
+
+    /// Block `block` (that may be the one to come) begins a step: it
+    /// follows results and is none.
+    fn begins_step(&self, block: usize) -> bool {
+        block > 0 && self.is_result(block - 1) && !self.is_result(block)
+    }
+
+    /// Result `block` is its step's first: the step ends before it.
+    fn ends_step(&self, block: usize) -> bool {
+        block > 0 && self.is_result(block) && !self.is_result(block - 1)
+    }
+
+    /// How many chunks block `block` makes.
+    fn cost(&self, block: usize) -> u64 {
+        if self.is_result(block) {
+            u64::from(self.ends_step(block)) + u64::from(!self.ends(block).is_empty())
+        } else {
+            u64::from(self.begins_step(block)) + self.ends(block).len() as u64 + 2
+        }
+    }
+
+    /// The number of the first chunk at block `block` (or after the last).
+    fn at(&self, block: usize) -> u64 {
+        2 + (0..block).map(|b| self.cost(b)).sum::<u64>()
+    }
+
     /// The number of block `block`'s opening chunk.
     fn opening(&self, block: usize) -> u64 {
-        2 + (0..block).map(|b| self.ends(b).len() as u64 + 2).sum::<u64>()
+        self.at(block) + u64::from(self.begins_step(block))
     }
 
     fn block_ref(&self, block: usize) -> Option<BlockRef> {
         let b = self.message.blocks.get(block)?;
-        let tool = match self.conversation.published.of(self.message.id, block) {
-            Some(published) => published.tool.clone(),
-            None => (b.kind == BlockKind::ToolUse).then(|| {
-                Arc::new(Tool { id: b.id.clone().unwrap_or_default(), name: b.name.clone().unwrap_or_default() })
+        let tool = match (b.kind, self.conversation.published.of(self.message.id, block)) {
+            (BlockKind::ToolResult, _) => {
+                let id = b.tool_use_id.clone().unwrap_or_default();
+                let answered = answered(self.message, &id, b);
+                Some(Arc::new(Tool { id, name: String::new(), answered: Some(answered) }))
+            }
+            (_, Some(published)) => published.tool.clone(),
+            (kind, None) => (kind == BlockKind::ToolUse).then(|| {
+                Arc::new(Tool {
+                    id: b.id.clone().unwrap_or_default(),
+                    name: b.name.clone().unwrap_or_default(),
+                    answered: None,
+                })
             }),
         };
         Some(BlockRef { index: block, kind: b.kind, tool })
@@ -167,3 +248,24 @@ impl Numbers<'_> {
         Some(Box::new(Closed { block: block_ref, input }))
     }
 }
+
+/// How call `id` was answered, by its result `block`: a denial is what a
+/// person decided (the call, while the answer holds its step's calls, or
+/// else the result's text: `turn::reason::DENIED`).
+fn answered(message: &Message, id: &str, block: &Block) -> Answered {
+    if !block.is_error {
+        return Answered::Output;
+    }
+    let denied = match message.calls.iter().find(|c| c.id == id).map(|c| &c.state) {
+        Some(CallState::Resolved { approved, .. }) => *approved == Some(false),
+        _ => serde_json::from_str::<String>(&block.text).is_ok_and(|t| t.starts_with(turn::reason::DENIED)),
+    };
+    if denied {
+        Answered::Denied
+    } else {
+        Answered::Error
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -5,11 +5,17 @@
 //!   the UI message stream of the answer over SSE.
 //! - `GET …/chat/{id}/stream` (`resume.rs`): the transport's resume; 204
 //!   when nothing runs, else the running answer from its start (the SDK
-//!   rebuilds the message from a replay), then live. `POST
+//!   rebuilds the message from a replay), then live; an answer awaiting
+//!   input likewise, up to where it waits (a reloaded tab sees the calls
+//!   that wait, and what for). `POST
 //!   …/chat/{id}/cancel` stops the answer: the SDK's `stop()` only aborts
 //!   its fetch, and closing a connection never cancels (see README).
 //! - `GET …/chat/ws` (`ws.rs`): `WebSocketChatTransport`, several chats on
 //!   one socket, served by a `ChatSocket` actor.
+//!
+//! A turn (either transport) whose last message is an answer of the chat
+//! continues it with the results and decisions its tool parts hold
+//! (`continuation.rs`): the same UI message streams on.
 //!
 //! A chat is a thread. Its id is the thread's id, or the client's own id,
 //! which the chat's first turn records (`store::chats`) for a new thread of
@@ -17,6 +23,7 @@
 //! and the page show it at once; the UI chunks are encoded once per frame
 //! (`domain::frame`).
 
+pub mod continuation;
 pub mod post;
 pub mod resume;
 pub mod socket;
@@ -37,8 +44,11 @@ use super::{
     AppState,
 };
 use crate::{
-    actors::thread::{FindRunning, RunningAnswer},
-    domain::{chat_request, ui_stream, Thread},
+    actors::{
+        registry::ask,
+        thread::{FindRunning, LiveMessages, RunningAnswer},
+    },
+    domain::{chat_request, event::end_cursor, ui_stream, MessageStatus, Role, Thread},
     error::{ApiError, Code},
 };
 
@@ -51,9 +61,9 @@ pub async fn chat_thread(state: &AppState, project_id: Uuid, id: &str) -> Result
     Ok(state.store.chat_thread(project_id, id).await?)
 }
 
-/// The answer running on chat `id`, and the chat's thread, for a client
-/// that resumes it (`None`: no such chat, or nothing runs). A stream token
-/// finds only its own thread's.
+/// The answer running on chat `id`, or awaiting input there, and the
+/// chat's thread, for a client that resumes it (`None`: no such chat, or
+/// nothing runs or waits). A stream token finds only its own thread's.
 pub async fn running_answer(
     state: &AppState,
     project_id: Uuid,
@@ -62,8 +72,27 @@ pub async fn running_answer(
 ) -> Result<Option<(Uuid, RunningAnswer)>, ApiError> {
     let Some(thread) = chat_thread(state, project_id, id).await? else { return Ok(None) };
     token_opens(token, thread.id)?;
-    let running = crate::actors::registry::ask(&state.registry, thread.id, || FindRunning).await??;
-    Ok(running.map(|answer| (thread.id, answer)))
+    let running = ask(&state.registry, thread.id, || FindRunning).await??;
+    let found = match running {
+        Some(answer) => Some(answer),
+        None => awaiting_answer(state, thread.id).await?,
+    };
+    Ok(found.map(|answer| (thread.id, answer)))
+}
+
+/// The thread's last answer if it awaits input (as its actor holds it:
+/// stored so, it may have gone on since), after its question.
+async fn awaiting_answer(state: &AppState, thread_id: Uuid) -> Result<Option<RunningAnswer>, ApiError> {
+    let (last, _) = state.store.list_messages(thread_id, 2, Some(i64::MAX), None).await?;
+    let [question, answer] = last.as_slice() else { return Ok(None) };
+    if answer.role != Role::Assistant || !answer.is_awaiting() {
+        return Ok(None);
+    }
+    let live = ask(&state.registry, thread_id, || LiveMessages { ids: vec![answer.id] }).await?;
+    let waits = live
+        .iter()
+        .any(|m| m.id == answer.id && matches!(m.status, MessageStatus::AwaitingInput | MessageStatus::Streaming));
+    Ok(waits.then(|| RunningAnswer { answer: answer.id, question: end_cursor(question) }))
 }
 
 /// A turn's question as a message to ask: the chat id must be one, the

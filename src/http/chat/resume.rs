@@ -1,6 +1,9 @@
 //! A chat's running answer: `GET /v1/projects/{pid}/chat/{id}/stream`
 //! (the AI SDK's resume) and `POST /v1/projects/{pid}/chat/{id}/cancel`
-//! (its stop, for real).
+//! (its stop, for real). An answer awaiting input is resumed too: the
+//! stream ends where it waits, with its calls and what they wait for (a
+//! `tool-approval-request` for each that waits for a person), so a
+//! reloaded tab shows them and can answer.
 //!
 //! The SDK's resume replaces its partial message with a replay
 //! (`resumeStreamIsReplay`): the first `start` chunk resets the message,
@@ -15,7 +18,7 @@ use uuid::Uuid;
 use super::{chat_thread, running_answer, token_thread, ui_response};
 use crate::{
     actors::{registry::ask, session::Transport, thread::Cancel},
-    delivery::pipe::pipe,
+    delivery::{pipe::pipe, subscriber::UiRequest},
     domain::cursor::Resume,
     error::ApiError,
     http::{
@@ -29,9 +32,10 @@ use crate::{
     params(("pid" = Uuid, Path, description = "Project id"), ("id" = String, Path, description = "Chat id: a thread id, or the client's own"),
         ("token" = Option<String>, Query, description = "A stream token of the chat's thread")),
     responses(
-        (status = 200, description = "The running answer as the UI message stream, from its start, then live",
+        (status = 200, description = "The running answer as the UI message stream, from its start, then live; \
+            an answer awaiting input up to where it waits (its approvals asked, `finish` with `tool-calls`)",
             content_type = "text/event-stream", body = String),
-        (status = 204, description = "Nothing is generating on this chat")))]
+        (status = 204, description = "Nothing is generating or awaiting input on this chat")))]
 #[tracing::instrument(skip_all, fields(project_id = %path.0))]
 pub async fn stream(
     state: web::Data<AppState>,
@@ -47,7 +51,7 @@ pub async fn stream(
     }
     let admission = admit(&state, &req, thread_id)?;
     let (tx, rx) = pipe(STREAM_BUFFER);
-    let transport = Transport::Ui { tx, message_id: running.answer };
+    let transport = Transport::Ui { tx, request: UiRequest { message_id: running.answer, continuation: None } };
     start_session(&state, thread_id, admission, transport, Resume::At(running.question));
     Ok(ui_response(&req, rx))
 }

@@ -4,10 +4,13 @@
 //! with a pipe of its own in the socket's body (`delivery::mux`):
 //!
 //! - `send` asks the newest user message on the chat's thread, exactly as
-//!   `POST …/chat` does, and streams the answer from its first chunk;
-//! - `resume` answers `no-active` when nothing runs, else `start`, then
-//!   the running answer's chunks numbered after `lastSequence` (all of
-//!   them without one), then live;
+//!   `POST …/chat` does, and streams the answer from its first chunk; a
+//!   `send` whose last message is an answer of the chat continues it, as
+//!   `POST …/chat` does (`continuation.rs`), numbered from 0 on;
+//! - `resume` answers `no-active` when nothing runs or awaits input, else
+//!   `start`, then the answer's chunks numbered after `lastSequence` (all
+//!   of them without one), then live (an answer awaiting input: up to
+//!   where it waits);
 //! - `abort` (the user's Stop) drops the request and cancels its answer
 //!   upstream, if that answer still runs.
 //!
@@ -29,7 +32,7 @@ use actix_web::web;
 use actix_ws::{AggregatedMessage, ProtocolError};
 use uuid::Uuid;
 
-use super::{chat_thread, checked_turn, running_answer, title_of, token_opens};
+use super::{chat_thread, checked_turn, continuation, running_answer, title_of, token_opens};
 use crate::{
     actors::{
         registry::ask,
@@ -38,9 +41,7 @@ use crate::{
         ThreadError,
     },
     capacity::{ConnectionSlot, SubscriberSlot},
-    delivery::mux::Mux,
-    delivery::pipe::pipe,
-    delivery::subscriber::ChatRequest,
+    delivery::{continuation::Continuation, mux::Mux, pipe::pipe, subscriber::ChatRequest},
     domain::{
         chat_request::{ChatFrame, Extra, UiMessage},
         cursor::{Cursor, Resume},
@@ -79,6 +80,8 @@ struct Opening {
     after: Option<u64>,
     /// A resume announces itself with `start` first.
     announce: bool,
+    /// A continuation's first chunks (its stream continues after them).
+    prefix: Option<Vec<bytes::Bytes>>,
 }
 
 pub struct ChatSocket {
@@ -192,6 +195,9 @@ impl ChatSocket {
             }
         };
         match frame {
+            ChatFrame::Send { request_id, id, messages, .. } if continuation::answer_of(&messages).is_some() => {
+                self.continue_answer(request_id, id, messages, ctx)
+            }
             ChatFrame::Send { request_id, id, messages, body, .. } => {
                 self.send(request_id, id, messages, body.unwrap_or_default(), ctx)
             }
@@ -235,6 +241,33 @@ impl ChatSocket {
                 from: end_cursor(&started.user_message),
                 after: None,
                 announce: false,
+                prefix: None,
+            })
+        };
+        ctx.spawn(turn.into_actor(self).map(move |opened, act, ctx| act.opened(request_id, opened.map(Some), ctx)));
+    }
+
+    /// A `send` whose last message is an answer of the chat: it continues
+    /// that answer (see `continuation.rs`).
+    fn continue_answer(&mut self, request_id: String, id: String, messages: Vec<UiMessage>, ctx: &mut Context<Self>) {
+        if !self.admit(&request_id, ctx) {
+            return;
+        }
+        let (state, project_id, token_thread) = (self.state.clone(), self.project_id, self.token_thread);
+        let turn = async move {
+            // (`on_frame` found it.)
+            let answer = continuation::answer_of(&messages).ok_or_else(|| ApiError::bad_request("no answer"))?;
+            let thread = continuation::chat_of(&state, project_id, &id, token_thread).await?;
+            let subscriber = state.deps.capacity.admit_subscriber(thread.id)?;
+            let continued = continuation::resolve(&state, project_id, &thread, answer).await?;
+            Ok::<_, ApiError>(Opening {
+                thread: thread.id,
+                subscriber,
+                answer: continued.answer,
+                from: continued.from,
+                after: None,
+                announce: false,
+                prefix: Some(continued.prefix),
             })
         };
         ctx.spawn(turn.into_actor(self).map(move |opened, act, ctx| act.opened(request_id, opened.map(Some), ctx)));
@@ -257,6 +290,7 @@ impl ChatSocket {
                 from: running.question,
                 after,
                 announce: true,
+                prefix: None,
             }))
         };
         ctx.spawn(find.into_actor(self).map(move |found, act, ctx| act.opened(request_id, found, ctx)));
@@ -285,12 +319,20 @@ impl ChatSocket {
         self.next_key += 1;
         let request = Rc::new(Request::new(&request_id));
         let (tx, body) = pipe(STREAM_BUFFER);
+        // A fresh pipe always has room for its first frame.
         if opening.announce {
-            // A fresh pipe always has room for its first frame.
             let _ = tx.try_send(ws_frame(WsOp::Text, &request.start()));
         }
+        let continuation = opening.prefix.map(|prefix| {
+            let mut first = bytes::BytesMut::new();
+            for (seq, chunk) in prefix.iter().enumerate() {
+                request.put_numbered(seq as u64, chunk, &mut first);
+            }
+            let _ = tx.try_send(first.freeze());
+            Continuation::new(prefix.len() as u64)
+        });
         self.mux.add(key, body);
-        let wire = ChatRequest { message_id: opening.answer, request, after: opening.after };
+        let wire = ChatRequest { message_id: opening.answer, request, after: opening.after, continuation };
         let admission = Admission { connection: None, subscriber: opening.subscriber };
         start_session(
             &self.state,
