@@ -481,7 +481,24 @@ mod tests {
     #[test]
     fn an_empty_result_sends_no_content() {
         let turns = vec![ChatTurn { role: Role::User, blocks: vec![Block::tool_result("t", String::new(), false)] }];
-        let body = request_body(&request(turns, vec![], None));
+        let body = request_body(&request(turns, weather_tools(), None));
         assert_eq!(body["messages"][0]["content"][0], json!({"type": "tool_result", "tool_use_id": "t"}));
+    }
+
+    #[test]
+    fn without_tools_past_calls_and_results_are_told_as_text() {
+        // A thread whose tools were taken away: the API refuses tool
+        // blocks in a request that defines no tools.
+        let body = request_body(&request(two_steps(None), vec![], None));
+        assert!(body.get("tools").is_none());
+        let types: Vec<&str> = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|m| m["content"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()))
+            .collect();
+        assert!(types.iter().all(|t| *t == "text"), "{types:?}");
+        let said = body["messages"].to_string();
+        assert!(said.contains("[called the tool get_weather"), "{said}");
     }
 }

@@ -832,7 +832,11 @@ async fn tool_calls_without_an_id_or_with_a_used_one_get_an_id_of_their_own() {
     assert!(!calls.is_empty());
     assert!(calls.iter().all(|c| c["toolCallId"] == id.as_str()), "{calls:?}");
 
-    // The provider is told the assigned ids on the next call.
+    // The provider is told the assigned ids on the next call (the thread
+    // offers tools now: a request without any tells past calls as text),
+    // each with a result (these answers ended before any was given).
+    let r = h.client.patch(h.url("")).json(&json!({"tools": [{"name": "again", "input_schema": {}}]})).send();
+    assert_eq!(r.await.unwrap().status(), 200);
     h.ask(json!({"content": "and now?"})).await;
     let asked = &h.upstream.requests()[2].body["messages"];
     let sent: Vec<&str> = asked
@@ -846,6 +850,15 @@ async fn tool_calls_without_an_id_or_with_a_used_one_get_an_id_of_their_own() {
     let mut expected: Vec<&str> = announced.iter().map(String::as_str).collect();
     expected.push(&id);
     assert_eq!(sent, expected);
+    let answered: Vec<&str> = asked
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["content"].as_array().unwrap())
+        .filter(|c| c["type"] == "tool_result")
+        .map(|c| c["tool_use_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(answered, expected, "every call goes back with a result");
 }
 
 /// A thread's tools as the contract writes them: one needs approval, the
