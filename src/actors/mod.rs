@@ -70,6 +70,9 @@ pub enum ThreadError {
     ShuttingDown,
     #[error(transparent)]
     Refused(#[from] crate::capacity::Refusal),
+    /// A question's own tools do not fit with the thread's.
+    #[error("{0}")]
+    BadTools(String),
 }
 
 impl ThreadError {
@@ -83,6 +86,7 @@ impl ThreadError {
             ThreadError::NotFound => Code::NotFound,
             ThreadError::Unavailable | ThreadError::ShuttingDown => Code::Unavailable,
             ThreadError::Refused(refusal) => refusal.code(),
+            ThreadError::BadTools(_) => Code::BadRequest,
         }
     }
 

@@ -373,7 +373,7 @@ impl ThreadActor {
             turns,
             max_tokens,
             answer_bytes,
-            tools: thread.tools.clone(),
+            tools: self.tools(),
             tool_choice: thread.tool_choice.clone(),
         })
     }

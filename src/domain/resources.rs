@@ -250,6 +250,10 @@ pub struct Message {
     /// The calls of its last step while it awaits input (those answered
     /// and those that wait); empty otherwise.
     pub calls: Vec<super::turn::Call>,
+    /// An answer's question's own tools (offered with the thread's for
+    /// that turn alone, through every step). Not part of the contract's
+    /// Message.
+    pub tools: Vec<super::tools::ToolDef>,
     /// An `interrupted` message whose text is exactly what its readers
     /// were sent (stopped gracefully, or taken over with its owner's whole
     /// log), so a cursor at its end has seen it all. Not part of the
@@ -407,6 +411,7 @@ impl<'de> Deserialize<'de> for Message {
             created_at: m.created_at,
             completed_at: m.completed_at,
             calls: Vec::new(),
+            tools: Vec::new(),
             exact_end: false,
         })
     }

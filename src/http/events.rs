@@ -163,7 +163,7 @@ pub async fn seed_stream(
 ) -> Result<HttpResponse, actix_web::Error> {
     let SeedQuery { query, content, model, max_tokens } = body.into_inner();
     let content = query.or(content).ok_or_else(|| ApiError::bad_request("`query` is required"))?;
-    let message = NewMessage { content, model, max_tokens };
+    let message = NewMessage { content, model, max_tokens, tools: Vec::new() };
     message.validate(&state.deps.settings.limits)?;
     // Admitted before the generation starts: a refused stream starts nothing.
     let admission = admit(&state, &req, path.1)?;

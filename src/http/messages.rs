@@ -29,6 +29,11 @@ pub struct NewMessage {
     #[schema(minimum = 1)]
     #[serde(default, deserialize_with = "input::whole_u32")]
     pub max_tokens: Option<u32>,
+    /// Tools for this answer alone, offered with the thread's (one of the
+    /// same name replaces the thread's), through every step.
+    #[serde(default)]
+    #[schema(max_items = 128)]
+    pub tools: Vec<crate::domain::tools::ToolDef>,
 }
 
 impl NewMessage {
@@ -50,9 +55,14 @@ impl NewMessage {
 /// thread is looked up before an actor is started for it. If the commit
 /// fails, the generation is aborted and the caller told so.
 pub async fn start(state: &AppState, project_id: Uuid, thread_id: Uuid, body: NewMessage) -> Result<Started, ApiError> {
-    let NewMessage { content, model, max_tokens } = body;
-    let make =
-        || StartGeneration { project_id: Some(project_id), content: content.clone(), model: model.clone(), max_tokens };
+    let NewMessage { content, model, max_tokens, tools } = body;
+    let make = || StartGeneration {
+        project_id: Some(project_id),
+        content: content.clone(),
+        model: model.clone(),
+        max_tokens,
+        tools: tools.clone(),
+    };
     // Not `registry::ask` alone: it starts an actor for any id. Here a live
     // actor is asked as it is (`Peek` never starts one); only a thread found
     // in the database gets one started (also when the live one stopped

@@ -84,6 +84,7 @@ pub fn message(m: message::Model) -> Result<Message, StoreError> {
         created_at: m.created_at,
         completed_at: m.completed_at,
         calls: serde_json::from_str(&m.calls).map_err(|e| StoreError::Corrupt(format!("message calls: {e}")))?,
+        tools: serde_json::from_str(&m.tools).map_err(|e| StoreError::Corrupt(format!("message tools: {e}")))?,
         exact_end: m.exact_end,
     })
 }
@@ -124,5 +125,7 @@ pub fn message_row(m: &Message) -> message::ActiveModel {
         // unwrap: calls hold only strings, booleans and JSON values.
         calls: Set(serde_json::to_string(&m.calls).unwrap()),
         calls_ready: Set(m.is_awaiting() && crate::domain::turn::all_resolved(&m.calls)),
+        // unwrap: tool definitions are JSON already.
+        tools: Set(serde_json::to_string(&m.tools).unwrap()),
     }
 }

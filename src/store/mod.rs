@@ -361,6 +361,7 @@ mod tests {
             created_at: Utc::now(),
             completed_at: None,
             calls: Vec::new(),
+            tools: Vec::new(),
             exact_end: false,
         }
     }

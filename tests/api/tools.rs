@@ -377,3 +377,35 @@ async fn websocket_frames_answer_calls_and_are_acknowledged() {
     assert_eq!(stored["blocks"][3]["text"], "[1,2]");
     assert_eq!(stored["blocks"][4]["text"], r#""denied by the user: not today""#);
 }
+
+#[actix_web::test]
+async fn a_question_s_own_tools_are_offered_for_its_turn_alone() {
+    let replies = vec![calls_answer("Paying.", &[("toolu_q", "pay", "{}")]), text_answer("Paid."), text_answer("Hi.")];
+    let h = harness("anthropic", replies, &[]).await;
+    let thread = thread_with(&h, json!([{"name": "look", "input_schema": {"type": "object"}}])).await;
+    let mut tab = Tab::open(&h, &thread).await;
+    let own = json!([{"name": "pay", "input_schema": {"type": "object"}, "approval": "always"}]);
+    let (status, body) = post(&h, format!("{thread}/messages"), json!({"content": "pay", "tools": own})).await;
+    assert_eq!(status, 202, "{body}");
+    let awaiting = tab.until("message.awaiting").await.pop().unwrap();
+    assert_eq!(awaiting["pending"][0]["needs"], "approval", "the question's tool says how it is answered");
+    let decision = json!({"tool_call_id": "toolu_q", "approved": false});
+    assert_eq!(post(&h, format!("{thread}/approvals"), decision).await.0, 200);
+    tab.until("message.completed").await;
+    let (status, _) = post(&h, format!("{thread}/messages"), json!({"content": "and now"})).await;
+    assert_eq!(status, 202);
+    tab.until("message.completed").await;
+    let offered: Vec<Vec<String>> = h
+        .upstream
+        .requests()
+        .iter()
+        .map(|r| r.body["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect())
+        .collect();
+    assert_eq!(offered, [vec!["look", "pay"], vec!["look", "pay"], vec!["look"]], "every step of its turn, no other");
+    // Checked with the thread's: a bad one, or too many in all, is 400.
+    let many: Vec<Value> = (0..128).map(|i| json!({"name": format!("t{i}"), "input_schema": {}})).collect();
+    for tools in [json!([{"name": "bad name", "input_schema": {}}]), json!(many)] {
+        let (status, body) = post(&h, format!("{thread}/messages"), json!({"content": "x", "tools": tools})).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+    }
+}

@@ -20,6 +20,7 @@ fn message(thread_id: Uuid, position: i64, text: &str) -> Message {
         created_at: chrono::Utc::now(),
         completed_at: None,
         calls: Vec::new(),
+        tools: Vec::new(),
         exact_end: false,
     }
 }

@@ -80,6 +80,7 @@ impl SessionActor {
                         content: content.clone(),
                         model: model.clone(),
                         max_tokens,
+                        tools: Vec::new(),
                     };
                     let started = ask(&registry, thread_id, start).await??;
                     let id = started.assistant_message.id;

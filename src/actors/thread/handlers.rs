@@ -162,6 +162,10 @@ impl ThreadActor {
         if msg.project_id.is_some_and(|p| p != thread.project_id) {
             return Err(ThreadError::NotFound);
         }
+        if !msg.tools.is_empty() {
+            let all = crate::domain::tools::merged(&thread.tools, &msg.tools);
+            crate::domain::tools::check(&all, thread.tool_choice.as_ref()).map_err(|e| ThreadError::BadTools(e.0))?;
+        }
         if self.refuse_work || self.deps.shutdown.is_draining() {
             return Err(ThreadError::ShuttingDown);
         }
@@ -194,7 +198,11 @@ impl ThreadActor {
         let model =
             msg.model.or_else(|| thread.model.clone()).unwrap_or_else(|| self.deps.provider.default_model().to_owned());
         let conversation = self.conversation_mut().ok_or(ThreadError::NotFound)?;
-        let asked = conversation.ask(msg.content, model.clone(), answer, Utc::now());
+        let mut asked = conversation.ask(msg.content, model.clone(), answer, Utc::now());
+        if !msg.tools.is_empty() {
+            conversation.offer_own_tools(answer, msg.tools.clone());
+            asked.assistant.tools = msg.tools;
+        }
         let (ack, committed) = oneshot::channel();
         let ops = vec![
             self.fenced(WriteOp::Insert(asked.user.clone())),

@@ -39,6 +39,8 @@ pub struct StartGeneration {
     pub content: String,
     pub model: Option<String>,
     pub max_tokens: Option<u32>,
+    /// The question's own tools, for this turn alone (with the thread's).
+    pub tools: Vec<crate::domain::tools::ToolDef>,
 }
 
 pub struct Started {

@@ -252,8 +252,9 @@ fn check(thread: &Thread, conversation: &Conversation, msg: &Resolve) -> Result<
     };
     let mut calls = message.calls.clone();
     let mut report = Resolution { message_id: message.id, resolved: Vec::new(), unchanged: Vec::new() };
+    let tools = crate::domain::tools::merged(&thread.tools, &message.tools);
     for (id, answer) in &msg.answers {
-        match turn::answer(&mut calls, id, answer, &thread.tools) {
+        match turn::answer(&mut calls, id, answer, &tools) {
             Outcome::Resolved => report.resolved.push(id.clone()),
             Outcome::Unchanged => report.unchanged.push(id.clone()),
             Outcome::Conflict => return Err(ResolveError::AlreadyResolved(id.clone())),

@@ -22,8 +22,13 @@ pub struct ContinueAnswer;
 
 impl ThreadActor {
     /// The tools a step of this thread's answers may call.
-    fn tools(&self) -> Vec<crate::domain::tools::ToolDef> {
-        self.found().map(|(t, _)| t.tools.clone()).unwrap_or_default()
+    pub(super) fn tools(&self) -> Vec<crate::domain::tools::ToolDef> {
+        let Ok((thread, conversation)) = self.found() else { return Vec::new() };
+        let answer = conversation.running().or(conversation.awaiting());
+        match answer.filter(|m| !m.tools.is_empty()) {
+            Some(m) => crate::domain::tools::merged(&thread.tools, &m.tools),
+            None => thread.tools.clone(),
+        }
     }
 
     /// A step ended normally. If it asked for tools, the answer awaits

@@ -158,6 +158,7 @@ impl Conversation {
             created_at: now,
             completed_at: Some(now),
             calls: Vec::new(),
+            tools: Vec::new(),
             exact_end: false,
         };
         let assistant = Message {
@@ -179,6 +180,14 @@ impl Conversation {
         self.step_base = 0;
         self.published.start(assistant.id);
         Asked { user, assistant, events }
+    }
+
+    /// The answer `id` is offered its question's own `tools` too, through
+    /// every step.
+    pub fn offer_own_tools(&mut self, id: Uuid, tools: Vec<ToolDef>) {
+        if let Some(m) = self.messages.last_mut().filter(|m| m.id == id) {
+            m.tools = tools;
+        }
     }
 
     /// Forgets a question and its answer that could not be stored.
@@ -393,6 +402,7 @@ impl Conversation {
                     completed_at: None,
                     thread_id: self.thread_id,
                     calls: Vec::new(),
+                    tools: Vec::new(),
                     exact_end: false,
                 };
                 self.messages.push(answer);

@@ -107,7 +107,7 @@ pub fn checked_turn(
 ) -> Result<super::messages::NewMessage, ApiError> {
     chat_request::chat_id(id)?;
     let content = chat_request::question(messages, limits.max_content_bytes)?;
-    let message = super::messages::NewMessage { content, model, max_tokens };
+    let message = super::messages::NewMessage { content, model, max_tokens, tools: Vec::new() };
     message.validate(limits)?;
     Ok(message)
 }

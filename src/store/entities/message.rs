@@ -28,6 +28,9 @@ pub struct Model {
     pub calls: String,
     /// Every call in `calls` is answered: its next step is due.
     pub calls_ready: bool,
+    /// JSON: an answer's question's own tools.
+    #[sea_orm(column_type = "Text")]
+    pub tools: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
