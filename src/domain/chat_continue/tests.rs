@@ -32,6 +32,7 @@ fn answer(blocks: Vec<Block>, status: MessageStatus, calls: Vec<Call>) -> Messag
         created_at: Utc::now(),
         completed_at: None,
         calls,
+        tools: Vec::new(),
         exact_end: false,
     }
 }
