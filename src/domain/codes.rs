@@ -83,6 +83,7 @@ codes! {
     ThreadBusy = "thread_busy", 409;
     NotGenerating = "not_generating", 409;
     NotAwaiting = "not_awaiting", 409;
+    ToolSecretMissing = "tool_secret_missing", 400;
     ToolCallResolved = "tool_call_resolved", 409;
     RequestTimeout = "request_timeout", 408;
     PayloadTooLarge = "payload_too_large", 413;

@@ -109,6 +109,27 @@ pub enum ToolChoice {
 #[error("{0}")]
 pub struct BadTools(pub String);
 
+/// A tool this version cannot offer: one the service would run itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceRun {
+    /// `run: {url}`: its calls are signed with the project's tool secret,
+    /// which no project has yet.
+    Url(String),
+    /// `run: {mcp}`: no MCP server is registered yet.
+    Mcp(String),
+}
+
+/// The first of `tools` that the service would run itself, if any: the
+/// service does not run tools yet, so such a definition is refused
+/// rather than offered to a model whose calls could not be answered.
+pub fn service_run(tools: &[ToolDef]) -> Option<ServiceRun> {
+    tools.iter().find_map(|t| match &t.run {
+        Run::Client => None,
+        Run::Url(_) => Some(ServiceRun::Url(t.name.clone())),
+        Run::Mcp(server) => Some(ServiceRun::Mcp(server.clone())),
+    })
+}
+
 /// Whether `name` is a valid tool name.
 pub fn valid_name(name: &str) -> bool {
     (1..=MAX_NAME).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')

@@ -45,7 +45,8 @@ impl NewMessage {
             limits.max_content_bytes,
             limits.max_tokens_cap,
         )
-        .map_err(ApiError::from)
+        .map_err(ApiError::from)?;
+        super::threads::runnable(&self.tools)
     }
 }
 

@@ -54,7 +54,23 @@ fn check_tools(tools: &[ToolDef], choice: Option<&ToolChoice>, mcp_servers: &[St
     if let Some(server) = mcp_servers.first() {
         return Err(ApiError::bad_request(format!("no MCP server named {server:?} in this project")));
     }
-    Ok(())
+    runnable(tools)
+}
+
+/// Refuses tools the service would run itself (this version runs none):
+/// a URL's calls need the project's tool secret, an MCP tool its server.
+pub fn runnable(tools: &[ToolDef]) -> Result<(), ApiError> {
+    use crate::domain::{codes::Code, tools::ServiceRun};
+    match crate::domain::tools::service_run(tools) {
+        None => Ok(()),
+        Some(ServiceRun::Url(name)) => Err(ApiError::new(
+            Code::ToolSecretMissing,
+            format!("tool {name:?} is run at a URL, which needs the project's tool secret; this project has none"),
+        )),
+        Some(ServiceRun::Mcp(server)) => {
+            Err(ApiError::bad_request(format!("no MCP server named {server:?} in this project")))
+        }
+    }
 }
 
 /// The status of each of `ids`: generating here (the registry knows);

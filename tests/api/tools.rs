@@ -292,6 +292,13 @@ async fn tool_definitions_are_checked() {
         let (status, code) = crate::support::error_code(r).await;
         assert_eq!((status, code.as_str()), (400, "bad_request"), "{tools}");
     }
+    // Tools the service would run itself: this version runs none.
+    let at_url = json!({"tools": [{"name": "a", "input_schema": {}, "run": {"url": "https://tools.example.com/a"}}]});
+    let r = h.client.post(&url).json(&at_url).send().await.unwrap();
+    assert_eq!(crate::support::error_code(r).await, (400, "tool_secret_missing".to_owned()));
+    let on_mcp = json!({"tools": [{"name": "a", "input_schema": {}, "run": {"mcp": "files"}}]});
+    let r = h.client.post(&url).json(&on_mcp).send().await.unwrap();
+    assert_eq!(crate::support::error_code(r).await, (400, "bad_request".to_owned()));
     let choice = json!({"tools": [{"name": "a", "input_schema": {}}], "tool_choice": {"type": "tool", "name": "b"}});
     assert_eq!(h.client.post(&url).json(&choice).send().await.unwrap().status(), 400);
     let ok = json!({"tools": [{"name": "a", "input_schema": {"type": "object"}, "approval": "always"}], "tool_choice": {"type": "any"}});
