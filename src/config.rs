@@ -114,8 +114,8 @@ pub struct LimitSettings {
     pub h2_send_buffer: u32,
     /// Model calls one answer may take (steps of tool calls); past it the
     /// answer ends `complete` with `stop_reason` `max_steps`.
-    #[arg(long, env = "MAX_STEPS", default_value_t = 10)]
-    pub max_steps: usize,
+    #[arg(long, env = "MAX_STEPS", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_steps: u16,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -38,7 +38,7 @@ impl ThreadActor {
         let Some(conversation) = self.conversation() else { return false };
         let Some(mut calls) = conversation.step_calls(&tools) else { return false };
         let steps = conversation.steps();
-        if steps >= self.deps.settings.limits.max_steps.max(1) {
+        if steps >= usize::from(self.deps.settings.limits.max_steps) {
             // The last step this answer may take asked for more: its calls
             // are answered so, and the answer ends.
             turn::resolve_rest(&mut calls, turn::reason::MAX_STEPS);
