@@ -14,32 +14,9 @@ use serde_json::{json, Value};
 use crate::{
     chat::{turn, UiStream},
     chat_ws::ChatWs,
-    fake_upstream::{anthropic as a, End, Piece, Reply},
     providers::{harness, Harness},
+    tools::{calls_answer, text_answer},
 };
-
-/// An answer of `text`, then the calls `(id, name, input JSON)`, ending
-/// with `stop_reason: tool_use`.
-fn calls_answer(text: &str, calls: &[(&str, &str, &str)]) -> Reply {
-    let mut pieces = vec![Piece::Bytes(a::message_start(20)), Piece::Bytes(a::text_start(0))];
-    pieces.push(Piece::Bytes(a::text_delta(0, text)));
-    pieces.push(Piece::Bytes(a::block_stop(0)));
-    for (i, (id, name, input)) in calls.iter().enumerate() {
-        let index = i + 1;
-        pieces.push(Piece::Bytes(a::tool_start(index, Some(id), name)));
-        let (head, tail) = input.split_at(input.len() / 2);
-        pieces.push(Piece::Bytes(a::input_delta(index, head)));
-        pieces.push(Piece::Bytes(a::input_delta(index, tail)));
-        pieces.push(Piece::Bytes(a::block_stop(index)));
-    }
-    pieces.push(Piece::Bytes(a::message_delta("tool_use", 30)));
-    pieces.push(Piece::Bytes(a::message_stop()));
-    Reply::Stream { pieces, end: End::Clean }
-}
-
-fn text_answer(text: &str) -> Reply {
-    Reply::Stream { pieces: a::text_answer(&[text]), end: End::Clean }
-}
 
 /// A chat whose thread offers `tools`: its id is the thread's.
 async fn chat_with(h: &Harness, tools: Value) -> String {
