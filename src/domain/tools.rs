@@ -34,7 +34,7 @@ pub struct ToolDef {
     /// Who answers a call: `"client"` (default), `{"url": …}` or
     /// `{"mcp": …}`.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = run_schema)]
     pub run: Run,
 }
 
@@ -57,6 +57,22 @@ pub enum Run {
     Client,
     Url(String),
     Mcp(String),
+}
+
+/// `run` as this version takes it: `"client"`. The contract's `{"url"}`
+/// and `{"mcp"}` forms parse but are refused (400 `tool_secret_missing`, or
+/// no such MCP server) until the service runs tools itself, so the schema
+/// a client generates requests from offers only what is accepted.
+fn run_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["client"]))
+        .description(Some(
+            "Who answers a call: \"client\" (a tab or the application). The contract's {\"url\"} and \
+             {\"mcp\"} forms are refused by this version (400).",
+        ))
+        .build()
 }
 
 impl Serialize for Run {

@@ -42,8 +42,10 @@ pub struct NewThread {
     #[schema(max_items = 128)]
     tools: Vec<ToolDef>,
     tool_choice: Option<ToolChoice>,
-    /// MCP servers of the project whose tools the answers may call.
+    /// MCP servers of the project whose tools the answers may call. No
+    /// project has any yet (they come with a later version): only `[]`.
     #[serde(default)]
+    #[schema(max_items = 0)]
     mcp_servers: Vec<String>,
 }
 
@@ -198,6 +200,9 @@ pub struct ThreadChange {
     tools: Option<Vec<ToolDef>>,
     #[serde(default, deserialize_with = "given")]
     tool_choice: Option<Option<ToolChoice>>,
+    /// Replaces the thread's MCP servers; only `[]` until projects have
+    /// MCP servers.
+    #[schema(max_items = 0)]
     mcp_servers: Option<Vec<String>>,
 }
 

@@ -33,11 +33,12 @@ pub struct ToolResults {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalDecision {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00]*$")]
     tool_call_id: String,
     approved: bool,
-    /// Why (told to the model with a denial).
-    #[schema(max_length = 2000)]
+    /// Why (told to the model with a denial): at most 2,000 bytes of
+    /// UTF-8 (413 `payload_too_large` beyond).
+    #[schema(pattern = r"^[^\x00]*$")]
     reason: Option<String>,
 }
 
