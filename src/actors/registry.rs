@@ -326,8 +326,12 @@ impl Handler<StopAll> for Registry {
 }
 
 /// Sends `make()` to the live actor of `thread_id`, starting it if needed.
-/// An actor may stop between the lookup and the send (idle timeout); then
-/// the lookup starts a new one and the message is sent once more.
+/// An actor may stop between the lookup and the send (idle timeout, an
+/// operator's stop, a deletion); then the lookup starts a new one and the
+/// message is sent again. Each retry follows an actor's stop, not a timer:
+/// an operator's stop followed by a deletion is two in a row (after a
+/// deletion the lookup finds nothing: 404), and an operator stopping the
+/// actor again and again races each new one (the fuzzer does).
 pub async fn ask<M>(
     registry: &Addr<Registry>,
     thread_id: Uuid,
@@ -338,7 +342,8 @@ where
     M::Result: Send,
     ThreadActor: Handler<M>,
 {
-    for _ in 0..2 {
+    const ATTEMPTS: usize = 8;
+    for _ in 0..ATTEMPTS {
         let addr = registry
             .send(Lookup { thread_id })
             .await
@@ -348,5 +353,6 @@ where
             return Ok(reply);
         }
     }
+    tracing::warn!(%thread_id, attempts = ATTEMPTS, "the thread's actor stopped under every attempt to reach it");
     Err(super::ThreadError::Unavailable)
 }

@@ -172,9 +172,14 @@ impl Store {
     }
 
     /// Writes a thread's settings (a PATCH), with its new `updated_at`.
-    pub async fn update_thread(&self, thread: &Thread) -> Result<(), StoreError> {
-        convert::thread_row(thread).update(&self.db).await?;
-        Ok(())
+    /// Writes a thread's settings; `false` if the thread is gone (deleted
+    /// while the change was on its way).
+    pub async fn update_thread(&self, thread: &Thread) -> Result<bool, StoreError> {
+        match convert::thread_row(thread).update(&self.db).await {
+            Ok(_) => Ok(true),
+            Err(sea_orm::DbErr::RecordNotUpdated) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The thread only if it belongs to that project.

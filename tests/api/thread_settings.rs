@@ -167,3 +167,47 @@ async fn in_cluster_mode_every_node_hears_a_patch_and_answers_with_it() {
     assert_eq!(cluster.node(1).finished(&thread, &id).await["status"], "complete");
     assert_eq!(upstream.requests().pop().unwrap().body["system"], "speak French");
 }
+
+/// PATCHes racing an operator's stop of the thread's actor and then the
+/// thread's deletion are each answered 200 or 404, never a 5xx: the first
+/// actor stops under one PATCH, the one started for it stops for the
+/// deletion, and the PATCH finds the thread gone.
+#[actix_web::test]
+async fn patches_racing_a_stop_and_a_delete_are_answered_200_or_404_never_a_server_error() {
+    let h = harness("anthropic", vec![], &[]).await;
+    let mut seen = std::collections::BTreeMap::new();
+    for round in 0..40u32 {
+        let thread = new_thread(&h, json!({"title": "doomed"})).await;
+        let tid = thread.rsplit('/').next().unwrap().to_owned();
+        // The actor is live (as it is for a tab's thread) before the race.
+        assert_eq!(patch(&h, &thread, json!({"title": "warm"})).await.0, 200);
+        // The stop and the deletion leave a little later each round, so
+        // that some rounds land them inside the PATCHes.
+        let delay = std::time::Duration::from_micros(100 * u64::from(round % 20));
+        let change = json!({"title": format!("round {round}"), "system": "", "tools": []});
+        let patches = futures_util::future::join_all((0..4).map(|_| patch(&h, &thread, change.clone())));
+        let admin = format!("{}/admin/threads/{tid}", h.base);
+        let (patched, stopped, deleted) = tokio::join!(
+            patches,
+            async {
+                tokio::time::sleep(delay).await;
+                h.client.delete(&admin).send().await.unwrap().status().as_u16()
+            },
+            async {
+                tokio::time::sleep(delay * 2).await;
+                h.client.delete(&thread).send().await.unwrap().status().as_u16()
+            }
+        );
+        assert!(stopped == 204 || stopped == 404, "round {round}: the operator's stop answered {stopped}");
+        assert_eq!(deleted, 204, "round {round}: the deletion goes through");
+        for (status, body) in patched {
+            assert!(status == 200 || status == 404, "round {round}: PATCH answered {status} {body}");
+            if status == 404 {
+                assert_eq!(body["error"]["code"], "not_found", "{body}");
+            }
+            *seen.entry(status).or_insert(0) += 1;
+        }
+        assert_eq!(h.client.get(&thread).send().await.unwrap().status().as_u16(), 404);
+    }
+    eprintln!("PATCH outcomes while racing a stop and a DELETE: {seen:?}");
+}

@@ -50,23 +50,23 @@ impl Handler<UpdateThread> for ThreadActor {
             if tools && clustered {
                 let ids = [thread_id];
                 if !store.answering(&ids).await?.is_empty() || !store.awaiting(&ids).await?.is_empty() {
-                    return Ok(None);
+                    return Ok(Err(ThreadError::Busy));
                 }
             }
-            store.update_thread(&updated).await?;
-            Ok(Some(updated))
+            // A deletion may have won the race since the thread was read.
+            Ok(if store.update_thread(&updated).await? { Ok(updated) } else { Err(ThreadError::NotFound) })
         };
         // Nothing else is handled until it is written: a question cannot
         // start between the check and the write.
         let (tx, rx) = oneshot::channel();
         ctx.wait(write.into_actor(self).map(move |written: Result<_, crate::store::StoreError>, act, _| {
             let result = match written {
-                Ok(Some(thread)) => {
+                Ok(Ok(thread)) => {
                     act.settings_changed(thread.clone());
                     act.publisher.fanout().command(Command::ThreadChanged);
                     Ok(thread)
                 }
-                Ok(None) => Err(ThreadError::Busy),
+                Ok(Err(refused)) => Err(refused),
                 Err(e) => Err(ThreadError::from_store(&e)),
             };
             let _ = tx.send(result);
