@@ -3,8 +3,17 @@
 //! deltas (checking offsets), and for every upstream chunk it receives
 //! records `now - stamp`: the latency added between the upstream's write
 //! and the subscriber's read.
+//!
+//! An answer in several steps is one message whose text blocks follow one
+//! another (tool calls and results between them are not text: their
+//! blocks are skipped). A subscriber notes when each step's first text
+//! arrived, and one subscriber per thread may be its application: told of
+//! each `message.awaiting`, so the load generator posts the result.
 
-use std::{collections::HashMap, sync::LazyLock};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::LazyLock,
+};
 
 use memchr::memmem::Finder;
 use serde_json::Value;
@@ -36,12 +45,31 @@ pub struct Seen {
     /// Wall clock (ns) of the first delta per message id.
     pub first_delta_ns: HashMap<String, u128>,
     pub deltas: u64,
+    /// Wall clock (ns) of each later step's first text (step, ns).
+    pub step_first_ns: Vec<(usize, u128)>,
     pub failures: Vec<String>,
     /// The connection, still open: a tab stays open after its answer, so
     /// subscribers leave only when the whole run is over (all leaving at
     /// the end of their own answer would be a burst of departures that
     /// other threads' last chunks wait behind).
     pub connection: Option<TcpStream>,
+    /// Where the text of each message's current block began in its text,
+    /// and which block that is.
+    block_at: HashMap<String, (usize, usize)>,
+    /// (message, block) of blocks that are not text (tool calls, results).
+    other_blocks: HashSet<(String, usize)>,
+    /// A step announced whose first text has not come yet.
+    step_due: Option<usize>,
+    /// This subscriber answers the thread's calls: each awaiting is sent.
+    answerer: Option<Answerer>,
+}
+
+/// The application's ear: `(thread, message_id, tool call ids)` of each
+/// `message.awaiting` of `thread`.
+#[derive(Clone)]
+pub struct Answerer {
+    pub thread: String,
+    pub tx: mpsc::UnboundedSender<(String, String, Vec<String>)>,
 }
 
 impl Seen {
@@ -51,8 +79,13 @@ impl Seen {
             texts: HashMap::new(),
             first_delta_ns: HashMap::new(),
             deltas: 0,
+            step_first_ns: Vec::new(),
             failures: Vec::new(),
             connection: None,
+            block_at: HashMap::new(),
+            other_blocks: HashSet::new(),
+            step_due: None,
+            answerer: None,
         }
     }
 
@@ -71,6 +104,9 @@ impl Seen {
 
     fn delta(&mut self, delta: Delta<'_>) {
         let now = now_ns();
+        if !self.other_blocks.is_empty() && self.other_blocks.contains(&(delta.message_id.to_owned(), delta.block)) {
+            return;
+        }
         let text = match self.texts.get_mut(delta.message_id) {
             Some(t) => t,
             None => {
@@ -78,8 +114,23 @@ impl Seen {
                 self.texts.entry(delta.message_id.to_owned()).or_default()
             }
         };
-        if delta.offset != text.len() {
-            self.failures.push(format!("delta at offset {}, expected {}", delta.offset, text.len()));
+        // Offsets count from the start of their block.
+        let start = match self.block_at.get_mut(delta.message_id) {
+            Some((block, start)) if *block == delta.block => *start,
+            Some(at) => {
+                *at = (delta.block, text.len());
+                text.len()
+            }
+            None => {
+                self.block_at.insert(delta.message_id.to_owned(), (delta.block, text.len()));
+                text.len()
+            }
+        };
+        if let Some(step) = self.step_due.take() {
+            self.step_first_ns.push((step, now));
+        }
+        if start + delta.offset != text.len() {
+            self.failures.push(format!("delta at offset {}, expected {}", delta.offset, text.len() - start));
         }
         let before = text.len() / CHUNK_LEN;
         text.push_str(&delta.text);
@@ -108,6 +159,24 @@ impl Seen {
                 self.failures.push(format!("error event: {}", data["code"]));
                 false
             }
+            "message.block" if data["kind"] != "text" => {
+                let message = data["message_id"].as_str().unwrap_or_default().to_owned();
+                self.other_blocks.insert((message, data["block"].as_u64().unwrap_or_default() as usize));
+                false
+            }
+            "message.step" => {
+                self.step_due = data["step"].as_u64().map(|s| s as usize);
+                false
+            }
+            "message.awaiting" => {
+                if let Some(answerer) = &self.answerer {
+                    let message = data["message_id"].as_str().unwrap_or_default().to_owned();
+                    let pending = data["pending"].as_array().map(Vec::as_slice).unwrap_or_default();
+                    let ids = pending.iter().filter_map(|p| p["tool_call_id"].as_str().map(str::to_owned)).collect();
+                    let _ = answerer.tx.send((answerer.thread.clone(), message, ids));
+                }
+                false
+            }
             _ => false,
         }
     }
@@ -116,6 +185,7 @@ impl Seen {
 #[derive(serde::Deserialize)]
 struct Delta<'a> {
     message_id: &'a str,
+    block: usize,
     offset: usize,
     #[serde(borrow)]
     text: std::borrow::Cow<'a, str>,
@@ -167,9 +237,10 @@ async fn subscribe(
     addr: std::net::SocketAddr,
     request: String,
     status: &[u8],
+    answerer: Option<Answerer>,
     read: impl AsyncFnOnce(&mut Conn, &mut Seen) -> anyhow::Result<()>,
 ) -> Seen {
-    let mut seen = Seen::new();
+    let mut seen = Seen { answerer, ..Seen::new() };
     match Conn::open(addr, &request, status).await {
         Ok(mut conn) => {
             if let Err(e) = read(&mut conn, &mut seen).await {
@@ -185,8 +256,20 @@ async fn subscribe(
 /// Subscribes over SSE; signals `ready` after the `ready` event, then reads
 /// until `messages` messages completed.
 pub async fn sse(addr: std::net::SocketAddr, path: String, ready: mpsc::Sender<()>, messages: usize) -> Seen {
+    sse_answering(addr, path, ready, messages, None).await
+}
+
+/// `sse`, telling `answerer` (if any) of each answer that awaits input.
+pub async fn sse_answering(
+    addr: std::net::SocketAddr,
+    path: String,
+    ready: mpsc::Sender<()>,
+    messages: usize,
+    answerer: Option<Answerer>,
+) -> Seen {
     let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n");
-    subscribe(addr, request, b"HTTP/1.1 200", async |conn, seen| sse_events(conn, ready, messages, seen).await).await
+    let read = async |conn: &mut Conn, seen: &mut Seen| sse_events(conn, ready, messages, seen).await;
+    subscribe(addr, request, b"HTTP/1.1 200", answerer, read).await
 }
 
 /// The chunked body is decoded in place and each complete event is handled
@@ -245,7 +328,7 @@ pub async fn ws(addr: std::net::SocketAddr, path: String, ready: mpsc::Sender<()
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: Y29udm8tYmVuY2gta2V5MQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
-    subscribe(addr, request, b"HTTP/1.1 101", async |conn, seen| ws_events(conn, ready, messages, seen).await).await
+    subscribe(addr, request, b"HTTP/1.1 101", None, async |conn, seen| ws_events(conn, ready, messages, seen).await).await
 }
 
 async fn ws_events(conn: &mut Conn, ready: mpsc::Sender<()>, messages: usize, seen: &mut Seen) -> anyhow::Result<()> {

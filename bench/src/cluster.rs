@@ -48,7 +48,7 @@ fn redis_commands(redis: &str) -> u64 {
 
 async fn run_on(plan: Plan, bin: &str, db: &str, shape: &Shape<'_>, extra: &[String]) -> anyhow::Result<()> {
     let count = shape.nodes;
-    let up = upstream::Upstream::start(plan.chunks, plan.interval).await?;
+    let up = upstream::Upstream::start(plan.chunks, plan.interval, 1).await?;
     let prefix = format!("bench-{}", std::process::id());
     let mut nodes = Vec::new();
     for i in 0..count {

@@ -18,6 +18,7 @@ mod h2flood;
 mod postgres;
 mod report;
 mod server;
+mod steps;
 mod upstream;
 mod upstream_tls;
 
@@ -49,6 +50,12 @@ enum Scenario {
     /// HTTPS: clients that open HTTP/2 streams and never read (see
     /// `--h2-connections`, `--h2-streams`); the service's memory.
     H2Flood,
+    /// 50 threads x 1 SSE subscriber, answers of 5 steps (10 chunks every
+    /// 10 ms each): a posted tool result to the next step's first delta.
+    ToolStep,
+    /// `fanout`'s 1,000 subscribers (50 x 20, half SSE half WS) watching
+    /// answers of 5 steps (20 chunks every 20 ms each).
+    ToolTurn,
 }
 
 #[derive(Debug, Parser)]
@@ -70,6 +77,10 @@ struct Cli {
     /// Override: upstream interval between chunks, ms.
     #[arg(long)]
     interval_ms: Option<u64>,
+    /// Override: model calls per answer (more than 1: each but the last
+    /// calls a tool, whose result one subscriber per thread posts).
+    #[arg(long)]
+    steps: Option<usize>,
     /// The service binary (built with `cargo build --release` first if absent).
     #[arg(long, default_value = "target/release/convo")]
     server_bin: String,
@@ -143,16 +154,20 @@ pub struct Plan {
     pub interval: Duration,
     /// All posts at once (see `--in-phase`).
     pub in_phase: bool,
+    /// Model calls per answer (`chunks` each).
+    pub steps: usize,
 }
 
 impl Cli {
     fn plan(&self) -> Plan {
-        let (threads, subscribers, ws_share, chunks, interval) = match self.scenario {
-            Scenario::Latency => (20, 1, 0, 100, 10),
-            Scenario::Fanout | Scenario::Cluster => (50, 20, 10, 100, 20),
-            Scenario::Connections | Scenario::Floor | Scenario::FloorWriter => (100, 100, 0, 50, 50),
-            Scenario::Persistence => (200, 1, 0, 200, 10),
-            Scenario::H2Flood => (0, 0, 0, 0, 0),
+        let (threads, subscribers, ws_share, chunks, interval, steps) = match self.scenario {
+            Scenario::Latency => (20, 1, 0, 100, 10, 1),
+            Scenario::Fanout | Scenario::Cluster => (50, 20, 10, 100, 20, 1),
+            Scenario::Connections | Scenario::Floor | Scenario::FloorWriter => (100, 100, 0, 50, 50, 1),
+            Scenario::Persistence => (200, 1, 0, 200, 10, 1),
+            Scenario::H2Flood => (0, 0, 0, 0, 0, 1),
+            Scenario::ToolStep => (50, 1, 0, 10, 10, 5),
+            Scenario::ToolTurn => (50, 20, 10, 20, 20, 5),
         };
         let subscribers = self.subscribers.unwrap_or(subscribers);
         Plan {
@@ -162,6 +177,7 @@ impl Cli {
             chunks: self.chunks.unwrap_or(chunks),
             interval: Duration::from_millis(self.interval_ms.unwrap_or(interval)),
             in_phase: self.in_phase,
+            steps: self.steps.unwrap_or(steps).max(1),
         }
     }
 }
@@ -195,7 +211,7 @@ async fn main() -> anyhow::Result<()> {
     let tls = if cli.upstream_tls { Some(upstream_tls::start(plan.chunks, plan.interval).await?) } else { None };
     let up = match &tls {
         Some(tls) => tls.up.clone(),
-        None => upstream::Upstream::start(plan.chunks, plan.interval).await?,
+        None => upstream::Upstream::start(plan.chunks, plan.interval, plan.steps).await?,
     };
     let scratch = cli.on_postgres.then(|| postgres::Scratch::create(&cli.database_url)).transpose()?;
     let mut server_args = cli.server_args.clone();
@@ -210,7 +226,11 @@ async fn main() -> anyhow::Result<()> {
 
     // Threads.
     let pid = srv.project(&http).await?;
-    let threads = srv.threads(&http, &pid, plan.threads).await?;
+    let threads = match plan.steps {
+        1 => srv.threads(&http, &pid, plan.threads).await?,
+        _ => srv.threads_with(&http, &pid, plan.threads, &steps::THREAD).await?,
+    };
+    anyhow::ensure!(plan.steps == 1 || plan.ws_share < plan.subscribers, "steps need one SSE subscriber per thread");
     let warm_up = if cli.warm_upstream || cli.warm_service { threads.len() } else { 0 };
     let warm_threads = srv.threads(&http, &pid, warm_up).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -220,14 +240,17 @@ async fn main() -> anyhow::Result<()> {
     let total = plan.threads * plan.subscribers;
     let (ready_tx, mut ready_rx) = mpsc::channel(total.max(1));
     let mut subs = Vec::new();
+    let application = steps::Application::new(&http, &srv);
     for (i, thread) in threads.iter().enumerate() {
         for s in 0..plan.subscribers {
             let path = format!("{thread}/events");
             let ready = ready_tx.clone();
+            // The last subscriber of a thread (SSE) answers its calls.
+            let answerer = (plan.steps > 1 && s + 1 == plan.subscribers).then(|| application.answerer(thread));
             let task = if s < plan.ws_share {
                 tokio::spawn(client::ws(srv.addr, format!("{thread}/ws"), ready, 1))
             } else {
-                tokio::spawn(client::sse(srv.addr, path, ready, 1))
+                tokio::spawn(client::sse_answering(srv.addr, path, ready, 1, answerer))
             };
             subs.push((i, task));
             if subs.len() % 500 == 0 {
@@ -291,11 +314,13 @@ async fn main() -> anyhow::Result<()> {
     let mut deliveries = 0u64;
     let mut first_seen: HashMap<usize, u128> = HashMap::new();
     let mut texts: Vec<(usize, String)> = Vec::new();
+    let mut step_arrivals: Vec<(usize, Vec<(usize, u128)>)> = Vec::new();
     // Wait for every subscriber before touching any result: merging
     // histograms while others still read would put the load generator's
     // own work into their latency (it did, on each answer's last chunk).
     let (indices, tasks): (Vec<usize>, Vec<_>) = subs.into_iter().unzip();
-    let results = tokio::time::timeout(plan.interval * plan.chunks as u32 + Duration::from_secs(60), join_all(tasks))
+    let turn = plan.interval * (plan.chunks * plan.steps) as u32;
+    let results = tokio::time::timeout(turn + Duration::from_secs(60), join_all(tasks))
         .await
         .map_err(|_| anyhow::anyhow!("subscribers did not finish"))?;
     let elapsed = started.elapsed();
@@ -316,6 +341,7 @@ async fn main() -> anyhow::Result<()> {
             *e = (*e).min(t);
         }
         texts.extend(seen.texts.into_values().map(|t| (i, t)));
+        step_arrivals.push((i, seen.step_first_ns));
     }
 
     // Byte-exact against what the upstream sent, and the upstream's own
@@ -341,6 +367,7 @@ async fn main() -> anyhow::Result<()> {
             ttfd_raw.record(((first.saturating_sub(*t0) / 1000) as u64).max(1))?;
         }
     }
+    let step_figures = (plan.steps > 1).then(|| application.figures(&threads, &step_arrivals, &sent, &mut failures));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stats_after = srv.stats(&http).await?;
     let report = report::Report {
@@ -367,6 +394,7 @@ async fn main() -> anyhow::Result<()> {
         subscribers: total,
         stats_before,
         stats_after,
+        steps: step_figures.transpose()?,
     };
     report.print();
     srv.stop();

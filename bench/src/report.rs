@@ -35,6 +35,9 @@ pub struct Report {
     pub subscribers: usize,
     pub stats_before: Value,
     pub stats_after: Value,
+    /// Answers in several steps: a posted tool result to the next step's
+    /// first delta.
+    pub steps: Option<crate::steps::StepFigures>,
 }
 
 fn ms(us: u64) -> f64 {
@@ -77,6 +80,11 @@ impl Report {
                 "last_batch_ms": self.stats_after.pointer("/persistence/last_batch_ms"),
                 "flush_intervals_elapsed": flush_intervals},
             "elapsed_s": self.elapsed.as_secs_f64(),
+            "steps": self.plan.steps,
+            "result_to_next_step_ms": self.steps.as_ref().map(|f| json!({
+                "added": {"p50": p(&f.added, 0.5), "p99": p(&f.added, 0.99), "max": ms(f.added.max())},
+                "raw": {"p50": p(&f.raw, 0.5), "p99": p(&f.raw, 0.99), "max": ms(f.raw.max())},
+                "samples": f.raw.len(), "results_posted": f.results_posted})),
         });
         println!("scenario            {} ({})", self.scenario, self.database);
         println!(
@@ -84,6 +92,22 @@ impl Report {
             self.plan.threads, self.plan.subscribers, self.subscribers
         );
         println!("chunks              {} every {} ms", self.plan.chunks, self.plan.interval.as_millis());
+        if let Some(f) = &self.steps {
+            println!("steps               {} per answer, {} tool results posted", self.plan.steps, f.results_posted);
+            println!(
+                "result->next delta  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (upstream delay removed, {} samples)",
+                p(&f.added, 0.5),
+                p(&f.added, 0.99),
+                ms(f.added.max()),
+                f.added.len()
+            );
+            println!(
+                "result->next delta  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (raw)",
+                p(&f.raw, 0.5),
+                p(&f.raw, 0.99),
+                ms(f.raw.max())
+            );
+        }
         let posts = if self.plan.in_phase { "all at once (--in-phase)" } else { "spread over one interval" };
         println!("posts               {posts}");
         println!(

@@ -82,11 +82,21 @@ impl Server {
 
     /// `count` new threads of project `pid`: their paths.
     pub async fn threads(&self, http: &reqwest::Client, pid: &str, count: usize) -> anyhow::Result<Vec<String>> {
+        self.threads_with(http, pid, count, &serde_json::json!({})).await
+    }
+
+    /// `count` threads made with `body` (their settings, e.g. tools).
+    pub async fn threads_with(
+        &self,
+        http: &reqwest::Client,
+        pid: &str,
+        count: usize,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<Vec<String>> {
         let mut threads = Vec::with_capacity(count);
         for _ in 0..count {
             let path = format!("/v1/projects/{pid}/threads");
-            let t: serde_json::Value =
-                http.post(self.url(&path)).json(&serde_json::json!({})).send().await?.json().await?;
+            let t: serde_json::Value = http.post(self.url(&path)).json(body).send().await?.json().await?;
             threads.push(format!("{path}/{}", t["id"].as_str().unwrap_or_default()));
         }
         Ok(threads)

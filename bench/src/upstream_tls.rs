@@ -11,7 +11,7 @@ use hyper::{body::Frame, Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::{net::TcpListener, sync::mpsc};
 
-use crate::upstream::{now_ns, tag_of, Emit, Upstream};
+use crate::upstream::{now_ns, Emit, Upstream};
 
 /// The upstream, and the PEM file of its certificate (removed on drop).
 pub struct TlsUpstream {
@@ -77,10 +77,10 @@ async fn answer(
 ) -> Result<Response<UnsyncBoxBody<Bytes, Infallible>>, Infallible> {
     let received_ns = now_ns();
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let tag = tag_of(&serde_json::from_slice(&body).unwrap_or_default());
+    let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
-        let _ = up.answer(tag, received_ns, &mut Frames(tx)).await;
+        let _ = up.answer(&request, received_ns, &mut Frames(tx)).await;
     });
     let frames = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
     let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
