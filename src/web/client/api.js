@@ -85,6 +85,18 @@ export class Api {
     return this.request('POST', `/v1/projects/${pid}/threads/${tid}/messages`, { content, ...options });
   }
   cancel(pid, tid) { return this.request('POST', `/v1/projects/${pid}/threads/${tid}/cancel`); }
+  /** Decides a call that waits for approval (the first decision wins:
+   * 409 `tool_call_resolved` for another one). */
+  approve(pid, tid, toolCallId, approved, reason) {
+    const body = { tool_call_id: toolCallId, approved };
+    if (reason) body.reason = reason;
+    return this.request('POST', `/v1/projects/${pid}/threads/${tid}/approvals`, body);
+  }
+  /** Answers calls run by the client: `results` is
+   * `[{tool_call_id, output} | {tool_call_id, error}]`. */
+  toolResults(pid, tid, results) {
+    return this.request('POST', `/v1/projects/${pid}/threads/${tid}/tool-results`, { results });
+  }
   streamToken(pid, tid) { return this.request('POST', `/v1/projects/${pid}/threads/${tid}/stream-token`); }
 
   adminStats() { return this.request('GET', '/admin/stats'); }

@@ -30,7 +30,8 @@ export function connect(options = {}) {
 
 /**
  * What a tab sees of a thread, from `client.watch`: `messages`, `state`
- * (of the connection), `detail`, `generating`, `subscribers` (the
+ * (of the connection), `detail`, `generating`, `awaiting` (an answer
+ * waits for tool results or approvals), `subscribers` (the
  * server's count of connections), `tabs` (this browser's tabs on it
  * through the shared connection) and `watching` (both together: every
  * other connection counts one, this browser counts its tabs).
@@ -47,6 +48,7 @@ class View {
 
   get messages() { return this.transcript.messages; }
   get generating() { return this.transcript.generating; }
+  get awaiting() { return this.transcript.awaiting; }
   get watching() {
     return this.state === 'live' ? Math.max(this.tabs, this.subscribers - 1 + this.tabs) : this.tabs;
   }
