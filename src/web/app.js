@@ -507,7 +507,7 @@ function threadView(pid, tid, main, list) {
     call.approve.disabled = true;
     call.deny.disabled = true;
     try {
-      await api.approve(pid, tid, id, approved);
+      await client.approve(pid, tid, id, approved);
     } catch (e) {
       if (e instanceof ApiError && e.status === 409) return;
       call.approve.disabled = false;

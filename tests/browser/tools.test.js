@@ -5,12 +5,13 @@
 // denial shows and the answer goes on, a reload while it waits shows the
 // buttons again, and a client-run call waits for the application (here
 // the test, over HTTP) and then shows its result. Every answer stays one
-// message.
+// message. In secured mode the page decides with its project key, and the
+// browser client of a page that holds only a stream token answers with it.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { FakeAnthropic, Service, context, eventually, launch, shot } from './harness.js';
+import { ADMIN, FakeAnthropic, Service, context, eventually, launch, shot } from './harness.js';
 
 const PAY = { name: 'pay', description: 'Pays someone', input_schema: { type: 'object' }, approval: 'always' };
 const LOOK = { name: 'look', input_schema: { type: 'object', properties: { city: { type: 'string' } } } };
@@ -298,5 +299,51 @@ test('an error result shows as an error', async () => {
     clean(ctx);
   } finally {
     await ctx.close();
+  }
+});
+
+test('secured: the page decides with its key, and a client holding only a stream token posts the result', async () => {
+  callThenText('toolu_sec', 'pay', { amount: 3 }, 'Paid, securely.');
+  const secured = await Service.start({
+    args: ['--admin-token', ADMIN, '--provider', 'anthropic'],
+    env: { ANTHROPIC_API_KEY: 'test', ANTHROPIC_BASE_URL: upstream.url },
+  });
+  const ctx = await context(browser, secured.origin);
+  try {
+    const project = await secured.project(ADMIN);
+    const { key } = await secured.api('POST', `/admin/projects/${project.id}/keys`, null, ADMIN);
+    const thread = await secured.thread(project.id, { title: 'Secured tools', tools: [PAY] }, key);
+    const ids = { pid: project.id, tid: thread.id };
+    // The key as the key form would keep it: for this tab's session.
+    await ctx.addInitScript(({ origin, pid, key }) => {
+      if (location.origin === origin) sessionStorage.setItem(`convo.key.${pid}`, key);
+    }, { origin: secured.origin, pid: ids.pid, key });
+    const page = await ctx.newPage();
+    await page.goto(`${secured.origin}/#/projects/${ids.pid}/threads/${ids.tid}`);
+    await page.waitForSelector('[data-testid="connection"][data-state="live"]');
+    await ask(page, 'Pay 3');
+    await buttonsShown(page, 'toolu_sec', 'pay');
+    await page.getByRole('button', { name: 'Approve pay' }).click();
+    await card(page, 'toolu_sec').locator('[data-testid="tool-state"][data-state="result"]').waitFor();
+
+    // Another page of the origin with no key, only a stream token of the
+    // thread (minted by its backend), answers the call.
+    const { token } = await secured.api('POST', `/v1/projects/${ids.pid}/threads/${ids.tid}/stream-token`, null, key);
+    const answered = await page.evaluate(async ({ pid, tid, token }) => {
+      const { connect } = await import('/client/convo.js');
+      const client = connect({ shared: false, streamToken: async () => ({ token, expires_at: null }) });
+      return client.toolResults(pid, tid, [{ tool_call_id: 'toolu_sec', output: { paid: 3 } }]);
+    }, { ...ids, token });
+    assert.deepEqual(answered.resolved, ['toolu_sec']);
+    const answer = await eventually(async () => {
+      const messages = await secured.history(ids.pid, ids.tid, key);
+      return messages.find((m) => m.role === 'assistant' && m.status === 'complete');
+    });
+    assert.equal(await completed(page, answer.id), 'One moment. Paid, securely.');
+    assert.equal(await card(page, 'toolu_sec').getAttribute('data-state'), 'done');
+    clean(ctx);
+  } finally {
+    await ctx.close();
+    await secured.close();
   }
 });
