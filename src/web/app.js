@@ -529,7 +529,9 @@ function threadView(pid, tid, main, list) {
       await client.send(pid, tid, content);
       composer.value = '';
     } catch (e) {
-      if (!refused(e, pid)) tell(say(e));
+      if (e instanceof ApiError && e.code === 'thread_busy' && watch.view.awaiting) {
+        tell('The answer waits for a tool call: decide it (or let the application answer), or stop the answer.');
+      } else if (!refused(e, pid)) tell(say(e));
     } finally {
       sending = false;
       send.disabled = false;
