@@ -2,6 +2,13 @@
 // operators' view. It speaks only the HTTP contract, through the browser
 // client (/client/convo.js). Text is always inserted as text (never as
 // HTML); the Content-Security-Policy allows nothing but this origin.
+//
+// An answer in several steps is one message: each tool call is a card
+// with its name, its input and, once known, its result. A call that
+// waits for a person shows Approve and Deny in every tab (the first
+// decision wins; the buttons go when anyone decided); a call that waits
+// for a client-run result says so and has no buttons (the page does not
+// run tools).
 
 import { Api, ApiError, connect } from '/client/convo.js';
 
@@ -33,6 +40,17 @@ function ago(iso) {
   if (s < 3600) return `${Math.round(s / 60)} min ago`;
   if (s < 86400) return `${Math.round(s / 3600)} h ago`;
   return new Date(iso).toLocaleDateString();
+}
+
+/** JSON text indented for reading (a JSON string shown as itself);
+ * text that does not parse (still streaming) as it came. */
+function pretty(text) {
+  try {
+    const value = JSON.parse(text);
+    return typeof value === 'string' ? value : JSON.stringify(value, null, 2);
+  } catch (_) {
+    return text;
+  }
 }
 
 function say(error) {
@@ -168,6 +186,9 @@ async function projectView(pid, tid) {
   });
 }
 
+/** What the thread list says of a thread that is not idle. */
+const STATUS_NOTE = { generating: 'answering… · ', awaiting_input: 'waiting for input · ' };
+
 function threadList(pid, currentTid) {
   const items = h('ul', { class: 'tl', 'aria-label': 'Threads' });
   const more = h('button', { class: 'link', hidden: true, 'data-testid': 'more-threads' }, 'Older threads');
@@ -213,7 +234,7 @@ function threadList(pid, currentTid) {
       h('a', { href, 'data-testid': 'thread-link', 'data-thread-id': t.id,
         'aria-current': t.id === currentTid ? 'page' : null },
       h('span', { class: 'tl-title' }, t.title || 'Untitled thread'),
-      h('span', { class: 'tl-meta' }, t.status === 'generating' ? 'answering… · ' : '', ago(t.updated_at))),
+      h('span', { class: 'tl-meta' }, STATUS_NOTE[t.status] || '', ago(t.updated_at))),
       del);
   };
 
@@ -329,7 +350,7 @@ function threadView(pid, tid, main, list) {
       const id = change.event.message_id || change.event.message?.id;
       const m = id && view.transcript.get(id);
       if (m) renderMessage(m);
-      if (change.event.type === 'message.created' || change.event.type === 'message.completed') {
+      if (['message.created', 'message.completed', 'message.awaiting', 'message.step'].includes(change.event.type)) {
         list.refresh().catch(() => {});
       }
       if (change.event.type === 'error' && change.event.code === 'bad_request') tell(change.event.message);
@@ -342,7 +363,8 @@ function threadView(pid, tid, main, list) {
     presence.textContent = String(view.watching);
     presence.dataset.tabs = String(view.tabs);
     presence.dataset.connections = String(view.subscribers);
-    stop.hidden = !view.generating;
+    // An answer that waits for tools can be stopped too.
+    stop.hidden = !view.generating && !view.awaiting;
     send.disabled = sending;
     if (view.state === 'closed') {
       tell(view.detail === 'thread_deleted' ? 'This thread was deleted.' : 'This thread does not exist.');
@@ -362,6 +384,7 @@ function threadView(pid, tid, main, list) {
         tools: h('div', { class: 'tool-blocks' }),
         error: h('p', { class: 'msg-error', hidden: true, 'data-testid': 'message-error' }),
         blocks: new Map(),
+        calls: new Map(),
       };
       r.article = h('article', { class: `msg msg-${m.role}`, 'data-message-id': m.id },
         h('div', { class: 'msg-meta' }, h('span', { class: 'role' }, m.role === 'user' ? 'You' : 'Assistant'),
@@ -374,38 +397,123 @@ function threadView(pid, tid, main, list) {
     }
     r.article.dataset.status = m.status;
     r.text.dataset.status = m.status;
-    r.badge.textContent = m.status;
+    r.badge.textContent = m.status.replace('_', ' ');
     r.badge.dataset.status = m.status;
     r.badge.hidden = m.role === 'user' && m.status === 'complete';
     if (r.text.textContent !== m.content) r.text.textContent = m.content;
-    m.blocks.forEach((b, i) => { if (b.kind !== 'text') renderBlock(r, b, i, m.status === 'streaming'); });
+    m.blocks.forEach((b, i) => {
+      // A block is whole once a later one began or the step ended.
+      const whole = i < m.blocks.length - 1 || m.status !== 'streaming';
+      if (b.kind === 'thinking') renderThinking(r, b, i);
+      else if (b.kind === 'tool_use') renderCall(callCard(r, b.id || `#${i}`, b.name), b, whole);
+      else if (b.kind === 'tool_result') renderResult(callCard(r, b.tool_use_id || `#${i}`), b);
+    });
+    // A call told only by `message.awaiting` (its block not seen yet).
+    for (const p of m.pending || []) {
+      const call = callCard(r, p.tool_call_id, p.name);
+      if (!call.input.textContent) call.input.textContent = JSON.stringify(p.input ?? {}, null, 2);
+    }
+    r.calls.forEach((call, id) => renderCallState(call, m, id));
     const error = m.error ? `${m.error.message} (${m.error.code})` : '';
     r.error.hidden = !error;
     r.error.textContent = error;
   }
 
-  function renderBlock(r, block, index, streaming) {
+  function renderThinking(r, block, index) {
     let el = r.blocks.get(index);
     if (!el) {
-      const body = h('pre', {});
-      if (block.kind === 'thinking') {
-        el = h('details', { class: 'block thinking', 'data-testid': 'thinking' },
-          h('summary', {}, 'Thinking'), body);
-        r.thinking.append(el);
-      } else {
-        el = h('div', { class: 'block tool', 'data-testid': 'tool-use' },
-          h('div', { class: 'tool-name' }, h('span', { class: 'muted' }, 'Tool call '),
-            h('code', { 'data-testid': 'tool-name' }, block.name || 'tool')), body);
-        r.tools.append(el);
-      }
-      el.body = body;
+      el = h('details', { class: 'block thinking', 'data-testid': 'thinking' }, h('summary', {}, 'Thinking'), h('pre', {}));
+      el.body = el.querySelector('pre');
+      r.thinking.append(el);
       r.blocks.set(index, el);
     }
-    let text = block.text;
-    if (block.kind === 'tool_use' && !streaming) {
-      try { text = JSON.stringify(JSON.parse(text || '{}'), null, 2); } catch (_) { /* shown as it came */ }
+    if (el.body.textContent !== block.text) el.body.textContent = block.text;
+  }
+
+  /** The card of tool call `id` in a message: its name, its input, the
+   * Approve and Deny buttons while a person must decide, and its result
+   * once known. Made on first sight, then only updated (the buttons keep
+   * their focus across events). */
+  function callCard(r, id, name) {
+    let call = r.calls.get(id);
+    if (call) return call;
+    name = name || 'tool';
+    call = {
+      state: h('span', { class: 'tool-state', 'data-testid': 'tool-state' }),
+      input: h('pre', { class: 'tool-input', 'data-testid': 'tool-input' }),
+      approve: h('button', { type: 'button', class: 'primary small', 'data-testid': 'tool-approve',
+        'aria-label': `Approve ${name}` }, 'Approve'),
+      deny: h('button', { type: 'button', class: 'danger small', 'data-testid': 'tool-deny',
+        'aria-label': `Deny ${name}` }, 'Deny'),
+      resultLabel: h('span', { class: 'tool-result-label' }),
+      resultText: h('pre', {}),
+      outcome: null,
+    };
+    call.actions = h('div', { class: 'tool-actions', role: 'group', hidden: true, 'aria-label': `Decide on ${name}` },
+      call.approve, call.deny);
+    call.result = h('div', { class: 'tool-result', hidden: true, 'data-testid': 'tool-result' },
+      call.resultLabel, call.resultText);
+    call.approve.addEventListener('click', () => decide(call, id, true));
+    call.deny.addEventListener('click', () => decide(call, id, false));
+    call.element = h('div', { class: 'block tool', 'data-testid': 'tool-use', 'data-call-id': id },
+      h('div', { class: 'tool-name' }, h('span', { class: 'muted' }, 'Tool call '),
+        h('code', { 'data-testid': 'tool-name' }, name), ' ', call.state),
+      call.input, call.actions, call.result);
+    r.tools.append(call.element);
+    r.calls.set(id, call);
+    return call;
+  }
+
+  function renderCall(call, block, whole) {
+    const text = whole ? pretty(block.text || '{}') : block.text;
+    if (call.input.textContent !== text) call.input.textContent = text;
+  }
+
+  function renderResult(call, block) {
+    call.outcome = { isError: block.is_error === true, text: block.text };
+    const text = pretty(block.text);
+    if (call.resultText.textContent !== text) call.resultText.textContent = text;
+  }
+
+  /** Where a call stands: waiting for a person or the application,
+   * decided, answered. The Approve and Deny buttons show only while a
+   * person must decide, in every tab, and go once anyone decided. */
+  function renderCallState(call, m, id) {
+    const waiting = (m.pending || []).find((p) => p.tool_call_id === id);
+    const decided = m.decisions?.[id];
+    const out = call.outcome;
+    // The history keeps no decision: a denial is an error result that says so.
+    const denied = decided === false || (out?.isError && /^denied by the user/.test(pretty(out.text)));
+    let state = '';
+    let label = '';
+    if (waiting?.needs === 'approval') [state, label] = ['approval', 'Needs your approval'];
+    else if (waiting) [state, label] = ['result', decided ? 'Approved, waiting for the application' : 'Waiting for the application'];
+    else if (denied) [state, label] = ['denied', 'Denied'];
+    else if (out) [state, label] = out.isError ? ['error', 'Error'] : ['done', decided ? 'Approved, done' : 'Done'];
+    else if (decided) [state, label] = ['approved', 'Approved'];
+    else if (m.status === 'streaming') [state, label] = ['calling', 'Calling…'];
+    call.element.dataset.state = state;
+    call.state.dataset.state = state;
+    if (call.state.textContent !== label) call.state.textContent = label;
+    call.actions.hidden = state !== 'approval';
+    call.result.hidden = !out;
+    call.resultLabel.textContent = denied ? 'Denied' : out?.isError ? 'Error' : 'Result';
+  }
+
+  /** Posts this tab's decision. A 409 means another tab (or client)
+   * decided first: its decision arrives as `tool.resolved` and is shown
+   * like this tab's, so there is nothing to tell. */
+  async function decide(call, id, approved) {
+    call.approve.disabled = true;
+    call.deny.disabled = true;
+    try {
+      await client.approve(pid, tid, id, approved);
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 409) return;
+      call.approve.disabled = false;
+      call.deny.disabled = false;
+      if (!refused(e, pid)) tell(say(e));
     }
-    if (el.body.textContent !== text) el.body.textContent = text;
   }
 
   const watch = client.watch(pid, tid, update);
@@ -421,7 +529,9 @@ function threadView(pid, tid, main, list) {
       await client.send(pid, tid, content);
       composer.value = '';
     } catch (e) {
-      if (!refused(e, pid)) tell(say(e));
+      if (e instanceof ApiError && e.code === 'thread_busy' && watch.view.awaiting) {
+        tell('The answer waits for a tool call: decide it (or let the application answer), or stop the answer.');
+      } else if (!refused(e, pid)) tell(say(e));
     } finally {
       sending = false;
       send.disabled = false;

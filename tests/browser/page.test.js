@@ -119,7 +119,7 @@ test('a thread with a thinking block and a tool_use block renders them', async (
     assert.equal(await thinking.locator('pre').textContent(), 'The user wants the weather; call the tool.');
     const tool = article.getByTestId('tool-use');
     assert.equal(await tool.getByTestId('tool-name').textContent(), 'get_weather');
-    const input = JSON.parse(await tool.locator('pre').textContent());
+    const input = JSON.parse(await tool.getByTestId('tool-input').textContent());
     assert.deepEqual(input, { city: 'Paris', unit: 'c' });
     assert.deepEqual(JSON.parse(answer.blocks[2].text), input);
     await shot(page, 'thinking-and-tool-use');

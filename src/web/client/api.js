@@ -30,11 +30,14 @@ export async function errorOf(response) {
 }
 
 /** The REST API. `credentials()` returns the bearer token (a project key
- * or the admin token) or null (open mode). */
+ * or the admin token) or null (open mode). `streamToken`: a thread's
+ * stream token sent as `?token=` instead (the service takes one only on
+ * that thread's streams, `approvals` and `tool-results`). */
 export class Api {
-  constructor({ base = '', credentials = () => null } = {}) {
+  constructor({ base = '', credentials = () => null, streamToken = null } = {}) {
     this.base = base;
     this.credentials = credentials;
+    this.streamTokenQuery = streamToken ? `token=${encodeURIComponent(streamToken)}` : null;
   }
 
   async request(method, path, body) {
@@ -42,6 +45,7 @@ export class Api {
     const token = this.credentials();
     if (token) headers.Authorization = 'Bearer ' + token;
     if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (this.streamTokenQuery) path += (path.includes('?') ? '&' : '?') + this.streamTokenQuery;
     let response;
     try {
       response = await fetch(this.base + path, {
@@ -85,6 +89,18 @@ export class Api {
     return this.request('POST', `/v1/projects/${pid}/threads/${tid}/messages`, { content, ...options });
   }
   cancel(pid, tid) { return this.request('POST', `/v1/projects/${pid}/threads/${tid}/cancel`); }
+  /** Decides a call that waits for approval (the first decision wins:
+   * 409 `tool_call_resolved` for another one). */
+  approve(pid, tid, toolCallId, approved, reason) {
+    const body = { tool_call_id: toolCallId, approved };
+    if (reason) body.reason = reason;
+    return this.request('POST', `/v1/projects/${pid}/threads/${tid}/approvals`, body);
+  }
+  /** Answers calls run by the client: `results` is
+   * `[{tool_call_id, output} | {tool_call_id, error}]`. */
+  toolResults(pid, tid, results) {
+    return this.request('POST', `/v1/projects/${pid}/threads/${tid}/tool-results`, { results });
+  }
   streamToken(pid, tid) { return this.request('POST', `/v1/projects/${pid}/threads/${tid}/stream-token`); }
 
   adminStats() { return this.request('GET', '/admin/stats'); }

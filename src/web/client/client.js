@@ -2,10 +2,11 @@
 // (part of /client/convo.js).
 //
 // A `Client` gives the page views of threads (`watch`) and the REST calls
-// (`send`, `cancel`, `api`). It talks to the SharedWorker
-// (convo-worker.js, resolved next to this file) when the browser has one,
-// and falls back to a `Hub` of its own in this tab when it has not or the
-// worker fails; either way each view is fed a snapshot, then events.
+// (`send`, `cancel`, `approve`, `toolResults`, `api`). It talks to the
+// SharedWorker (convo-worker.js, resolved next to this file) when the
+// browser has one, and falls back to a `Hub` of its own in this tab when
+// it has not or the worker fails; either way each view is fed a snapshot,
+// then events.
 
 import { Api } from './api.js';
 import { Hub } from './hub.js';
@@ -30,7 +31,8 @@ export function connect(options = {}) {
 
 /**
  * What a tab sees of a thread, from `client.watch`: `messages`, `state`
- * (of the connection), `detail`, `generating`, `subscribers` (the
+ * (of the connection), `detail`, `generating`, `awaiting` (an answer
+ * waits for tool results or approvals), `subscribers` (the
  * server's count of connections), `tabs` (this browser's tabs on it
  * through the shared connection) and `watching` (both together: every
  * other connection counts one, this browser counts its tabs).
@@ -47,6 +49,7 @@ class View {
 
   get messages() { return this.transcript.messages; }
   get generating() { return this.transcript.generating; }
+  get awaiting() { return this.transcript.awaiting; }
   get watching() {
     return this.state === 'live' ? Math.max(this.tabs, this.subscribers - 1 + this.tabs) : this.tabs;
   }
@@ -172,6 +175,28 @@ export class Client {
   async send(pid, tid, content, { via = 'rest', ...options } = {}) {
     if (via === 'ws') return this.frame(pid, tid, { type: 'send', content });
     return this.api.send(pid, tid, content, options);
+  }
+
+  /** Decides a tool call that waits for a person (`approved`, and an
+   * optional `reason`): the first decision wins, from any tab or node
+   * (409 `tool_call_resolved` for another one, 200 for the same again). */
+  async approve(pid, tid, toolCallId, approved, reason) {
+    return (await this.answering(pid, tid)).approve(pid, tid, toolCallId, approved, reason);
+  }
+
+  /** Answers client-run tool calls: `[{tool_call_id, output} |
+   * {tool_call_id, error}]`, with the same rules as `approve`. */
+  async toolResults(pid, tid, results) {
+    return (await this.answering(pid, tid)).toolResults(pid, tid, results);
+  }
+
+  /** The API to answer a thread's calls with: this tab's credentials, or
+   * when it holds none, a stream token of the thread (accepted on those
+   * routes, as on its streams). */
+  async answering(pid, tid) {
+    if (this.api.credentials()) return this.api;
+    const minted = await this.streamToken(pid, tid);
+    return minted ? new Api({ base: this.config.base, streamToken: minted.token }) : this.api;
   }
 
   /** Stops the running answer, over REST or the WebSocket. */

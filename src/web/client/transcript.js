@@ -6,6 +6,13 @@
 // them. `Transcript` is pure (no I/O, no timers): `Hub` keeps one per
 // thread in the worker and each tab keeps its own copy, fed the same
 // events, and the node suite tests it without a browser.
+//
+// Answers in several steps stay one message: `message.awaiting` sets its
+// status to `awaiting_input` with its `pending` calls, `tool.resolved`
+// takes one call off that list (a decision is kept in `decisions`, by
+// call id, since the history does not say who approved), and
+// `message.step` sets it back to `streaming`; `tool_result` blocks keep
+// their `tool_use_id` and `is_error`.
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -28,7 +35,10 @@ function dropBytes(s, bytes) {
 }
 
 function copyMessage(m) {
-  return { ...m, blocks: (m.blocks || []).map((b) => ({ ...b })), usage: m.usage && { ...m.usage } };
+  return {
+    ...m, blocks: (m.blocks || []).map((b) => ({ ...b })), usage: m.usage && { ...m.usage },
+    pending: (m.pending || []).map((p) => ({ ...p })), decisions: { ...m.decisions },
+  };
 }
 
 function joinText(m) {
@@ -68,6 +78,9 @@ export class Transcript {
   /** Whether an answer is being written. */
   get generating() { return this.messages.some((m) => m.status === 'streaming'); }
 
+  /** Whether an answer waits for tool results or approvals. */
+  get awaiting() { return this.messages.some((m) => m.status === 'awaiting_input'); }
+
   insert(message) {
     const at = this.messages.findIndex((m) => m.position > message.position);
     if (at < 0) this.messages.push(message); else this.messages.splice(at, 0, message);
@@ -82,7 +95,7 @@ export class Transcript {
       m = this.insert({
         id: ev.message_id, role: ev.role, model: ev.model, status: 'streaming', blocks: [], content: '',
         position: last ? last.position + 1 : 0, stop_reason: null, error: null,
-        usage: { input_tokens: 0, output_tokens: 0 },
+        usage: { input_tokens: 0, output_tokens: 0 }, pending: [], decisions: {},
       });
     }
     if (m && this.replacing) {
@@ -119,6 +132,8 @@ export class Transcript {
         block.kind = ev.kind;
         if (ev.id) block.id = ev.id;
         if (ev.name) block.name = ev.name;
+        if (ev.tool_use_id) block.tool_use_id = ev.tool_use_id;
+        if (ev.is_error !== undefined) block.is_error = ev.is_error;
         m.blocks[ev.block] = block;
         return { message: m.id };
       }
@@ -139,8 +154,32 @@ export class Transcript {
       case 'message.completed': {
         const m = this.target(ev);
         if (!m) return { resync: true };
-        Object.assign(m, { status: ev.status, stop_reason: ev.stop_reason, usage: ev.usage, error: ev.error });
+        Object.assign(m, { status: ev.status, stop_reason: ev.stop_reason, usage: ev.usage, error: ev.error,
+          pending: [] });
         joinText(m);
+        return { message: m.id };
+      }
+      case 'message.awaiting': {
+        const m = this.target(ev);
+        if (!m) return { resync: true };
+        m.status = 'awaiting_input';
+        m.pending = ev.pending.map((p) => ({ ...p }));
+        return { message: m.id };
+      }
+      case 'tool.resolved': {
+        const m = this.get(ev.message_id);
+        if (!m) return { resync: true };
+        m.pending = m.pending.filter((p) => p.tool_call_id !== ev.tool_call_id);
+        if (ev.needs === 'approval') m.decisions[ev.tool_call_id] = ev.approved === true;
+        // Nothing left to wait for: the answer goes on by itself.
+        if (!m.pending.length && m.status === 'awaiting_input') m.status = 'streaming';
+        return { message: m.id };
+      }
+      case 'message.step': {
+        const m = this.target(ev);
+        if (!m) return { resync: true };
+        m.status = 'streaming';
+        m.pending = [];
         return { message: m.id };
       }
       case 'error':
