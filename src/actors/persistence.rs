@@ -3,9 +3,14 @@
 //! Owns the write queue. Thread actors send it `Write` (inserts and
 //! deletes, acknowledged after commit) and `Checkpoint` (a message's newest
 //! state; only the newest per message matters, so a newer one replaces an
-//! older one in place). At most one transaction runs at a time and at most
-//! one starts per flush interval; when the queue was idle the first write
-//! goes out at once, so a lone POST waits only for its own commit.
+//! older one in place). At most one transaction runs at a time and, for
+//! checkpoints alone, at most one starts per flush interval; when the queue
+//! was idle the first write goes out at once, so a lone POST waits only for
+//! its own commit. A write someone waits for (a question, a tool result, a
+//! step's start) goes out as soon as the transaction before it ends, with
+//! whatever is queued by then: under streaming load it would otherwise
+//! wait up to an interval for the timer (a tool result waited 55 ms before
+//! its next step began).
 //!
 //! Faults (see `store::Fault`):
 //! - The database cannot write now (unreachable, locked, busy, read-only,
@@ -130,6 +135,8 @@ pub struct PersistenceActor {
     acks: Vec<Option<Ack>>,
     flushing: bool,
     timer: Option<SpawnHandle>,
+    /// The armed timer fires at once (nothing to bring forward).
+    timer_now: bool,
     last_start: Option<Instant>,
     /// Batches in a row that found the database unable to write.
     failures: u32,
@@ -161,6 +168,7 @@ impl PersistenceActor {
             acks: Vec::new(),
             flushing: false,
             timer: None,
+            timer_now: false,
             last_start: None,
             failures: 0,
             isolate: false,
@@ -194,19 +202,29 @@ impl PersistenceActor {
     }
 
     /// Arms the flush timer: now if the last batch started an interval ago
-    /// (longer after failures).
+    /// (longer after failures), or if a write someone waits for is queued.
     fn schedule(&mut self, ctx: &mut Context<Self>) {
-        if self.flushing || self.timer.is_some() || self.queue.is_empty() {
+        if self.flushing || self.queue.is_empty() {
             return;
+        }
+        // A write someone waits for does not wait for the timer.
+        let waited_for = self.failures == 0 && self.acks.iter().any(Option::is_some);
+        if let Some(timer) = self.timer {
+            if !waited_for || self.timer_now {
+                return;
+            }
+            ctx.cancel_future(timer);
         }
         let pause = match self.failures {
             0 => self.interval,
             n => self.interval.saturating_mul(1 << n.min(16)).min(MAX_BACKOFF.max(self.interval)),
         };
         let wait = match self.last_start {
+            Some(_) if waited_for => Duration::ZERO,
             Some(t) => pause.saturating_sub(t.elapsed()),
             None => Duration::ZERO,
         };
+        self.timer_now = wait.is_zero();
         self.timer = Some(ctx.run_later(wait, |act, ctx| {
             act.timer = None;
             act.flush(ctx);

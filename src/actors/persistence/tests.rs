@@ -60,3 +60,48 @@ async fn a_refused_row_is_set_aside_alone_in_the_next_interval() {
     assert_eq!(metrics.persistence_rows_rejected.get(), 1);
     assert!(healthy.load(Ordering::Relaxed), "a refused row says nothing of the database's health");
 }
+
+/// A write someone waits for does not wait for the flush timer that
+/// checkpoints armed: with a one-second interval it is committed right
+/// after the transaction before it, not a second later; checkpoints alone
+/// still wait for the interval.
+#[actix_rt::test]
+async fn a_write_someone_waits_for_goes_out_before_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = DatabaseSettings {
+        database_url: None,
+        data_dir: dir.path().into(),
+        flush_interval_ms: 1000,
+        db_max_connections: 2,
+        db_min_connections: 1,
+    };
+    let store = Store::connect(&settings).await.unwrap();
+    let project = store.create_project("p").await.unwrap();
+    let thread = store.create_thread(project.id, Default::default()).await.unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let healthy = Arc::new(AtomicBool::new(true));
+    let actor =
+        PersistenceActor::new(store.clone(), metrics.clone(), healthy, "n".into(), settings.flush_interval()).start();
+    // The first write of an idle queue goes out at once; the interval
+    // starts with it.
+    let first = message(thread.id, 0, "first");
+    let (ack, done) = oneshot::channel();
+    actor.do_send(Write { ops: vec![WriteOp::Insert(first.clone())], ack: Some(ack) });
+    done.await.unwrap().unwrap();
+    // A checkpoint arms the timer for the rest of the interval...
+    let mut streaming = first.clone();
+    streaming.blocks[0].text.push_str(" and more");
+    actor.do_send(Checkpoint { message: streaming, fence: None });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(store.all_messages(thread.id).await.unwrap()[0].blocks[0].text, "first", "checkpoints wait");
+    // ...which a waited-for write does not wait out (and takes the
+    // checkpoint with it).
+    let started = Instant::now();
+    let (ack, done) = oneshot::channel();
+    actor.do_send(Write { ops: vec![WriteOp::Insert(message(thread.id, 1, "second"))], ack: Some(ack) });
+    done.await.unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_millis(500), "waited {:?}", started.elapsed());
+    let stored = store.all_messages(thread.id).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[0].blocks[0].text, "first and more");
+}
