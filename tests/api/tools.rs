@@ -358,20 +358,18 @@ async fn websocket_frames_answer_calls_and_are_acknowledged() {
     };
     assert_eq!(ack["for"], "tool_results");
     assert_eq!((ack["resolved"].clone(), ack["unchanged"].clone()), (json!(["toolu_w"]), json!([])));
-    // The decision: acknowledged; the answer goes on and completes.
+    // The decision: acknowledged (once stored: the next step may be
+    // under way, or done, by then); the answer goes on and completes.
     ws.send(json!({"type": "approval", "tool_call_id": "toolu_p", "approved": false, "reason": "not today"})).await;
     let mut kinds = Vec::new();
     let mut acked = None;
-    loop {
+    while acked.is_none() || !kinds.iter().any(|k| k == "message.completed") {
         let ev = next(&mut ws).await;
         let kind = ev["type"].as_str().unwrap().to_owned();
         if kind == "ack" {
             acked = Some(ev.clone());
         }
-        kinds.push(kind.clone());
-        if kind == "message.completed" {
-            break;
-        }
+        kinds.push(kind);
     }
     let acked = acked.expect("the decision is acknowledged");
     assert_eq!((acked["for"].as_str(), acked["resolved"].clone()), (Some("approval"), json!(["toolu_p"])));

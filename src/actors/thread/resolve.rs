@@ -1,11 +1,18 @@
 //! Answering the calls an answer awaits (`Resolve`): results and
 //! decisions posted from any tab or node. Each call is answered exactly
-//! once: the answers are checked against the calls as stored, written, and
-//! only then acknowledged and told to every tab; the same answer again is
-//! no change, a different one a conflict.
+//! once: the answers are checked against the calls this actor holds,
+//! written, and acknowledged only once stored; the same answer again is no
+//! change, a different one a conflict.
 //!
-//! - One node: the check and the write run while the actor handles nothing
-//!   else, so two racing requests see each other.
+//! - One node: the answers apply at once (so a racing request sees them),
+//!   every tab hears of them and, when nothing waits any more, the next
+//!   step starts while their write commits, as a question's answer starts
+//!   while the question commits: the commit is not in the path of the next
+//!   step's first delta. The request is answered after the commit (503 if
+//!   it failed: the answer goes on, its next write carries the answers,
+//!   and the same answers posted again are no change). While the database
+//!   is known to be down, the write comes first and nothing else is
+//!   handled meanwhile.
 //! - Cluster mode: the node that resolves takes the thread's lease through
 //!   the same fenced path as a question, reads the answer again from the
 //!   database, and writes under the lease; if every call is answered it
@@ -88,9 +95,13 @@ impl Handler<Resolve> for ThreadActor {
         if self.lease_ttl().is_some() {
             return self.resolve_clustered(msg, ATTEMPTS, ctx);
         }
-        // Alone: nothing else is handled until the answers are stored.
+        if self.deps.db_healthy.load(std::sync::atomic::Ordering::Relaxed) {
+            return self.resolve_stored(msg, ctx);
+        }
+        // The database is down: nothing else is handled until the answers
+        // are stored (or refused).
         let (tx, rx) = oneshot::channel();
-        let stored = self.resolve_stored(msg);
+        let stored = self.resolve_stored(msg, ctx);
         ctx.wait(stored.map(move |result, _, _| {
             let _ = tx.send(result);
         }));
@@ -123,7 +134,7 @@ impl ThreadActor {
     /// Checks `msg` against this actor's conversation (exact: alone, or
     /// holding the lease) and stores what it changes; once stored, every
     /// tab hears of it and the answer goes on if nothing waits any more.
-    fn resolve_stored(&mut self, msg: Resolve) -> Resolving {
+    fn resolve_stored(&mut self, msg: Resolve, ctx: &mut Context<Self>) -> Resolving {
         let checked = self.found().map(|(thread, conversation)| check(thread, conversation, &msg));
         let (message, calls, report) = match checked {
             Ok(Ok(Checked::Done(report))) => return ready(Ok(report)),
@@ -137,6 +148,19 @@ impl ThreadActor {
         stored.calls = calls.clone();
         let (ack, done) = oneshot::channel();
         self.deps.persistence.do_send(Write { ops: vec![self.fenced(WriteOp::Update(stored))], ack: Some(ack) });
+        let at_once = self.lease_ttl().is_none() && self.deps.db_healthy.load(std::sync::atomic::Ordering::Relaxed);
+        if at_once {
+            self.resolved(&message, calls, &report.resolved, ctx);
+            let message_id = message.id;
+            return Box::pin(done.into_actor(self).map(move |written, act, _| match written {
+                Ok(Ok(())) => Ok(report),
+                _ => {
+                    tracing::warn!(thread_id = %act.thread_id, %message_id,
+                        "answers to an answer's calls could not be stored now; the answer's next write carries them");
+                    Err(ThreadError::Unavailable.into())
+                }
+            }));
+        }
         Box::pin(done.into_actor(self).map(move |written, act, ctx| match written {
             Ok(Ok(())) => {
                 act.resolved(&message, calls, &report.resolved, ctx);
@@ -156,7 +180,7 @@ impl ThreadActor {
         if self.generation.is_some() {
             // The answer's next step runs here: nothing awaits, and this
             // actor's conversation is exact.
-            return self.resolve_stored(msg);
+            return self.resolve_stored(msg, ctx);
         }
         let Some(answer) = conversation.messages().iter().rev().find(|m| m.role == crate::domain::Role::Assistant)
         else {
@@ -171,7 +195,7 @@ impl ThreadActor {
                     act.let_go(ctx);
                     ctx.notify(TakeOver);
                 }
-                Box::pin(act.resolve_stored(msg).map(|result, act, ctx| {
+                Box::pin(act.resolve_stored(msg, ctx).map(|result, act, ctx| {
                     if act.generation.is_none() {
                         act.let_go(ctx);
                     }
