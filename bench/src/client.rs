@@ -328,7 +328,8 @@ pub async fn ws(addr: std::net::SocketAddr, path: String, ready: mpsc::Sender<()
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: Y29udm8tYmVuY2gta2V5MQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
-    subscribe(addr, request, b"HTTP/1.1 101", None, async |conn, seen| ws_events(conn, ready, messages, seen).await).await
+    subscribe(addr, request, b"HTTP/1.1 101", None, async |conn, seen| ws_events(conn, ready, messages, seen).await)
+        .await
 }
 
 async fn ws_events(conn: &mut Conn, ready: mpsc::Sender<()>, messages: usize, seen: &mut Seen) -> anyhow::Result<()> {

@@ -20,9 +20,9 @@ use crate::{
 };
 
 /// A thread whose answers may call `bench`, answered by the client.
-pub static THREAD: LazyLock<Value> = LazyLock::new(|| {
-    json!({"tools": [{"name": "bench", "description": "the benchmark's tool", "input_schema": {"type": "object"}}]})
-});
+pub static THREAD: LazyLock<Value> = LazyLock::new(
+    || json!({"tools": [{"name": "bench", "description": "the benchmark's tool", "input_schema": {"type": "object"}}]}),
+);
 
 /// When each step's result was posted: (thread, the step it lets start).
 type Posted = Arc<Mutex<HashMap<(String, usize), u128>>>;
