@@ -379,6 +379,7 @@ impl ThreadActor {
     }
 }
 
+mod cancel;
 mod handlers;
 mod lease;
 mod messages;

@@ -5,8 +5,8 @@
 //!
 //! - `relay`: one per thread per worker, reading the thread's fan-out and
 //!   writing each frame into every local subscriber's pipe;
-//! - `subscriber`: one subscriber's pipe, wire format, cursor, heartbeats
-//!   and presence; `state`: its delivery states and every transition;
+//! - `subscriber`: one subscriber's pipe, cursor, heartbeats and presence;
+//!   `wire`: the format it is written in; `state`: its delivery states and every transition;
 //! - `catch_up`: how one that is joining or behind comes level again;
 //! - `continuation`: a chat request that continues an answer after a step
 //!   its client has (what it skips, how it numbers what it sends);
@@ -20,3 +20,4 @@ pub mod pipe;
 pub mod relay;
 pub mod state;
 pub mod subscriber;
+pub mod wire;

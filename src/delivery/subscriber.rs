@@ -7,7 +7,6 @@
 
 use std::{
     cell::{Cell, RefCell},
-    rc::Rc,
     time::{Duration, Instant},
 };
 
@@ -16,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use uuid::Uuid;
 
 pub use super::continuation::Continuation;
+pub use super::wire::{ChatRequest, UiRequest, Wire};
 use super::{
     pipe::{At, PipeWriter, TrySendError},
     state::{Delivery, State, Verdict},
@@ -25,7 +25,7 @@ use crate::domain::{
     cursor::Cursor,
     event::Event,
     frame::{seed_error, ws_chunks, Frame, StreamPos, SSE_KEEP_ALIVE},
-    ui_stream::{self, Piece, Request},
+    ui_stream::{self, Piece},
     websocket::{ws_close, ws_frame, WsOp},
 };
 
@@ -43,51 +43,6 @@ pub enum Notice {
     Done,
     /// Its WebSocket peer has been silent too long.
     Silent,
-}
-
-/// How a subscriber's frames are written.
-#[derive(Debug, Clone)]
-pub enum Wire {
-    Sse,
-    Ws,
-    /// The seed route: only this message's text, in its own wire format.
-    Seed(Uuid),
-    /// The AI SDK's UI message stream over SSE: only this message.
-    Ui(UiRequest),
-    /// One request of a chat WebSocket (the AI SDK's
-    /// `WebSocketChatTransport`): this message's UI chunks in the
-    /// request's frames.
-    Chat(ChatRequest),
-}
-
-/// What an HTTP request of the AI SDK's chat protocol follows.
-#[derive(Debug, Clone)]
-pub struct UiRequest {
-    pub message_id: Uuid,
-    /// It continues the answer after a step its client has.
-    pub continuation: Option<Continuation>,
-}
-
-/// What a chat WebSocket's request follows.
-#[derive(Debug, Clone)]
-pub struct ChatRequest {
-    pub message_id: Uuid,
-    pub request: Rc<Request>,
-    /// Only chunks numbered after this one (a resume's `lastSequence`).
-    pub after: Option<u64>,
-    /// It continues the answer after a step its client has.
-    pub continuation: Option<Continuation>,
-}
-
-impl Wire {
-    /// The one message a wire that follows one answer follows.
-    fn message(&self) -> Option<Uuid> {
-        match self {
-            Wire::Seed(id) | Wire::Ui(UiRequest { message_id: id, .. }) => Some(*id),
-            Wire::Chat(c) => Some(c.message_id),
-            Wire::Sse | Wire::Ws => None,
-        }
-    }
 }
 
 /// Why a waiting write gave up.

@@ -39,6 +39,18 @@ pub const ASSETS: &[Asset] = &[
         body: include_str!("../web/app.js"),
     },
     Asset {
+        path: "/dom.js",
+        content_type: "text/javascript; charset=utf-8",
+        description: "The page's DOM helpers (a JavaScript module imported by `/app.js`)",
+        body: include_str!("../web/dom.js"),
+    },
+    Asset {
+        path: "/tool-cards.js",
+        content_type: "text/javascript; charset=utf-8",
+        description: "The page's tool call cards with Approve and Deny (a JavaScript module imported by `/app.js`)",
+        body: include_str!("../web/tool-cards.js"),
+    },
+    Asset {
         path: "/style.css",
         content_type: "text/css; charset=utf-8",
         description: "The page's style sheet",

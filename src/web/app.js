@@ -3,14 +3,12 @@
 // client (/client/convo.js). Text is always inserted as text (never as
 // HTML); the Content-Security-Policy allows nothing but this origin.
 //
-// An answer in several steps is one message: each tool call is a card
-// with its name, its input and, once known, its result. A call that
-// waits for a person shows Approve and Deny in every tab (the first
-// decision wins; the buttons go when anyone decided); a call that waits
-// for a client-run result says so and has no buttons (the page does not
-// run tools).
+// An answer in several steps is one message; its tool calls are cards
+// (./tool-cards.js) whose Approve and Deny post this tab's decision.
 
 import { Api, ApiError, connect } from '/client/convo.js';
+import { ago, h } from './dom.js';
+import { callCard, renderCall, renderCallState, renderResult } from './tool-cards.js';
 
 const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content;
 const HEARTBEAT_MS = Number(meta('convo-heartbeat-ms')) || 15000;
@@ -18,40 +16,6 @@ const SECURED = meta('convo-secured') === 'true';
 const app = document.getElementById('app');
 
 // ------------------------------------------------------------ helpers
-
-/** An element with attributes (`on…` are listeners) and children (text
- * is added as text nodes, never parsed). */
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
-    else if (k === 'class') el.className = v;
-    else el.setAttribute(k, v === true ? '' : String(v));
-  }
-  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) el.append(c);
-  return el;
-}
-
-function ago(iso) {
-  const s = (Date.now() - Date.parse(iso)) / 1000;
-  if (!(s >= 0)) return '';
-  if (s < 45) return 'just now';
-  if (s < 3600) return `${Math.round(s / 60)} min ago`;
-  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
-  return new Date(iso).toLocaleDateString();
-}
-
-/** JSON text indented for reading (a JSON string shown as itself);
- * text that does not parse (still streaming) as it came. */
-function pretty(text) {
-  try {
-    const value = JSON.parse(text);
-    return typeof value === 'string' ? value : JSON.stringify(value, null, 2);
-  } catch (_) {
-    return text;
-  }
-}
 
 function say(error) {
   if (error instanceof ApiError) {
@@ -405,12 +369,12 @@ function threadView(pid, tid, main, list) {
       // A block is whole once a later one began or the step ended.
       const whole = i < m.blocks.length - 1 || m.status !== 'streaming';
       if (b.kind === 'thinking') renderThinking(r, b, i);
-      else if (b.kind === 'tool_use') renderCall(callCard(r, b.id || `#${i}`, b.name), b, whole);
-      else if (b.kind === 'tool_result') renderResult(callCard(r, b.tool_use_id || `#${i}`), b);
+      else if (b.kind === 'tool_use') renderCall(callCard(r, b.id || `#${i}`, b.name, decide), b, whole);
+      else if (b.kind === 'tool_result') renderResult(callCard(r, b.tool_use_id || `#${i}`, undefined, decide), b);
     });
     // A call told only by `message.awaiting` (its block not seen yet).
     for (const p of m.pending || []) {
-      const call = callCard(r, p.tool_call_id, p.name);
+      const call = callCard(r, p.tool_call_id, p.name, decide);
       if (!call.input.textContent) call.input.textContent = JSON.stringify(p.input ?? {}, null, 2);
     }
     r.calls.forEach((call, id) => renderCallState(call, m, id));
@@ -428,76 +392,6 @@ function threadView(pid, tid, main, list) {
       r.blocks.set(index, el);
     }
     if (el.body.textContent !== block.text) el.body.textContent = block.text;
-  }
-
-  /** The card of tool call `id` in a message: its name, its input, the
-   * Approve and Deny buttons while a person must decide, and its result
-   * once known. Made on first sight, then only updated (the buttons keep
-   * their focus across events). */
-  function callCard(r, id, name) {
-    let call = r.calls.get(id);
-    if (call) return call;
-    name = name || 'tool';
-    call = {
-      state: h('span', { class: 'tool-state', 'data-testid': 'tool-state' }),
-      input: h('pre', { class: 'tool-input', 'data-testid': 'tool-input' }),
-      approve: h('button', { type: 'button', class: 'primary small', 'data-testid': 'tool-approve',
-        'aria-label': `Approve ${name}` }, 'Approve'),
-      deny: h('button', { type: 'button', class: 'danger small', 'data-testid': 'tool-deny',
-        'aria-label': `Deny ${name}` }, 'Deny'),
-      resultLabel: h('span', { class: 'tool-result-label' }),
-      resultText: h('pre', {}),
-      outcome: null,
-    };
-    call.actions = h('div', { class: 'tool-actions', role: 'group', hidden: true, 'aria-label': `Decide on ${name}` },
-      call.approve, call.deny);
-    call.result = h('div', { class: 'tool-result', hidden: true, 'data-testid': 'tool-result' },
-      call.resultLabel, call.resultText);
-    call.approve.addEventListener('click', () => decide(call, id, true));
-    call.deny.addEventListener('click', () => decide(call, id, false));
-    call.element = h('div', { class: 'block tool', 'data-testid': 'tool-use', 'data-call-id': id },
-      h('div', { class: 'tool-name' }, h('span', { class: 'muted' }, 'Tool call '),
-        h('code', { 'data-testid': 'tool-name' }, name), ' ', call.state),
-      call.input, call.actions, call.result);
-    r.tools.append(call.element);
-    r.calls.set(id, call);
-    return call;
-  }
-
-  function renderCall(call, block, whole) {
-    const text = whole ? pretty(block.text || '{}') : block.text;
-    if (call.input.textContent !== text) call.input.textContent = text;
-  }
-
-  function renderResult(call, block) {
-    call.outcome = { isError: block.is_error === true, text: block.text };
-    const text = pretty(block.text);
-    if (call.resultText.textContent !== text) call.resultText.textContent = text;
-  }
-
-  /** Where a call stands: waiting for a person or the application,
-   * decided, answered. The Approve and Deny buttons show only while a
-   * person must decide, in every tab, and go once anyone decided. */
-  function renderCallState(call, m, id) {
-    const waiting = (m.pending || []).find((p) => p.tool_call_id === id);
-    const decided = m.decisions?.[id];
-    const out = call.outcome;
-    // The history keeps no decision: a denial is an error result that says so.
-    const denied = decided === false || (out?.isError && /^denied by the user/.test(pretty(out.text)));
-    let state = '';
-    let label = '';
-    if (waiting?.needs === 'approval') [state, label] = ['approval', 'Needs your approval'];
-    else if (waiting) [state, label] = ['result', decided ? 'Approved, waiting for the application' : 'Waiting for the application'];
-    else if (denied) [state, label] = ['denied', 'Denied'];
-    else if (out) [state, label] = out.isError ? ['error', 'Error'] : ['done', decided ? 'Approved, done' : 'Done'];
-    else if (decided) [state, label] = ['approved', 'Approved'];
-    else if (m.status === 'streaming') [state, label] = ['calling', 'Calling…'];
-    call.element.dataset.state = state;
-    call.state.dataset.state = state;
-    if (call.state.textContent !== label) call.state.textContent = label;
-    call.actions.hidden = state !== 'approval';
-    call.result.hidden = !out;
-    call.resultLabel.textContent = denied ? 'Denied' : out?.isError ? 'Error' : 'Result';
   }
 
   /** Posts this tab's decision. A 409 means another tab (or client)

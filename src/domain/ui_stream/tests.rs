@@ -5,7 +5,7 @@
 
 use uuid::Uuid;
 
-use super::*;
+use super::{request::decimal_len, *};
 use crate::domain::{cursor::Cursor, Usage};
 
 fn started(id: Uuid) -> Event {
