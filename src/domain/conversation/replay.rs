@@ -92,10 +92,17 @@ fn rest_of(message: &Message, c: Cursor) -> Vec<Event> {
 
 pub(super) fn replay(conversation: &Conversation, from: Resume) -> Replay {
     let messages = conversation.messages();
-    let fresh = |notice| Replay {
-        cursor: conversation.head(),
-        notice,
-        events: conversation.running().map(Event::whole_message).unwrap_or_default(),
+    // A fresh subscriber gets the turn in progress whole: the running
+    // answer, or the one that awaits input (ending in its
+    // `message.awaiting`, so a tab that opens while a call waits is told
+    // what waits), from just before it.
+    let fresh = |notice| match conversation.running().or_else(|| conversation.awaiting()) {
+        Some(current) => Replay {
+            cursor: messages.len().checked_sub(2).map(|i| end_cursor(&messages[i])),
+            notice,
+            events: Event::whole_message(current),
+        },
+        None => Replay { cursor: conversation.head(), notice, events: Vec::new() },
     };
     let c = match from {
         Resume::Fresh => return fresh(None),

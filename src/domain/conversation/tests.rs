@@ -470,3 +470,37 @@ proptest! {
         prop_assert_eq!(fresh, all_again);
     }
 }
+
+/// A fresh subscriber that joins while an answer awaits input gets that
+/// answer whole, ending in its `message.awaiting`, from just before it (as
+/// one that joins a running answer gets it so far): a tab opened then is
+/// told what waits.
+#[test]
+fn a_fresh_replay_while_an_answer_awaits_ends_with_what_waits() {
+    let (mut c, asked) = started(Uuid::nil());
+    c.apply(block(0, BlockKind::Text));
+    c.apply(text(0, "Looking."));
+    c.apply(tool(1, Some("toolu_a")));
+    c.apply(ProviderEvent::Delta { index: 1, text: "{}".into() });
+    c.apply(ProviderEvent::Stop { stop_reason: Some("tool_use".into()) });
+    let tools = vec![crate::domain::tools::ToolDef {
+        name: "f".into(),
+        description: None,
+        input_schema: serde_json::json!({"type": "object"}),
+        approval: crate::domain::tools::Approval::Always,
+        run: crate::domain::tools::Run::Client,
+    }];
+    let calls = c.step_calls(&tools).expect("the step made a call");
+    c.await_input(calls).expect("the answer awaits");
+    let fresh = c.replay(Resume::Fresh);
+    assert_eq!(fresh.cursor, Some(Cursor::new(asked.user.id, 1, 0)), "ready stands before the awaiting answer");
+    let kinds: Vec<&str> = fresh.events.iter().map(|e| e.kind().as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"message.started"), "{kinds:?}");
+    match fresh.events.last() {
+        Some(Event::MessageAwaiting { pending, .. }) => assert_eq!(pending[0].tool_call_id, "toolu_a"),
+        other => panic!("the replay ends with what waits, not {other:?}"),
+    }
+    let mut client = Client::default();
+    fresh.events.iter().for_each(|e| client.see(e));
+    assert_eq!(client.blocks[&(asked.assistant.id, 0)], "Looking.", "the answer's text whole");
+}
