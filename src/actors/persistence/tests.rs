@@ -25,13 +25,23 @@ fn message(thread_id: Uuid, position: i64, text: &str) -> Message {
     }
 }
 
-#[actix_rt::test]
-async fn a_refused_row_is_set_aside_alone_in_the_next_interval() {
+/// A persistence actor flushing every `flush_interval_ms` over a fresh
+/// SQLite store that holds one thread.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    thread: crate::domain::Thread,
+    metrics: Arc<Metrics>,
+    healthy: Arc<AtomicBool>,
+    actor: Addr<PersistenceActor>,
+}
+
+async fn fixture(flush_interval_ms: u64) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let settings = DatabaseSettings {
         database_url: None,
         data_dir: dir.path().into(),
-        flush_interval_ms: 20,
+        flush_interval_ms,
         db_max_connections: 2,
         db_min_connections: 1,
     };
@@ -43,6 +53,12 @@ async fn a_refused_row_is_set_aside_alone_in_the_next_interval() {
     let actor =
         PersistenceActor::new(store.clone(), metrics.clone(), healthy.clone(), "n".into(), settings.flush_interval())
             .start();
+    Fixture { _dir: dir, store, thread, metrics, healthy, actor }
+}
+
+#[actix_rt::test]
+async fn a_refused_row_is_set_aside_alone_in_the_next_interval() {
+    let Fixture { store, thread, metrics, healthy, actor, _dir } = fixture(20).await;
     let (good_ack, good) = oneshot::channel();
     let (bad_ack, bad) = oneshot::channel();
     let mut streaming = message(thread.id, 0, "kept");
@@ -67,21 +83,7 @@ async fn a_refused_row_is_set_aside_alone_in_the_next_interval() {
 /// still wait for the interval.
 #[actix_rt::test]
 async fn a_write_someone_waits_for_goes_out_before_the_interval() {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = DatabaseSettings {
-        database_url: None,
-        data_dir: dir.path().into(),
-        flush_interval_ms: 1000,
-        db_max_connections: 2,
-        db_min_connections: 1,
-    };
-    let store = Store::connect(&settings).await.unwrap();
-    let project = store.create_project("p").await.unwrap();
-    let thread = store.create_thread(project.id, Default::default()).await.unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let healthy = Arc::new(AtomicBool::new(true));
-    let actor =
-        PersistenceActor::new(store.clone(), metrics.clone(), healthy, "n".into(), settings.flush_interval()).start();
+    let Fixture { store, thread, actor, _dir, .. } = fixture(1000).await;
     // The first write of an idle queue goes out at once; the interval
     // starts with it.
     let first = message(thread.id, 0, "first");
