@@ -126,6 +126,11 @@ pub struct Bus {
     routes: Mutex<Routes>,
     next_route: AtomicU64,
     healthy: AtomicBool,
+    /// The connection was lost and the channels it had subscribed are not
+    /// subscribed again yet (redis-rs does it after the reconnect; the
+    /// router hears it). A PING may succeed before that: until then other
+    /// nodes' frames would be missed, so the link is not healthy.
+    resubscribing: AtomicBool,
     /// The nodes alive now (their heartbeat is recent), as the sweeper last
     /// read them; `None` until it has. A dead node's subscriber counts
     /// stay in Redis until they expire, and are not counted.
@@ -157,6 +162,7 @@ impl Bus {
             routes: Mutex::new(Routes { by_thread: HashMap::new() }),
             next_route: AtomicU64::new(1),
             healthy: AtomicBool::new(false),
+            resubscribing: AtomicBool::new(false),
             live_nodes: Mutex::new(None),
             capacity,
         });
@@ -187,14 +193,17 @@ impl Bus {
             return Ok(());
         }
         match tokio::time::timeout(Duration::from_millis(300), self.ping()).await {
-            Ok(answer) => answer,
+            Ok(Ok(())) if self.is_healthy() => Ok(()),
+            Ok(Ok(())) => Err(BusError("redis answers, but this node's channels are not subscribed again yet".into())),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(BusError("no answer to PING".into())),
         }
     }
 
-    /// Whether Redis answered the last time it was asked.
+    /// Whether Redis answered the last time it was asked, and every
+    /// channel this node needs is subscribed (after a reconnect: again).
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.healthy.load(Ordering::Relaxed) && !self.resubscribing.load(Ordering::Relaxed)
     }
 
     /// Asks Redis; records whether it answered.
@@ -205,6 +214,10 @@ impl Bus {
             .map_err(|_| BusError("no answer to PING".into()))
             .and_then(|r| r.map_err(BusError::from));
         self.healthy.store(answer.is_ok(), Ordering::Relaxed);
+        if answer.is_ok() && self.routes.lock().unwrap_or_else(|p| p.into_inner()).by_thread.is_empty() {
+            // No channel to subscribe again: nothing to wait for.
+            self.resubscribing.store(false, Ordering::Relaxed);
+        }
         answer.map(|_| ())
     }
 

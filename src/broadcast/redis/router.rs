@@ -49,6 +49,7 @@ pub(super) async fn route(bus: Arc<Bus>, mut rx: mpsc::UnboundedReceiver<PushInf
             }
             PushKind::Disconnection if !lost => {
                 lost = true;
+                bus.resubscribing.store(true, Ordering::Relaxed);
                 bus.healthy.store(false, Ordering::Relaxed);
                 tracing::warn!("redis connection lost; other nodes' frames stop until it is back");
                 for inbox in bus.all_inboxes() {
@@ -57,6 +58,7 @@ pub(super) async fn route(bus: Arc<Bus>, mut rx: mpsc::UnboundedReceiver<PushInf
             }
             PushKind::Subscribe if lost => {
                 lost = false;
+                bus.resubscribing.store(false, Ordering::Relaxed);
                 bus.healthy.store(true, Ordering::Relaxed);
                 tracing::info!("redis connection back");
             }
