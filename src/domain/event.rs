@@ -4,6 +4,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
+pub use super::resources::ThreadStatus;
 use super::{
     codes::{ErrorCode, EventKind},
     cursor::Cursor,
@@ -21,16 +22,6 @@ impl<'de> Deserialize<'de> for Cursor {
         let text = std::borrow::Cow::<str>::deserialize(d)?;
         text.parse().map_err(serde::de::Error::custom)
     }
-}
-
-/// The thread's state as a new subscriber sees it.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ThreadStatus {
-    Idle,
-    Generating,
-    /// Its answer waits for results or approvals.
-    AwaitingInput,
 }
 
 /// Serialized once for the wire; read back (`Event::from_json`) only by

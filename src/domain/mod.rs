@@ -4,6 +4,7 @@
 //! every other layer speaks these types.
 
 pub mod answers;
+pub mod block;
 pub mod chat_continue;
 pub mod chat_request;
 pub mod client_frame;

@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+pub use super::{
+    block::{Block, BlockKind},
+    turn::{Needs, PendingCall},
+};
+
 #[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct Project {
     pub id: Uuid,
@@ -44,13 +49,13 @@ pub struct ThreadView {
     pub tools: Vec<super::tools::ToolDef>,
     pub tool_choice: Option<super::tools::ToolChoice>,
     pub mcp_servers: Vec<String>,
-    pub status: super::event::ThreadStatus,
+    pub status: ThreadStatus,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl ThreadView {
-    pub fn new(t: Thread, status: super::event::ThreadStatus) -> Self {
+    pub fn new(t: Thread, status: ThreadStatus) -> Self {
         ThreadView {
             id: t.id,
             project_id: t.project_id,
@@ -161,51 +166,14 @@ pub enum MessageStatus {
     Interrupted,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// The thread's state as a new subscriber sees it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum BlockKind {
-    Text,
-    Thinking,
-    ToolUse,
-    /// A call's result (its output as JSON text, or its error).
-    ToolResult,
-}
-
-/// One content block: an append-only text of one kind. For `tool_use` the
-/// text is the tool's JSON input and `id`/`name` name the call; for
-/// `tool_result` the text is the output (or the error) of the call
-/// `tool_use_id`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Block {
-    pub kind: BlockKind,
-    pub text: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Thinking signature from the provider: stored and sent back upstream,
-    /// never shown to clients.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signature: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_use_id: Option<String>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub is_error: bool,
-}
-
-impl Block {
-    pub fn new(kind: BlockKind) -> Self {
-        Block { kind, text: String::new(), id: None, name: None, signature: None, tool_use_id: None, is_error: false }
-    }
-
-    /// The result of call `tool_use_id`.
-    pub fn tool_result(tool_use_id: &str, text: String, is_error: bool) -> Self {
-        Block { tool_use_id: Some(tool_use_id.to_owned()), text, is_error, ..Block::new(BlockKind::ToolResult) }
-    }
-
-    pub fn text(text: impl Into<String>) -> Self {
-        Block { text: text.into(), ..Block::new(BlockKind::Text) }
-    }
+pub enum ThreadStatus {
+    Idle,
+    Generating,
+    /// Its answer waits for results or approvals.
+    AwaitingInput,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -281,27 +249,6 @@ impl Message {
     pub fn pending(&self) -> Vec<PendingCall> {
         self.calls.iter().filter_map(super::turn::Call::pending).collect()
     }
-}
-
-/// A call that waits (`Message::pending`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct PendingCall {
-    pub tool_call_id: String,
-    pub name: String,
-    /// The call's input, parsed.
-    #[schema(value_type = Object)]
-    pub input: serde_json::Value,
-    pub needs: Needs,
-}
-
-/// What a pending call waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Needs {
-    /// A person's decision (`approvals`).
-    Approval,
-    /// Its result, from a tab or the application (`tool-results`).
-    Result,
 }
 
 /// The public shape of a block: the stored one less its signature.

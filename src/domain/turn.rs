@@ -9,9 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    resources::{Needs, PendingCall},
+    block::{Block, BlockKind},
     tools::{Approval, Run, ToolDef},
-    Block, BlockKind,
 };
 
 /// One call of a step, and what it waits for.
@@ -298,6 +297,27 @@ pub fn step_of(blocks: &[Block], index: usize) -> usize {
             blocks[i - 1].kind == BlockKind::ToolResult && blocks.get(i).is_none_or(|b| b.kind != BlockKind::ToolResult)
         })
         .count()
+}
+
+/// A call that waits (`Message::pending`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PendingCall {
+    pub tool_call_id: String,
+    pub name: String,
+    /// The call's input, parsed.
+    #[schema(value_type = Object)]
+    pub input: serde_json::Value,
+    pub needs: Needs,
+}
+
+/// What a pending call waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Needs {
+    /// A person's decision (`approvals`).
+    Approval,
+    /// Its result, from a tab or the application (`tool-results`).
+    Result,
 }
 
 #[cfg(test)]
