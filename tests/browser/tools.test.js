@@ -240,6 +240,9 @@ test('a click that loses the race shows the winning decision, not an error', asy
     });
     await page.getByRole('button', { name: 'Approve pay' }).click();
     await buttonsGone(page, 'toolu_race');
+    // (The buttons may go before the page's own request is answered: the
+    // denial is told to every tab as soon as it applies.)
+    await eventually(async () => status !== null, 5000);
     assert.equal(status, 409);
     const answer = await ended(ids);
     assert.equal(await completed(page, answer.id), 'One moment. Not paid.');
