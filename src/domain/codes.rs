@@ -134,6 +134,23 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind, in declaration order: a kind's index is its tag.
+    const ALL: [EventKind; 13] = [
+        EventKind::Ready,
+        EventKind::MessageCreated,
+        EventKind::MessageStarted,
+        EventKind::MessageBlock,
+        EventKind::MessageDelta,
+        EventKind::MessageCompleted,
+        EventKind::Presence,
+        EventKind::Error,
+        EventKind::MessageAwaiting,
+        EventKind::ToolResolved,
+        EventKind::MessageStep,
+        EventKind::ThreadUpdated,
+        EventKind::Ack,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Ready => "ready",
@@ -167,24 +184,7 @@ impl EventKind {
     }
 
     pub fn from_tag(tag: u8) -> Option<EventKind> {
-        use EventKind::*;
-        [
-            Ready,
-            MessageCreated,
-            MessageStarted,
-            MessageBlock,
-            MessageDelta,
-            MessageCompleted,
-            Presence,
-            Error,
-            MessageAwaiting,
-            ToolResolved,
-            MessageStep,
-            ThreadUpdated,
-            Ack,
-        ]
-        .into_iter()
-        .find(|k| k.tag() == tag)
+        Self::ALL.get(usize::from(tag)).copied()
     }
 }
 

@@ -103,13 +103,7 @@ pub fn request_body(request: &ModelRequest) -> Value {
     if let Some(system) = request.system.as_deref().filter(|s| !s.is_empty()) {
         body["system"] = json!(system);
     }
-    // A `tool_choice` without tools is refused: with none, neither is sent.
-    if !request.tools.is_empty() {
-        body["tools"] = request.tools.iter().map(tool_of).collect();
-        if let Some(choice) = &request.tool_choice {
-            body["tool_choice"] = choice_of(choice);
-        }
-    }
+    calls::attach_tools(&mut body, request, tool_of, choice_of);
     body
 }
 

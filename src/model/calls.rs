@@ -12,10 +12,35 @@
 //!   string as the string itself (`"sunny"` goes as `sunny`, an error as
 //!   its message), and any other JSON (objects, arrays, numbers) as its
 //!   JSON text: what a tool would have printed.
+//! - The tools go with a request only when it has some, and its
+//!   `tool_choice` only with them (both APIs refuse a choice without
+//!   tools): `attach_tools`, each provider spelling a tool and a choice
+//!   its own way.
 
 use std::borrow::Cow;
 
 use serde_json::Value;
+
+use super::ModelRequest;
+use crate::domain::tools::{ToolChoice, ToolDef};
+
+/// Adds the request's tools (as `tool` spells one) and its tool choice
+/// (as `choice` does) to a provider's request `body`; nothing without
+/// tools.
+pub fn attach_tools(
+    body: &mut Value,
+    request: &ModelRequest,
+    tool: fn(&ToolDef) -> Value,
+    choice: fn(&ToolChoice) -> Value,
+) {
+    if request.tools.is_empty() {
+        return;
+    }
+    body["tools"] = request.tools.iter().map(tool).collect();
+    if let Some(c) = &request.tool_choice {
+        body["tool_choice"] = choice(c);
+    }
+}
 
 /// The input of a `tool_use` block with `text`, as a JSON object.
 pub fn input_object(text: &str) -> Value {

@@ -104,13 +104,7 @@ pub fn request_body(request: &ModelRequest) -> Value {
         "stream": true,
         "stream_options": { "include_usage": true },
     });
-    // A `tool_choice` without tools is refused: with none, neither is sent.
-    if !request.tools.is_empty() {
-        body["tools"] = request.tools.iter().map(tool_of).collect();
-        if let Some(choice) = &request.tool_choice {
-            body["tool_choice"] = choice_of(choice);
-        }
-    }
+    calls::attach_tools(&mut body, request, tool_of, choice_of);
     body
 }
 

@@ -160,6 +160,40 @@ async fn a_step_cut_by_kill_9_ends_interrupted_with_the_steps_before_it_kept() {
     assert_eq!(turns.last().unwrap()["content"][0]["text"], "again?");
 }
 
+/// A result answered 200 is stored, even when the process is killed the
+/// moment after (on one node the next step starts while the result
+/// commits; the answer to the request waits for the commit): after the
+/// restart the call is answered, never pending again, and the answer goes
+/// on by itself to its end.
+#[actix_web::test]
+async fn a_result_answered_200_survives_kill_9_right_after() {
+    let replies =
+        vec![calls_answer("Step one.", &[("toolu_1", "look", "{}")]), text_answer("Went on."), text_answer("Went on.")];
+    let upstream = FakeUpstream::start(replies).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+    let mut bin = start(&db, &upstream).await;
+    let thread = thread_with(&bin.server, look()).await;
+    let mut sse = bin.server.sse(&thread, None).await;
+    bin.server.ask(&thread, "go").await;
+    sse.until("message.awaiting").await;
+    let result = json!({"results": [{"tool_call_id": "toolu_1", "output": 1}]});
+    assert_eq!(post(&bin.server, format!("{thread}/tool-results"), result).await.0, 200);
+    signal(&bin.child, "-KILL");
+    let _ = bin.child.wait();
+
+    let bin = start(&db, &upstream).await;
+    let stored = eventually(|| async {
+        let m = bin.server.messages(&thread).await.pop().unwrap();
+        assert_eq!(m["pending"].as_array().map_or(0, Vec::len), 0, "the answered call is not pending again: {m}");
+        (m["status"] == "complete").then_some(m)
+    })
+    .await;
+    assert_eq!(kinds(&stored), ["text", "tool_use", "tool_result", "text"], "{stored}");
+    assert_eq!(stored["blocks"][2]["text"], "1", "the result as posted");
+    assert_eq!(stored["content"], "Step one.Went on.");
+}
+
 #[actix_web::test]
 async fn a_cut_step_s_calls_get_error_results_and_the_thread_is_asked_again() {
     // The step's call streams, then the provider fails before the step
