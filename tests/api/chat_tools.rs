@@ -69,15 +69,18 @@ async fn settled(h: &Harness, chat: &str) -> Value {
 
 const LOOK: &str = r#"{"city": "Oslo"}"#;
 
+/// A chat whose tool `look` the client runs, and whose model calls it
+/// once, then answers.
+async fn weather_chat() -> (Harness, String) {
+    let replies = vec![calls_answer("Let me look.", &[("toolu_1", "look", LOOK)]), text_answer("It is 21.")];
+    let h = harness("anthropic", replies, &[]).await;
+    let chat = chat_with(&h, json!([{"name": "look", "input_schema": {"type": "object"}}])).await;
+    (h, chat)
+}
+
 #[actix_web::test]
 async fn a_client_tools_result_continues_the_same_ui_message_after_the_step() {
-    let h = harness(
-        "anthropic",
-        vec![calls_answer("Let me look.", &[("toolu_1", "look", LOOK)]), text_answer("It is 21.")],
-        &[],
-    )
-    .await;
-    let chat = chat_with(&h, json!([{"name": "look", "input_schema": {"type": "object"}}])).await;
+    let (h, chat) = weather_chat().await;
 
     let first = UiStream::of(post_chat(&h, &turn(&chat, "Weather?")).await).rest().await;
     assert_eq!(
@@ -211,13 +214,7 @@ async fn an_approved_client_call_is_handed_to_the_client_to_run_then_its_result_
 
 #[actix_web::test]
 async fn over_the_chat_websocket_a_continuation_is_numbered_from_zero_without_a_gap() {
-    let h = harness(
-        "anthropic",
-        vec![calls_answer("Let me look.", &[("toolu_1", "look", LOOK)]), text_answer("It is 21.")],
-        &[],
-    )
-    .await;
-    let chat = chat_with(&h, json!([{"name": "look", "input_schema": {"type": "object"}}])).await;
+    let (h, chat) = weather_chat().await;
     let mut ws =
         ChatWs::connect(&format!("{}/v1/projects/{}/chat/ws", h.base.replace("http://", "ws://"), h.pid)).await;
     let mut others = Vec::new();

@@ -63,18 +63,35 @@ fn kinds(message: &Value) -> Vec<String> {
     message["blocks"].as_array().unwrap().iter().map(|b| b["kind"].as_str().unwrap().to_owned()).collect()
 }
 
+/// One node on a fresh database whose thread (tool `look`) has an answer
+/// awaiting `toolu_1`, asked with `question`, watched by `sse`.
+struct Awaiting {
+    upstream: FakeUpstream,
+    _dir: tempfile::TempDir,
+    db: String,
+    bin: Binary,
+    thread: String,
+    sse: crate::support::Sse,
+    id: String,
+}
+
+async fn awaiting(replies: Vec<Reply>, question: &str) -> Awaiting {
+    let upstream = FakeUpstream::start(replies).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+    let bin = start(&db, &upstream).await;
+    let thread = thread_with(&bin.server, look()).await;
+    let mut sse = bin.server.sse(&thread, None).await;
+    let id = bin.server.ask(&thread, question).await;
+    sse.until("message.awaiting").await;
+    Awaiting { upstream, _dir: dir, db, bin, thread, sse, id }
+}
+
 /// An answer awaiting input, then the process stops (`-TERM` or `-KILL`):
 /// after the restart the answer still awaits, and a result continues it.
 async fn awaiting_survives(stop: &str) {
     let replies = vec![calls_answer("Let me look.", &[("toolu_1", "look", "{}")]), text_answer("Found it.")];
-    let upstream = FakeUpstream::start(replies).await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let mut bin = start(&db, &upstream).await;
-    let thread = thread_with(&bin.server, look()).await;
-    let mut sse = bin.server.sse(&thread, None).await;
-    let id = bin.server.ask(&thread, "look").await;
-    sse.until("message.awaiting").await;
+    let Awaiting { upstream, _dir, db, mut bin, thread, id, .. } = awaiting(replies, "look").await;
     signal(&bin.child, stop);
     let _ = bin.child.wait();
 
@@ -125,14 +142,7 @@ fn endless_step() -> Reply {
 async fn a_step_cut_by_kill_9_ends_interrupted_with_the_steps_before_it_kept() {
     let replies =
         vec![calls_answer("Step one.", &[("toolu_1", "look", "{}")]), endless_step(), text_answer("Asked again.")];
-    let upstream = FakeUpstream::start(replies).await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let mut bin = start(&db, &upstream).await;
-    let thread = thread_with(&bin.server, look()).await;
-    let mut sse = bin.server.sse(&thread, None).await;
-    let id = bin.server.ask(&thread, "go").await;
-    sse.until("message.awaiting").await;
+    let Awaiting { upstream, _dir, db, mut bin, thread, mut sse, id } = awaiting(replies, "go").await;
     let result = json!({"results": [{"tool_call_id": "toolu_1", "output": 1}]});
     assert_eq!(post(&bin.server, format!("{thread}/tool-results"), result).await.0, 200);
     sse.until("message.step").await;
@@ -169,14 +179,7 @@ async fn a_step_cut_by_kill_9_ends_interrupted_with_the_steps_before_it_kept() {
 async fn a_result_answered_200_survives_kill_9_right_after() {
     let replies =
         vec![calls_answer("Step one.", &[("toolu_1", "look", "{}")]), text_answer("Went on."), text_answer("Went on.")];
-    let upstream = FakeUpstream::start(replies).await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let mut bin = start(&db, &upstream).await;
-    let thread = thread_with(&bin.server, look()).await;
-    let mut sse = bin.server.sse(&thread, None).await;
-    bin.server.ask(&thread, "go").await;
-    sse.until("message.awaiting").await;
+    let Awaiting { upstream, _dir, db, mut bin, thread, .. } = awaiting(replies, "go").await;
     let result = json!({"results": [{"tool_call_id": "toolu_1", "output": 1}]});
     assert_eq!(post(&bin.server, format!("{thread}/tool-results"), result).await.0, 200);
     signal(&bin.child, "-KILL");
