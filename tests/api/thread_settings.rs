@@ -210,4 +210,13 @@ async fn patches_racing_a_stop_and_a_delete_are_answered_200_or_404_never_a_serv
         assert_eq!(h.client.get(&thread).send().await.unwrap().status().as_u16(), 404);
     }
     eprintln!("PATCH outcomes while racing a stop and a DELETE: {seen:?}");
+    // Every actor started for a deleted thread finds it gone and stops:
+    // none is left loading when the server goes (a database call still in
+    // flight on an actor thread as it stops would abort the test process).
+    let stats = format!("{}/admin/stats", h.base);
+    crate::support::eventually(|| async {
+        let s: Value = h.client.get(&stats).send().await.ok()?.json().await.ok()?;
+        (s["threads"]["live"] == 0).then_some(())
+    })
+    .await;
 }
