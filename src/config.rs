@@ -26,6 +26,42 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     #[command(flatten)]
     pub cluster: ClusterSettings,
+    #[command(flatten)]
+    pub outbound: OutboundSettings,
+}
+
+/// Calls the service makes on a project's behalf: tools it runs itself
+/// (`run: {url}`), through the one outbound guard (`crate::outbound`).
+#[derive(Debug, Clone, Args)]
+pub struct OutboundSettings {
+    /// Lets the service call loopback, private, link-local and other inside
+    /// addresses, and plain http (tests, private networks).
+    #[arg(long, env = "ALLOW_PRIVATE_URLS", default_value_t = false)]
+    pub allow_private_urls: bool,
+    /// How long one attempt of a tool call may take, connecting included.
+    #[arg(long, env = "TOOL_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tool_timeout_ms: u64,
+    /// Attempts of one tool call (time-outs, connection errors and 5xx are
+    /// tried again, with exponential backoff); then its result is an error.
+    #[arg(long, env = "TOOL_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub tool_max_attempts: u32,
+    /// The first wait before a tool call is tried again (doubled each time,
+    /// with jitter).
+    #[arg(long, env = "TOOL_RETRY_MIN_MS", default_value_t = 500)]
+    pub tool_retry_min_ms: u64,
+    /// The largest response body read from a tool's endpoint.
+    #[arg(long, env = "TOOL_MAX_RESPONSE_BYTES", default_value_t = 1024 * 1024)]
+    pub tool_max_response_bytes: usize,
+}
+
+impl OutboundSettings {
+    pub fn guard(&self) -> crate::outbound::Guard {
+        crate::outbound::Guard { allow_private: self.allow_private_urls }
+    }
+
+    pub fn tool_timeout(&self) -> Duration {
+        Duration::from_millis(self.tool_timeout_ms)
+    }
 }
 
 /// This process among others that share a database (cluster mode: set

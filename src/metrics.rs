@@ -6,7 +6,8 @@
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -37,6 +38,15 @@ pub struct Metrics {
     /// A chunk's frame built, as the chunk arrives, to it being written to
     /// every subscriber's pipe on one HTTP worker.
     pub chunk_delivery_seconds: Histogram,
+    /// Calls of tools the service runs itself, by kind (`url`).
+    pub tool_calls: IntCounterVec,
+    /// Those whose result is an error the service gave (the endpoint
+    /// failed, timed out or was refused), by kind.
+    pub tool_call_failures: IntCounterVec,
+    /// Attempts tried again (time-outs, connection errors, 5xx), by kind.
+    pub tool_call_retries: IntCounterVec,
+    /// From a call's first attempt to its result, by kind.
+    pub tool_call_seconds: HistogramVec,
 }
 
 /// Buckets for the start and delivery latencies, 50 us to 10 s.
@@ -118,6 +128,30 @@ impl Metrics {
                 "convo_chunk_delivery_seconds",
                 "From a chunk arriving from the provider to its frame written to the subscribers' pipes",
             ),
+            tool_calls: IntCounterVec::new(
+                Opts::new("convo_tool_calls_total", "Calls of tools the service runs itself, by kind"),
+                &["kind"],
+            )
+            .expect("valid metric"),
+            tool_call_failures: IntCounterVec::new(
+                Opts::new(
+                    "convo_tool_call_failures_total",
+                    "Tool calls the service ran whose endpoint failed, timed out or was refused, by kind",
+                ),
+                &["kind"],
+            )
+            .expect("valid metric"),
+            tool_call_retries: IntCounterVec::new(
+                Opts::new("convo_tool_call_retries_total", "Tool call attempts tried again, by kind"),
+                &["kind"],
+            )
+            .expect("valid metric"),
+            tool_call_seconds: HistogramVec::new(
+                HistogramOpts::new("convo_tool_call_seconds", "From a tool call's first attempt to its result")
+                    .buckets(latency_buckets()),
+                &["kind"],
+            )
+            .expect("valid metric"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -141,6 +175,10 @@ impl Metrics {
             Box::new(m.persistence_last_batch_rows.clone()),
             Box::new(m.persistence_last_batch_seconds.clone()),
             Box::new(m.persistence_batch_seconds.clone()),
+            Box::new(m.tool_calls.clone()),
+            Box::new(m.tool_call_failures.clone()),
+            Box::new(m.tool_call_retries.clone()),
+            Box::new(m.tool_call_seconds.clone()),
         ];
         for c in collectors {
             // expect: names are distinct constants, so registration cannot clash.

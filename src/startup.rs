@@ -114,6 +114,11 @@ impl Application {
             store: store.clone(),
             persistence: persistence.clone(),
             provider,
+            tool_caller: Arc::new(crate::tool_calls::ToolCaller::new(
+                &settings.outbound,
+                store.clone(),
+                metrics.clone(),
+            )),
             metrics,
             settings: settings.clone(),
             db_healthy,

@@ -13,6 +13,7 @@ mod m20261202_000001_chat_aliases;
 mod m20261207_000001_exact_ends_and_lease_answers;
 mod m20261207_000002_tools;
 mod m20261207_000003_turn_tools;
+mod m20261207_000004_tool_secrets;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000001_exact_ends_and_lease_answers::Migration),
             Box::new(m20261207_000002_tools::Migration),
             Box::new(m20261207_000003_turn_tools::Migration),
+            Box::new(m20261207_000004_tool_secrets::Migration),
         ]
     }
 }

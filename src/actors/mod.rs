@@ -38,6 +38,8 @@ pub struct Deps {
     pub store: Store,
     pub persistence: Addr<persistence::PersistenceActor>,
     pub provider: Arc<dyn Provider>,
+    /// Makes the calls of tools the service runs itself.
+    pub tool_caller: Arc<crate::tool_calls::ToolCaller>,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
     /// Whether the last write reached the database (see `PersistenceActor`).

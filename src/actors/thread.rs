@@ -124,6 +124,8 @@ pub struct ThreadActor {
     /// Cluster mode: a cancel that came while the lease ran late (done once
     /// a renewal goes through).
     cancel_held: bool,
+    /// Calls the service runs for the awaiting answer, by tool call id.
+    runs: HashMap<String, runs::Running>,
 }
 
 impl ThreadActor {
@@ -166,6 +168,7 @@ impl ThreadActor {
             lease_waiters: Vec::new(),
             held: std::collections::VecDeque::new(),
             cancel_held: false,
+            runs: HashMap::new(),
         }
     }
 
@@ -236,7 +239,7 @@ impl ThreadActor {
     }
 
     /// Notes activity; arms the idle stop when nobody listens and nothing
-    /// runs, and runs heartbeats only while somebody listens.
+    /// runs (`idle`), and runs heartbeats only while somebody listens.
     fn touch(&mut self, ctx: &mut Context<Self>) {
         self.last_activity = Utc::now();
         if let Some(t) = self.idle_timer.take() {
@@ -257,15 +260,20 @@ impl ThreadActor {
             }
             _ => {}
         }
-        if self.subscribers.is_empty() && self.generation.is_none() {
+        if self.idle() {
             let timeout = self.deps.settings.streaming.idle_timeout();
             self.idle_timer = Some(ctx.run_later(timeout, |act, ctx| {
-                if act.subscribers.is_empty() && act.generation.is_none() {
+                if act.idle() {
                     tracing::debug!(thread_id = %act.thread_id, "thread actor idle; stopping");
                     ctx.stop();
                 }
             }));
         }
+    }
+
+    /// Nobody listens and nothing runs: no generation, no tool call.
+    fn idle(&self) -> bool {
+        self.subscribers.is_empty() && self.generation.is_none() && self.runs.is_empty()
     }
 
     fn set_generating(&self, generating: bool) {
@@ -386,11 +394,13 @@ mod messages;
 mod mirror;
 mod resolve;
 mod role;
+mod runs;
 mod settings;
 mod steps;
 
 pub use messages::*;
 pub use resolve::{Resolution, Resolve, ResolveError};
 use role::{NotNow, Role};
+pub use runs::RunningCall;
 pub use settings::UpdateThread;
 pub use steps::ContinueAnswer;

@@ -77,8 +77,10 @@ fn decision(answer: &Message, id: &str) -> Option<bool> {
     if let Some(call) = answer.calls.iter().find(|c| c.id == id) {
         return match &call.state {
             CallState::Resolved { approved, .. } => *approved,
-            CallState::NeedsResult { approved: true } => Some(true),
-            CallState::NeedsResult { approved: false } | CallState::NeedsApproval => None,
+            CallState::NeedsResult { approved: true } | CallState::Runs { approved: true } => Some(true),
+            CallState::NeedsResult { approved: false }
+            | CallState::Runs { approved: false }
+            | CallState::NeedsApproval => None,
         };
     }
     let result =

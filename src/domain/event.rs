@@ -240,13 +240,15 @@ impl Event {
         out
     }
 
-    /// What a description of `message` ends with: where it awaits input,
+    /// What a description of `message` ends with: where it awaits input
+    /// (what waits for a person or the client),
     /// its completion, or, while the step after its results has begun but
     /// holds no block yet, that step's `message.step` (published right
     /// after the results).
     fn ending(message: &Message) -> Option<Event> {
         if message.is_awaiting() {
-            Some(Event::awaiting(message))
+            // (Only calls the service runs: nothing waits for a client.)
+            (!message.pending().is_empty()).then(|| Event::awaiting(message))
         } else if message.is_finished() {
             Some(Event::completed(message))
         } else if message.blocks.last().is_some_and(|b| b.kind == BlockKind::ToolResult) {

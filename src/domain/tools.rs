@@ -59,20 +59,32 @@ pub enum Run {
     Mcp(String),
 }
 
-/// `run` as this version takes it: `"client"`. The contract's `{"url"}`
-/// and `{"mcp"}` forms parse but are refused (400 `tool_secret_missing`, or
-/// no such MCP server) until the service runs tools itself, so the schema
-/// a client generates requests from offers only what is accepted.
-fn run_schema() -> utoipa::openapi::schema::Object {
-    use utoipa::openapi::schema::{ObjectBuilder, Type};
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(["client"]))
-        .description(Some(
-            "Who answers a call: \"client\" (a tab or the application). The contract's {\"url\"} and \
-             {\"mcp\"} forms are refused by this version (400).",
-        ))
-        .build()
+/// `run` as this version takes it: `"client"` or `{"url"}`. The
+/// contract's `{"mcp"}` form parses but is refused (no MCP server can be
+/// registered yet), so the schema a client generates requests from offers
+/// only what is accepted.
+fn run_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type};
+    let client = ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["client"]));
+    let url = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property(
+            "url",
+            ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::Custom("uri".into()))),
+        )
+        .required("url")
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(client)
+            .item(url)
+            .description(Some(
+                "Who answers a call: \"client\" (a tab or the application), or {\"url\"}: the service POSTs \
+             the call there, signed with the project's tool secret (https, and no inside address, unless \
+             --allow-private-urls). The contract's {\"mcp\"} form is refused by this version (400).",
+            ))
+            .build(),
+    )
 }
 
 impl Serialize for Run {
@@ -124,27 +136,6 @@ pub enum ToolChoice {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct BadTools(pub String);
-
-/// A tool this version cannot offer: one the service would run itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServiceRun {
-    /// `run: {url}`: its calls are signed with the project's tool secret,
-    /// which no project has yet.
-    Url(String),
-    /// `run: {mcp}`: no MCP server is registered yet.
-    Mcp(String),
-}
-
-/// The first of `tools` that the service would run itself, if any: the
-/// service does not run tools yet, so such a definition is refused
-/// rather than offered to a model whose calls could not be answered.
-pub fn service_run(tools: &[ToolDef]) -> Option<ServiceRun> {
-    tools.iter().find_map(|t| match &t.run {
-        Run::Client => None,
-        Run::Url(_) => Some(ServiceRun::Url(t.name.clone())),
-        Run::Mcp(server) => Some(ServiceRun::Mcp(server.clone())),
-    })
-}
 
 /// Whether `name` is a valid tool name.
 pub fn valid_name(name: &str) -> bool {

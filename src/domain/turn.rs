@@ -35,6 +35,13 @@ pub enum CallState {
         #[serde(default)]
         approved: bool,
     },
+    /// The service runs it (a tool at a URL) and awaits its own result;
+    /// nobody else may answer it. Stored so: a node that takes the answer
+    /// over after its owner died runs it again.
+    Runs {
+        #[serde(default)]
+        approved: bool,
+    },
     /// Answered: the text of its `tool_result` block.
     Resolved {
         text: String,
@@ -55,7 +62,8 @@ impl Call {
         let needs = match self.state {
             CallState::NeedsApproval => Needs::Approval,
             CallState::NeedsResult { .. } => Needs::Result,
-            CallState::Resolved { .. } => return None,
+            // Not the client's to answer: it is not pending for anyone.
+            CallState::Runs { .. } | CallState::Resolved { .. } => return None,
         };
         Some(PendingCall { tool_call_id: self.id.clone(), name: self.name.clone(), input: self.input.clone(), needs })
     }
@@ -71,6 +79,10 @@ pub mod reason {
     /// The step was cut (its model call failed, or its node stopped).
     pub const STEP_CUT: &str = "the answer was cut off";
     pub const NOT_RUNNABLE: &str = "this tool is run by the service, which cannot run it";
+    /// A client posted a result for a call the service runs.
+    pub const RUN_BY_SERVICE: &str = "it is run by the service";
+    pub const NEEDS_APPROVAL: &str = "it waits for a person's approval first";
+    pub const NO_APPROVAL: &str = "it needs no approval";
 }
 
 /// An error result's text: the reason as a JSON string.
@@ -114,9 +126,21 @@ fn waiting_for(tool: &ToolDef) -> CallState {
     match (tool.approval, &tool.run) {
         (Approval::Always, _) => CallState::NeedsApproval,
         (Approval::Never, Run::Client) => CallState::NeedsResult { approved: false },
-        // The service runs it (a later version): for now it cannot, and
-        // says so to the model.
-        (Approval::Never, Run::Url(_) | Run::Mcp(_)) => resolved_error(reason::NOT_RUNNABLE),
+        (Approval::Never, Run::Url(_)) => CallState::Runs { approved: false },
+        // An MCP server's tool (a later version): the service cannot run
+        // it yet, and says so to the model.
+        (Approval::Never, Run::Mcp(_)) => resolved_error(reason::NOT_RUNNABLE),
+    }
+}
+
+/// What a call of `tool` waits for once a person approved it.
+fn approved_waits_for(tool: Option<&ToolDef>) -> CallState {
+    match tool.map(|t| &t.run) {
+        Some(Run::Client) => CallState::NeedsResult { approved: true },
+        Some(Run::Url(_)) => CallState::Runs { approved: true },
+        Some(Run::Mcp(_)) | None => {
+            CallState::Resolved { text: error_text(reason::NOT_RUNNABLE), is_error: true, approved: Some(true) }
+        }
     }
 }
 
@@ -139,8 +163,9 @@ pub enum Outcome {
     /// The call already had a different answer (`tool_call_resolved`).
     Conflict,
     /// The answer does not fit what the call waits for (a result for a
-    /// call awaiting approval, a decision for one that needs none).
-    Mismatch,
+    /// call awaiting approval or run by the service, a decision for one
+    /// that needs none): why.
+    Mismatch(&'static str),
     /// No such call in this step.
     Unknown,
 }
@@ -151,7 +176,7 @@ pub enum Outcome {
 /// is answered with an error the model sees.
 pub fn answer(calls: &mut [Call], id: &str, answer: &Answer, tools: &[ToolDef]) -> Outcome {
     let Some(call) = calls.iter_mut().find(|c| c.id == id) else { return Outcome::Unknown };
-    let client = tools.iter().any(|t| t.name == call.name && t.run == Run::Client);
+    let tool = tools.iter().find(|t| t.name == call.name);
     let (next, outcome) = match (&call.state, answer) {
         (CallState::NeedsApproval, Answer::Decision { approved: false, reason: why }) => {
             let text = match why {
@@ -164,27 +189,24 @@ pub fn answer(calls: &mut [Call], id: &str, answer: &Answer, tools: &[ToolDef]) 
             )
         }
         (CallState::NeedsApproval, Answer::Decision { approved: true, .. }) => {
-            let next = match client {
-                true => CallState::NeedsResult { approved: true },
-                // The service would run it (a later version): it cannot.
-                false => {
-                    CallState::Resolved { text: error_text(reason::NOT_RUNNABLE), is_error: true, approved: Some(true) }
-                }
-            };
-            (Some(next), Outcome::Resolved)
+            (Some(approved_waits_for(tool)), Outcome::Resolved)
         }
-        (CallState::NeedsApproval, Answer::Result { .. }) => (None, Outcome::Mismatch),
+        (CallState::NeedsApproval, Answer::Result { .. }) => (None, Outcome::Mismatch(reason::NEEDS_APPROVAL)),
         (CallState::NeedsResult { approved }, Answer::Result { output }) => {
             (Some(result_state(output, approved.then_some(true))), Outcome::Resolved)
         }
-        (CallState::NeedsResult { approved: true }, Answer::Decision { approved: a, .. }) => {
-            (None, if *a { Outcome::Unchanged } else { Outcome::Conflict })
+        (CallState::Runs { .. }, Answer::Result { .. }) => (None, Outcome::Mismatch(reason::RUN_BY_SERVICE)),
+        (
+            CallState::NeedsResult { approved: true } | CallState::Runs { approved: true },
+            Answer::Decision { approved: a, .. },
+        ) => (None, if *a { Outcome::Unchanged } else { Outcome::Conflict }),
+        (CallState::NeedsResult { approved: false } | CallState::Runs { approved: false }, Answer::Decision { .. }) => {
+            (None, Outcome::Mismatch(reason::NO_APPROVAL))
         }
-        (CallState::NeedsResult { approved: false }, Answer::Decision { .. }) => (None, Outcome::Mismatch),
         (CallState::Resolved { approved, .. }, Answer::Decision { approved: a, .. }) => match approved {
             Some(was) if was == a => (None, Outcome::Unchanged),
             Some(_) => (None, Outcome::Conflict),
-            None => (None, Outcome::Mismatch),
+            None => (None, Outcome::Mismatch(reason::NO_APPROVAL)),
         },
         (state @ CallState::Resolved { approved, .. }, Answer::Result { output }) => {
             let same = *approved != Some(false) && result_state(output, *approved) == *state;
@@ -195,6 +217,43 @@ pub fn answer(calls: &mut [Call], id: &str, answer: &Answer, tools: &[ToolDef]) 
         call.state = next;
     }
     outcome
+}
+
+/// The service's own result for call `id`, which it ran: the call is
+/// answered if it still waits for the service (a call cancelled meanwhile,
+/// or answered by an earlier run, keeps what it has: `Unchanged` or
+/// `Conflict`).
+pub fn ran(calls: &mut [Call], id: &str, output: &Result<Value, String>) -> Outcome {
+    let Some(call) = calls.iter_mut().find(|c| c.id == id) else { return Outcome::Unknown };
+    match &call.state {
+        CallState::Runs { approved } => {
+            call.state = result_state(output, approved.then_some(true));
+            Outcome::Resolved
+        }
+        CallState::Resolved { text, is_error, .. } => {
+            let same = matches!(result_state(output, None),
+                CallState::Resolved { text: t, is_error: e, .. } if t == *text && e == *is_error);
+            if same {
+                Outcome::Unchanged
+            } else {
+                Outcome::Conflict
+            }
+        }
+        _ => Outcome::Mismatch(reason::RUN_BY_SERVICE),
+    }
+}
+
+/// The calls the service runs itself that wait for it.
+pub fn to_run(calls: &[Call]) -> impl Iterator<Item = &Call> {
+    calls.iter().filter(|c| matches!(c.state, CallState::Runs { .. }))
+}
+
+/// Whether the service has work on an awaiting answer with `calls`: every
+/// call is answered (its next step is due) or a call waits for the service
+/// to run it. Stored with the answer, so a node that finds it without an
+/// owner (after a crash, or its owner's death) takes it on.
+pub fn service_due(calls: &[Call]) -> bool {
+    all_resolved(calls) || to_run(calls).next().is_some()
 }
 
 fn result_state(output: &Result<Value, String>, approved: Option<bool>) -> CallState {

@@ -45,8 +45,7 @@ impl NewMessage {
             limits.max_content_bytes,
             limits.max_tokens_cap,
         )
-        .map_err(ApiError::from)?;
-        super::threads::runnable(&self.tools)
+        .map_err(ApiError::from)
     }
 }
 
@@ -57,6 +56,9 @@ impl NewMessage {
 /// fails, the generation is aborted and the caller told so.
 pub async fn start(state: &AppState, project_id: Uuid, thread_id: Uuid, body: NewMessage) -> Result<Started, ApiError> {
     let NewMessage { content, model, max_tokens, tools } = body;
+    if !tools.is_empty() {
+        super::threads::runnable(state, project_id, &tools).await?;
+    }
     let make = || StartGeneration {
         project_id: Some(project_id),
         content: content.clone(),

@@ -17,6 +17,7 @@ pub mod messages;
 pub mod openapi;
 pub mod page;
 pub mod projects;
+pub mod secrets;
 pub mod threads;
 pub mod tools;
 pub mod ws;
@@ -183,6 +184,7 @@ pub fn routes() -> Vec<ApiRoute> {
             Answer,
             web::to(tools::approvals),
         ),
+        route(Method::POST, "/v1/projects/{pid}/tool-secret", Project, Empty, Plain, web::to(secrets::rotate)),
         route(
             Method::POST,
             "/v1/projects/{pid}/threads/{tid}/stream-token",

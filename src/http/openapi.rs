@@ -19,8 +19,8 @@ use utoipa::{
 };
 
 use super::{
-    admin, body::BodyKind, chat, events, keys, messages, page, projects, routes, threads, tools, ws, Access, AppState,
-    Kind,
+    admin, body::BodyKind, chat, events, keys, messages, page, projects, routes, secrets, threads, tools, ws, Access,
+    AppState, Kind,
 };
 use crate::{config::LimitSettings, error::Code};
 
@@ -46,6 +46,7 @@ use crate::{config::LimitSettings, error::Code};
         messages::cancel,
         tools::results,
         tools::approvals,
+        secrets::rotate,
         keys::stream_token,
         events::subscribe,
         ws::subscribe,

@@ -49,30 +49,54 @@ pub struct NewThread {
     mcp_servers: Vec<String>,
 }
 
-/// Checks a thread's tool settings: the definitions as one set, and MCP
-/// servers (none can be named yet: they come with a later version).
-fn check_tools(tools: &[ToolDef], choice: Option<&ToolChoice>, mcp_servers: &[String]) -> Result<(), ApiError> {
+/// Checks a thread's tool settings: the definitions as one set, MCP
+/// servers (none can be named yet: they come with a later version), and
+/// what the service would run itself (`runnable`).
+async fn check_tools(
+    state: &AppState,
+    project_id: Uuid,
+    tools: &[ToolDef],
+    choice: Option<&ToolChoice>,
+    mcp_servers: &[String],
+) -> Result<(), ApiError> {
     crate::domain::tools::check(tools, choice).map_err(|e| ApiError::bad_request(e.0))?;
     if let Some(server) = mcp_servers.first() {
         return Err(ApiError::bad_request(format!("no MCP server named {server:?} in this project")));
     }
-    runnable(tools)
+    runnable(state, project_id, tools).await
 }
 
-/// Refuses tools the service would run itself (this version runs none):
-/// a URL's calls need the project's tool secret, an MCP tool its server.
-pub fn runnable(tools: &[ToolDef]) -> Result<(), ApiError> {
-    use crate::domain::{codes::Code, tools::ServiceRun};
-    match crate::domain::tools::service_run(tools) {
-        None => Ok(()),
-        Some(ServiceRun::Url(name)) => Err(ApiError::new(
-            Code::ToolSecretMissing,
-            format!("tool {name:?} is run at a URL, which needs the project's tool secret; this project has none"),
-        )),
-        Some(ServiceRun::Mcp(server)) => {
-            Err(ApiError::bad_request(format!("no MCP server named {server:?} in this project")))
+/// Checks the tools the service runs itself: a URL passes the outbound
+/// guard (its scheme, and every address it names or resolves to now) and
+/// needs the project's tool secret to sign its calls; an MCP tool needs its
+/// server (none can be registered yet).
+pub async fn runnable(state: &AppState, project_id: Uuid, tools: &[ToolDef]) -> Result<(), ApiError> {
+    use crate::domain::{codes::Code, tools::Run};
+    let guard = state.deps.settings.outbound.guard();
+    let mut signed = false;
+    for tool in tools {
+        match &tool.run {
+            Run::Client => {}
+            Run::Url(url) => {
+                guard
+                    .check_url_resolved(url)
+                    .await
+                    .map_err(|refused| ApiError::bad_request(format!("tool {:?}: {refused}", tool.name)))?;
+                signed = true;
+            }
+            Run::Mcp(server) => {
+                return Err(ApiError::bad_request(format!("no MCP server named {server:?} in this project")))
+            }
         }
     }
+    if signed && state.store.tool_secrets(project_id).await?.is_empty() {
+        return Err(ApiError::new(
+            Code::ToolSecretMissing,
+            "a tool run at a URL is signed with the project's tool secret, which this project has not made yet \
+             (POST /v1/projects/{pid}/tool-secret)",
+        ));
+    }
+    Ok(())
 }
 
 /// The status of each of `ids`: generating here (the registry knows);
@@ -126,7 +150,7 @@ pub async fn create(
     if let Some(system) = &system {
         input::text("system", system, state.deps.settings.limits.max_content_bytes)?;
     }
-    check_tools(&tools, tool_choice.as_ref(), &mcp_servers)?;
+    check_tools(&state, project_id, &tools, tool_choice.as_ref(), &mcp_servers).await?;
     let settings = ThreadSettings { title, system, model, tools, tool_choice, mcp_servers };
     let thread = state.store.create_thread(project_id, settings).await?;
     Ok(HttpResponse::Created().json(ThreadView::new(thread, ThreadStatus::Idle)))
@@ -230,7 +254,8 @@ pub async fn update(
     // The tools as they will be, checked as one set with the choice.
     let new_tools = tools.as_ref().unwrap_or(&thread.tools);
     let new_choice = tool_choice.as_ref().map_or(thread.tool_choice.as_ref(), Option::as_ref);
-    check_tools(new_tools, new_choice, mcp_servers.as_deref().unwrap_or(&thread.mcp_servers))?;
+    let servers = mcp_servers.as_deref().unwrap_or(&thread.mcp_servers);
+    check_tools(&state, thread.project_id, new_tools, new_choice, servers).await?;
     let patch = ThreadPatch { title, system, model, tools, tool_choice, mcp_servers };
     let (project_id, thread_id) = (thread.project_id, thread.id);
     let updated = ask(&state.registry, thread_id, || UpdateThread { project_id, patch: patch.clone() }).await??;

@@ -124,7 +124,7 @@ pub fn message_row(m: &Message) -> message::ActiveModel {
         exact_end: Set(m.exact_end),
         // unwrap: calls hold only strings, booleans and JSON values.
         calls: Set(serde_json::to_string(&m.calls).unwrap()),
-        calls_ready: Set(m.is_awaiting() && crate::domain::turn::all_resolved(&m.calls)),
+        calls_ready: Set(m.is_awaiting() && crate::domain::turn::service_due(&m.calls)),
         // unwrap: tool definitions are JSON already.
         tools: Set(serde_json::to_string(&m.tools).unwrap()),
     }

@@ -10,6 +10,7 @@ mod error;
 mod history;
 mod keys;
 mod leases;
+mod secrets;
 
 use std::time::Duration;
 

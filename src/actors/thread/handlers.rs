@@ -14,9 +14,10 @@ impl Actor for ThreadActor {
         ctx.wait(self.load().map(|loaded, act, ctx| match loaded {
             Ok((Some(thread), conversation)) => {
                 // (A node stopped between the last answer of a step and its
-                // next step: it goes on now. In cluster mode the sweeper
-                // has the answer taken over instead.)
-                let due = conversation.awaiting().is_some_and(|m| crate::domain::turn::all_resolved(&m.calls));
+                // next step, or while the service ran a call: it goes on
+                // now. In cluster mode the sweeper has the answer taken
+                // over instead.)
+                let due = conversation.awaiting().is_some_and(|m| crate::domain::turn::service_due(&m.calls));
                 act.loaded = Loaded::Found { thread: Box::new(thread), conversation };
                 act.touch(ctx);
                 if due && act.lease_ttl().is_none() {
@@ -440,6 +441,7 @@ impl Handler<ThreadStatusQuery> for ThreadActor {
             last_activity: self.last_activity,
             messages_in_memory: conversation.map_or(0, |c| c.messages().len()),
             owned_epoch: self.role.lease().map(|l| l.fence.epoch),
+            running_calls: self.running_calls(),
         })
     }
 }

@@ -187,6 +187,8 @@ impl ThreadActor {
         tracing::warn!(thread_id = %self.thread_id, epoch = lease.fence.epoch, why, "lease lost; the answer stops here");
         self.held.clear();
         self.cancel_held = false;
+        // Calls the service ran here run again on the node that takes over.
+        self.stop_runs(ctx);
         if let Some(generation) = self.generation.take() {
             ctx.cancel_future(generation.stream);
             ctx.cancel_future(generation.checkpoints);

@@ -172,6 +172,8 @@ pub struct StatusReport {
     pub messages_in_memory: usize,
     /// Cluster mode: this node holds the thread's lease, with this epoch.
     pub owned_epoch: Option<u64>,
+    /// Tool calls the service runs here now for the awaiting answer.
+    pub running_calls: Vec<super::RunningCall>,
 }
 
 /// One event of generation `gen`; `None` when the provider's stream ended.

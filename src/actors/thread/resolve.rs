@@ -136,15 +136,27 @@ impl ThreadActor {
     /// tab hears of it and the answer goes on if nothing waits any more.
     fn resolve_stored(&mut self, msg: Resolve, ctx: &mut Context<Self>) -> Resolving {
         let checked = self.found().map(|(thread, conversation)| check(thread, conversation, &msg));
-        let (message, calls, report) = match checked {
-            Ok(Ok(Checked::Done(report))) => return ready(Ok(report)),
-            Ok(Ok(Checked::Apply { message, calls, report })) => (message, calls, report),
-            Ok(Err(e)) => return ready(Err(e)),
-            Err(e) => return ready(Err(e.into())),
-        };
+        match checked {
+            Ok(Ok(Checked::Done(report))) => ready(Ok(report)),
+            Ok(Ok(Checked::Apply { message, calls, report })) => self.store_answers(*message, calls, report, ctx),
+            Ok(Err(e)) => ready(Err(e)),
+            Err(e) => ready(Err(e.into())),
+        }
+    }
+
+    /// Stores the awaiting answer `message` with its calls now `calls`
+    /// (answered as `report` says); then (at once on one node) every tab
+    /// hears of it and the answer goes on if nothing waits any more.
+    pub(super) fn store_answers(
+        &mut self,
+        message: Message,
+        calls: Vec<Call>,
+        report: Resolution,
+        ctx: &mut Context<Self>,
+    ) -> Resolving {
         // Stored before it is acknowledged: a result posted survives a
         // crash (and continues the answer after the restart).
-        let mut stored = (*message).clone();
+        let mut stored = message.clone();
         stored.calls = calls.clone();
         let (ack, done) = oneshot::channel();
         self.deps.persistence.do_send(Write { ops: vec![self.fenced(WriteOp::Update(stored))], ack: Some(ack) });
@@ -177,9 +189,10 @@ impl ThreadActor {
     /// Cluster mode: resolves under the thread's lease (module doc).
     fn resolve_clustered(&mut self, msg: Resolve, attempts: u32, ctx: &mut Context<Self>) -> Resolving {
         let Ok((_, conversation)) = self.found() else { return ready(Err(ThreadError::NotFound.into())) };
-        if self.generation.is_some() {
-            // The answer's next step runs here: nothing awaits, and this
-            // actor's conversation is exact.
+        if self.generation.is_some() || self.fence().is_some() {
+            // The answer's next step runs here (nothing awaits), or this
+            // actor holds the lease while the service runs calls of it:
+            // either way its conversation is exact.
             return self.resolve_stored(msg, ctx);
         }
         let Some(answer) = conversation.messages().iter().rev().find(|m| m.role == crate::domain::Role::Assistant)
@@ -196,7 +209,7 @@ impl ThreadActor {
                     ctx.notify(TakeOver);
                 }
                 Box::pin(act.resolve_stored(msg, ctx).map(|result, act, ctx| {
-                    if act.generation.is_none() {
+                    if act.generation.is_none() && act.runs.is_empty() {
                         act.let_go(ctx);
                     }
                     result
@@ -224,7 +237,7 @@ impl ThreadActor {
     /// Answers are stored: every tab hears of them; an approved call that
     /// now needs its result is awaited again; once every call is answered
     /// the answer goes on.
-    fn resolved(&mut self, message: &Message, calls: Vec<Call>, ids: &[String], ctx: &mut Context<Self>) {
+    pub(super) fn resolved(&mut self, message: &Message, calls: Vec<Call>, ids: &[String], ctx: &mut Context<Self>) {
         let Some(conversation) = self.conversation_mut() else { return };
         conversation.set_calls(message.id, calls.clone());
         let mut events: Vec<Event> =
@@ -242,6 +255,9 @@ impl ThreadActor {
         self.publish(&events, Some(message.id));
         if turn::all_resolved(&calls) {
             self.next_step(calls, ctx);
+        } else {
+            // An approved call the service runs: it runs now.
+            self.start_runs(ctx);
         }
     }
 }
@@ -252,7 +268,7 @@ fn resolved_event(thread_id: Uuid, message: &Message, calls: &[Call], id: &Strin
     let now = calls.iter().find(|c| &c.id == id)?;
     let (approved, is_error) = match &now.state {
         CallState::Resolved { is_error, approved, .. } => (*approved, Some(*is_error)),
-        CallState::NeedsResult { approved } => (Some(*approved), None),
+        CallState::NeedsResult { approved } | CallState::Runs { approved } => (Some(*approved), None),
         CallState::NeedsApproval => (None, None),
     };
     let is_error = if pending.needs == Needs::Approval { None } else { is_error };
@@ -283,13 +299,7 @@ fn check(thread: &Thread, conversation: &Conversation, msg: &Resolve) -> Result<
             Outcome::Unchanged => report.unchanged.push(id.clone()),
             Outcome::Conflict => return Err(ResolveError::AlreadyResolved(id.clone())),
             Outcome::Unknown => return Err(ResolveError::UnknownCall(id.clone())),
-            Outcome::Mismatch => {
-                let why = match answer {
-                    Answer::Result { .. } => "it waits for a person's approval first",
-                    Answer::Decision { .. } => "it needs no approval",
-                };
-                return Err(ResolveError::Mismatch(id.clone(), why));
-            }
+            Outcome::Mismatch(why) => return Err(ResolveError::Mismatch(id.clone(), why)),
         }
     }
     if report.resolved.is_empty() {

@@ -14,8 +14,9 @@ use super::lease::ForAnswer;
 use super::*;
 use crate::domain::turn::{self, Call};
 
-/// An awaiting answer whose calls are all answered goes on (after a
-/// restart, or told by another node).
+/// An awaiting answer whose calls are all answered goes on, and calls the
+/// service runs that wait for it run (after a restart, or told by the
+/// sweeper).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ContinueAnswer;
@@ -116,37 +117,48 @@ impl ThreadActor {
         let Some((message, _)) = self.conversation_mut().and_then(|c| c.await_input(calls)) else { return };
         self.dirty = false;
         // Tabs are told what waits once it is stored: a call they see can
-        // be answered, from any node, after any restart.
+        // be answered, from any node, after any restart. Calls the service
+        // runs start then too: stored first, so a node that takes the
+        // answer over runs them again.
         self.store_state(message.clone(), ctx);
         tracing::info!(thread_id = %self.thread_id, message_id = %message.id, pending = message.pending().len(),
             "the answer awaits input");
         self.touch(ctx);
     }
 
-    /// Stores an answer's state between steps: fenced, and the lease let go
-    /// after, in cluster mode.
+    /// Stores an answer's state between steps: fenced in cluster mode, and
+    /// the lease let go after unless the service has calls of it to run
+    /// (they run under the lease).
     fn store_state(&mut self, message: Message, ctx: &mut Context<Self>) {
-        if self.fence().is_some() {
+        let runs = turn::to_run(&message.calls).next().is_some();
+        if self.fence().is_some() && !runs {
             // `FinalWritten` announces it.
             return self.write_final_then_release(message, ctx);
         }
         let (ack, done) = oneshot::channel();
         let id = message.id;
-        self.deps.persistence.do_send(Write { ops: vec![WriteOp::Update(message)], ack: Some(ack) });
-        ctx.spawn(done.into_actor(self).map(move |written, act, _| {
-            if !matches!(written, Ok(Ok(()))) {
-                tracing::warn!(thread_id = %act.thread_id, message_id = %id,
-                    "an answer awaiting input could not be stored; its final write will carry it");
+        self.deps.persistence.do_send(Write { ops: vec![self.fenced(WriteOp::Update(message))], ack: Some(ack) });
+        ctx.spawn(done.into_actor(self).map(move |written, act, ctx| {
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(WriteError::Fenced)) => return act.lose_lease("an awaiting answer's write was refused", ctx),
+                _ => tracing::warn!(thread_id = %act.thread_id, message_id = %id,
+                    "an answer awaiting input could not be stored; its final write will carry it"),
             }
             act.announce_awaiting(id);
+            act.start_runs(ctx);
         }));
     }
 
-    /// Tells every tab what the answer `id` awaits, if it still does.
+    /// Tells every tab what the answer `id` awaits, if it still does and
+    /// something waits for a person or the client.
     pub(super) fn announce_awaiting(&mut self, id: Uuid) {
         let Some(awaiting) = self.conversation().and_then(Conversation::awaiting).filter(|m| m.id == id) else {
             return;
         };
+        if awaiting.pending().is_empty() {
+            return;
+        }
         let event = Event::awaiting(awaiting);
         self.publish(&[event], Some(id));
     }
@@ -155,6 +167,7 @@ impl ThreadActor {
     /// `cancelled`, and the answer ends so.
     pub(super) fn cancel_awaiting(&mut self, ctx: &mut Context<Self>) -> Option<Uuid> {
         let message = self.conversation()?.awaiting()?.clone();
+        self.stop_runs(ctx);
         let mut calls = message.calls.clone();
         turn::resolve_rest(&mut calls, turn::reason::CANCELLED);
         self.append_results(&calls);
@@ -177,6 +190,12 @@ impl ThreadActor {
     ) -> ResponseActFuture<Self, Result<Uuid, ThreadError>> {
         let ttl = self.lease_ttl().unwrap_or_default();
         let ready = |r| -> ResponseActFuture<Self, Result<Uuid, ThreadError>> { Box::pin(actix::fut::ready(r)) };
+        if self.fence().is_some() {
+            // Held here while the service runs calls of it: ended here.
+            if let Some(id) = self.cancel_awaiting(ctx) {
+                return ready(Ok(id));
+            }
+        }
         Box::pin(self.own_answer(answer, ctx).then(move |owned, act, ctx| match owned {
             Err(e) => ready(Err(ThreadError::from_store(&e))),
             Ok(ForAnswer::Owned) => {
@@ -232,7 +251,7 @@ impl Handler<ContinueAnswer> for ThreadActor {
         ctx.spawn(owning.map(|owned, act, ctx| match owned {
             Ok(ForAnswer::Owned) => {
                 act.continue_if_due(ctx);
-                if act.generation.is_none() {
+                if act.generation.is_none() && act.runs.is_empty() {
                     act.let_go(ctx);
                 }
             }
@@ -244,13 +263,16 @@ impl Handler<ContinueAnswer> for ThreadActor {
 
 impl ThreadActor {
     /// The answer awaiting input goes on if every call of its step is
-    /// answered.
+    /// answered; the calls the service runs that wait for it run (again:
+    /// at least once).
     fn continue_if_due(&mut self, ctx: &mut Context<Self>) {
         let Some(awaiting) = self.conversation().and_then(Conversation::awaiting) else { return };
         if turn::all_resolved(&awaiting.calls) {
             let calls = awaiting.calls.clone();
             tracing::info!(thread_id = %self.thread_id, message_id = %awaiting.id, "an answer whose calls were all answered goes on");
             self.next_step(calls, ctx);
+        } else {
+            self.start_runs(ctx);
         }
     }
 }

@@ -489,12 +489,20 @@ impl Conversation {
             }
             Event::ToolResolved { message_id, tool_call_id, is_error, approved, .. } => {
                 let Some(m) = self.streaming_or_awaiting(*message_id)? else { return Ok(false) };
+                if !m.calls.iter().any(|c| &c.id == tool_call_id) {
+                    // A call the service ran (never pending, so not among
+                    // the calls this mirror was told of): known by its block.
+                    let Some(call) = ran_call(m, tool_call_id) else { return Ok(false) };
+                    m.calls.push(call);
+                }
                 let Some(call) = m.calls.iter_mut().find(|c| &c.id == tool_call_id) else { return Ok(false) };
                 // (Heard already: an approval that left the call waiting
                 // for its result, or an answer.)
                 let heard = match call.state {
                     CallState::NeedsApproval => false,
-                    CallState::NeedsResult { approved: was } => was && is_error.is_none(),
+                    CallState::NeedsResult { approved: was } | CallState::Runs { approved: was } => {
+                        was && is_error.is_none()
+                    }
                     CallState::Resolved { .. } => true,
                 };
                 if heard {
@@ -696,4 +704,23 @@ impl Conversation {
             None => self.messages.iter().flat_map(Event::whole_message).collect(),
         }
     }
+}
+
+/// A call of `answer` that a mirror hears answered but was never told
+/// waits (the service ran it): its `tool_use` block, still without a
+/// result, makes it one of the answer's calls.
+fn ran_call(answer: &Message, id: &str) -> Option<Call> {
+    let block = answer.blocks.iter().find(|b| b.kind == BlockKind::ToolUse && b.id.as_deref() == Some(id))?;
+    let answered =
+        answer.blocks.iter().any(|b| b.kind == BlockKind::ToolResult && b.tool_use_id.as_deref() == Some(id));
+    if answered {
+        return None;
+    }
+    let input = serde_json::from_str(&block.text).unwrap_or_else(|_| serde_json::Value::Object(Default::default()));
+    Some(Call {
+        id: id.to_owned(),
+        name: block.name.clone().unwrap_or_default(),
+        input,
+        state: CallState::Runs { approved: false },
+    })
 }

@@ -53,12 +53,62 @@ fn a_step_s_calls_wait_for_what_their_tool_says() {
     assert_eq!(pending, [("a".into(), Needs::Result), ("b".into(), Needs::Approval), ("e".into(), Needs::Result)]);
 }
 
+fn url_tool(name: &str, approval: Approval) -> ToolDef {
+    ToolDef { run: Run::Url("https://tools.example.com/run".into()), ..tool(name, approval) }
+}
+
+#[test]
+fn a_call_the_service_runs_waits_for_it_alone_and_is_answered_once() {
+    let tools = vec![url_tool("fetch", Approval::Never), tool("look", Approval::Never)];
+    let mut calls = calls_of_step(&[call_block("s", "fetch", "{}"), call_block("c", "look", "{}")], &tools);
+    assert_eq!(calls[0].state, CallState::Runs { approved: false });
+    assert_eq!(calls[0].pending(), None, "nobody else is asked for it");
+    assert_eq!(to_run(&calls).map(|c| c.id.as_str()).collect::<Vec<_>>(), ["s"]);
+    assert!(service_due(&calls), "the service has work on it");
+    let posted = Answer::Result { output: Ok(json!(1)) };
+    assert_eq!(answer(&mut calls, "s", &posted, &tools), Outcome::Mismatch(reason::RUN_BY_SERVICE));
+    assert_eq!(
+        answer(&mut calls, "s", &Answer::Decision { approved: true, reason: None }, &tools),
+        Outcome::Mismatch(reason::NO_APPROVAL)
+    );
+    assert_eq!(ran(&mut calls, "s", &Ok(json!({"t": 21}))), Outcome::Resolved);
+    assert_eq!(calls[0].state, CallState::Resolved { text: r#"{"t":21}"#.into(), is_error: false, approved: None });
+    assert_eq!(ran(&mut calls, "s", &Ok(json!({"t": 21}))), Outcome::Unchanged, "a run again (at least once)");
+    assert_eq!(ran(&mut calls, "s", &Err("down".into())), Outcome::Conflict);
+    assert_eq!(ran(&mut calls, "c", &Ok(json!(1))), Outcome::Mismatch(reason::RUN_BY_SERVICE));
+    assert_eq!(ran(&mut calls, "zz", &Ok(json!(1))), Outcome::Unknown);
+    assert!(!service_due(&calls), "only the client's call waits now");
+    assert!(to_run(&calls).next().is_none());
+}
+
+#[test]
+fn a_call_the_service_runs_after_approval_runs_only_once_approved() {
+    let tools = vec![url_tool("pay", Approval::Always)];
+    let mut calls = calls_of_step(&[call_block("p", "pay", "{}"), call_block("q", "pay", "{}")], &tools);
+    assert!(to_run(&calls).next().is_none(), "nothing runs before its approval");
+    let yes = Answer::Decision { approved: true, reason: None };
+    assert_eq!(answer(&mut calls, "p", &yes, &tools), Outcome::Resolved);
+    assert_eq!(calls[0].state, CallState::Runs { approved: true });
+    assert_eq!(answer(&mut calls, "p", &yes, &tools), Outcome::Unchanged, "a second tab's same decision");
+    let no = Answer::Decision { approved: false, reason: None };
+    assert_eq!(answer(&mut calls, "p", &no, &tools), Outcome::Conflict);
+    assert_eq!(answer(&mut calls, "q", &no, &tools), Outcome::Resolved);
+    assert_eq!(to_run(&calls).map(|c| c.id.as_str()).collect::<Vec<_>>(), ["p"], "a denied call never runs");
+    assert_eq!(ran(&mut calls, "p", &Err("boom".into())), Outcome::Resolved);
+    assert_eq!(calls[0].state, CallState::Resolved { text: error_text("boom"), is_error: true, approved: Some(true) });
+    assert!(all_resolved(&calls));
+}
+
 #[test]
 fn an_approval_then_a_result_or_a_denial() {
     let tools = tools();
     let mut calls = calls_of_step(&[call_block("p", "pay", "{}")], &tools);
     let result = Answer::Result { output: Ok(json!({"ok": true})) };
-    assert_eq!(answer(&mut calls, "p", &result, &tools), Outcome::Mismatch, "approval comes first");
+    assert_eq!(
+        answer(&mut calls, "p", &result, &tools),
+        Outcome::Mismatch(reason::NEEDS_APPROVAL),
+        "approval comes first"
+    );
     let yes = Answer::Decision { approved: true, reason: None };
     assert_eq!(answer(&mut calls, "p", &yes, &tools), Outcome::Resolved);
     assert_eq!(calls[0].pending().map(|p| p.needs), Some(Needs::Result), "approved: its result is awaited");

@@ -7,3 +7,4 @@ pub mod message;
 pub mod node;
 pub mod project;
 pub mod thread;
+pub mod tool_secret;

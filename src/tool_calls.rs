@@ -1,0 +1,203 @@
+//! Calls of the tools the service runs itself (`run: {"url"}`): a POST of
+//! `{project_id, thread_id, message_id, tool_call_id, name, input}` to the
+//! tool's endpoint, through the outbound guard, signed in the Standard
+//! Webhooks format with the project's tool secret. `webhook-id` is
+//! `<message_id>.<tool_call_id>`, the same on every attempt and after a
+//! take-over, so the receiver can drop repeats (delivery is at least once).
+//!
+//! A 2xx `{"output": …}` or `{"error": "…"}` is the call's result.
+//! Time-outs (`--tool-timeout-ms` per attempt), connection errors, 429 and
+//! 5xx are tried again with exponential backoff and jitter, up to
+//! `--tool-max-attempts`; then, and for anything else (a refused address, a
+//! redirect, another 4xx, a body past the cap or not one of the two
+//! forms), the result is an error the model is told. A call always ends in
+//! a result: this never fails.
+
+use std::{sync::Arc, time::Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::{config::OutboundSettings, metrics::Metrics, outbound, store::Store};
+
+/// One call to make.
+#[derive(Debug, Clone)]
+pub struct ToolCall {
+    pub project_id: Uuid,
+    pub thread_id: Uuid,
+    pub message_id: Uuid,
+    pub tool_call_id: String,
+    pub name: String,
+    pub input: Value,
+    pub url: String,
+}
+
+impl ToolCall {
+    /// Its `webhook-id`: the same for every attempt of this call.
+    pub fn webhook_id(&self) -> String {
+        format!("{}.{}", self.message_id, self.tool_call_id)
+    }
+}
+
+/// Makes the calls (one per process, shared by the thread actors).
+pub struct ToolCaller {
+    client: reqwest::Client,
+    guard: outbound::Guard,
+    settings: OutboundSettings,
+    store: Store,
+    metrics: Arc<Metrics>,
+}
+
+/// What one attempt came to.
+enum Attempt {
+    Done(Result<Value, String>),
+    /// Worth trying again; why, if it is the last.
+    Again(String),
+}
+
+impl ToolCaller {
+    pub fn new(settings: &OutboundSettings, store: Store, metrics: Arc<Metrics>) -> ToolCaller {
+        let guard = settings.guard();
+        ToolCaller { client: guard.client(settings.tool_timeout()), guard, settings: settings.clone(), store, metrics }
+    }
+
+    /// Makes `call` and gives its result: the output, or the error the
+    /// model is told.
+    pub async fn call(&self, call: &ToolCall) -> Result<Value, String> {
+        let kind = "url";
+        self.metrics.tool_calls.with_label_values(&[kind]).inc();
+        let started = Instant::now();
+        let result = self.attempts(call).await;
+        self.metrics.tool_call_seconds.with_label_values(&[kind]).observe(started.elapsed().as_secs_f64());
+        if let Err(why) = &result {
+            self.metrics.tool_call_failures.with_label_values(&[kind]).inc();
+            tracing::warn!(thread_id = %call.thread_id, message_id = %call.message_id, tool_call_id = %call.tool_call_id,
+                tool = %call.name, error.message = %why, "a tool call the service made failed");
+        }
+        result
+    }
+
+    async fn attempts(&self, call: &ToolCall) -> Result<Value, String> {
+        // Judged again at call time: the setting may have changed since
+        // the tool was defined.
+        let url = self.guard.check_url(&call.url).map_err(|refused| format!("not called: {refused}"))?;
+        let body = serde_json::to_vec(&json!({
+            "project_id": call.project_id,
+            "thread_id": call.thread_id,
+            "message_id": call.message_id,
+            "tool_call_id": call.tool_call_id,
+            "name": call.name,
+            "input": call.input,
+        }))
+        .expect("JSON values serialize");
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(self.settings.tool_retry_min_ms))
+            .with_max_delay(self.settings.tool_timeout())
+            .with_max_times(self.settings.tool_max_attempts.saturating_sub(1) as usize)
+            .with_jitter()
+            .build();
+        loop {
+            let why = match self.attempt(call, &url, &body).await {
+                Attempt::Done(result) => return result,
+                Attempt::Again(why) => why,
+            };
+            match delays.next() {
+                Some(delay) => {
+                    self.metrics.tool_call_retries.with_label_values(&["url"]).inc();
+                    tracing::info!(tool_call_id = %call.tool_call_id, error.message = %why, delay_ms = delay.as_millis() as u64,
+                        "a tool call is tried again");
+                    tokio::time::sleep(delay).await;
+                }
+                None => return Err(why),
+            }
+        }
+    }
+
+    async fn attempt(&self, call: &ToolCall, url: &reqwest::Url, body: &[u8]) -> Attempt {
+        // The secrets are read for each attempt: a rotation meanwhile signs
+        // with both.
+        let secrets = match self.store.tool_secrets(call.project_id).await {
+            Ok(secrets) if secrets.is_empty() => {
+                return Attempt::Done(Err("not called: the project has no tool secret to sign it".into()))
+            }
+            Ok(secrets) => secrets,
+            Err(e) => return Attempt::Again(format!("the tool secret could not be read: {e}")),
+        };
+        let timestamp = chrono::Utc::now().timestamp();
+        let mut request = self
+            .client
+            .post(url.clone())
+            .timeout(self.settings.tool_timeout())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec());
+        for (name, value) in crate::signing::headers(&secrets, &call.webhook_id(), timestamp, body) {
+            request = request.header(name, value);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                return match outbound::refusal_of(&e) {
+                    Some(refused) => Attempt::Done(Err(format!("not called: {refused}"))),
+                    None if e.is_timeout() => Attempt::Again("the tool's endpoint did not answer in time".into()),
+                    None => Attempt::Again(format!("the tool's endpoint could not be reached: {e}")),
+                }
+            }
+        };
+        let status = response.status();
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Attempt::Again(format!("the tool's endpoint answered {status}"));
+        }
+        if status.is_redirection() {
+            return Attempt::Done(Err(format!("the tool's endpoint answered {status}; redirects are not followed")));
+        }
+        if !status.is_success() {
+            return Attempt::Done(Err(format!("the tool's endpoint answered {status}")));
+        }
+        let bytes = match outbound::read_capped(response, self.settings.tool_max_response_bytes).await {
+            Ok(bytes) => bytes,
+            Err(outbound::BodyError::TooLarge(cap)) => {
+                return Attempt::Done(Err(format!("the tool's answer is larger than {cap} bytes")))
+            }
+            Err(outbound::BodyError::Read(e)) if e.is_timeout() => {
+                return Attempt::Again("the tool's endpoint did not answer in time".into())
+            }
+            Err(e) => return Attempt::Again(e.to_string()),
+        };
+        Attempt::Done(result_of(&bytes))
+    }
+}
+
+/// The result a 2xx body gives: `{"output": …}` (not null) or
+/// `{"error": "…"}`, exactly one of the two.
+fn result_of(body: &[u8]) -> Result<Value, String> {
+    let malformed = || Err("the tool's endpoint answered with neither {\"output\"} nor {\"error\"}".to_owned());
+    let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(body) else { return malformed() };
+    match (fields.remove("output"), fields.remove("error")) {
+        (Some(output), None) if !output.is_null() => Ok(output),
+        (None, Some(Value::String(error))) => Err(error),
+        _ => malformed(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_is_an_output_or_an_error_and_nothing_else() {
+        assert_eq!(result_of(br#"{"output": {"temp": 21}}"#), Ok(json!({"temp": 21})));
+        assert_eq!(result_of(br#"{"output": "sunny"}"#), Ok(json!("sunny")));
+        assert_eq!(result_of(br#"{"error": "no such city"}"#), Err("no such city".into()));
+        for bad in [
+            &br#"{"output": null}"#[..],
+            br#"{"output": 1, "error": "x"}"#,
+            br#"{}"#,
+            b"[1]",
+            b"not json",
+            br#"{"error": 5}"#,
+        ] {
+            assert!(result_of(bad).unwrap_err().contains("neither"), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}
