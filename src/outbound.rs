@@ -113,6 +113,13 @@ impl Guard {
     /// resolves (`resolve_checked`, and the client's resolver on connect).
     pub fn check_url(&self, url: &str) -> Result<Url, Refused> {
         let parsed = Url::parse(url).map_err(|_| Refused::Invalid(url.to_owned()))?;
+        // (The address first: the most telling reason.)
+        match parsed.host() {
+            None => return Err(Refused::Invalid(url.to_owned())),
+            Some(url::Host::Ipv4(ip)) => self.check_ip(IpAddr::V4(ip))?,
+            Some(url::Host::Ipv6(ip)) => self.check_ip(IpAddr::V6(ip))?,
+            Some(url::Host::Domain(_)) => {}
+        }
         match parsed.scheme() {
             "https" => {}
             "http" if self.allow_private => {}
@@ -120,12 +127,6 @@ impl Guard {
         }
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(Refused::Credentials);
-        }
-        match parsed.host() {
-            None => return Err(Refused::Invalid(url.to_owned())),
-            Some(url::Host::Ipv4(ip)) => self.check_ip(IpAddr::V4(ip))?,
-            Some(url::Host::Ipv6(ip)) => self.check_ip(IpAddr::V6(ip))?,
-            Some(url::Host::Domain(_)) => {}
         }
         Ok(parsed)
     }
@@ -139,13 +140,15 @@ impl Guard {
 
     /// Checks a URL and, if its host is a name, every address it resolves
     /// to now (at definition time: a clear refusal for a name that points
-    /// inside). A name that does not resolve now is let through; the call
-    /// is judged again when it is made.
+    /// inside). A name that does not resolve now (or within 2 s) is let
+    /// through; the call is judged again when it is made.
     pub async fn check_url_resolved(&self, url: &str) -> Result<Url, Refused> {
         let parsed = self.check_url(url)?;
         if let (Some(url::Host::Domain(host)), false) = (parsed.host(), self.allow_private) {
             let port = parsed.port_or_known_default().unwrap_or(443);
-            if let Ok(addrs) = tokio::net::lookup_host((host, port)).await {
+            // (Bounded: a resolver that does not answer delays no request.)
+            let lookup = tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host((host, port))).await;
+            if let Ok(Ok(addrs)) = lookup {
                 for addr in addrs {
                     self.check_ip(addr.ip())?;
                 }

@@ -49,9 +49,14 @@ pub struct ToolCaller {
     metrics: Arc<Metrics>,
 }
 
+/// What a call came to: the tool's answer (its output, or the error it
+/// gave), or why there is none (a failure: the endpoint failed, timed out,
+/// was refused or answered nonsense).
+type Outcome = Result<Result<Value, String>, String>;
+
 /// What one attempt came to.
 enum Attempt {
-    Done(Result<Value, String>),
+    Done(Outcome),
     /// Worth trying again; why, if it is the last.
     Again(String),
 }
@@ -68,17 +73,20 @@ impl ToolCaller {
         let kind = "url";
         self.metrics.tool_calls.with_label_values(&[kind]).inc();
         let started = Instant::now();
-        let result = self.attempts(call).await;
+        let outcome = self.attempts(call).await;
         self.metrics.tool_call_seconds.with_label_values(&[kind]).observe(started.elapsed().as_secs_f64());
-        if let Err(why) = &result {
-            self.metrics.tool_call_failures.with_label_values(&[kind]).inc();
-            tracing::warn!(thread_id = %call.thread_id, message_id = %call.message_id, tool_call_id = %call.tool_call_id,
-                tool = %call.name, error.message = %why, "a tool call the service made failed");
+        match outcome {
+            Ok(answer) => answer,
+            Err(why) => {
+                self.metrics.tool_call_failures.with_label_values(&[kind]).inc();
+                tracing::warn!(thread_id = %call.thread_id, message_id = %call.message_id, tool_call_id = %call.tool_call_id,
+                    tool = %call.name, error.message = %why, "a tool call the service made failed");
+                Err(why)
+            }
         }
-        result
     }
 
-    async fn attempts(&self, call: &ToolCall) -> Result<Value, String> {
+    async fn attempts(&self, call: &ToolCall) -> Outcome {
         // Judged again at call time: the setting may have changed since
         // the tool was defined.
         let url = self.guard.check_url(&call.url).map_err(|refused| format!("not called: {refused}"))?;
@@ -164,19 +172,19 @@ impl ToolCaller {
             }
             Err(e) => return Attempt::Again(e.to_string()),
         };
-        Attempt::Done(result_of(&bytes))
+        Attempt::Done(result_of(&bytes).map_err(|why| why.to_owned()))
     }
 }
 
-/// The result a 2xx body gives: `{"output": …}` (not null) or
-/// `{"error": "…"}`, exactly one of the two.
-fn result_of(body: &[u8]) -> Result<Value, String> {
-    let malformed = || Err("the tool's endpoint answered with neither {\"output\"} nor {\"error\"}".to_owned());
-    let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(body) else { return malformed() };
+/// The tool's answer in a 2xx body: `{"output": …}` (not null) or
+/// `{"error": "…"}`, exactly one of the two; anything else is a failure.
+fn result_of(body: &[u8]) -> Result<Result<Value, String>, &'static str> {
+    let malformed = "the tool's endpoint answered with neither {\"output\"} nor {\"error\"}";
+    let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(body) else { return Err(malformed) };
     match (fields.remove("output"), fields.remove("error")) {
-        (Some(output), None) if !output.is_null() => Ok(output),
-        (None, Some(Value::String(error))) => Err(error),
-        _ => malformed(),
+        (Some(output), None) if !output.is_null() => Ok(Ok(output)),
+        (None, Some(Value::String(error))) => Ok(Err(error)),
+        _ => Err(malformed),
     }
 }
 
@@ -186,9 +194,9 @@ mod tests {
 
     #[test]
     fn a_body_is_an_output_or_an_error_and_nothing_else() {
-        assert_eq!(result_of(br#"{"output": {"temp": 21}}"#), Ok(json!({"temp": 21})));
-        assert_eq!(result_of(br#"{"output": "sunny"}"#), Ok(json!("sunny")));
-        assert_eq!(result_of(br#"{"error": "no such city"}"#), Err("no such city".into()));
+        assert_eq!(result_of(br#"{"output": {"temp": 21}}"#), Ok(Ok(json!({"temp": 21}))));
+        assert_eq!(result_of(br#"{"output": "sunny"}"#), Ok(Ok(json!("sunny"))));
+        assert_eq!(result_of(br#"{"error": "no such city"}"#), Ok(Err("no such city".into())));
         for bad in [
             &br#"{"output": null}"#[..],
             br#"{"output": 1, "error": "x"}"#,

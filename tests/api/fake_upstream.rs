@@ -102,7 +102,12 @@ impl FakeUpstream {
     /// Starts the server; `replies` answer requests in order, the last one
     /// repeating.
     pub async fn start(replies: Vec<Reply>) -> FakeUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake upstream");
+        FakeUpstream::start_at("127.0.0.1", replies).await
+    }
+
+    /// As `start`, listening on `host` (another loopback address, say).
+    pub async fn start_at(host: &str, replies: Vec<Reply>) -> FakeUpstream {
+        let listener = TcpListener::bind((host, 0)).await.expect("bind fake upstream");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(State { replies: replies.into(), ..State::default() }));
         let hangup = Arc::new(Notify::new());

@@ -24,6 +24,7 @@ mod rest;
 mod resume;
 mod routes;
 mod seed_route;
+mod server_tools;
 mod shutdown;
 mod slow;
 mod support;

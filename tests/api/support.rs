@@ -153,6 +153,16 @@ impl Server {
         .await
     }
 
+    /// Waits until the message has ended: neither streaming nor awaiting
+    /// input.
+    pub async fn ended(&self, thread: &str, id: &str) -> Value {
+        eventually(|| async {
+            let m = self.message(thread, id).await;
+            (m["status"] != "streaming" && m["status"] != "awaiting_input").then_some(m)
+        })
+        .await
+    }
+
     pub async fn sse(&self, thread: &str, cursor: Option<&str>) -> Sse {
         let mut req = self.client.get(format!("{}{thread}/events", self.base));
         if let Some(c) = cursor {

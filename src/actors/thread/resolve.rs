@@ -264,20 +264,24 @@ impl ThreadActor {
 
 /// `tool.resolved` for the call `id` of `message`, now in `calls`.
 fn resolved_event(thread_id: Uuid, message: &Message, calls: &[Call], id: &String) -> Option<Event> {
-    let pending = message.calls.iter().find(|c| &c.id == id)?.pending()?;
+    let needs = match message.calls.iter().find(|c| &c.id == id)?.state {
+        CallState::NeedsApproval => Needs::Approval,
+        CallState::NeedsResult { .. } | CallState::Runs { .. } => Needs::Result,
+        CallState::Resolved { .. } => return None,
+    };
     let now = calls.iter().find(|c| &c.id == id)?;
     let (approved, is_error) = match &now.state {
         CallState::Resolved { is_error, approved, .. } => (*approved, Some(*is_error)),
         CallState::NeedsResult { approved } | CallState::Runs { approved } => (Some(*approved), None),
         CallState::NeedsApproval => (None, None),
     };
-    let is_error = if pending.needs == Needs::Approval { None } else { is_error };
+    let is_error = if needs == Needs::Approval { None } else { is_error };
     Some(Event::ToolResolved {
         thread_id,
         cursor: Some(crate::domain::event::position_before(message, message.blocks.len())),
         message_id: message.id,
         tool_call_id: id.clone(),
-        needs: pending.needs,
+        needs,
         approved,
         is_error,
     })
