@@ -2,7 +2,8 @@
 // its name, its input and, once known, its result. A call that waits for
 // a person shows Approve and Deny (the first decision wins, from any tab;
 // the buttons go when anyone decided); a call that waits for a
-// client-run result says so and has no buttons (the page runs no tools).
+// client-run result says so and has no buttons (the page runs no tools);
+// a call the service runs itself (a tool at a URL) shows it running.
 
 import { h, pretty } from './dom.js';
 
@@ -67,8 +68,10 @@ export function renderCallState(call, m, id) {
   else if (waiting) [state, label] = ['result', decided ? 'Approved, waiting for the application' : 'Waiting for the application'];
   else if (denied) [state, label] = ['denied', 'Denied'];
   else if (out) [state, label] = out.isError ? ['error', 'Error'] : ['done', decided ? 'Approved, done' : 'Done'];
-  else if (decided) [state, label] = ['approved', 'Approved'];
-  else if (m.status === 'streaming') [state, label] = ['calling', 'Calling…'];
+  // Approved and not waiting for the application: the service calls it.
+  else if (decided) [state, label] = ['approved', 'Approved, calling…'];
+  // Streaming, or the answer waits for no one here: the service calls it.
+  else if (m.status === 'streaming' || m.status === 'awaiting_input') [state, label] = ['calling', 'Calling…'];
   call.element.dataset.state = state;
   call.state.dataset.state = state;
   if (call.state.textContent !== label) call.state.textContent = label;

@@ -4,11 +4,14 @@
 // once anyone decided (also when this tab's click lost the race), a
 // denial shows and the answer goes on, a reload while it waits shows the
 // buttons again, and a client-run call waits for the application (here
-// the test, over HTTP) and then shows its result. Every answer stays one
+// the test, over HTTP) and then shows its result; a call the service
+// runs itself (a tool at a URL) shows "Calling…" in every tab and after a
+// reload until its endpoint answers, and an approved one runs once. Every answer stays one
 // message. In secured mode the page decides with its project key, and the
 // browser client of a page that holds only a stream token answers with it.
 
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { after, before, test } from 'node:test';
 
 import { ADMIN, FakeAnthropic, Service, context, eventually, launch, shot } from './harness.js';
@@ -24,7 +27,8 @@ before(async () => {
   browser = await launch();
   upstream = await FakeAnthropic.start({ intervalMs: 5 });
   service = await Service.start({
-    args: ['--provider', 'anthropic'],
+    // (The tool endpoints the service calls itself are on loopback.)
+    args: ['--provider', 'anthropic', '--allow-private-urls', '--tool-retry-min-ms', '10'],
     env: { ANTHROPIC_API_KEY: 'test', ANTHROPIC_BASE_URL: upstream.url },
   });
 });
@@ -352,5 +356,114 @@ test('secured: the page decides with its key, and a client holding only a stream
   } finally {
     await ctx.close();
     await secured.close();
+  }
+});
+
+/** A tool endpoint that holds each call until `release(output)`: the
+ * calls it got (their bodies). */
+async function heldEndpoint() {
+  const e = { calls: [], waiting: [] };
+  e.server = http.createServer(async (req, res) => {
+    let body = '';
+    for await (const chunk of req) body += chunk;
+    e.calls.push(JSON.parse(body));
+    e.waiting.push(res);
+  });
+  await new Promise((resolve) => e.server.listen(0, '127.0.0.1', resolve));
+  e.url = `http://127.0.0.1:${e.server.address().port}/run`;
+  e.release = (output) => {
+    for (const res of e.waiting.splice(0)) {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ output }));
+    }
+  };
+  e.close = () => { e.server.closeAllConnections?.(); e.server.close(); };
+  return e;
+}
+
+/** A thread whose tool `name` the service runs at `url` (the project has
+ * its tool secret), with `more` fields on the tool. */
+async function serviceToolThread(name, url, more = {}) {
+  const project = await service.project();
+  await service.api('POST', `/v1/projects/${project.id}/tool-secret`);
+  const tool = { name, input_schema: { type: 'object' }, run: { url }, ...more };
+  const thread = await service.thread(project.id, { title: 'Service tools', tools: [tool] });
+  return { pid: project.id, tid: thread.id };
+}
+
+test('a call the service runs shows Calling… in every tab and after a reload, then its result', async () => {
+  const endpoint = await heldEndpoint();
+  callThenText('toolu_srv', 'fetch_page', { url: 'https://example.com' }, 'The page says hello.');
+  const ids = await serviceToolThread('fetch_page', endpoint.url);
+  const ctx = await context(browser, service.origin);
+  try {
+    const first = await openOn(ctx, ids);
+    const second = await openOn(ctx, ids);
+    await ask(first, 'What does the page say?');
+    await eventually(() => endpoint.calls.length === 1);
+    for (const page of [first, second]) {
+      const state = card(page, 'toolu_srv').getByTestId('tool-state');
+      await eventually(async () => (await state.textContent()) === 'Calling…');
+      assert.equal(await card(page, 'toolu_srv').getByTestId('tool-approve').isVisible(), false, 'nothing to decide');
+    }
+    await shot(first, 'tool-service-calling');
+    // A reload while the call runs: still calling, nothing to answer.
+    await second.reload();
+    await second.waitForSelector('[data-testid="connection"][data-state="live"]');
+    await eventually(async () => (await card(second, 'toolu_srv').getByTestId('tool-state').textContent()) === 'Calling…');
+
+    endpoint.release({ title: 'Hello', words: 1 });
+    const answer = await ended(ids);
+    assert.equal(answer.status, 'complete');
+    for (const page of [first, second]) {
+      assert.equal(await completed(page, answer.id), 'One moment. The page says hello.');
+      const call = card(page, 'toolu_srv');
+      assert.equal(await call.getAttribute('data-state'), 'done');
+      assert.deepEqual(JSON.parse(await call.getByTestId('tool-result').locator('pre').textContent()),
+        { title: 'Hello', words: 1 });
+      assert.equal(await answers(page), 1);
+    }
+    assert.equal(endpoint.calls.length, 1);
+    assert.deepEqual(endpoint.calls[0].input, { url: 'https://example.com' });
+    await shot(first, 'tool-service-done');
+    clean(ctx);
+  } finally {
+    endpoint.release(null);
+    endpoint.close();
+    await ctx.close();
+  }
+});
+
+test('a call the service runs after approval runs once Approve is clicked, and shows so in every tab', async () => {
+  const endpoint = await heldEndpoint();
+  callThenText('toolu_srv_pay', 'transfer', { amount: 7 }, 'Transferred.');
+  const ids = await serviceToolThread('transfer', endpoint.url, { approval: 'always' });
+  const ctx = await context(browser, service.origin);
+  try {
+    const first = await openOn(ctx, ids);
+    const second = await openOn(ctx, ids);
+    await ask(first, 'Transfer 7');
+    for (const page of [first, second]) await buttonsShown(page, 'toolu_srv_pay', 'transfer');
+    assert.equal(endpoint.calls.length, 0, 'nothing runs before the approval');
+    await second.getByRole('button', { name: 'Approve transfer' }).click();
+    for (const page of [first, second]) {
+      await buttonsGone(page, 'toolu_srv_pay');
+      const state = card(page, 'toolu_srv_pay').getByTestId('tool-state');
+      await eventually(async () => (await state.textContent()) === 'Approved, calling…');
+    }
+    await eventually(() => endpoint.calls.length === 1);
+    endpoint.release({ ok: true });
+    const answer = await ended(ids);
+    assert.equal(answer.status, 'complete');
+    for (const page of [first, second]) {
+      await completed(page, answer.id);
+      assert.equal(await card(page, 'toolu_srv_pay').getByTestId('tool-state').textContent(), 'Approved, done');
+    }
+    assert.equal(endpoint.calls.length, 1, 'it ran once');
+    clean(ctx);
+  } finally {
+    endpoint.release(null);
+    endpoint.close();
+    await ctx.close();
   }
 });
