@@ -69,9 +69,8 @@ fn v4_class(ip: Ipv4Addr) -> Option<&'static str> {
         Some("link-local (metadata)")
     } else if ip.is_multicast() {
         Some("multicast")
-    } else if ip.is_broadcast() || a >= 240 {
-        Some("reserved")
-    } else if a == 192 && b == 0 && ip.octets()[2] == 0 {
+    } else if ip.is_broadcast() || a >= 240 || (a == 192 && b == 0 && ip.octets()[2] == 0) {
+        // 240.0.0.0/4 and 192.0.0.0/24 (protocol assignments).
         Some("reserved")
     } else {
         None
