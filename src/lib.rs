@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod mcp_client;
 pub mod metrics;
 pub mod model;
 pub mod outbound;

@@ -156,6 +156,34 @@ impl Guard {
         Ok(parsed)
     }
 
+    /// Checks a URL at call time, before anything is sent: its form and,
+    /// for a name, every address it resolves to now (the client's
+    /// resolver judges the addresses again on connect). A name that does
+    /// not resolve passes here: the connection then fails.
+    pub async fn check_url_now(&self, url: &str) -> Result<Url, Refused> {
+        let parsed = self.check_url(url)?;
+        if let (Some(url::Host::Domain(host)), false) = (parsed.host(), self.allow_private) {
+            let lookup = tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host((host, 0))).await;
+            if let Ok(Ok(addrs)) = lookup {
+                checked_addrs(*self, host, addrs.collect())?;
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// The guard's HTTP client in reqwest 0.13 (the MCP SDK's), with the
+    /// same rules as `client`.
+    pub fn client_013(&self, connect_timeout: Duration) -> reqwest013::Client {
+        reqwest013::Client::builder()
+            .dns_resolver(Arc::new(GuardedResolver { guard: *self }))
+            .no_proxy()
+            .redirect(reqwest013::redirect::Policy::none())
+            .connect_timeout(connect_timeout)
+            .user_agent(concat!("convo/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("a client with no TLS or proxy settings of its own builds")
+    }
+
     /// An HTTP client that calls only what the guard allows: its resolver
     /// refuses names with a refused address, it takes no proxy from the
     /// environment, follows no redirect, and gives up on a connection
@@ -186,6 +214,19 @@ impl reqwest::dns::Resolve for GuardedResolver {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let addrs = checked_addrs(guard, &host, addrs)?;
             let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+impl reqwest013::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest013::dns::Name) -> reqwest013::dns::Resolving {
+        let guard = self.guard;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs = checked_addrs(guard, &host, addrs)?;
+            let addrs: reqwest013::dns::Addrs = Box::new(addrs.into_iter());
             Ok(addrs)
         })
     }

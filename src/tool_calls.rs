@@ -1,4 +1,7 @@
-//! Calls of the tools the service runs itself (`run: {"url"}`): a POST of
+//! Calls of the tools the service runs itself: a tool at a URL
+//! (`run: {"url"}`), or a tool of a project's MCP server (`run: {"mcp"}`,
+//! and the tools of a thread's `mcp_servers`, through `mcp_client`). A
+//! call at a URL is a POST of
 //! `{project_id, thread_id, message_id, tool_call_id, name, input}` to the
 //! tool's endpoint, through the outbound guard, signed in the Standard
 //! Webhooks format with the project's tool secret. `webhook-id` is
@@ -30,7 +33,27 @@ pub struct ToolCall {
     pub tool_call_id: String,
     pub name: String,
     pub input: Value,
-    pub url: String,
+    pub target: Target,
+}
+
+/// Where a call goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A signed POST to this URL.
+    Url(String),
+    /// `tool` of the project's MCP server `server`.
+    Mcp { server: String, tool: String },
+    /// Nowhere: the tool is gone from the answer's tools.
+    Gone,
+}
+
+impl Target {
+    fn kind(&self) -> &'static str {
+        match self {
+            Target::Url(_) | Target::Gone => "url",
+            Target::Mcp { .. } => "mcp",
+        }
+    }
 }
 
 impl ToolCall {
@@ -47,6 +70,7 @@ pub struct ToolCaller {
     settings: OutboundSettings,
     store: Store,
     metrics: Arc<Metrics>,
+    mcp: crate::mcp_client::McpClient,
 }
 
 /// What a call came to: the tool's answer (its output, or the error it
@@ -64,13 +88,55 @@ enum Attempt {
 impl ToolCaller {
     pub fn new(settings: &OutboundSettings, store: Store, metrics: Arc<Metrics>) -> ToolCaller {
         let guard = settings.guard();
-        ToolCaller { client: guard.client(settings.tool_timeout()), guard, settings: settings.clone(), store, metrics }
+        ToolCaller {
+            client: guard.client(settings.tool_timeout()),
+            guard,
+            settings: settings.clone(),
+            store,
+            metrics,
+            mcp: crate::mcp_client::McpClient::new(guard, settings.tool_timeout(), settings.tool_max_response_bytes),
+        }
+    }
+
+    /// The tools the project's MCP `server` lists (cached briefly).
+    pub async fn mcp_tools(
+        &self,
+        project_id: Uuid,
+        server: &crate::domain::mcp::McpServer,
+    ) -> Result<Vec<crate::domain::mcp::ListedTool>, String> {
+        self.mcp.tools(project_id, server).await
+    }
+
+    /// The tools a turn of a thread with MCP `servers` is offered: each
+    /// server's, as `<server>_<tool>`. A server that is gone or does not
+    /// answer offers none (logged); the turn goes on with the others.
+    pub async fn offered_mcp_tools(&self, project_id: Uuid, servers: &[String]) -> Vec<crate::domain::tools::ToolDef> {
+        let mut offered = Vec::new();
+        for name in servers {
+            let server = match self.store.mcp_server(project_id, name).await {
+                Ok(Some(server)) => server,
+                Ok(None) => {
+                    tracing::warn!(%project_id, server = %name, "a thread names an MCP server the project no longer has");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(%project_id, server = %name, error.message = %e, "an MCP server could not be read");
+                    continue;
+                }
+            };
+            match self.mcp.tools(project_id, &server).await {
+                Ok(tools) => offered.extend(crate::domain::mcp::offered(name, &tools)),
+                Err(e) => tracing::warn!(%project_id, server = %name, error.message = %e,
+                    "an MCP server's tools could not be listed; this turn is not offered them"),
+            }
+        }
+        offered
     }
 
     /// Makes `call` and gives its result: the output, or the error the
     /// model is told.
     pub async fn call(&self, call: &ToolCall) -> Result<Value, String> {
-        let kind = "url";
+        let kind = call.target.kind();
         self.metrics.tool_calls.with_label_values(&[kind]).inc();
         let started = Instant::now();
         let outcome = self.attempts(call).await;
@@ -87,9 +153,14 @@ impl ToolCaller {
     }
 
     async fn attempts(&self, call: &ToolCall) -> Outcome {
+        let url = match &call.target {
+            Target::Url(url) => url,
+            Target::Mcp { server, tool } => return self.mcp_attempts(call, server, tool).await,
+            Target::Gone => return Err("not called: the tool is no longer offered".into()),
+        };
         // Judged again at call time: the setting may have changed since
         // the tool was defined.
-        let url = self.guard.check_url(&call.url).map_err(|refused| format!("not called: {refused}"))?;
+        let url = self.guard.check_url(url).map_err(|refused| format!("not called: {refused}"))?;
         let body = serde_json::to_vec(&json!({
             "project_id": call.project_id,
             "thread_id": call.thread_id,
@@ -99,6 +170,35 @@ impl ToolCaller {
             "input": call.input,
         }))
         .expect("JSON values serialize");
+        self.retried(call, || self.attempt(call, &url, &body)).await
+    }
+
+    /// A call of `tool` on the project's MCP server `server` (read again
+    /// for each call: its headers may have changed).
+    async fn mcp_attempts(&self, call: &ToolCall, server: &str, tool: &str) -> Outcome {
+        let found = self.store.mcp_server(call.project_id, server).await;
+        let server = match found {
+            Ok(Some(server)) => server,
+            Ok(None) => return Err(format!("not called: the project has no MCP server {server:?} any more")),
+            Err(e) => return Err(format!("the MCP server could not be read: {e}")),
+        };
+        self.retried(call, || async {
+            match self.mcp.call(&server, tool, &call.input).await {
+                Ok(answer) => Attempt::Done(Ok(answer)),
+                Err(crate::mcp_client::CallError::Final(why)) => Attempt::Done(Err(why)),
+                Err(crate::mcp_client::CallError::Again(why)) => Attempt::Again(why),
+            }
+        })
+        .await
+    }
+
+    /// Runs `attempt` until it is done, waiting with exponential backoff
+    /// and jitter between attempts, at most `--tool-max-attempts` times.
+    async fn retried<F, Fut>(&self, call: &ToolCall, mut attempt: F) -> Outcome
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Attempt>,
+    {
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(std::time::Duration::from_millis(self.settings.tool_retry_min_ms))
             .with_max_delay(self.settings.tool_timeout())
@@ -106,13 +206,13 @@ impl ToolCaller {
             .with_jitter()
             .build();
         loop {
-            let why = match self.attempt(call, &url, &body).await {
+            let why = match attempt().await {
                 Attempt::Done(result) => return result,
                 Attempt::Again(why) => why,
             };
             match delays.next() {
                 Some(delay) => {
-                    self.metrics.tool_call_retries.with_label_values(&["url"]).inc();
+                    self.metrics.tool_call_retries.with_label_values(&[call.target.kind()]).inc();
                     tracing::info!(tool_call_id = %call.tool_call_id, error.message = %why, delay_ms = delay.as_millis() as u64,
                         "a tool call is tried again");
                     tokio::time::sleep(delay).await;

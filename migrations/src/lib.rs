@@ -14,6 +14,7 @@ mod m20261207_000001_exact_ends_and_lease_answers;
 mod m20261207_000002_tools;
 mod m20261207_000003_turn_tools;
 mod m20261207_000004_tool_secrets;
+mod m20261207_000005_mcp_servers;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000002_tools::Migration),
             Box::new(m20261207_000003_turn_tools::Migration),
             Box::new(m20261207_000004_tool_secrets::Migration),
+            Box::new(m20261207_000005_mcp_servers::Migration),
         ]
     }
 }

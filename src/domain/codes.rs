@@ -85,6 +85,7 @@ codes! {
     NotAwaiting = "not_awaiting", 409;
     ToolSecretMissing = "tool_secret_missing", 400;
     ToolCallResolved = "tool_call_resolved", 409;
+    McpServerExists = "mcp_server_exists", 409;
     RequestTimeout = "request_timeout", 408;
     PayloadTooLarge = "payload_too_large", 413;
     UnsupportedMediaType = "unsupported_media_type", 415;

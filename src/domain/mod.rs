@@ -14,6 +14,7 @@ pub mod cursor;
 pub mod event;
 pub mod frame;
 pub mod input;
+pub mod mcp;
 pub mod provider_event;
 pub mod resources;
 pub mod tools;

@@ -56,13 +56,16 @@ pub enum Run {
     #[default]
     Client,
     Url(String),
-    Mcp(String),
+    /// A tool of that server: `tool` (its name there), or by default the
+    /// definition's own name.
+    Mcp {
+        server: String,
+        tool: Option<String>,
+    },
 }
 
-/// `run` as this version takes it: `"client"` or `{"url"}`. The
-/// contract's `{"mcp"}` form parses but is refused (no MCP server can be
-/// registered yet), so the schema a client generates requests from offers
-/// only what is accepted.
+/// `run`'s three forms: `"client"`, `{"url"}` and `{"mcp", "tool"?}`,
+/// each object with no other field.
 fn run_schema() -> utoipa::openapi::schema::Schema {
     use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type};
     let client = ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["client"]));
@@ -74,14 +77,29 @@ fn run_schema() -> utoipa::openapi::schema::Schema {
         )
         .required("url")
         .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    let mcp = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("mcp", ObjectBuilder::new().schema_type(Type::String).pattern(Some(r"^[a-zA-Z0-9_-]{1,32}$")))
+        .property(
+            "tool",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(200))
+                .pattern(Some(r"^[^\x00]*$")),
+        )
+        .required("mcp")
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
     Schema::OneOf(
         OneOfBuilder::new()
             .item(client)
             .item(url)
+            .item(mcp)
             .description(Some(
-                "Who answers a call: \"client\" (a tab or the application), or {\"url\"}: the service POSTs \
+                "Who answers a call: \"client\" (a tab or the application); {\"url\"}: the service POSTs \
              the call there, signed with the project's tool secret (https, and no inside address, unless \
-             --allow-private-urls). The contract's {\"mcp\"} form is refused by this version (400).",
+             --allow-private-urls); {\"mcp\", \"tool\"?}: the service calls that tool (by default the \
+             definition's name) of the project's MCP server.",
             ))
             .build(),
     )
@@ -92,7 +110,8 @@ impl Serialize for Run {
         match self {
             Run::Client => s.serialize_str("client"),
             Run::Url(url) => serde_json::json!({ "url": url }).serialize(s),
-            Run::Mcp(server) => serde_json::json!({ "mcp": server }).serialize(s),
+            Run::Mcp { server, tool: None } => serde_json::json!({ "mcp": server }).serialize(s),
+            Run::Mcp { server, tool: Some(tool) } => serde_json::json!({ "mcp": server, "tool": tool }).serialize(s),
         }
     }
 }
@@ -100,20 +119,32 @@ impl Serialize for Run {
 impl<'de> Deserialize<'de> for Run {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
+        // Each object form exactly: an unknown field is refused, not
+        // dropped (a typo would otherwise change who runs the tool).
         #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Wire {
-            Name(String),
-            Url { url: String },
-            Mcp { mcp: String },
+        #[serde(deny_unknown_fields)]
+        struct Url {
+            url: String,
         }
-        match Wire::deserialize(d)? {
-            Wire::Name(name) if name == "client" => Ok(Run::Client),
-            Wire::Name(other) => {
-                Err(D::Error::custom(format!("unknown run {other:?}: \"client\", {{url}} or {{mcp}}")))
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Mcp {
+            mcp: String,
+            #[serde(default)]
+            tool: Option<String>,
+        }
+        let wrong = || D::Error::custom("run must be \"client\", {\"url\"} or {\"mcp\", \"tool\"?}");
+        match Value::deserialize(d)? {
+            Value::String(name) if name == "client" => Ok(Run::Client),
+            Value::Object(fields) if fields.contains_key("url") => {
+                let Url { url } = serde_json::from_value(Value::Object(fields)).map_err(D::Error::custom)?;
+                Ok(Run::Url(url))
             }
-            Wire::Url { url } => Ok(Run::Url(url)),
-            Wire::Mcp { mcp } => Ok(Run::Mcp(mcp)),
+            Value::Object(fields) if fields.contains_key("mcp") => {
+                let Mcp { mcp, tool } = serde_json::from_value(Value::Object(fields)).map_err(D::Error::custom)?;
+                Ok(Run::Mcp { server: mcp, tool })
+            }
+            _ => Err(wrong()),
         }
     }
 }
@@ -172,9 +203,12 @@ pub fn check(tools: &[ToolDef], choice: Option<&ToolChoice>) -> Result<(), BadTo
                 return Err(BadTools(format!("tool {:?}: run.url must be an http(s) URL", tool.name)));
             }
         }
-        if let Run::Mcp(mcp) = &tool.run {
-            if !valid_name(mcp) {
+        if let Run::Mcp { server, tool: name } = &tool.run {
+            if !super::mcp::valid_server_name(server) {
                 return Err(BadTools(format!("tool {:?}: run.mcp must name an MCP server", tool.name)));
+            }
+            if name.as_ref().is_some_and(|n| n.is_empty() || n.len() > 200 || n.contains('\0')) {
+                return Err(BadTools(format!("tool {:?}: run.tool must name a tool of the server", tool.name)));
             }
         }
     }
@@ -226,6 +260,21 @@ mod tests {
         assert_eq!(serde_json::to_value(&c).unwrap()["run"], "client");
         assert!(serde_json::from_value::<ToolDef>(json!({"name": "a", "input_schema": {}, "run": "server"})).is_err());
         assert!(serde_json::from_value::<ToolDef>(json!({"name": "a", "input_schema": {}, "extra": 1})).is_err());
+        let m: ToolDef =
+            serde_json::from_value(json!({"name": "a", "input_schema": {}, "run": {"mcp": "calc", "tool": "add"}}))
+                .unwrap();
+        assert_eq!(m.run, Run::Mcp { server: "calc".into(), tool: Some("add".into()) });
+        assert_eq!(serde_json::to_value(&m).unwrap()["run"], json!({"mcp": "calc", "tool": "add"}));
+        // Each object form exactly: an unknown field or a mix is refused.
+        for run in [
+            json!({"url": "https://x.test", "x": 1}),
+            json!({"mcp": "c", "url": "https://x.test"}),
+            json!({}),
+            json!(1),
+        ] {
+            let def = json!({"name": "a", "input_schema": {}, "run": run});
+            assert!(serde_json::from_value::<ToolDef>(def).is_err(), "{run}");
+        }
         let choice: ToolChoice = serde_json::from_value(json!({"type": "tool", "name": "a"})).unwrap();
         assert_eq!(choice, ToolChoice::Tool { name: "a".into() });
     }

@@ -78,6 +78,7 @@ pub mod reason {
     pub const MAX_STEPS: &str = "max_steps";
     /// The step was cut (its model call failed, or its node stopped).
     pub const STEP_CUT: &str = "the answer was cut off";
+    /// A call approved whose tool is gone from the answer's tools.
     pub const NOT_RUNNABLE: &str = "this tool is run by the service, which cannot run it";
     /// A client posted a result for a call the service runs.
     pub const RUN_BY_SERVICE: &str = "it is run by the service";
@@ -126,10 +127,7 @@ fn waiting_for(tool: &ToolDef) -> CallState {
     match (tool.approval, &tool.run) {
         (Approval::Always, _) => CallState::NeedsApproval,
         (Approval::Never, Run::Client) => CallState::NeedsResult { approved: false },
-        (Approval::Never, Run::Url(_)) => CallState::Runs { approved: false },
-        // An MCP server's tool (a later version): the service cannot run
-        // it yet, and says so to the model.
-        (Approval::Never, Run::Mcp(_)) => resolved_error(reason::NOT_RUNNABLE),
+        (Approval::Never, Run::Url(_) | Run::Mcp { .. }) => CallState::Runs { approved: false },
     }
 }
 
@@ -137,10 +135,8 @@ fn waiting_for(tool: &ToolDef) -> CallState {
 fn approved_waits_for(tool: Option<&ToolDef>) -> CallState {
     match tool.map(|t| &t.run) {
         Some(Run::Client) => CallState::NeedsResult { approved: true },
-        Some(Run::Url(_)) => CallState::Runs { approved: true },
-        Some(Run::Mcp(_)) | None => {
-            CallState::Resolved { text: error_text(reason::NOT_RUNNABLE), is_error: true, approved: Some(true) }
-        }
+        Some(Run::Url(_) | Run::Mcp { .. }) => CallState::Runs { approved: true },
+        None => CallState::Resolved { text: error_text(reason::NOT_RUNNABLE), is_error: true, approved: Some(true) },
     }
 }
 

@@ -65,6 +65,7 @@ pub async fn start(state: &AppState, project_id: Uuid, thread_id: Uuid, body: Ne
         model: model.clone(),
         max_tokens,
         tools: tools.clone(),
+        mcp_tools: None,
     };
     // Not `registry::ask` alone: it starts an actor for any id. Here a live
     // actor is asked as it is (`Peek` never starts one); only a thread found

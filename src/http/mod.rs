@@ -13,6 +13,7 @@ pub mod chat;
 pub mod events;
 pub mod keys;
 pub mod logging;
+pub mod mcp_servers;
 pub mod messages;
 pub mod openapi;
 pub mod page;
@@ -185,6 +186,16 @@ pub fn routes() -> Vec<ApiRoute> {
             web::to(tools::approvals),
         ),
         route(Method::POST, "/v1/projects/{pid}/tool-secret", Project, Empty, Plain, web::to(secrets::rotate)),
+        route(Method::POST, "/v1/projects/{pid}/mcp-servers", Project, Json, Plain, web::to(mcp_servers::add)),
+        route(Method::GET, "/v1/projects/{pid}/mcp-servers", Project, Empty, Plain, web::to(mcp_servers::list)),
+        route(
+            Method::DELETE,
+            "/v1/projects/{pid}/mcp-servers/{name}",
+            Project,
+            Empty,
+            Plain,
+            web::to(mcp_servers::remove),
+        ),
         route(
             Method::POST,
             "/v1/projects/{pid}/threads/{tid}/stream-token",

@@ -19,8 +19,8 @@ use utoipa::{
 };
 
 use super::{
-    admin, body::BodyKind, chat, events, keys, messages, page, projects, routes, secrets, threads, tools, ws, Access,
-    AppState, Kind,
+    admin, body::BodyKind, chat, events, keys, mcp_servers, messages, page, projects, routes, secrets, threads, tools,
+    ws, Access, AppState, Kind,
 };
 use crate::{config::LimitSettings, error::Code};
 
@@ -47,6 +47,9 @@ use crate::{config::LimitSettings, error::Code};
         tools::results,
         tools::approvals,
         secrets::rotate,
+        mcp_servers::add,
+        mcp_servers::list,
+        mcp_servers::remove,
         keys::stream_token,
         events::subscribe,
         ws::subscribe,

@@ -42,16 +42,16 @@ pub struct NewThread {
     #[schema(max_items = 128)]
     tools: Vec<ToolDef>,
     tool_choice: Option<ToolChoice>,
-    /// MCP servers of the project whose tools the answers may call. No
-    /// project has any yet (they come with a later version): only `[]`.
+    /// MCP servers of the project whose tools the answers may call, each
+    /// tool offered as `<server>_<tool>` (listed when a turn starts).
     #[serde(default)]
-    #[schema(max_items = 0)]
+    #[schema(max_items = 16)]
     mcp_servers: Vec<String>,
 }
 
-/// Checks a thread's tool settings: the definitions as one set, MCP
-/// servers (none can be named yet: they come with a later version), and
-/// what the service would run itself (`runnable`).
+/// Checks a thread's tool settings: the definitions as one set with the
+/// tools of its MCP servers (listed now: each server must be the
+/// project's and answer), and what the service runs itself (`runnable`).
 async fn check_tools(
     state: &AppState,
     project_id: Uuid,
@@ -60,16 +60,49 @@ async fn check_tools(
     mcp_servers: &[String],
 ) -> Result<(), ApiError> {
     crate::domain::tools::check(tools, choice).map_err(|e| ApiError::bad_request(e.0))?;
-    if let Some(server) = mcp_servers.first() {
-        return Err(ApiError::bad_request(format!("no MCP server named {server:?} in this project")));
+    if mcp_servers.len() > 16 {
+        return Err(ApiError::bad_request("at most 16 MCP servers"));
+    }
+    let mut all = tools.to_vec();
+    let mut named = std::collections::HashSet::new();
+    for name in mcp_servers {
+        if !named.insert(name) {
+            return Err(ApiError::bad_request(format!("MCP server {name:?} is named twice")));
+        }
+        let listed = mcp_tools(state, project_id, name).await?;
+        all.extend(crate::domain::mcp::offered(name, &listed));
+    }
+    if !mcp_servers.is_empty() {
+        crate::domain::tools::check(&all, choice)
+            .map_err(|e| ApiError::bad_request(format!("with the tools of its MCP servers: {}", e.0)))?;
     }
     runnable(state, project_id, tools).await
 }
 
+/// The tools the project's MCP server `name` lists now; 400 when there is
+/// no such server or it cannot be listed.
+async fn mcp_tools(
+    state: &AppState,
+    project_id: Uuid,
+    name: &str,
+) -> Result<Vec<crate::domain::mcp::ListedTool>, ApiError> {
+    let server = state
+        .store
+        .mcp_server(project_id, name)
+        .await?
+        .ok_or_else(|| ApiError::bad_request(format!("no MCP server named {name:?} in this project")))?;
+    state
+        .deps
+        .tool_caller
+        .mcp_tools(project_id, &server)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("MCP server {name:?} could not list its tools: {e}")))
+}
+
 /// Checks the tools the service runs itself: a URL passes the outbound
 /// guard (its scheme, and every address it names or resolves to now) and
-/// needs the project's tool secret to sign its calls; an MCP tool needs its
-/// server (none can be registered yet).
+/// needs the project's tool secret to sign its calls; an MCP tool needs
+/// its server, which must list it.
 pub async fn runnable(state: &AppState, project_id: Uuid, tools: &[ToolDef]) -> Result<(), ApiError> {
     use crate::domain::{codes::Code, tools::Run};
     let guard = state.deps.settings.outbound.guard();
@@ -84,8 +117,15 @@ pub async fn runnable(state: &AppState, project_id: Uuid, tools: &[ToolDef]) -> 
                     .map_err(|refused| ApiError::bad_request(format!("tool {:?}: {refused}", tool.name)))?;
                 signed = true;
             }
-            Run::Mcp(server) => {
-                return Err(ApiError::bad_request(format!("no MCP server named {server:?} in this project")))
+            Run::Mcp { server, tool: named } => {
+                let wanted = named.as_deref().unwrap_or(&tool.name);
+                let listed = mcp_tools(state, project_id, server).await?;
+                if !listed.iter().any(|t| t.name == wanted) {
+                    return Err(ApiError::bad_request(format!(
+                        "tool {:?}: MCP server {server:?} has no tool {wanted:?}",
+                        tool.name
+                    )));
+                }
             }
         }
     }
@@ -224,9 +264,8 @@ pub struct ThreadChange {
     tools: Option<Vec<ToolDef>>,
     #[serde(default, deserialize_with = "given")]
     tool_choice: Option<Option<ToolChoice>>,
-    /// Replaces the thread's MCP servers; only `[]` until projects have
-    /// MCP servers.
-    #[schema(max_items = 0)]
+    /// Replaces the thread's MCP servers (at most 16).
+    #[schema(max_items = 16)]
     mcp_servers: Option<Vec<String>>,
 }
 

@@ -10,6 +10,7 @@ mod error;
 mod history;
 mod keys;
 mod leases;
+mod mcp_servers;
 mod secrets;
 
 use std::time::Duration;

@@ -13,6 +13,8 @@ mod fanout;
 mod lifecycle;
 mod limits;
 mod logs;
+mod mcp;
+mod mcp_server;
 mod openapi;
 mod operations;
 mod outage;

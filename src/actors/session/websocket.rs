@@ -81,6 +81,7 @@ impl SessionActor {
                         model: model.clone(),
                         max_tokens,
                         tools: Vec::new(),
+                        mcp_tools: None,
                     };
                     let started = ask(&registry, thread_id, start).await??;
                     let id = started.assistant_message.id;

@@ -89,7 +89,20 @@ impl ThreadActor {
 impl Handler<StartGeneration> for ThreadActor {
     type Result = ResponseActFuture<Self, Result<Started, ThreadError>>;
 
-    fn handle(&mut self, msg: StartGeneration, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, mut msg: StartGeneration, ctx: &mut Context<Self>) -> Self::Result {
+        // A thread with MCP servers: their tools are listed first (cached
+        // briefly), and offered through every step of this turn.
+        let servers = self.found().ok().map(|(t, _)| (t.project_id, t.mcp_servers.clone()));
+        if let (None, Some((project_id, servers))) = (&msg.mcp_tools, servers) {
+            if !servers.is_empty() && self.admit_peek(&msg).is_ok() {
+                let caller = self.deps.tool_caller.clone();
+                let listing = async move { caller.offered_mcp_tools(project_id, &servers).await };
+                return Box::pin(listing.into_actor(self).then(move |tools, act, ctx| {
+                    msg.mcp_tools = Some(tools);
+                    <Self as Handler<StartGeneration>>::handle(act, msg, ctx)
+                }));
+            }
+        }
         let admitted = self.admit(&msg);
         let answer = crate::domain::new_id();
         let slot = match (admitted, self.lease_ttl()) {
@@ -156,6 +169,19 @@ impl Handler<StartGeneration> for ThreadActor {
 
 impl ThreadActor {
     /// The checks before an answer starts; its generation slot.
+    /// Whether `msg` would be refused at once (another project's caller, a
+    /// busy thread), before the thread's MCP servers are listed for it.
+    fn admit_peek(&self, msg: &StartGeneration) -> Result<(), ThreadError> {
+        let (thread, conversation) = self.found()?;
+        if msg.project_id.is_some_and(|p| p != thread.project_id) {
+            return Err(ThreadError::NotFound);
+        }
+        if self.generation.is_some() || conversation.running().is_some() || conversation.awaiting().is_some() {
+            return Err(ThreadError::Busy);
+        }
+        Ok(())
+    }
+
     fn admit(&self, msg: &StartGeneration) -> Result<crate::capacity::GenerationSlot, ThreadError> {
         // First: a caller of another project learns nothing, not even
         // that this thread is busy.
@@ -198,11 +224,20 @@ impl ThreadActor {
         let (thread, _) = self.found()?;
         let model =
             msg.model.or_else(|| thread.model.clone()).unwrap_or_else(|| self.deps.provider.default_model().to_owned());
+        let thread_tools = thread.tools.clone();
         let conversation = self.conversation_mut().ok_or(ThreadError::NotFound)?;
         let mut asked = conversation.ask(msg.content, model.clone(), answer, Utc::now());
-        if !msg.tools.is_empty() {
-            conversation.offer_own_tools(answer, msg.tools.clone());
-            asked.assistant.tools = msg.tools;
+        // The answer's own tools: the question's, and its MCP servers'
+        // (but one of the thread's or the question's own name).
+        let mut own = msg.tools;
+        for tool in msg.mcp_tools.unwrap_or_default() {
+            if !own.iter().chain(&thread_tools).any(|t| t.name == tool.name) {
+                own.push(tool);
+            }
+        }
+        if !own.is_empty() {
+            conversation.offer_own_tools(answer, own.clone());
+            asked.assistant.tools = own;
         }
         let (ack, committed) = oneshot::channel();
         let ops = vec![

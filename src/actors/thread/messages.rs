@@ -41,6 +41,9 @@ pub struct StartGeneration {
     pub max_tokens: Option<u32>,
     /// The question's own tools, for this turn alone (with the thread's).
     pub tools: Vec<crate::domain::tools::ToolDef>,
+    /// The tools of the thread's MCP servers, once listed for this turn
+    /// (the actor lists them first when the thread has servers).
+    pub mcp_tools: Option<Vec<crate::domain::tools::ToolDef>>,
 }
 
 pub struct Started {

@@ -1,4 +1,5 @@
-//! Calls the service runs itself (tools at a URL): the thread actor that
+//! Calls the service runs itself (tools at a URL, MCP tools): the thread
+//! actor that
 //! may write the thread (alone, or holding its lease in cluster mode)
 //! starts each call of the awaiting answer that waits for the service,
 //! once the answer's state is stored (`CallState::Runs`), and answers the
@@ -19,7 +20,7 @@ use crate::{
         tools::Run,
         turn::{self, Outcome},
     },
-    tool_calls::ToolCall,
+    tool_calls::{Target, ToolCall},
 };
 
 /// A call the service runs now, for `/admin/threads/{tid}`.
@@ -52,10 +53,15 @@ impl ThreadActor {
         let calls: Vec<ToolCall> = turn::to_run(&answer.calls)
             .filter(|call| !self.runs.contains_key(&call.id))
             .map(|call| {
-                let url = tools.iter().find(|t| t.name == call.name).and_then(|t| match &t.run {
-                    Run::Url(url) => Some(url.clone()),
-                    _ => None,
-                });
+                let target = match tools.iter().find(|t| t.name == call.name).map(|t| (&t.run, t)) {
+                    Some((Run::Url(url), _)) => Target::Url(url.clone()),
+                    Some((Run::Mcp { server, tool }, def)) => {
+                        Target::Mcp { server: server.clone(), tool: tool.clone().unwrap_or_else(|| def.name.clone()) }
+                    }
+                    // (A tool whose definition changed since: its call
+                    // fails, said to the model.)
+                    _ => Target::Gone,
+                };
                 ToolCall {
                     project_id: thread.project_id,
                     thread_id: thread.id,
@@ -63,9 +69,7 @@ impl ThreadActor {
                     tool_call_id: call.id.clone(),
                     name: call.name.clone(),
                     input: call.input.clone(),
-                    // (A tool whose definition changed since: its call
-                    // fails, said to the model.)
-                    url: url.unwrap_or_default(),
+                    target,
                 }
             })
             .collect();

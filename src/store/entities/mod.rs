@@ -3,6 +3,7 @@
 
 pub mod api_key;
 pub mod chat_alias;
+pub mod mcp_server;
 pub mod message;
 pub mod node;
 pub mod project;
