@@ -218,9 +218,10 @@ pub struct Message {
     /// The calls of its last step while it awaits input (those answered
     /// and those that wait); empty otherwise.
     pub calls: Vec<super::turn::Call>,
-    /// An answer's question's own tools (offered with the thread's for
-    /// that turn alone, through every step). Not part of the contract's
-    /// Message.
+    /// An answer's own tools, offered with the thread's for that turn
+    /// alone, through every step: its question's, and the tools its
+    /// thread's MCP servers listed when the turn began. Not part of the
+    /// contract's Message.
     pub tools: Vec<super::tools::ToolDef>,
     /// An `interrupted` message whose text is exactly what its readers
     /// were sent (stopped gracefully, or taken over with its owner's whole

@@ -231,3 +231,28 @@ async fn clashes_unknown_servers_and_tools_and_inside_addresses_are_refused_at_d
     assert_eq!(code, 400, "{err}");
     assert!(err["error"]["message"].as_str().unwrap().contains("loopback"), "{err}");
 }
+
+#[actix_web::test]
+async fn an_mcp_tool_that_needs_approval_runs_only_once_approved() {
+    let mcp = McpServer::start().await;
+    let replies = vec![calls_answer("Adding.", &[("toolu_1", "sum", r#"{"a": 1, "b": 1}"#)]), text_answer("Two.")];
+    let n = node(replies, &["--allow-private-urls"]).await;
+    add(&n, "calc", &mcp).await;
+    let sum = json!({"name": "sum", "input_schema": {"type": "object"}, "approval": "always",
+        "run": {"mcp": "calc", "tool": "add"}});
+    let t = thread(&n, json!({"tools": [sum]})).await;
+    let s = &n.bin.server;
+    let mut tab = s.sse(&t, None).await;
+    let id = s.ask(&t, "1 + 1?").await;
+    use crate::support::Events as _;
+    let awaiting = tab.until("message.awaiting").await.pop().unwrap();
+    assert_eq!(awaiting.data["pending"][0]["needs"], "approval");
+    assert!(mcp.calls().is_empty(), "nothing runs before its approval");
+    let yes = json!({"tool_call_id": "toolu_1", "approved": true});
+    let (code, body) = send(s, "POST", &format!("{t}/approvals"), Some(yes)).await;
+    assert_eq!(code, 200, "{body}");
+    let message = s.ended(&t, &id).await;
+    assert_eq!(message["status"], "complete");
+    assert_eq!(result_of(&message, "toolu_1")["text"], r#"{"sum":2}"#);
+    assert_eq!(mcp.calls(), ["add"], "it ran once");
+}
