@@ -206,29 +206,29 @@ struct GuardedResolver {
     guard: Guard,
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl GuardedResolver {
+    /// `host`'s addresses, if the guard allows every one.
+    async fn lookup(guard: Guard, host: String) -> Result<std::vec::IntoIter<SocketAddr>, BoxError> {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+        Ok(checked_addrs(guard, &host, addrs)?.into_iter())
+    }
+}
+
+// The same resolver for both reqwest versions (the provider's client is
+// 0.12, the MCP SDK's 0.13).
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let guard = self.guard;
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let addrs = checked_addrs(guard, &host, addrs)?;
-            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
-            Ok(addrs)
-        })
+        let lookup = GuardedResolver::lookup(self.guard, name.as_str().to_owned());
+        Box::pin(async move { Ok(Box::new(lookup.await?) as reqwest::dns::Addrs) })
     }
 }
 
 impl reqwest013::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest013::dns::Name) -> reqwest013::dns::Resolving {
-        let guard = self.guard;
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let addrs = checked_addrs(guard, &host, addrs)?;
-            let addrs: reqwest013::dns::Addrs = Box::new(addrs.into_iter());
-            Ok(addrs)
-        })
+        let lookup = GuardedResolver::lookup(self.guard, name.as_str().to_owned());
+        Box::pin(async move { Ok(Box::new(lookup.await?) as reqwest013::dns::Addrs) })
     }
 }
 

@@ -11,10 +11,8 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::tools::{valid_name, Approval, Run, ToolDef, MAX_NAME};
-
-/// The longest server name (so that `<server>_` leaves room for a tool's).
-pub const MAX_SERVER_NAME: usize = 32;
+pub use super::tools::{valid_server_name, MAX_SERVER_NAME};
+use super::tools::{Approval, Run, ToolDef, MAX_NAME};
 /// At most this many headers per server.
 pub const MAX_HEADERS: usize = 16;
 /// The longest header value.
@@ -49,11 +47,6 @@ impl From<&McpServer> for McpServerView {
             created_at: s.created_at,
         }
     }
-}
-
-/// Whether `name` may name a server: `^[a-zA-Z0-9_-]{1,32}$`.
-pub fn valid_server_name(name: &str) -> bool {
-    name.len() <= MAX_SERVER_NAME && valid_name(name)
 }
 
 /// A tool a server lists, as the model is offered it.
@@ -97,6 +90,7 @@ pub fn offered(server: &str, tools: &[ListedTool]) -> Vec<ToolDef> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::tools::valid_name;
 
     #[test]
     fn a_servers_tool_is_offered_under_a_valid_name_that_runs_it_by_its_own() {

@@ -168,6 +168,15 @@ pub enum ToolChoice {
 #[error("{0}")]
 pub struct BadTools(pub String);
 
+/// The longest MCP server name (so that `<server>_` leaves room for a
+/// tool's name).
+pub const MAX_SERVER_NAME: usize = 32;
+
+/// Whether `name` may name an MCP server: `^[a-zA-Z0-9_-]{1,32}$`.
+pub fn valid_server_name(name: &str) -> bool {
+    name.len() <= MAX_SERVER_NAME && valid_name(name)
+}
+
 /// Whether `name` is a valid tool name.
 pub fn valid_name(name: &str) -> bool {
     (1..=MAX_NAME).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
@@ -204,7 +213,7 @@ pub fn check(tools: &[ToolDef], choice: Option<&ToolChoice>) -> Result<(), BadTo
             }
         }
         if let Run::Mcp { server, tool: name } = &tool.run {
-            if !super::mcp::valid_server_name(server) {
+            if !valid_server_name(server) {
                 return Err(BadTools(format!("tool {:?}: run.mcp must name an MCP server", tool.name)));
             }
             if name.as_ref().is_some_and(|n| n.is_empty() || n.len() > 200 || n.contains('\0')) {
