@@ -509,8 +509,10 @@ impl Conversation {
                     return Ok(false);
                 }
                 if *approved == Some(true) && is_error.is_none() {
-                    // Approved, a client's call: it waits for its result.
-                    call.state = CallState::NeedsResult { approved: true };
+                    // Approved: the service runs it, or (a client's call)
+                    // the owner's `message.awaiting` that follows says it
+                    // waits for its result. Either way nobody is asked yet.
+                    call.state = CallState::Runs { approved: true };
                     return Ok(true);
                 }
                 // (Its text comes as a result block when the answer goes on.)
