@@ -91,6 +91,12 @@ struct Cli {
     /// conversations are.
     #[arg(long)]
     in_phase: bool,
+    /// Steps (`tool-step`, `tool-turn`): the tool is run by the service,
+    /// at an endpoint of the load generator's (`run: {url}`), instead of
+    /// answered by the application; the figure is then the endpoint's
+    /// answer to the next step's first delta.
+    #[arg(long)]
+    service_tool: bool,
     /// Extra flags for the service, e.g. `--server-arg=--flush-interval-ms=100`.
     #[arg(long = "server-arg")]
     server_args: Vec<String>,
@@ -215,6 +221,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let scratch = cli.on_postgres.then(|| postgres::Scratch::create(&cli.database_url)).transpose()?;
     let mut server_args = cli.server_args.clone();
+    if cli.service_tool {
+        // (The tool's endpoint is the load generator's, on loopback.)
+        server_args.push("--allow-private-urls".to_owned());
+    }
     if let Some(tls) = &tls {
         server_args.extend(["--provider-ca-file".to_owned(), tls.ca_file.display().to_string()]);
     }
@@ -226,9 +236,18 @@ async fn main() -> anyhow::Result<()> {
 
     // Threads.
     let pid = srv.project(&http).await?;
+    let application = steps::Application::new(&http, &srv);
+    let thread = match cli.service_tool {
+        true => {
+            let url = steps::tool_endpoint(application.posted()).await?;
+            http.post(srv.url(&format!("/v1/projects/{pid}/tool-secret"))).send().await?.error_for_status()?;
+            steps::service_thread(&url)
+        }
+        false => steps::THREAD.clone(),
+    };
     let threads = match plan.steps {
         1 => srv.threads(&http, &pid, plan.threads).await?,
-        _ => srv.threads_with(&http, &pid, plan.threads, &steps::THREAD).await?,
+        _ => srv.threads_with(&http, &pid, plan.threads, &thread).await?,
     };
     anyhow::ensure!(plan.steps == 1 || plan.ws_share < plan.subscribers, "steps need one SSE subscriber per thread");
     let warm_up = if cli.warm_upstream || cli.warm_service { threads.len() } else { 0 };
@@ -240,13 +259,13 @@ async fn main() -> anyhow::Result<()> {
     let total = plan.threads * plan.subscribers;
     let (ready_tx, mut ready_rx) = mpsc::channel(total.max(1));
     let mut subs = Vec::new();
-    let application = steps::Application::new(&http, &srv);
     for (i, thread) in threads.iter().enumerate() {
         for s in 0..plan.subscribers {
             let path = format!("{thread}/events");
             let ready = ready_tx.clone();
             // The last subscriber of a thread (SSE) answers its calls.
-            let answerer = (plan.steps > 1 && s + 1 == plan.subscribers).then(|| application.answerer(thread));
+            let answers = plan.steps > 1 && s + 1 == plan.subscribers && !cli.service_tool;
+            let answerer = answers.then(|| application.answerer(thread));
             let task = if s < plan.ws_share {
                 tokio::spawn(client::ws(srv.addr, format!("{thread}/ws"), ready, 1))
             } else {

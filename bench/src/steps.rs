@@ -25,7 +25,7 @@ pub static THREAD: LazyLock<Value> = LazyLock::new(
 );
 
 /// When each step's result was posted: (thread, the step it lets start).
-type Posted = Arc<Mutex<HashMap<(String, usize), u128>>>;
+pub type Posted = Arc<Mutex<HashMap<(String, usize), u128>>>;
 
 /// The application: posts a result for every call it hears of.
 pub struct Application {
@@ -72,6 +72,11 @@ impl Application {
         Application { tx, posted, failures }
     }
 
+    /// When each step's result was given, for a tool endpoint to fill.
+    pub fn posted(&self) -> Posted {
+        self.posted.clone()
+    }
+
     /// The ear of `thread`'s answering subscriber.
     pub fn answerer(&self, thread: &str) -> Answerer {
         Answerer { thread: thread.to_owned(), tx: self.tx.clone() }
@@ -107,4 +112,51 @@ impl Application {
         }
         Ok(StepFigures { added, raw, results_posted: posted.len() })
     }
+}
+
+/// A thread whose answers may call `bench`, run by the service at `url`.
+pub fn service_thread(url: &str) -> Value {
+    json!({"tools": [{"name": "bench", "description": "the benchmark's tool", "input_schema": {"type": "object"},
+        "run": {"url": url}}]})
+}
+
+/// The tool's endpoint for `--service-tool`: the service POSTs each call
+/// here; it answers at once with an output, and notes when, as the
+/// application notes when it posted a result. Its URL.
+pub async fn tool_endpoint(posted: Posted) -> anyhow::Result<String> {
+    use http_body_util::{BodyExt, Full};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/tool", listener.local_addr()?);
+    let steps: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (posted, steps) = (posted.clone(), steps.clone());
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let (posted, steps) = (posted.clone(), steps.clone());
+                async move {
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    let call: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let thread = format!(
+                        "/v1/projects/{}/threads/{}",
+                        call["project_id"].as_str().unwrap_or_default(),
+                        call["thread_id"].as_str().unwrap_or_default()
+                    );
+                    let next = {
+                        let mut steps = steps.lock().unwrap();
+                        let step = steps.entry(thread.clone()).or_insert(1);
+                        *step += 1;
+                        *step
+                    };
+                    posted.lock().unwrap().insert((thread, next), now_ns());
+                    let answer = bytes::Bytes::from_static(br#"{"output": {"ok": true}}"#);
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(answer)))
+                }
+            });
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    Ok(url)
 }

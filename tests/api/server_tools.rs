@@ -514,3 +514,32 @@ async fn two_nodes_approving_at_once_run_the_call_once() {
     assert_eq!(endpoint.requests().len(), 1, "the call ran once");
     assert_eq!(upstream.requests().len(), 2, "one next step");
 }
+
+#[actix_web::test]
+async fn an_owner_paused_during_a_call_loses_it_to_another_node_and_changes_nothing_when_it_wakes() {
+    let endpoint = FakeUpstream::start(vec![Reply::Silent, ok(json!("done"))]).await;
+    let replies = vec![calls_answer("Working.", &[("toolu_1", "job", "{}")]), text_answer("It is done.")];
+    let upstream = FakeUpstream::start(replies).await;
+    let Some(cluster) = cluster(2, &upstream).await else { return };
+    let thread = cluster_thread(cluster.node(0), json!([url_tool("job", &endpoint.url)])).await;
+    let mut tab = cluster.node(1).sse(&thread, None).await;
+    let id = cluster.node(0).ask(&thread, "go").await;
+    requests(&endpoint, 1).await;
+    signal(&cluster.nodes[0].child, "-STOP");
+    let done = tab.until("message.completed").await.pop().unwrap();
+    assert_eq!((done.data["message_id"].as_str(), done.data["status"].as_str()), (Some(id.as_str()), Some("complete")));
+    assert_eq!(endpoint.requests().len(), 2, "called again by the node that took over");
+    // The paused owner wakes: it lets its call go and writes nothing.
+    signal(&cluster.nodes[0].child, "-CONT");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for i in 0..2 {
+        let message = cluster.node(i).message(&thread, &id).await;
+        assert_eq!(message["status"], "complete", "node {i}");
+        assert_eq!(kinds(&message), ["text", "tool_use", "tool_result", "text"], "node {i}");
+        assert_eq!(result_of(&message, "toolu_1")["text"], r#""done""#, "node {i}");
+    }
+    assert_eq!(endpoint.requests().len(), 2);
+    assert_eq!(upstream.requests().len(), 2, "one next step");
+    let (code, _) = post(cluster.node(0), &format!("{thread}/messages"), json!({"content": "thanks"})).await;
+    assert_eq!(code, 202, "the woken node serves the thread again");
+}
