@@ -146,7 +146,17 @@ impl ThreadActor {
                 act.let_go(ctx);
             }
         });
-        // One result at a time: the next one reads the calls this one left.
-        ctx.wait(stored);
+        match self.lease_ttl() {
+            // One node: the answer applied at once (the next step may
+            // already stream); its write commits meanwhile.
+            None => {
+                ctx.spawn(stored);
+            }
+            // Cluster mode writes first: one result at a time, so the next
+            // one reads the calls this one left.
+            Some(_) => {
+                ctx.wait(stored);
+            }
+        }
     }
 }
