@@ -421,6 +421,9 @@ async fn definitions_that_point_inside_or_lack_a_secret_are_refused() {
         ("https://100.100.100.200/", "shared"),
         ("https://224.0.0.1/", "multicast"),
         ("https://0.0.0.0/", "unspecified"),
+        ("https://240.0.0.1/", "reserved"),
+        ("https://255.255.255.255/", "reserved"),
+        ("https://[::ffff:10.0.0.1]/", "private"),
         ("https://user:pw@tools.example.invalid/", "user name"),
         ("not a url", "URL"),
     ];
