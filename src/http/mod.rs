@@ -407,7 +407,8 @@ pub fn error_shape<B: 'static>() -> ErrorHandlers<B> {
 }
 
 /// CORS for the allowed origins. `*` allows any origin but never with
-/// credentials; an empty list allows no cross-origin browser calls.
+/// credentials; an empty list allows no cross-origin browser calls. The
+/// headers a client reads are exposed (`Retry-After`).
 pub fn cors(origins: &[String]) -> actix_cors::Cors {
     let cors = actix_cors::Cors::default()
         .allowed_methods(["GET", "POST", "PATCH", "DELETE"])
@@ -416,6 +417,9 @@ pub fn cors(origins: &[String]) -> actix_cors::Cors {
             header::CONTENT_TYPE,
             header::HeaderName::from_static("last-event-id"),
         ])
+        // What a page of another origin reads of an answer: when to try
+        // again after a 429 or 503, and the AI SDK's stream marker.
+        .expose_headers([header::RETRY_AFTER, header::HeaderName::from_static(crate::domain::ui_stream::HEADER.0)])
         .max_age(3600);
     if origins.iter().any(|o| o == "*") {
         return cors.allow_any_origin();
