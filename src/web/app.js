@@ -283,6 +283,18 @@ function threadView(pid, tid, main, list) {
   const send = h('button', { class: 'primary', 'data-testid': 'send' }, 'Send');
   const stop = h('button', { type: 'button', class: 'danger', 'data-testid': 'stop', hidden: true }, 'Stop');
   const form = h('form', { class: 'composer' }, composer, h('div', { class: 'composer-actions' }, stop, send));
+  // An empty thread says what to do; between Send and the answer's first
+  // text the page shows that it waits; a reader scrolled up during an
+  // answer is offered the way back down.
+  const empty = h('div', { class: 'empty-thread', 'data-testid': 'empty-thread', hidden: true },
+    h('p', {}, 'No messages yet.'),
+    h('p', { class: 'muted' }, 'Ask anything below to start. Enter sends, Shift+Enter starts a new line; '
+      + 'every tab of this thread sees the answer as it is written.'));
+  const waiting = h('div', { class: 'waiting', 'data-testid': 'waiting', role: 'status', hidden: true },
+    h('span', { class: 'dot' }), h('span', { class: 'dot' }), h('span', { class: 'dot' }),
+    h('span', { class: 'visually-hidden' }, 'Waiting for the answer…'));
+  const jump = h('button', { type: 'button', class: 'jump small', 'data-testid': 'jump', hidden: true },
+    'Jump to latest ↓');
   main.append(h('section', { class: 'thread' },
     h('header', { class: 'thread-head' },
       h('a', { class: 'back', href: `#/projects/${pid}` }, '← Threads'),
@@ -290,7 +302,7 @@ function threadView(pid, tid, main, list) {
       h('div', { class: 'thread-status' },
         h('span', { class: 'presence', title: 'Tabs and clients watching this thread' }, presence, ' watching'),
         connection)),
-    system, messages, notice, form));
+    system, empty, messages, jump, notice, form));
 
   const rendered = new Map();
   let sending = false;
@@ -335,8 +347,29 @@ function threadView(pid, tid, main, list) {
       composer.disabled = true;
       send.disabled = true;
     }
+    empty.hidden = view.messages.length > 0 || view.state === 'connecting';
+    showWaiting(view);
     if (nearBottom || change.t === 'snapshot') messages.scrollTop = messages.scrollHeight;
+    else if (change.t === 'event' && change.event.type === 'message.delta') jump.hidden = false;
   }
+
+  /** Waiting: a question is being sent, or the newest answer is being
+   * written and has no text yet. */
+  function showWaiting(view) {
+    const last = view.messages[view.messages.length - 1];
+    const answering = last?.role === 'assistant' && last.status === 'streaming';
+    const written = answering && last.blocks.some((b) => b.text);
+    waiting.hidden = !((sending && !answering) || (answering && !written));
+    // Always the last item of the transcript, below the answer it waits for.
+    if (messages.lastChild !== waiting) messages.append(waiting);
+  }
+  messages.addEventListener('scroll', () => {
+    if (messages.scrollHeight - messages.scrollTop - messages.clientHeight < 80) jump.hidden = true;
+  });
+  jump.addEventListener('click', () => {
+    messages.scrollTop = messages.scrollHeight;
+    jump.hidden = true;
+  });
 
   function renderMessage(m) {
     let r = rendered.get(m.id);
@@ -418,6 +451,7 @@ function threadView(pid, tid, main, list) {
     if (!content.trim() || sending) return;
     sending = true;
     send.disabled = true;
+    showWaiting(watch.view);
     tell('');
     try {
       await client.send(pid, tid, content);
@@ -429,6 +463,7 @@ function threadView(pid, tid, main, list) {
     } finally {
       sending = false;
       send.disabled = false;
+      showWaiting(watch.view);
       composer.focus();
     }
   }
