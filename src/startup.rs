@@ -141,7 +141,7 @@ impl Application {
         // handoffs: 20 questions at once reached their first delta p99 2.6-3.0
         // ms with 2 actor threads, 2.0-2.3 ms with one (README, Performance).
         let actor_threads = settings.streaming.actor_arbiters.unwrap_or(cores / 2).max(1);
-        let arbiters: Vec<Arbiter> = (0..actor_threads).map(|_| Arbiter::new()).collect();
+        let arbiters: Vec<Arbiter> = (0..actor_threads).map(|_| Arbiter::with_tokio_rt(actor_runtime)).collect();
         let registry = Registry::new(deps.clone(), arbiters.iter().map(|a| a.handle()).collect()).start();
         if !clustered {
             // Answers whose calls were all answered when the last run
@@ -267,6 +267,21 @@ impl Application {
     }
 }
 
+/// The Tokio runtime of one actor thread, its context entered for the
+/// rest of the thread's life. When the thread stops (`ActorThreads`), its
+/// actors' futures are dropped after the runtime's event loop has ended;
+/// a database query among them returns its connection to the pool by
+/// spawning a task, which needs a runtime context (sqlx panics without
+/// one, and a panic in a destructor aborts the process). The guard is
+/// outermost (taken before the event loop's own), so nesting stays
+/// in order.
+fn actor_runtime() -> tokio::runtime::Runtime {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("an actor thread's runtime builds");
+    std::mem::forget(runtime.handle().enter());
+    runtime
+}
+
 /// The threads running thread actors. They are stopped when the
 /// application is dropped, however it ends: a server whose future is
 /// dropped (an embedding runtime that stops) must not leave actor threads
@@ -351,5 +366,45 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        atomic::{AtomicU8, Ordering},
+        Arc,
+    };
+
+    use super::*;
+
+    /// Notes, when dropped, whether a runtime context was there.
+    struct Witness(Arc<AtomicU8>);
+
+    impl Drop for Witness {
+        fn drop(&mut self) {
+            let had = tokio::runtime::Handle::try_current().is_ok();
+            self.0.store(if had { 1 } else { 2 }, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_future_left_on_a_stopped_actor_thread_is_dropped_with_a_runtime_context() {
+        let seen = Arc::new(AtomicU8::new(0));
+        let witness = Witness(seen.clone());
+        actix_rt::System::new().block_on(async move {
+            let arbiter = Arbiter::with_tokio_rt(actor_runtime);
+            // A future that never ends, holding the witness, as an actor's
+            // database query would hold its connection.
+            arbiter.spawn(async move {
+                let _held = witness;
+                std::future::pending::<()>().await;
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            arbiter.stop();
+            let joined = tokio::task::spawn_blocking(move || arbiter.join()).await;
+            assert!(matches!(joined, Ok(Ok(()))), "the actor thread ended without a panic");
+        });
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "dropped with a runtime context (2: without one)");
     }
 }
