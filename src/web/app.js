@@ -35,12 +35,46 @@ const saved = {
   setProject: (pid) => localStorage.setItem('convo.project', pid),
   forgetProject: () => localStorage.removeItem('convo.project'),
   key: (pid) => sessionStorage.getItem(`convo.key.${pid}`),
-  setKey: (pid, key) => sessionStorage.setItem(`convo.key.${pid}`, key),
+  setKey: (pid, key) => { sessionStorage.setItem(`convo.key.${pid}`, key); shareKeys(); },
   forgetKey: (pid) => sessionStorage.removeItem(`convo.key.${pid}`),
   admin: () => sessionStorage.getItem('convo.admin'),
-  setAdmin: (token) => sessionStorage.setItem('convo.admin', token),
+  setAdmin: (token) => { sessionStorage.setItem('convo.admin', token); shareKeys(); },
   forgetAdmin: () => sessionStorage.removeItem('convo.admin'),
 };
+
+// Keys live for the browser session, shared by its tabs of this origin: a
+// tab with none asks the others (BroadcastChannel, same origin only) and
+// one that has some answers; a key entered in one tab reaches the others.
+// Nothing is written beyond sessionStorage, so closing the browser forgets.
+const keyring = 'BroadcastChannel' in window ? new BroadcastChannel('convo.keys') : null;
+function heldKeys() {
+  const keys = {};
+  for (let i = 0; i < sessionStorage.length; i += 1) {
+    const name = sessionStorage.key(i);
+    if (name?.startsWith('convo.')) keys[name] = sessionStorage.getItem(name);
+  }
+  return keys;
+}
+function shareKeys() { keyring?.postMessage({ type: 'keys', keys: heldKeys() }); }
+let keysArrived = () => {};
+keyring?.addEventListener('message', ({ data }) => {
+  if (data?.type === 'ask' && Object.keys(heldKeys()).length) shareKeys();
+  if (data?.type === 'keys') {
+    for (const [name, value] of Object.entries(data.keys || {})) {
+      if (name.startsWith('convo.') && !sessionStorage.getItem(name)) sessionStorage.setItem(name, value);
+    }
+    keysArrived();
+  }
+});
+/** The keys the other tabs hold, asked for once (waits at most 300 ms). */
+function askOtherTabs() {
+  if (!keyring) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, 300);
+    keysArrived = () => { clearTimeout(timer); resolve(); };
+    keyring.postMessage({ type: 'ask' });
+  });
+}
 
 let currentProject = null;
 const credentialsFor = (pid) => (pid && saved.key(pid)) || saved.admin();
@@ -105,7 +139,8 @@ function keyForm(pid, problem = null) {
   document.getElementById('project').textContent = '';
   const form = h('form', { class: 'card narrow', 'data-testid': 'key-form' },
     h('h1', {}, 'Open a project'),
-    h('p', { class: 'muted' }, 'This service needs a project key. It is kept for this tab only (sessionStorage).'),
+    h('p', { class: 'muted' }, 'This service needs a project key. It is kept for this browser session, in its tabs '
+      + 'of this page only (sessionStorage), and forgotten when the browser closes.'),
     problem && h('p', { class: 'error', role: 'alert' }, problem),
     h('label', {}, 'Project id', h('input', { name: 'project', required: true, value: pid || saved.project() || '',
       autocomplete: 'off', spellcheck: 'false', 'data-testid': 'key-project' })),
@@ -127,6 +162,7 @@ function keyForm(pid, problem = null) {
 
 async function projectView(pid, tid) {
   currentProject = pid;
+  if (SECURED && !credentialsFor(pid)) await askOtherTabs();
   if (SECURED && !credentialsFor(pid)) return keyForm(pid);
   saved.setProject(pid);
   document.getElementById('project').textContent = `project ${pid.slice(0, 8)}…`;
@@ -276,7 +312,9 @@ function threadView(pid, tid, main, list) {
   const connection = h('span', { class: 'conn', 'data-testid': 'connection', 'data-state': 'reconnecting', role: 'status' },
     'Connecting…');
   const system = h('details', { class: 'system', hidden: true }, h('summary', {}, 'System prompt'), h('pre', {}));
-  const messages = h('div', { class: 'messages', 'data-testid': 'messages', 'aria-live': 'polite' });
+  // (Focusable, so a keyboard can scroll the transcript.)
+  const messages = h('div', { class: 'messages', 'data-testid': 'messages', 'aria-live': 'polite', tabindex: 0,
+    role: 'log', 'aria-label': 'Messages' });
   const notice = h('p', { class: 'notice', role: 'alert', hidden: true, 'data-testid': 'notice' });
   const composer = h('textarea', { rows: 2, 'data-testid': 'composer', 'aria-label': 'Your message',
     placeholder: 'Ask something. Enter sends, Shift+Enter starts a new line.' });
@@ -485,7 +523,11 @@ function threadView(pid, tid, main, list) {
 function adminView() {
   document.getElementById('project').textContent = '';
   document.title = 'Operators · convo';
-  if (SECURED && !saved.admin()) return adminForm();
+  if (SECURED && !saved.admin()) {
+    // Another tab of this browser session may hold the token.
+    askOtherTabs().then(() => (saved.admin() ? route() : adminForm()));
+    return;
+  }
   const stats = h('dl', { class: 'stats', 'data-testid': 'admin-stats' });
   const rows = h('tbody', {});
   const updated = h('p', { class: 'muted small', 'data-testid': 'admin-updated' });

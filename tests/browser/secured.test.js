@@ -2,7 +2,7 @@
 // keeps it in sessionStorage and never in a URL, streams with short-lived
 // stream tokens and goes on when one expires mid-answer or the service
 // restarts (a new signing key); the operators' view asks for the admin
-// token. And HTTPS with HTTP/2: eight tabs, each with its own stream,
+// token; a key entered in one tab serves the browser session's other tabs. And HTTPS with HTTP/2: eight tabs, each with its own stream,
 // still leave room to send.
 
 import assert from 'node:assert/strict';
@@ -141,6 +141,40 @@ test('HTTPS with HTTP/2: eight tabs with a stream each, and the eighth can still
     assert.deepEqual(ctx.record.foreign, []);
   } finally {
     await ctx.close();
+    await service.close();
+  }
+});
+
+test('secured: a key entered in one tab opens the project in the other tabs of the browser session, not in another session', async () => {
+  const service = await Service.start({ args: ['--admin-token', ADMIN] });
+  const ctx = await context(browser, service.origin);
+  const other = await context(browser, service.origin);
+  try {
+    const project = await service.project(ADMIN);
+    const { key } = await service.api('POST', `/admin/projects/${project.id}/keys`, null, ADMIN);
+    const first = await ctx.newPage();
+    await first.goto(`${service.origin}/#/projects/${project.id}`);
+    await first.getByTestId('key-form').waitFor();
+    await first.getByTestId('key-input').fill(key);
+    await first.getByTestId('key-submit').click();
+    await first.getByTestId('new-thread').waitFor();
+
+    // A new tab of the same session (its own sessionStorage, empty): no form.
+    const second = await ctx.newPage();
+    await second.goto(`${service.origin}/#/projects/${project.id}`);
+    await second.getByTestId('new-thread').waitFor({ timeout: 5000 });
+    assert.equal(await second.getByTestId('key-form').count(), 0, 'the key came from the other tab');
+    assert.equal(await second.evaluate((pid) => sessionStorage.getItem(`convo.key.${pid}`), project.id), key);
+    const kept = await second.evaluate(() => JSON.stringify(localStorage));
+    assert.equal(kept.includes(key), false, 'the key is never written to localStorage');
+
+    // Another browser session knows nothing of it.
+    const stranger = await other.newPage();
+    await stranger.goto(`${service.origin}/#/projects/${project.id}`);
+    await stranger.getByTestId('key-form').waitFor();
+  } finally {
+    await ctx.close();
+    await other.close();
     await service.close();
   }
 });
