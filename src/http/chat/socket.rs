@@ -244,7 +244,9 @@ impl ChatSocket {
                 prefix: None,
             })
         };
-        ctx.spawn(turn.into_actor(self).map(move |opened, act, ctx| act.opened(request_id, opened.map(Some), ctx)));
+        ctx.spawn(
+            detached(turn).into_actor(self).map(move |opened, act, ctx| act.opened(request_id, opened.map(Some), ctx)),
+        );
     }
 
     /// A `send` whose last message is an answer of the chat: it continues
@@ -270,7 +272,9 @@ impl ChatSocket {
                 prefix: Some(continued.prefix),
             })
         };
-        ctx.spawn(turn.into_actor(self).map(move |opened, act, ctx| act.opened(request_id, opened.map(Some), ctx)));
+        ctx.spawn(
+            detached(turn).into_actor(self).map(move |opened, act, ctx| act.opened(request_id, opened.map(Some), ctx)),
+        );
     }
 
     fn resume(&mut self, request_id: String, id: String, after: Option<u64>, ctx: &mut Context<Self>) {
@@ -293,7 +297,7 @@ impl ChatSocket {
                 prefix: None,
             }))
         };
-        ctx.spawn(find.into_actor(self).map(move |found, act, ctx| act.opened(request_id, found, ctx)));
+        ctx.spawn(detached(find).into_actor(self).map(move |found, act, ctx| act.opened(request_id, found, ctx)));
     }
 
     /// A request's answer was started or found (`None`: nothing runs).
@@ -422,5 +426,61 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for ChatSocket {
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+/// `work` run as a task of the worker's runtime, its answer awaited here.
+/// A socket that closes (or a worker that stops) drops only the waiting:
+/// the work, with any database query in it, ends on the runtime, which
+/// drops its tasks inside its own context. (Dropped with the socket's
+/// actor instead, a query's connection was returned to its pool by
+/// spawning outside any runtime context: sqlx panics there, and that
+/// panic in a destructor aborted the process.)
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn(work).await.unwrap_or_else(|_| Err(ApiError::unavailable()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        atomic::{AtomicU8, Ordering},
+        Arc,
+    };
+
+    use super::*;
+
+    /// Notes, when dropped, whether a runtime context was there.
+    struct Witness(Arc<AtomicU8>);
+
+    impl Drop for Witness {
+        fn drop(&mut self) {
+            let had = tokio::runtime::Handle::try_current().is_ok();
+            self.0.store(if had { 1 } else { 2 }, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn work_left_on_a_stopped_worker_is_dropped_with_a_runtime_context() {
+        let seen = Arc::new(AtomicU8::new(0));
+        let witness = Witness(seen.clone());
+        actix_rt::System::new().block_on(async move {
+            // An HTTP worker's thread: actix's own runtime, as actix-server
+            // makes it.
+            let worker = actix_rt::Arbiter::new();
+            worker.spawn(async move {
+                let _ = detached(async move {
+                    let _held = witness;
+                    std::future::pending::<Result<(), ApiError>>().await
+                })
+                .await;
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            worker.stop();
+            let joined = tokio::task::spawn_blocking(move || worker.join()).await;
+            assert!(matches!(joined, Ok(Ok(()))), "the worker ended without a panic");
+        });
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "dropped with a runtime context (2: without one)");
     }
 }
