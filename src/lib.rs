@@ -20,6 +20,8 @@ pub mod signing;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 pub mod tool_calls;
 pub mod ws_guard;

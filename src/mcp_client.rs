@@ -166,7 +166,7 @@ impl McpClient {
     /// connected and initialized within the time-out.
     async fn connect(&self, server: &McpServer) -> Result<Session, CallError> {
         self.guard
-            .check_url_now(&server.url)
+            .check_url_resolved(&server.url)
             .await
             .map_err(|refused| CallError::Final(format!("not called: {refused}")))?;
         let headers: HashMap<reqwest013::header::HeaderName, reqwest013::header::HeaderValue> = server

@@ -371,40 +371,19 @@ async fn wait_for_signal() {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{
-        atomic::{AtomicU8, Ordering},
-        Arc,
-    };
-
     use super::*;
-
-    /// Notes, when dropped, whether a runtime context was there.
-    struct Witness(Arc<AtomicU8>);
-
-    impl Drop for Witness {
-        fn drop(&mut self) {
-            let had = tokio::runtime::Handle::try_current().is_ok();
-            self.0.store(if had { 1 } else { 2 }, Ordering::SeqCst);
-        }
-    }
 
     #[test]
     fn a_future_left_on_a_stopped_actor_thread_is_dropped_with_a_runtime_context() {
-        let seen = Arc::new(AtomicU8::new(0));
-        let witness = Witness(seen.clone());
-        actix_rt::System::new().block_on(async move {
-            let arbiter = Arbiter::with_tokio_rt(actor_runtime);
-            // A future that never ends, holding the witness, as an actor's
-            // database query would hold its connection.
-            arbiter.spawn(async move {
+        // A future that never ends, holding the witness, as an actor's
+        // database query holds its connection.
+        let had = crate::testing::context_at_drop(
+            || Arbiter::with_tokio_rt(actor_runtime),
+            |witness| async move {
                 let _held = witness;
                 std::future::pending::<()>().await;
-            });
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            arbiter.stop();
-            let joined = tokio::task::spawn_blocking(move || arbiter.join()).await;
-            assert!(matches!(joined, Ok(Ok(()))), "the actor thread ended without a panic");
-        });
-        assert_eq!(seen.load(Ordering::SeqCst), 1, "dropped with a runtime context (2: without one)");
+            },
+        );
+        assert!(had, "dropped without a runtime context");
     }
 }

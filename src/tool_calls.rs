@@ -50,8 +50,9 @@ pub enum Target {
 impl Target {
     fn kind(&self) -> &'static str {
         match self {
-            Target::Url(_) | Target::Gone => "url",
+            Target::Url(_) => "url",
             Target::Mcp { .. } => "mcp",
+            Target::Gone => "none",
         }
     }
 }

@@ -247,8 +247,7 @@ impl Event {
     /// after the results).
     fn ending(message: &Message) -> Option<Event> {
         if message.is_awaiting() {
-            // (Only calls the service runs: nothing waits for a client.)
-            (!message.pending().is_empty()).then(|| Event::awaiting(message))
+            Event::awaiting_someone(message)
         } else if message.is_finished() {
             Some(Event::completed(message))
         } else if message.blocks.last().is_some_and(|b| b.kind == BlockKind::ToolResult) {
@@ -269,6 +268,14 @@ impl Event {
             message_id: message.id,
             step: crate::domain::turn::step_of(&message.blocks, block).max(1),
         }
+    }
+
+    /// `message.awaiting` of a message that waits for input, if something
+    /// of it waits for a person or the client: an answer that waits only
+    /// for calls the service runs announces nothing (its tabs, and an AI
+    /// SDK stream, stay with the answer until `tool.resolved`).
+    pub fn awaiting_someone(message: &Message) -> Option<Event> {
+        (!message.pending().is_empty()).then(|| Event::awaiting(message))
     }
 
     /// `message.awaiting` of a message that waits for input.

@@ -5,9 +5,9 @@
 //! and a `run: {mcp}` tool one of them; the service calls the tool with
 //! the stored headers and its structured content, text or `isError` is the
 //! call's result, the answer going on in the same message; a slow server,
-//! an erroring tool and a server that disappears mid-call end in error
-//! results; names that clash, unknown servers or tools, and inside
-//! addresses are refused at definition.
+//! an erroring tool, a server that disappears mid-call and an answer over
+//! the cap end in error results; names that clash, unknown servers or
+//! tools, and inside addresses are refused at definition.
 
 use serde_json::{json, Value};
 
@@ -158,14 +158,21 @@ async fn a_threads_servers_offer_their_tools_and_calls_go_on_in_the_same_message
 async fn an_error_a_slow_server_and_one_that_disappears_become_error_results() {
     let mcp = McpServer::start().await;
     let doomed = McpServer::start().await;
+    let long = format!(r#"{{"text": "{}"}}"#, "x".repeat(500));
     let replies = vec![
         calls_answer(
             "Trying.",
-            &[("toolu_1", "calc_fail", "{}"), ("toolu_2", "calc_slow", "{}"), ("toolu_3", "gone_slow", "{}")],
+            &[
+                ("toolu_1", "calc_fail", "{}"),
+                ("toolu_2", "calc_slow", "{}"),
+                ("toolu_3", "gone_slow", "{}"),
+                ("toolu_4", "calc_echo", &long),
+            ],
         ),
         text_answer("Nothing worked."),
     ];
-    let n = node(replies, &["--allow-private-urls", "--tool-timeout-ms", "1500", "--tool-max-attempts", "2"]).await;
+    let flags = ["--allow-private-urls", "--tool-timeout-ms", "1500", "--tool-max-attempts", "2"];
+    let n = node(replies, &[&flags[..], &["--tool-max-response-bytes", "200"]].concat()).await;
     add(&n, "calc", &mcp).await;
     add(&n, "gone", &doomed).await;
     let t = thread(&n, json!({"mcp_servers": ["calc", "gone"]})).await;
@@ -183,11 +190,15 @@ async fn an_error_a_slow_server_and_one_that_disappears_become_error_results() {
     assert!(slow["text"].as_str().unwrap().contains("in time"), "{slow}");
     let gone = result_of(&message, "toolu_3");
     assert_eq!(gone["is_error"], true, "{gone}");
+    let long = result_of(&message, "toolu_4");
+    assert_eq!(long["is_error"], true);
+    assert!(long["text"].as_str().unwrap().contains("larger than 200 bytes"), "{long}");
     assert_eq!(mcp.calls().iter().filter(|c| *c == "slow").count(), 2, "a time-out is tried again");
+    assert_eq!(mcp.calls().iter().filter(|c| *c == "echo").count(), 1, "an answer over the cap is not");
     let metrics = s.client.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"convo_tool_calls_total{kind="mcp"} 3"#), "{metrics}");
-    // (The tool's own error is an answer; the other two are failures.)
-    assert!(metrics.contains(r#"convo_tool_call_failures_total{kind="mcp"} 2"#), "{metrics}");
+    assert!(metrics.contains(r#"convo_tool_calls_total{kind="mcp"} 4"#), "{metrics}");
+    // (The tool's own error is an answer; the other three are failures.)
+    assert!(metrics.contains(r#"convo_tool_call_failures_total{kind="mcp"} 3"#), "{metrics}");
 }
 
 #[actix_web::test]

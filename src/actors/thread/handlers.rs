@@ -92,9 +92,9 @@ impl Handler<StartGeneration> for ThreadActor {
     fn handle(&mut self, mut msg: StartGeneration, ctx: &mut Context<Self>) -> Self::Result {
         // A thread with MCP servers: their tools are listed first (cached
         // briefly), and offered through every step of this turn.
-        let servers = self.found().ok().map(|(t, _)| (t.project_id, t.mcp_servers.clone()));
-        if let (None, Some((project_id, servers))) = (&msg.mcp_tools, servers) {
-            if !servers.is_empty() && self.admit_peek(&msg).is_ok() {
+        let servers = self.found().ok().filter(|(t, _)| !t.mcp_servers.is_empty() && msg.mcp_tools.is_none());
+        if let Some((project_id, servers)) = servers.map(|(t, _)| (t.project_id, t.mcp_servers.clone())) {
+            if self.admit_peek(&msg).is_ok() {
                 let caller = self.deps.tool_caller.clone();
                 let listing = async move { caller.offered_mcp_tools(project_id, &servers).await };
                 return Box::pin(listing.into_actor(self).then(move |tools, act, ctx| {
@@ -168,27 +168,30 @@ impl Handler<StartGeneration> for ThreadActor {
 }
 
 impl ThreadActor {
-    /// The checks before an answer starts; its generation slot.
     /// Whether `msg` would be refused at once (another project's caller, a
     /// busy thread), before the thread's MCP servers are listed for it.
     fn admit_peek(&self, msg: &StartGeneration) -> Result<(), ThreadError> {
-        let (thread, conversation) = self.found()?;
-        if msg.project_id.is_some_and(|p| p != thread.project_id) {
-            return Err(ThreadError::NotFound);
-        }
+        let conversation = self.callers_conversation(msg)?;
         if self.generation.is_some() || conversation.running().is_some() || conversation.awaiting().is_some() {
             return Err(ThreadError::Busy);
         }
         Ok(())
     }
 
-    fn admit(&self, msg: &StartGeneration) -> Result<crate::capacity::GenerationSlot, ThreadError> {
-        // First: a caller of another project learns nothing, not even
-        // that this thread is busy.
+    /// The conversation, for a caller of the thread's project: a caller of
+    /// another project learns nothing, not even that the thread is busy.
+    fn callers_conversation(&self, msg: &StartGeneration) -> Result<&Conversation, ThreadError> {
         let (thread, conversation) = self.found()?;
-        if msg.project_id.is_some_and(|p| p != thread.project_id) {
-            return Err(ThreadError::NotFound);
+        match msg.project_id.is_some_and(|p| p != thread.project_id) {
+            true => Err(ThreadError::NotFound),
+            false => Ok(conversation),
         }
+    }
+
+    /// The checks before an answer starts; its generation slot.
+    fn admit(&self, msg: &StartGeneration) -> Result<crate::capacity::GenerationSlot, ThreadError> {
+        let conversation = self.callers_conversation(msg)?;
+        let (thread, _) = self.found()?;
         if !msg.tools.is_empty() {
             let all = crate::domain::tools::merged(&thread.tools, &msg.tools);
             crate::domain::tools::check(&all, thread.tool_choice.as_ref()).map_err(|e| ThreadError::BadTools(e.0))?;

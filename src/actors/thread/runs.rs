@@ -1,11 +1,10 @@
 //! Calls the service runs itself (tools at a URL, MCP tools): the thread
-//! actor that
-//! may write the thread (alone, or holding its lease in cluster mode)
-//! starts each call of the awaiting answer that waits for the service,
-//! once the answer's state is stored (`CallState::Runs`), and answers the
-//! call with what came back, through the same path as a result a client
-//! posts (`store_answers`): stored, `tool.resolved` to every tab, and the
-//! next step once nothing waits.
+//! actor that may write the thread (alone, or holding its lease in
+//! cluster mode) starts each call of the awaiting answer that waits for
+//! the service, once the answer's state is stored (`CallState::Runs`), and
+//! answers the call with what came back, through the same path as a
+//! result a client posts (`store_answers`): stored, `tool.resolved` to
+//! every tab, and the next step once nothing waits.
 //!
 //! At least once: a call stops with its actor (a stop, a crash, a lost
 //! lease); its stored state still says the service runs it, so the actor

@@ -156,11 +156,9 @@ impl ThreadActor {
         let Some(awaiting) = self.conversation().and_then(Conversation::awaiting).filter(|m| m.id == id) else {
             return;
         };
-        if awaiting.pending().is_empty() {
-            return;
+        if let Some(event) = Event::awaiting_someone(awaiting) {
+            self.publish(&[event], Some(id));
         }
-        let event = Event::awaiting(awaiting);
-        self.publish(&[event], Some(id));
     }
 
     /// Cancels an answer that awaits input: what still waits is answered

@@ -444,43 +444,19 @@ async fn detached<T: Send + 'static>(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{
-        atomic::{AtomicU8, Ordering},
-        Arc,
-    };
-
     use super::*;
-
-    /// Notes, when dropped, whether a runtime context was there.
-    struct Witness(Arc<AtomicU8>);
-
-    impl Drop for Witness {
-        fn drop(&mut self) {
-            let had = tokio::runtime::Handle::try_current().is_ok();
-            self.0.store(if had { 1 } else { 2 }, Ordering::SeqCst);
-        }
-    }
 
     #[test]
     fn work_left_on_a_stopped_worker_is_dropped_with_a_runtime_context() {
-        let seen = Arc::new(AtomicU8::new(0));
-        let witness = Witness(seen.clone());
-        actix_rt::System::new().block_on(async move {
-            // An HTTP worker's thread: actix's own runtime, as actix-server
-            // makes it.
-            let worker = actix_rt::Arbiter::new();
-            worker.spawn(async move {
-                let _ = detached(async move {
-                    let _held = witness;
-                    std::future::pending::<Result<(), ApiError>>().await
-                })
-                .await;
-            });
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            worker.stop();
-            let joined = tokio::task::spawn_blocking(move || worker.join()).await;
-            assert!(matches!(joined, Ok(Ok(()))), "the worker ended without a panic");
+        // An HTTP worker's thread: actix's own runtime, as actix-server
+        // makes it.
+        let had = crate::testing::context_at_drop(actix_rt::Arbiter::new, |witness| async move {
+            let _ = detached(async move {
+                let _held = witness;
+                std::future::pending::<Result<(), ApiError>>().await
+            })
+            .await;
         });
-        assert_eq!(seen.load(Ordering::SeqCst), 1, "dropped with a runtime context (2: without one)");
+        assert!(had, "dropped without a runtime context");
     }
 }
