@@ -76,21 +76,57 @@ impl McpClient {
     /// The tools `server` of `project_id` lists (cached for `LIST_TTL`, and
     /// asked again when the server's URL or headers changed).
     pub async fn tools(&self, project_id: Uuid, server: &McpServer) -> Result<Vec<ListedTool>, String> {
+        self.listing(project_id, server, self.timeout, false).await
+    }
+
+    /// As `tools`, for a turn that starts: the server is asked for at most
+    /// `patience`, and when it does not answer (in time) its last listing
+    /// stands in, however old, if it has one.
+    pub async fn tools_for_turn(
+        &self,
+        project_id: Uuid,
+        server: &McpServer,
+        patience: Duration,
+    ) -> Result<Vec<ListedTool>, String> {
+        self.listing(project_id, server, patience, true).await
+    }
+
+    async fn listing(
+        &self,
+        project_id: Uuid,
+        server: &McpServer,
+        patience: Duration,
+        stale_ok: bool,
+    ) -> Result<Vec<ListedTool>, String> {
         let key = (project_id, server.name.clone());
-        if let Some(hit) = self.listed.lock().expect("not poisoned").get(&key) {
-            if hit.at.elapsed() < LIST_TTL && hit.url == server.url && hit.headers == server.headers {
-                return Ok(hit.tools.clone());
-            }
+        let known = self
+            .listed
+            .lock()
+            .expect("not poisoned")
+            .get(&key)
+            .filter(|hit| hit.url == server.url && hit.headers == server.headers)
+            .map(|hit| (hit.at.elapsed() < LIST_TTL, hit.tools.clone()));
+        if let Some((true, tools)) = known {
+            return Ok(tools);
         }
-        let tools = self.list(server).await?;
-        let entry = Listed {
-            url: server.url.clone(),
-            headers: server.headers.clone(),
-            at: Instant::now(),
-            tools: tools.clone(),
+        let listed = match tokio::time::timeout(patience, self.list(server)).await {
+            Ok(listed) => listed,
+            Err(_) => Err("tools/list did not answer in time".into()),
         };
-        self.listed.lock().expect("not poisoned").insert(key, entry);
-        Ok(tools)
+        match (listed, known) {
+            (Ok(tools), _) => {
+                let (url, headers) = (server.url.clone(), server.headers.clone());
+                let entry = Listed { url, headers, at: Instant::now(), tools: tools.clone() };
+                self.listed.lock().expect("not poisoned").insert(key, entry);
+                Ok(tools)
+            }
+            (Err(e), Some((_, stale))) if stale_ok => {
+                tracing::warn!(%project_id, server = %server.name, error.message = %e,
+                    "an MCP server could not be listed; its last listing stands in");
+                Ok(stale)
+            }
+            (Err(e), _) => Err(e),
+        }
     }
 
     async fn list(&self, server: &McpServer) -> Result<Vec<ListedTool>, String> {
@@ -186,5 +222,55 @@ impl McpClient {
             Ok(Err(e)) => Err(CallError::Again(format!("the MCP server could not be reached: {e}"))),
             Err(_) => Err(CallError::Again("the MCP server did not answer in time".into())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An endpoint that accepts connections and never answers.
+    async fn silent() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        url
+    }
+
+    fn server(url: String) -> McpServer {
+        McpServer { name: "s".into(), url, headers: BTreeMap::new(), created_at: chrono::Utc::now() }
+    }
+
+    fn tool(name: &str) -> ListedTool {
+        ListedTool { name: name.into(), description: None, input_schema: serde_json::json!({"type": "object"}) }
+    }
+
+    #[tokio::test]
+    async fn a_turn_waits_for_a_silent_server_no_longer_than_its_patience_then_takes_its_last_listing() {
+        let client = McpClient::new(Guard { allow_private: true }, Duration::from_secs(30), 1 << 20);
+        let server = server(silent().await);
+        let project = Uuid::nil();
+        let patience = Duration::from_millis(300);
+        let started = Instant::now();
+        let never = client.tools_for_turn(project, &server, patience).await;
+        assert!(never.unwrap_err().contains("in time"));
+        assert!(started.elapsed() < Duration::from_secs(3), "waited {:?}", started.elapsed());
+        // Listed once, long ago: that listing stands in for a turn, not for
+        // a definition.
+        let old = Instant::now().checked_sub(LIST_TTL * 2).unwrap_or_else(Instant::now);
+        let listed = Listed { url: server.url.clone(), headers: BTreeMap::new(), at: old, tools: vec![tool("add")] };
+        client.listed.lock().unwrap().insert((project, server.name.clone()), listed);
+        let stale = client.tools_for_turn(project, &server, patience).await.unwrap();
+        assert_eq!(stale, vec![tool("add")]);
+        let strict = McpClient { timeout: patience, ..client };
+        assert!(strict.tools(project, &server).await.is_err(), "a definition needs the server's answer");
+        // A listing of another URL is not this server's.
+        let moved = McpServer { url: format!("{}x", server.url), ..server.clone() };
+        assert!(strict.tools_for_turn(project, &moved, patience).await.is_err());
     }
 }

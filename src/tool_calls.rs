@@ -64,6 +64,9 @@ impl ToolCall {
     }
 }
 
+/// How long a turn's start waits for an MCP server's listing.
+pub const TURN_LISTING: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Makes the calls (one per process, shared by the thread actors).
 pub struct ToolCaller {
     client: reqwest::Client,
@@ -109,29 +112,34 @@ impl ToolCaller {
     }
 
     /// The tools a turn of a thread with MCP `servers` is offered: each
-    /// server's, as `<server>_<tool>`. A server that is gone or does not
-    /// answer offers none (logged); the turn goes on with the others.
+    /// server's, as `<server>_<tool>`, listed at once (each within
+    /// `TURN_LISTING`, as the question waits for them; a server's last
+    /// listing stands in when it does not answer now). A server that is
+    /// gone or has never answered offers none (logged); the turn goes on
+    /// with the others.
     pub async fn offered_mcp_tools(&self, project_id: Uuid, servers: &[String]) -> Vec<crate::domain::tools::ToolDef> {
-        let mut offered = Vec::new();
-        for name in servers {
+        let listings = servers.iter().map(|name| async move {
             let server = match self.store.mcp_server(project_id, name).await {
                 Ok(Some(server)) => server,
                 Ok(None) => {
                     tracing::warn!(%project_id, server = %name, "a thread names an MCP server the project no longer has");
-                    continue;
+                    return Vec::new();
                 }
                 Err(e) => {
                     tracing::warn!(%project_id, server = %name, error.message = %e, "an MCP server could not be read");
-                    continue;
+                    return Vec::new();
                 }
             };
-            match self.mcp.tools(project_id, &server).await {
-                Ok(tools) => offered.extend(crate::domain::mcp::offered(name, &tools)),
-                Err(e) => tracing::warn!(%project_id, server = %name, error.message = %e,
-                    "an MCP server's tools could not be listed; this turn is not offered them"),
+            match self.mcp.tools_for_turn(project_id, &server, TURN_LISTING).await {
+                Ok(tools) => crate::domain::mcp::offered(name, &tools),
+                Err(e) => {
+                    tracing::warn!(%project_id, server = %name, error.message = %e,
+                        "an MCP server's tools could not be listed; this turn is not offered them");
+                    Vec::new()
+                }
             }
-        }
-        offered
+        });
+        futures_util::future::join_all(listings).await.into_iter().flatten().collect()
     }
 
     /// Makes `call` and gives its result: the output, or the error the
