@@ -260,7 +260,15 @@ impl Application {
         // the shutdown (from a signal or `AppHandle::shutdown`) knows when
         // the last one closed.
         tokio::select! {
-            served = self.server => served?,
+            served = self.server => {
+                served?;
+                // The server stopping is one step of a shutdown, whose
+                // last writes (and readers' draining) may still run: the
+                // process ends with the shutdown, not with the server.
+                if finished.is_draining() {
+                    finished.finished().await;
+                }
+            }
             _ = finished.finished() => {}
         }
         Ok(())
