@@ -51,6 +51,19 @@ pub const ASSETS: &[Asset] = &[
         body: include_str!("../web/tool-cards.js"),
     },
     Asset {
+        path: "/message-actions.js",
+        content_type: "text/javascript; charset=utf-8",
+        description: "The page's Copy, Retry, Regenerate and Edit on messages (a JavaScript module imported by `/app.js`)",
+        body: include_str!("../web/message-actions.js"),
+    },
+    Asset {
+        path: "/titles.js",
+        content_type: "text/javascript; charset=utf-8",
+        description: "The page's thread titles: rename in place, thread lists kept current across tabs \
+            (a JavaScript module imported by `/app.js`)",
+        body: include_str!("../web/titles.js"),
+    },
+    Asset {
         path: "/style.css",
         content_type: "text/css; charset=utf-8",
         description: "The page's style sheet",

@@ -9,6 +9,8 @@
 import { Api, ApiError, connect } from '/client/convo.js';
 import { ago, h } from './dom.js';
 import { callCard, renderCall, renderCallState, renderResult } from './tool-cards.js';
+import { MessageActions, QuestionEditor } from './message-actions.js';
+import { ThreadTitle, UNTITLED, announceThreads, debounce, onThreadsChanged } from './titles.js';
 
 const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content;
 const HEARTBEAT_MS = Number(meta('convo-heartbeat-ms')) || 15000;
@@ -165,8 +167,7 @@ async function projectView(pid, tid) {
   if (SECURED && !credentialsFor(pid)) await askOtherTabs();
   if (SECURED && !credentialsFor(pid)) return keyForm(pid);
   saved.setProject(pid);
-  document.getElementById('project').textContent = `project ${pid.slice(0, 8)}…`;
-  document.getElementById('project').title = pid;
+  showProjectName(pid);
   const list = threadList(pid, tid);
   const main = h('section', { class: 'main' });
   const layout = h('div', { class: tid ? 'layout layout--thread' : 'layout' }, list.element, main);
@@ -186,6 +187,19 @@ async function projectView(pid, tid) {
   });
 }
 
+/** The header names the project by its name (never by its id). */
+const projectNames = new Map();
+function showProjectName(pid) {
+  const el = document.getElementById('project');
+  const name = (text) => el.replaceChildren(h('span', { class: 'visually-hidden' }, 'Project: '), text);
+  if (projectNames.has(pid)) return name(projectNames.get(pid));
+  el.replaceChildren();
+  api.project(pid).then((p) => {
+    projectNames.set(pid, p.name);
+    if (currentProject === pid && !location.hash.startsWith('#/admin')) name(p.name);
+  }, () => {});
+}
+
 /** What the thread list says of a thread that is not idle. */
 const STATUS_NOTE = { generating: 'answering… · ', awaiting_input: 'waiting for input · ' };
 
@@ -193,6 +207,12 @@ function threadList(pid, currentTid) {
   const items = h('ul', { class: 'tl', 'aria-label': 'Threads' });
   const more = h('button', { class: 'link', hidden: true, 'data-testid': 'more-threads' }, 'Older threads');
   const problem = h('p', { class: 'error', role: 'alert', hidden: true });
+  // A search over titles, asked of the service a moment after typing stops.
+  const search = h('input', { type: 'search', class: 'tl-search', placeholder: 'Search titles',
+    'aria-label': 'Search thread titles', 'data-testid': 'thread-search', autocomplete: 'off', spellcheck: 'false' });
+  const none = h('p', { class: 'muted tl-none', role: 'status', 'data-testid': 'no-threads', hidden: true });
+  let query = '';
+  let asked = 0;
   const form = newThreadForm(pid);
   const open = h('button', { class: 'primary', 'data-testid': 'new-thread', 'aria-expanded': 'false',
     onclick: () => form.toggle() }, 'New thread');
@@ -227,35 +247,53 @@ function threadList(pid, currentTid) {
       armed = null;
       try {
         await api.deleteThread(pid, t.id);
+        announceThreads(pid);
         if (t.id === currentTid) location.hash = `#/projects/${pid}`; else await refresh();
       } catch (e) { problem.hidden = false; problem.textContent = say(e); }
     });
     return h('li', { class: t.id === currentTid ? 'tl-item current' : 'tl-item' },
       h('a', { href, 'data-testid': 'thread-link', 'data-thread-id': t.id,
         'aria-current': t.id === currentTid ? 'page' : null },
-      h('span', { class: 'tl-title' }, t.title || 'Untitled thread'),
+      h('span', { class: t.title ? 'tl-title' : 'tl-title untitled' }, t.title || UNTITLED),
       h('span', { class: 'tl-meta' }, STATUS_NOTE[t.status] || '', ago(t.updated_at))),
       del);
   };
 
   async function load(cursor) {
-    const page = await api.threads(pid, { limit: 20, cursor });
-    if (!alive) return;
+    // Only the latest load counts (a search typed meanwhile wins).
+    const mine = ++asked;
+    const page = await api.threads(pid, { limit: 20, cursor, search: query });
+    if (!alive || mine !== asked) return;
     if (!cursor) items.replaceChildren();
     items.append(...page.data.map(item));
     next = page.next_cursor;
     more.hidden = !next;
-    if (!cursor && page.data.length === 0) items.append(h('li', { class: 'muted tl-none' }, 'No threads yet.'));
+    const empty = !cursor && page.data.length === 0;
+    none.hidden = !empty;
+    none.textContent = !empty ? '' : query ? `No thread has “${query}” in its title.` : 'No threads yet.';
   }
   const refresh = () => load(null);
-  more.addEventListener('click', () => load(next).catch((e) => { problem.hidden = false; problem.textContent = say(e); }));
+  const fail = (e) => { problem.hidden = false; problem.textContent = say(e); };
+  more.addEventListener('click', () => load(next).catch(fail));
+  const searchSoon = debounce(() => {
+    if (search.value.trim() === query) return;
+    query = search.value.trim();
+    refresh().then(() => { problem.hidden = true; }, fail);
+  }, 250);
+  search.addEventListener('input', searchSoon);
+  search.addEventListener('keydown', (e) => { if (e.key === 'Enter') e.preventDefault(); });
+  // Titles change in other tabs (a rename, a new thread named by its
+  // first question): this list follows.
+  const refreshSoon = debounce(() => refresh().catch(() => {}), 150);
+  const unlisten = onThreadsChanged(pid, refreshSoon);
 
   const element = h('aside', { class: 'sidebar', 'aria-label': 'Threads of this project' },
-    h('div', { class: 'sidebar-head' }, open), form.element, problem, items, more);
+    h('div', { class: 'sidebar-head' }, open), form.element,
+    h('div', { class: 'tl-find', role: 'search' }, search), problem, items, none, more);
   return {
-    element, refresh,
+    element, refresh, refreshSoon,
     problem: (text) => { problem.hidden = false; problem.textContent = text; },
-    stop: () => { alive = false; },
+    stop: () => { alive = false; searchSoon.cancel(); refreshSoon.cancel(); unlisten(); },
   };
 }
 
@@ -284,6 +322,7 @@ function newThreadForm(pid) {
     e.preventDefault();
     try {
       const thread = await api.createThread(pid, { title: title.value.trim(), system: system.value, model: model.value.trim() });
+      announceThreads(pid);
       location.hash = `#/projects/${pid}/threads/${thread.id}`;
     } catch (err) {
       if (refused(err, pid)) return;
@@ -306,7 +345,17 @@ const CONNECTION = {
 };
 
 function threadView(pid, tid, main, list) {
-  const title = h('h1', { class: 'thread-title' }, 'Thread');
+  // Its title, renamed in place; every tab hears of it (`thread.updated`).
+  const title = new ThreadTitle({
+    save: async (value) => {
+      const thread = await api.updateThread(pid, tid, { title: value });
+      tell('');
+      showThread(thread);
+      announceThreads(pid);
+      return thread;
+    },
+    problem: (e) => { if (!refused(e, pid)) tell(say(e)); },
+  });
   const model = h('span', { class: 'muted small' });
   const presence = h('span', { 'data-testid': 'presence' }, '1');
   const connection = h('span', { class: 'conn', 'data-testid': 'connection', 'data-state': 'reconnecting', role: 'status' },
@@ -321,6 +370,13 @@ function threadView(pid, tid, main, list) {
   const send = h('button', { class: 'primary', 'data-testid': 'send' }, 'Send');
   const stop = h('button', { type: 'button', class: 'danger', 'data-testid': 'stop', hidden: true }, 'Stop');
   const form = h('form', { class: 'composer' }, composer, h('div', { class: 'composer-actions' }, stop, send));
+  // Copy, Retry, Regenerate and Edit on the messages (./message-actions.js).
+  const editor = new QuestionEditor(composer);
+  const actions = new MessageActions({
+    regenerate: () => again(),
+    edit: (m) => editor.start(m.content),
+    problem: (text) => tell(text),
+  });
   // An empty thread says what to do; between Send and the answer's first
   // text the page shows that it waits; a reader scrolled up during an
   // answer is offered the way back down.
@@ -336,22 +392,27 @@ function threadView(pid, tid, main, list) {
   main.append(h('section', { class: 'thread' },
     h('header', { class: 'thread-head' },
       h('a', { class: 'back', href: `#/projects/${pid}` }, '← Threads'),
-      h('div', { class: 'thread-name' }, title, model),
+      h('div', { class: 'thread-name' }, title.element, model),
       h('div', { class: 'thread-status' },
         h('span', { class: 'presence', title: 'Tabs and clients watching this thread' }, presence, ' watching'),
         connection)),
-    system, empty, messages, jump, notice, form));
+    system, empty, messages, jump, notice, editor.element, form));
 
   const rendered = new Map();
   let sending = false;
+  // The answer a POST of this tab started, until the view has it.
+  let started = null;
+  const busy = (view) => sending || Boolean(started && !view.transcript.get(started));
   const tell = (text) => { notice.hidden = !text; notice.textContent = text || ''; };
 
-  api.thread(pid, tid).then((t) => {
-    title.textContent = t.title || 'Untitled thread';
-    document.title = `${t.title || 'Untitled thread'} · convo`;
+  function showThread(t) {
+    title.show(t);
+    document.title = `${t.title || UNTITLED} · convo`;
     model.textContent = t.model ? ` · ${t.model}` : '';
-    if (t.system) { system.hidden = false; system.querySelector('pre').textContent = t.system; }
-  }, (e) => { if (!refused(e, pid)) tell(say(e)); });
+    system.hidden = !t.system;
+    system.querySelector('pre').textContent = t.system || '';
+  }
+  api.thread(pid, tid).then(showThread, (e) => { if (!refused(e, pid)) tell(say(e)); });
 
   function update(view, change) {
     const nearBottom = messages.scrollHeight - messages.scrollTop - messages.clientHeight < 80;
@@ -368,6 +429,11 @@ function threadView(pid, tid, main, list) {
         list.refresh().catch(() => {});
       }
       if (change.event.type === 'error' && change.event.code === 'bad_request') tell(change.event.message);
+      if (change.event.type === 'thread.updated' && change.event.thread) {
+        showThread(change.event.thread);
+        list.refreshSoon();
+        announceThreads(pid);
+      }
     }
     // Back after a drop or a restart: statuses in the list may be stale.
     if (change.t === 'state' && view.state === 'live') list.refresh().catch(() => {});
@@ -385,6 +451,7 @@ function threadView(pid, tid, main, list) {
       composer.disabled = true;
       send.disabled = true;
     }
+    if (change.event?.type !== 'message.delta') actions.sync(view, busy(view));
     empty.hidden = view.messages.length > 0 || view.state === 'connecting';
     showWaiting(view);
     if (nearBottom || change.t === 'snapshot') messages.scrollTop = messages.scrollHeight;
@@ -423,7 +490,7 @@ function threadView(pid, tid, main, list) {
       };
       r.article = h('article', { class: `msg msg-${m.role}`, 'data-message-id': m.id },
         h('div', { class: 'msg-meta' }, h('span', { class: 'role' }, m.role === 'user' ? 'You' : 'Assistant'),
-          m.model ? h('span', { class: 'muted small' }, m.model) : null, r.badge),
+          m.model ? h('span', { class: 'muted small' }, m.model) : null, r.badge, actions.element(m)),
         r.thinking, r.text, r.tools, r.error);
       rendered.set(m.id, r);
       const after = [...rendered.values()].map((x) => x.article).find((a) => Number(a.dataset.position) > m.position);
@@ -491,9 +558,11 @@ function threadView(pid, tid, main, list) {
     send.disabled = true;
     showWaiting(watch.view);
     tell('');
+    actions.sync(watch.view, true);
     try {
-      await client.send(pid, tid, content);
+      started = (await client.send(pid, tid, content))?.assistant_message?.id || null;
       composer.value = '';
+      editor.done();
     } catch (e) {
       if (e instanceof ApiError && e.code === 'thread_busy' && watch.view.awaiting) {
         tell('The answer waits for a tool call: decide it (or let the application answer), or stop the answer.');
@@ -501,8 +570,30 @@ function threadView(pid, tid, main, list) {
     } finally {
       sending = false;
       send.disabled = false;
+      actions.sync(watch.view, busy(watch.view));
       showWaiting(watch.view);
       composer.focus();
+    }
+  }
+
+  /** Retry and Regenerate: the newest question asked again, for a new
+   * answer (the thread keeps the earlier one). */
+  async function again() {
+    if (busy(watch.view)) return;
+    sending = true;
+    send.disabled = true;
+    actions.sync(watch.view, true);
+    showWaiting(watch.view);
+    tell('');
+    try {
+      started = (await api.regenerate(pid, tid))?.assistant_message?.id || null;
+    } catch (e) {
+      if (!refused(e, pid)) tell(say(e));
+    } finally {
+      sending = false;
+      send.disabled = false;
+      actions.sync(watch.view, busy(watch.view));
+      showWaiting(watch.view);
     }
   }
   form.addEventListener('submit', (e) => { e.preventDefault(); ask(); });

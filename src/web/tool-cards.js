@@ -4,6 +4,9 @@
 // the buttons go when anyone decided); a call that waits for a
 // client-run result says so and has no buttons (the page runs no tools);
 // a call the service runs itself (a tool at a URL) shows it running.
+// Cards look like the answers around them: a meta row with the tool's
+// name and its state as a pill, and buttons shaped like the message
+// actions (./message-actions.js).
 
 import { h, pretty } from './dom.js';
 
@@ -19,9 +22,9 @@ export function callCard(r, id, name, decide) {
   call = {
     state: h('span', { class: 'tool-state', 'data-testid': 'tool-state' }),
     input: h('pre', { class: 'tool-input', 'data-testid': 'tool-input' }),
-    approve: h('button', { type: 'button', class: 'primary small', 'data-testid': 'tool-approve',
+    approve: h('button', { type: 'button', class: 'act primary small', 'data-testid': 'tool-approve',
       'aria-label': `Approve ${name}` }, 'Approve'),
-    deny: h('button', { type: 'button', class: 'danger small', 'data-testid': 'tool-deny',
+    deny: h('button', { type: 'button', class: 'act danger small', 'data-testid': 'tool-deny',
       'aria-label': `Deny ${name}` }, 'Deny'),
     resultLabel: h('span', { class: 'tool-result-label' }),
     resultText: h('pre', {}),

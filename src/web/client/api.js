@@ -60,12 +60,18 @@ export class Api {
 
   createProject(name) { return this.request('POST', '/v1/projects', { name }); }
   project(pid) { return this.request('GET', `/v1/projects/${pid}`); }
-  threads(pid, { limit = 20, cursor = null } = {}) {
+  /** A page of threads, newest first; `search`: only those whose title
+   * contains it (case-insensitive). */
+  threads(pid, { limit = 20, cursor = null, search = '' } = {}) {
     const q = new URLSearchParams({ limit: String(limit) });
     if (cursor) q.set('cursor', cursor);
+    if (search) q.set('q', search);
     return this.request('GET', `/v1/projects/${pid}/threads?${q}`);
   }
   thread(pid, tid) { return this.request('GET', `/v1/projects/${pid}/threads/${tid}`); }
+  /** Changes a thread's settings (`title`: null clears it); every
+   * subscriber hears `thread.updated`. */
+  updateThread(pid, tid, fields) { return this.request('PATCH', `/v1/projects/${pid}/threads/${tid}`, fields); }
   createThread(pid, fields = {}) {
     const body = {};
     for (const k of ['title', 'system', 'model']) if (fields[k]) body[k] = fields[k];
@@ -87,6 +93,12 @@ export class Api {
 
   send(pid, tid, content, options = {}) {
     return this.request('POST', `/v1/projects/${pid}/threads/${tid}/messages`, { content, ...options });
+  }
+  /** Asks the newest question again: a new answer, the thread keeps the
+   * earlier one (also how a failed, interrupted or cancelled one is
+   * retried). */
+  regenerate(pid, tid) {
+    return this.request('POST', `/v1/projects/${pid}/threads/${tid}/messages`, { regenerate: true });
   }
   cancel(pid, tid) { return this.request('POST', `/v1/projects/${pid}/threads/${tid}/cancel`); }
   /** Decides a call that waits for approval (the first decision wins:
