@@ -53,7 +53,8 @@ pub const ASSETS: &[Asset] = &[
     Asset {
         path: "/message-actions.js",
         content_type: "text/javascript; charset=utf-8",
-        description: "The page's Copy, Retry, Regenerate and Edit on messages (a JavaScript module imported by `/app.js`)",
+        description: "The page's Copy, Retry, Regenerate and Edit on messages \
+            (a JavaScript module imported by `/app.js`)",
         body: include_str!("../web/message-actions.js"),
     },
     Asset {
