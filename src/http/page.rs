@@ -65,6 +65,24 @@ pub const ASSETS: &[Asset] = &[
         body: include_str!("../web/titles.js"),
     },
     Asset {
+        path: "/vendor/markdown-it/markdown-it.esm.min.mjs",
+        content_type: "text/javascript; charset=utf-8",
+        description: "markdown-it 15.0.3, vendored (MIT; see src/web/vendor/README.md)",
+        body: include_str!("../web/vendor/markdown-it/markdown-it.esm.min.mjs"),
+    },
+    Asset {
+        path: "/vendor/dompurify/purify.es.mjs",
+        content_type: "text/javascript; charset=utf-8",
+        description: "DOMPurify 3.5.0, vendored (Apache-2.0 or MPL-2.0; see src/web/vendor/README.md)",
+        body: include_str!("../web/vendor/dompurify/purify.es.mjs"),
+    },
+    Asset {
+        path: "/vendor/highlight.js/highlight.es.min.js",
+        content_type: "text/javascript; charset=utf-8",
+        description: "highlight.js 11.12.0, common languages, vendored (BSD-3-Clause; see src/web/vendor/README.md)",
+        body: include_str!("../web/vendor/highlight.js/highlight.es.min.js"),
+    },
+    Asset {
         path: "/style.css",
         content_type: "text/css; charset=utf-8",
         description: "The page's style sheet",
