@@ -65,6 +65,13 @@ pub const ASSETS: &[Asset] = &[
         body: include_str!("../web/titles.js"),
     },
     Asset {
+        path: "/markdown-view.js",
+        content_type: "text/javascript; charset=utf-8",
+        description: "The page's Markdown view of an answer, rendered as it streams \
+            (a JavaScript module imported by `/app.js`)",
+        body: include_str!("../web/markdown-view.js"),
+    },
+    Asset {
         path: "/vendor/markdown-it/markdown-it.esm.min.mjs",
         content_type: "text/javascript; charset=utf-8",
         description: "markdown-it 15.0.3, vendored (MIT; see src/web/vendor/README.md)",

@@ -9,6 +9,7 @@
 import { Api, ApiError, connect } from '/client/convo.js';
 import { ago, h } from './dom.js';
 import { callCard, renderCall, renderCallState, renderResult } from './tool-cards.js';
+import { MarkdownView } from './markdown-view.js';
 import { MessageActions, QuestionEditor } from './message-actions.js';
 import { ThreadTitle, UNTITLED, announceThreads, debounce, onThreadsChanged } from './titles.js';
 
@@ -424,7 +425,9 @@ function threadView(pid, tid, main, list) {
     } else if (change.t === 'event') {
       const id = change.event.message_id || change.event.message?.id;
       const m = id && view.transcript.get(id);
-      if (m) renderMessage(m);
+      // Deltas are drawn once per frame, the others at once.
+      if (m && change.event.type === 'message.delta') drawSoon(m.id);
+      else if (m) renderMessage(m);
       if (['message.created', 'message.completed', 'message.awaiting', 'message.step'].includes(change.event.type)) {
         list.refresh().catch(() => {});
       }
@@ -476,6 +479,30 @@ function threadView(pid, tid, main, list) {
     jump.hidden = true;
   });
 
+  // The messages deltas changed, drawn at the next frame: however many
+  // deltas arrive, the page draws at most once per frame, and each draw
+  // costs what changed (./markdown-view.js). A hidden tab gets no frames:
+  // a timer draws it (rarely), so it is current when shown.
+  const dirty = new Set();
+  let drawing = false;
+  function drawSoon(id) {
+    dirty.add(id);
+    if (drawing) return;
+    drawing = true;
+    if (document.hidden) setTimeout(draw, 250); else requestAnimationFrame(draw);
+  }
+  function draw() {
+    drawing = false;
+    const nearBottom = messages.scrollHeight - messages.scrollTop - messages.clientHeight < 80;
+    for (const id of dirty) {
+      const m = watch.view.transcript.get(id);
+      if (m && rendered.has(id)) renderMessage(m);
+    }
+    dirty.clear();
+    if (nearBottom) messages.scrollTop = messages.scrollHeight;
+    else jump.hidden = false;
+  }
+
   function renderMessage(m) {
     let r = rendered.get(m.id);
     if (!r) {
@@ -502,7 +529,13 @@ function threadView(pid, tid, main, list) {
     r.badge.textContent = m.status.replace('_', ' ');
     r.badge.dataset.status = m.status;
     r.badge.hidden = m.role === 'user' && m.status === 'complete';
-    if (r.text.textContent !== m.content) r.text.textContent = m.content;
+    // A question as typed (plain text); an answer as Markdown.
+    if (m.role !== 'assistant') {
+      if (r.text.textContent !== m.content) r.text.textContent = m.content;
+    } else {
+      r.markdown ||= new MarkdownView(r.text);
+      r.markdown.render(m.content, m.status !== 'streaming');
+    }
     m.blocks.forEach((b, i) => {
       // A block is whole once a later one began or the step ended.
       const whole = i < m.blocks.length - 1 || m.status !== 'streaming';
@@ -529,7 +562,15 @@ function threadView(pid, tid, main, list) {
       r.thinking.append(el);
       r.blocks.set(index, el);
     }
-    if (el.body.textContent !== block.text) el.body.textContent = block.text;
+    // Its text only grows: what is new is added (a block replaced, by a
+    // replay, is a new object: drawn afresh).
+    if (el.block === block && block.text.length >= el.shown) {
+      if (block.text.length > el.shown) el.body.append(block.text.slice(el.shown));
+    } else {
+      el.body.textContent = block.text;
+    }
+    el.block = block;
+    el.shown = block.text.length;
   }
 
   /** Posts this tab's decision. A 409 means another tab (or client)

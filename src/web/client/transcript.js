@@ -13,6 +13,9 @@
 // call id, since the history does not say who approved), and
 // `message.step` sets it back to `streaming`; `tool_result` blocks keep
 // their `tool_use_id` and `is_error`.
+//
+// A delta's work does not grow with the answer: its text is appended to
+// its block and, when that is the last text block, to `content`.
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -43,6 +46,13 @@ function copyMessage(m) {
 
 function joinText(m) {
   m.content = m.blocks.filter((b) => b.kind === 'text').map((b) => b.text).join('');
+}
+
+/** Whether block `i` is the last text block of `m` (where a delta's text
+ * simply extends `content`). */
+function lastText(m, i) {
+  for (let j = i + 1; j < m.blocks.length; j++) if (m.blocks[j].kind === 'text') return false;
+  return m.blocks[i].kind === 'text';
 }
 
 /**
@@ -101,6 +111,7 @@ export class Transcript {
     if (m && this.replacing) {
       this.replacing = false;
       m.blocks = [];
+      m.content = '';
     }
     return m;
   }
@@ -129,12 +140,14 @@ export class Transcript {
         const m = this.target(ev);
         if (!m || ev.block > m.blocks.length) return { resync: true };
         const block = m.blocks[ev.block] || { kind: ev.kind, text: '' };
+        const changed = block.kind !== ev.kind && block.text;
         block.kind = ev.kind;
         if (ev.id) block.id = ev.id;
         if (ev.name) block.name = ev.name;
         if (ev.tool_use_id) block.tool_use_id = ev.tool_use_id;
         if (ev.is_error !== undefined) block.is_error = ev.is_error;
         m.blocks[ev.block] = block;
+        if (changed) joinText(m);
         return { message: m.id };
       }
       case 'message.delta': {
@@ -146,9 +159,12 @@ export class Transcript {
         if (ev.offset > have) return { resync: true };
         const size = utf8Length(ev.text);
         if (ev.offset + size <= have) return {};
-        block.text += dropBytes(ev.text, have - ev.offset);
+        const added = dropBytes(ev.text, have - ev.offset);
+        block.text += added;
         this.lengths.set(block, ev.offset + size);
-        joinText(m);
+        // The usual case, text added at the end, costs the same at any
+        // length of the answer (no joining of all its text per delta).
+        if (lastText(m, ev.block)) m.content += added; else joinText(m);
         return { message: m.id };
       }
       case 'message.completed': {

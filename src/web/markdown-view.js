@@ -1,0 +1,306 @@
+// An answer's Markdown, rendered as it streams: headings, lists,
+// emphasis, links, tables, block quotes and fenced code blocks (coloured,
+// with a Copy button).
+//
+// Safety. markdown-it parses with raw HTML off, so text never becomes
+// markup; its HTML then goes through DOMPurify (a short list of tags and
+// attributes, links only to http, https and mailto) before it reaches the
+// page. Links open in a new tab with rel="noopener noreferrer nofollow".
+// Images are not rendered (an image of another host would be a request
+// the page never makes; `![alt](url)` stays a link). Table alignment is a
+// class, not a style attribute, which the CSP would refuse.
+//
+// Cost. A delta's work must not grow with the answer. The text is cut into
+// segments at block boundaries (a blank line outside a code fence, then a
+// line that starts at the margin); a segment is rendered once, when the
+// next one begins, and only the open last one is rendered again on later
+// calls, its elements updated in place (so they keep their identity,
+// selection and focus). The caller renders at most once per frame.
+//
+// Streaming without jumps. An unclosed fence is a code block already.
+// Until the answer ends, the open segment holds back what would show
+// wrongly for a moment and then change: a table's header row until its
+// delimiter row is complete (the table then appears whole, then grows row
+// by row), a fence's opening line until it ends (its language is known),
+// a line that may close the fence, and a line of only `-`, `=`, `*` or `_`
+// (a list's marker, or an underline that would turn the line above into a
+// heading).
+//
+// A segment's leading and trailing blank lines are kept as whitespace text
+// (invisible between blocks), so a plain answer's textContent is its text.
+
+import DOMPurify from '/vendor/dompurify/purify.es.mjs';
+import hljs from '/vendor/highlight.js/highlight.es.min.js';
+import MarkdownIt from '/vendor/markdown-it/markdown-it.esm.min.mjs';
+
+const md = new MarkdownIt({
+  html: false,
+  linkify: true,
+  breaks: true,
+  highlight: (code, lang) => {
+    const language = lang && hljs.getLanguage(lang) ? lang : null;
+    if (!language) return '';
+    try {
+      return hljs.highlight(code, { language, ignoreIllegals: true }).value;
+    } catch (_) {
+      return '';
+    }
+  },
+});
+md.disable('image');
+// Table alignment as a class (`align-left` …): a style attribute is
+// neither kept by the sanitiser nor allowed by the CSP.
+md.core.ruler.push('align_classes', (state) => {
+  for (const token of state.tokens) {
+    if (token.type !== 'th_open' && token.type !== 'td_open') continue;
+    const align = /text-align:(left|right|center)/.exec(token.attrGet('style') || '');
+    token.attrs = (token.attrs || []).filter(([name]) => name !== 'style');
+    if (align) token.attrJoin('class', `align-${align[1]}`);
+  }
+});
+
+const PURIFY = {
+  ALLOWED_TAGS: ['p', 'br', 'hr', 'h1', 'h2', 'h3', 'h4', 'h5', 'h6', 'ul', 'ol', 'li', 'strong', 'em', 's', 'del',
+    'code', 'pre', 'blockquote', 'a', 'table', 'thead', 'tbody', 'tr', 'th', 'td', 'span'],
+  ALLOWED_ATTR: ['href', 'title', 'class', 'start'],
+  ALLOW_DATA_ATTR: false,
+  ALLOW_ARIA_ATTR: false,
+  ALLOWED_URI_REGEXP: /^(?:https?:|mailto:)/i,
+  RETURN_DOM_FRAGMENT: true,
+};
+
+/** `source` as sanitised DOM nodes, ready for the page. */
+export function renderMarkdown(source) {
+  const fragment = DOMPurify.sanitize(md.render(source), PURIFY);
+  for (const a of [...fragment.querySelectorAll('a')]) {
+    if (!a.getAttribute('href')) { a.replaceWith(...a.childNodes); continue; }
+    a.setAttribute('target', '_blank');
+    a.setAttribute('rel', 'noopener noreferrer nofollow');
+  }
+  for (const code of [...fragment.querySelectorAll('pre > code')]) codeBlock(code);
+  for (const table of [...fragment.querySelectorAll('table')]) {
+    const wrap = document.createElement('div');
+    wrap.className = 'md-table';
+    // A region that may scroll sideways takes the keyboard's focus.
+    wrap.tabIndex = 0;
+    table.replaceWith(wrap);
+    wrap.append(table);
+  }
+  return [...fragment.childNodes].filter((n) => n.nodeType !== Node.TEXT_NODE || n.data.trim());
+}
+
+/** A fenced block: its language, a Copy button, the code (scrollable). */
+function codeBlock(code) {
+  const pre = code.parentNode;
+  const lang = /(?:^|\s)language-(\S+)/.exec(code.className)?.[1] || '';
+  code.classList.add('hljs');
+  pre.tabIndex = 0;
+  const block = document.createElement('div');
+  block.className = 'code-block';
+  const head = document.createElement('div');
+  head.className = 'code-head';
+  const label = document.createElement('span');
+  label.className = 'code-lang';
+  label.textContent = lang;
+  const copy = document.createElement('button');
+  copy.type = 'button';
+  copy.className = 'code-copy small';
+  copy.dataset.testid = 'copy-code';
+  copy.setAttribute('aria-label', lang ? `Copy ${lang} code` : 'Copy code');
+  copy.textContent = 'Copy';
+  head.append(label, copy);
+  pre.replaceWith(block);
+  block.append(head, pre);
+}
+
+// ------------------------------------------------------------ segments
+
+const BLANK = /^\s*$/;
+const FENCE_OPEN = /^\s*(`{3,}|~{3,})(.*)$/;
+
+/** Finds the block boundaries of a growing text, reading each line once:
+ * a boundary is a line that starts at the margin after a blank line,
+ * outside a fence. */
+class Splitter {
+  constructor() {
+    this.pos = 0; // start of the first line not read yet
+    this.fence = null; // the open fence: {ch, n}
+    this.blank = false; // the last line read was blank (outside a fence)
+  }
+
+  /** The boundaries in `src` after what was read (ascending offsets). */
+  scan(src) {
+    const cuts = [];
+    for (let nl = src.indexOf('\n', this.pos); nl !== -1; nl = src.indexOf('\n', this.pos)) {
+      this.line(src.slice(this.pos, nl), this.pos, cuts);
+      this.pos = nl + 1;
+    }
+    // The next block began: its first character is enough to know.
+    if (this.blank && this.pos < src.length && !/\s/.test(src[this.pos])) {
+      cuts.push(this.pos);
+      this.blank = false;
+    }
+    return cuts;
+  }
+
+  line(line, start, cuts) {
+    if (this.fence) {
+      const close = /^\s*(`{3,}|~{3,})\s*$/.exec(line);
+      if (close && close[1][0] === this.fence.ch && close[1].length >= this.fence.n) this.fence = null;
+      return;
+    }
+    if (BLANK.test(line)) { this.blank = true; return; }
+    if (this.blank && !/^\s/.test(line)) cuts.push(start);
+    this.blank = false;
+    const open = FENCE_OPEN.exec(line);
+    if (open && !(open[1][0] === '`' && open[2].includes('`'))) this.fence = { ch: open[1][0], n: open[1].length };
+  }
+}
+
+const TABLE_ROW = /^ {0,3}\|/;
+const TABLE_DELIMITER = /^ {0,3}\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$/;
+
+/** What of the open segment `text` to show while the answer streams: all
+ * of it but what would show wrongly for a moment (see the module doc).
+ * `fence`: the fence open at the end of its last whole line. */
+function steady(text, fence) {
+  const lines = text.split('\n');
+  const last = lines[lines.length - 1];
+  let keep = lines.length;
+  if (fence) {
+    // A line that may become the closing fence.
+    const ch = fence.ch === '`' ? '`' : '~';
+    if (last && new RegExp(`^\\s*\\${ch}+\\s*$`).test(last)) keep -= 1;
+  } else if (/^\s*(`{1,2}|~{1,2})$/.test(last) || /^\s*(`{3,}[^`]*|~{3,}.*)$/.test(last)) {
+    // A fence being opened: shown once its line (and language) is whole.
+    keep -= 1;
+  } else if (/^ {0,3}([-=*_])\1* *$/.test(last)) {
+    keep -= 1;
+  } else {
+    // A table: held back until its delimiter row is whole.
+    let first = lines.length - (last ? 1 : 2);
+    if (first >= 0 && TABLE_ROW.test(lines[first])) {
+      while (first > 0 && TABLE_ROW.test(lines[first - 1])) first -= 1;
+      const delimiterWhole = first + 1 < lines.length - 1 && TABLE_DELIMITER.test(lines[first + 1]);
+      if (!delimiterWhole) keep = first;
+    }
+  }
+  return keep === lines.length ? text : lines.slice(0, keep).join('\n');
+}
+
+// ---------------------------------------------------------------- view
+
+/**
+ * The Markdown view of one answer, drawn into `element` (which it owns:
+ * one `div.md-seg` per segment). `render(source, final)` draws the
+ * answer's text so far; `final` once it has ended (nothing held back).
+ * Each call does work in proportion to what changed, not to the answer.
+ */
+export class MarkdownView {
+  constructor(element) {
+    this.element = element;
+    element.classList.add('md');
+    element.addEventListener('click', (e) => copyClicked(e, element));
+    this.reset();
+  }
+
+  reset() {
+    this.element.replaceChildren();
+    this.source = '';
+    this.final = false;
+    this.splitter = new Splitter();
+    this.open = null; // {start, el}: the segment still being written
+  }
+
+  render(source, final = false) {
+    if (source === this.source && final === this.final) return;
+    // Text only grows; anything else (an answer replaced) starts afresh.
+    if (!source.startsWith(this.source)) this.reset();
+    this.source = source;
+    this.final = final;
+    if (!source) return;
+    if (!this.open) this.open = this.segment(0);
+    for (const cut of this.splitter.scan(source)) {
+      // The open segment is whole: drawn one last time, then left alone.
+      this.draw(this.open, source.slice(this.open.start, cut));
+      this.open = this.segment(cut);
+    }
+    const text = source.slice(this.open.start);
+    this.draw(this.open, final ? text : steady(text, this.splitter.fence));
+  }
+
+  /** A new segment, put in the page at its first draw (whole). */
+  segment(start) {
+    const el = document.createElement('div');
+    el.className = 'md-seg';
+    return { start, el };
+  }
+
+  draw(segment, text) {
+    if (segment.text === text) return;
+    segment.text = text;
+    const lead = /^\n*/.exec(text)[0];
+    const trail = /\s*$/.exec(text.slice(lead.length))[0];
+    const nodes = renderMarkdown(text);
+    if (lead) nodes.unshift(document.createTextNode(lead));
+    if (trail) nodes.push(document.createTextNode(trail));
+    morph(segment.el, nodes);
+    if (!segment.el.parentNode) this.element.append(segment.el);
+  }
+}
+
+/** Makes `parent`'s children look like `next` (nodes not in the page),
+ * keeping every node that has the same kind and tag in the same place
+ * and changing only what differs. A button is left as it is (its label
+ * may say "Copied"). */
+function morph(parent, next) {
+  let old = parent.firstChild;
+  for (const node of next) {
+    if (old && old.nodeType === node.nodeType && old.nodeName === node.nodeName) {
+      if (node.nodeType === Node.TEXT_NODE) {
+        if (old.data !== node.data) old.data = node.data;
+      } else if (node.nodeName !== 'BUTTON') {
+        for (const { name, value } of node.attributes) if (old.getAttribute(name) !== value) old.setAttribute(name, value);
+        for (const { name } of [...old.attributes]) if (!node.hasAttribute(name)) old.removeAttribute(name);
+        morph(old, [...node.childNodes]);
+      }
+      old = old.nextSibling;
+    } else {
+      parent.insertBefore(node, old);
+    }
+  }
+  while (old) {
+    const gone = old;
+    old = old.nextSibling;
+    gone.remove();
+  }
+}
+
+// ---------------------------------------------------------------- copy
+
+function copyClicked(e, element) {
+  const button = e.target.closest?.('.code-copy');
+  if (!button || !element.contains(button)) return;
+  const code = button.closest('.code-block')?.querySelector('code');
+  if (!code) return;
+  copyText(code).then((ok) => {
+    button.textContent = ok ? 'Copied' : 'Press Ctrl+C';
+    clearTimeout(button.timer);
+    button.timer = setTimeout(() => { button.textContent = 'Copy'; }, 1500);
+  });
+}
+
+/** Puts `code`'s text on the clipboard; where the page may not (not a
+ * secure context), selects it for the reader to copy. */
+async function copyText(code) {
+  try {
+    await navigator.clipboard.writeText(code.textContent);
+    return true;
+  } catch (_) {
+    const range = document.createRange();
+    range.selectNodeContents(code);
+    getSelection().removeAllRanges();
+    getSelection().addRange(range);
+    return false;
+  }
+}
