@@ -6,7 +6,7 @@
 // in the composer and sends it as a new question, the earlier turn
 // staying (Escape gives back the draft it replaced); only the newest
 // answer offers Retry or Regenerate, and nothing that starts an answer is
-// enabled while one is written, in every tab.
+// enabled while one is written or waits for an approval, in every tab.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -259,6 +259,38 @@ test('while an answer is written nothing that starts one is enabled, in every ta
     assert.deepEqual(messages.map((m) => m.status).slice(3), ['cancelled', 'complete']);
     assert.equal(messages[4].content, 'Hello from the fake upstream.');
     await shown(page, messages[4].id, 'complete');
+    clean(ctx);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('while an answer waits for an approval nothing that starts one is enabled either', async () => {
+  const pay = { name: 'pay', input_schema: { type: 'object' }, approval: 'always' };
+  const project = await service.project();
+  const thread = await service.thread(project.id, { title: 'Awaiting', tools: [pay] });
+  const ctx = await context(browser, service.origin);
+  try {
+    const { page, pid, tid } = await openThread(ctx, { pid: project.id, tid: thread.id });
+    upstream.queue.push(
+      { blocks: [{ kind: 'text', pieces: ['Paying. '] }, { kind: 'tool_use', id: 'toolu_a', name: 'pay', pieces: ['{}'] }] },
+      { blocks: [{ kind: 'text', pieces: ['Not paid.'] }] },
+    );
+    await ask(page, 'Pay it');
+    const card = page.locator('[data-testid="tool-use"][data-call-id="toolu_a"]');
+    await card.getByRole('button', { name: 'Deny pay' }).waitFor();
+    const answer = page.locator('article.msg-assistant');
+    assert.equal(await answer.getAttribute('data-status'), 'awaiting_input');
+    assert.equal(await page.getByTestId('action-edit').isDisabled(), true, 'Edit while awaiting');
+    assert.equal(await answer.getByTestId('action-retry').isVisible(), false);
+    assert.equal(await answer.getByTestId('action-regenerate').isVisible(), false);
+
+    await card.getByRole('button', { name: 'Deny pay' }).click();
+    const [, done] = await settledWith(pid, tid, 2);
+    assert.equal(done.status, 'complete');
+    await shown(page, done.id, 'complete');
+    await answer.getByTestId('action-regenerate').waitFor();
+    assert.equal(await page.getByTestId('action-edit').isEnabled(), true);
     clean(ctx);
   } finally {
     await ctx.close();
