@@ -416,6 +416,12 @@ function threadView(pid, tid, main, list) {
   api.thread(pid, tid).then(showThread, (e) => { if (!refused(e, pid)) tell(say(e)); });
 
   function update(view, change) {
+    // A delta changes only its message's text: drawn at the next frame,
+    // with the others that arrive before it; nothing else to do now.
+    if (change.t === 'event' && change.event.type === 'message.delta') {
+      if (view.transcript.get(change.event.message_id)) drawSoon(change.event.message_id);
+      return;
+    }
     const nearBottom = messages.scrollHeight - messages.scrollTop - messages.clientHeight < 80;
     if (change.t === 'snapshot') {
       messages.replaceChildren();
@@ -425,9 +431,7 @@ function threadView(pid, tid, main, list) {
     } else if (change.t === 'event') {
       const id = change.event.message_id || change.event.message?.id;
       const m = id && view.transcript.get(id);
-      // Deltas are drawn once per frame, the others at once.
-      if (m && change.event.type === 'message.delta') drawSoon(m.id);
-      else if (m) renderMessage(m);
+      if (m) renderMessage(m);
       if (['message.created', 'message.completed', 'message.awaiting', 'message.step'].includes(change.event.type)) {
         list.refresh().catch(() => {});
       }
@@ -458,7 +462,6 @@ function threadView(pid, tid, main, list) {
     empty.hidden = view.messages.length > 0 || view.state === 'connecting';
     showWaiting(view);
     if (nearBottom || change.t === 'snapshot') messages.scrollTop = messages.scrollHeight;
-    else if (change.t === 'event' && change.event.type === 'message.delta') jump.hidden = false;
   }
 
   /** Waiting: a question is being sent, or the newest answer is being
@@ -499,6 +502,7 @@ function threadView(pid, tid, main, list) {
       if (m && rendered.has(id)) renderMessage(m);
     }
     dirty.clear();
+    showWaiting(watch.view);
     if (nearBottom) messages.scrollTop = messages.scrollHeight;
     else jump.hidden = false;
   }
@@ -526,7 +530,8 @@ function threadView(pid, tid, main, list) {
     }
     r.article.dataset.status = m.status;
     r.text.dataset.status = m.status;
-    r.badge.textContent = m.status.replace('_', ' ');
+    const badge = m.status.replace('_', ' ');
+    if (r.badge.textContent !== badge) r.badge.textContent = badge;
     r.badge.dataset.status = m.status;
     r.badge.hidden = m.role === 'user' && m.status === 'complete';
     // A question as typed (plain text); an answer as Markdown.

@@ -12,10 +12,19 @@
 //
 // Cost. A delta's work must not grow with the answer. The text is cut into
 // segments at block boundaries (a blank line outside a code fence, then a
-// line that starts at the margin); a segment is rendered once, when the
-// next one begins, and only the open last one is rendered again on later
-// calls, its elements updated in place (so they keep their identity,
-// selection and focus). The caller renders at most once per frame.
+// line that starts at the margin; a fence at the margin is a segment of
+// its own); a segment is rendered once, when the next one begins, and
+// only the open last one is rendered again on later calls, its elements
+// updated in place (so they keep their identity, selection and focus). An
+// open fence is drawn in parts of a few lines, each coloured once whole,
+// so a long code block costs no more per call than a short one; it is
+// coloured as one piece when it ends. The caller renders at most once per
+// frame. (A single paragraph, list or table is re-rendered whole while it
+// is open: the cost per call is that of the block being written.)
+//
+// Segments are rendered separately, so a reference-style link defined in
+// a later segment than its use stays text, and a list interrupted by a
+// blank line is two lists (numbered on, `start`): rare in answers.
 //
 // Streaming without jumps. An unclosed fence is a code block already.
 // Until the answer ends, the open segment holds back what would show
@@ -119,42 +128,60 @@ const BLANK = /^\s*$/;
 const FENCE_OPEN = /^\s*(`{3,}|~{3,})(.*)$/;
 
 /** Finds the block boundaries of a growing text, reading each line once:
- * a boundary is a line that starts at the margin after a blank line,
- * outside a fence. */
+ * a line that starts at the margin after a blank line, outside a fence;
+ * a fence that starts at the margin, and the line after its end (such a
+ * fence is a segment of its own, drawn line by line while it is open). */
 class Splitter {
   constructor() {
     this.pos = 0; // start of the first line not read yet
-    this.fence = null; // the open fence: {ch, n}
+    this.fence = null; // the open fence: {ch, n, top (at the margin)}
     this.blank = false; // the last line read was blank (outside a fence)
+    this.last = 0; // the last boundary
   }
 
   /** The boundaries in `src` after what was read (ascending offsets). */
   scan(src) {
     const cuts = [];
     for (let nl = src.indexOf('\n', this.pos); nl !== -1; nl = src.indexOf('\n', this.pos)) {
-      this.line(src.slice(this.pos, nl), this.pos, cuts);
+      this.line(src.slice(this.pos, nl), this.pos, nl + 1, cuts);
       this.pos = nl + 1;
     }
     // The next block began: its first character is enough to know.
     if (this.blank && this.pos < src.length && !/\s/.test(src[this.pos])) {
-      cuts.push(this.pos);
+      this.cut(this.pos, cuts);
       this.blank = false;
     }
     return cuts;
   }
 
-  line(line, start, cuts) {
+  cut(at, cuts) {
+    if (at <= this.last) return;
+    cuts.push(at);
+    this.last = at;
+  }
+
+  line(line, start, next, cuts) {
     if (this.fence) {
       const close = /^\s*(`{3,}|~{3,})\s*$/.exec(line);
-      if (close && close[1][0] === this.fence.ch && close[1].length >= this.fence.n) this.fence = null;
+      if (close && close[1][0] === this.fence.ch && close[1].length >= this.fence.n) {
+        if (this.fence.top) this.cut(next, cuts);
+        this.fence = null;
+      }
       return;
     }
     if (BLANK.test(line)) { this.blank = true; return; }
-    if (this.blank && !/^\s/.test(line)) cuts.push(start);
-    this.blank = false;
+    const margin = !/^\s/.test(line);
     const open = FENCE_OPEN.exec(line);
-    if (open && !(open[1][0] === '`' && open[2].includes('`'))) this.fence = { ch: open[1][0], n: open[1].length };
+    const fence = open && !(open[1][0] === '`' && open[2].includes('`'));
+    if (margin && (this.blank || fence)) this.cut(start, cuts);
+    this.blank = false;
+    if (fence) this.fence = { ch: open[1][0], n: open[1].length, top: margin };
   }
+}
+
+/** Whether `line` may still become the line that closes `fence`. */
+function mayClose(line, fence) {
+  return new RegExp(`^\\s*\\${fence.ch}+\\s*$`).test(line);
 }
 
 const TABLE_ROW = /^ {0,3}\|/;
@@ -168,9 +195,7 @@ function steady(text, fence) {
   const last = lines[lines.length - 1];
   let keep = lines.length;
   if (fence) {
-    // A line that may become the closing fence.
-    const ch = fence.ch === '`' ? '`' : '~';
-    if (last && new RegExp(`^\\s*\\${ch}+\\s*$`).test(last)) keep -= 1;
+    if (last && mayClose(last, fence)) keep -= 1;
   } else if (/^\s*(`{1,2}|~{1,2})$/.test(last) || /^\s*(`{3,}[^`]*|~{3,}.*)$/.test(last)) {
     // A fence being opened: shown once its line (and language) is whole.
     keep -= 1;
@@ -226,7 +251,9 @@ export class MarkdownView {
       this.open = this.segment(cut);
     }
     const text = source.slice(this.open.start);
-    this.draw(this.open, final ? text : steady(text, this.splitter.fence));
+    const fence = this.splitter.fence;
+    if (!final && fence?.top && /^[`~]/.test(text)) this.drawFence(this.open, text, fence);
+    else this.draw(this.open, final ? text : steady(text, fence));
   }
 
   /** A new segment, put in the page at its first draw (whole). */
@@ -239,6 +266,7 @@ export class MarkdownView {
   draw(segment, text) {
     if (segment.text === text) return;
     segment.text = text;
+    segment.code = null;
     const lead = /^\n*/.exec(text)[0];
     const trail = /\s*$/.exec(text.slice(lead.length))[0];
     const nodes = renderMarkdown(text);
@@ -247,6 +275,73 @@ export class MarkdownView {
     morph(segment.el, nodes);
     if (!segment.el.parentNode) this.element.append(segment.el);
   }
+
+  /**
+   * An open fence at the margin, drawn as it grows: its frame (language,
+   * Copy, an empty code element) from its opening line, then its code in
+   * parts of up to PART_LINES lines (ending early at a blank line), each
+   * coloured on its own once whole; only the last part is drawn again.
+   * Its last line is held back while it may become the closing fence. When
+   * the fence ends, `draw` renders it whole (a construct that spans two
+   * parts, a long string say, is then coloured as one).
+   */
+  drawFence(segment, text, fence) {
+    const first = text.indexOf('\n') + 1;
+    const opener = text.slice(0, first);
+    let code = text.slice(first);
+    const lastLine = code.slice(code.lastIndexOf('\n') + 1);
+    if (lastLine && mayClose(lastLine, fence)) code = code.slice(0, code.length - lastLine.length);
+    if (!segment.code || segment.opener !== opener) {
+      this.draw(segment, opener);
+      segment.opener = opener;
+      segment.code = segment.el.querySelector('pre > code');
+      segment.lang = /(?:^|\s)language-(\S+)/.exec(segment.code?.className || '')?.[1] || '';
+      segment.done = 0; // the code in whole parts
+      segment.part = null; // the part still growing
+      segment.code?.replaceChildren();
+    }
+    segment.text = null;
+    if (!segment.code) return;
+    for (let end = partEnd(code, segment.done); end !== -1; end = partEnd(code, segment.done)) {
+      this.drawPart(segment, code.slice(segment.done, end));
+      segment.done = end;
+      segment.part = null;
+    }
+    if (segment.done < code.length || segment.part) this.drawPart(segment, code.slice(segment.done));
+  }
+
+  drawPart(segment, text) {
+    if (!segment.part) {
+      segment.part = document.createElement('span');
+      segment.part.className = 'code-part';
+      segment.code.append(segment.part);
+    }
+    morph(segment.part, colour(text, segment.lang));
+  }
+}
+
+const PART_LINES = 12;
+
+/** Where the part of `code` that starts at `from` ends (after a blank
+ * line, or after PART_LINES lines), or -1 while it is not whole. */
+function partEnd(code, from) {
+  let lines = 0;
+  for (let nl = code.indexOf('\n', from); nl !== -1; nl = code.indexOf('\n', from)) {
+    lines += 1;
+    const blank = BLANK.test(code.slice(from, nl));
+    from = nl + 1;
+    if (blank || lines === PART_LINES) return from;
+  }
+  return -1;
+}
+
+/** `code` coloured as `lang` (when highlight.js knows it), as sanitised
+ * nodes. */
+function colour(code, lang) {
+  if (!code) return [];
+  if (!lang || !hljs.getLanguage(lang)) return [document.createTextNode(code)];
+  const html = hljs.highlight(code, { language: lang, ignoreIllegals: true }).value;
+  return [...DOMPurify.sanitize(html, PURIFY).childNodes];
 }
 
 /** Makes `parent`'s children look like `next` (nodes not in the page),
