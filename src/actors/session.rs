@@ -79,7 +79,16 @@ pub enum Transport {
     /// One request of a chat WebSocket: that message's UI chunks in the
     /// request's frames (the socket's own actor reads the client).
     Chat { tx: PipeWriter, request: ChatRequest },
+    /// One thread of a project socket: its WebSocket frames; the socket's
+    /// own actor reads the client and hands this session its thread's
+    /// frames (`ChannelFrame`).
+    Channel(PipeWriter),
 }
+
+/// A client frame for this session's thread, read by a project socket.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChannelFrame(pub ClientFrame);
 
 /// Timing limits of a session.
 #[derive(Debug, Clone, Copy)]
@@ -170,7 +179,7 @@ impl SessionActor {
 
     fn gauge(&self) -> &prometheus::IntGauge {
         match self.subscriber.as_ref().map(|s| s.wire()) {
-            Some(Wire::Ws | Wire::Chat(_)) => &self.metrics.subscribers_ws,
+            Some(Wire::Ws | Wire::Chat(_) | Wire::Channel) => &self.metrics.subscribers_ws,
             _ => &self.metrics.subscribers_sse,
         }
     }
@@ -241,7 +250,7 @@ impl SessionActor {
         ctx: &mut Context<Self>,
     ) {
         let subscriber = self.subscriber().clone();
-        if !matches!(subscriber.wire(), Wire::Sse | Wire::Ws) {
+        if !matches!(subscriber.wire(), Wire::Sse | Wire::Ws | Wire::Channel) {
             return;
         }
         let patience = self.limits.slow_consumer;
@@ -278,6 +287,7 @@ impl Actor for SessionActor {
             Some(Transport::Seed { tx, message_id }) => (Wire::Seed(message_id), tx, None, None),
             Some(Transport::Ui { tx, request }) => (Wire::Ui(request), tx, None, None),
             Some(Transport::Chat { tx, request }) => (Wire::Chat(request), tx, None, None),
+            Some(Transport::Channel(tx)) => (Wire::Channel, tx, None, None),
             None => return ctx.stop(),
         };
         let notices = ctx.address().recipient();

@@ -25,6 +25,7 @@ use crate::domain::{
     cursor::Cursor,
     event::Event,
     frame::{seed_error, ws_chunks, Frame, StreamPos, SSE_KEEP_ALIVE},
+    project_socket,
     ui_stream::{self, Piece},
     websocket::{ws_close, ws_frame, WsOp},
 };
@@ -147,7 +148,7 @@ impl Subscriber {
         let mine = |id: Uuid| frame.cursor.is_some_and(|c| c.message_id == id);
         match &self.wire {
             Wire::Sse => Some(frame.sse.clone()),
-            Wire::Ws => Some(frame.ws.clone()),
+            Wire::Ws | Wire::Channel => Some(frame.ws.clone()),
             Wire::Seed(message_id) => frame.seed.clone().filter(|_| mine(*message_id)),
             // Asked only of its own message's frames: a frame no UI
             // subscriber follows is never encoded for one.
@@ -303,6 +304,12 @@ impl Subscriber {
                 both.extend_from_slice(&ws_close(1001, code.as_str()));
                 both.freeze()
             }
+            Wire::Channel => {
+                let mut both = BytesMut::from(&Frame::encode(&event, StreamPos::NONE, false).ws[..]);
+                let end = project_socket::unsubscribed(self.thread_id, self.cursor(), code.as_str());
+                both.extend_from_slice(&ws_frame(WsOp::Text, &end));
+                both.freeze()
+            }
             Wire::Seed(_) => seed_error(message),
             Wire::Ui(_) => ui_stream::sse_error(message),
             Wire::Chat(c) => ws_frame(WsOp::Text, &c.request.error(message)),
@@ -431,11 +438,11 @@ impl Subscriber {
             return self.tell(Notice::Silent);
         }
         let idle = !self.wrote_since_tick.replace(false) && self.delivery.borrow().is_live();
-        // A chat WebSocket's socket pings for all its requests.
+        // A chat WebSocket's or a project socket's socket pings for all it carries.
         let keep_alive = match self.wire {
             Wire::Sse | Wire::Ui(_) if idle => Bytes::from_static(SSE_KEEP_ALIVE),
             Wire::Ws => ws_frame(WsOp::Ping, b""),
-            Wire::Sse | Wire::Ui(_) | Wire::Seed(_) | Wire::Chat(_) => return,
+            Wire::Sse | Wire::Ui(_) | Wire::Seed(_) | Wire::Chat(_) | Wire::Channel => return,
         };
         if let Err(TrySendError::Closed(_)) = self.pipe.try_send(keep_alive) {
             self.tell(Notice::Gone);

@@ -1,5 +1,5 @@
 //! How a subscriber's frames are written (`Wire`): the thread's events as
-//! SSE or WebSocket, the seed route's one message, or one answer as the AI
+//! SSE or WebSocket (alone, or one thread of a project socket), the seed route's one message, or one answer as the AI
 //! SDK's UI stream over an HTTP request (`UiRequest`) or a chat
 //! WebSocket's request (`ChatRequest`).
 
@@ -15,6 +15,11 @@ use crate::domain::ui_stream::Request;
 pub enum Wire {
     Sse,
     Ws,
+    /// One thread of a project socket: its WebSocket frames, muxed with
+    /// the other threads' on one connection; the socket pings, and a
+    /// closing `error` ends this thread's subscription (`unsubscribed`),
+    /// not the connection.
+    Channel,
     /// The seed route: only this message's text, in its own wire format.
     Seed(Uuid),
     /// The AI SDK's UI message stream over SSE: only this message.
@@ -50,7 +55,7 @@ impl Wire {
         match self {
             Wire::Seed(id) | Wire::Ui(UiRequest { message_id: id, .. }) => Some(*id),
             Wire::Chat(c) => Some(c.message_id),
-            Wire::Sse | Wire::Ws => None,
+            Wire::Sse | Wire::Ws | Wire::Channel => None,
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod event;
 pub mod frame;
 pub mod input;
 pub mod mcp;
+pub mod project_socket;
 pub mod provider_event;
 pub mod resources;
 pub mod tools;

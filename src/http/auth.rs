@@ -166,6 +166,12 @@ impl Auth {
         Ok((format!("{}.{}", B64.encode(&payload), B64.encode(tag)), expires))
     }
 
+    /// Whether `token` is a valid, unexpired stream token of `thread` (a
+    /// project socket's `subscribe` frame carries one in secured mode).
+    pub fn token_opens(&self, token: &str, thread: Uuid) -> bool {
+        matches!(self.verify_stream_token(token), Some(Caller::Stream { thread: t, .. }) if t == thread)
+    }
+
     /// What a valid, unexpired stream token opens.
     fn verify_stream_token(&self, token: &str) -> Option<Caller> {
         let (payload, tag) = token.split_once('.')?;

@@ -68,8 +68,14 @@ pub fn admit(state: &AppState, req: &HttpRequest, thread_id: Uuid) -> Result<Adm
 }
 
 /// Starts the session that feeds `transport` with the thread's events
-/// from `from`, holding its admission until it stops.
-pub fn start_session(state: &AppState, thread_id: Uuid, admission: Admission, transport: Transport, from: Resume) {
+/// from `from`, holding its admission until it stops; its address.
+pub fn start_session(
+    state: &AppState,
+    thread_id: Uuid,
+    admission: Admission,
+    transport: Transport,
+    from: Resume,
+) -> actix::Addr<SessionActor> {
     let settings = &state.deps.settings;
     SessionActor::new(
         thread_id,
@@ -80,7 +86,7 @@ pub fn start_session(state: &AppState, thread_id: Uuid, admission: Admission, tr
         from,
     )
     .holding(admission)
-    .start();
+    .start()
 }
 
 /// An SSE answer. HTTP/1.0 has no chunked encoding: its body is

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod chat;
+pub mod detached;
 pub mod events;
 pub mod keys;
 pub mod logging;
@@ -17,6 +18,7 @@ pub mod mcp_servers;
 pub mod messages;
 pub mod openapi;
 pub mod page;
+pub mod project_socket;
 pub mod projects;
 pub mod secrets;
 pub mod threads;
@@ -215,6 +217,7 @@ pub fn routes() -> Vec<ApiRoute> {
         route(Method::GET, "/v1/projects/{pid}/threads/{tid}/ws", Project, Upgrade, Stream, web::to(ws::subscribe)),
         route(Method::POST, "/v1/projects/{pid}/chat", Project, Json, Generate, web::to(chat::post::post)),
         route(Method::GET, "/v1/projects/{pid}/chat/ws", Project, Upgrade, Stream, web::to(chat::ws::socket)),
+        route(Method::GET, "/v1/projects/{pid}/ws", Project, Upgrade, Stream, web::to(project_socket::socket)),
         route(
             Method::GET,
             "/v1/projects/{pid}/chat/{id}/stream",
@@ -318,8 +321,8 @@ struct PathRoutes {
 }
 
 /// The access check of a path: its routes' `Access`, and for a thread's
-/// streams also its stream tokens (for a chat's, any thread's, which its
-/// handler checks).
+/// streams also its stream tokens (for a chat's or the project socket,
+/// any thread's, which its handler checks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Check {
     Public,
@@ -334,7 +337,8 @@ impl Check {
         match (r.access, r.kind) {
             (Access::Project, Kind::Stream | Kind::Answer) if r.path.contains("{tid}") => Check::Stream,
             (Access::Project, Kind::Stream) => {
-                assert!(r.path.contains("/chat/"), "stream route {} must name its thread or its chat", r.path);
+                let many = r.path.contains("/chat/") || r.path == "/v1/projects/{pid}/ws";
+                assert!(many, "stream route {} must name its thread, its chat, or be the project socket", r.path);
                 Check::ChatStream
             }
             (_, Kind::Stream) => panic!("stream route {} must take project access", r.path),

@@ -19,8 +19,8 @@ use utoipa::{
 };
 
 use super::{
-    admin, body::BodyKind, chat, events, keys, mcp_servers, messages, page, projects, routes, secrets, threads, tools,
-    ws, Access, AppState, Kind,
+    admin, body::BodyKind, chat, events, keys, mcp_servers, messages, page, project_socket, projects, routes, secrets,
+    threads, tools, ws, Access, AppState, Kind,
 };
 use crate::{config::LimitSettings, error::Code};
 
@@ -58,6 +58,7 @@ use crate::{config::LimitSettings, error::Code};
         chat::resume::stream,
         chat::resume::cancel,
         chat::ws::socket,
+        project_socket::socket,
         admin::stats,
         admin::threads,
         admin::thread,

@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// Largest client frame, and largest message after joining continuations.
-const MAX_CLIENT_FRAME: usize = 256 * 1024;
+pub(super) const MAX_CLIENT_FRAME: usize = 256 * 1024;
 
 #[utoipa::path(get, path = "/v1/projects/{pid}/threads/{tid}/ws", tag = "streams", operation_id = "websocket",
     params(("pid" = Uuid, Path, description = "Project id"), ("tid" = Uuid, Path, description = "Thread id"), ResumeQuery, ("token" = Option<String>, Query, description = "A stream token of this thread")),

@@ -20,6 +20,7 @@ mod operations;
 mod outage;
 mod page;
 mod pg;
+mod project_socket;
 mod provider_tls;
 mod providers;
 mod rest;

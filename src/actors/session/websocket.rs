@@ -1,5 +1,7 @@
 //! A WebSocket session's client side: the frames its client sends
-//! (`send`, `cancel`; pings answered; binary refused), and how the socket
+//! (`send`, `cancel`, `tool_results`, `approval`, read here or, for a
+//! thread of a project socket, by that socket; pings answered; binary
+//! refused), and how the socket
 //! closes on what the client sent wrong (the close codes, shared with the
 //! chat socket).
 
@@ -56,10 +58,13 @@ pub mod close {
 
 impl SessionActor {
     fn on_client_frame(&mut self, text: &str, ctx: &mut Context<Self>) {
-        let frame: ClientFrame = match serde_json::from_str(text) {
-            Ok(f) => f,
-            Err(e) => return self.write_error(Code::BadRequest, &format!("malformed frame: {e}"), ctx),
-        };
+        match serde_json::from_str(text) {
+            Ok(frame) => self.on_frame(frame, ctx),
+            Err(e) => self.write_error(Code::BadRequest, &format!("malformed frame: {e}"), ctx),
+        }
+    }
+
+    fn on_frame(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
         let registry = self.registry.clone();
         let thread_id = self.thread_id;
         match frame {
@@ -150,6 +155,14 @@ impl SessionActor {
     pub(super) fn close_ws(&mut self, code: u16, description: &str, ctx: &mut Context<Self>) {
         self.subscriber().write_ws_close(code, description);
         ctx.stop();
+    }
+}
+
+impl Handler<ChannelFrame> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, ChannelFrame(frame): ChannelFrame, ctx: &mut Context<Self>) {
+        self.on_frame(frame, ctx);
     }
 }
 
