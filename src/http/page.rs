@@ -99,7 +99,7 @@ pub const ASSETS: &[Asset] = &[
         path: "/client/convo.js",
         content_type: "text/javascript; charset=utf-8",
         description: "The browser client (a JavaScript module): typed events, resume by cursor, \
-            stream tokens, one shared connection per thread for all tabs",
+            stream tokens, one shared WebSocket per project for all threads and tabs",
         body: include_str!("../web/client/convo.js"),
     },
     Asset {
@@ -107,6 +107,13 @@ pub const ASSETS: &[Asset] = &[
         content_type: "text/javascript; charset=utf-8",
         description: "The browser client's REST API (`Api`, `ApiError`), imported by `/client/convo.js`",
         body: include_str!("../web/client/api.js"),
+    },
+    Asset {
+        path: "/client/project-socket.js",
+        content_type: "text/javascript; charset=utf-8",
+        description: "The browser client's project socket (`ProjectSocket`, `Channel`): every watched thread of \
+            a project on one WebSocket, imported by `/client/convo.js`",
+        body: include_str!("../web/client/project-socket.js"),
     },
     Asset {
         path: "/client/transcript.js",

@@ -106,11 +106,14 @@ export class Service {
 // ---------------------------------------------------------------- proxy
 
 /** A TCP proxy to `target` (a port): `cut()` drops every connection,
- * `freeze()` stops moving bytes on the open ones without closing them. */
+ * `freeze()` stops moving bytes on the open ones without closing them;
+ * `requests` holds the first request line of every connection (what a
+ * test counts connections by). */
 export class Proxy {
   static async start() {
     const p = new Proxy();
     p.pairs = new Set();
+    p.requests = [];
     p.server = net.createServer((client) => p.accept(client));
     await new Promise((resolve) => p.server.listen(0, '127.0.0.1', resolve));
     p.port = p.server.address().port;
@@ -121,6 +124,7 @@ export class Proxy {
     const upstream = net.connect(this.target, '127.0.0.1');
     const pair = { client, upstream };
     this.pairs.add(pair);
+    client.once('data', (chunk) => this.requests.push(chunk.toString('latin1').split('\r\n')[0]));
     const end = () => { this.pairs.delete(pair); client.destroy(); upstream.destroy(); };
     client.on('error', end).on('close', end);
     upstream.on('error', end).on('close', end);

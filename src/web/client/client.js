@@ -21,7 +21,8 @@ function httpVersion() {
  * Connects this tab. Options: `base` (default: this origin),
  * `credentials()` (bearer token or null), `streamToken(pid, tid)` (async
  * `{token, expires_at}` or null; default: minted with `credentials()`
- * when it gives one), `transport` (`sse` or `ws`), `shared` (default
+ * when it gives one), `transport` (`project`, the default: one WebSocket
+ * for every thread of a project; or one stream per thread, `sse` or `ws`), `shared` (default
  * true: one SharedWorker connection per thread for all tabs),
  * `heartbeatMs` (the server's heartbeat period, for the watchdog).
  */
@@ -56,7 +57,7 @@ class View {
 }
 
 export class Client {
-  constructor({ base = '', credentials = () => null, streamToken = null, transport = 'sse', shared = true,
+  constructor({ base = '', credentials = () => null, streamToken = null, transport = 'project', shared = true,
     heartbeatMs = 15000, workerUrl = new URL('./convo-worker.js', import.meta.url) } = {}) {
     this.api = new Api({ base, credentials });
     this.streamToken = streamToken || ((pid, tid) => (credentials() ? this.api.streamToken(pid, tid) : null));
@@ -170,7 +171,7 @@ export class Client {
 
   /** Asks a question: REST (`via: 'rest'`, default: answers the 202 body)
    * or a WebSocket `send` frame on the thread's stream (`via: 'ws'`, with
-   * `transport: 'ws'`: answers whether it was sent; refusals arrive as
+   * `transport: 'ws'` or `'project'`: answers whether it was sent; refusals arrive as
    * `error` events). */
   async send(pid, tid, content, { via = 'rest', ...options } = {}) {
     if (via === 'ws') return this.frame(pid, tid, { type: 'send', content });

@@ -1,5 +1,6 @@
 // hub.js: one stream and one transcript per watched thread, shared by any
-// number of tabs (part of /client/convo.js).
+// number of tabs (part of /client/convo.js); by default every thread of a
+// project is a channel of one project socket (project-socket.js).
 //
 // This is what keeps "one stream per thread per browser": the SharedWorker
 // (convo-worker.js) runs one `Hub` for every tab of the origin, and a tab
@@ -7,6 +8,7 @@
 // subscribers for the history and for stream tokens.
 
 import { ApiError } from './api.js';
+import { ProjectSocket } from './project-socket.js';
 import { Stream, backoff } from './stream.js';
 import { Transcript } from './transcript.js';
 
@@ -21,9 +23,22 @@ import { Transcript } from './transcript.js';
  * follow), `event`, `state`, `tabs` (how many subscribers watch).
  */
 export class Hub {
-  constructor({ base = '', transport = 'sse', heartbeatMs = 15000, maxStreams = Infinity } = {}) {
+  constructor({ base = '', transport = 'project', heartbeatMs = 15000, maxStreams = Infinity } = {}) {
+    // One socket carries every thread of a project: nothing to ration.
+    if (transport === 'project') maxStreams = Infinity;
     Object.assign(this, { base, transport, heartbeatMs, maxStreams });
     this.entries = new Map();
+    this.sockets = new Map();
+  }
+
+  /** The project socket of `pid` (transport `project`). */
+  socketOf(pid) {
+    let socket = this.sockets.get(pid);
+    if (!socket) {
+      socket = new ProjectSocket({ base: this.base, pid, heartbeatMs: this.heartbeatMs });
+      this.sockets.set(pid, socket);
+    }
+    return socket;
   }
 
   key(pid, tid) { return `${pid}/${tid}`; }
@@ -123,13 +138,16 @@ export class Hub {
     }
     if (!this.entries.has(e.key)) return;
     e.transcript = new Transcript(messages);
-    e.stream = new Stream({
-      base: this.base, path: `/v1/projects/${e.pid}/threads/${e.tid}`, transport: this.transport,
-      heartbeatMs: this.heartbeatMs, cursor: Transcript.cursorAfter(messages),
+    const follow = {
+      cursor: Transcript.cursorAfter(messages),
       token: () => this.ask(e, 'token'),
       onEvent: (ev) => this.onEvent(e, ev),
       onState: (state, detail) => this.setState(e, state, detail),
-    });
+    };
+    e.stream = this.transport === 'project'
+      ? this.socketOf(e.pid).channel(e.tid, follow)
+      : new Stream({ ...follow, base: this.base, path: `/v1/projects/${e.pid}/threads/${e.tid}`,
+        transport: this.transport, heartbeatMs: this.heartbeatMs });
     this.tell(e, this.snapshot(e));
     this.schedule();
   }
