@@ -78,6 +78,20 @@ const PURIFY = {
   RETURN_DOM_FRAGMENT: true,
 };
 
+// While the page is idle, a first render and a first use of the common
+// languages: each compiles code (tens of milliseconds for a language) that
+// would otherwise hold up the frame showing the first answer or the first
+// code block in that language.
+const WARM = ['javascript', 'typescript', 'python', 'bash', 'json', 'rust', 'go', 'java', 'cpp', 'sql', 'xml', 'css',
+  'yaml'];
+const idle = globalThis.requestIdleCallback || ((f) => setTimeout(f, 100));
+const warmSteps = [() => renderMarkdown('# a\n\n- *b* `c` https://d.example\n\n| e |\n|---|\n| f |\n\n> g\n'),
+  ...WARM.map((language) => () => hljs.highlight('x = f(1) // y', { language, ignoreIllegals: true }))];
+idle(function warm() {
+  try { warmSteps.shift()?.(); } catch (_) { /* only a warm-up */ }
+  if (warmSteps.length) idle(warm);
+});
+
 /** `source` as sanitised DOM nodes, ready for the page. */
 export function renderMarkdown(source) {
   const fragment = DOMPurify.sanitize(md.render(source), PURIFY);
