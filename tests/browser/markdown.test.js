@@ -5,13 +5,15 @@
 // jumps about; text that tries to become markup or script stays text,
 // with no CSP violation; a question stays plain text; and a long answer's
 // DOM work per frame does not grow with the answer, drawn at most once
-// per frame however fast its deltas come.
+// per frame however fast its deltas come (and the client's transcript,
+// without a browser, extends an answer's content by each delta).
 
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 
+import { Transcript } from '../../src/web/client/convo.js';
 import { FakeAnthropic, Service, context, eventually, finalMessage, launch, shot } from './harness.js';
 
 const AXE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'node_modules/axe-core/axe.min.js');
@@ -382,6 +384,33 @@ test('a plain answer reads as its text; a reload draws the same Markdown as the 
   } finally {
     await ctx.close();
   }
+});
+
+test('the transcript keeps content as its text blocks joined, extending it by each delta', () => {
+  const id = '01900000-0000-7000-8000-00000000000a';
+  const t = new Transcript();
+  const apply = (ev) => t.apply({ message_id: id, ...ev });
+  apply({ type: 'message.started', role: 'assistant', model: 'm' });
+  apply({ type: 'message.block', block: 0, kind: 'text' });
+  let offset = 0;
+  for (const piece of ['One ', 'two ', 'thrée ']) {
+    apply({ type: 'message.delta', block: 0, offset, text: piece });
+    offset += Buffer.byteLength(piece);
+  }
+  assert.equal(t.get(id).content, 'One two thrée ');
+  apply({ type: 'message.block', block: 1, kind: 'tool_use', id: 'toolu_1', name: 'x' });
+  apply({ type: 'message.delta', block: 1, offset: 0, text: '{}' });
+  apply({ type: 'message.block', block: 2, kind: 'text' });
+  apply({ type: 'message.delta', block: 2, offset: 0, text: 'after' });
+  // (A late delta of an earlier text block: content is joined again.)
+  apply({ type: 'message.delta', block: 0, offset, text: 'four' });
+  assert.equal(t.get(id).content, 'One two thrée fourafter');
+  apply({ type: 'message.delta', block: 2, offset: 5, text: ' all' });
+  assert.equal(t.get(id).content, 'One two thrée fourafter all');
+  // A replay after cursor_ahead starts the message's text afresh.
+  t.apply({ type: 'error', code: 'cursor_ahead', message: '' });
+  apply({ type: 'message.delta', block: 0, offset: 0, text: 'New' });
+  assert.equal(t.get(id).content, 'New');
 });
 
 /**
