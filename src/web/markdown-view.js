@@ -85,7 +85,7 @@ const PURIFY = {
 const WARM = ['javascript', 'typescript', 'python', 'bash', 'json', 'rust', 'go', 'java', 'cpp', 'sql', 'xml', 'css',
   'yaml'];
 const idle = globalThis.requestIdleCallback || ((f) => setTimeout(f, 100));
-const warmSteps = [() => renderMarkdown('# a\n\n- *b* `c` https://d.example\n\n| e |\n|---|\n| f |\n\n> g\n'),
+const warmSteps = [() => renderMarkdown('# a\n\n- *b* `c` [d](mailto:d@example.com)\n\n| e |\n|---|\n| f |\n\n> g\n'),
   ...WARM.map((language) => () => hljs.highlight('x = f(1) // y', { language, ignoreIllegals: true }))];
 idle(function warm() {
   try { warmSteps.shift()?.(); } catch (_) { /* only a warm-up */ }

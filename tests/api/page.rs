@@ -27,7 +27,7 @@ async fn every_page_file_is_served_same_origin_only_under_the_policy() {
         assert_eq!(r.status(), 200, "{path}");
         let header = |name: &str| r.headers().get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
         let expected_type = match path.rsplit('.').next() {
-            Some("js") => "text/javascript",
+            Some("js" | "mjs") => "text/javascript",
             Some("css") => "text/css",
             _ => "text/html",
         };
@@ -35,6 +35,13 @@ async fn every_page_file_is_served_same_origin_only_under_the_policy() {
         assert_eq!(header("content-security-policy"), CONTENT_SECURITY_POLICY, "{path}");
         assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
         let body = r.text().await.unwrap();
+        // Vendored libraries (pinned, their sums in src/web/vendor/README.md)
+        // carry URLs in comments, and the sanitiser parses HTML by design:
+        // the policy above is their wall. The page's own files insert no
+        // HTML and name no other host.
+        if path.starts_with("/vendor/") {
+            continue;
+        }
         assert!(!body.contains("://"), "{path} names no other host");
         assert!(!body.contains("innerHTML") && !body.contains("insertAdjacentHTML"), "{path} inserts no HTML");
     }
