@@ -16,6 +16,7 @@ pub mod keys;
 pub mod logging;
 pub mod mcp_servers;
 pub mod messages;
+pub mod muxed_socket;
 pub mod openapi;
 pub mod page;
 pub mod project_socket;

@@ -24,28 +24,26 @@
 //! socket it lives on an HTTP worker beside its body, pings on its own
 //! timer and closes a peer silent past `--ws-timeout-ms`.
 
-use std::{collections::HashMap, rc::Rc, time::Instant};
+use std::collections::HashMap;
 
 use actix::prelude::*;
 use actix_web::{
     body::{BodyStream, BoxBody},
     web, HttpRequest, HttpResponse,
 };
-use actix_ws::{AggregatedMessage, ProtocolError};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use uuid::Uuid;
 
 use super::{
     auth::{caller_of, credential_of_request, Caller},
     detached::detached,
     events::{start_session, STREAM_BUFFER},
+    muxed_socket::{self, ClientItem, Muxed, MuxedSocket},
     ws::{check_origin, handshake, MAX_CLIENT_FRAME},
     AppState,
 };
 use crate::{
-    actors::session::{
-        close, log_protocol_close, protocol_close, Admission, ChannelFrame, SessionActor, SessionLimits, Transport,
-    },
+    actors::session::{Admission, ChannelFrame, SessionActor, SessionLimits, Transport},
     capacity::{ConnectionSlot, SubscriberSlot},
     delivery::{
         mux::{mux, Mux},
@@ -55,7 +53,7 @@ use crate::{
         codes::Code,
         cursor::Resume,
         project_socket::{socket_error, unsubscribed, ProjectFrame},
-        websocket::{ws_close, ws_frame, WsOp},
+        websocket::{ws_frame, WsOp},
     },
     error::ApiError,
     ws_guard::Incoming,
@@ -114,13 +112,10 @@ pub struct ProjectSocket {
     state: web::Data<AppState>,
     project_id: Uuid,
     caller: Caller,
-    mux: Rc<Mux>,
-    incoming: Option<Incoming>,
+    socket: MuxedSocket,
     channels: HashMap<Uuid, Channel>,
     /// Keys of the mux's pipes, and tickets of subscriptions.
     next: u64,
-    last_heard: Instant,
-    limits: SessionLimits,
     /// Its place among its caller's connections, given back on stop.
     _connection: Option<ConnectionSlot>,
 }
@@ -139,12 +134,9 @@ impl ProjectSocket {
             state,
             project_id,
             caller,
-            mux: Rc::new(mux),
-            incoming: Some(incoming),
+            socket: MuxedSocket::new(mux, incoming, limits),
             channels: HashMap::new(),
             next: 1,
-            last_heard: Instant::now(),
-            limits,
             _connection: connection,
         }
     }
@@ -161,14 +153,7 @@ impl ProjectSocket {
         for frame in frames {
             bytes.extend_from_slice(&ws_frame(WsOp::Text, frame));
         }
-        let (mux, patience) = (self.mux.clone(), self.limits.slow_consumer);
-        let bytes: Bytes = bytes.freeze();
-        let send = async move { tokio::time::timeout(patience, mux.control.send(bytes)).await };
-        ctx.spawn(send.into_actor(self).map(|sent, _, ctx| {
-            if !matches!(sent, Ok(Ok(()))) {
-                ctx.stop();
-            }
-        }));
+        muxed_socket::control(self, bytes.freeze(), ctx);
     }
 
     /// A subscription of `thread_id` refused or failed: its `error`, then
@@ -179,15 +164,9 @@ impl ProjectSocket {
         self.control(&frames, ctx);
     }
 
-    /// A close frame (it fits even when the control pipe is full), then stop.
-    fn close(&mut self, code: u16, reason: &str, ctx: &mut Context<Self>) {
-        self.mux.control.push_final(ws_close(code, reason));
-        ctx.stop();
-    }
-
     /// Forgets threads whose subscription ended and whose frames are out.
     fn prune(&mut self) {
-        let mux = &self.mux;
+        let mux = &self.socket.mux;
         self.channels.retain(|_, c| match c {
             Channel::Opening { .. } => true,
             Channel::Open { key, .. } => mux.has(*key),
@@ -275,7 +254,7 @@ impl ProjectSocket {
         };
         let key = self.next();
         let (tx, body) = pipe(STREAM_BUFFER);
-        self.mux.add(key, body);
+        self.socket.mux.add(key, body);
         let admission = Admission { connection: None, subscriber };
         let session = start_session(&self.state, thread_id, admission, Transport::Channel(tx), from);
         self.channels.insert(thread_id, Channel::Open { key, session });
@@ -285,7 +264,7 @@ impl ProjectSocket {
     /// and its session with it.
     fn unsubscribe(&mut self, thread_id: Uuid) {
         if let Some(Channel::Open { key, .. }) = self.channels.remove(&thread_id) {
-            self.mux.remove(key);
+            self.socket.mux.remove(key);
         }
     }
 }
@@ -294,48 +273,42 @@ impl Actor for ProjectSocket {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if let Some(incoming) = self.incoming.take() {
-            ctx.add_stream(incoming);
-        }
-        let mux = self.mux.clone();
-        ctx.spawn(async move { mux.control.closed().await }.into_actor(self).map(|_, _, ctx| ctx.stop()));
         let every = self.state.deps.settings.streaming.heartbeat() / 2;
-        ctx.run_interval(every, |act, ctx| {
-            if act.last_heard.elapsed() > act.limits.peer_timeout {
-                tracing::debug!(project_id = %act.project_id, "project socket peer silent; closing");
-                return act.close(close::AWAY, "no pong", ctx);
-            }
-            let _ = act.mux.control.try_send(ws_frame(WsOp::Ping, b""));
-        });
+        muxed_socket::start(self, every, ctx);
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
-        // Its sessions see their clients gone, and stop.
-        self.mux.clear();
+        muxed_socket::stopping(self);
         Running::Stop
     }
 }
 
-impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for ProjectSocket {
-    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
-        self.last_heard = Instant::now();
-        match item {
-            Ok(AggregatedMessage::Text(text)) => self.on_frame(&text, ctx),
-            Ok(AggregatedMessage::Binary(_)) => {
-                let why = "binary frames are not supported; send JSON text frames";
-                self.control(&[socket_error(None, Code::BadRequest.as_str(), why)], ctx)
-            }
-            Ok(AggregatedMessage::Ping(bytes)) => {
-                let _ = self.mux.control.try_send(ws_frame(WsOp::Pong, &bytes));
-            }
-            Ok(AggregatedMessage::Pong(_)) => {}
-            Ok(AggregatedMessage::Close(_)) => ctx.stop(),
-            Err(e) => {
-                let (code, reason) = protocol_close(&e);
-                log_protocol_close(&e, &format_args!("project socket of {}", self.project_id));
-                self.close(code, reason, ctx)
-            }
-        }
+impl Muxed for ProjectSocket {
+    fn socket(&self) -> &MuxedSocket {
+        &self.socket
+    }
+
+    fn socket_mut(&mut self) -> &mut MuxedSocket {
+        &mut self.socket
+    }
+
+    fn whose(&self) -> String {
+        format!("project socket of {}", self.project_id)
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        self.on_frame(text, ctx);
+    }
+
+    fn on_binary(&mut self, ctx: &mut Context<Self>) {
+        let why = "binary frames are not supported; send JSON text frames";
+        self.control(&[socket_error(None, Code::BadRequest.as_str(), why)], ctx)
+    }
+}
+
+impl StreamHandler<ClientItem> for ProjectSocket {
+    fn handle(&mut self, item: ClientItem, ctx: &mut Context<Self>) {
+        muxed_socket::handle(self, item, ctx);
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {

@@ -25,18 +25,17 @@
 //! closes a peer silent past `--ws-timeout-ms`. It stops when its client
 //! goes away, and its requests' sessions with it.
 
-use std::{collections::HashMap, rc::Rc, time::Instant};
+use std::{collections::HashMap, rc::Rc};
 
 use actix::prelude::*;
 use actix_web::web;
-use actix_ws::{AggregatedMessage, ProtocolError};
 use uuid::Uuid;
 
 use super::{chat_thread, checked_turn, continuation, running_answer, title_of, token_opens};
 use crate::{
     actors::{
         registry::ask,
-        session::{close, log_protocol_close, protocol_close, Admission, SessionLimits, Transport},
+        session::{close, Admission, SessionLimits, Transport},
         thread::CancelAnswer,
         ThreadError,
     },
@@ -47,13 +46,14 @@ use crate::{
         cursor::{Cursor, Resume},
         event::end_cursor,
         ui_stream::Request,
-        websocket::{ws_close, ws_frame, WsOp},
+        websocket::{ws_frame, WsOp},
     },
     error::ApiError,
     http::{
         detached::detached,
         events::{start_session, STREAM_BUFFER},
         messages::start,
+        muxed_socket::{self, ClientItem, Muxed, MuxedSocket},
         AppState,
     },
     ws_guard::Incoming,
@@ -90,12 +90,9 @@ pub struct ChatSocket {
     project_id: Uuid,
     /// A stream token's thread: the one chat this socket may touch.
     token_thread: Option<Uuid>,
-    mux: Rc<Mux>,
-    incoming: Option<Incoming>,
+    socket: MuxedSocket,
     requests: HashMap<String, Active>,
     next_key: u64,
-    last_heard: Instant,
-    limits: SessionLimits,
     /// Its place among its key's connections, given back on stop.
     _connection: Option<ConnectionSlot>,
 }
@@ -114,12 +111,9 @@ impl ChatSocket {
             state,
             project_id,
             token_thread,
-            mux: Rc::new(mux),
-            incoming: Some(incoming),
+            socket: MuxedSocket::new(mux, incoming, limits),
             requests: HashMap::new(),
             next_key: 1,
-            last_heard: Instant::now(),
-            limits,
             _connection: connection,
         }
     }
@@ -127,15 +121,7 @@ impl ChatSocket {
     /// A frame of the socket's own; waits for room (a client that reads
     /// nothing for the slow-consumer time is closed).
     fn control(&mut self, bytes: Vec<u8>, ctx: &mut Context<Self>) {
-        let frame = ws_frame(WsOp::Text, &bytes);
-        let mux = self.mux.clone();
-        let patience = self.limits.slow_consumer;
-        let send = async move { tokio::time::timeout(patience, mux.control.send(frame)).await };
-        ctx.spawn(send.into_actor(self).map(|sent, _, ctx| {
-            if !matches!(sent, Ok(Ok(()))) {
-                ctx.stop();
-            }
-        }));
+        muxed_socket::control(self, ws_frame(WsOp::Text, &bytes), ctx);
     }
 
     fn fail(&mut self, request_id: &str, error: &ApiError, ctx: &mut Context<Self>) {
@@ -145,13 +131,12 @@ impl ChatSocket {
 
     /// A close frame (it fits even when the control pipe is full), then stop.
     fn close(&mut self, code: u16, reason: &str, ctx: &mut Context<Self>) {
-        self.mux.control.push_final(ws_close(code, reason));
-        ctx.stop();
+        muxed_socket::close_with(self, code, reason, ctx);
     }
 
     /// Forgets requests whose answer ended and whose frames are all out.
     fn prune(&mut self) {
-        let mux = &self.mux;
+        let mux = &self.socket.mux;
         self.requests.retain(|_, r| match r {
             Active::Starting { .. } => true,
             Active::Open { key, .. } => mux.has(*key),
@@ -336,7 +321,7 @@ impl ChatSocket {
             let _ = tx.try_send(first.freeze());
             Continuation::new(prefix.len() as u64)
         });
-        self.mux.add(key, body);
+        self.socket.mux.add(key, body);
         let wire = ChatRequest { message_id: opening.answer, request, after: opening.after, continuation };
         let admission = Admission { connection: None, subscriber: opening.subscriber };
         start_session(
@@ -354,8 +339,8 @@ impl ChatSocket {
             Some(Active::Starting { aborted }) => *aborted = true,
             Some(&mut Active::Open { key, thread, answer }) => {
                 // Still streaming (its pipe is there): its answer may run.
-                let live = self.mux.has(key);
-                self.mux.remove(key);
+                let live = self.socket.mux.has(key);
+                self.socket.mux.remove(key);
                 self.requests.remove(request_id);
                 if live {
                     self.cancel(thread, answer, ctx);
@@ -384,45 +369,41 @@ impl Actor for ChatSocket {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         // (Its requests count as WebSocket subscribers, the socket not.)
-        if let Some(incoming) = self.incoming.take() {
-            ctx.add_stream(incoming);
-        }
-        let mux = self.mux.clone();
-        ctx.spawn(async move { mux.control.closed().await }.into_actor(self).map(|_, _, ctx| ctx.stop()));
         let every = self.state.deps.settings.streaming.heartbeat() / 2;
-        ctx.run_interval(every, |act, ctx| {
-            if act.last_heard.elapsed() > act.limits.peer_timeout {
-                tracing::debug!(project_id = %act.project_id, "chat websocket peer silent; closing");
-                return act.close(close::AWAY, "no pong", ctx);
-            }
-            let _ = act.mux.control.try_send(ws_frame(WsOp::Ping, b""));
-        });
+        muxed_socket::start(self, every, ctx);
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
-        // Its requests' sessions see their clients gone, and stop.
-        self.mux.clear();
+        muxed_socket::stopping(self);
         Running::Stop
     }
 }
 
-impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for ChatSocket {
-    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
-        self.last_heard = Instant::now();
-        match item {
-            Ok(AggregatedMessage::Text(text)) => self.on_frame(&text, ctx),
-            Ok(AggregatedMessage::Binary(_)) => self.close(close::UNSUPPORTED, "send JSON text frames", ctx),
-            Ok(AggregatedMessage::Ping(bytes)) => {
-                let _ = self.mux.control.try_send(ws_frame(WsOp::Pong, &bytes));
-            }
-            Ok(AggregatedMessage::Pong(_)) => {}
-            Ok(AggregatedMessage::Close(_)) => ctx.stop(),
-            Err(e) => {
-                let (code, reason) = protocol_close(&e);
-                log_protocol_close(&e, &format_args!("chat of project {}", self.project_id));
-                self.close(code, reason, ctx)
-            }
-        }
+impl Muxed for ChatSocket {
+    fn socket(&self) -> &MuxedSocket {
+        &self.socket
+    }
+
+    fn socket_mut(&mut self) -> &mut MuxedSocket {
+        &mut self.socket
+    }
+
+    fn whose(&self) -> String {
+        format!("chat of project {}", self.project_id)
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        self.on_frame(text, ctx);
+    }
+
+    fn on_binary(&mut self, ctx: &mut Context<Self>) {
+        self.close(close::UNSUPPORTED, "send JSON text frames", ctx);
+    }
+}
+
+impl StreamHandler<ClientItem> for ChatSocket {
+    fn handle(&mut self, item: ClientItem, ctx: &mut Context<Self>) {
+        muxed_socket::handle(self, item, ctx);
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
