@@ -28,6 +28,8 @@ pub struct Settings {
     pub cluster: ClusterSettings,
     #[command(flatten)]
     pub outbound: OutboundSettings,
+    #[command(flatten)]
+    pub notify: NotifySettings,
 }
 
 /// Calls the service makes on a project's behalf: tools it runs itself
@@ -61,6 +63,53 @@ impl OutboundSettings {
 
     pub fn tool_timeout(&self) -> Duration {
         Duration::from_millis(self.tool_timeout_ms)
+    }
+}
+
+/// Notifications (webhooks, Web Push): how they are sent and retried.
+#[derive(Debug, Clone, Args)]
+pub struct NotifySettings {
+    /// Attempts of one delivery before it is `failed` (a 2xx delivers;
+    /// anything else, or no answer in time, is tried again).
+    #[arg(long, env = "NOTIFY_MAX_ATTEMPTS", default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub notify_max_attempts: u32,
+    /// The wait before a delivery's second attempt; each later one doubles
+    /// (with jitter), up to `--notify-retry-max-ms`. The defaults span
+    /// about a day.
+    #[arg(long, env = "NOTIFY_RETRY_MIN_MS", default_value_t = 60_000)]
+    pub notify_retry_min_ms: u64,
+    /// The longest wait between two attempts.
+    #[arg(long, env = "NOTIFY_RETRY_MAX_MS", default_value_t = 12 * 3_600_000)]
+    pub notify_retry_max_ms: u64,
+    /// How long one attempt may take, connecting included.
+    #[arg(long, env = "NOTIFY_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub notify_timeout_ms: u64,
+    /// The most of a receiver's answer read (the rest is not).
+    #[arg(long, env = "NOTIFY_MAX_RESPONSE_BYTES", default_value_t = 64 * 1024)]
+    pub notify_max_response_bytes: usize,
+    /// Deliveries sent at once by this node (a slow receiver holds one).
+    #[arg(long, env = "NOTIFY_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub notify_concurrency: u64,
+    /// A `when: unwatched` webhook is sent only if, this long after its
+    /// event, no subscriber on any node watches the thread.
+    #[arg(long, env = "NOTIFY_UNWATCHED_DELAY_MS", default_value_t = 30_000)]
+    pub notify_unwatched_delay_ms: u64,
+}
+
+impl NotifySettings {
+    pub fn backoff(&self) -> crate::notify::Backoff {
+        crate::notify::Backoff {
+            min: Duration::from_millis(self.notify_retry_min_ms),
+            max: Duration::from_millis(self.notify_retry_max_ms),
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.notify_timeout_ms)
+    }
+
+    pub fn unwatched_delay(&self) -> Duration {
+        Duration::from_millis(self.notify_unwatched_delay_ms)
     }
 }
 

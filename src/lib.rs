@@ -13,6 +13,7 @@ pub mod http;
 pub mod mcp_client;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod outbound;
 mod serve;
 pub mod shutdown;

@@ -47,6 +47,16 @@ pub struct Metrics {
     pub tool_call_retries: IntCounterVec,
     /// From a call's first attempt to its result, by kind.
     pub tool_call_seconds: HistogramVec,
+    /// Notification deliveries a receiver took (2xx).
+    pub notifications_sent: IntCounter,
+    /// Deliveries given up after their last attempt.
+    pub notifications_failed: IntCounter,
+    /// Attempts that failed and were scheduled again.
+    pub notifications_retried: IntCounter,
+    /// Pending deliveries in the outbox (of every node).
+    pub outbox_depth: IntGauge,
+    /// Age of the oldest pending delivery (0: none).
+    pub outbox_oldest_seconds: Gauge,
 }
 
 /// Buckets for the start and delivery latencies, 50 us to 10 s.
@@ -152,6 +162,27 @@ impl Metrics {
                 &["kind"],
             )
             .expect("valid metric"),
+            notifications_sent: IntCounter::new(
+                "convo_notifications_sent_total",
+                "Notification deliveries a receiver took",
+            )
+            .expect("valid metric"),
+            notifications_failed: IntCounter::new(
+                "convo_notifications_failed_total",
+                "Notification deliveries given up after their last attempt",
+            )
+            .expect("valid metric"),
+            notifications_retried: IntCounter::new(
+                "convo_notifications_retried_total",
+                "Notification attempts that failed and were scheduled again",
+            )
+            .expect("valid metric"),
+            outbox_depth: IntGauge::new("convo_outbox_depth", "Pending notification deliveries").expect("valid metric"),
+            outbox_oldest_seconds: Gauge::new(
+                "convo_outbox_oldest_pending_seconds",
+                "Age of the oldest pending notification delivery",
+            )
+            .expect("valid metric"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -179,6 +210,11 @@ impl Metrics {
             Box::new(m.tool_call_failures.clone()),
             Box::new(m.tool_call_retries.clone()),
             Box::new(m.tool_call_seconds.clone()),
+            Box::new(m.notifications_sent.clone()),
+            Box::new(m.notifications_failed.clone()),
+            Box::new(m.notifications_retried.clone()),
+            Box::new(m.outbox_depth.clone()),
+            Box::new(m.outbox_oldest_seconds.clone()),
         ];
         for c in collectors {
             // expect: names are distinct constants, so registration cannot clash.

@@ -80,6 +80,10 @@ impl Application {
             if interrupted > 0 {
                 tracing::warn!(messages = interrupted, "messages left streaming by a previous run are now interrupted");
             }
+            let released = store.release_claims().await.context("could not read the notification outbox")?;
+            if released > 0 {
+                tracing::info!(deliveries = released, "notifications a previous run was sending are sent again");
+            }
         }
         let provider = model::from_settings(&settings.provider, &metrics)?;
         let db_healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -163,6 +167,10 @@ impl Application {
             let bus = bus.clone().expect("cluster mode has a bus");
             crate::actors::sweeper::Sweeper::new(deps.clone(), registry.clone(), settings.cluster.lease(), bus).start();
         }
+        // Notifications: the outbox's sender (`notify::sender`).
+        let watchers = crate::notify::sender::LiveWatchers { registry: registry.clone(), bus: bus.clone() };
+        crate::notify::sender::Sender::new(deps.store.clone(), deps.metrics.clone(), &settings, Box::new(watchers))
+            .spawn();
 
         for origin in settings.http.allowed_origins.iter().filter(|o| *o != "*") {
             let uri: actix_web::http::Uri =

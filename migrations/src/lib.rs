@@ -15,6 +15,7 @@ mod m20261207_000002_tools;
 mod m20261207_000003_turn_tools;
 mod m20261207_000004_tool_secrets;
 mod m20261207_000005_mcp_servers;
+mod m20261207_000006_notifications;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000003_turn_tools::Migration),
             Box::new(m20261207_000004_tool_secrets::Migration),
             Box::new(m20261207_000005_mcp_servers::Migration),
+            Box::new(m20261207_000006_notifications::Migration),
         ]
     }
 }

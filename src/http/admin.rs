@@ -49,6 +49,15 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
             "last_batch_ms": m.persistence_last_batch_seconds.get() * 1000.0,
             "failures": m.persistence_failures.get(),
         },
+        // Notification deliveries: pending in the outbox (of every node),
+        // the oldest one's age, and what this node sent.
+        "outbox": {
+            "depth": m.outbox_depth.get(),
+            "oldest_pending_secs": m.outbox_oldest_seconds.get(),
+            "sent": m.notifications_sent.get(),
+            "failed": m.notifications_failed.get(),
+            "retried": m.notifications_retried.get(),
+        },
     }))
 }
 

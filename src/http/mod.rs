@@ -24,6 +24,7 @@ pub mod projects;
 pub mod secrets;
 pub mod threads;
 pub mod tools;
+pub mod webhooks;
 pub mod ws;
 
 use std::sync::Arc;
@@ -198,6 +199,33 @@ pub fn routes() -> Vec<ApiRoute> {
             Empty,
             Plain,
             web::to(mcp_servers::remove),
+        ),
+        route(Method::POST, "/v1/projects/{pid}/webhooks", Project, Json, Plain, web::to(webhooks::add)),
+        route(Method::GET, "/v1/projects/{pid}/webhooks", Project, Empty, Plain, web::to(webhooks::list)),
+        route(Method::DELETE, "/v1/projects/{pid}/webhooks/{id}", Project, Empty, Plain, web::to(webhooks::remove)),
+        route(
+            Method::GET,
+            "/v1/projects/{pid}/webhooks/{id}/deliveries",
+            Project,
+            Empty,
+            Plain,
+            web::to(webhooks::deliveries),
+        ),
+        route(
+            Method::GET,
+            "/v1/projects/{pid}/webhooks/{id}/deliveries/{did}",
+            Project,
+            Empty,
+            Plain,
+            web::to(webhooks::delivery),
+        ),
+        route(
+            Method::POST,
+            "/v1/projects/{pid}/webhooks/{id}/deliveries/{did}/retry",
+            Project,
+            Empty,
+            Plain,
+            web::to(webhooks::retry),
         ),
         route(
             Method::POST,

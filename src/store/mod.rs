@@ -11,7 +11,9 @@ mod history;
 mod keys;
 mod leases;
 mod mcp_servers;
+pub mod outbox;
 mod secrets;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -78,6 +80,9 @@ pub enum Outcome {
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Wakes the notification sender after a commit that may have written
+    /// outbox rows (`outbox`).
+    outbox: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Store {
@@ -141,7 +146,7 @@ impl Store {
         if let Some(txn) = lock {
             txn.commit().await?;
         }
-        Ok(Store { db })
+        Ok(Store { db, outbox: Default::default() })
     }
 
     /// The connection, for tests and checks.
@@ -217,6 +222,7 @@ impl Store {
             outcomes.push(apply(&txn, op).await?);
         }
         txn.commit().await?;
+        self.wake_outbox(ops);
         Ok(outcomes)
     }
 
@@ -242,7 +248,16 @@ impl Store {
             }
         }
         txn.commit().await?;
+        self.wake_outbox(ops);
         Ok(outcomes)
+    }
+
+    /// Wakes the notification sender if `ops` may have written outbox rows.
+    fn wake_outbox(&self, ops: &[WriteOp]) {
+        let reports = |op: &WriteOp| matches!(op.inner(), WriteOp::Update(m) if crate::notify::event_type(m).is_some());
+        if ops.iter().any(reports) {
+            self.outbox.notify_one();
+        }
     }
 }
 
@@ -287,6 +302,8 @@ async fn apply_plain<C: ConnectionTrait>(db: &C, op: &WriteOp) -> Result<(), Sto
                 .await?;
         }
         WriteOp::Update(m) => {
+            // Its event, if this state reports one, in this transaction.
+            let reports = outbox::reports(db, m).await?;
             let mut row = convert::message_row(m);
             // The identity columns never change.
             row.thread_id = sea_orm::ActiveValue::NotSet;
@@ -294,6 +311,9 @@ async fn apply_plain<C: ConnectionTrait>(db: &C, op: &WriteOp) -> Result<(), Sto
             row.role = sea_orm::ActiveValue::NotSet;
             row.created_at = sea_orm::ActiveValue::NotSet;
             message::Entity::update_many().set(row).filter(message::Column::Id.eq(m.id)).exec(db).await?;
+            if reports {
+                outbox::record(db, m).await?;
+            }
         }
         WriteOp::DeleteThread(id) => {
             message::Entity::delete_many().filter(message::Column::ThreadId.eq(*id)).exec(db).await?;

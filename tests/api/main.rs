@@ -36,4 +36,5 @@ mod tls;
 mod tls_http2;
 mod tools;
 mod tools_faults;
+mod webhooks;
 mod websocket;

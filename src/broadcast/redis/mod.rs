@@ -327,7 +327,7 @@ impl Bus {
     }
 
     /// The subscriber counts of the other live nodes for `thread`.
-    async fn presence(&self, thread: Uuid) -> Result<Vec<(String, usize)>, BusError> {
+    pub(crate) async fn presence(&self, thread: Uuid) -> Result<Vec<(String, usize)>, BusError> {
         let mut conn = self.conn.clone();
         let all: HashMap<String, String> =
             redis::cmd("HGETALL").arg(self.presence_key(thread)).query_async(&mut conn).await?;
