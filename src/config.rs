@@ -30,6 +30,42 @@ pub struct Settings {
     pub outbound: OutboundSettings,
     #[command(flatten)]
     pub notify: NotifySettings,
+    #[command(flatten)]
+    pub push: PushSettings,
+}
+
+/// Web Push to browsers (`notify::push`): off until `--vapid-subject` is
+/// set.
+#[derive(Debug, Clone, Args)]
+pub struct PushSettings {
+    /// Who runs this service, told to push services with every push
+    /// (RFC 8292 `sub`): a `mailto:` or `https:` URL. Web Push is off
+    /// (its routes answer 404) until it is set.
+    #[arg(long, env = "VAPID_SUBJECT", value_parser = parse_vapid_subject)]
+    pub vapid_subject: Option<String>,
+    /// The VAPID private key: base64url of the 32-byte P-256 scalar
+    /// (`openssl ecparam -name prime256v1 -genkey`, its private part).
+    /// Default: one generated once and kept in the database, the same on
+    /// every node and across restarts.
+    #[arg(long, env = "VAPID_PRIVATE_KEY", hide_env_values = true, value_parser = parse_secret)]
+    pub vapid_private_key: Option<Secret>,
+    /// How long a push service keeps a push for a browser that is offline
+    /// (the `TTL` header), in seconds.
+    #[arg(long, env = "PUSH_TTL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u32).range(0..=2_419_200))]
+    pub push_ttl_secs: u32,
+}
+
+fn parse_vapid_subject(value: &str) -> Result<String, String> {
+    let valid = match url::Url::parse(value) {
+        Ok(url) if url.scheme() == "mailto" => url.path().contains('@'),
+        Ok(url) if url.scheme() == "https" => url.host().is_some(),
+        _ => false,
+    };
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err("must be a mailto: address or an https: URL (RFC 8292)".into())
+    }
 }
 
 /// Calls the service makes on a project's behalf: tools it runs itself

@@ -145,7 +145,7 @@ impl Application {
         // handoffs: 20 questions at once reached their first delta p99 2.6-3.0
         // ms with 2 actor threads, 2.0-2.3 ms with one (README, Performance).
         let actor_threads = settings.streaming.actor_arbiters.unwrap_or(cores / 2).max(1);
-        let arbiters: Vec<Arbiter> = (0..actor_threads).map(|_| Arbiter::with_tokio_rt(actor_runtime)).collect();
+        let mut arbiters: Vec<Arbiter> = (0..actor_threads).map(|_| Arbiter::with_tokio_rt(actor_runtime)).collect();
         let registry = Registry::new(deps.clone(), arbiters.iter().map(|a| a.handle()).collect()).start();
         if !clustered {
             // Answers whose calls were all answered when the last run
@@ -169,8 +169,13 @@ impl Application {
         }
         // Notifications: the outbox's sender (`notify::sender`).
         let watchers = crate::notify::sender::LiveWatchers { registry: registry.clone(), bus: bus.clone() };
-        crate::notify::sender::Sender::new(deps.store.clone(), deps.metrics.clone(), &settings, Box::new(watchers))
-            .spawn();
+        let sender =
+            crate::notify::sender::Sender::new(deps.store.clone(), deps.metrics.clone(), &settings, Box::new(watchers));
+        // On a thread of its own, stopped with the others (its queries end
+        // inside a runtime context, see `actor_runtime`).
+        let notifier = Arbiter::with_tokio_rt(actor_runtime);
+        notifier.spawn_fn(move || sender.spawn());
+        arbiters.push(notifier);
 
         for origin in settings.http.allowed_origins.iter().filter(|o| *o != "*") {
             let uri: actix_web::http::Uri =

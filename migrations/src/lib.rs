@@ -16,6 +16,7 @@ mod m20261207_000003_turn_tools;
 mod m20261207_000004_tool_secrets;
 mod m20261207_000005_mcp_servers;
 mod m20261207_000006_notifications;
+mod m20261207_000007_push;
 
 pub struct Migrator;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000004_tool_secrets::Migration),
             Box::new(m20261207_000005_mcp_servers::Migration),
             Box::new(m20261207_000006_notifications::Migration),
+            Box::new(m20261207_000007_push::Migration),
         ]
     }
 }

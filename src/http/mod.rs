@@ -21,6 +21,7 @@ pub mod openapi;
 pub mod page;
 pub mod project_socket;
 pub mod projects;
+pub mod push;
 pub mod secrets;
 pub mod threads;
 pub mod tools;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub api_doc: String,
     /// Cluster mode: this node's link to the others.
     pub bus: Option<Arc<crate::broadcast::redis::Bus>>,
+    /// Web Push, when it is on (`--vapid-subject`).
+    pub push: Option<Arc<crate::notify::push::Push>>,
 }
 
 /// Who may call a route.
@@ -91,6 +94,11 @@ pub enum Kind {
     /// thread `{tid}` is accepted (a tab in secured mode answers); 409
     /// `not_awaiting` or `tool_call_resolved`, 503 with no database.
     Answer,
+    /// A project route for what may belong to one thread (push
+    /// subscriptions): a stream token of that thread is accepted, and the
+    /// handler checks that the thread it names (in the body, or in the
+    /// stored resource) is the token's.
+    ForThread,
     /// A file of the web page (`page::ASSETS`), embedded in the binary and
     /// served under the page's Content-Security-Policy. Always public.
     Asset,
@@ -99,7 +107,7 @@ pub enum Kind {
 impl Kind {
     /// Whether a stream token of the route's thread is accepted.
     pub fn takes_stream_tokens(self) -> bool {
-        matches!(self, Kind::Stream | Kind::Answer)
+        matches!(self, Kind::Stream | Kind::Answer | Kind::ForThread)
     }
 }
 
@@ -140,7 +148,7 @@ fn route(method: Method, path: &'static str, access: Access, body: BodyKind, kin
 pub fn routes() -> Vec<ApiRoute> {
     use Access::{Admin, Project, Public};
     use BodyKind::{Empty, Json, Upgrade};
-    use Kind::{Answer, Asset, Cancel, Generate, Plain, Stream};
+    use Kind::{Answer, Asset, Cancel, ForThread, Generate, Plain, Stream};
     vec![
         route(Method::POST, "/v1/projects", Admin, Json, Plain, web::to(projects::create)),
         route(Method::GET, "/v1/projects/{pid}", Project, Empty, Plain, web::to(projects::get)),
@@ -271,6 +279,23 @@ pub fn routes() -> Vec<ApiRoute> {
             Generate,
             web::to(events::seed_stream),
         ),
+        route(Method::GET, "/v1/push/public-key", Public, Empty, Plain, web::to(push::public_key)),
+        route(
+            Method::POST,
+            "/v1/projects/{pid}/push-subscriptions",
+            Project,
+            Json,
+            ForThread,
+            web::to(push::subscribe),
+        ),
+        route(
+            Method::DELETE,
+            "/v1/projects/{pid}/push-subscriptions/{id}",
+            Project,
+            Empty,
+            ForThread,
+            web::to(push::unsubscribe),
+        ),
         route(Method::GET, "/admin/stats", Admin, Empty, Plain, web::to(admin::stats)),
         route(Method::GET, "/admin/threads", Admin, Empty, Plain, web::to(admin::threads)),
         route(Method::GET, "/admin/threads/{tid}", Admin, Empty, Plain, web::to(admin::thread)),
@@ -371,6 +396,9 @@ impl Check {
                 Check::ChatStream
             }
             (_, Kind::Stream) => panic!("stream route {} must take project access", r.path),
+            // (Any thread's token: the handler checks which.)
+            (Access::Project, Kind::ForThread) => Check::ChatStream,
+            (_, Kind::ForThread) => panic!("route {} must take project access", r.path),
             (Access::Public, Kind::Asset) => Check::Public,
             (_, Kind::Asset) => panic!("page file {} must be public", r.path),
             (Access::Public, _) => Check::Public,

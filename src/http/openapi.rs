@@ -19,8 +19,8 @@ use utoipa::{
 };
 
 use super::{
-    admin, body::BodyKind, chat, events, keys, mcp_servers, messages, page, project_socket, projects, routes, secrets,
-    threads, tools, ws, Access, AppState, Kind,
+    admin, body::BodyKind, chat, events, keys, mcp_servers, messages, page, project_socket, projects, push, routes,
+    secrets, threads, tools, ws, Access, AppState, Kind,
 };
 use crate::{config::LimitSettings, error::Code};
 
@@ -65,6 +65,9 @@ use crate::{config::LimitSettings, error::Code};
         chat::resume::cancel,
         chat::ws::socket,
         project_socket::socket,
+        push::public_key,
+        push::subscribe,
+        push::unsubscribe,
         admin::stats,
         admin::threads,
         admin::thread,

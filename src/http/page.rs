@@ -72,6 +72,20 @@ pub const ASSETS: &[Asset] = &[
         body: include_str!("../web/markdown-view.js"),
     },
     Asset {
+        path: "/notify.js",
+        content_type: "text/javascript; charset=utf-8",
+        description: "The page's Notify me toggle: Web Push for one thread \
+            (a JavaScript module imported by `/app.js`)",
+        body: include_str!("../web/notify.js"),
+    },
+    Asset {
+        path: "/sw.js",
+        content_type: "text/javascript; charset=utf-8",
+        description: "The page's service worker (scope `/`): shows Web Push notifications, \
+            and opens their thread when clicked",
+        body: include_str!("../web/sw.js"),
+    },
+    Asset {
         path: "/vendor/markdown-it/markdown-it.esm.min.mjs",
         content_type: "text/javascript; charset=utf-8",
         description: "markdown-it 15.0.3, vendored (MIT; see src/web/vendor/README.md)",

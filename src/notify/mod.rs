@@ -198,8 +198,9 @@ pub enum Sent {
 /// Sends deliveries of one target kind: the seam between the sender and
 /// a transport (`webhook::WebhookChannel`; Web Push adds its own). Called
 /// on the sender's task, once per attempt; it must end within the
-/// notification time-out.
-pub trait Channel {
+/// notification time-out. (`Send`: the sender is built on the app's
+/// thread and runs on a thread of its own.)
+pub trait Channel: Send {
     fn send<'a>(&'a self, delivery: &'a Delivery) -> LocalBoxFuture<'a, Sent>;
 }
 

@@ -32,7 +32,7 @@ use crate::{
 };
 
 /// How many subscribers watch a thread now, on every node.
-pub trait Watchers {
+pub trait Watchers: Send {
     fn watching(&self, thread_id: Uuid) -> LocalBoxFuture<'static, usize>;
 }
 
@@ -75,7 +75,8 @@ impl Sender {
         }
     }
 
-    /// Runs the sender on the current arbiter, for the life of the process.
+    /// Runs the sender (and, on Postgres, its listener) on the current
+    /// arbiter, until the arbiter stops.
     pub fn spawn(self) {
         self.store.listen_outbox();
         actix_rt::spawn(Rc::new(self).run());

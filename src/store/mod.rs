@@ -12,6 +12,7 @@ mod keys;
 mod leases;
 mod mcp_servers;
 pub mod outbox;
+mod push;
 mod secrets;
 mod webhooks;
 
@@ -31,6 +32,7 @@ use uuid::Uuid;
 
 pub use error::{Fault, StoreError};
 pub use leases::{Acquired, Fence, LeaseInfo};
+pub use push::{NewPushSubscription, PushSubscription};
 
 use crate::{
     config::DatabaseSettings,

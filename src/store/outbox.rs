@@ -51,16 +51,18 @@ pub(super) async fn reports<C: ConnectionTrait>(db: &C, m: &Message) -> Result<b
 pub async fn targets<C: ConnectionTrait>(
     db: &C,
     project_id: Uuid,
-    _thread_id: Uuid,
+    thread_id: Uuid,
     event_type: &str,
 ) -> Result<Vec<Target>, StoreError> {
     let hooks = webhook::Entity::find().filter(webhook::Column::ProjectId.eq(project_id)).all(db).await?;
-    Ok(hooks
+    let mut targets: Vec<Target> = hooks
         .into_iter()
         .map(super::webhooks::from_row)
         .filter(|w| w.events.iter().any(|e| e == event_type))
         .map(|w| Target { kind: TargetKind::Webhook, id: w.id, unwatched: w.when == notify::When::Unwatched })
-        .collect())
+        .collect();
+    targets.extend(super::push::targets(db, project_id, thread_id, event_type).await?);
+    Ok(targets)
 }
 
 /// Writes the event `m`'s new state reports and its deliveries (none if

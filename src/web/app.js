@@ -11,6 +11,7 @@ import { ago, h } from './dom.js';
 import { callCard, renderCall, renderCallState, renderResult } from './tool-cards.js';
 import { MarkdownView } from './markdown-view.js';
 import { MessageActions, QuestionEditor } from './message-actions.js';
+import { NotifyToggle } from './notify.js';
 import { ThreadTitle, UNTITLED, announceThreads, debounce, onThreadsChanged } from './titles.js';
 
 const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content;
@@ -396,7 +397,9 @@ function threadView(pid, tid, main, list) {
       h('div', { class: 'thread-name' }, title.element, model),
       h('div', { class: 'thread-status' },
         h('span', { class: 'presence', title: 'Tabs and clients watching this thread' }, presence, ' watching'),
-        connection)),
+        connection,
+        // Web Push for this thread (./notify.js).
+        new NotifyToggle({ pid, tid, api, problem: (text) => tell(text) }).element)),
     system, empty, messages, jump, notice, editor.element, form));
 
   const rendered = new Map();

@@ -23,6 +23,7 @@ mod pg;
 mod project_socket;
 mod provider_tls;
 mod providers;
+mod push;
 mod rest;
 mod resume;
 mod routes;

@@ -9,6 +9,8 @@ pub mod node;
 pub mod notification_delivery;
 pub mod notification_event;
 pub mod project;
+pub mod push_subscription;
 pub mod thread;
 pub mod tool_secret;
+pub mod vapid_key;
 pub mod webhook;
