@@ -167,10 +167,16 @@ impl Application {
             let bus = bus.clone().expect("cluster mode has a bus");
             crate::actors::sweeper::Sweeper::new(deps.clone(), registry.clone(), settings.cluster.lease(), bus).start();
         }
+        // Web Push, when it is on (`--vapid-subject`): its VAPID key.
+        let push = crate::notify::push::Push::start(&settings, &deps.store).await?;
         // Notifications: the outbox's sender (`notify::sender`).
         let watchers = crate::notify::sender::LiveWatchers { registry: registry.clone(), bus: bus.clone() };
-        let sender =
+        let mut sender =
             crate::notify::sender::Sender::new(deps.store.clone(), deps.metrics.clone(), &settings, Box::new(watchers));
+        sender.push = push.clone().map(|push| {
+            Box::new(crate::notify::push::PushChannel { push, store: deps.store.clone() })
+                as Box<dyn crate::notify::Channel>
+        });
         // On a thread of its own, stopped with the others (its queries end
         // inside a runtime context, see `actor_runtime`).
         let notifier = Arbiter::with_tokio_rt(actor_runtime);
@@ -208,7 +214,7 @@ impl Application {
         let port = local.port();
         let api_doc = http::openapi::document(&settings.limits);
         let bus_at_shutdown = bus.clone();
-        let state = web::Data::new(AppState { store, registry: registry.clone(), deps, auth, api_doc, bus });
+        let state = web::Data::new(AppState { store, registry: registry.clone(), deps, auth, api_doc, bus, push });
         let max_body = settings.http.max_body_bytes;
         let cors_origins = settings.http.allowed_origins.clone();
         let grace = Duration::from_millis(settings.http.shutdown_grace_ms);

@@ -21,6 +21,7 @@
 //! This file holds the types they share: the events, the payload, a
 //! delivery as the sender sees it, and the backoff.
 
+pub mod push;
 pub mod sender;
 pub mod webhook;
 
