@@ -75,6 +75,9 @@ pub enum ThreadError {
     /// A question's own tools do not fit with the thread's.
     #[error("{0}")]
     BadTools(String),
+    /// A regenerate on a thread with no question to ask again.
+    #[error("the thread has no user message to ask again: post a question with `content` first")]
+    NothingToAsk,
 }
 
 impl ThreadError {
@@ -88,7 +91,7 @@ impl ThreadError {
             ThreadError::NotFound => Code::NotFound,
             ThreadError::Unavailable | ThreadError::ShuttingDown => Code::Unavailable,
             ThreadError::Refused(refusal) => refusal.code(),
-            ThreadError::BadTools(_) => Code::BadRequest,
+            ThreadError::BadTools(_) | ThreadError::NothingToAsk => Code::BadRequest,
         }
     }
 

@@ -308,6 +308,7 @@ fn op_name(op: &WriteOp) -> &'static str {
         WriteOp::Insert(_) => "insert",
         WriteOp::Update(_) => "update",
         WriteOp::DeleteThread(_) => "delete thread",
+        WriteOp::Title { .. } => "title",
         WriteOp::Probe { .. } => "probe",
         WriteOp::Fenced(_, op) => op_name(op),
         WriteOp::Renew { .. } => "lease renewal",

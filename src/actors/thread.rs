@@ -7,7 +7,8 @@
 //! fan-out (`broadcast::publisher`, over a `Fanout` from its dependencies).
 //!
 //! Who sends it what: HTTP handlers and WebSocket sessions send
-//! `StartGeneration` and `Cancel`; sessions send `Subscribe`, `CatchUp` and
+//! `StartGeneration` (a question), `AskAgain` (a regenerate) and
+//! `Cancel`; sessions send `Subscribe`, `CatchUp` and
 //! `Unsubscribe`; the registry sends `Stop`; admin and history handlers
 //! ask `ThreadStatusQuery` and `LiveMessages`. The provider's stream
 //! arrives as `GenEvent`s on the actor's own context. It never waits for a
@@ -355,18 +356,17 @@ impl ThreadActor {
         }
     }
 
-    /// What the provider is asked: the thread's system prompt and every
-    /// settled message with text; and what the answer being written holds
-    /// already (its earlier steps), which its size limit counts.
     /// What the provider is asked: the thread's system prompt, its tools,
-    /// every settled message with text, and the steps so far of the answer
-    /// that runs (its calls and their results: a step after the first).
+    /// the settled messages of its context (`Conversation::context`: with
+    /// text, and of a question's answers only the newest, none while a
+    /// regenerate's runs), and the steps so far of the answer that runs
+    /// (its calls and their results: a step after the first), which its
+    /// size limit counts.
     fn model_request(&self, model: String, max_tokens: u32) -> Option<ModelRequest> {
         let (thread, conversation) = self.found().ok()?;
         let mut turns: Vec<ChatTurn> = conversation
-            .settled()
-            .iter()
-            .filter(|m| m.blocks.iter().any(|b| !b.text.is_empty()))
+            .context()
+            .into_iter()
             .flat_map(|m| crate::domain::turn::as_turns(m.role, &m.blocks))
             .map(|(role, blocks)| ChatTurn { role, blocks })
             .collect();

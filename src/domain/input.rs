@@ -75,6 +75,12 @@ pub fn message(
         return Err(InputError::bad_request("`content` must not be empty"));
     }
     text("content", content, max_content_bytes)?;
+    answer_options(model, max_tokens, max_tokens_cap)
+}
+
+/// What a question (or a regenerate) may say of its answer: a sane model
+/// name, and `max_tokens` between 1 and the cap.
+pub fn answer_options(model: Option<&str>, max_tokens: Option<u32>, max_tokens_cap: u32) -> Result<(), InputError> {
     self::model(model)?;
     match max_tokens {
         Some(0) => Err(InputError::bad_request("`max_tokens` must be at least 1")),
@@ -83,6 +89,13 @@ pub fn message(
         }
         _ => Ok(()),
     }
+}
+
+/// Deserializes a field that may be left out (with `#[serde(default)]`)
+/// but is never `null` when given: its schema says a value of its type,
+/// so `null` is refused as the schema refuses it.
+pub fn not_null<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// Deserializes an optional count that JSON may write as `7` or `7.0`
@@ -122,6 +135,20 @@ mod tests {
     struct Count {
         #[serde(default, deserialize_with = "whole_u32")]
         n: Option<u32>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Text {
+        #[serde(default, deserialize_with = "not_null")]
+        t: Option<String>,
+    }
+
+    #[test]
+    fn a_field_left_out_is_none_but_null_is_refused() {
+        let parse = |s: &str| serde_json::from_str::<Text>(s).map(|t| t.t).ok();
+        assert_eq!(parse(r#"{"t": "x"}"#), Some(Some("x".to_owned())));
+        assert_eq!(parse(r#"{}"#), Some(None));
+        assert_eq!(parse(r#"{"t": null}"#), None);
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod mcp;
 pub mod project_socket;
 pub mod provider_event;
 pub mod resources;
+pub mod title;
 pub mod tools;
 pub mod turn;
 pub mod ui_stream;

@@ -1,5 +1,6 @@
-//! Messages: post (202 once the user message is committed), history (with
-//! a streaming message's live text), cancel.
+//! Messages: post (202 once the user message is committed; or, with
+//! `regenerate`, the newest question asked again once its new answer is),
+//! history (with a streaming message's live text), cancel.
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -9,31 +10,95 @@ use super::{clamp_limit, threads::find, AppState};
 use crate::{
     actors::{
         registry::{ask, Lookup, Peek},
-        thread::{AbortGeneration, Cancel, LiveMessages, StartGeneration, Started},
+        thread::{AbortGeneration, AskAgain, Cancel, LiveMessages, StartGeneration, Started, ThreadActor},
+        ThreadError,
     },
     config::LimitSettings,
     domain::{input, Message, MessageStatus},
     error::ApiError,
 };
 
+// The schema keeps the name `NewMessage`; `openapi::document` adds that
+// the body is one or the other (JSON Schema `oneOf`).
+/// A question (`content`), or `regenerate: true` with no `content`: the
+/// thread's newest user message asked again (a new answer; the thread
+/// keeps the earlier ones, and the model is shown the thread up to that
+/// question, not the earlier answers to it).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewMessage {
+#[schema(as = NewMessage)]
+pub struct PostedMessage {
     /// The question; not blank, no NUL, at most `--max-content-bytes`.
-    #[schema(pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
-    pub content: String,
+    /// Required unless `regenerate` is true, and then not given.
+    #[serde(default, deserialize_with = "input::not_null")]
+    #[schema(pattern = r"^[^\x00]*[^\s\x00][^\x00]*$", nullable = false)]
+    content: Option<String>,
+    /// `true`: ask the newest user message again, with no `content` (also
+    /// how a `failed`, `interrupted` or `cancelled` answer is retried);
+    /// 400 when the thread has none.
+    #[serde(default)]
+    regenerate: bool,
     /// Overrides the thread's model for this answer.
     #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
-    pub model: Option<String>,
+    model: Option<String>,
     /// At least 1, at most `--max-tokens-cap`.
     #[schema(minimum = 1)]
     #[serde(default, deserialize_with = "input::whole_u32")]
-    pub max_tokens: Option<u32>,
+    max_tokens: Option<u32>,
     /// Tools for this answer alone, offered with the thread's (one of the
     /// same name replaces the thread's), through every step.
     #[serde(default)]
     #[schema(max_items = 128)]
+    tools: Vec<crate::domain::tools::ToolDef>,
+}
+
+impl PostedMessage {
+    /// What it asks, checked: a question, or the newest one again.
+    fn turn(self, limits: &LimitSettings) -> Result<Turn, ApiError> {
+        let PostedMessage { content, regenerate, model, max_tokens, tools } = self;
+        match (content, regenerate) {
+            (Some(content), false) => {
+                let message = NewMessage { content, model, max_tokens, tools };
+                message.validate(limits)?;
+                Ok(Turn::Question(message))
+            }
+            (None, true) => {
+                input::answer_options(model.as_deref(), max_tokens, limits.max_tokens_cap)?;
+                Ok(Turn::Again { model, max_tokens, tools })
+            }
+            (Some(_), true) => Err(ApiError::bad_request(
+                "`regenerate: true` asks the newest user message again: it takes no `content`",
+            )),
+            (None, false) => {
+                Err(ApiError::bad_request("`content` is required (or `regenerate: true`, with no `content`)"))
+            }
+        }
+    }
+}
+
+/// A question to ask (every way in: REST, the seed route, the chat
+/// routes).
+pub struct NewMessage {
+    /// Not blank, no NUL, at most `--max-content-bytes`.
+    pub content: String,
+    /// Overrides the thread's model for this answer.
+    pub model: Option<String>,
+    /// At least 1, at most `--max-tokens-cap`.
+    pub max_tokens: Option<u32>,
+    /// Tools for this answer alone, offered with the thread's (one of the
+    /// same name replaces the thread's), through every step.
     pub tools: Vec<crate::domain::tools::ToolDef>,
+}
+
+/// What a POST messages asks.
+pub enum Turn {
+    Question(NewMessage),
+    /// The newest user message again (`regenerate`).
+    Again {
+        model: Option<String>,
+        max_tokens: Option<u32>,
+        tools: Vec<crate::domain::tools::ToolDef>,
+    },
 }
 
 impl NewMessage {
@@ -55,32 +120,29 @@ impl NewMessage {
 /// thread is looked up before an actor is started for it. If the commit
 /// fails, the generation is aborted and the caller told so.
 pub async fn start(state: &AppState, project_id: Uuid, thread_id: Uuid, body: NewMessage) -> Result<Started, ApiError> {
-    let NewMessage { content, model, max_tokens, tools } = body;
-    if !tools.is_empty() {
-        super::threads::runnable(state, project_id, &tools).await?;
-    }
-    let make = || StartGeneration {
-        project_id: Some(project_id),
-        content: content.clone(),
-        model: model.clone(),
-        max_tokens,
-        tools: tools.clone(),
-        mcp_tools: None,
-    };
-    // Not `registry::ask` alone: it starts an actor for any id. Here a live
-    // actor is asked as it is (`Peek` never starts one); only a thread found
-    // in the database gets one started (also when the live one stopped
-    // between the peek and the send).
-    let live = state.registry.send(Peek { thread_id }).await.ok().flatten();
-    let answer = match live {
-        Some(actor) => actor.send(make()).await.ok(),
-        None => None,
-    };
-    let answer = match answer {
-        Some(answer) => answer,
-        None => {
-            find(state, project_id, thread_id).await?;
-            ask(&state.registry, thread_id, make).await.map_err(ApiError::from)?
+    start_turn(state, project_id, thread_id, Turn::Question(body)).await
+}
+
+/// `start` for either turn: a question (`StartGeneration`), or the newest
+/// question again (`AskAgain`, which waits for its answer's commit: the
+/// question is stored already). Both take the thread actor's one way in.
+pub async fn start_turn(state: &AppState, project_id: Uuid, thread_id: Uuid, turn: Turn) -> Result<Started, ApiError> {
+    let answer = match turn {
+        Turn::Question(NewMessage { content, model, max_tokens, tools }) => {
+            let make = || StartGeneration {
+                project_id: Some(project_id),
+                content: content.clone(),
+                model: model.clone(),
+                max_tokens,
+                tools: tools.clone(),
+                mcp_tools: None,
+            };
+            ask_thread(state, project_id, thread_id, &tools, make).await?
+        }
+        Turn::Again { model, max_tokens, tools } => {
+            let make =
+                || AskAgain { project_id: Some(project_id), model: model.clone(), max_tokens, tools: tools.clone() };
+            ask_thread(state, project_id, thread_id, &tools, make).await?
         }
     };
     let mut started = answer.map_err(ApiError::from)?;
@@ -98,6 +160,39 @@ pub async fn start(state: &AppState, project_id: Uuid, thread_id: Uuid, body: Ne
     }
 }
 
+/// Asks the thread's actor `make()`'s turn, once the answer's own
+/// `tools` are checked. Not `registry::ask` alone: it starts an actor for
+/// any id. Here a live actor is asked as it is (`Peek` never starts one);
+/// only a thread found in the database gets one started (also when the
+/// live one stopped between the peek and the send).
+async fn ask_thread<M>(
+    state: &AppState,
+    project_id: Uuid,
+    thread_id: Uuid,
+    tools: &[crate::domain::tools::ToolDef],
+    make: impl Fn() -> M,
+) -> Result<Result<Started, ThreadError>, ApiError>
+where
+    M: actix::Message<Result = Result<Started, ThreadError>> + Send + 'static,
+    ThreadActor: actix::Handler<M>,
+{
+    if !tools.is_empty() {
+        super::threads::runnable(state, project_id, tools).await?;
+    }
+    let live = state.registry.send(Peek { thread_id }).await.ok().flatten();
+    let answer = match live {
+        Some(actor) => actor.send(make()).await.ok(),
+        None => None,
+    };
+    match answer {
+        Some(answer) => Ok(answer),
+        None => {
+            find(state, project_id, thread_id).await?;
+            ask(&state.registry, thread_id, make).await.map_err(ApiError::from)
+        }
+    }
+}
+
 #[derive(Serialize, utoipa::ToSchema)]
 struct Accepted {
     user_message: Message,
@@ -105,16 +200,17 @@ struct Accepted {
 }
 
 #[utoipa::path(post, path = "/v1/projects/{pid}/threads/{tid}/messages", tag = "messages", params(("pid" = Uuid, Path, description = "Project id"), ("tid" = Uuid, Path, description = "Thread id")),
-    request_body = NewMessage,
-    responses((status = 202, description = "Stored; the answer streams on /events and /ws", body = Accepted)))]
+    request_body = PostedMessage,
+    responses((status = 202, description = "Stored; the answer streams on /events and /ws. With `regenerate`, \
+        `user_message` is the newest user message, asked again, and the earlier answers stay", body = Accepted)))]
 #[tracing::instrument(skip_all, fields(project_id = %path.0, thread_id = %path.1))]
 pub async fn post(
     state: web::Data<AppState>,
     path: web::Path<(Uuid, Uuid)>,
-    body: web::Json<NewMessage>,
+    body: web::Json<PostedMessage>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    body.validate(&state.deps.settings.limits)?;
-    let started = start(&state, path.0, path.1, body.into_inner()).await?;
+    let turn = body.into_inner().turn(&state.deps.settings.limits)?;
+    let started = start_turn(&state, path.0, path.1, turn).await?;
     Ok(HttpResponse::Accepted()
         .json(Accepted { user_message: started.user_message, assistant_message: started.assistant_message }))
 }

@@ -239,6 +239,15 @@ pub fn document(limits: &LimitSettings) -> String {
             max_tokens["maximum"] = limits.max_tokens_cap.into();
         }
     }
+    let message = &mut doc["components"]["schemas"]["NewMessage"];
+    if message.is_object() {
+        // A question, or a regenerate (which takes no `content`).
+        message["oneOf"] = serde_json::json!([
+            {"title": "A question", "required": ["content"], "properties": {"regenerate": {"const": false}}},
+            {"title": "The newest question again", "required": ["regenerate"],
+                "properties": {"regenerate": {"const": true}}, "not": {"required": ["content"]}},
+        ]);
+    }
     let messages = &mut doc["components"]["schemas"]["ChatBody"]["properties"]["messages"];
     if messages.is_object() {
         // What utoipa's attributes cannot say: a turn asks the text of its

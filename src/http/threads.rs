@@ -1,4 +1,5 @@
-//! Threads: create, list (newest first, cursor paging), get, delete.
+//! Threads: create, list (newest first, cursor paging, `q` searches the
+//! titles), get, delete.
 //! A thread's `status` is not stored: it is `generating` while its live
 //! actor runs a generation, which the registry knows, or in cluster mode
 //! while any node holds its lease for an answer.
@@ -205,6 +206,11 @@ pub struct ListQuery {
     /// `next_cursor` of the previous page.
     #[param(pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$")]
     cursor: Option<String>,
+    /// Only threads whose title holds this text, in any case (`%` and `_`
+    /// match themselves); empty: every thread. At most 200 characters.
+    /// Pages the same way (pass `q` with each `cursor`).
+    #[param(max_length = 200, pattern = r"^[^\x00]*$")]
+    q: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -214,7 +220,7 @@ struct ThreadPage {
 }
 
 #[utoipa::path(get, path = "/v1/projects/{pid}/threads", tag = "threads", params(("pid" = Uuid, Path, description = "Project id"), ListQuery),
-    responses((status = 200, description = "Threads, newest first", body = ThreadPage)))]
+    responses((status = 200, description = "Threads, newest first (with `q`: those whose title holds it)", body = ThreadPage)))]
 #[tracing::instrument(skip_all, fields(project_id = %path))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -229,8 +235,9 @@ pub async fn list(
             Some(Uuid::try_parse(c).map_err(|_| ApiError::bad_request("`cursor` is not a cursor of this list"))?)
         }
     };
+    input::label("q", query.q.as_deref())?;
     state.store.get_project(project_id).await?.ok_or_else(|| ApiError::not_found("project"))?;
-    let (threads, next) = state.store.list_threads(project_id, limit, before).await?;
+    let (threads, next) = state.store.list_threads(project_id, limit, before, query.q.as_deref()).await?;
     let flags = statuses(&state, threads.iter().map(|t| t.id).collect()).await?;
     let data = threads.into_iter().zip(flags).map(|(t, s)| ThreadView::new(t, s)).collect();
     Ok(HttpResponse::Ok().json(ThreadPage { data, next_cursor: next.map(|id| id.to_string()) }))

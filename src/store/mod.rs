@@ -49,6 +49,9 @@ pub enum WriteOp {
     Update(Message),
     /// A thread and its messages.
     DeleteThread(Uuid),
+    /// A thread's title from its first question, written only if it has
+    /// none (a PATCH may have given it one), with a new `updated_at`.
+    Title { thread_id: Uuid, title: String, at: chrono::DateTime<Utc> },
     /// This node's row in `nodes`: a write that proves the database takes
     /// writes again (see `PersistenceActor`), and the node's heartbeat.
     Probe { node_id: String },
@@ -320,6 +323,15 @@ async fn apply_plain<C: ConnectionTrait>(db: &C, op: &WriteOp) -> Result<(), Sto
         WriteOp::DeleteThread(id) => {
             message::Entity::delete_many().filter(message::Column::ThreadId.eq(*id)).exec(db).await?;
             thread::Entity::delete_by_id(*id).exec(db).await?;
+        }
+        WriteOp::Title { thread_id, title, at } => {
+            thread::Entity::update_many()
+                .col_expr(thread::Column::Title, Expr::value(title.as_str()))
+                .col_expr(thread::Column::UpdatedAt, Expr::value(*at))
+                .filter(thread::Column::Id.eq(*thread_id))
+                .filter(thread::Column::Title.is_null())
+                .exec(db)
+                .await?;
         }
         WriteOp::Probe { node_id } => {
             let now = Utc::now();

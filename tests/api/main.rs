@@ -19,6 +19,7 @@ mod openapi;
 mod operations;
 mod outage;
 mod page;
+mod page_server;
 mod pg;
 mod project_socket;
 mod provider_tls;

@@ -89,7 +89,28 @@ impl ThreadActor {
 impl Handler<StartGeneration> for ThreadActor {
     type Result = ResponseActFuture<Self, Result<Started, ThreadError>>;
 
-    fn handle(&mut self, mut msg: StartGeneration, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: StartGeneration, ctx: &mut Context<Self>) -> Self::Result {
+        self.start_turn(msg.into(), ctx)
+    }
+}
+
+impl Handler<AskAgain> for ThreadActor {
+    type Result = ResponseActFuture<Self, Result<Started, ThreadError>>;
+
+    fn handle(&mut self, msg: AskAgain, ctx: &mut Context<Self>) -> Self::Result {
+        self.start_turn(msg.into(), ctx)
+    }
+}
+
+impl ThreadActor {
+    /// Starts the answer of a turn, a new question's or a regenerate's:
+    /// one way for both (admission, the MCP listing, the lease in cluster
+    /// mode).
+    fn start_turn(
+        &mut self,
+        mut msg: Turn,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<Started, ThreadError>> {
         // A thread with MCP servers: their tools are listed first (cached
         // briefly), and offered through every step of this turn.
         let servers = self.found().ok().filter(|(t, _)| !t.mcp_servers.is_empty() && msg.mcp_tools.is_none());
@@ -99,7 +120,7 @@ impl Handler<StartGeneration> for ThreadActor {
                 let listing = async move { caller.offered_mcp_tools(project_id, &servers).await };
                 return Box::pin(listing.into_actor(self).then(move |tools, act, ctx| {
                     msg.mcp_tools = Some(tools);
-                    <Self as Handler<StartGeneration>>::handle(act, msg, ctx)
+                    act.start_turn(msg, ctx)
                 }));
             }
         }
@@ -156,6 +177,14 @@ impl Handler<StartGeneration> for ThreadActor {
                                 act.release(Fence { thread_id: act.thread_id, owner: act.deps.node_id.clone(), epoch });
                                 return Err(ThreadError::Busy);
                             }
+                            // A regenerate needs a question (the database's
+                            // word: this node's mirror may lag).
+                            if msg.question.is_none()
+                                && act.conversation().and_then(Conversation::newest_question).is_none()
+                            {
+                                act.release(Fence { thread_id: act.thread_id, owner: act.deps.node_id.clone(), epoch });
+                                return Err(ThreadError::NothingToAsk);
+                            }
                             act.hold(epoch, sent, ctx);
                             act.begin(msg, slot, answer, ctx)
                         }
@@ -165,12 +194,10 @@ impl Handler<StartGeneration> for ThreadActor {
                 }),
         )
     }
-}
 
-impl ThreadActor {
     /// Whether `msg` would be refused at once (another project's caller, a
     /// busy thread), before the thread's MCP servers are listed for it.
-    fn admit_peek(&self, msg: &StartGeneration) -> Result<(), ThreadError> {
+    fn admit_peek(&self, msg: &Turn) -> Result<(), ThreadError> {
         let conversation = self.callers_conversation(msg)?;
         if self.generation.is_some() || conversation.running().is_some() || conversation.awaiting().is_some() {
             return Err(ThreadError::Busy);
@@ -180,7 +207,7 @@ impl ThreadActor {
 
     /// The conversation, for a caller of the thread's project: a caller of
     /// another project learns nothing, not even that the thread is busy.
-    fn callers_conversation(&self, msg: &StartGeneration) -> Result<&Conversation, ThreadError> {
+    fn callers_conversation(&self, msg: &Turn) -> Result<&Conversation, ThreadError> {
         let (thread, conversation) = self.found()?;
         match msg.project_id.is_some_and(|p| p != thread.project_id) {
             true => Err(ThreadError::NotFound),
@@ -189,7 +216,7 @@ impl ThreadActor {
     }
 
     /// The checks before an answer starts; its generation slot.
-    fn admit(&self, msg: &StartGeneration) -> Result<crate::capacity::GenerationSlot, ThreadError> {
+    fn admit(&self, msg: &Turn) -> Result<crate::capacity::GenerationSlot, ThreadError> {
         let conversation = self.callers_conversation(msg)?;
         let (thread, _) = self.found()?;
         if !msg.tools.is_empty() {
@@ -218,7 +245,7 @@ impl ThreadActor {
     /// Starts the answer `answer` (under the lease, in cluster mode).
     fn begin(
         &mut self,
-        msg: StartGeneration,
+        msg: Turn,
         slot: crate::capacity::GenerationSlot,
         answer: Uuid,
         ctx: &mut Context<Self>,
@@ -228,8 +255,14 @@ impl ThreadActor {
         let model =
             msg.model.or_else(|| thread.model.clone()).unwrap_or_else(|| self.deps.provider.default_model().to_owned());
         let thread_tools = thread.tools.clone();
+        let again = msg.question.is_none();
+        // An untitled thread's first question titles it.
+        let title = msg.question.as_deref().filter(|_| self.untitled()).map(crate::domain::title::title_of);
         let conversation = self.conversation_mut().ok_or(ThreadError::NotFound)?;
-        let mut asked = conversation.ask(msg.content, model.clone(), answer, Utc::now());
+        let mut asked = match msg.question {
+            Some(content) => conversation.ask(content, model.clone(), answer, Utc::now()),
+            None => conversation.ask_again(model.clone(), answer, Utc::now()).ok_or(ThreadError::NothingToAsk)?,
+        };
         // The answer's own tools: the question's, and its MCP servers'
         // (but one of the thread's or the question's own name).
         let mut own = msg.tools;
@@ -242,11 +275,20 @@ impl ThreadActor {
             conversation.offer_own_tools(answer, own.clone());
             asked.assistant.tools = own;
         }
-        let (ack, committed) = oneshot::channel();
-        let ops = vec![
-            self.fenced(WriteOp::Insert(asked.user.clone())),
-            self.fenced(WriteOp::Insert(asked.assistant.clone())),
-        ];
+        let (mut ack, committed) = oneshot::channel();
+        // A regenerate's question is stored already.
+        let mut ops = Vec::with_capacity(3);
+        if !again {
+            ops.push(self.fenced(WriteOp::Insert(asked.user.clone())));
+        }
+        ops.push(self.fenced(WriteOp::Insert(asked.assistant.clone())));
+        // The title is written with the question (one transaction, through
+        // the one writer), and told once both are stored.
+        if let Some(title) = title {
+            let op = self.title_from_question(title, ack, ctx);
+            ack = op.1;
+            ops.push(op.0);
+        }
         self.deps.persistence.do_send(Write { ops, ack: Some(ack) });
         self.publish(&asked.events, Some(asked.assistant.id));
 
@@ -319,7 +361,9 @@ impl Handler<FindRunning> for ThreadActor {
         let (_, conversation) = self.found()?;
         let messages = conversation.messages();
         let Some(answer) = conversation.running() else { return Ok(None) };
-        // An answer always follows its question.
+        // An answer always follows its question (a regenerate's, an
+        // earlier answer to it): from the end of the message before it, a
+        // subscription replays the answer from its start.
         let question = messages.len().checked_sub(2).map(|i| &messages[i]).ok_or(ThreadError::NotGenerating)?;
         Ok(Some(RunningAnswer { answer: answer.id, question: crate::domain::event::end_cursor(question) }))
     }

@@ -46,10 +46,54 @@ pub struct StartGeneration {
     pub mcp_tools: Option<Vec<crate::domain::tools::ToolDef>>,
 }
 
+/// Asks the thread's newest user message again (a regenerate): a new
+/// answer after the earlier ones, which the thread keeps; the model is
+/// shown the thread up to that question, not its earlier answers. Also
+/// how a `failed`, `interrupted` or `cancelled` answer is tried again.
+/// Admitted as a question is (busy while an answer runs or awaits);
+/// `NothingToAsk` when the thread has no question. `Started` names that
+/// question as its `user_message`.
+#[derive(Message)]
+#[rtype(result = "Result<Started, ThreadError>")]
+pub struct AskAgain {
+    pub project_id: Option<Uuid>,
+    pub model: Option<String>,
+    pub max_tokens: Option<u32>,
+    /// Tools for this answer alone (with the thread's).
+    pub tools: Vec<crate::domain::tools::ToolDef>,
+}
+
+/// A turn as the actor starts it, either way it was asked.
+pub(super) struct Turn {
+    pub project_id: Option<Uuid>,
+    /// The new question; `None`: the newest one again.
+    pub question: Option<String>,
+    pub model: Option<String>,
+    pub max_tokens: Option<u32>,
+    pub tools: Vec<crate::domain::tools::ToolDef>,
+    pub mcp_tools: Option<Vec<crate::domain::tools::ToolDef>>,
+}
+
+impl From<StartGeneration> for Turn {
+    fn from(m: StartGeneration) -> Turn {
+        let StartGeneration { project_id, content, model, max_tokens, tools, mcp_tools } = m;
+        Turn { project_id, question: Some(content), model, max_tokens, tools, mcp_tools }
+    }
+}
+
+impl From<AskAgain> for Turn {
+    fn from(m: AskAgain) -> Turn {
+        let AskAgain { project_id, model, max_tokens, tools } = m;
+        Turn { project_id, question: None, model, max_tokens, tools, mcp_tools: None }
+    }
+}
+
 pub struct Started {
+    /// The question: new, or the one asked again.
     pub user_message: Message,
     pub assistant_message: Message,
-    /// Answered once the user message is committed.
+    /// Answered once the user message (a regenerate: the answer) is
+    /// committed.
     pub committed: oneshot::Receiver<Result<(), WriteError>>,
 }
 
@@ -81,8 +125,9 @@ pub struct FindRunning;
 pub struct RunningAnswer {
     /// The answer's id.
     pub answer: Uuid,
-    /// Where its question ends: a subscription from there replays the
-    /// answer from its start, then follows it.
+    /// Where the message before it ends (its question, or a regenerate's
+    /// earlier answer): a subscription from there replays the answer from
+    /// its start, then follows it.
     pub question: Cursor,
 }
 

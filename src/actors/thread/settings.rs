@@ -8,6 +8,10 @@
 //! of the thread's log): in cluster mode the node that wrote tells the
 //! others (`Command::ThreadChanged`), and each reads the thread again, so
 //! the next answer on any node is made with the new settings.
+//!
+//! A thread with no title gets one from its first question (whichever way
+//! it came: REST, a `send` frame, the seed route, a chat turn), told the
+//! same way (`title_from_question`).
 
 use super::*;
 use crate::{
@@ -75,6 +79,30 @@ impl Handler<UpdateThread> for ThreadActor {
     }
 }
 
+/// The batch with a thread's title from its first question has an
+/// outcome (`title_from_question`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Titled {
+    written: bool,
+}
+
+impl Handler<Titled> for ThreadActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Titled, ctx: &mut Context<Self>) {
+        match msg.written {
+            true => {
+                if let Ok((thread, _)) = self.found() {
+                    self.settings_changed(thread.clone());
+                }
+                self.publisher.fanout().command(Command::ThreadChanged);
+            }
+            false => self.reload_thread(false, ctx),
+        }
+    }
+}
+
 impl ThreadActor {
     /// The thread's settings are now `thread`'s: this node's subscribers
     /// hear it.
@@ -92,12 +120,64 @@ impl ThreadActor {
         self.publisher.notice(&Event::ThreadUpdated { thread_id: self.thread_id, cursor: None, thread: view });
     }
 
+    /// The thread has no title and no question yet: its first question
+    /// titles it.
+    pub(super) fn untitled(&self) -> bool {
+        self.found()
+            .is_ok_and(|(thread, conversation)| thread.title.is_none() && conversation.newest_question().is_none())
+    }
+
+    /// Titles the thread by its first question, just accepted: the title
+    /// is held at once (a PATCH handled here meanwhile keeps it); its
+    /// write, to go in the question's batch (written only if the thread
+    /// still has none: a PATCH on another node may have given it one); and
+    /// the ack that batch answers instead of `ack`. Once the batch is
+    /// committed, `ack` hears it and the actor is told (`Titled`): this
+    /// node's subscribers hear `thread.updated` and the other nodes read
+    /// the thread again, as after a PATCH. Not committed, the thread is
+    /// read again as stored.
+    pub(super) fn title_from_question(
+        &mut self,
+        title: String,
+        ack: oneshot::Sender<Result<(), WriteError>>,
+        ctx: &mut Context<Self>,
+    ) -> (WriteOp, oneshot::Sender<Result<(), WriteError>>) {
+        let at = Utc::now();
+        if let Loaded::Found { thread, .. } = &mut self.loaded {
+            thread.title = Some(title.clone());
+            thread.updated_at = at;
+        }
+        let (batch, stored) = oneshot::channel();
+        let me = ctx.address();
+        // Not the actor's own future: the caller hears the commit even if
+        // the actor stops first, as without a title.
+        actix::spawn(async move {
+            let outcome = stored.await;
+            let written = matches!(outcome, Ok(Ok(())));
+            if let Ok(outcome) = outcome {
+                let _ = ack.send(outcome);
+            }
+            me.do_send(Titled { written });
+        });
+        (self.fenced(WriteOp::Title { thread_id: self.thread_id, title, at }), batch)
+    }
+
     /// Another node changed the thread's settings: read again, and told.
     pub(super) fn reload_settings(&mut self, ctx: &mut Context<Self>) {
+        self.reload_thread(true, ctx);
+    }
+
+    /// Reads the thread again; `tell`: this node's subscribers hear it.
+    fn reload_thread(&mut self, tell: bool, ctx: &mut Context<Self>) {
         let (store, thread_id) = (self.deps.store.clone(), self.thread_id);
-        ctx.spawn(async move { store.find_thread(thread_id).await }.into_actor(self).map(|found, act, _| {
+        ctx.spawn(async move { store.find_thread(thread_id).await }.into_actor(self).map(move |found, act, _| {
             match found {
-                Ok(Some(thread)) => act.settings_changed(thread),
+                Ok(Some(thread)) if tell => act.settings_changed(thread),
+                Ok(Some(thread)) => {
+                    if let Loaded::Found { thread: held, .. } = &mut act.loaded {
+                        **held = thread;
+                    }
+                }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(thread_id = %act.thread_id, error.message = %e, "a thread's new settings could not be read")

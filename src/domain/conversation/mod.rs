@@ -3,7 +3,10 @@
 //! what to publish and what to replay; nothing here waits, times or stores.
 //!
 //! - `ask` accepts a question: the user message and an empty assistant
-//!   message that streams, and the events announcing them.
+//!   message that streams, and the events announcing them. `ask_again`
+//!   (a regenerate) asks the newest question again: a new answer after
+//!   the earlier ones, which stay. `context` is what the model is shown:
+//!   of several answers to one question only the newest.
 //! - `apply` turns one provider event into the contract events it causes
 //!   (and says when the answer ended); `finish` ends it. It gives a tool
 //!   call without an id, or with one already used in the thread, an id of
@@ -53,6 +56,9 @@ pub struct Conversation {
     stepped: Option<(Uuid, usize)>,
     /// A mirror: the last `message.awaiting` it passed on.
     awaited: Option<(Uuid, Vec<crate::domain::PendingCall>)>,
+    /// The newest answer was asked by `ask_again`: its question was stored
+    /// before it (forgetting the answer keeps the question).
+    again: Option<Uuid>,
 }
 
 /// A question just accepted.
@@ -106,6 +112,7 @@ impl Conversation {
             step_base,
             stepped: None,
             awaited: None,
+            again: None,
         }
     }
 
@@ -128,6 +135,25 @@ impl Conversation {
     /// The messages that are not running, in order.
     pub fn settled(&self) -> &[Message] {
         &self.messages[..self.messages.len() - usize::from(self.running)]
+    }
+
+    /// The settled messages the model is shown, in order: those with text,
+    /// and of the answers to one question only the newest (a regenerate's
+    /// answer stands in for the earlier ones; while it runs, none of them
+    /// is shown).
+    pub fn context(&self) -> Vec<&Message> {
+        let shown: Vec<&Message> =
+            self.settled().iter().filter(|m| m.blocks.iter().any(|b| !b.text.is_empty())).collect();
+        let superseded = |i: usize| match shown.get(i + 1) {
+            Some(next) => next.role == Role::Assistant,
+            None => self.running,
+        };
+        shown.iter().enumerate().filter(|(i, m)| m.role == Role::User || !superseded(*i)).map(|(_, m)| *m).collect()
+    }
+
+    /// The newest user message: the question a regenerate asks again.
+    pub fn newest_question(&self) -> Option<&Message> {
+        self.messages.iter().rev().find(|m| m.role == Role::User)
     }
 
     /// Where a subscriber that has seen every settled message stands.
@@ -172,14 +198,53 @@ impl Conversation {
             ..user.clone()
         };
         let mut events = Event::whole_message(&user);
-        events.push(Event::started(&assistant));
         self.messages.push(user.clone());
-        self.messages.push(assistant.clone());
+        self.again = None;
+        events.push(self.answer(assistant.clone()));
+        Asked { user, assistant, events }
+    }
+
+    /// Asks the newest question again (a regenerate): the answer
+    /// `answer_id`, by `model`, starts streaming after the thread's last
+    /// message; the earlier answers stay. `user` is that question, as
+    /// stored; the events announce only the answer. `None` when the thread
+    /// has no question. Nothing may be running.
+    pub fn ask_again(&mut self, model: String, answer_id: Uuid, now: DateTime<Utc>) -> Option<Asked> {
+        debug_assert!(!self.running, "one answer at a time");
+        let user = self.newest_question()?.clone();
+        let position = self.messages.last().map_or(0, |m| m.position + 1);
+        let assistant = Message {
+            id: answer_id,
+            position,
+            role: Role::Assistant,
+            blocks: Vec::new(),
+            status: MessageStatus::Streaming,
+            model: Some(model),
+            stop_reason: None,
+            usage: Usage::default(),
+            error: None,
+            created_at: now,
+            completed_at: None,
+            calls: Vec::new(),
+            tools: Vec::new(),
+            exact_end: false,
+            ..user.clone()
+        };
+        self.again = Some(answer_id);
+        let events = vec![self.answer(assistant.clone())];
+        Some(Asked { user, assistant, events })
+    }
+
+    /// `assistant` streams from now on, as the thread's last message: its
+    /// `message.started`.
+    fn answer(&mut self, assistant: Message) -> Event {
+        let started = Event::started(&assistant);
+        self.published.start(assistant.id);
+        self.messages.push(assistant);
         self.running = true;
         self.tail_exact = true;
         self.step_base = 0;
-        self.published.start(assistant.id);
-        Asked { user, assistant, events }
+        started
     }
 
     /// The answer `id` is offered its question's own `tools` too, through
@@ -190,11 +255,14 @@ impl Conversation {
         }
     }
 
-    /// Forgets a question and its answer that could not be stored.
+    /// Forgets a question and its answer that could not be stored (a
+    /// regenerate's answer alone: its question was stored before).
     pub fn forget(&mut self, assistant_id: Uuid) {
         if self.messages.last().map(|m| m.id) == Some(assistant_id) {
-            self.messages.truncate(self.messages.len().saturating_sub(2));
+            let asked = if self.again == Some(assistant_id) { 1 } else { 2 };
+            self.messages.truncate(self.messages.len().saturating_sub(asked));
             self.running = false;
+            self.again = None;
         }
     }
 
@@ -387,10 +455,13 @@ impl Conversation {
                     self.running = !m.is_finished() && self.messages.last().map(|l| l.id) == Some(*message_id);
                     return Ok(false);
                 }
-                let Some(question) = self.messages.last().filter(|m| m.role == Role::User) else { return Err(Gap) };
+                // After its question, or after an earlier answer to it (a
+                // regenerate); never while another answer runs or waits.
+                let follows = |m: &&Message| m.role == Role::User || (m.is_finished() && !m.is_awaiting());
+                let Some(before) = self.messages.last().filter(follows) else { return Err(Gap) };
                 let answer = Message {
                     id: *message_id,
-                    position: question.position + 1,
+                    position: before.position + 1,
                     role: *role,
                     blocks: Vec::new(),
                     status: MessageStatus::Streaming,

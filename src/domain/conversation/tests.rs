@@ -504,3 +504,68 @@ fn a_fresh_replay_while_an_answer_awaits_ends_with_what_waits() {
     fresh.events.iter().for_each(|e| client.see(e));
     assert_eq!(client.blocks[&(asked.assistant.id, 0)], "Looking.", "the answer's text whole");
 }
+
+/// An answer with `t` as its text, ended `status`.
+fn answered(c: &mut Conversation, t: &str, status: MessageStatus) {
+    c.apply(block(0, BlockKind::Text));
+    c.apply(text(0, t));
+    c.finish(status, None, Utc::now()).unwrap();
+}
+
+/// The text of each message the model is shown, in order.
+fn context_texts(c: &Conversation) -> Vec<String> {
+    c.context().iter().map(|m| m.blocks.iter().map(|b| b.text.as_str()).collect()).collect()
+}
+
+#[test]
+fn a_regenerate_answers_the_newest_question_again_and_the_model_sees_only_the_newest_answer() {
+    let mut c = Conversation::new(Uuid::nil(), Vec::new());
+    assert!(c.ask_again("m".into(), crate::domain::new_id(), Utc::now()).is_none(), "no question to ask");
+    let first = c.ask("one".into(), "m".into(), crate::domain::new_id(), Utc::now());
+    answered(&mut c, "first answer", MessageStatus::Complete);
+    let second = c.ask("two".into(), "m".into(), crate::domain::new_id(), Utc::now());
+    answered(&mut c, "cut", MessageStatus::Cancelled);
+
+    let again = c.ask_again("m2".into(), crate::domain::new_id(), Utc::now()).unwrap();
+    assert_eq!(again.user.id, second.user.id, "the newest question, as it is");
+    assert_eq!(again.assistant.position, 4, "after the earlier answer, which stays");
+    assert_eq!(again.assistant.model.as_deref(), Some("m2"));
+    assert!(matches!(&again.events[..], [Event::MessageStarted { .. }]), "only the answer is announced");
+    assert_eq!(c.running().map(|m| m.id), Some(again.assistant.id));
+    // While it runs, the model sees the thread up to the question.
+    assert_eq!(context_texts(&c), ["one", "first answer", "two"]);
+    answered(&mut c, "second try", MessageStatus::Complete);
+    assert_eq!(c.messages().len(), 5);
+    // Later, the newest answer stands for the question's earlier ones.
+    c.ask("three".into(), "m".into(), crate::domain::new_id(), Utc::now());
+    assert_eq!(context_texts(&c), ["one", "first answer", "two", "second try", "three"]);
+    assert_ne!(first.user.id, second.user.id);
+}
+
+#[test]
+fn a_regenerate_that_could_not_be_stored_is_forgotten_without_its_question() {
+    let (mut c, asked) = started(Uuid::nil());
+    answered(&mut c, "answer", MessageStatus::Failed);
+    let again = c.ask_again("m".into(), crate::domain::new_id(), Utc::now()).unwrap();
+    c.finish(MessageStatus::Failed, None, Utc::now());
+    c.forget(again.assistant.id);
+    let ids: Vec<Uuid> = c.messages().iter().map(|m| m.id).collect();
+    assert_eq!(ids, [asked.user.id, asked.assistant.id], "the stored question and answer stay");
+    // A question's own answer is forgotten with its question.
+    let next = c.ask("next".into(), "m".into(), crate::domain::new_id(), Utc::now());
+    c.finish(MessageStatus::Failed, None, Utc::now());
+    c.forget(next.assistant.id);
+    assert_eq!(c.messages().len(), 2);
+}
+
+#[test]
+fn a_mirror_takes_a_regenerates_answer_after_the_earlier_one() {
+    let (mut owner, asked) = started(Uuid::nil());
+    answered(&mut owner, "first", MessageStatus::Complete);
+    let mut mirror = Conversation::new(Uuid::nil(), owner.messages().to_vec());
+    let again = owner.ask_again("m".into(), crate::domain::new_id(), Utc::now()).unwrap();
+    assert_eq!(mirror.mirror(&again.events[0], Utc::now()), Ok(true));
+    let running = mirror.running().expect("the mirror runs it");
+    assert_eq!((running.id, running.position), (again.assistant.id, 2));
+    assert_eq!(mirror.messages()[0].id, asked.user.id);
+}

@@ -48,7 +48,8 @@ use crate::{
         registry::ask,
         thread::{FindRunning, LiveMessages, RunningAnswer},
     },
-    domain::{chat_request, event::end_cursor, ui_stream, MessageStatus, Role, Thread},
+    // (`title_of`: a chat's new thread is titled by its first question.)
+    domain::{chat_request, event::end_cursor, title::title_of, ui_stream, MessageStatus, Role, Thread},
     error::{ApiError, Code},
 };
 
@@ -144,24 +145,4 @@ where
     let (name, value) = ui_stream::HEADER;
     response.headers_mut().insert(HeaderName::from_static(name), HeaderValue::from_static(value));
     response
-}
-
-/// A thread's title from its chat's first question: its first line, cut
-/// to 80 characters.
-fn title_of(question: &str) -> String {
-    let line = question.trim().lines().next().unwrap_or_default();
-    match line.char_indices().nth(80) {
-        Some((end, _)) => format!("{}…", &line[..end]),
-        None => line.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_title_is_the_first_line_cut_short() {
-        assert_eq!(super::title_of("  Hello\nworld"), "Hello");
-        let long = "é".repeat(100);
-        assert_eq!(super::title_of(&long).chars().count(), 81);
-    }
 }
