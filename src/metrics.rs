@@ -57,6 +57,8 @@ pub struct Metrics {
     pub outbox_depth: IntGauge,
     /// Age of the oldest pending delivery (0: none).
     pub outbox_oldest_seconds: Gauge,
+    /// Deliveries this node is sending now.
+    pub notifications_in_flight: IntGauge,
 }
 
 /// Buckets for the start and delivery latencies, 50 us to 10 s.
@@ -183,6 +185,11 @@ impl Metrics {
                 "Age of the oldest pending notification delivery",
             )
             .expect("valid metric"),
+            notifications_in_flight: IntGauge::new(
+                "convo_notifications_in_flight",
+                "Notification deliveries this node is sending now",
+            )
+            .expect("valid metric"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -215,6 +222,7 @@ impl Metrics {
             Box::new(m.notifications_retried.clone()),
             Box::new(m.outbox_depth.clone()),
             Box::new(m.outbox_oldest_seconds.clone()),
+            Box::new(m.notifications_in_flight.clone()),
         ];
         for c in collectors {
             // expect: names are distinct constants, so registration cannot clash.

@@ -57,6 +57,7 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
             "sent": m.notifications_sent.get(),
             "failed": m.notifications_failed.get(),
             "retried": m.notifications_retried.get(),
+            "in_flight": m.notifications_in_flight.get(),
         },
     }))
 }

@@ -36,8 +36,9 @@ pub trait Watchers: Send {
     fn watching(&self, thread_id: Uuid) -> LocalBoxFuture<'static, usize>;
 }
 
-/// What a claim lasts beyond the time-out of one attempt.
-const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// What a claim lasts beyond the time-out of one attempt (recording it,
+/// and checking who watches the thread, are quick).
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// The pause after the database failed to answer the sender.
 const DB_PAUSE: Duration = Duration::from_secs(1);
@@ -140,7 +141,14 @@ impl Sender {
 
     /// One attempt of a claimed delivery, recorded; its slot is freed after.
     async fn attempt(self: Rc<Self>, delivery: Delivery, slot: OwnedSemaphorePermit) {
-        let wake = self.store.outbox_wake();
+        self.metrics.notifications_in_flight.inc();
+        self.clone().attempt_claimed(delivery).await;
+        self.metrics.notifications_in_flight.dec();
+        drop(slot);
+        self.store.outbox_wake().notify_one();
+    }
+
+    async fn attempt_claimed(self: Rc<Self>, delivery: Delivery) {
         if delivery.unwatched && delivery.attempts == 0 {
             let watching = self.watchers.watching(delivery.thread_id).await;
             if watching > 0 {
@@ -148,8 +156,6 @@ impl Sender {
                 if let Err(e) = self.store.drop_delivery(&delivery).await {
                     tracing::warn!(delivery_id = %delivery.id, error.message = %e, "a delivery could not be dropped");
                 }
-                drop(slot);
-                wake.notify_one();
                 return;
             }
         }
@@ -166,8 +172,6 @@ impl Sender {
             Sent::Gone => {
                 tracing::info!(delivery_id = %delivery.id, "its target is gone; the delivery is dropped");
                 let _ = self.store.drop_delivery(&delivery).await;
-                drop(slot);
-                wake.notify_one();
                 return;
             }
             Sent::Delivered { status_code } => {
@@ -196,8 +200,6 @@ impl Sender {
             Err(e) => tracing::warn!(delivery_id = %delivery.id, error.message = %e,
                 "an attempt could not be recorded; it is tried again after its lease"),
         }
-        drop(slot);
-        wake.notify_one();
     }
 }
 

@@ -8,6 +8,10 @@
 //! it again; a receiver that never answers does not hold up another's
 //! deliveries; a `kill -9` after the commit loses no notification; a
 //! `when: unwatched` webhook is not sent while someone watches the thread.
+//! With three nodes (needs `TEST_DATABASE_URL` and `TEST_REDIS_URL`) each
+//! delivery is sent once, by one node; a row another writer makes due is
+//! sent when Postgres announces it and not before; a node that dies
+//! mid-delivery leaves it to another once its lease ends.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +19,7 @@ use serde_json::{json, Value};
 
 use crate::{
     binary::{signal, Binary},
+    cluster::Cluster,
     fake_upstream::{FakeUpstream, Reply},
     support::{database_url, error_code, eventually, Server},
 };
@@ -179,8 +184,11 @@ async fn an_answer_that_ends_is_delivered_once_signed_with_the_contracts_body() 
     let sent = hits(&receiver, 2).await;
     assert_ne!(sent[1].header("webhook-id"), Some(webhook_id));
     assert_eq!(sent[1].body["data"]["message_id"], second);
-    let metrics = server.client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("convo_notifications_sent_total 2"), "{metrics}");
+    eventually(|| async {
+        let metrics = server.client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+        metrics.contains("convo_notifications_sent_total 2").then_some(())
+    })
+    .await;
     server.client.delete(format!("{}/v1/projects/{pid}/webhooks/{hook_id}", server.base)).send().await.unwrap();
     let third = server.ask(&thread, "and again").await;
     server.ended(&thread, &third).await;
@@ -270,9 +278,13 @@ async fn a_receiver_that_never_answers_holds_up_no_other_delivery_nor_the_answer
         assert_eq!(sent[n - 1].body["data"]["message_id"], id);
     }
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
-    assert_eq!(dead.requests().len(), 3, "the dead receiver holds three attempts open");
-    let stats = server.get_json("/admin/stats").await;
-    assert_eq!(stats["outbox"]["depth"], 3, "{stats}");
+    // The dead receiver holds three attempts open meanwhile.
+    hits(&dead, 3).await;
+    eventually(|| async {
+        let stats = server.get_json("/admin/stats").await;
+        (stats["outbox"]["depth"] == 3 && stats["outbox"]["in_flight"] == 3).then_some(())
+    })
+    .await;
 }
 
 /// The binary is killed (-9) while its receiver holds the delivery open:
@@ -343,4 +355,100 @@ async fn an_unwatched_webhook_is_not_sent_while_someone_watches_the_thread() {
     let sent = hits(&receiver, 1).await;
     assert!(asked.elapsed() >= Duration::from_millis(400), "{:?}", asked.elapsed());
     assert_eq!(sent[0].body["data"]["message_id"], id);
+}
+
+/// Three nodes: every answer's delivery is sent once, by one of them; a
+/// delivery made due by another writer is sent as soon as it is announced
+/// (Postgres NOTIFY) and not before: nothing polls.
+#[actix_web::test]
+async fn in_a_cluster_each_delivery_is_sent_once_and_notify_wakes_the_senders() {
+    let Some(cluster) = Cluster::start(3, None, &["--sim-chunks", "5", "--allow-private-urls"]).await else { return };
+    let receiver = FakeUpstream::start(vec![status(200)]).await;
+    let (pid, _) = project(cluster.node(0)).await;
+    let hook = add(cluster.node(0), &pid, json!({"url": receiver.url, "events": ["message.completed"]})).await;
+    let hook_id = hook["id"].as_str().unwrap();
+    let mut asked = Vec::new();
+    for i in 0..6 {
+        let node = cluster.node(i % 3);
+        let t = node.post_json(&format!("/v1/projects/{pid}/threads"), json!({})).await;
+        let thread = format!("/v1/projects/{pid}/threads/{}", t["id"].as_str().unwrap());
+        asked.push(node.ask(&thread, &format!("question {i}")).await);
+    }
+    hits(&receiver, 6).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let sent = receiver.requests();
+    assert_eq!(sent.len(), 6, "each delivery once");
+    let mut ids: Vec<&str> = sent.iter().map(|r| r.header("webhook-id").unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "one request per event");
+    let mut messages: Vec<String> =
+        sent.iter().map(|r| r.body["data"]["message_id"].as_str().unwrap().to_owned()).collect();
+    messages.sort();
+    asked.sort();
+    assert_eq!(messages, asked);
+
+    // Made due by another writer, unannounced: nobody sends it.
+    let list = eventually(|| async {
+        let list = deliveries(cluster.node(1), &pid, hook_id).await;
+        (list.len() == 6 && list.iter().all(|d| d["status"] == "delivered")).then_some(list)
+    })
+    .await;
+    let (did, event_id) = (list[0]["id"].as_str().unwrap(), list[0]["event_id"].as_str().unwrap());
+    use sea_orm::ConnectionTrait as _;
+    let db = sea_orm::Database::connect(&cluster.db).await.unwrap();
+    db.execute_unprepared(&format!(
+        "UPDATE notification_deliveries SET status = 'pending', next_attempt_at = now() WHERE id = '{did}'"
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.requests().len(), 6, "no node polls the outbox");
+    // Announced: sent at once, by one node.
+    let announced = Instant::now();
+    db.execute_unprepared("NOTIFY convo_outbox").await.unwrap();
+    let sent = hits(&receiver, 7).await;
+    assert!(announced.elapsed() < Duration::from_secs(2), "{:?}", announced.elapsed());
+    assert_eq!(sent[6].header("webhook-id"), Some(event_id));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.requests().len(), 7, "sent by one node");
+}
+
+/// The node sending a delivery is killed mid-request: another sends it
+/// once the claim's lease (time-out + 5 s) is over, with the same id.
+#[actix_web::test]
+async fn in_a_cluster_a_delivery_whose_sender_dies_is_sent_by_another_after_the_lease() {
+    // (A flag without a value last: `Cluster` reads the others in pairs.)
+    let flags = ["--sim-chunks", "5", "--notify-timeout-ms", "4000", "--allow-private-urls"];
+    let Some(mut cluster) = Cluster::start(3, None, &flags).await else { return };
+    let receiver = FakeUpstream::start(vec![Reply::Silent, status(200)]).await;
+    let (pid, thread) = project(cluster.node(0)).await;
+    let hook = add(cluster.node(0), &pid, json!({"url": receiver.url, "events": ["message.completed"]})).await;
+    let id = cluster.node(0).ask(&thread, "hello").await;
+    let first = hits(&receiver, 1).await;
+    let died = Instant::now();
+    let sender = eventually(|| async {
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            if node.server.get_json("/admin/stats").await["outbox"]["in_flight"] == 1 {
+                return Some(i);
+            }
+        }
+        None
+    })
+    .await;
+    signal(&cluster.nodes[sender].child, "-KILL");
+    let _ = cluster.nodes[sender].child.wait();
+    let sent = hits(&receiver, 2).await;
+    assert!(died.elapsed() >= Duration::from_secs(5), "not before the lease: {:?}", died.elapsed());
+    assert_eq!(sent[1].header("webhook-id"), first[0].header("webhook-id"));
+    assert_eq!(sent[1].body["data"]["message_id"], id);
+    let alive = cluster.node((sender + 1) % 3);
+    let hook_id = hook["id"].as_str().unwrap();
+    eventually(|| async {
+        let list = deliveries(alive, &pid, hook_id).await;
+        (list.len() == 1 && list[0]["status"] == "delivered").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.requests().len(), 2);
 }
