@@ -53,7 +53,7 @@ const MAX_ANSWER: usize = 4096;
 /// Why a key or a subscription's keys are not usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
-    #[error("the VAPID private key must be base64url of a 32-byte P-256 scalar")]
+    #[error("the VAPID private key must be base64url of a P-256 private scalar (32 bytes)")]
     Private,
     #[error("`keys.p256dh` must be base64url of a 65-byte uncompressed P-256 point")]
     P256dh,
@@ -93,10 +93,13 @@ impl Vapid {
     /// From a private key (base64url of the scalar) and the subject.
     pub fn new(private: &str, subject: &str) -> Result<Vapid, KeyError> {
         let bytes = decode(private).ok_or(KeyError::Private)?;
-        if bytes.len() != 32 {
+        if bytes.is_empty() || bytes.len() > 32 {
             return Err(KeyError::Private);
         }
-        let secret = SecretKey::from_slice(&bytes).map_err(|_| KeyError::Private)?;
+        // (A scalar with leading zero bytes may come without them.)
+        let mut scalar = [0u8; 32];
+        scalar[32 - bytes.len()..].copy_from_slice(&bytes);
+        let secret = SecretKey::from_slice(&scalar).map_err(|_| KeyError::Private)?;
         let public = B64.encode(secret.public_key().to_encoded_point(false).as_bytes());
         Ok(Vapid { key: SigningKey::from(secret), public, subject: subject.to_owned() })
     }
@@ -365,7 +368,11 @@ mod tests {
         assert!(browser_auth(&B64.encode([1u8; 16])).is_ok());
         assert_eq!(browser_auth(&B64.encode([1u8; 15])), Err(KeyError::Auth));
         assert_eq!(Vapid::new(&B64.encode([0u8; 32]), "mailto:a@b").err(), Some(KeyError::Private));
-        assert_eq!(Vapid::new(&B64.encode([1u8; 31]), "mailto:a@b").err(), Some(KeyError::Private));
+        assert_eq!(Vapid::new(&B64.encode([1u8; 33]), "mailto:a@b").err(), Some(KeyError::Private));
+        let short = Vapid::new(&B64.encode([1u8; 31]), "").unwrap();
+        let mut padded = [1u8; 32];
+        padded[0] = 0;
+        assert_eq!(short.public_key(), Vapid::new(&B64.encode(padded), "").unwrap().public_key());
     }
 
     #[test]

@@ -215,6 +215,16 @@ async fn the_public_key_is_kept_across_restarts_and_push_is_off_without_a_subjec
 }
 
 #[actix_web::test]
+async fn two_nodes_that_start_at_once_on_one_database_serve_one_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::support::database_url(dir.path()).await;
+    // (Migrated first: only the key's first write races.)
+    Server::start(&db, &[]).await.handle.unwrap().shutdown().await;
+    let (a, b) = tokio::join!(Server::start(&db, &PUSH_ON), Server::start(&db, &PUSH_ON));
+    assert_eq!(public_key(&a).await, public_key(&b).await);
+}
+
+#[actix_web::test]
 async fn subscriptions_are_checked_stored_once_and_removed() {
     let server = Server::temp(&["--vapid-subject", SUBJECT]).await;
     let thread = server.thread().await;
