@@ -181,11 +181,13 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
 
 /// What `index.html` is told of this server: the heartbeat period, which
 /// the client's stall watchdog needs (twice it without a byte: reconnect),
-/// and whether callers need a key (an admin token is configured).
+/// whether callers need a key (an admin token is configured), and whether
+/// Web Push is on (so the page asks for the VAPID key only then).
 fn render_index(body: &str, state: &AppState) -> String {
     let heartbeat = state.deps.settings.streaming.heartbeat().as_millis();
     body.replace("{{heartbeat_ms}}", &heartbeat.to_string())
         .replace("{{secured}}", if state.auth.is_open() { "false" } else { "true" })
+        .replace("{{push}}", if state.push.is_some() { "true" } else { "false" })
 }
 
 /// The asset served at `path`.

@@ -8,8 +8,9 @@
 // subscription is DELETEd; the browser's own subscription stays for the
 // other threads it serves. The id of each thread's subscription is kept
 // in localStorage, so the toggle shows the same state after a reload.
-// Where the browser has no Web Push, or the service has push off (the key
-// answers 404), there is no toggle.
+// Where the browser has no Web Push, or the service has push off (the
+// page's `convo-push` meta says so; the key would answer 404), there is no
+// toggle, and nothing is asked.
 
 import { h } from './dom.js';
 
@@ -19,7 +20,9 @@ const stored = {
   forget: (tid) => localStorage.removeItem(`convo.push.${tid}`),
 };
 
-const supported = () => 'serviceWorker' in navigator && 'PushManager' in window && 'Notification' in window;
+const pushOn = document.querySelector('meta[name="convo-push"]')?.content === 'true';
+const supported = () => pushOn && 'serviceWorker' in navigator && 'PushManager' in window
+  && 'Notification' in window;
 
 /** A base64url text as the bytes `applicationServerKey` takes. */
 function bytesOf(base64url) {

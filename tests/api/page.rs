@@ -54,6 +54,7 @@ async fn every_page_file_is_served_same_origin_only_under_the_policy() {
     let index = c.get(format!("{}/", server.base)).send().await.unwrap().text().await.unwrap();
     assert!(index.contains(r#"<meta name="convo-heartbeat-ms" content="1234">"#), "the watchdog's period");
     assert!(index.contains(r#"<meta name="convo-secured" content="false">"#));
+    assert!(index.contains(r#"<meta name="convo-push" content="false">"#), "push is off without --vapid-subject");
     assert!(!index.contains("<script>") && !index.contains("style="), "no inline script or style");
     assert!(index.contains(r#"<script type="module" src="/app.js">"#));
 }
