@@ -204,17 +204,31 @@ impl Store {
     }
 
     /// At start-up: messages a stopped process left `streaming` become
-    /// `interrupted`, their text kept.
+    /// `interrupted`, their text kept, with the events they report.
     pub async fn interrupt_streaming(&self) -> Result<u64, StoreError> {
         let interrupted = crate::domain::MessageError::interrupted();
+        let txn = self.db.begin().await?;
+        let streaming = message::Entity::find()
+            .filter(message::Column::Status.eq(status_name(MessageStatus::Streaming)))
+            .all(&txn)
+            .await?;
         let result = message::Entity::update_many()
             .col_expr(message::Column::Status, Expr::value(status_name(MessageStatus::Interrupted)))
             .col_expr(message::Column::CompletedAt, Expr::value(Utc::now()))
             .col_expr(message::Column::ErrorCode, Expr::value(interrupted.code.as_str()))
-            .col_expr(message::Column::ErrorMessage, Expr::value(interrupted.message))
+            .col_expr(message::Column::ErrorMessage, Expr::value(interrupted.message.clone()))
             .filter(message::Column::Status.eq(status_name(MessageStatus::Streaming)))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
+        // Their events (`message.completed`, interrupted), with the change.
+        for row in streaming {
+            let mut m = convert::message(row)?;
+            m.status = MessageStatus::Interrupted;
+            m.error = Some(interrupted.clone());
+            outbox::record(&txn, &m).await?;
+        }
+        txn.commit().await?;
+        self.outbox.notify_one();
         Ok(result.rows_affected)
     }
 

@@ -319,6 +319,39 @@ async fn a_kill_9_after_the_commit_loses_no_notification() {
     assert_eq!(receiver.requests().len(), 2, "sent once more, not again and again");
 }
 
+/// An answer still streaming when the process is killed (-9) becomes
+/// `interrupted` at the next start, and that is announced too.
+#[actix_web::test]
+async fn an_answer_cut_off_by_a_kill_9_is_announced_interrupted_after_the_restart() {
+    let receiver = FakeUpstream::start(vec![status(200)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+    let bin = Binary::start(&db, &["--allow-private-urls", "--sim-chunks", "500", "--sim-interval-ms", "20"]).await;
+    let (pid, thread) = project(&bin.server).await;
+    add(&bin.server, &pid, json!({"url": receiver.url, "events": ["message.completed"]})).await;
+    let id = bin.server.ask(&thread, "a long one").await;
+    eventually(|| async {
+        let m = bin.server.message(&thread, &id).await;
+        (m["status"] == "streaming" && m["content"].as_str().is_some_and(|c| !c.is_empty())).then_some(())
+    })
+    .await;
+    signal(&bin.child, "-KILL");
+    drop(bin);
+    assert!(receiver.requests().is_empty(), "nothing ended before the kill");
+
+    let bin = Binary::start(&db, &["--allow-private-urls"]).await;
+    let sent = hits(&receiver, 1).await;
+    let data = &sent[0].body["data"];
+    assert_eq!(sent[0].body["type"], "message.completed");
+    assert_eq!(data["message_id"], id);
+    assert_eq!(data["status"], "interrupted");
+    assert!(data["error"]["code"].is_string(), "{data}");
+    let message = bin.server.message(&thread, &id).await;
+    assert_eq!(message["status"], "interrupted");
+    let preview: String = message["content"].as_str().unwrap().chars().take(200).collect();
+    assert_eq!(data["preview"], preview);
+}
+
 #[actix_web::test]
 async fn an_unwatched_webhook_is_not_sent_while_someone_watches_the_thread() {
     let receiver = FakeUpstream::start(vec![status(200)]).await;
