@@ -1,5 +1,7 @@
 //! Subscribers for the benchmark: SSE on a raw socket (no HTTP library
-//! buffering in between) and WebSocket. Each rebuilds the message from its
+//! buffering in between) and WebSocket, a thread's own `/ws` or a project
+//! socket following several threads (its frames told apart by their
+//! `thread_id`, each thread seen as one subscriber). Each rebuilds the message from its
 //! deltas (checking offsets), and for every upstream chunk it receives
 //! records `now - stamp`: the latency added between the upstream's write
 //! and the subscriber's read.
@@ -324,17 +326,191 @@ async fn sse_events(conn: &mut Conn, ready: mpsc::Sender<()>, messages: usize, s
 /// frames (never masked) read straight off the socket, as cheaply as the
 /// SSE reader, so the two transports are measured alike.
 pub async fn ws(addr: std::net::SocketAddr, path: String, ready: mpsc::Sender<()>, messages: usize) -> Seen {
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: Y29udm8tYmVuY2gta2V5MQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    subscribe(addr, request, b"HTTP/1.1 101", None, async |conn, seen| ws_events(conn, ready, messages, seen).await)
-        .await
+    subscribe(addr, ws_request(&path), b"HTTP/1.1 101", None, async |conn, seen| {
+        let mut one = OneThread { seen, ready, messages, completed: 0 };
+        ws_read(conn, &mut one).await
+    })
+    .await
 }
 
-async fn ws_events(conn: &mut Conn, ready: mpsc::Sender<()>, messages: usize, seen: &mut Seen) -> anyhow::Result<()> {
+/// The upgrade request of a WebSocket at `path`.
+fn ws_request(path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: Y29udm8tYmVuY2gta2V5MQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+/// Follows `threads` (their ids) over one project socket at `path`
+/// (`/v1/projects/{pid}/ws`): one `subscribe` frame each, sent together
+/// once the upgrade is answered, then every frame read off the one
+/// connection and handed to its thread's `Seen` by its `thread_id`.
+/// Signals `ready` once per thread (its subscription's `ready`), and reads
+/// until each thread completed `messages` messages (or its subscription
+/// ended). One `Seen` per thread, in the order given; what goes wrong with
+/// the connection itself is the first one's failure, and the first one
+/// holds the connection open.
+pub async fn project_ws(
+    addr: std::net::SocketAddr,
+    path: String,
+    threads: Vec<String>,
+    ready: mpsc::Sender<()>,
+    messages: usize,
+) -> Vec<Seen> {
+    let mut many = ManyThreads {
+        index: threads.iter().enumerate().map(|(i, t)| (t.clone(), i)).collect(),
+        seen: threads.iter().map(|_| Seen::new()).collect(),
+        completed: vec![0; threads.len()],
+        ended: vec![false; threads.len()],
+        left: threads.len(),
+        ready,
+        messages,
+    };
+    match Conn::open(addr, &ws_request(&path), b"HTTP/1.1 101").await {
+        Ok(mut conn) => {
+            let run = async {
+                let mut frames = Vec::new();
+                for thread in &threads {
+                    let subscribe = serde_json::json!({"type": "subscribe", "thread_id": thread}).to_string();
+                    frames.extend(client_text(subscribe.as_bytes())?);
+                }
+                conn.sock.write_all(&frames).await?;
+                ws_read(&mut conn, &mut many).await
+            };
+            if let Err(e) = run.await {
+                many.seen[0].failures.push(format!("project socket: {e}"));
+            }
+            many.seen[0].connection = Some(conn.sock);
+        }
+        Err(e) => many.seen[0].failures.push(format!("project socket: {e}")),
+    }
+    many.seen
+}
+
+/// A client's text frame: masked, as every client frame must be.
+fn client_text(payload: &[u8]) -> anyhow::Result<Vec<u8>> {
+    const KEY: [u8; 4] = [0x5a, 0x17, 0xc3, 0x8e];
+    let mut frame = Vec::with_capacity(payload.len() + 8);
+    frame.push(0x81);
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n => {
+            let n = u16::try_from(n).map_err(|_| anyhow::anyhow!("a client frame over 64 KiB"))?;
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&KEY);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ KEY[i % 4]));
+    Ok(frame)
+}
+
+/// What a WebSocket reader does with each complete text message.
+trait Texts {
+    /// Handles one message; true once everything awaited has arrived.
+    async fn text(&mut self, text: &str) -> anyhow::Result<bool>;
+    /// Messages completed so far (for errors).
+    fn completed(&self) -> usize;
+}
+
+/// The type of an event: it comes first in every event object.
+fn kind_of(text: &str) -> &str {
+    text.get(9..).and_then(|t| t.split('"').next()).unwrap_or_default()
+}
+
+/// Where an event's `thread_id` starts: right after its type, so the first
+/// match is the event's own (no text of the event comes before it).
+static THREAD_ID: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#""thread_id":""#));
+
+/// The `thread_id` of an event (None when it names none, or null).
+fn thread_of(text: &str) -> Option<&str> {
+    let at = THREAD_ID.find(text.as_bytes())? + br#""thread_id":""#.len();
+    text.get(at..at + 36)
+}
+
+/// A thread's own `/ws`: every event is that thread's.
+struct OneThread<'a> {
+    seen: &'a mut Seen,
+    ready: mpsc::Sender<()>,
+    messages: usize,
+    completed: usize,
+}
+
+impl Texts for OneThread<'_> {
+    async fn text(&mut self, text: &str) -> anyhow::Result<bool> {
+        let kind = kind_of(text);
+        if kind == "ready" {
+            let _ = self.ready.send(()).await;
+        } else if self.seen.apply_json(kind, text)? {
+            self.completed += 1;
+            return Ok(self.completed == self.messages);
+        }
+        Ok(false)
+    }
+
+    fn completed(&self) -> usize {
+        self.completed
+    }
+}
+
+/// A project socket: each event goes to its thread's `Seen`.
+struct ManyThreads {
+    /// Thread id to its place in `seen`.
+    index: HashMap<String, usize>,
+    seen: Vec<Seen>,
+    completed: Vec<usize>,
+    /// Threads done: all their messages completed, or unsubscribed.
+    ended: Vec<bool>,
+    left: usize,
+    ready: mpsc::Sender<()>,
+    messages: usize,
+}
+
+impl ManyThreads {
+    fn end(&mut self, i: usize) {
+        if !self.ended[i] {
+            self.ended[i] = true;
+            self.left -= 1;
+        }
+    }
+}
+
+impl Texts for ManyThreads {
+    async fn text(&mut self, text: &str) -> anyhow::Result<bool> {
+        let kind = kind_of(text);
+        let Some(&i) = thread_of(text).and_then(|t| self.index.get(t)) else {
+            anyhow::bail!("a frame of no subscribed thread: {}", text.get(..200).unwrap_or(text));
+        };
+        match kind {
+            "ready" => {
+                let _ = self.ready.send(()).await;
+            }
+            "unsubscribed" => {
+                let code = serde_json::from_str::<Value>(text).map(|v| v["code"].to_string()).unwrap_or_default();
+                self.seen[i].failures.push(format!("unsubscribed: {code}"));
+                self.end(i);
+            }
+            _ => {
+                if self.seen[i].apply_json(kind, text)? {
+                    self.completed[i] += 1;
+                    if self.completed[i] == self.messages {
+                        self.end(i);
+                    }
+                }
+            }
+        }
+        Ok(self.left == 0)
+    }
+
+    fn completed(&self) -> usize {
+        self.completed.iter().sum()
+    }
+}
+
+/// Reads server frames straight off the socket (answering pings) and hands
+/// each text message to `texts` until it has what it waits for.
+async fn ws_read(conn: &mut Conn, texts: &mut impl Texts) -> anyhow::Result<()> {
     let mut message: Vec<u8> = Vec::new();
-    let mut completed = 0;
     loop {
         let mut at = 0;
         while let Some(frame) = WsFrame::parse(&conn.buf[at..])? {
@@ -346,16 +522,8 @@ async fn ws_events(conn: &mut Conn, ready: mpsc::Sender<()>, messages: usize, se
                     if !frame.fin {
                         continue;
                     }
-                    let text = std::str::from_utf8(&message)?;
-                    // The type comes first in every event object.
-                    let kind = text.get(9..).and_then(|t| t.split('"').next()).unwrap_or_default();
-                    if kind == "ready" {
-                        let _ = ready.send(()).await;
-                    } else if seen.apply_json(kind, text)? {
-                        completed += 1;
-                        if completed == messages {
-                            return Ok(());
-                        }
+                    if texts.text(std::str::from_utf8(&message)?).await? {
+                        return Ok(());
                     }
                     message.clear();
                 }
@@ -366,12 +534,12 @@ async fn ws_events(conn: &mut Conn, ready: mpsc::Sender<()>, messages: usize, se
                     pong.extend_from_slice(payload);
                     conn.sock.write_all(&pong).await?;
                 }
-                0x8 => anyhow::bail!("ws: closed after {completed} messages"),
+                0x8 => anyhow::bail!("ws: closed after {} messages", texts.completed()),
                 _ => {}
             }
         }
         conn.buf.drain(..at);
-        conn.read_more().await.map_err(|e| anyhow::anyhow!("ws: {e} after {completed} messages"))?;
+        conn.read_more().await.map_err(|e| anyhow::anyhow!("ws: {e} after {} messages", texts.completed()))?;
     }
 }
 

@@ -71,6 +71,12 @@ struct Cli {
     /// Override: how many of each thread's subscribers use WebSocket.
     #[arg(long)]
     ws: Option<usize>,
+    /// The WebSocket subscribers (`--ws`) ride project sockets
+    /// (`GET /v1/projects/{pid}/ws`), K threads on each: one connection
+    /// subscribes K threads, where each of them had a `/ws` of its own.
+    /// At most 256 (the service's limit per socket).
+    #[arg(long, value_name = "K")]
+    project_socket: Option<usize>,
     /// Override: chunks per answer.
     #[arg(long)]
     chunks: Option<usize>,
@@ -162,6 +168,9 @@ pub struct Plan {
     pub in_phase: bool,
     /// Model calls per answer (`chunks` each).
     pub steps: usize,
+    /// Threads per project socket carrying the WebSocket subscribers; 0:
+    /// each has a thread's `/ws`.
+    pub project_socket: usize,
 }
 
 impl Cli {
@@ -184,6 +193,7 @@ impl Cli {
             interval: Duration::from_millis(self.interval_ms.unwrap_or(interval)),
             in_phase: self.in_phase,
             steps: self.steps.unwrap_or(steps).max(1),
+            project_socket: self.project_socket.unwrap_or(0),
         }
     }
 }
@@ -194,6 +204,12 @@ async fn main() -> anyhow::Result<()> {
     let plan = cli.plan();
     let limit = rlimit::increase_nofile_limit(65_536).unwrap_or(0);
     eprintln!("open-file limit raised to {limit}");
+    if plan.project_socket > 0 {
+        let scenarios = [Scenario::Floor, Scenario::FloorWriter, Scenario::Cluster, Scenario::H2Flood];
+        anyhow::ensure!(!scenarios.contains(&cli.scenario), "--project-socket is not for this scenario");
+        anyhow::ensure!(plan.ws_share > 0, "--project-socket carries the WebSocket subscribers: give --ws");
+        anyhow::ensure!(plan.project_socket <= 256, "a project socket follows at most 256 threads");
+    }
     if cli.scenario == Scenario::FloorWriter {
         return floor::writer_main(plan);
     }
@@ -258,25 +274,46 @@ async fn main() -> anyhow::Result<()> {
     // Subscribers, all ready before anything is posted.
     let total = plan.threads * plan.subscribers;
     let (ready_tx, mut ready_rx) = mpsc::channel(total.max(1));
-    let mut subs = Vec::new();
+    // Each task: the threads it follows (their indices) and what it saw of
+    // each; one thread, but for a project socket.
+    let mut subs: Vec<(Vec<usize>, tokio::task::JoinHandle<Vec<client::Seen>>)> = Vec::new();
     for (i, thread) in threads.iter().enumerate() {
         for s in 0..plan.subscribers {
+            if s < plan.ws_share && plan.project_socket > 0 {
+                continue; // On a project socket (below).
+            }
             let path = format!("{thread}/events");
             let ready = ready_tx.clone();
             // The last subscriber of a thread (SSE) answers its calls.
             let answers = plan.steps > 1 && s + 1 == plan.subscribers && !cli.service_tool;
             let answerer = answers.then(|| application.answerer(thread));
             let task = if s < plan.ws_share {
-                tokio::spawn(client::ws(srv.addr, format!("{thread}/ws"), ready, 1))
+                let ws = client::ws(srv.addr, format!("{thread}/ws"), ready, 1);
+                tokio::spawn(async move { vec![ws.await] })
             } else {
-                tokio::spawn(client::sse_answering(srv.addr, path, ready, 1, answerer))
+                let sse = client::sse_answering(srv.addr, path, ready, 1, answerer);
+                tokio::spawn(async move { vec![sse.await] })
             };
-            subs.push((i, task));
-            if subs.len() % 500 == 0 {
+            subs.push((vec![i], task));
+            if subs.len().is_multiple_of(500) {
                 tokio::task::yield_now().await;
             }
         }
     }
+    if plan.project_socket > 0 {
+        // Each WebSocket subscriber of a thread on a socket of its own
+        // group: a socket follows a thread once.
+        let indices: Vec<usize> = (0..threads.len()).collect();
+        for _ in 0..plan.ws_share {
+            for group in indices.chunks(plan.project_socket) {
+                let ids = group.iter().map(|&i| threads[i].rsplit('/').next().unwrap_or_default().to_owned());
+                let socket =
+                    client::project_ws(srv.addr, format!("/v1/projects/{pid}/ws"), ids.collect(), ready_tx.clone(), 1);
+                subs.push((group.to_vec(), tokio::spawn(socket)));
+            }
+        }
+    }
+    let connections = subs.len();
     drop(ready_tx);
     for n in 0..total {
         if tokio::time::timeout(Duration::from_secs(60), ready_rx.recv()).await.ok().flatten().is_none() {
@@ -337,7 +374,7 @@ async fn main() -> anyhow::Result<()> {
     // Wait for every subscriber before touching any result: merging
     // histograms while others still read would put the load generator's
     // own work into their latency (it did, on each answer's last chunk).
-    let (indices, tasks): (Vec<usize>, Vec<_>) = subs.into_iter().unzip();
+    let (indices, tasks): (Vec<Vec<usize>>, Vec<_>) = subs.into_iter().unzip();
     let turn = plan.interval * (plan.chunks * plan.steps) as u32;
     let results = tokio::time::timeout(turn + Duration::from_secs(60), join_all(tasks))
         .await
@@ -345,8 +382,8 @@ async fn main() -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     let cpu_us = srv.cpu_us().saturating_sub(cpu_before);
     let minor_faults = srv.minor_faults().saturating_sub(faults_before);
-    for (i, seen) in indices.into_iter().zip(results) {
-        let seen = seen?;
+    let results = indices.into_iter().zip(results).map(|(group, seen)| seen.map(|seen| group.into_iter().zip(seen)));
+    for (i, seen) in results.collect::<Result<Vec<_>, _>>()?.into_iter().flatten() {
         for &(chunk, us) in &seen.latency_us {
             latency.record(us as u64)?;
             if chunk as usize >= client::WARM {
@@ -411,6 +448,7 @@ async fn main() -> anyhow::Result<()> {
         rss_before,
         rss_after,
         subscribers: total,
+        connections,
         stats_before,
         stats_after,
         steps: step_figures.transpose()?,

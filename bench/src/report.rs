@@ -33,6 +33,9 @@ pub struct Report {
     pub rss_before: u64,
     pub rss_after: u64,
     pub subscribers: usize,
+    /// The subscribers' connections (fewer than `subscribers` when
+    /// project sockets carry several threads each).
+    pub connections: usize,
     pub stats_before: Value,
     pub stats_after: Value,
     /// Answers in several steps: a posted tool result to the next step's
@@ -60,6 +63,8 @@ impl Report {
             "scenario": self.scenario,
             "threads": self.plan.threads,
             "subscribers": self.subscribers,
+            "connections": self.connections,
+            "project_socket": self.plan.project_socket,
             "chunks": self.plan.chunks,
             "interval_ms": self.plan.interval.as_millis() as u64,
             "in_phase": self.plan.in_phase,
@@ -91,6 +96,12 @@ impl Report {
             "threads x subs      {} x {} ({} subscribers)",
             self.plan.threads, self.plan.subscribers, self.subscribers
         );
+        if self.plan.project_socket > 0 {
+            println!(
+                "project sockets     {} WS subscribers per thread on sockets of {} threads: {} connections",
+                self.plan.ws_share, self.plan.project_socket, self.connections
+            );
+        }
         println!("chunks              {} every {} ms", self.plan.chunks, self.plan.interval.as_millis());
         if let Some(f) = &self.steps {
             println!("steps               {} per answer, {} tool results posted", self.plan.steps, f.results_posted);
