@@ -7,7 +7,9 @@
 //! checks each push's VAPID JWT (ES256 with the served key, `aud` the
 //! endpoint's origin, `exp` within 24 hours, `sub` the subject) and
 //! decrypts its body with its own RFC 8291 code (not the service's). A
-//! push service answering 404 or 410 gets the subscription removed.
+//! push service answering 404 or 410 gets the subscription removed. An
+//! answer awaiting approval is pushed cut to fit (its large `pending`
+//! left out), and only the events a subscription asked for are pushed.
 
 use std::{
     sync::{
@@ -401,4 +403,84 @@ async fn a_push_service_answering_404_loses_the_subscription_too() {
         async move { (client.delete(url).send().await.unwrap().status() == 404).then_some(()) }
     })
     .await;
+}
+
+#[actix_web::test]
+async fn an_answer_that_awaits_approval_is_pushed_cut_to_fit_and_only_the_events_asked_for() {
+    use crate::tools::{calls_answer, text_answer};
+    let mut service = PushService::start().await;
+    // Six calls that need approval, with inputs of 900 bytes each: the
+    // event's `pending` alone is larger than a push.
+    let note = "n".repeat(900);
+    let inputs: Vec<(String, String)> =
+        (1..=6).map(|i| (format!("toolu_{i}"), format!(r#"{{"note": "{note}"}}"#))).collect();
+    let calls: Vec<(&str, &str, &str)> =
+        inputs.iter().map(|(id, input)| (id.as_str(), "pay", input.as_str())).collect();
+    let replies = vec![calls_answer("I will pay six times.", &calls), text_answer("Paid.")];
+    let h = crate::providers::harness("anthropic", replies, &PUSH_ON).await;
+    let key = public_key(&Server::attach(h.base.clone())).await;
+    let tools = json!([{"name": "pay", "input_schema": {"type": "object"}, "approval": "always"}]);
+    let url = format!("{}/v1/projects/{}/threads", h.base, h.pid);
+    let t: Value = h.client.post(&url).json(&json!({"tools": tools})).send().await.unwrap().json().await.unwrap();
+    let tid = t["id"].as_str().unwrap().to_owned();
+    let browser = Browser::new();
+    let mut body = browser.subscription(&format!("{}/push/awaiting", service.origin));
+    body["thread_id"] = json!(tid);
+    body["events"] = json!(["message.awaiting"]);
+    let r = h.client.post(format!("{}/v1/projects/{}/push-subscriptions", h.base, h.pid)).json(&body).send().await;
+    assert_eq!(r.unwrap().status(), 201);
+
+    let thread = format!("{url}/{tid}");
+    let posted: Value = h
+        .client
+        .post(format!("{thread}/messages"))
+        .json(&json!({"content": "Pay"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let message_id = posted["assistant_message"]["id"].as_str().unwrap().to_owned();
+    let push = service.next().await;
+    assert!(push.body.len() <= 4096, "fits a push: {}", push.body.len());
+    check_vapid(&push.headers, &key, &service.origin);
+    let data: Value = serde_json::from_slice(&browser.decrypt(&push.body)).unwrap();
+    assert_eq!(
+        (data["message_id"].as_str(), data["status"].as_str()),
+        (Some(message_id.as_str()), Some("awaiting_input"))
+    );
+    assert!(data.get("pending").is_none(), "pending is the first to go: {data}");
+    assert_eq!(data["preview"], "I will pay six times.");
+
+    // Denied: the answer completes, which this subscription did not ask for.
+    for (id, _) in &inputs {
+        let decision = json!({"tool_call_id": id, "approved": false});
+        let r = h.client.post(format!("{thread}/approvals")).json(&decision).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    }
+    crate::support::eventually(|| {
+        let (client, url) = (h.client.clone(), format!("{thread}/messages"));
+        let id = message_id.clone();
+        async move {
+            let page: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            let done =
+                page["data"].as_array().unwrap().iter().any(|m| m["id"] == id.as_str() && m["status"] == "complete");
+            if !done {
+                eprintln!(
+                    "{}",
+                    page["data"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|m| format!("{} {}", m["status"], m["stop_reason"]))
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                );
+            }
+            done.then_some(())
+        }
+    })
+    .await;
+    assert!(service.quiet(Duration::from_millis(1000)).await, "message.completed is not pushed");
 }
