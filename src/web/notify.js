@@ -38,10 +38,14 @@ function sameKey(buffer, bytes) {
   return known.length === bytes.length && known.every((b, i) => b === bytes[i]);
 }
 
-/** The service's VAPID key, asked once per page: null when push is off. */
+/** The service's VAPID key, asked once per page: null when push is off
+ * (404); asked again next time when the service could not be reached. */
 let publicKey = null;
 function vapidKey(api) {
-  publicKey ||= api.request('GET', '/v1/push/public-key').then((r) => r.key, () => null);
+  publicKey ||= api.request('GET', '/v1/push/public-key').then((r) => r.key, (e) => {
+    if (e?.status !== 404) publicKey = null;
+    return null;
+  });
   return publicKey;
 }
 
