@@ -126,6 +126,11 @@ pub struct NotifySettings {
     /// Deliveries sent at once by this node (a slow receiver holds one).
     #[arg(long, env = "NOTIFY_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub notify_concurrency: u64,
+    /// Of those, at most this many to one target (a webhook, a push
+    /// subscription): a dead receiver with many deliveries due never
+    /// takes every slot.
+    #[arg(long, env = "NOTIFY_PER_TARGET", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub notify_per_target: u64,
     /// A `when: unwatched` webhook is sent only if, this long after its
     /// event, no subscriber on any node watches the thread.
     #[arg(long, env = "NOTIFY_UNWATCHED_DELAY_MS", default_value_t = 30_000)]

@@ -17,7 +17,7 @@
 //! by a retry asked for by hand, by a slot freed, or (cluster mode) by
 //! another node's commit, heard through Postgres LISTEN/NOTIFY.
 
-use std::{rc::Rc, sync::Arc, time::Duration};
+use std::{cell::RefCell, collections::HashMap, rc::Rc, sync::Arc, time::Duration};
 
 use chrono::Utc;
 use futures_util::future::LocalBoxFuture;
@@ -54,6 +54,8 @@ pub struct Sender {
     pub max_attempts: u32,
     pub timeout: Duration,
     pub concurrency: usize,
+    /// Deliveries sent at once to one target.
+    pub per_target: usize,
     pub unwatched_delay: Duration,
 }
 
@@ -72,6 +74,7 @@ impl Sender {
             max_attempts: notify.notify_max_attempts,
             timeout: notify.timeout(),
             concurrency: notify.notify_concurrency as usize,
+            per_target: notify.notify_per_target as usize,
             unwatched_delay: notify.unwatched_delay(),
         }
     }
@@ -86,6 +89,8 @@ impl Sender {
     async fn run(self: Rc<Self>) {
         let wake = self.store.outbox_wake();
         let slots = Arc::new(Semaphore::new(self.concurrency));
+        // Deliveries in flight per target.
+        let sending: Rc<RefCell<HashMap<Uuid, usize>>> = Rc::default();
         let lease = self.timeout + LEASE_MARGIN;
         loop {
             let free = slots.available_permits();
@@ -94,14 +99,39 @@ impl Sender {
                 wake.notified().await;
                 continue;
             }
-            let claimed = match self.store.claim_deliveries(free as u64, lease, self.unwatched_delay).await {
+            let busy = self.busy(&sending);
+            let claimed = match self.store.claim_deliveries(free as u64, lease, self.unwatched_delay, &busy).await {
                 Ok(batch) => {
-                    let claimed = batch.len();
+                    let mut started = 0;
+                    let mut released = false;
                     for delivery in batch {
+                        let target = delivery.target_id;
+                        if sending.borrow().get(&target).is_some_and(|&n| n >= self.per_target) {
+                            // (Over its target's share: left to the next round.)
+                            let _ = self.store.release_delivery(&delivery).await;
+                            released = true;
+                            continue;
+                        }
+                        started += 1;
+                        *sending.borrow_mut().entry(target).or_default() += 1;
                         let slot = slots.clone().try_acquire_owned().expect("a free slot was counted");
-                        actix_rt::spawn(self.clone().attempt(delivery, slot));
+                        let (this, sending) = (self.clone(), sending.clone());
+                        actix_rt::spawn(async move {
+                            this.attempt(delivery, slot).await;
+                            let mut sending = sending.borrow_mut();
+                            if let Some(n) = sending.get_mut(&target) {
+                                *n -= 1;
+                                if *n == 0 {
+                                    sending.remove(&target);
+                                }
+                            }
+                        });
                     }
-                    claimed
+                    if released {
+                        // Claimed again at once, without that target.
+                        continue;
+                    }
+                    started
                 }
                 Err(e) => {
                     tracing::warn!(error.message = %e, "the outbox could not be read; trying again");
@@ -115,7 +145,8 @@ impl Sender {
                 wake.notified().await;
                 continue;
             }
-            let wait = match self.store.next_delivery_due(self.unwatched_delay).await {
+            let busy = self.busy(&sending);
+            let wait = match self.store.next_delivery_due(self.unwatched_delay, &busy).await {
                 Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or_default(),
                 Ok(None) => Duration::MAX,
                 Err(_) => DB_PAUSE,
@@ -128,6 +159,11 @@ impl Sender {
                 _ = tokio::time::sleep(wait.min(Duration::from_secs(86_400))) => {}
             }
         }
+    }
+
+    /// The targets this node sends its share to now.
+    fn busy(&self, sending: &RefCell<HashMap<Uuid, usize>>) -> Vec<Uuid> {
+        sending.borrow().iter().filter(|(_, &n)| n >= self.per_target).map(|(&t, _)| t).collect()
     }
 
     /// The outbox gauges: pending deliveries, and the oldest one's age.

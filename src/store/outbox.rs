@@ -194,11 +194,14 @@ impl Store {
 
     /// Claims up to `limit` due deliveries for `lease`: nobody else sends
     /// them until the lease ends or an attempt is recorded.
+    /// Deliveries to the targets in `busy` are left alone (this node sends
+    /// as many to each as it may).
     pub async fn claim_deliveries(
         &self,
         limit: u64,
         lease: Duration,
         unwatched_delay: Duration,
+        busy: &[Uuid],
     ) -> Result<Vec<Delivery>, StoreError> {
         let now = Utc::now();
         let txn = self.db.begin().await?;
@@ -206,6 +209,7 @@ impl Store {
             .select_only()
             .column(delivery::Column::Id)
             .filter(due(now, unwatched_delay))
+            .filter(delivery::Column::TargetId.is_not_in(busy.iter().copied()))
             .order_by_asc(delivery::Column::NextAttemptAt)
             .limit(limit);
         if txn.get_database_backend() == DbBackend::Postgres {
@@ -232,8 +236,18 @@ impl Store {
 
     /// When the next delivery falls due (a pending one's next attempt, an
     /// unwatched one's first, or the end of a lease another node holds).
-    pub async fn next_delivery_due(&self, unwatched_delay: Duration) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let pending = || delivery::Entity::find().filter(delivery::Column::Status.eq(DeliveryStatus::Pending.as_str()));
+    /// (Those of targets in `busy` are left out: a freed slot wakes the
+    /// sender for them.)
+    pub async fn next_delivery_due(
+        &self,
+        unwatched_delay: Duration,
+        busy: &[Uuid],
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let pending = || {
+            delivery::Entity::find()
+                .filter(delivery::Column::Status.eq(DeliveryStatus::Pending.as_str()))
+                .filter(delivery::Column::TargetId.is_not_in(busy.iter().copied()))
+        };
         let first = |q: sea_orm::Select<delivery::Entity>, col: delivery::Column| async move {
             let at: Option<DateTime<Utc>> =
                 q.select_only().column(col).order_by_asc(col).limit(1).into_tuple().one(&self.db).await?;
@@ -288,6 +302,18 @@ impl Store {
             .exec(&self.db)
             .await?;
         Ok(result.rows_affected > 0)
+    }
+
+    /// Gives back a delivery this node claimed but will not send now.
+    pub async fn release_delivery(&self, d: &Delivery) -> Result<(), StoreError> {
+        delivery::Entity::update_many()
+            .col_expr(delivery::Column::ClaimedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(delivery::Column::ClaimToken, Expr::value(Option::<Uuid>::None))
+            .filter(delivery::Column::Id.eq(d.id))
+            .filter(delivery::Column::ClaimToken.eq(d.claim))
+            .exec(&self.db)
+            .await?;
+        Ok(())
     }
 
     /// Drops a delivery this node claimed (its target is gone, or it was
@@ -472,7 +498,7 @@ mod tests {
         store.add_webhook(&hook).await.unwrap();
         let mut m = answer(thread.id, MessageStatus::Streaming);
         store.write_batch(&[WriteOp::Insert(m.clone())]).await.unwrap();
-        let claim = || store.claim_deliveries(10, Duration::from_secs(60), Duration::ZERO);
+        let claim = || store.claim_deliveries(10, Duration::from_secs(60), Duration::ZERO, &[]);
 
         // Awaiting input: no webhook asked for it.
         m.status = MessageStatus::AwaitingInput;

@@ -265,26 +265,31 @@ async fn a_failing_receiver_is_retried_with_backoff_then_failed_and_the_retry_ro
 async fn a_receiver_that_never_answers_holds_up_no_other_delivery_nor_the_answers() {
     let dead = FakeUpstream::start(vec![Reply::Silent]).await;
     let live = FakeUpstream::start(vec![status(200)]).await;
-    let server = Server::temp(&["--allow-private-urls", "--notify-timeout-ms", "20000"]).await;
+    // Four slots, at most two to one target: the dead receiver's
+    // deliveries never take them all.
+    let flags = ["--allow-private-urls", "--notify-timeout-ms", "20000", "--notify-concurrency", "4"];
+    let server = Server::temp(&[&flags[..], &["--notify-per-target", "2"]].concat()).await;
     let (pid, thread) = project(&server).await;
     let events = json!(["message.completed"]);
     add(&server, &pid, json!({"url": dead.url, "events": events})).await;
     add(&server, &pid, json!({"url": live.url, "events": events})).await;
     let started = Instant::now();
-    for n in 1..=3 {
+    for n in 1..=5 {
         let id = server.ask(&thread, &format!("question {n}")).await;
         server.ended(&thread, &id).await;
         let sent = hits(&live, n).await;
         assert_eq!(sent[n - 1].body["data"]["message_id"], id);
     }
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
-    // The dead receiver holds three attempts open meanwhile.
-    hits(&dead, 3).await;
+    // The dead receiver holds two attempts open meanwhile; its other
+    // three deliveries wait for a slot of its share.
+    hits(&dead, 2).await;
     eventually(|| async {
         let stats = server.get_json("/admin/stats").await;
-        (stats["outbox"]["depth"] == 3 && stats["outbox"]["in_flight"] == 3).then_some(())
+        (stats["outbox"]["depth"] == 5 && stats["outbox"]["in_flight"] == 2).then_some(())
     })
     .await;
+    assert_eq!(dead.requests().len(), 2);
 }
 
 /// The binary is killed (-9) while its receiver holds the delivery open:
