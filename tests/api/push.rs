@@ -218,6 +218,12 @@ async fn the_public_key_is_kept_across_restarts_and_push_is_off_without_a_subjec
 
 #[actix_web::test]
 async fn two_nodes_that_start_at_once_on_one_database_serve_one_key() {
+    // Nodes share a database on Postgres only (two processes starting at
+    // once on one SQLite file contend for its start-up writes).
+    if std::env::var("TEST_DATABASE_URL").map_or(true, |u| u.is_empty()) {
+        eprintln!("push: the two-node start SKIPPED: set TEST_DATABASE_URL to run it (.ci/run does)");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let db = crate::support::database_url(dir.path()).await;
     // (Migrated first: only the key's first write races.)
