@@ -135,6 +135,10 @@ pub struct NotifySettings {
     /// event, no subscriber on any node watches the thread.
     #[arg(long, env = "NOTIFY_UNWATCHED_DELAY_MS", default_value_t = 30_000)]
     pub notify_unwatched_delay_ms: u64,
+    /// Deliveries that ended (delivered or failed) are kept this long in
+    /// the delivery log, then forgotten with their events.
+    #[arg(long, env = "NOTIFY_RETENTION_HOURS", default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..))]
+    pub notify_retention_hours: u64,
 }
 
 impl NotifySettings {

@@ -40,6 +40,9 @@ pub trait Watchers: Send {
 /// and checking who watches the thread, are quick).
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
+/// How often ended deliveries past their retention are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// The pause after the database failed to answer the sender.
 const DB_PAUSE: Duration = Duration::from_secs(1);
 
@@ -57,6 +60,8 @@ pub struct Sender {
     /// Deliveries sent at once to one target.
     pub per_target: usize,
     pub unwatched_delay: Duration,
+    /// How long ended deliveries stay in the log.
+    pub retention: Duration,
 }
 
 impl Sender {
@@ -76,6 +81,7 @@ impl Sender {
             concurrency: notify.notify_concurrency as usize,
             per_target: notify.notify_per_target as usize,
             unwatched_delay: notify.unwatched_delay(),
+            retention: Duration::from_secs(notify.notify_retention_hours.saturating_mul(3600)),
         }
     }
 
@@ -92,7 +98,22 @@ impl Sender {
         // Deliveries in flight per target.
         let sending: Rc<RefCell<HashMap<Uuid, usize>>> = Rc::default();
         let lease = self.timeout + LEASE_MARGIN;
+        let mut pruned: Option<std::time::Instant> = None;
         loop {
+            if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                pruned = Some(std::time::Instant::now());
+                // (A retention too long for a date keeps everything.)
+                let before =
+                    chrono::Duration::from_std(self.retention).ok().and_then(|r| Utc::now().checked_sub_signed(r));
+                match self.store.prune_outbox(before.unwrap_or(chrono::DateTime::<Utc>::MIN_UTC)).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        deliveries = n,
+                        "ended notification deliveries past their retention are forgotten"
+                    ),
+                    Err(e) => tracing::warn!(error.message = %e, "the outbox could not be pruned"),
+                }
+            }
             let free = slots.available_permits();
             if free == 0 {
                 // Every slot sends: a freed one wakes the task.
@@ -156,7 +177,8 @@ impl Sender {
             let wait = if wait.is_zero() && claimed == 0 { lease.min(Duration::from_millis(100)) } else { wait };
             tokio::select! {
                 _ = wake.notified() => {}
-                _ = tokio::time::sleep(wait.min(Duration::from_secs(86_400))) => {}
+                // (At most until the next pruning.)
+                _ = tokio::time::sleep(wait.min(PRUNE_EVERY)) => {}
             }
         }
     }

@@ -425,6 +425,25 @@ impl Store {
         Ok(result.rows_affected)
     }
 
+    /// Forgets deliveries that ended (delivered or failed) before
+    /// `before`, and events left with none; how many deliveries.
+    pub async fn prune_outbox(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let ended = delivery::Entity::delete_many()
+            .filter(delivery::Column::Status.ne(DeliveryStatus::Pending.as_str()))
+            .filter(delivery::Column::CreatedAt.lt(before))
+            .exec(&self.db)
+            .await?;
+        let its_deliveries = delivery::Entity::find().select_only().column(delivery::Column::EventId).filter(
+            Expr::col((delivery::Entity, delivery::Column::EventId)).equals((event::Entity, event::Column::Id)),
+        );
+        event::Entity::delete_many()
+            .filter(event::Column::CreatedAt.lt(before))
+            .filter(Expr::exists(sea_orm::QueryTrait::into_query(its_deliveries)).not())
+            .exec(&self.db)
+            .await?;
+        Ok(ended.rows_affected)
+    }
+
     /// Pending deliveries: how many, and the oldest's time.
     pub async fn outbox_depth(&self) -> Result<Depth, StoreError> {
         let pending = || delivery::Entity::find().filter(delivery::Column::Status.eq(DeliveryStatus::Pending.as_str()));
@@ -540,5 +559,11 @@ mod tests {
         let listed = store.deliveries(TargetKind::Webhook, hook.id, 10).await.unwrap();
         assert_eq!(listed[0].status, DeliveryStatus::Delivered);
         assert_eq!((listed[0].attempts, listed[0].last_status_code), (1, Some(200)));
+
+        // Pruned once past the retention: the delivery, then its event.
+        assert_eq!(store.prune_outbox(Utc::now() - chrono::Duration::hours(1)).await.unwrap(), 0);
+        assert_eq!(store.prune_outbox(Utc::now()).await.unwrap(), 1);
+        assert!(store.deliveries(TargetKind::Webhook, hook.id, 10).await.unwrap().is_empty());
+        assert_eq!(event::Entity::find().count(&store.db).await.unwrap(), 0);
     }
 }
