@@ -37,13 +37,23 @@ pub const CHANNEL: &str = "convo_outbox";
 
 /// Whether writing `m` moves its row to a state that reports an event (a
 /// state written again, as after a retried batch, reports nothing new).
+/// It asks by writing the new status where it differs: a read first would
+/// open the batch's transaction as a reader, and on SQLite a reader whose
+/// snapshot another connection's write (a new thread, the sender's claim)
+/// made stale cannot then write (SQLITE_BUSY_SNAPSHOT, not waited out by
+/// the busy timeout): the batch failed and questions were refused.
 pub(super) async fn reports<C: ConnectionTrait>(db: &C, m: &Message) -> Result<bool, StoreError> {
     if notify::event_type(m).is_none() {
         return Ok(false);
     }
-    let status: Option<String> =
-        message::Entity::find_by_id(m.id).select_only().column(message::Column::Status).into_tuple().one(db).await?;
-    Ok(status.is_some_and(|s| s != status_name(m.status)))
+    let status = status_name(m.status);
+    let moved = message::Entity::update_many()
+        .col_expr(message::Column::Status, Expr::value(status.as_str()))
+        .filter(message::Column::Id.eq(m.id))
+        .filter(message::Column::Status.ne(status.as_str()))
+        .exec(db)
+        .await?;
+    Ok(moved.rows_affected == 1)
 }
 
 /// The targets an event of `event_type` in `thread_id` goes to. Each kind

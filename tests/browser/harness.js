@@ -5,7 +5,7 @@
 // upstream are the AI SDK suite's too (../support/service.js).
 
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
@@ -58,6 +58,10 @@ export class Service {
   }
 
   async close() {
+    // CONVO_LOG_DIR keeps each service's log there, for a failure's story.
+    if (process.env.CONVO_LOG_DIR && this.convo?.log) {
+      writeFileSync(path.join(process.env.CONVO_LOG_DIR, `convo-${this.proxy.port}.log`), this.convo.log);
+    }
     await this.stop('SIGKILL');
     this.proxy.close();
     rmSync(this.dir, { recursive: true, force: true });
