@@ -67,6 +67,11 @@ async fn check_tools(
     let mut all = tools.to_vec();
     let mut named = std::collections::HashSet::new();
     for name in mcp_servers {
+        // Checked before any lookup: a name no server can have (a NUL, say,
+        // which Postgres refuses in a query) is the caller's mistake.
+        if !crate::domain::mcp::valid_server_name(name) {
+            return Err(ApiError::bad_request(format!("{name:?} is not an MCP server name (^[a-zA-Z0-9_-]{{1,32}}$)")));
+        }
         if !named.insert(name) {
             return Err(ApiError::bad_request(format!("MCP server {name:?} is named twice")));
         }

@@ -267,3 +267,17 @@ async fn an_mcp_tool_that_needs_approval_runs_only_once_approved() {
     assert_eq!(result_of(&message, "toolu_1")["text"], r#"{"sum":2}"#);
     assert_eq!(mcp.calls(), ["add"], "it ran once");
 }
+
+/// A thread naming an MCP server by a name no server can have (a NUL,
+/// which Postgres refuses in a query; a space) is 400, not a lookup
+/// (schemathesis found the 500).
+#[actix_web::test]
+async fn a_thread_naming_an_impossible_server_is_400() {
+    let server = Server::temp(&[]).await;
+    let p = server.post_json("/v1/projects", json!({"name": "m"})).await;
+    let path = format!("/v1/projects/{}/threads", p["id"].as_str().unwrap());
+    for name in ["a\u{0}b", "a b", ""] {
+        let (status, body) = send(&server, "POST", &path, Some(json!({"mcp_servers": [name]}))).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{name:?}: {body}");
+    }
+}
