@@ -32,6 +32,52 @@ pub struct Settings {
     pub notify: NotifySettings,
     #[command(flatten)]
     pub push: PushSettings,
+    #[command(flatten)]
+    pub continuing: ContinueSettings,
+}
+
+/// Answers cut short that finish anyway (`domain::continuation`).
+#[derive(Debug, Clone, Args)]
+pub struct ContinueSettings {
+    /// Continuations one cut answer may take (a provider drop, a crash, a
+    /// node's death); 0: never continue a cut answer.
+    #[arg(long, env = "CONTINUE_MAX_ATTEMPTS", default_value_t = 2)]
+    pub continue_max_attempts: u32,
+    /// An answer cut longer ago than this (a restart after a long outage)
+    /// ends `interrupted` instead.
+    #[arg(long, env = "CONTINUE_MAX_AGE_MS", default_value_t = 600_000)]
+    pub continue_max_age_ms: u64,
+    /// How the partial answer is given back to the model: `auto` (by
+    /// provider and model), `prefill` (as the last assistant message) or
+    /// `instruction` (followed by a user message asking it to go on).
+    #[arg(long, env = "CONTINUE_FORM", value_enum, default_value_t = ContinueForm::Auto)]
+    pub continue_form: ContinueForm,
+}
+
+impl ContinueSettings {
+    pub fn budget(&self) -> crate::domain::continuation::Budget {
+        crate::domain::continuation::Budget {
+            max_attempts: self.continue_max_attempts,
+            max_age: Duration::from_millis(self.continue_max_age_ms),
+        }
+    }
+
+    pub fn form(&self) -> crate::domain::continuation::FormSetting {
+        use crate::domain::continuation::FormSetting;
+        match self.continue_form {
+            ContinueForm::Auto => FormSetting::Auto,
+            ContinueForm::Prefill => FormSetting::Prefill,
+            ContinueForm::Instruction => FormSetting::Instruction,
+        }
+    }
+}
+
+/// `--continue-form`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ContinueForm {
+    Auto,
+    Prefill,
+    Instruction,
 }
 
 /// Web Push to browsers (`notify::push`): off until `--vapid-subject` is

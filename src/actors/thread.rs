@@ -337,7 +337,7 @@ impl ThreadActor {
                     self.finish(MessageStatus::Complete, None, ctx)
                 }
             }
-            Some(Ending::Failed { code, message }) => {
+            Some(Ending::Failed { code, message, cut: _ }) => {
                 tracing::warn!(thread_id = %self.thread_id, code = code.as_str(), error.message = %message, "generation failed");
                 let error = MessageError { code: code.into(), message };
                 self.finish(MessageStatus::Failed, Some(error), ctx);
@@ -383,6 +383,7 @@ impl ThreadActor {
             answer_bytes,
             tools: self.tools(),
             tool_choice: thread.tool_choice.clone(),
+            continuation: None,
         })
     }
 }

@@ -9,6 +9,7 @@ pub mod chat_continue;
 pub mod chat_request;
 pub mod client_frame;
 pub mod codes;
+pub mod continuation;
 pub mod conversation;
 pub mod cursor;
 pub mod event;

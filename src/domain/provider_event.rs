@@ -2,7 +2,7 @@
 //! model (`domain::conversation`) applies these, whichever provider
 //! (`model/`) produced them.
 
-use super::BlockKind;
+use super::{continuation::Cut, BlockKind};
 
 /// Machine-readable reason a generation failed upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,9 @@ pub enum ProviderEvent {
     StopReason { stop_reason: String },
     /// The answer ended normally (with its stop reason, if not told before).
     Stop { stop_reason: Option<String> },
-    /// The answer ended in a fault; text so far is kept.
-    Failed { code: FailureCode, message: String },
+    /// The answer ended in a fault; text so far is kept. `cut`: the
+    /// provider cut it short (a drop, an error event after its 200, a
+    /// stall), so it may be continued; `None` for a limit, a refusal or a
+    /// stream that broke the protocol.
+    Failed { code: FailureCode, message: String, cut: Option<Cut> },
 }

@@ -240,7 +240,13 @@ fn interpret(name: &str, data: &str) -> Step {
         "error" => {
             let etype = text("/error/type").unwrap_or_else(|| "error".into());
             let message = text("/error/message").unwrap_or_default();
-            Step::Fail(format!("model provider error ({etype}): {message}"))
+            let said = format!("model provider error ({etype}): {message}");
+            // A fault of the provider's (overloaded, its own error, a
+            // time-out) may pass; a request it finds wrong would fail again.
+            match etype.as_str() {
+                "overloaded_error" | "api_error" | "rate_limit_error" | "timeout_error" => Step::ProviderError(said),
+                _ => Step::Fail(said),
+            }
         }
         other => {
             tracing::debug!(event = other, "ignoring unknown upstream event type");
@@ -339,7 +345,7 @@ mod tests {
             match interpret(&ev.event, &ev.data) {
                 Step::Emit(e) => out.extend(e),
                 Step::Done => done = true,
-                Step::Unknown | Step::Fail(_) => panic!("unexpected {}", ev.event),
+                Step::Unknown | Step::Fail(_) | Step::ProviderError(_) => panic!("unexpected {}", ev.event),
             }
         }
         (out, done)
@@ -392,6 +398,7 @@ mod tests {
             answer_bytes: 0,
             tools: vec![],
             tool_choice: None,
+            continuation: None,
         };
         let body = request_body(&request);
         assert_eq!(body["system"], "be brief");

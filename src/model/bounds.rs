@@ -118,7 +118,7 @@ impl Provider for Bounded {
                         drop(events);
                         let message =
                             format!("the model call took longer than {} ms", call_timeout.as_millis());
-                        yield ProviderEvent::Failed { code: FailureCode::UpstreamTimeout, message };
+                        yield ProviderEvent::Failed { code: FailureCode::UpstreamTimeout, message, cut: None };
                         return;
                     }
                 };
@@ -139,7 +139,7 @@ impl Provider for Bounded {
 }
 
 fn too_long(why: &str) -> ProviderEvent {
-    ProviderEvent::Failed { code: FailureCode::UpstreamError, message: format!("answer too long: {why}") }
+    ProviderEvent::Failed { code: FailureCode::UpstreamError, message: format!("answer too long: {why}"), cut: None }
 }
 
 /// What one call may still add.
@@ -237,6 +237,7 @@ mod tests {
             answer_bytes: 0,
             tools: vec![],
             tool_choice: None,
+            continuation: None,
         };
         assert_eq!(limits.allowance(&request).0, 32_000);
         request.answer_bytes = 90_000;
@@ -273,6 +274,7 @@ mod tests {
             answer_bytes: 0,
             tools: vec![],
             tool_choice: None,
+            continuation: None,
         };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         runtime.block_on(provider.stream(request).collect())
@@ -287,7 +289,7 @@ mod tests {
         // alone is more: the block start itself is refused.
         let out = run(vec![start.clone(), delta("x")], limits, 2);
         assert!(
-            matches!(&out[..], [ProviderEvent::Failed { code: FailureCode::UpstreamError, message }] if message.starts_with("answer too long"))
+            matches!(&out[..], [ProviderEvent::Failed { code: FailureCode::UpstreamError, message, .. }] if message.starts_with("answer too long"))
         );
         // 20 tokens: 80 bytes, 32 for the block, 48 of text.
         let out = run(vec![start.clone(), delta(&"a".repeat(40)), delta(&"b".repeat(40))], limits, 20);
@@ -303,7 +305,7 @@ mod tests {
         let out = run(vec![ProviderEvent::Started { input_tokens: None }, delta("so far")], limits, 100);
         assert_eq!(out[..2], [ProviderEvent::Started { input_tokens: None }, delta("so far")]);
         assert!(
-            matches!(&out[2], ProviderEvent::Failed { code: FailureCode::UpstreamTimeout, message } if message.contains("50 ms"))
+            matches!(&out[2], ProviderEvent::Failed { code: FailureCode::UpstreamTimeout, message, .. } if message.contains("50 ms"))
         );
     }
 }

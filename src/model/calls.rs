@@ -163,6 +163,7 @@ pub mod fixtures {
             answer_bytes: 0,
             tools,
             tool_choice: choice,
+            continuation: None,
         }
     }
 }

@@ -43,6 +43,10 @@ pub struct ModelRequest {
     /// The tools the model may call (none: it is not told of any).
     pub tools: Vec<crate::domain::tools::ToolDef>,
     pub tool_choice: Option<crate::domain::tools::ToolChoice>,
+    /// A continuation: the last turn is the partial answer of a cut
+    /// answer, which the model is asked to go on from, in this form
+    /// (`Auto`: the provider chooses by model). `None`: a plain request.
+    pub continuation: Option<crate::domain::continuation::FormSetting>,
 }
 
 pub type ProviderStream = Pin<Box<dyn Stream<Item = ProviderEvent> + Send>>;

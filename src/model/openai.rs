@@ -175,7 +175,7 @@ fn interpret(data: &str, blocks: &mut Blocks, finished: &mut bool) -> Step {
     };
     if let Some(err) = v.get("error") {
         let message = err.get("message").and_then(Value::as_str).unwrap_or("unknown error");
-        return Step::Fail(format!("model provider error: {message}"));
+        return Step::ProviderError(format!("model provider error: {message}"));
     }
     let mut out = Vec::new();
     if let Some(usage) = v.get("usage").filter(|u| u.is_object()) {
@@ -322,7 +322,7 @@ mod tests {
         assert_eq!(events[1], ProviderEvent::Delta { index: 0, text: "Hé".into() });
         assert!(matches!(&events[2], ProviderEvent::BlockStart { index: 1, kind: BlockKind::ToolUse, .. }));
         assert!(events.contains(&ProviderEvent::Usage { input_tokens: Some(3), output_tokens: Some(5) }));
-        assert!(matches!(interpret(r#"{"error":{"message":"boom"}}"#, &mut blocks, &mut finished), Step::Fail(_)));
+        assert!(matches!(interpret(r#"{"error":{"message":"boom"}}"#, &mut blocks, &mut finished), Step::ProviderError(_)));
         assert!(matches!(interpret("[DONE]", &mut blocks, &mut finished), Step::Done));
     }
 

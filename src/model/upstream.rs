@@ -17,6 +17,7 @@ use futures_util::{Stream, StreamExt};
 use reqwest::{header::HeaderMap, RequestBuilder, Response, StatusCode};
 
 use super::{sse, FailureCode, ProviderEvent, ProviderStream};
+use crate::domain::continuation::Cut;
 
 /// Retry, time and size limits of an upstream.
 #[derive(Debug, Clone)]
@@ -168,6 +169,16 @@ impl ReadFault {
         }
     }
 
+    /// Whether the provider cut the answer (it may be continued), or it
+    /// sent what it must not (it would most likely send it again).
+    fn cut(&self) -> Option<Cut> {
+        match self {
+            ReadFault::Stalled => Some(Cut::Stalled),
+            ReadFault::Transport(_) => Some(Cut::ConnectionLost),
+            ReadFault::Malformed(_) | ReadFault::TooLarge(_) => None,
+        }
+    }
+
     /// Asking again could help: not when the provider sent what it must
     /// not (it would most likely send it again).
     fn retryable(&self) -> bool {
@@ -302,6 +313,10 @@ pub enum Step {
     /// The protocol's end marker: the answer is complete.
     Done,
     Fail(String),
+    /// The provider said, after its 200, that it failed (overloaded, an
+    /// internal error): the answer was cut by the provider, and may be
+    /// continued.
+    ProviderError(String),
 }
 
 /// One provider's reading of its streaming protocol. `stream_answer`
@@ -333,7 +348,7 @@ pub fn stream_answer<P: Protocol>(
             let response = match send_with_retries(&make, &mut delays, &policy).await {
                 Ok(r) => r,
                 Err(refusal) => {
-                    yield ProviderEvent::Failed { code: refusal.code, message: refusal.message };
+                    yield ProviderEvent::Failed { code: refusal.code, message: refusal.message, cut: None };
                     return;
                 }
             };
@@ -358,7 +373,12 @@ pub fn stream_answer<P: Protocol>(
                             return;
                         }
                         Step::Fail(message) => {
-                            yield ProviderEvent::Failed { code: FailureCode::UpstreamError, message };
+                            yield ProviderEvent::Failed { code: FailureCode::UpstreamError, message, cut: None };
+                            return;
+                        }
+                        Step::ProviderError(message) => {
+                            let cut = Some(Cut::ProviderError);
+                            yield ProviderEvent::Failed { code: FailureCode::UpstreamError, message, cut };
                             return;
                         }
                     },
@@ -374,7 +394,7 @@ pub fn stream_answer<P: Protocol>(
                 if retry_cut_answer(&fault, content_began, policy.stall, &mut delays).await {
                     continue 'attempt;
                 }
-                yield ProviderEvent::Failed { code: fault.code(), message: fault.message(policy.stall) };
+                yield ProviderEvent::Failed { code: fault.code(), message: fault.message(policy.stall), cut: fault.cut() };
                 return;
             }
         }

@@ -81,6 +81,7 @@ impl ThreadActor {
         let event = item.event.unwrap_or_else(|| ProviderEvent::Failed {
             code: crate::model::FailureCode::UpstreamError,
             message: "the upstream stream ended before the answer was complete".to_owned(),
+            cut: Some(crate::domain::continuation::Cut::ConnectionLost),
         });
         self.on_provider_event(event, ctx);
     }

@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 pub use self::replay::Replay;
 use super::{
+    continuation::Cut,
     cursor::{Cursor, Resume},
     event::{end_cursor, Event},
     new_id,
@@ -89,7 +90,8 @@ pub struct Gap;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ending {
     Complete,
-    Failed { code: FailureCode, message: String },
+    /// `cut`: the provider cut it short (it may be continued).
+    Failed { code: FailureCode, message: String, cut: Option<Cut> },
 }
 
 impl Conversation {
@@ -287,7 +289,7 @@ impl Conversation {
         let Some(message) = self.messages.last_mut().filter(|_| self.running) else { return Applied::default() };
         let id = message.id;
         let fail = |message: String| Applied {
-            ended: Some(Ending::Failed { code: FailureCode::UpstreamError, message }),
+            ended: Some(Ending::Failed { code: FailureCode::UpstreamError, message, cut: None }),
             ..Applied::default()
         };
         match event {
@@ -374,8 +376,8 @@ impl Conversation {
                 }
                 Applied { ended: Some(Ending::Complete), ..Applied::default() }
             }
-            ProviderEvent::Failed { code, message } => {
-                Applied { ended: Some(Ending::Failed { code, message }), ..Applied::default() }
+            ProviderEvent::Failed { code, message, cut } => {
+                Applied { ended: Some(Ending::Failed { code, message, cut }), ..Applied::default() }
             }
         }
     }
