@@ -20,6 +20,13 @@
 //! assistant's turn, their `tool_result` blocks in the user's turn after
 //! it, first in that turn's content as the API requires (a question asked
 //! after them is merged in behind them).
+//!
+//! A continuation (`ModelRequest::continuation`, its last turn the partial
+//! answer) goes as a prefill (the partial answer last, trailing whitespace
+//! trimmed, which the model goes on from) up to Claude 4.5, and as the
+//! partial answer followed by `continuation::INSTRUCTION` from Claude 4.6
+//! on, with extended thinking on, or for a model name this file does not
+//! recognise (`continuation_form`, `claude_version`): those refuse a prefill.
 
 use std::sync::Arc;
 
@@ -31,6 +38,7 @@ use super::{
     ChatTurn, ModelRequest, Provider, ProviderEvent, ProviderStream,
 };
 use crate::domain::{
+    continuation::{Form, FormSetting, INSTRUCTION},
     tools::{ToolChoice, ToolDef},
     BlockKind, Role,
 };
@@ -72,12 +80,27 @@ impl Anthropic {
 
 /// The request body: the conversation in order, consecutive turns of one
 /// role merged (the API wants them alternating), assistant blocks sent back
-/// as the content they were, and the tools the model may call.
+/// as the content they were, and the tools the model may call. A
+/// continuation ends in the form `continuation_form` chooses; one whose
+/// partial answer sends nothing (cut inside its first thinking block, or
+/// whitespace alone) is the plain request again.
 pub fn request_body(request: &ModelRequest) -> Value {
+    let tools = !request.tools.is_empty();
+    let mut turns = request.turns.as_slice();
+    let mut partial = None;
+    if let (Some(setting), Some((last, before))) = (request.continuation, turns.split_last()) {
+        if last.role == Role::Assistant {
+            if says_nothing(&content_of(last, tools)) {
+                turns = before;
+            } else {
+                partial = Some(setting);
+            }
+        }
+    }
     let mut messages: Vec<Value> = Vec::new();
     let mut last_role = None;
-    for turn in &request.turns {
-        let content = content_of(turn, !request.tools.is_empty());
+    for turn in turns {
+        let content = content_of(turn, tools);
         if content.is_empty() {
             continue;
         }
@@ -94,6 +117,14 @@ pub fn request_body(request: &ModelRequest) -> Value {
         messages.push(json!({ "role": role, "content": content }));
         last_role = Some(turn.role);
     }
+    if let Some(setting) = partial {
+        match continuation_form(setting, &request.model, &request.turns) {
+            Form::Prefill => trim_prefill(&mut messages),
+            Form::Instruction => {
+                messages.push(json!({ "role": "user", "content": [{ "type": "text", "text": INSTRUCTION }] }))
+            }
+        }
+    }
     let mut body = json!({
         "model": request.model,
         "max_tokens": request.max_tokens,
@@ -105,6 +136,89 @@ pub fn request_body(request: &ModelRequest) -> Value {
     }
     calls::attach_tools(&mut body, request, tool_of, choice_of);
     body
+}
+
+/// The form of a continuation of `turns` (the last the partial answer):
+/// the setting's, or under `Auto` a prefill only where the API takes one:
+/// a Claude model before 4.6 without extended thinking (a thinking block
+/// in the partial answer says it is on; one in an earlier turn is taken to
+/// say so too, as a step after tool results may have none of its own). A
+/// name that is no Claude name this knows gets the instruction, which
+/// every model takes.
+pub fn continuation_form(setting: FormSetting, model: &str, turns: &[ChatTurn]) -> Form {
+    match setting {
+        FormSetting::Prefill => Form::Prefill,
+        FormSetting::Instruction => Form::Instruction,
+        FormSetting::Auto => {
+            let thinking = turns.iter().flat_map(|t| &t.blocks).any(|b| b.kind == BlockKind::Thinking);
+            match claude_version(model) {
+                Some(version) if version < (4, 6) && !thinking => Form::Prefill,
+                _ => Form::Instruction,
+            }
+        }
+    }
+}
+
+/// The (major, minor) version of a Claude model name, either form:
+/// `claude-<family>-<major>[-<minor>][-<suffix>]` (`claude-sonnet-4-5`,
+/// `claude-opus-4-20250514`, `claude-sonnet-5`) or
+/// `claude-<major>[-<minor>]-<family>[-<suffix>]` (`claude-3-7-sonnet-20250219`),
+/// where the family is opus, sonnet or haiku and the suffix an 8-digit
+/// date or `latest` (an 8-digit part is a date, never a minor). `None` for
+/// any other name.
+pub fn claude_version(model: &str) -> Option<(u32, u32)> {
+    fn number(part: &str) -> Option<u32> {
+        let short = (1..=2).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit());
+        if short {
+            part.parse().ok()
+        } else {
+            None
+        }
+    }
+    fn family(part: &str) -> bool {
+        matches!(part, "opus" | "sonnet" | "haiku")
+    }
+    fn suffix(part: &str) -> bool {
+        part == "latest" || (part.len() == 8 && part.bytes().all(|b| b.is_ascii_digit()))
+    }
+    let mut parts: Vec<&str> = model.strip_prefix("claude-")?.split('-').collect();
+    if parts.last().is_some_and(|p| suffix(p)) {
+        parts.pop();
+    }
+    match parts.as_slice() {
+        [f, major] if family(f) => Some((number(major)?, 0)),
+        [f, major, minor] if family(f) => Some((number(major)?, number(minor)?)),
+        [major, f] if family(f) => Some((number(major)?, 0)),
+        [major, minor, f] if family(f) => Some((number(major)?, number(minor)?)),
+        _ => None,
+    }
+}
+
+/// Content with nothing to go on from: no block but text of whitespace
+/// alone (the API refuses such text).
+fn says_nothing(content: &[Value]) -> bool {
+    content.iter().all(|c| c["type"] == "text" && c["text"].as_str().unwrap_or_default().trim().is_empty())
+}
+
+/// A prefill's last content may not end in whitespace (the API refuses
+/// it): the last text block of the last message is trimmed, and dropped if
+/// nothing is left; a message left empty is dropped too.
+fn trim_prefill(messages: &mut Vec<Value>) {
+    let Some(Value::Array(content)) = messages.last_mut().and_then(|m| m.get_mut("content")) else {
+        return;
+    };
+    let Some(at) = content.iter().rposition(|c| c["type"] == "text") else {
+        return;
+    };
+    let trimmed = content[at]["text"].as_str().unwrap_or_default().trim_end().to_owned();
+    if trimmed.is_empty() {
+        content.remove(at);
+    } else {
+        content[at]["text"] = json!(trimmed);
+    }
+    if content.is_empty() {
+        messages.pop();
+    }
 }
 
 /// A tool as the API defines one: only what the model is told.
@@ -501,5 +615,175 @@ mod tests {
         assert!(types.iter().all(|t| *t == "text"), "{types:?}");
         let said = body["messages"].to_string();
         assert!(said.contains("[called the tool get_weather"), "{said}");
+    }
+
+    fn thinking(text: &str, signature: Option<&str>) -> Block {
+        Block { kind: BlockKind::Thinking, signature: signature.map(str::to_owned), ..Block::text(text) }
+    }
+
+    /// A question and the partial answer `blocks`, continued as `setting`.
+    fn continued(model: &str, setting: FormSetting, blocks: Vec<Block>) -> ModelRequest {
+        let turns = vec![
+            ChatTurn { role: Role::User, blocks: vec![Block::text("Tell me a story.")] },
+            ChatTurn { role: Role::Assistant, blocks },
+        ];
+        ModelRequest { model: model.into(), continuation: Some(setting), ..request(turns, vec![], None) }
+    }
+
+    #[test]
+    fn claude_model_names_parse_to_their_versions() {
+        for (name, version) in [
+            ("claude-sonnet-4-5", Some((4, 5))),
+            ("claude-sonnet-4-5-20250929", Some((4, 5))),
+            ("claude-opus-4-1-20250805", Some((4, 1))),
+            ("claude-opus-4-20250514", Some((4, 0))),
+            ("claude-opus-4-6", Some((4, 6))),
+            ("claude-sonnet-5", Some((5, 0))),
+            ("claude-3-7-sonnet-20250219", Some((3, 7))),
+            ("claude-3-5-haiku-latest", Some((3, 5))),
+            ("claude-3-opus-20240229", Some((3, 0))),
+            ("claude-haiku-4-5", Some((4, 5))),
+            ("claude-sonnet-4-5-latest", Some((4, 5))),
+            ("claude-opus-10-2", Some((10, 2))),
+            ("m", None),
+            ("gpt-4o", None),
+            ("claude", None),
+            ("claude-sonnet", None),
+            ("claude-sonnet-latest", None),
+            ("claude-poet-4-5", None),
+            ("claude-sonnet-4-5-6", None),
+            ("claude-sonnet-20250929", None),
+            ("claude-sonnet-4-5-2025", None),
+            ("us.anthropic.claude-sonnet-4-5", None),
+            ("claude-2.1", None),
+        ] {
+            assert_eq!(claude_version(name), version, "{name}");
+        }
+    }
+
+    #[test]
+    fn auto_prefills_up_to_claude_4_5_and_instructs_from_4_6_or_for_unknown_names() {
+        let partial = [ChatTurn { role: Role::Assistant, blocks: vec![Block::text("Once upon")] }];
+        for (model, form) in [
+            ("claude-3-7-sonnet-20250219", Form::Prefill),
+            ("claude-3-5-haiku-latest", Form::Prefill),
+            ("claude-opus-4-20250514", Form::Prefill),
+            ("claude-opus-4-1-20250805", Form::Prefill),
+            ("claude-sonnet-4-5-20250929", Form::Prefill),
+            ("claude-haiku-4-5", Form::Prefill),
+            ("claude-opus-4-6", Form::Instruction),
+            ("claude-sonnet-4-7-20260101", Form::Instruction),
+            ("claude-sonnet-5", Form::Instruction),
+            ("some-proxy-model", Form::Instruction),
+        ] {
+            assert_eq!(continuation_form(FormSetting::Auto, model, &partial), form, "{model}");
+        }
+    }
+
+    #[test]
+    fn auto_instructs_any_model_with_thinking_on() {
+        for signature in [Some("sig"), None] {
+            let partial = [ChatTurn {
+                role: Role::Assistant,
+                blocks: vec![thinking("hmm", signature), Block::text("Once upon")],
+            }];
+            assert_eq!(continuation_form(FormSetting::Auto, "claude-3-7-sonnet-20250219", &partial), Form::Instruction);
+        }
+        // A step after tool results, with no thinking of its own: an
+        // earlier step's thinking says it is on.
+        let mut steps = two_steps(None);
+        steps[1].blocks.insert(0, thinking("hmm", Some("sig")));
+        steps.push(ChatTurn { role: Role::Assistant, blocks: vec![Block::text("Sun")] });
+        assert_eq!(continuation_form(FormSetting::Auto, "claude-sonnet-4-5", &steps), Form::Instruction);
+        steps[1].blocks.remove(0);
+        assert_eq!(continuation_form(FormSetting::Auto, "claude-sonnet-4-5", &steps), Form::Prefill);
+    }
+
+    #[test]
+    fn forced_settings_override_the_model() {
+        let partial = [ChatTurn { role: Role::Assistant, blocks: vec![thinking("hmm", Some("s")), Block::text("x")] }];
+        assert_eq!(continuation_form(FormSetting::Prefill, "claude-opus-4-6", &partial), Form::Prefill);
+        assert_eq!(continuation_form(FormSetting::Instruction, "claude-3-5-haiku-latest", &partial), Form::Instruction);
+        let body = request_body(&continued("claude-opus-4-6", FormSetting::Prefill, vec![Block::text("Once ")]));
+        assert_eq!(body["messages"].as_array().unwrap().last().unwrap()["role"], "assistant");
+        let body = request_body(&continued("claude-haiku-4-5", FormSetting::Instruction, vec![Block::text("Once ")]));
+        assert_eq!(body["messages"][2], json!({"role": "user", "content": [{"type": "text", "text": INSTRUCTION}]}));
+    }
+
+    #[test]
+    fn a_prefill_ends_on_the_partial_answer_its_trailing_whitespace_trimmed() {
+        let body =
+            request_body(&continued("claude-sonnet-4-5", FormSetting::Auto, vec![Block::text("Once upon a \n\t ")]));
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": [{"type": "text", "text": "Tell me a story."}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "Once upon a"}]},
+            ])
+        );
+        // A last text block of whitespace alone is dropped; the text before
+        // it is left as it was.
+        let blocks = vec![Block::text("Once upon a "), Block::text(" \n")];
+        let body = request_body(&continued("claude-sonnet-4-5", FormSetting::Prefill, blocks));
+        assert_eq!(body["messages"][1]["content"], json!([{"type": "text", "text": "Once upon a "}]));
+        // Whitespace alone: nothing to go on from, the plain request.
+        let body = request_body(&continued("claude-sonnet-4-5", FormSetting::Prefill, vec![Block::text("  ")]));
+        assert_eq!(body["messages"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_instruction_follows_the_partial_answer_as_it_is() {
+        let body = request_body(&continued("claude-opus-4-6", FormSetting::Auto, vec![Block::text("Once upon a ")]));
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": [{"type": "text", "text": "Tell me a story."}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "Once upon a "}]},
+                {"role": "user", "content": [{"type": "text", "text": INSTRUCTION}]},
+            ])
+        );
+    }
+
+    #[test]
+    fn a_continuation_sends_signed_thinking_back_byte_exact_and_drops_a_partial_one() {
+        let said = "Let me think… 🤔\n  \"quoted\"\n";
+        let blocks = vec![
+            thinking(said, Some("EqQBCgIYAhIM+/sig==")),
+            Block::text("Once upon a "),
+            thinking("half a thou", None),
+        ];
+        let body = request_body(&continued("claude-sonnet-4-5", FormSetting::Auto, blocks));
+        assert_eq!(
+            body["messages"][1],
+            json!({"role": "assistant", "content": [
+                {"type": "thinking", "thinking": said, "signature": "EqQBCgIYAhIM+/sig=="},
+                {"type": "text", "text": "Once upon a "},
+            ]})
+        );
+        assert_eq!(body["messages"][2]["content"][0]["text"], INSTRUCTION, "thinking is on");
+        assert_eq!(body["messages"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_partial_answer_cut_in_its_first_thinking_is_the_plain_request_again() {
+        let plain = request_body(&ModelRequest {
+            model: "claude-sonnet-4-5".into(),
+            ..request(vec![ChatTurn { role: Role::User, blocks: vec![Block::text("Tell me a story.")] }], vec![], None)
+        });
+        for setting in [FormSetting::Auto, FormSetting::Prefill, FormSetting::Instruction] {
+            let body = request_body(&continued("claude-sonnet-4-5", setting, vec![thinking("half a thou", None)]));
+            assert_eq!(body, plain, "{setting:?}");
+        }
+    }
+
+    #[test]
+    fn a_continuation_after_tool_results_is_sent_as_usual() {
+        let mut step = two_steps(None);
+        step.pop();
+        let plain = request(step, weather_tools(), None);
+        for setting in [FormSetting::Auto, FormSetting::Prefill, FormSetting::Instruction] {
+            let body = request_body(&ModelRequest { continuation: Some(setting), ..plain.clone() });
+            assert_eq!(body, request_body(&plain), "{setting:?}");
+        }
     }
 }

@@ -16,6 +16,13 @@
 //! (see `calls` for what its `content` reads). The API has no error flag on
 //! a result: an error's content is `Error: <message>`, so the model can
 //! tell it from an output.
+//!
+//! A continuation (`ModelRequest::continuation`, its last turn the partial
+//! answer) goes as a prefill under `Auto`: the partial answer as the last
+//! `role: assistant` message, trailing whitespace trimmed, no other
+//! parameter; as `Instruction`, that message as it is and a `role: user`
+//! message of `continuation::INSTRUCTION` after it. A partial answer with
+//! no text and no call is not sent: the plain request again.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -27,6 +34,7 @@ use super::{
     ModelRequest, Provider, ProviderEvent, ProviderStream,
 };
 use crate::domain::{
+    continuation::{Form, FormSetting, INSTRUCTION},
     tools::{ToolChoice, ToolDef},
     Block, BlockKind, Role,
 };
@@ -97,6 +105,11 @@ pub fn request_body(request: &ModelRequest) -> Value {
             }
         }
     }
+    if let Some(setting) =
+        request.continuation.filter(|_| request.turns.last().is_some_and(|t| t.role == Role::Assistant))
+    {
+        continue_from(&mut messages, continuation_form(setting));
+    }
     let mut body = json!({
         "model": request.model,
         "messages": messages,
@@ -106,6 +119,39 @@ pub fn request_body(request: &ModelRequest) -> Value {
     });
     calls::attach_tools(&mut body, request, tool_of, choice_of);
     body
+}
+
+/// The form of a continuation: the setting's; `Auto` is a prefill, which
+/// OpenAI-compatible servers take (the chat template goes on from a last
+/// assistant message).
+pub fn continuation_form(setting: FormSetting) -> Form {
+    match setting {
+        FormSetting::Auto | FormSetting::Prefill => Form::Prefill,
+        FormSetting::Instruction => Form::Instruction,
+    }
+}
+
+/// Ends `messages`, whose last is the partial answer's assistant message,
+/// in `form`: trimmed of trailing whitespace (a prefill), or followed by
+/// the instruction. A partial answer with no text (or whitespace alone) and
+/// no call is dropped, and nothing added: the plain request.
+fn continue_from(messages: &mut Vec<Value>, form: Form) {
+    let Some(last) = messages.last_mut() else {
+        return;
+    };
+    let calls = last.get("tool_calls").is_some();
+    let text = last["content"].as_str().unwrap_or_default().trim_end().to_owned();
+    if text.is_empty() && !calls {
+        messages.pop();
+        return;
+    }
+    if form == Form::Prefill {
+        // Calls alone have no content (null), as in any request.
+        last["content"] = if text.is_empty() { Value::Null } else { json!(text) };
+    }
+    if form == Form::Instruction {
+        messages.push(json!({ "role": "user", "content": INSTRUCTION }));
+    }
 }
 
 /// A tool as a function the model may call: only what the model is told.
@@ -296,7 +342,10 @@ impl upstream::Protocol for ChatCompletions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::calls::fixtures::{request, two_steps, weather_tools};
+    use crate::model::{
+        calls::fixtures::{request, two_steps, weather_tools},
+        ChatTurn,
+    };
 
     #[test]
     fn chunks_map_to_blocks_in_order() {
@@ -322,7 +371,10 @@ mod tests {
         assert_eq!(events[1], ProviderEvent::Delta { index: 0, text: "Hé".into() });
         assert!(matches!(&events[2], ProviderEvent::BlockStart { index: 1, kind: BlockKind::ToolUse, .. }));
         assert!(events.contains(&ProviderEvent::Usage { input_tokens: Some(3), output_tokens: Some(5) }));
-        assert!(matches!(interpret(r#"{"error":{"message":"boom"}}"#, &mut blocks, &mut finished), Step::ProviderError(_)));
+        assert!(matches!(
+            interpret(r#"{"error":{"message":"boom"}}"#, &mut blocks, &mut finished),
+            Step::ProviderError(_)
+        ));
         assert!(matches!(interpret("[DONE]", &mut blocks, &mut finished), Step::Done));
     }
 
@@ -471,6 +523,79 @@ mod tests {
         match interpret(late, &mut blocks, &mut finished) {
             Step::Emit(out) => assert_eq!(out, [delta(0, " ")]),
             _ => panic!("a delta"),
+        }
+    }
+
+    /// A question and the partial answer `blocks`, continued as `setting`.
+    fn continued(setting: FormSetting, blocks: Vec<Block>) -> ModelRequest {
+        let turns = vec![
+            ChatTurn { role: Role::User, blocks: vec![Block::text("Tell me a story.")] },
+            ChatTurn { role: Role::Assistant, blocks },
+        ];
+        ModelRequest { continuation: Some(setting), ..request(turns, vec![], None) }
+    }
+
+    #[test]
+    fn the_settings_forms_auto_a_prefill() {
+        assert_eq!(continuation_form(FormSetting::Auto), Form::Prefill);
+        assert_eq!(continuation_form(FormSetting::Prefill), Form::Prefill);
+        assert_eq!(continuation_form(FormSetting::Instruction), Form::Instruction);
+    }
+
+    #[test]
+    fn a_prefill_ends_on_the_partial_answer_trimmed_with_no_other_parameter() {
+        let thought = Block { kind: BlockKind::Thinking, ..Block::text("hmm") };
+        for setting in [FormSetting::Auto, FormSetting::Prefill] {
+            let body = request_body(&continued(setting, vec![thought.clone(), Block::text("Once upon a \n ")]));
+            assert_eq!(
+                body["messages"],
+                json!([
+                    {"role": "user", "content": "Tell me a story."},
+                    {"role": "assistant", "content": "Once upon a"},
+                ])
+            );
+            let plain = request_body(&request(vec![], vec![], None));
+            let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+            assert_eq!(keys(&body), keys(&plain), "no extra parameter");
+        }
+    }
+
+    #[test]
+    fn an_instruction_follows_the_partial_answer_as_it_is() {
+        let body = request_body(&continued(FormSetting::Instruction, vec![Block::text("Once upon a ")]));
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": "Tell me a story."},
+                {"role": "assistant", "content": "Once upon a "},
+                {"role": "user", "content": INSTRUCTION},
+            ])
+        );
+    }
+
+    #[test]
+    fn a_partial_answer_with_nothing_to_go_on_from_is_the_plain_request_again() {
+        let plain = request_body(&request(
+            vec![ChatTurn { role: Role::User, blocks: vec![Block::text("Tell me a story.")] }],
+            vec![],
+            None,
+        ));
+        let thought = Block { kind: BlockKind::Thinking, ..Block::text("half a thou") };
+        for setting in [FormSetting::Auto, FormSetting::Prefill, FormSetting::Instruction] {
+            for blocks in [vec![thought.clone()], vec![Block::text(" \n")], vec![]] {
+                assert_eq!(request_body(&continued(setting, blocks.clone())), plain, "{setting:?} {blocks:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_continuation_after_tool_results_is_sent_as_usual() {
+        let mut step = two_steps(None);
+        step.pop();
+        let plain = request(step, weather_tools(), None);
+        for setting in [FormSetting::Auto, FormSetting::Prefill, FormSetting::Instruction] {
+            let body = request_body(&ModelRequest { continuation: Some(setting), ..plain.clone() });
+            assert_eq!(body, request_body(&plain), "{setting:?}");
         }
     }
 }
