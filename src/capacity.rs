@@ -214,6 +214,17 @@ impl Capacity {
         self.generations.take_counted(project)
     }
 
+    /// The slot of a cut answer continued after a crash or on another
+    /// node: refused at the caps like a new answer (the upstream is never
+    /// called past them), but not counted against the rate of new
+    /// questions.
+    pub fn resume_generation(&self, project: Uuid) -> Result<GenerationSlot, Refusal> {
+        self.generations.take(project).map_err(|full| match full {
+            Full::Key(n) => Refusal::ProjectGenerations(n),
+            Full::Total(n) => Refusal::NodeGenerations(n),
+        })
+    }
+
     /// Admits one more subscriber of `thread_id`. Counted as it is taken,
     /// so concurrent connects cannot overshoot the cap.
     pub fn admit_subscriber(&self, thread_id: Uuid) -> Result<SubscriberSlot, Refusal> {

@@ -38,6 +38,11 @@ pub struct Metrics {
     /// A chunk's frame built, as the chunk arrives, to it being written to
     /// every subscriber's pipe on one HTTP worker.
     pub chunk_delivery_seconds: Histogram,
+    /// Answers cut short, by why (`reason`: `provider_error`,
+    /// `connection_lost`, `stalled`, `restart`, `owner_lost`, `handoff`)
+    /// and what became of them (`outcome`: `continued`, or why not:
+    /// `off`, `budget_spent`, `too_old`, `no_progress`, `at_capacity`).
+    pub continuations: IntCounterVec,
     /// Calls of tools the service runs itself, by kind (`url`).
     pub tool_calls: IntCounterVec,
     /// Those whose result is an error the service gave (the endpoint
@@ -140,6 +145,11 @@ impl Metrics {
                 "convo_chunk_delivery_seconds",
                 "From a chunk arriving from the provider to its frame written to the subscribers' pipes",
             ),
+            continuations: IntCounterVec::new(
+                Opts::new("convo_continuations_total", "Answers cut short, by reason and by what became of them"),
+                &["reason", "outcome"],
+            )
+            .expect("valid metric"),
             tool_calls: IntCounterVec::new(
                 Opts::new("convo_tool_calls_total", "Calls of tools the service runs itself, by kind"),
                 &["kind"],
@@ -213,6 +223,7 @@ impl Metrics {
             Box::new(m.persistence_last_batch_rows.clone()),
             Box::new(m.persistence_last_batch_seconds.clone()),
             Box::new(m.persistence_batch_seconds.clone()),
+            Box::new(m.continuations.clone()),
             Box::new(m.tool_calls.clone()),
             Box::new(m.tool_call_failures.clone()),
             Box::new(m.tool_call_retries.clone()),

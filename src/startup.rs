@@ -75,11 +75,19 @@ impl Application {
         // One node: what a previous run left streaming is over. Several: an
         // answer whose owner's lease expired is taken over, with its log,
         // by the sweeper; nothing is swept here.
+        let mut cut_at_start = std::collections::HashSet::new();
         if !clustered {
-            let interrupted = store.interrupt_streaming().await.context("could not recover interrupted messages")?;
+            let (interrupted, going_on) = store
+                .interrupt_streaming(settings.continuing.budget())
+                .await
+                .context("could not recover interrupted messages")?;
             if interrupted > 0 {
                 tracing::warn!(messages = interrupted, "messages left streaming by a previous run are now interrupted");
             }
+            if !going_on.is_empty() {
+                tracing::warn!(messages = going_on.len(), "answers left streaming by a previous run go on");
+            }
+            cut_at_start.extend(going_on);
             let released = store.release_claims().await.context("could not read the notification outbox")?;
             if released > 0 {
                 tracing::info!(deliveries = released, "notifications a previous run was sending are sent again");
@@ -136,6 +144,7 @@ impl Application {
             },
             capacity: Arc::new(crate::capacity::Capacity::new(&settings.limits)),
             shutdown: shutdown.clone(),
+            cut_at_start: std::sync::Mutex::new(cut_at_start),
         });
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         // Half the cores run thread actors, all of them HTTP workers: an
@@ -152,7 +161,13 @@ impl Application {
             // stopped, before their next step began: they go on now (their
             // actor starts them as it loads).
             let (store, registry) = (deps.store.clone(), registry.clone());
+            let cut: Vec<uuid::Uuid> =
+                deps.cut_at_start.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect();
             actix_rt::spawn(async move {
+                // Answers a crash cut: their actors continue them as they load.
+                for thread_id in cut {
+                    let _ = registry.send(crate::actors::registry::Lookup { thread_id }).await;
+                }
                 match store.due_to_continue().await {
                     Ok(threads) => {
                         for thread_id in threads {

@@ -17,6 +17,7 @@ mod m20261207_000004_tool_secrets;
 mod m20261207_000005_mcp_servers;
 mod m20261207_000006_notifications;
 mod m20261207_000007_push;
+mod m20261208_000001_continuations;
 
 pub struct Migrator;
 
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000005_mcp_servers::Migration),
             Box::new(m20261207_000006_notifications::Migration),
             Box::new(m20261207_000007_push::Migration),
+            Box::new(m20261208_000001_continuations::Migration),
         ]
     }
 }

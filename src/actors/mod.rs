@@ -55,6 +55,18 @@ pub struct Deps {
     pub capacity: Arc<crate::capacity::Capacity>,
     /// The process's shutdown: once it begins, no new answer starts.
     pub shutdown: Arc<crate::shutdown::Shutdown>,
+    /// One node: threads whose answer the last run left streaming (a
+    /// crash), to be continued by their actor as it loads; each is taken
+    /// once.
+    pub cut_at_start: std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
+}
+
+impl Deps {
+    /// Whether `thread_id`'s answer was left streaming by the last run
+    /// (then it is no longer listed).
+    pub fn take_cut_at_start(&self, thread_id: uuid::Uuid) -> bool {
+        self.cut_at_start.lock().unwrap_or_else(|p| p.into_inner()).remove(&thread_id)
+    }
 }
 
 /// Errors of thread operations, each one of the contract's codes.

@@ -68,6 +68,17 @@ enum Loaded {
     Failed,
 }
 
+/// One model call of an answer: its first step, a later one, or a
+/// continuation of a cut one.
+struct ModelCall {
+    model: String,
+    max_tokens: u32,
+    /// The answer it writes.
+    answer: Uuid,
+    /// A continuation: the form the partial answer is sent in.
+    continuation: Option<crate::domain::continuation::FormSetting>,
+}
+
 struct Generation {
     gen: u64,
     stream: SpawnHandle,
@@ -78,6 +89,9 @@ struct Generation {
     max_tokens: u32,
     /// When the message was accepted, until its first delta is published.
     awaiting_first_delta: Option<std::time::Instant>,
+    /// This model call added content (a block or text): if it is cut, it
+    /// made progress, and may be continued.
+    progressed: bool,
     /// Held while the generation runs: counts against the project's and
     /// the node's concurrent generations.
     _slot: crate::capacity::GenerationSlot,
@@ -318,6 +332,10 @@ impl ThreadActor {
     }
 
     fn on_provider_event(&mut self, event: ProviderEvent, ctx: &mut Context<Self>) {
+        if let Some(generation) = self.generation.as_mut() {
+            generation.progressed |= matches!(&event, ProviderEvent::BlockStart { .. })
+                || matches!(&event, ProviderEvent::Delta { text, .. } if !text.is_empty());
+        }
         let Some(conversation) = self.conversation_mut() else { return };
         let applied = conversation.apply(event);
         let chunks = applied.events.iter().filter(|e| matches!(e, Event::MessageDelta { .. })).count();
@@ -337,7 +355,12 @@ impl ThreadActor {
                     self.finish(MessageStatus::Complete, None, ctx)
                 }
             }
-            Some(Ending::Failed { code, message, cut: _ }) => {
+            Some(Ending::Failed { code, message, cut }) => {
+                if let Some(cut) = cut {
+                    if self.continue_after_cut(cut, &message, ctx) {
+                        return;
+                    }
+                }
                 tracing::warn!(thread_id = %self.thread_id, code = code.as_str(), error.message = %message, "generation failed");
                 let error = MessageError { code: code.into(), message };
                 self.finish(MessageStatus::Failed, Some(error), ctx);
@@ -362,7 +385,12 @@ impl ThreadActor {
     /// regenerate's runs), and the steps so far of the answer that runs
     /// (its calls and their results: a step after the first), which its
     /// size limit counts.
-    fn model_request(&self, model: String, max_tokens: u32) -> Option<ModelRequest> {
+    fn model_request(
+        &self,
+        model: String,
+        max_tokens: u32,
+        continuation: Option<crate::domain::continuation::FormSetting>,
+    ) -> Option<ModelRequest> {
         let (thread, conversation) = self.found().ok()?;
         let mut turns: Vec<ChatTurn> = conversation
             .context()
@@ -383,12 +411,13 @@ impl ThreadActor {
             answer_bytes,
             tools: self.tools(),
             tool_choice: thread.tool_choice.clone(),
-            continuation: None,
+            continuation,
         })
     }
 }
 
 mod cancel;
+mod continuing;
 mod handlers;
 mod lease;
 mod messages;

@@ -132,11 +132,12 @@ pub enum EventKind {
     MessageStep,
     ThreadUpdated,
     Ack,
+    MessageContinued,
 }
 
 impl EventKind {
     /// Every kind, in declaration order: a kind's index is its tag.
-    const ALL: [EventKind; 13] = [
+    const ALL: [EventKind; 14] = [
         EventKind::Ready,
         EventKind::MessageCreated,
         EventKind::MessageStarted,
@@ -150,6 +151,7 @@ impl EventKind {
         EventKind::MessageStep,
         EventKind::ThreadUpdated,
         EventKind::Ack,
+        EventKind::MessageContinued,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -167,6 +169,7 @@ impl EventKind {
             EventKind::MessageStep => "message.step",
             EventKind::ThreadUpdated => "thread.updated",
             EventKind::Ack => "ack",
+            EventKind::MessageContinued => "message.continued",
         }
     }
 

@@ -69,6 +69,9 @@ pub enum Refused {
     /// The model call that was cut added nothing: asking again would
     /// most likely fail the same way.
     NoProgress,
+    /// The generation caps are reached (after a crash or a take-over,
+    /// where no slot is held).
+    AtCapacity,
 }
 
 impl Refused {
@@ -78,6 +81,7 @@ impl Refused {
             Refused::Spent => "budget_spent",
             Refused::TooOld => "too_old",
             Refused::NoProgress => "no_progress",
+            Refused::AtCapacity => "at_capacity",
         }
     }
 }

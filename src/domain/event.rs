@@ -98,6 +98,10 @@ pub enum Event {
     /// A new model call began inside the answer (`step` from 2).
     #[serde(rename = "message.step")]
     MessageStep { thread_id: Uuid, cursor: Option<Cursor>, message_id: Uuid, step: usize },
+    /// A cut answer is being continued (`attempt` from 1): more deltas
+    /// follow at the next offsets. Its cursor is where the answer stood.
+    #[serde(rename = "message.continued")]
+    MessageContinued { thread_id: Uuid, cursor: Option<Cursor>, message_id: Uuid, attempt: u32, reason: String },
     /// The thread's title, settings or tools changed: the thread now.
     #[serde(rename = "thread.updated")]
     ThreadUpdated { thread_id: Uuid, cursor: Option<Cursor>, thread: Box<crate::domain::ThreadView> },
@@ -134,6 +138,7 @@ impl Event {
             Event::MessageAwaiting { .. } => EventKind::MessageAwaiting,
             Event::ToolResolved { .. } => EventKind::ToolResolved,
             Event::MessageStep { .. } => EventKind::MessageStep,
+            Event::MessageContinued { .. } => EventKind::MessageContinued,
             Event::ThreadUpdated { .. } => EventKind::ThreadUpdated,
             Event::Ack { .. } => EventKind::Ack,
         }
@@ -160,6 +165,7 @@ impl Event {
             | Event::MessageAwaiting { cursor, .. }
             | Event::ToolResolved { cursor, .. }
             | Event::MessageStep { cursor, .. }
+            | Event::MessageContinued { cursor, .. }
             | Event::ThreadUpdated { cursor, .. }
             | Event::Ack { cursor, .. }
             | Event::Presence { cursor, .. }

@@ -228,6 +228,15 @@ pub struct Message {
     /// log), so a cursor at its end has seen it all. Not part of the
     /// contract's Message: it decides how such a cursor resumes.
     pub exact_end: bool,
+    /// How many times the answer was continued after a cut.
+    pub continuations: u32,
+    /// When its row was last written (as loaded; `None` for a message not
+    /// yet stored): how long ago a streaming answer found after a crash
+    /// was cut. Not part of the contract's Message.
+    pub touched_at: Option<DateTime<Utc>>,
+    /// Cluster mode: left streaming by a node that stopped for a deploy,
+    /// for another to continue. Not part of the contract's Message.
+    pub handed_over: bool,
 }
 
 impl Message {
@@ -286,6 +295,7 @@ struct MessageView<'a> {
     error: Option<&'a MessageError>,
     created_at: DateTime<Utc>,
     completed_at: Option<DateTime<Utc>>,
+    continuations: u32,
     /// While `awaiting_input`: the calls that wait.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pending: Vec<PendingCall>,
@@ -318,6 +328,7 @@ impl Serialize for Message {
             error: self.error.as_ref(),
             created_at: self.created_at,
             completed_at: self.completed_at,
+            continuations: self.continuations,
             pending: self.pending(),
         }
         .serialize(serializer)
@@ -340,6 +351,8 @@ struct MessageWire {
     error: Option<MessageError>,
     created_at: DateTime<Utc>,
     completed_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    continuations: u32,
 }
 
 impl<'de> Deserialize<'de> for Message {
@@ -361,6 +374,9 @@ impl<'de> Deserialize<'de> for Message {
             calls: Vec::new(),
             tools: Vec::new(),
             exact_end: false,
+            continuations: m.continuations,
+            touched_at: None,
+            handed_over: false,
         })
     }
 }

@@ -86,6 +86,9 @@ pub fn message(m: message::Model) -> Result<Message, StoreError> {
         calls: serde_json::from_str(&m.calls).map_err(|e| StoreError::Corrupt(format!("message calls: {e}")))?,
         tools: serde_json::from_str(&m.tools).map_err(|e| StoreError::Corrupt(format!("message tools: {e}")))?,
         exact_end: m.exact_end,
+        continuations: m.continuations.max(0) as u32,
+        touched_at: m.touched_at,
+        handed_over: m.handed_over,
     })
 }
 
@@ -122,6 +125,10 @@ pub fn message_row(m: &Message) -> message::ActiveModel {
         created_at: Set(m.created_at),
         completed_at: Set(m.completed_at),
         exact_end: Set(m.exact_end),
+        continuations: Set(m.continuations.min(i32::MAX as u32) as i32),
+        // The time of this write: how long ago a streaming answer was cut.
+        touched_at: Set(Some(chrono::Utc::now())),
+        handed_over: Set(m.handed_over),
         // unwrap: calls hold only strings, booleans and JSON values.
         calls: Set(serde_json::to_string(&m.calls).unwrap()),
         calls_ready: Set(m.is_awaiting() && crate::domain::turn::service_due(&m.calls)),

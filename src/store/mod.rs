@@ -204,32 +204,47 @@ impl Store {
     }
 
     /// At start-up: messages a stopped process left `streaming` become
-    /// `interrupted`, their text kept, with the events they report.
-    pub async fn interrupt_streaming(&self) -> Result<u64, StoreError> {
+    /// `interrupted`, their text kept, with the events they report; but
+    /// those `budget` still lets go on (continued by their thread's actor)
+    /// stay `streaming`, and their threads are returned.
+    pub async fn interrupt_streaming(
+        &self,
+        budget: crate::domain::continuation::Budget,
+    ) -> Result<(u64, Vec<Uuid>), StoreError> {
         let interrupted = crate::domain::MessageError::interrupted();
         let txn = self.db.begin().await?;
         let streaming = message::Entity::find()
             .filter(message::Column::Status.eq(status_name(MessageStatus::Streaming)))
             .all(&txn)
             .await?;
+        let now = Utc::now();
+        let (mut ended, mut going_on) = (Vec::new(), Vec::new());
+        for row in streaming {
+            let m = convert::message(row)?;
+            let age = (now - m.touched_at.unwrap_or(m.created_at)).to_std().unwrap_or_default();
+            match budget.next(m.continuations, age) {
+                Ok(_) => going_on.push(m.thread_id),
+                Err(_) => ended.push(m),
+            }
+        }
+        let ids: Vec<Uuid> = ended.iter().map(|m| m.id).collect();
         let result = message::Entity::update_many()
             .col_expr(message::Column::Status, Expr::value(status_name(MessageStatus::Interrupted)))
-            .col_expr(message::Column::CompletedAt, Expr::value(Utc::now()))
+            .col_expr(message::Column::CompletedAt, Expr::value(now))
             .col_expr(message::Column::ErrorCode, Expr::value(interrupted.code.as_str()))
             .col_expr(message::Column::ErrorMessage, Expr::value(interrupted.message.clone()))
-            .filter(message::Column::Status.eq(status_name(MessageStatus::Streaming)))
+            .filter(message::Column::Id.is_in(ids))
             .exec(&txn)
             .await?;
         // Their events (`message.completed`, interrupted), with the change.
-        for row in streaming {
-            let mut m = convert::message(row)?;
+        for mut m in ended {
             m.status = MessageStatus::Interrupted;
             m.error = Some(interrupted.clone());
             outbox::record(&txn, &m).await?;
         }
         txn.commit().await?;
         self.outbox.notify_one();
-        Ok(result.rows_affected)
+        Ok((result.rows_affected, going_on))
     }
 
     /// Writes `ops` in one transaction, in order; an op whose fence lost its
@@ -418,6 +433,9 @@ mod tests {
             calls: Vec::new(),
             tools: Vec::new(),
             exact_end: false,
+            continuations: 0,
+            touched_at: None,
+            handed_over: false,
         }
     }
 
@@ -486,7 +504,12 @@ mod tests {
         let all = store.all_messages(thread.id).await.unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[1].blocks, answer.blocks);
-        assert_eq!(store.interrupt_streaming().await.unwrap(), 1);
+        // One continuation allowed: it stays streaming, its thread named.
+        let budget = crate::domain::continuation::Budget { max_attempts: 1, max_age: Duration::from_secs(600) };
+        assert_eq!(store.interrupt_streaming(budget).await.unwrap(), (0, vec![thread.id]));
+        // Spent (or off): it ends interrupted.
+        let off = crate::domain::continuation::Budget { max_attempts: 0, ..budget };
+        assert_eq!(store.interrupt_streaming(off).await.unwrap(), (1, vec![]));
         let all = store.all_messages(thread.id).await.unwrap();
         assert_eq!(all[1].status, MessageStatus::Interrupted);
         assert_eq!(all[1].blocks, answer.blocks, "text kept");

@@ -497,6 +497,9 @@ mod tests {
             calls: Vec::new(),
             tools: Vec::new(),
             exact_end: false,
+            continuations: 0,
+            touched_at: None,
+            handed_over: false,
         }
     }
 

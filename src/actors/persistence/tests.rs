@@ -22,6 +22,9 @@ fn message(thread_id: Uuid, position: i64, text: &str) -> Message {
         calls: Vec::new(),
         tools: Vec::new(),
         exact_end: false,
+        continuations: 0,
+        touched_at: None,
+        handed_over: false,
     }
 }
 

@@ -12,16 +12,27 @@ impl Actor for ThreadActor {
         // Nothing else runs until the conversation is loaded; messages wait
         // in the mailbox meanwhile.
         ctx.wait(self.load().map(|loaded, act, ctx| match loaded {
-            Ok((Some(thread), conversation)) => {
+            Ok((Some(thread), mut conversation)) => {
                 // (A node stopped between the last answer of a step and its
                 // next step, or while the service ran a call: it goes on
                 // now. In cluster mode the sweeper has the answer taken
                 // over instead.)
                 let due = conversation.awaiting().is_some_and(|m| crate::domain::turn::service_due(&m.calls));
+                // (One node: an answer the last run left streaming, cut by
+                // a crash, goes on, or ends `interrupted`.)
+                let mut cut = act.lease_ttl().is_none()
+                    && conversation.running().is_some()
+                    && act.deps.take_cut_at_start(act.thread_id);
+                if cut {
+                    conversation.tail_unknown();
+                }
                 act.loaded = Loaded::Found { thread: Box::new(thread), conversation };
                 act.touch(ctx);
                 if due && act.lease_ttl().is_none() {
                     ctx.notify(ContinueAnswer);
+                }
+                if std::mem::take(&mut cut) {
+                    act.continue_found(crate::domain::continuation::Cut::Restart, ctx);
                 }
                 // Cluster mode: the other nodes' counts come before any
                 // subscriber is answered, so its `ready` counts them.
@@ -297,7 +308,8 @@ impl ThreadActor {
         // first token does not wait for the disk. If the commit fails the
         // handler sends `AbortGeneration`.
         let max_tokens = msg.max_tokens.unwrap_or(self.deps.settings.provider.max_tokens);
-        self.start_stream(model, max_tokens, asked.assistant.id, slot, accepted, ctx)?;
+        let call = ModelCall { model, max_tokens, answer: asked.assistant.id, continuation: None };
+        self.start_stream(call, slot, accepted, ctx)?;
         tracing::info!(thread_id = %self.thread_id, message_id = %asked.assistant.id, "generation started");
         Ok(Started { user_message: asked.user, assistant_message: asked.assistant, committed })
     }
@@ -307,14 +319,13 @@ impl ThreadActor {
     /// `GenEvent`s, and checkpoints run while it does.
     pub(super) fn start_stream(
         &mut self,
-        model: String,
-        max_tokens: u32,
-        answer: Uuid,
+        call: ModelCall,
         slot: crate::capacity::GenerationSlot,
         accepted: std::time::Instant,
         ctx: &mut Context<Self>,
     ) -> Result<(), ThreadError> {
-        let request = self.model_request(model, max_tokens).ok_or(ThreadError::NotFound)?;
+        let ModelCall { model, max_tokens, answer, continuation } = call;
+        let request = self.model_request(model, max_tokens, continuation).ok_or(ThreadError::NotFound)?;
         let gen = self.next_gen;
         self.next_gen += 1;
         let events = self
@@ -328,8 +339,16 @@ impl ThreadActor {
         // while an answer runs: an idle actor runs no such timer.
         let checkpoints = ctx.run_interval(self.deps.settings.database.flush_interval(), |act, _| act.checkpoint());
         let awaiting_first_delta = Some(accepted);
-        self.generation =
-            Some(Generation { gen, stream, checkpoints, answer, max_tokens, awaiting_first_delta, _slot: slot });
+        self.generation = Some(Generation {
+            gen,
+            stream,
+            checkpoints,
+            answer,
+            max_tokens,
+            awaiting_first_delta,
+            progressed: false,
+            _slot: slot,
+        });
         self.set_generating(true);
         self.touch(ctx);
         Ok(())
@@ -467,7 +486,10 @@ impl ThreadActor {
             self.publisher.fanout().command(command);
         }
         self.refuse_work = true;
-        if self.generation.is_some() {
+        // (Cluster mode: a shutdown hands the answer over, if it may be
+        // continued, rather than ending it.)
+        let handed = reason == StopReason::ShuttingDown && self.generation.is_some() && self.hand_over(ctx);
+        if self.generation.is_some() && !handed {
             self.finish(status, error, ctx);
         }
         // This node's subscribers leave the other nodes' counts (a node

@@ -4,6 +4,7 @@
 //! owner is gone.
 
 use super::*;
+use crate::domain::continuation::Cut;
 use crate::{
     broadcast::{Command, Inbound},
     store::{Acquired, StoreError},
@@ -196,9 +197,12 @@ impl Handler<TakeOver> for ThreadActor {
                         let running = act.conversation().and_then(Conversation::running).map(|m| m.id);
                         match running {
                             Some(id) => {
-                                tracing::warn!(thread_id = %act.thread_id, message_id = %id, epoch,
-                                "took over an answer whose owner is gone; it ends interrupted");
-                                act.finish(MessageStatus::Interrupted, Some(MessageError::interrupted()), ctx);
+                                let handed =
+                                    act.conversation().and_then(Conversation::running).is_some_and(|m| m.handed_over);
+                                tracing::warn!(thread_id = %act.thread_id, message_id = %id, epoch, handed,
+                                "took over an answer whose owner is gone");
+                                let cut = if handed { Cut::Handoff } else { Cut::OwnerLost };
+                                act.continue_found(cut, ctx);
                             }
                             // The owner's log holds its answer's end, which
                             // its final write did not reach the database:

@@ -98,7 +98,8 @@ impl ThreadActor {
             self.publish(&[step], Some(id));
         }
         let slot = self.deps.capacity.continue_generation(project);
-        if let Err(e) = self.start_stream(model, max_tokens, id, slot, Instant::now(), ctx) {
+        let call = ModelCall { model, max_tokens, answer: id, continuation: None };
+        if let Err(e) = self.start_stream(call, slot, Instant::now(), ctx) {
             tracing::warn!(thread_id = %self.thread_id, message_id = %id, error.message = %e, "the next step could not start");
             return;
         }

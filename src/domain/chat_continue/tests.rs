@@ -34,6 +34,9 @@ fn answer(blocks: Vec<Block>, status: MessageStatus, calls: Vec<Call>) -> Messag
         calls,
         tools: Vec::new(),
         exact_end: false,
+        continuations: 0,
+        touched_at: None,
+        handed_over: false,
     }
 }
 

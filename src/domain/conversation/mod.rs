@@ -28,9 +28,9 @@ use uuid::Uuid;
 
 pub use self::replay::Replay;
 use super::{
-    continuation::Cut,
+    continuation::{Cut, Seam},
     cursor::{Cursor, Resume},
-    event::{end_cursor, Event},
+    event::{self, end_cursor, Event},
     new_id,
     provider_event::{FailureCode, ProviderEvent},
     tools::ToolDef,
@@ -60,6 +60,12 @@ pub struct Conversation {
     /// The newest answer was asked by `ask_again`: its question was stored
     /// before it (forgetting the answer keeps the question).
     again: Option<Uuid>,
+    /// A continuation's model call has not opened its first block yet.
+    opening: Option<Opening>,
+    /// A continuation's first text block (its index) and its seam with
+    /// the partial text, until the seam is decided.
+    /// (Boxed: most conversations never hold one.)
+    seam: Option<Box<(usize, Seam)>>,
 }
 
 /// A question just accepted.
@@ -81,6 +87,16 @@ pub struct Applied {
     pub ended: Option<Ending>,
 }
 
+/// How a continuation's first block opens.
+#[derive(Debug, Clone, Copy)]
+struct Opening {
+    /// The answer's last block, if it is text: the partial text the
+    /// continuation's seam is with.
+    last_text: Option<usize>,
+    /// The continuation's text goes on in that block.
+    merge: bool,
+}
+
 /// A mirrored event that cannot be applied: the mirror lacks what comes
 /// before it (it must be loaded again).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +107,11 @@ pub struct Gap;
 pub enum Ending {
     Complete,
     /// `cut`: the provider cut it short (it may be continued).
-    Failed { code: FailureCode, message: String, cut: Option<Cut> },
+    Failed {
+        code: FailureCode,
+        message: String,
+        cut: Option<Cut>,
+    },
 }
 
 impl Conversation {
@@ -115,6 +135,8 @@ impl Conversation {
             stepped: None,
             awaited: None,
             again: None,
+            opening: None,
+            seam: None,
         }
     }
 
@@ -123,6 +145,11 @@ impl Conversation {
     /// more than it holds, so an interruption's end is not exact.
     pub fn tail_unknown(&mut self) {
         self.tail_exact = false;
+    }
+
+    /// The running answer holds every byte its readers were sent.
+    pub fn tail_is_exact(&self) -> bool {
+        self.tail_exact
     }
 
     pub fn messages(&self) -> &[Message] {
@@ -188,6 +215,9 @@ impl Conversation {
             calls: Vec::new(),
             tools: Vec::new(),
             exact_end: false,
+            continuations: 0,
+            touched_at: None,
+            handed_over: false,
         };
         let assistant = Message {
             id: answer_id,
@@ -230,6 +260,9 @@ impl Conversation {
             calls: Vec::new(),
             tools: Vec::new(),
             exact_end: false,
+            continuations: 0,
+            touched_at: None,
+            handed_over: false,
             ..user.clone()
         };
         self.again = Some(answer_id);
@@ -246,6 +279,8 @@ impl Conversation {
         self.running = true;
         self.tail_exact = true;
         self.step_base = 0;
+        self.opening = None;
+        self.seam = None;
         started
     }
 
@@ -270,6 +305,110 @@ impl Conversation {
 
     /// Applies one provider event to the running answer.
     pub fn apply(&mut self, event: ProviderEvent) -> Applied {
+        // A continuation's held seam is let go before anything that ends
+        // its block; its first block decides where its text goes.
+        let released = match &event {
+            ProviderEvent::BlockStart { .. } | ProviderEvent::Stop { .. } | ProviderEvent::Failed { .. } => {
+                self.release_seam()
+            }
+            _ => None,
+        };
+        if let ProviderEvent::BlockStart { index, kind, .. } = &event {
+            if let Some(opening) = self.opening.take() {
+                if self.open_continuation(opening, *index, *kind) {
+                    return Applied::default();
+                }
+            }
+        }
+        if let ProviderEvent::Delta { index, text } = &event {
+            let at = self.step_base + index;
+            if let Some((block, seam)) = self.seam.as_deref_mut().filter(|(b, _)| *b == at) {
+                let block = *block;
+                let passed = seam.feed(text);
+                return match passed.is_empty() {
+                    true => Applied::default(),
+                    false => self.apply_delta(block, passed),
+                };
+            }
+        }
+        let mut applied = self.apply_event(event);
+        if let Some(delta) = released {
+            applied.events.insert(0, delta);
+            applied.changed = true;
+        }
+        applied
+    }
+
+    /// The running answer, cut short, goes on (its `attempt`-th
+    /// continuation, for `reason`): its next model call's text continues
+    /// its last text block, or (`fresh_block`: after a crash, where what
+    /// readers saw past the stored text is unknown, so the cut block stays
+    /// as stored) begins a block of its own. `message.continued`; `None`
+    /// if nothing runs.
+    pub fn continue_cut(&mut self, attempt: u32, reason: Cut, fresh_block: bool) -> Option<Event> {
+        if !self.running {
+            return None;
+        }
+        let message = self.messages.last_mut()?;
+        message.continuations = attempt;
+        message.handed_over = false;
+        let n = message.blocks.len();
+        self.step_base = n;
+        let last_text = n.checked_sub(1).filter(|&last| message.blocks[last].kind == BlockKind::Text);
+        self.opening = Some(Opening { last_text, merge: !fresh_block && last_text.is_some() });
+        self.seam = None;
+        Some(Event::MessageContinued {
+            thread_id: self.thread_id,
+            cursor: Some(event::position_before(message, n)),
+            message_id: message.id,
+            attempt,
+            reason: reason.as_str().to_owned(),
+        })
+    }
+
+    /// A continuation's first block (provider index `index`, of `kind`)
+    /// opens: text goes on in the cut text block (then `true`: no new
+    /// block, nothing to publish), anything else opens after the answer's
+    /// blocks. Either way a text block's start is held at its seam with
+    /// the partial text.
+    fn open_continuation(&mut self, opening: Opening, index: usize, kind: BlockKind) -> bool {
+        let Some(message) = self.messages.last() else { return false };
+        if kind != BlockKind::Text {
+            return false;
+        }
+        let partial = opening.last_text.and_then(|b| message.blocks.get(b)).map_or("", |b| b.text.as_str());
+        let seam = Seam::after(partial);
+        match opening.last_text.filter(|_| opening.merge && index == 0) {
+            Some(into) => {
+                self.step_base = into;
+                self.seam = Some(Box::new((into, seam)));
+                true
+            }
+            None => {
+                self.seam = Some(Box::new((self.step_base + index, seam)));
+                false
+            }
+        }
+    }
+
+    /// A continuation's held seam text, let go (its overlap cut): its delta.
+    fn release_seam(&mut self) -> Option<Event> {
+        let (block, mut seam) = *self.seam.take()?;
+        let text = seam.release();
+        if text.is_empty() {
+            return None;
+        }
+        self.apply_delta(block, text).events.pop()
+    }
+
+    /// Appends `text` to block `index` (the running answer's last).
+    fn apply_delta(&mut self, index: usize, text: String) -> Applied {
+        let base = self.step_base;
+        self.apply_event(ProviderEvent::Delta { index: index - base, text })
+    }
+
+    /// Applies one provider event as it is.
+    fn apply_event(&mut self, event: ProviderEvent) -> Applied {
         let thread_id = self.thread_id;
         let base = self.step_base;
         let event = match event {
@@ -434,6 +573,15 @@ impl Conversation {
         Some((message, completed))
     }
 
+    /// Cluster mode: the running answer is handed over to another node
+    /// (this one stops for a deploy): it stays streaming, marked so; the
+    /// state to write.
+    pub fn hand_over(&mut self) -> Option<Message> {
+        let message = self.messages.last_mut().filter(|_| self.running)?;
+        message.handed_over = true;
+        Some(message.clone())
+    }
+
     /// Applies an event that the thread's owner on another node published:
     /// this conversation mirrors the owner's. Duplicates and text already
     /// held change nothing (`Ok(false)`), so a frame that arrives both from
@@ -477,6 +625,9 @@ impl Conversation {
                     calls: Vec::new(),
                     tools: Vec::new(),
                     exact_end: false,
+                    continuations: 0,
+                    touched_at: None,
+                    handed_over: false,
                 };
                 self.messages.push(answer);
                 self.running = true;
@@ -605,6 +756,12 @@ impl Conversation {
                 }
                 self.stepped = Some((*message_id, now));
                 Ok(true)
+            }
+            Event::MessageContinued { message_id, attempt, .. } => {
+                let Some(m) = self.streaming(*message_id)? else { return Ok(false) };
+                let changed = m.continuations != *attempt;
+                m.continuations = *attempt;
+                Ok(changed)
             }
             Event::Ready { .. }
             | Event::Presence { .. }

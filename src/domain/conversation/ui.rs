@@ -159,7 +159,8 @@ fn event_message(event: &Event) -> Option<Uuid> {
         | Event::MessageDelta { message_id, .. }
         | Event::MessageCompleted { message_id, .. }
         | Event::MessageAwaiting { message_id, .. }
-        | Event::MessageStep { message_id, .. } => Some(*message_id),
+        | Event::MessageStep { message_id, .. }
+        | Event::MessageContinued { message_id, .. } => Some(*message_id),
         _ => None,
     }
 }

@@ -23,6 +23,9 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub completed_at: Option<DateTimeUtc>,
     pub exact_end: bool,
+    pub continuations: i32,
+    pub touched_at: Option<DateTimeUtc>,
+    pub handed_over: bool,
     /// JSON: the calls of its last step while it awaits input.
     #[sea_orm(column_type = "Text")]
     pub calls: String,
