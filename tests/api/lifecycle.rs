@@ -12,6 +12,10 @@ use crate::{
 
 const SLOW: &[&str] = &["--sim-chunks", "400", "--sim-interval-ms", "10", "--flush-interval-ms", "20"];
 
+/// With continuations off (`--continue-max-attempts 0` at restart: the
+/// behaviour before issue 28), an answer cut by `kill -9` ends
+/// `interrupted` at restart with its checkpointed text kept. (With them on,
+/// the default, it goes on: `continuation_restart.rs`.)
 #[actix_web::test]
 async fn kill_9_mid_generation_leaves_an_interrupted_message_and_a_usable_thread() {
     let dir = tempfile::tempdir().unwrap();
@@ -42,7 +46,7 @@ async fn kill_9_mid_generation_leaves_an_interrupted_message_and_a_usable_thread
         seen.apply(&ev);
     }
 
-    let bin = Binary::start(&db, &[]).await;
+    let bin = Binary::start(&db, &["--continue-max-attempts", "0"]).await;
     let messages = bin.server.messages(&thread).await;
     assert_eq!(messages.len(), 2, "the accepted user message and its answer");
     assert_eq!(messages[0]["content"], "will you survive?");
@@ -120,7 +124,10 @@ async fn keys_and_tokens_never_reach_the_logs() {
 /// `cursor_ahead`, then the message again from its start and its
 /// `message.completed`: a client that rebuilds the message from those ends
 /// with exactly the stored text. Both ways a cursor can be ahead: past a
-/// block's stored end, and at a block that was never stored.
+/// block's stored end, and at a block that was never stored. Continuations
+/// are off at restart (`--continue-max-attempts 0`, the behaviour before
+/// issue 28), so the stored message is the whole answer, `interrupted`; the
+/// same with the answer continued is in `continuation_restart.rs`.
 #[actix_web::test]
 async fn a_cursor_past_the_stored_text_after_a_crash_gets_cursor_ahead_and_the_stored_message() {
     let dir = tempfile::tempdir().unwrap();
@@ -149,7 +156,7 @@ async fn a_cursor_past_the_stored_text_after_a_crash_gets_cursor_ahead_and_the_s
         bin.child.wait().unwrap();
         let cursor = seen.last().unwrap().id.clone();
 
-        let mut bin = Binary::start(&db, &[]).await;
+        let mut bin = Binary::start(&db, &["--continue-max-attempts", "0"]).await;
         let stored = bin.server.message(&thread, &id).await;
         assert_eq!(stored["status"], "interrupted");
         assert_eq!(stored["error"]["code"], "interrupted", "{stop_at}");
