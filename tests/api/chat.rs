@@ -333,7 +333,8 @@ async fn an_upstream_failure_mid_answer_is_the_sdks_error_chunk_and_the_answer_i
     let gate = Arc::new(Notify::new());
     let mut pieces = vec![Piece::Wait(gate.clone())];
     pieces.extend(cut_answer(vec![Piece::Bytes(a::error("overloaded_error", "Overloaded"))]));
-    let h = harness("anthropic", vec![Reply::Stream { pieces, end: End::Clean }], &[]).await;
+    let h =
+        harness("anthropic", vec![Reply::Stream { pieces, end: End::Clean }], &["--continue-max-attempts", "0"]).await;
     let body = turn(&h.tid, "fails midway");
     let resp = h.client.post(format!("{}/v1/projects/{}/chat", h.base, h.pid)).json(&body).send().await.unwrap();
     let mut ui = UiStream::of(resp);

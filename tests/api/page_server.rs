@@ -212,7 +212,7 @@ async fn regenerate_retries_a_failed_or_cancelled_answer_without_showing_it_to_t
         Reply::Stream { pieces: held, end: End::Clean },
         text_answer("retried after a cancel"),
     ];
-    let h = harness("anthropic", replies, &[]).await;
+    let h = harness("anthropic", replies, &["--continue-max-attempts", "0"]).await;
 
     let (_, asked) = post(&h, json!({"content": "tell me"})).await;
     let failed = ended(&h, &asked["assistant_message"]["id"]).await;

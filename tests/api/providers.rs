@@ -96,7 +96,7 @@ pub async fn harness(provider: &str, replies: Vec<Reply>, extra: &[&str]) -> Har
 }
 
 impl Harness {
-    fn url(&self, rest: &str) -> String {
+    pub fn url(&self, rest: &str) -> String {
         format!("{}/v1/projects/{}/threads/{}{rest}", self.base, self.pid, self.tid)
     }
 
@@ -113,7 +113,7 @@ impl Harness {
     /// Opens /events, posts `content`, and returns every event up to the
     /// message's `message.completed` (or `message.awaiting`: a step that
     /// ended with calls the answer waits on).
-    async fn ask(&self, body: Value) -> Vec<Value> {
+    pub async fn ask(&self, body: Value) -> Vec<Value> {
         let sse = self.client.get(self.url("/events")).send().await.unwrap();
         let mut events = sse.bytes_stream().eventsource();
         let ready = tokio::time::timeout(WAIT, events.next()).await.unwrap().unwrap().unwrap();
@@ -138,7 +138,7 @@ impl Harness {
 }
 
 /// The text of block 0 as the deltas built it, checking offsets.
-fn streamed_text(events: &[Value], block: u64) -> String {
+pub fn streamed_text(events: &[Value], block: u64) -> String {
     let mut text = String::new();
     for e in events.iter().filter(|e| e["type"] == "message.delta" && e["block"] == block) {
         assert_eq!(e["offset"].as_u64().unwrap() as usize, text.len(), "offsets continue without gap or overlap");
@@ -147,7 +147,7 @@ fn streamed_text(events: &[Value], block: u64) -> String {
     text
 }
 
-fn completed(events: &[Value]) -> &Value {
+pub fn completed(events: &[Value]) -> &Value {
     events.last().filter(|e| e["type"] == "message.completed").expect("ends with message.completed")
 }
 
@@ -330,6 +330,8 @@ pub fn cut_answer(tail: Vec<Piece>) -> Vec<Piece> {
     pieces
 }
 
+/// (Its tests run with continuations off: what a cut answer does when it
+/// may not go on; `continuation.rs` has what it does when it may.)
 async fn assert_failed_with_partial(h: &Harness, code: &str) {
     let events = h.ask(json!({"content": "hi"})).await;
     let done = completed(&events);
@@ -346,7 +348,8 @@ async fn assert_failed_with_partial(h: &Harness, code: &str) {
 #[actix_web::test]
 async fn anthropic_error_event_after_200_fails_and_keeps_the_text() {
     let pieces = cut_answer(vec![Piece::Bytes(a::error("overloaded_error", "Overloaded"))]);
-    let h = harness("anthropic", vec![Reply::Stream { pieces, end: End::Clean }], &[]).await;
+    let h =
+        harness("anthropic", vec![Reply::Stream { pieces, end: End::Clean }], &["--continue-max-attempts", "0"]).await;
     assert_failed_with_partial(&h, "upstream_error").await;
 }
 
@@ -361,7 +364,8 @@ async fn nul_characters_from_the_model_are_stored_not_lost() {
         Piece::Bytes(a::text_delta(0, "a \u{0} b")),
         Piece::Bytes(a::error("api_error", "bad \u{0} thing")),
     ];
-    let h = harness("anthropic", vec![Reply::Stream { pieces, end: End::Clean }], &[]).await;
+    let h =
+        harness("anthropic", vec![Reply::Stream { pieces, end: End::Clean }], &["--continue-max-attempts", "0"]).await;
     let events = h.ask(json!({"content": "hi"})).await;
     assert_eq!(streamed_text(&events, 0), "a \u{0} b");
     // Stop the actor: history then reads the database alone.
@@ -380,13 +384,23 @@ async fn nul_characters_from_the_model_are_stored_not_lost() {
 
 #[actix_web::test]
 async fn anthropic_dropped_connection_fails_and_keeps_the_text() {
-    let h = harness("anthropic", vec![Reply::Stream { pieces: cut_answer(vec![]), end: End::Drop }], &[]).await;
+    let h = harness(
+        "anthropic",
+        vec![Reply::Stream { pieces: cut_answer(vec![]), end: End::Drop }],
+        &["--continue-max-attempts", "0"],
+    )
+    .await;
     assert_failed_with_partial(&h, "upstream_error").await;
 }
 
 #[actix_web::test]
 async fn anthropic_stream_without_message_stop_is_not_complete() {
-    let h = harness("anthropic", vec![Reply::Stream { pieces: cut_answer(vec![]), end: End::Clean }], &[]).await;
+    let h = harness(
+        "anthropic",
+        vec![Reply::Stream { pieces: cut_answer(vec![]), end: End::Clean }],
+        &["--continue-max-attempts", "0"],
+    )
+    .await;
     assert_failed_with_partial(&h, "upstream_error").await;
 }
 
@@ -395,7 +409,7 @@ async fn anthropic_stall_times_out_and_closes_the_upstream_connection() {
     let h = harness(
         "anthropic",
         vec![Reply::Stream { pieces: cut_answer(vec![]), end: End::Hold }],
-        &["--upstream-stall-ms", "1500"],
+        &["--continue-max-attempts", "0", "--upstream-stall-ms", "1500"],
     )
     .await;
     assert_failed_with_partial(&h, "upstream_timeout").await;
@@ -490,7 +504,7 @@ async fn openai_error_chunk_is_never_a_clean_stop() {
         Piece::Bytes(o::data(&json!({"error": {"message": "model crashed", "type": "server_error"}}))),
         Piece::Bytes(o::done()),
     ];
-    let h = harness("openai", vec![Reply::Stream { pieces, end: End::Clean }], &[]).await;
+    let h = harness("openai", vec![Reply::Stream { pieces, end: End::Clean }], &["--continue-max-attempts", "0"]).await;
     let events = h.ask(json!({"content": "hola"})).await;
     let done = completed(&events);
     assert_eq!(done["status"], "failed");
@@ -501,7 +515,7 @@ async fn openai_error_chunk_is_never_a_clean_stop() {
 #[actix_web::test]
 async fn openai_stream_cut_before_done_fails() {
     let pieces = vec![Piece::Bytes(o::chunk(json!({"content": "half an ans"}), None))];
-    let h = harness("openai", vec![Reply::Stream { pieces, end: End::Drop }], &[]).await;
+    let h = harness("openai", vec![Reply::Stream { pieces, end: End::Drop }], &["--continue-max-attempts", "0"]).await;
     let events = h.ask(json!({"content": "hola"})).await;
     assert_eq!(completed(&events)["status"], "failed");
     assert_eq!(h.last_message().await["content"], "half an ans");
@@ -663,8 +677,12 @@ async fn a_provider_that_drips_bytes_stalls_all_the_same() {
     let mut drip = a::text_delta(0, " never whole");
     drip.extend(a::text_delta(0, " nor this"));
     let pieces = cut_answer(vec![Piece::Drip(drip, Duration::from_millis(50))]);
-    let h =
-        harness("anthropic", vec![Reply::Stream { pieces, end: End::Hold }], &["--upstream-stall-ms", "1000"]).await;
+    let h = harness(
+        "anthropic",
+        vec![Reply::Stream { pieces, end: End::Hold }],
+        &["--continue-max-attempts", "0", "--upstream-stall-ms", "1000"],
+    )
+    .await;
     let started = std::time::Instant::now();
     assert_failed_with_partial(&h, "upstream_timeout").await;
     assert!(started.elapsed() < Duration::from_secs(6), "failed by the stall, not the drip's end");

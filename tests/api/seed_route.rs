@@ -105,7 +105,7 @@ async fn query_stream_ends_with_the_error_line_when_the_upstream_fails_mid_answe
         },
         Reply::Stream { pieces: held(&gates[1], vec![]), end: End::Drop },
     ];
-    let h = harness("anthropic", replies, &[]).await;
+    let h = harness("anthropic", replies, &["--continue-max-attempts", "0"]).await;
     let url = format!("{}/projects/{}/threads/{}/query/stream", h.base, h.pid, h.tid);
     let subscribers = || async {
         let detail: Value =

@@ -344,7 +344,7 @@ async fn an_answer_cut_off_by_a_kill_9_is_announced_interrupted_after_the_restar
     drop(bin);
     assert!(receiver.requests().is_empty(), "nothing ended before the kill");
 
-    let bin = Binary::start(&db, &["--allow-private-urls"]).await;
+    let bin = Binary::start(&db, &["--allow-private-urls", "--continue-max-attempts", "0"]).await;
     let sent = hits(&receiver, 1).await;
     let data = &sent[0].body["data"];
     assert_eq!(sent[0].body["type"], "message.completed");
