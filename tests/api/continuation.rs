@@ -358,3 +358,18 @@ async fn continuations_can_be_turned_off() {
     assert_eq!((stored["content"].as_str(), stored["continuations"].as_u64()), (Some("only this"), Some(0)));
     assert_eq!(h.upstream.requests().len(), 1);
 }
+
+#[actix_web::test]
+async fn the_ai_sdk_stream_of_a_continued_answer_is_one_text_part_that_finishes_normally() {
+    use crate::chat::{parts, turn, UiStream};
+    let replies = vec![cut_after(&["Half of ", "it"], vec![], End::Drop), whole(&[", and the rest."])];
+    let h = harness("anthropic", replies, &[]).await;
+    let resp = h.client.post(format!("{}/v1/projects/{}/chat", h.base, h.pid)).json(&turn(&h.tid, "go")).send();
+    let chunks = UiStream::of(resp.await.unwrap()).rest().await;
+    let kinds: Vec<&str> = chunks.iter().map(|c| c["type"].as_str().unwrap()).collect();
+    assert!(!kinds.contains(&"error"), "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "text-start").count(), 1, "{kinds:?}");
+    assert_eq!(chunks.last().unwrap()["finishReason"], "stop");
+    assert_eq!(parts(&chunks), [("text".to_owned(), "Half of it, and the rest.".to_owned())]);
+    assert_eq!(h.last_message().await["continuations"], 1);
+}
