@@ -1,12 +1,14 @@
 //! Sweeper (cluster mode, one per node): every half lease it writes this
 //! node's heartbeat (its row in `nodes`, which `/admin/cluster` reads),
 //! reads which nodes are alive, and looks for threads whose answer is
-//! still `streaming` while no node holds their lease: their owner died.
+//! still `streaming` while no node holds their lease: their owner died,
+//! or stopped for a deploy and handed the answer over.
 //!
 //! - For each such thread, it has the thread's actor on this node take the
 //!   answer over (`TakeOver`): the first node to take the expired lease
-//!   ends the answer `interrupted` with every byte its owner logged, and
-//!   tells every node's subscribers.
+//!   continues the answer with every byte its owner logged
+//!   (`thread/continuing.rs`), or past its budget ends it `interrupted`,
+//!   and tells every node's subscribers.
 //! - An answer awaiting input whose calls were all answered, with no live
 //!   lease (its node stopped before the next step began), goes on: one
 //!   node's actor takes the lease and runs the step (`ContinueAnswer`).

@@ -59,7 +59,8 @@ pub(super) enum ForAnswer {
 ///   when it goes through (an owner paused for a while goes on);
 /// - past `deadline` (the lease less a tenth, the safety margin) with no
 ///   renewal through, the owner gives up: it lets the lease go, and the
-///   first node to take it ends the answer `interrupted` at once.
+///   first node to take it continues the answer at once (or, past its
+///   continuation budget, ends it `interrupted`).
 pub(super) struct Lease {
     pub fence: Fence,
     pub valid_until: Instant,
@@ -170,7 +171,8 @@ impl ThreadActor {
 
     /// No renewal went through in time: the answer stops here, and the
     /// lease is let go so that a node (this one, or the first to hear)
-    /// ends it `interrupted` at once with every byte its log holds.
+    /// takes it over at once with every byte its log holds (and continues
+    /// it, or ends it `interrupted`: `thread/continuing.rs`).
     fn give_up(&mut self, ctx: &mut Context<Self>) {
         let fence = self.fence();
         self.lose_lease("it could not be renewed in time", ctx);

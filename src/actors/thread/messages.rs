@@ -201,8 +201,9 @@ pub struct ThreadStatusQuery;
 pub struct RefreshPresence;
 
 /// Cluster mode: the thread's owner is gone (its lease expired with an
-/// answer streaming); take the lease and end that answer `interrupted`
-/// with every byte the owner logged.
+/// answer streaming, or it handed the answer over in a deploy); take the
+/// lease with every byte the owner logged and continue that answer (or,
+/// past its budget, end it `interrupted`).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct TakeOver;
