@@ -22,38 +22,27 @@ enum Messages {
     HandedOver,
 }
 
+/// One column more on `messages` (SQLite alters one column per statement).
+async fn add(manager: &SchemaManager<'_>, column: ColumnDef) -> Result<(), DbErr> {
+    manager.alter_table(Table::alter().table(Messages::Table).add_column(column).to_owned()).await
+}
+
+async fn drop(manager: &SchemaManager<'_>, column: Messages) -> Result<(), DbErr> {
+    manager.alter_table(Table::alter().table(Messages::Table).drop_column(column).to_owned()).await
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Messages::Table)
-                    .add_column(integer(Messages::Continuations).default(0))
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Messages::Table)
-                    .add_column(timestamp_with_time_zone_null(Messages::TouchedAt))
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Messages::Table)
-                    .add_column(boolean(Messages::HandedOver).default(false))
-                    .to_owned(),
-            )
-            .await
+        add(manager, integer(Messages::Continuations).default(0).to_owned()).await?;
+        add(manager, timestamp_with_time_zone_null(Messages::TouchedAt)).await?;
+        add(manager, boolean(Messages::HandedOver).default(false).to_owned()).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.alter_table(Table::alter().table(Messages::Table).drop_column(Messages::HandedOver).to_owned()).await?;
-        manager.alter_table(Table::alter().table(Messages::Table).drop_column(Messages::TouchedAt).to_owned()).await?;
-        manager.alter_table(Table::alter().table(Messages::Table).drop_column(Messages::Continuations).to_owned()).await
+        for column in [Messages::HandedOver, Messages::TouchedAt, Messages::Continuations] {
+            drop(manager, column).await?;
+        }
+        Ok(())
     }
 }
