@@ -77,12 +77,19 @@ impl Application {
         // by the sweeper; nothing is swept here.
         let mut cut_at_start = std::collections::HashSet::new();
         if !clustered {
-            let (interrupted, going_on) = store
+            let (refused, going_on) = store
                 .interrupt_streaming(settings.continuing.budget())
                 .await
                 .context("could not recover interrupted messages")?;
-            if interrupted > 0 {
-                tracing::warn!(messages = interrupted, "messages left streaming by a previous run are now interrupted");
+            if !refused.is_empty() {
+                tracing::warn!(
+                    messages = refused.len(),
+                    "messages left streaming by a previous run are now interrupted"
+                );
+            }
+            let restart = crate::domain::continuation::Cut::Restart.as_str();
+            for why in refused {
+                metrics.continuations.with_label_values(&[restart, why.as_str()]).inc();
             }
             if !going_on.is_empty() {
                 tracing::warn!(messages = going_on.len(), "answers left streaming by a previous run go on");

@@ -5,6 +5,10 @@
 //!   of a streaming answer): after a crash, how long ago the answer was
 //!   cut, so one cut longer ago than `--continue-max-age-ms` ends
 //!   `interrupted` instead of being continued.
+//! - `messages.restart_seam`: an answer continued after a crash (or a
+//!   take-over without its owner's log): the number of blocks it had as
+//!   stored then. A reader may have seen more than was stored, so a cursor
+//!   at or past that block is never taken at its word (`cursor_ahead`).
 //! - `messages.handed_over`: cluster mode, a node stopping for a deploy
 //!   left this answer streaming for another node to continue (rather than
 //!   dying with it): the node that takes it over says `handoff`.
@@ -20,6 +24,7 @@ enum Messages {
     Continuations,
     TouchedAt,
     HandedOver,
+    RestartSeam,
 }
 
 /// One column more on `messages` (SQLite alters one column per statement).
@@ -36,11 +41,12 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         add(manager, integer(Messages::Continuations).default(0).to_owned()).await?;
         add(manager, timestamp_with_time_zone_null(Messages::TouchedAt)).await?;
-        add(manager, boolean(Messages::HandedOver).default(false).to_owned()).await
+        add(manager, boolean(Messages::HandedOver).default(false).to_owned()).await?;
+        add(manager, integer_null(Messages::RestartSeam)).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for column in [Messages::HandedOver, Messages::TouchedAt, Messages::Continuations] {
+        for column in [Messages::RestartSeam, Messages::HandedOver, Messages::TouchedAt, Messages::Continuations] {
             drop(manager, column).await?;
         }
         Ok(())

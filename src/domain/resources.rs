@@ -237,6 +237,12 @@ pub struct Message {
     /// Cluster mode: left streaming by a node that stopped for a deploy,
     /// for another to continue. Not part of the contract's Message.
     pub handed_over: bool,
+    /// Continued after a crash (or a take-over without its owner's log):
+    /// how many blocks it had as stored then. Readers may have seen more
+    /// than was stored, and other text now stands at those positions: a
+    /// cursor at or past that block gets `cursor_ahead`. Not part of the
+    /// contract's Message.
+    pub restart_seam: Option<usize>,
 }
 
 impl Message {
@@ -377,6 +383,7 @@ impl<'de> Deserialize<'de> for Message {
             continuations: m.continuations,
             touched_at: None,
             handed_over: false,
+            restart_seam: None,
         })
     }
 }

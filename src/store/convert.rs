@@ -89,6 +89,7 @@ pub fn message(m: message::Model) -> Result<Message, StoreError> {
         continuations: m.continuations.max(0) as u32,
         touched_at: m.touched_at,
         handed_over: m.handed_over,
+        restart_seam: m.restart_seam.and_then(|n| usize::try_from(n).ok()),
     })
 }
 
@@ -129,6 +130,7 @@ pub fn message_row(m: &Message) -> message::ActiveModel {
         // The time of this write: how long ago a streaming answer was cut.
         touched_at: Set(Some(chrono::Utc::now())),
         handed_over: Set(m.handed_over),
+        restart_seam: Set(m.restart_seam.map(|n| n.min(i32::MAX as usize) as i32)),
         // unwrap: calls hold only strings, booleans and JSON values.
         calls: Set(serde_json::to_string(&m.calls).unwrap()),
         calls_ready: Set(m.is_awaiting() && crate::domain::turn::service_due(&m.calls)),

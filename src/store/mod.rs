@@ -206,11 +206,12 @@ impl Store {
     /// At start-up: messages a stopped process left `streaming` become
     /// `interrupted`, their text kept, with the events they report; but
     /// those `budget` still lets go on (continued by their thread's actor)
-    /// stay `streaming`, and their threads are returned.
+    /// stay `streaming`: their threads, and why each of the others was not
+    /// continued.
     pub async fn interrupt_streaming(
         &self,
         budget: crate::domain::continuation::Budget,
-    ) -> Result<(u64, Vec<Uuid>), StoreError> {
+    ) -> Result<(Vec<crate::domain::continuation::Refused>, Vec<Uuid>), StoreError> {
         let interrupted = crate::domain::MessageError::interrupted();
         let txn = self.db.begin().await?;
         let streaming = message::Entity::find()
@@ -224,11 +225,12 @@ impl Store {
             let age = (now - m.touched_at.unwrap_or(m.created_at)).to_std().unwrap_or_default();
             match budget.next(m.continuations, age) {
                 Ok(_) => going_on.push(m.thread_id),
-                Err(_) => ended.push(m),
+                Err(refused) => ended.push((m, refused)),
             }
         }
+        let (ended, refused): (Vec<Message>, Vec<_>) = ended.into_iter().unzip();
         let ids: Vec<Uuid> = ended.iter().map(|m| m.id).collect();
-        let result = message::Entity::update_many()
+        message::Entity::update_many()
             .col_expr(message::Column::Status, Expr::value(status_name(MessageStatus::Interrupted)))
             .col_expr(message::Column::CompletedAt, Expr::value(now))
             .col_expr(message::Column::ErrorCode, Expr::value(interrupted.code.as_str()))
@@ -244,7 +246,7 @@ impl Store {
         }
         txn.commit().await?;
         self.outbox.notify_one();
-        Ok((result.rows_affected, going_on))
+        Ok((refused, going_on))
     }
 
     /// Writes `ops` in one transaction, in order; an op whose fence lost its
@@ -436,6 +438,7 @@ mod tests {
             continuations: 0,
             touched_at: None,
             handed_over: false,
+            restart_seam: None,
         }
     }
 
@@ -506,10 +509,11 @@ mod tests {
         assert_eq!(all[1].blocks, answer.blocks);
         // One continuation allowed: it stays streaming, its thread named.
         let budget = crate::domain::continuation::Budget { max_attempts: 1, max_age: Duration::from_secs(600) };
-        assert_eq!(store.interrupt_streaming(budget).await.unwrap(), (0, vec![thread.id]));
+        assert_eq!(store.interrupt_streaming(budget).await.unwrap(), (vec![], vec![thread.id]));
         // Spent (or off): it ends interrupted.
         let off = crate::domain::continuation::Budget { max_attempts: 0, ..budget };
-        assert_eq!(store.interrupt_streaming(off).await.unwrap(), (1, vec![]));
+        use crate::domain::continuation::Refused;
+        assert_eq!(store.interrupt_streaming(off).await.unwrap(), (vec![Refused::Off], vec![]));
         let all = store.all_messages(thread.id).await.unwrap();
         assert_eq!(all[1].status, MessageStatus::Interrupted);
         assert_eq!(all[1].blocks, answer.blocks, "text kept");

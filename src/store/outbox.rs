@@ -500,6 +500,7 @@ mod tests {
             continuations: 0,
             touched_at: None,
             handed_over: false,
+            restart_seam: None,
         }
     }
 

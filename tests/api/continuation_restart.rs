@@ -331,8 +331,6 @@ async fn a_second_crash_after_the_one_continuation_allowed_ends_the_answer_inter
 /// The metric of a crash's answer not continued at restart: counted with
 /// reason `restart` and why (`too_old` here), as every other refusal is.
 #[actix_web::test]
-#[ignore = "src: a restart's refusals (off, too_old, budget_spent) are decided in Store::interrupt_streaming at \
-            start-up, which counts nothing: /metrics has no convo_continuations_total line at all"]
 async fn an_answer_too_old_to_continue_at_restart_is_counted() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(dir.path()).await;
@@ -356,10 +354,6 @@ async fn an_answer_too_old_to_continue_at_restart_is_counted() {
 /// it must still get `cursor_ahead` and the message rebuilt, never the
 /// new block's bytes from its old offset.
 #[actix_web::test]
-#[ignore = "src: replay::place judges the cursor against the continued message; once the continuation's new block \
-            at that index is as long as the cursor's offset, the cursor is taken as valid and the tab is sent other \
-            bytes (thinking) from its offset into the block it knows as text (or, when the offset falls inside a \
-            character of it, cursor_invalid and no replay of the message at all)"]
 async fn after_a_crash_a_cursor_in_a_block_never_stored_gets_cursor_ahead_once_continued() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(dir.path()).await;

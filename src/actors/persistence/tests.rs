@@ -25,6 +25,7 @@ fn message(thread_id: Uuid, position: i64, text: &str) -> Message {
         continuations: 0,
         touched_at: None,
         handed_over: false,
+        restart_seam: None,
     }
 }
 

@@ -37,6 +37,7 @@ fn answer(blocks: Vec<Block>, status: MessageStatus, calls: Vec<Call>) -> Messag
         continuations: 0,
         touched_at: None,
         handed_over: false,
+        restart_seam: None,
     }
 }
 

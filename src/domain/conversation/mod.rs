@@ -218,6 +218,7 @@ impl Conversation {
             continuations: 0,
             touched_at: None,
             handed_over: false,
+            restart_seam: None,
         };
         let assistant = Message {
             id: answer_id,
@@ -263,6 +264,7 @@ impl Conversation {
             continuations: 0,
             touched_at: None,
             handed_over: false,
+            restart_seam: None,
             ..user.clone()
         };
         self.again = Some(answer_id);
@@ -353,6 +355,9 @@ impl Conversation {
         message.continuations = attempt;
         message.handed_over = false;
         let n = message.blocks.len();
+        if fresh_block && message.restart_seam.is_none() {
+            message.restart_seam = Some(n);
+        }
         self.step_base = n;
         let last_text = n.checked_sub(1).filter(|&last| message.blocks[last].kind == BlockKind::Text);
         self.opening = Some(Opening { last_text, merge: !fresh_block && last_text.is_some() });
@@ -628,6 +633,7 @@ impl Conversation {
                     continuations: 0,
                     touched_at: None,
                     handed_over: false,
+                    restart_seam: None,
                 };
                 self.messages.push(answer);
                 self.running = true;

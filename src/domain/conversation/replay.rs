@@ -8,7 +8,9 @@
 //!   block's end, or in a block that was never stored: a crash lost the
 //!   tail the client saw), or at the very end of an `interrupted` message
 //!   whose end is not known to be exact (a crash, where that cannot be
-//!   told): `cursor_ahead`, then that message again
+//!   told), or at or past the blocks of an answer continued after a
+//!   crash (`Message::restart_seam`: such a cursor may be from before the
+//!   crash, naming text the crash lost): `cursor_ahead`, then that message again
 //!   from its start (`Event::rebuild_message`), then every later message.
 //! - Otherwise: the rest of the cursor's block, its later blocks, its
 //!   completion if it ended, then every later message, whole.
@@ -47,6 +49,14 @@ fn place(message: &Message, c: Cursor) -> Place {
         // A user message has one position after it; any cursor naming it
         // means "seen".
         return Place::On;
+    }
+    // Continued after a crash: a reader may have seen blocks the crash
+    // lost, and the continuation's blocks now stand at their indices. A
+    // cursor there may have been given before the crash or after it; it
+    // cannot tell, so it is never taken at its word (the message again,
+    // from its start, is right either way).
+    if message.restart_seam.is_some_and(|seam| c.block >= seam) {
+        return Place::Ahead;
     }
     let n = message.blocks.len();
     match message.blocks.get(c.block) {

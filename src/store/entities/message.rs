@@ -26,6 +26,7 @@ pub struct Model {
     pub continuations: i32,
     pub touched_at: Option<DateTimeUtc>,
     pub handed_over: bool,
+    pub restart_seam: Option<i32>,
     /// JSON: the calls of its last step while it awaits input.
     #[sea_orm(column_type = "Text")]
     pub calls: String,
