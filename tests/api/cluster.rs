@@ -228,9 +228,15 @@ async fn questions_and_cancels_from_any_node_reach_the_one_owner() {
     assert_eq!(cluster.node(1).finished(&thread, &next).await["status"], "cancelled");
 }
 
+/// With continuation off (`--continue-max-attempts 0`), an answer whose
+/// owner is killed is ended `interrupted` by another node, with all it
+/// sent: the behaviour before issue 28, which continuation off still
+/// gives exactly. (With continuation on, the default, the answer goes on
+/// instead: `continuation_cluster`.)
 #[actix_web::test]
 async fn when_the_owner_is_killed_another_node_ends_the_answer_with_all_it_sent() {
-    let Some(mut cluster) = Cluster::start(3, None, &["--sim-chunks", "2000"]).await else { return };
+    let flags = ["--sim-chunks", "2000", "--continue-max-attempts", "0"];
+    let Some(mut cluster) = Cluster::start(3, None, &flags).await else { return };
     let thread = cluster.node(0).thread().await;
     let mut on1 = cluster.node(1).sse(&thread, None).await;
     let mut on2 = Ws::open(&cluster.node(2).base, &thread, None).await;
@@ -285,33 +291,45 @@ async fn when_the_owner_is_killed_another_node_ends_the_answer_with_all_it_sent(
     assert_eq!(cluster.node(1).finished(&thread, &next).await["status"], "cancelled");
 }
 
+/// An owner paused (SIGSTOP) past its lease loses it: the other node
+/// takes the answer over and continues it (`owner_lost`). The old owner
+/// wakes while the taker still streams: its writes are refused (it logs
+/// `lease lost`) and it writes nothing over the taker's, so the answer
+/// ends `complete` with exactly what the tab saw, and stays so.
 #[actix_web::test]
 async fn an_owner_paused_past_its_lease_cannot_write_when_it_wakes() {
-    let Some(cluster) = Cluster::start(2, None, &["--sim-chunks", "2000"]).await else { return };
+    let Some(cluster) = Cluster::start(2, None, &["--sim-chunks", "600"]).await else { return };
     let thread = cluster.node(0).thread().await;
     let mut on1 = cluster.node(1).sse(&thread, None).await;
     let id = cluster.node(0).ask(&thread, "pause me").await;
     let seen = deltas(&mut on1, 20).await;
     signal(&cluster.nodes[0].child, "-STOP");
-    // Node 1 takes the expired lease and ends the answer.
+    // Node 1 takes the expired lease and goes on with the answer (what
+    // its tab is told of that: `continuation_cluster`).
+    eventually(|| async { (owner(&cluster, 1, &thread).await.0 == "node-1").then_some(()) }).await;
     let mut t = Transcript::default();
     t.apply_all(&seen);
-    t.apply_all(&on1.until("message.completed").await);
-    assert_eq!(t.completed, vec![(id.clone(), "interrupted".to_owned())]);
-    let taken = cluster.node(1).message(&thread, &id).await;
-    assert_eq!(taken["status"], "interrupted");
+    // The old owner wakes while node 1 streams: its writes are refused.
     signal(&cluster.nodes[0].child, "-CONT");
-    // The old owner wakes: its writes are refused, it publishes nothing.
     eventually(|| async {
         let logs = cluster.nodes[0].logs.lock().unwrap().join("\n");
         logs.contains("lease lost").then_some(())
     })
     .await;
+    let rest = on1.until("message.completed").await;
+    assert!(rest.iter().all(|e| e.kind != "error"), "no error on the way: {rest:?}");
+    t.apply_all(&rest);
+    assert_eq!(t.completed, vec![(id.clone(), "complete".to_owned())]);
+    let taken = cluster.node(1).finished(&thread, &id).await;
+    assert_eq!(taken["status"], "complete");
+    assert_eq!(taken["continuations"], 1);
+    t.assert_matches(&taken);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = cluster.node(1).message(&thread, &id).await;
-    assert_eq!(after["status"], "interrupted", "no second writer");
-    assert_eq!(after["content"], taken["content"], "the text is what the taker stored");
-    t.assert_matches(&after);
+    for i in 0..2 {
+        let after = cluster.node(i).message(&thread, &id).await;
+        assert_eq!(after["status"], "complete", "no second writer (node {i})");
+        assert_eq!(after["content"], taken["content"], "the text is what the taker stored (node {i})");
+    }
 }
 
 /// A `redis-server` of the test's own, on a free port.
@@ -463,9 +481,14 @@ async fn a_node_that_started_many_threads_still_relays_an_owner_with_a_young_lea
     assert_eq!(rest.completed, vec![(id, "complete".to_owned())]);
 }
 
+/// An owner cut off from Postgres cannot renew its lease: it stops its
+/// answer by itself, and the other node takes the expired lease and
+/// continues the answer from the owner's log (`owner_lost`), in the same
+/// block, to `complete`. Back on the database, the old owner writes
+/// nothing over it.
 #[actix_web::test]
 async fn an_owner_cut_off_from_postgres_stops_and_another_node_ends_the_answer() {
-    let Some(mut cluster) = Cluster::start(1, None, &["--sim-chunks", "2000"]).await else { return };
+    let Some(mut cluster) = Cluster::start(1, None, &["--sim-chunks", "600"]).await else { return };
     // Node 1 reaches Postgres through a proxy the test unplugs.
     let host_port = cluster.db.split('@').nth(1).unwrap().split('/').next().unwrap().to_owned();
     let plug = crate::outage::Plug::start(host_port.clone()).await;
@@ -481,13 +504,18 @@ async fn an_owner_cut_off_from_postgres_stops_and_another_node_ends_the_answer()
 
     plug.unplug();
     // The owner cannot renew: it stops its answer by itself, and the other
-    // node takes the expired lease and ends the answer with what was seen.
-    t.apply_all(&watch.until("message.completed").await);
-    assert_eq!(t.completed, vec![(id.clone(), "interrupted".to_owned())]);
+    // node takes the expired lease and goes on with the answer (what its
+    // tab is told of that: `continuation_cluster`).
+    eventually(|| async { (owner(&cluster, 0, &thread).await.0 == "node-0").then_some(()) }).await;
+    let rest = watch.until("message.completed").await;
+    assert!(rest.iter().all(|e| e.kind != "error"), "no error on the way: {rest:?}");
+    t.apply_all(&rest);
+    assert_eq!(t.completed, vec![(id.clone(), "complete".to_owned())]);
     let generating = cluster.node(1).get_json("/admin/stats").await["threads"]["generating"].clone();
     assert_eq!(generating, 0, "the cut-off owner no longer generates");
     let stored = cluster.node(0).finished(&thread, &id).await;
-    assert_eq!(stored["status"], "interrupted");
+    assert_eq!(stored["status"], "complete");
+    assert_eq!(stored["continuations"], 1);
     t.assert_matches(&stored);
 
     // Back on the database, the old owner writes nothing over it.
@@ -498,7 +526,7 @@ async fn an_owner_cut_off_from_postgres_stops_and_another_node_ends_the_answer()
     })
     .await;
     let again = cluster.node(0).message(&thread, &id).await;
-    assert_eq!(again["status"], "interrupted");
+    assert_eq!(again["status"], "complete");
     assert_eq!(again["content"], stored["content"], "no second writer");
 }
 
