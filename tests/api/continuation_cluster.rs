@@ -205,8 +205,6 @@ async fn when_the_owner_is_killed_another_node_continues_the_answer_in_the_same_
 /// thread over: its own tab, live all along, is told the answer goes on
 /// (`message.continued`, `owner_lost`), as every subscriber is.
 #[actix_web::test]
-#[ignore = "src bug: the taker's take-over resyncs its own subscribers (publisher.resync in TakeOver), \
-            whose catch-up from the stored state skips the `message.continued` frame published right after"]
 async fn a_tab_on_the_node_that_takes_over_is_told_the_answer_goes_on() {
     let Some(mut cluster) = Cluster::start(2, None, SLOW).await else { return };
     let thread = cluster.node(0).thread().await;

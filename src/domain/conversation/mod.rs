@@ -66,6 +66,10 @@ pub struct Conversation {
     /// the partial text, until the seam is decided.
     /// (Boxed: most conversations never hold one.)
     seam: Option<Box<(usize, Seam)>>,
+    /// The newest answer's latest `message.continued`: a subscriber that
+    /// catches up from before it (it fell behind, or its node took the
+    /// answer over) is told it at its place (`replay::with_continued`).
+    continued: Option<Box<Event>>,
 }
 
 /// A question just accepted.
@@ -137,6 +141,7 @@ impl Conversation {
             again: None,
             opening: None,
             seam: None,
+            continued: None,
         }
     }
 
@@ -283,6 +288,7 @@ impl Conversation {
         self.step_base = 0;
         self.opening = None;
         self.seam = None;
+        self.continued = None;
         started
     }
 
@@ -362,13 +368,15 @@ impl Conversation {
         let last_text = n.checked_sub(1).filter(|&last| message.blocks[last].kind == BlockKind::Text);
         self.opening = Some(Opening { last_text, merge: !fresh_block && last_text.is_some() });
         self.seam = None;
-        Some(Event::MessageContinued {
+        let continued = Event::MessageContinued {
             thread_id: self.thread_id,
             cursor: Some(event::position_before(message, n)),
             message_id: message.id,
             attempt,
             reason: reason.as_str().to_owned(),
-        })
+        };
+        self.continued = Some(Box::new(continued.clone()));
+        Some(continued)
     }
 
     /// A continuation's first block (provider index `index`, of `kind`)
@@ -767,6 +775,7 @@ impl Conversation {
                 let Some(m) = self.streaming(*message_id)? else { return Ok(false) };
                 let changed = m.continuations != *attempt;
                 m.continuations = *attempt;
+                self.continued = Some(Box::new(event.clone()));
                 Ok(changed)
             }
             Event::Ready { .. }
@@ -930,7 +939,16 @@ impl Conversation {
 
     /// What a new subscriber starting at `from` has not seen.
     pub fn replay(&self, from: Resume) -> Replay {
-        replay::replay(self, from)
+        let mut replay = replay::replay(self, from);
+        let at = match from {
+            Resume::At(c) => Some(c),
+            Resume::Fresh | Resume::Malformed => None,
+        };
+        // (A cursor that got `cursor_invalid` or `cursor_ahead` is sent
+        // the message from its start.)
+        let at = at.filter(|_| replay.notice.is_none());
+        replay.events = replay::with_continued(replay.events, self.continued.as_deref(), at);
+        replay
     }
 
     /// What a subscriber at `from` (a position it was given) missed, each
@@ -939,7 +957,11 @@ impl Conversation {
     pub fn catch_up(&self, from: Option<Cursor>) -> Vec<Event> {
         match from {
             Some(cursor) => self.replay(Resume::At(cursor)).events,
-            None => self.messages.iter().flat_map(Event::whole_message).collect(),
+            None => replay::with_continued(
+                self.messages.iter().flat_map(Event::whole_message).collect(),
+                self.continued.as_deref(),
+                None,
+            ),
         }
     }
 }

@@ -137,3 +137,82 @@ pub(super) fn replay(conversation: &Conversation, from: Resume) -> Replay {
         },
     }
 }
+
+/// `events` (what a subscriber at `from` is sent; `None`: from the
+/// start) with `continued` (a `message.continued`) at its place: before
+/// the first event of its message past its position (a delta that spans
+/// that position is split there), or last when nothing of its message
+/// is past it yet. Left out for a subscriber already past it.
+pub(super) fn with_continued(events: Vec<Event>, continued: Option<&Event>, from: Option<Cursor>) -> Vec<Event> {
+    let Some(Event::MessageContinued { message_id, cursor: Some(at), .. }) = continued else { return events };
+    if from.is_some_and(|c| c.message_id == *message_id && (c.block, c.offset) > (at.block, at.offset)) {
+        return events;
+    }
+    let at_pos = (at.block, at.offset);
+    let mut pending = continued.cloned();
+    let mut out = Vec::with_capacity(events.len() + 2);
+    for event in events {
+        if pending.is_none() || event_message(&event) != Some(*message_id) {
+            out.push(event);
+            continue;
+        }
+        match event {
+            Event::MessageDelta { thread_id, message_id, block, offset, text, .. }
+                if block == at.block && offset < at.offset && at.offset < offset + text.len() =>
+            {
+                // (A continuation begins on a character boundary.)
+                let (head, tail) = text.split_at(at.offset - offset);
+                let end = offset + text.len();
+                out.push(Event::MessageDelta {
+                    thread_id,
+                    cursor: Some(*at),
+                    message_id,
+                    block,
+                    offset,
+                    text: head.to_owned(),
+                });
+                out.extend(pending.take());
+                out.push(Event::MessageDelta {
+                    thread_id,
+                    cursor: Some(Cursor::new(message_id, block, end)),
+                    message_id,
+                    block,
+                    offset: at.offset,
+                    text: tail.to_owned(),
+                });
+            }
+            event => {
+                // Where the event begins: a delta at its offset, anything
+                // else at its cursor.
+                let begins = match &event {
+                    Event::MessageDelta { block, offset, .. } => Some((*block, *offset)),
+                    other => other.cursor().map(|c| (c.block, c.offset)),
+                };
+                let past = match &event {
+                    Event::MessageDelta { .. } => begins.is_some_and(|b| b >= at_pos),
+                    _ => begins.is_some_and(|b| b > at_pos),
+                };
+                if past {
+                    out.extend(pending.take());
+                }
+                out.push(event);
+            }
+        }
+    }
+    // Nothing of its message past it yet (the continuation has not
+    // written): it comes last.
+    out.extend(pending);
+    out
+}
+
+fn event_message(event: &Event) -> Option<uuid::Uuid> {
+    match event {
+        Event::MessageStarted { message_id, .. }
+        | Event::MessageBlock { message_id, .. }
+        | Event::MessageDelta { message_id, .. }
+        | Event::MessageCompleted { message_id, .. }
+        | Event::MessageAwaiting { message_id, .. }
+        | Event::MessageStep { message_id, .. } => Some(*message_id),
+        _ => None,
+    }
+}

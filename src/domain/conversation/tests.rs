@@ -569,3 +569,47 @@ fn a_mirror_takes_a_regenerates_answer_after_the_earlier_one() {
     assert_eq!((running.id, running.position), (again.assistant.id, 2));
     assert_eq!(mirror.messages()[0].id, asked.user.id);
 }
+
+/// A cut answer continued in its block: a subscriber catching up from any
+/// position before the cut (or fresh) is told `message.continued` once, at
+/// the cut, with the text on both sides exact; one past the cut is not
+/// told again.
+#[test]
+fn a_catch_up_across_a_continuation_tells_it_once_at_its_place() {
+    let (mut c, asked) = started(Uuid::nil());
+    let id = asked.assistant.id;
+    c.apply(block(0, BlockKind::Text));
+    c.apply(text(0, "Hello, wor"));
+    let continued = c.continue_cut(1, crate::domain::continuation::Cut::ConnectionLost, false).unwrap();
+    c.apply(block(0, BlockKind::Text));
+    c.apply(text(0, "ld! And more."));
+    assert_eq!(c.running().unwrap().blocks[0].text, "Hello, world! And more.");
+    let at = continued.cursor().unwrap();
+    assert_eq!((at.block, at.offset), (0, 10));
+    for from in [None, Some(Cursor::new(id, 0, 0)), Some(Cursor::new(id, 0, 3)), Some(at)] {
+        let events = c.catch_up(from);
+        let told: Vec<usize> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| matches!(e, Event::MessageContinued { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(told.len(), 1, "from {from:?}: {events:?}");
+        let text_of = |es: &[Event]| -> String {
+            es.iter()
+                .filter_map(|e| if let Event::MessageDelta { text, .. } = e { Some(text.as_str()) } else { None })
+                .collect()
+        };
+        let start = from.map_or(0, |f| f.offset);
+        assert_eq!(text_of(&events[..told[0]]), "Hello, wor"[start.min(10)..], "from {from:?}");
+        assert_eq!(text_of(&events[told[0]..]), "ld! And more.");
+        let mut client = Client::default();
+        if let Some(f) = from {
+            client.blocks.insert((id, 0), "Hello, wor"[..f.offset].to_owned());
+        }
+        events.iter().for_each(|e| client.see(e));
+        assert_eq!(client.blocks[&(id, 0)], "Hello, world! And more.");
+    }
+    let past = c.catch_up(Some(Cursor::new(id, 0, 12)));
+    assert!(!past.iter().any(|e| matches!(e, Event::MessageContinued { .. })), "{past:?}");
+}
