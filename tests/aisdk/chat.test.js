@@ -189,7 +189,9 @@ for (const kind of ['http', 'ws']) {
     });
 
     test('an upstream failure mid-answer reaches the SDK as its error chunk, and the answer is stored failed', async () => {
-      upstream.queue.push({ intervalMs: 10, failAfter: 4, blocks: [{ kind: 'text', pieces: ['it ', 'goes ', 'well ', 'until ', 'never'] }] });
+      // (An error the provider would give again: not continued.)
+      upstream.queue.push({ intervalMs: 10, failAfter: 4, failWith: 'invalid_request_error',
+        blocks: [{ kind: 'text', pieces: ['it ', 'goes ', 'well ', 'until ', 'never'] }] });
       const question = `failure ${kind} ${generateId()}`;
       const transport = service.transport(kind);
       const { message, errors } = await rebuild(await send(transport, generateId(), question));
@@ -200,6 +202,24 @@ for (const kind of ['http', 'ws']) {
       assert.equal(textOf(message), stored.content, 'the text before the failure, whole');
       assert.equal(errors.length, 1, 'one error chunk');
       assert.equal(errors[0].message, stored.error.message);
+    });
+
+    test('an answer the provider cuts goes on: the SDK sees one text part and no error, stored complete', async () => {
+      upstream.queue.push(
+        { intervalMs: 10, failAfter: 3, blocks: [{ kind: 'text', pieces: ['cut ', 'right ', 'here', 'never'] }] },
+        { intervalMs: 10, blocks: [{ kind: 'text', pieces: [', then ', 'on to the end.'] }] },
+      );
+      const question = `continued ${kind} ${generateId()}`;
+      const transport = service.transport(kind);
+      const { message, errors } = await rebuild(await send(transport, generateId(), question));
+      transport.close?.();
+      const stored = await service.settled((await service.threadTitled(question)).id);
+      assert.equal(stored.status, 'complete');
+      assert.equal(stored.continuations, 1);
+      assert.equal(stored.content, 'cut right here, then on to the end.');
+      assert.deepEqual(errors, [], 'no error chunk');
+      assert.equal(message.parts.filter((p) => p.type === 'text').length, 1, 'one text part');
+      assert.equal(textOf(message), stored.content, 'the SDK rebuilt the whole answer');
     });
   });
 }

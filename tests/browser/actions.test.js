@@ -107,7 +107,9 @@ test('Retry on a failed answer brings a new complete answer; the failed one stay
   try {
     const { page, pid, tid } = await openThread(ctx);
     upstream.queue.push(
-      { failAfter: 2, blocks: [{ kind: 'text', pieces: ['It ', 'goes ', 'wrong'] }] },
+      // (An error the provider would give again: the answer fails, not
+      // continued.)
+      { failAfter: 2, failWith: 'invalid_request_error', blocks: [{ kind: 'text', pieces: ['It ', 'goes ', 'wrong'] }] },
       { blocks: [{ kind: 'text', pieces: ['Second ', 'time ', 'lucky.'] }] },
     );
     await ask(page, 'Try me');

@@ -69,7 +69,10 @@ const sse = (name, data) => `event: ${name}\ndata: ${JSON.stringify({ type: name
  * Each request takes the next script from `queue`, or else the one given
  * to `start`: `{blocks, intervalMs?, failAfter?}`, where a block is
  * `{kind: 'thinking' | 'text' | 'tool_use', pieces, id?, name?}`; with
- * `failAfter: n` an `overloaded_error` follows the n-th piece. It keeps
+ * `failAfter: n` an error event follows the n-th piece: `failWith`'s type,
+ * `overloaded_error` by default (a fault of the provider's: the service
+ * continues the answer, asking the next script), or one such as
+ * `invalid_request_error` that fails the answer for good. It keeps
  * each request's body (`requests`) and counts the answers whose
  * connection the service closed before their end (`cutShort`).
  */
@@ -113,7 +116,8 @@ export class FakeAnthropic {
         await write(sse('content_block_delta', { index, delta }));
         sent += 1;
         if (script.failAfter === sent) {
-          await write(sse('error', { error: { type: 'overloaded_error', message: 'Overloaded' } }));
+          const type = script.failWith ?? 'overloaded_error';
+          await write(sse('error', { error: { type, message: type === 'overloaded_error' ? 'Overloaded' : 'Refused' } }));
           res.end();
           return;
         }
