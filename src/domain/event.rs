@@ -154,6 +154,21 @@ impl Event {
         serde_json::from_slice(json).ok()
     }
 
+    /// The message an event of a message's log is about (`None` for the
+    /// thread's own events, and for `tool.resolved`, which answers a call).
+    pub fn message_of(&self) -> Option<Uuid> {
+        match self {
+            Event::MessageStarted { message_id, .. }
+            | Event::MessageBlock { message_id, .. }
+            | Event::MessageDelta { message_id, .. }
+            | Event::MessageCompleted { message_id, .. }
+            | Event::MessageAwaiting { message_id, .. }
+            | Event::MessageStep { message_id, .. }
+            | Event::MessageContinued { message_id, .. } => Some(*message_id),
+            _ => None,
+        }
+    }
+
     pub fn cursor(&self) -> Option<Cursor> {
         match self {
             Event::Ready { cursor, .. }

@@ -152,7 +152,7 @@ pub(super) fn with_continued(events: Vec<Event>, continued: Option<&Event>, from
     let mut pending = continued.cloned();
     let mut out = Vec::with_capacity(events.len() + 2);
     for event in events {
-        if pending.is_none() || event_message(&event) != Some(*message_id) {
+        if pending.is_none() || event.message_of() != Some(*message_id) {
             out.push(event);
             continue;
         }
@@ -203,16 +203,4 @@ pub(super) fn with_continued(events: Vec<Event>, continued: Option<&Event>, from
     // written): it comes last.
     out.extend(pending);
     out
-}
-
-fn event_message(event: &Event) -> Option<uuid::Uuid> {
-    match event {
-        Event::MessageStarted { message_id, .. }
-        | Event::MessageBlock { message_id, .. }
-        | Event::MessageDelta { message_id, .. }
-        | Event::MessageCompleted { message_id, .. }
-        | Event::MessageAwaiting { message_id, .. }
-        | Event::MessageStep { message_id, .. } => Some(*message_id),
-        _ => None,
-    }
 }

@@ -95,7 +95,7 @@ impl Conversation {
     /// The UI stream's context of `event`, as this conversation stands
     /// (after the event).
     pub fn ui_context(&self, event: &Event) -> Context {
-        let Some(message) = event_message(event).and_then(|id| self.message(id)) else { return Context::default() };
+        let Some(message) = event.message_of().and_then(|id| self.message(id)) else { return Context::default() };
         let numbers = Numbers { conversation: self, message };
         let is_result = |b: usize| message.blocks.get(b).is_some_and(|b| b.kind == BlockKind::ToolResult);
         match event {
@@ -149,19 +149,6 @@ impl Conversation {
             },
             _ => Context::default(),
         }
-    }
-}
-
-fn event_message(event: &Event) -> Option<Uuid> {
-    match event {
-        Event::MessageStarted { message_id, .. }
-        | Event::MessageBlock { message_id, .. }
-        | Event::MessageDelta { message_id, .. }
-        | Event::MessageCompleted { message_id, .. }
-        | Event::MessageAwaiting { message_id, .. }
-        | Event::MessageStep { message_id, .. }
-        | Event::MessageContinued { message_id, .. } => Some(*message_id),
-        _ => None,
     }
 }
 
