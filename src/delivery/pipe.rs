@@ -13,7 +13,10 @@
 //!   session share) adds frames while there is room
 //!   (`try_send`) or waits for room (`send`). One place beyond the capacity
 //!   is kept for the closing event (`push_final`), so a subscriber that
-//!   stopped reading is still told why it is closed.
+//!   stopped reading is still told why it is closed. The closing event
+//!   seals the pipe: nothing is queued after it, not even by a writer that
+//!   was waiting for room when it came (a catch-up, a control frame), so
+//!   the client's last event is always the one that says why.
 //! - The reader (`PipeBody`, the response body) yields frames in order and
 //!   ends when every writer is gone. Dropping it (the client went away)
 //!   wakes the writer, which `closed` reports.
@@ -50,6 +53,8 @@ struct State {
     capacity: usize,
     writers: usize,
     body_gone: bool,
+    /// The closing frame is queued: nothing more is taken.
+    sealed: bool,
     /// The body waiting for a frame.
     body_waker: Option<Waker>,
     /// Writers waiting for room.
@@ -101,6 +106,7 @@ pub fn pipe(capacity: usize) -> (PipeWriter, PipeBody) {
         capacity: capacity.max(1),
         writers: 1,
         body_gone: false,
+        sealed: false,
         body_waker: None,
         writer_wakers: Vec::new(),
         close_wakers: Vec::new(),
@@ -132,7 +138,7 @@ impl PipeWriter {
     /// As `try_send`, for a frame that moves its subscriber to `at`.
     pub fn try_send_at(&self, frame: Bytes, at: Option<At>) -> Result<(), TrySendError> {
         let mut state = self.state.borrow_mut();
-        if state.body_gone {
+        if state.body_gone || state.sealed {
             return Err(TrySendError::Closed(frame));
         }
         if state.queue.len() >= state.capacity {
@@ -143,7 +149,8 @@ impl PipeWriter {
         Ok(())
     }
 
-    /// Queues `frame` once there is room; `Err` when the body is gone.
+    /// Queues `frame` once there is room; `Err` when the body is gone or
+    /// the pipe is sealed.
     pub async fn send(&self, frame: Bytes) -> Result<(), ()> {
         self.send_at(frame, None).await
     }
@@ -154,7 +161,7 @@ impl PipeWriter {
         let mut frame = Some((frame, at));
         poll_fn(|cx| {
             let mut state = self.state.borrow_mut();
-            if state.body_gone {
+            if state.body_gone || state.sealed {
                 return Poll::Ready(Err(()));
             }
             if state.queue.len() < state.capacity {
@@ -173,7 +180,7 @@ impl PipeWriter {
     pub async fn ready(&self) -> Result<(), ()> {
         poll_fn(|cx| {
             let mut state = self.state.borrow_mut();
-            if state.body_gone {
+            if state.body_gone || state.sealed {
                 return Poll::Ready(Err(()));
             }
             if state.queue.len() < state.capacity {
@@ -185,13 +192,16 @@ impl PipeWriter {
         .await
     }
 
-    /// Queues the closing frame even when the pipe is full: the one place
-    /// kept beyond the capacity.
+    /// Queues the closing frame even when the pipe is full (the one place
+    /// kept beyond the capacity), and seals the pipe: writers waiting for
+    /// room are woken and refused, and a second closing frame is dropped.
     pub fn push_final(&self, frame: Bytes) {
         let mut state = self.state.borrow_mut();
-        if !state.body_gone {
+        if !state.body_gone && !state.sealed {
+            state.sealed = true;
             state.queue.push_back((frame, None));
             state.wake_body();
+            state.wake_writers();
         }
     }
 
@@ -305,6 +315,27 @@ mod tests {
         drop(tx);
         assert_eq!(body.next().await.unwrap().unwrap(), Bytes::from_static(b"end"), "nothing else waited");
         assert!(body.next().await.is_none());
+    }
+
+    /// The race a shutdown hit: a catch-up waits for room in a full pipe,
+    /// the subscriber is closed while behind (its queue dropped, which
+    /// makes room), and the waiting write must not land after the closing
+    /// event, nor may anything else.
+    #[tokio::test]
+    async fn nothing_is_queued_after_the_closing_frame() {
+        let (tx, mut body) = pipe(1);
+        tx.try_send(Bytes::from_static(b"a")).unwrap();
+        let mut waiting = Box::pin(tx.send(Bytes::from_static(b"late")));
+        assert!(waiting.as_mut().now_or_never().is_none(), "no room yet");
+        tx.discard_queued();
+        tx.push_final(Bytes::from_static(b"end"));
+        assert_eq!(waiting.await, Err(()), "the waiting write is refused");
+        assert!(matches!(tx.try_send(Bytes::from_static(b"pong")), Err(TrySendError::Closed(_))));
+        assert_eq!(tx.ready().await, Err(()));
+        tx.push_final(Bytes::from_static(b"again"));
+        drop(tx);
+        let got: Vec<Bytes> = body.by_ref().map(Result::unwrap).collect().await;
+        assert_eq!(got, vec![Bytes::from_static(b"end")]);
     }
 
     #[tokio::test]

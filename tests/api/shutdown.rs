@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::{
     binary::{signal, Binary},
@@ -150,17 +150,19 @@ async fn readers_far_behind_get_shutting_down_before_the_process_exits() {
     let mut readers = Vec::new();
     for (i, reader) in sse.into_iter().enumerate() {
         let wait = if i % 2 == 0 { 200 } else { 1000 };
-        readers.push(actix_web::rt::spawn(async move {
+        let task = actix_web::rt::spawn(async move {
             tokio::time::sleep(Duration::from_millis(wait)).await;
-            drain(reader).await
-        }));
+            (drain(reader).await, signalled.elapsed())
+        });
+        readers.push((format!("SSE reader {i}"), task));
     }
     for (i, socket) in ws.into_iter().enumerate() {
         let wait = if i % 2 == 0 { 200 } else { 1000 };
-        readers.push(actix_web::rt::spawn(async move {
+        let task = actix_web::rt::spawn(async move {
             tokio::time::sleep(Duration::from_millis(wait)).await;
-            drain(socket).await
-        }));
+            (drain(socket).await, signalled.elapsed())
+        });
+        readers.push((format!("WebSocket reader {i}"), task));
     }
     while let Some(ev) = live.try_next().await {
         live_evs.push(ev);
@@ -168,14 +170,22 @@ async fn readers_far_behind_get_shutting_down_before_the_process_exits() {
     assert_eq!(live_evs.last().map(|e| e.data["code"].clone()), Some("shutting_down".into()));
 
     let mut transcripts = Vec::new();
-    for reader in readers {
-        let mut evs = reader.await.unwrap();
+    for (name, reader) in readers {
+        let (mut evs, ended) = reader.await.unwrap();
         let last = evs.pop().expect("some events");
-        assert_eq!(
-            (last.kind.as_str(), last.data["code"].as_str()),
-            ("error", Some("shutting_down")),
-            "a reader that was behind ends on its closing error: {last:?}"
-        );
+        if (last.kind.as_str(), last.data["code"].as_str()) != ("error", Some("shutting_down")) {
+            let logs = bin.logs.lock().unwrap().join("\n");
+            panic!(
+                "{name}, a reader that was behind, ends on its closing error, but its stream ended {ended:?} \
+                 after the signal with {} {} at cursor {} ({} events before it, an error among them at {:?}); \
+                 the server logged:\n{logs}",
+                last.kind,
+                last.data.get("offset").unwrap_or(&Value::Null),
+                last.id,
+                evs.len(),
+                evs.iter().rposition(|e| e.kind == "error"),
+            );
+        }
         let mut t = Transcript::default();
         t.apply_all(&evs);
         assert_eq!(last.data["cursor"].as_str(), t.last_id.as_deref(), "the error's cursor is where it stopped");
