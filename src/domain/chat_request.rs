@@ -103,11 +103,14 @@ pub struct ChatBody {
     /// unless the last is an answer of the chat, which the request then
     /// continues with the results and decisions its tool parts hold.
     pub messages: Vec<UiMessage>,
-    /// Checked (an unknown trigger is refused); both ask the newest user
-    /// message, so a regenerate keeps the earlier answer in the thread.
+    /// Checked (an unknown trigger is refused). `regenerate-message` asks
+    /// the thread's newest question again when it is the newest user
+    /// message sent (`http::chat::ask_turn`): a new answer, the earlier one
+    /// kept in the thread, the question not stored twice.
     pub trigger: Trigger,
     /// The message to regenerate (`regenerate-message`): part of the
-    /// transport's body, accepted and not used (see `trigger`).
+    /// transport's body, accepted and not read (the messages sent end at
+    /// the question it answered).
     #[serde(rename = "messageId")]
     pub message_id: Option<String>,
     #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]

@@ -90,9 +90,13 @@ pub struct NewMessage {
     pub tools: Vec<crate::domain::tools::ToolDef>,
 }
 
-/// What a POST messages asks.
+/// What a turn asks.
 pub enum Turn {
     Question(NewMessage),
+    /// A regenerate that names its question (the AI SDK's
+    /// `regenerate-message`): the newest question again when it is this
+    /// one, else this question.
+    Regenerate(NewMessage),
     /// The newest user message again (`regenerate`).
     Again {
         model: Option<String>,
@@ -127,8 +131,10 @@ pub async fn start(state: &AppState, project_id: Uuid, thread_id: Uuid, body: Ne
 /// question again (`AskAgain`, which waits for its answer's commit: the
 /// question is stored already). Both take the thread actor's one way in.
 pub async fn start_turn(state: &AppState, project_id: Uuid, thread_id: Uuid, turn: Turn) -> Result<Started, ApiError> {
+    let again_if_newest = matches!(turn, Turn::Regenerate(_));
     let answer = match turn {
-        Turn::Question(NewMessage { content, model, max_tokens, tools }) => {
+        Turn::Question(question) | Turn::Regenerate(question) => {
+            let NewMessage { content, model, max_tokens, tools } = question;
             let make = || StartGeneration {
                 project_id: Some(project_id),
                 content: content.clone(),
@@ -136,6 +142,7 @@ pub async fn start_turn(state: &AppState, project_id: Uuid, thread_id: Uuid, tur
                 max_tokens,
                 tools: tools.clone(),
                 mcp_tools: None,
+                again_if_newest,
             };
             ask_thread(state, project_id, thread_id, &tools, make).await?
         }

@@ -374,9 +374,16 @@ async fn the_message_rate_and_the_stream_caps_hold_on_chat_turns() {
     assert_eq!(error_code(resume.await.unwrap()).await, (429, "rate_limited".into()), "the turn holds the one place");
 }
 
+/// The SDK's `regenerate()` (`trigger: regenerate-message`, the messages
+/// up to the question it answered) asks the thread's newest question
+/// again, as POST messages `{regenerate: true}` does: a new answer after
+/// the earlier one, which the thread keeps, the question stored once, and
+/// the model shown the thread up to that question. A regenerate whose
+/// newest user message is not the thread's newest question (edited in
+/// the app) asks it as a new question.
 #[actix_web::test]
-async fn the_transports_model_and_max_tokens_are_asked_and_regenerate_keeps_both_answers() {
-    let replies = ["first answer", "second answer"]
+async fn the_transports_model_and_max_tokens_are_asked_and_regenerate_asks_the_same_question_again() {
+    let replies = ["first answer", "second answer", "third answer"]
         .map(|text| Reply::Stream { pieces: a::text_answer(&[text]), end: End::Clean })
         .to_vec();
     let h = harness("anthropic", replies, &[]).await;
@@ -389,21 +396,35 @@ async fn the_transports_model_and_max_tokens_are_asked_and_regenerate_keeps_both
     let asked = &h.upstream.requests()[0].body;
     assert_eq!((asked["model"].as_str(), asked["max_tokens"].as_u64()), (Some("model-from-the-sdk"), Some(77)));
 
-    // The SDK's regenerate() sends the conversation up to the question again.
     body["trigger"] = json!("regenerate-message");
     let second = UiStream::of(h.client.post(&url).json(&body).send().await.unwrap()).rest().await;
     assert_eq!(parts(&second), [("text".to_owned(), "second answer".to_owned())]);
     let thread = format!("{}/v1/projects/{}/threads/{}/messages", h.base, h.pid, h.tid);
-    let page: Value = h.client.get(&thread).send().await.unwrap().json().await.unwrap();
-    let answers: Vec<&str> = page["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] == "assistant")
-        .map(|m| m["content"].as_str().unwrap())
-        .collect();
-    assert_eq!(answers, ["first answer", "second answer"], "the thread keeps both answers");
-    assert_eq!(h.upstream.requests().len(), 2);
+    let stored = || async {
+        let page: Value = h.client.get(&thread).send().await.unwrap().json().await.unwrap();
+        let data = page["data"].as_array().unwrap().clone();
+        data.iter()
+            .map(|m| (m["role"].as_str().unwrap().to_owned(), m["content"].as_str().unwrap().to_owned()))
+            .collect::<Vec<_>>()
+    };
+    let pair = |role: &str, text: &str| (role.to_owned(), text.to_owned());
+    assert_eq!(
+        stored().await,
+        [pair("user", "which model?"), pair("assistant", "first answer"), pair("assistant", "second answer")],
+        "the thread keeps both answers, and the question once"
+    );
+    let again = &h.upstream.requests()[1].body;
+    assert_eq!(again["messages"], h.upstream.requests()[0].body["messages"], "asked as it was the first time");
+    assert_eq!(again["model"], "model-from-the-sdk");
+
+    // An edited question sent as a regenerate is a new question.
+    let mut edited = turn(&h.tid, "which model, really?");
+    edited["trigger"] = json!("regenerate-message");
+    let third = UiStream::of(h.client.post(&url).json(&edited).send().await.unwrap()).rest().await;
+    assert_eq!(parts(&third), [("text".to_owned(), "third answer".to_owned())]);
+    assert_eq!(stored().await.last().unwrap(), &pair("assistant", "third answer"));
+    assert_eq!(stored().await[3], pair("user", "which model, really?"));
+    assert_eq!(h.upstream.requests().len(), 3);
 }
 
 /// The whole body of a UI message stream, as its `data:` payloads (the

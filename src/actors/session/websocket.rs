@@ -87,6 +87,7 @@ impl SessionActor {
                         max_tokens,
                         tools: Vec::new(),
                         mcp_tools: None,
+                        again_if_newest: false,
                     };
                     let started = ask(&registry, thread_id, start).await??;
                     let id = started.assistant_message.id;

@@ -267,11 +267,15 @@ impl ThreadActor {
         let model =
             msg.model.or_else(|| thread.model.clone()).unwrap_or_else(|| self.deps.provider.default_model().to_owned());
         let thread_tools = thread.tools.clone();
-        let again = msg.question.is_none();
+        // A regenerate that names its question asks the newest one again
+        // when it is that question.
+        let newest = self.conversation().and_then(Conversation::newest_question).map(Message::content);
+        let question = msg.question.filter(|q| !(msg.again_if_newest && newest.as_ref() == Some(q)));
+        let again = question.is_none();
         // An untitled thread's first question titles it.
-        let title = msg.question.as_deref().filter(|_| self.untitled()).map(crate::domain::title::title_of);
+        let title = question.as_deref().filter(|_| self.untitled()).map(crate::domain::title::title_of);
         let conversation = self.conversation_mut().ok_or(ThreadError::NotFound)?;
-        let mut asked = match msg.question {
+        let mut asked = match question {
             Some(content) => conversation.ask(content, model.clone(), answer, Utc::now()),
             None => conversation.ask_again(model.clone(), answer, Utc::now()).ok_or(ThreadError::NothingToAsk)?,
         };

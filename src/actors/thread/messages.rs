@@ -44,6 +44,11 @@ pub struct StartGeneration {
     /// The tools of the thread's MCP servers, once listed for this turn
     /// (the actor lists them first when the thread has servers).
     pub mcp_tools: Option<Vec<crate::domain::tools::ToolDef>>,
+    /// A regenerate that names its question (the AI SDK's
+    /// `regenerate-message`): when `content` is the thread's newest
+    /// question, that question is asked again (as `AskAgain`), not stored
+    /// a second time; otherwise `content` is a new question.
+    pub again_if_newest: bool,
 }
 
 /// Asks the thread's newest user message again (a regenerate): a new
@@ -72,19 +77,21 @@ pub(super) struct Turn {
     pub max_tokens: Option<u32>,
     pub tools: Vec<crate::domain::tools::ToolDef>,
     pub mcp_tools: Option<Vec<crate::domain::tools::ToolDef>>,
+    /// See `StartGeneration::again_if_newest`.
+    pub again_if_newest: bool,
 }
 
 impl From<StartGeneration> for Turn {
     fn from(m: StartGeneration) -> Turn {
-        let StartGeneration { project_id, content, model, max_tokens, tools, mcp_tools } = m;
-        Turn { project_id, question: Some(content), model, max_tokens, tools, mcp_tools }
+        let StartGeneration { project_id, content, model, max_tokens, tools, mcp_tools, again_if_newest } = m;
+        Turn { project_id, question: Some(content), model, max_tokens, tools, mcp_tools, again_if_newest }
     }
 }
 
 impl From<AskAgain> for Turn {
     fn from(m: AskAgain) -> Turn {
         let AskAgain { project_id, model, max_tokens, tools } = m;
-        Turn { project_id, question: None, model, max_tokens, tools, mcp_tools: None }
+        Turn { project_id, question: None, model, max_tokens, tools, mcp_tools: None, again_if_newest: false }
     }
 }
 

@@ -41,6 +41,7 @@ use uuid::Uuid;
 
 use super::{
     auth::{caller_of, Caller},
+    messages::{start_turn, Turn},
     AppState,
 };
 use crate::{
@@ -111,6 +112,26 @@ pub fn checked_turn(
     let message = super::messages::NewMessage { content, model, max_tokens, tools: Vec::new() };
     message.validate(limits)?;
     Ok(message)
+}
+
+/// Starts a turn's answer on the chat's thread. A `regenerate-message`
+/// (the SDK dropped the answer it regenerates and sends the messages up to
+/// its question) asks the thread's newest question again when it is the
+/// one sent, as POST messages `{regenerate: true}` does: the thread keeps
+/// the earlier answer, the question is not stored twice, and the model is
+/// shown the thread up to that question. Otherwise the question is new.
+pub async fn ask_turn(
+    state: &AppState,
+    project_id: Uuid,
+    thread_id: Uuid,
+    trigger: chat_request::Trigger,
+    message: super::messages::NewMessage,
+) -> Result<crate::actors::thread::Started, ApiError> {
+    let turn = match trigger {
+        chat_request::Trigger::SubmitMessage => Turn::Question(message),
+        chat_request::Trigger::RegenerateMessage => Turn::Regenerate(message),
+    };
+    start_turn(state, project_id, thread_id, turn).await
 }
 
 /// The thread a stream token caller may touch (`None`: not a stream token).

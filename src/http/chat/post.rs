@@ -12,7 +12,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use uuid::Uuid;
 
-use super::{checked_turn, continuation, title_of, ui_response};
+use super::{ask_turn, checked_turn, continuation, title_of, ui_response};
 use crate::{
     actors::session::Transport,
     delivery::{continuation::Continuation, pipe::pipe, subscriber::UiRequest},
@@ -25,7 +25,6 @@ use crate::{
     error::ApiError,
     http::{
         events::{admit, start_session, STREAM_BUFFER},
-        messages::start,
         AppState,
     },
 };
@@ -47,7 +46,7 @@ pub async fn post(
     req: HttpRequest,
 ) -> Result<HttpResponse, actix_web::Error> {
     let project_id = *path;
-    let ChatBody { id, messages, model, max_tokens, .. } = body.into_inner();
+    let ChatBody { id, messages, model, max_tokens, trigger, .. } = body.into_inner();
     if let Some(answer) = continuation::answer_of(&messages) {
         return continue_answer(&state, project_id, &id, answer, &req).await;
     }
@@ -57,7 +56,7 @@ pub async fn post(
     let thread = state.store.chat_thread_or_create(project_id, &id, Some(title)).await.map_err(ApiError::from)?;
     // Admitted before the answer starts: a refused stream starts nothing.
     let admission = admit(&state, &req, thread.id)?;
-    let started = start(&state, project_id, thread.id, message).await?;
+    let started = ask_turn(&state, project_id, thread.id, trigger, message).await?;
     let (tx, rx) = pipe(STREAM_BUFFER);
     let request = UiRequest { message_id: started.assistant_message.id, continuation: None };
     // From right after the question: the answer from its first byte.

@@ -20,7 +20,7 @@
 //! socket's own frames (`start`, `no-active`, `error`, pongs) go through the
 //! control pipe. It lives on an HTTP handler's worker, next to its body,
 //! and is an HTTP piece rather than one of `actors/`: it asks what the chat
-//! routes ask (`messages::start`, the store's chat ids). The socket pings
+//! routes ask (`chat::ask_turn`, the store's chat ids). The socket pings
 //! on its own timer (one per socket; it may watch no thread at all) and
 //! closes a peer silent past `--ws-timeout-ms`. It stops when its client
 //! goes away, and its requests' sessions with it.
@@ -31,7 +31,7 @@ use actix::prelude::*;
 use actix_web::web;
 use uuid::Uuid;
 
-use super::{chat_thread, checked_turn, continuation, running_answer, title_of, token_opens};
+use super::{ask_turn, chat_thread, checked_turn, continuation, running_answer, title_of, token_opens};
 use crate::{
     actors::{
         registry::ask,
@@ -42,7 +42,7 @@ use crate::{
     capacity::{ConnectionSlot, SubscriberSlot},
     delivery::{continuation::Continuation, mux::Mux, pipe::pipe, subscriber::ChatRequest},
     domain::{
-        chat_request::{ChatFrame, Extra, UiMessage},
+        chat_request::{ChatFrame, Extra, Trigger, UiMessage},
         cursor::{Cursor, Resume},
         event::end_cursor,
         ui_stream::Request,
@@ -52,7 +52,6 @@ use crate::{
     http::{
         detached::detached,
         events::{start_session, STREAM_BUFFER},
-        messages::start,
         muxed_socket::{self, ClientItem, Muxed, MuxedSocket},
         AppState,
     },
@@ -184,8 +183,8 @@ impl ChatSocket {
             ChatFrame::Send { request_id, id, messages, .. } if continuation::answer_of(&messages).is_some() => {
                 self.continue_answer(request_id, id, messages, ctx)
             }
-            ChatFrame::Send { request_id, id, messages, body, .. } => {
-                self.send(request_id, id, messages, body.unwrap_or_default(), ctx)
+            ChatFrame::Send { request_id, id, messages, body, trigger } => {
+                self.send(request_id, id, trigger, messages, body.unwrap_or_default(), ctx)
             }
             ChatFrame::Resume { request_id, id, last_sequence } => self.resume(request_id, id, last_sequence, ctx),
             ChatFrame::Abort { request_id } => self.abort(&request_id, ctx),
@@ -196,6 +195,7 @@ impl ChatSocket {
         &mut self,
         request_id: String,
         id: String,
+        trigger: Trigger,
         messages: Vec<UiMessage>,
         extra: Extra,
         ctx: &mut Context<Self>,
@@ -219,7 +219,7 @@ impl ChatSocket {
             };
             token_opens(token_thread, thread.id)?;
             let subscriber = state.deps.capacity.admit_subscriber(thread.id)?;
-            let started = start(&state, project_id, thread.id, message).await?;
+            let started = ask_turn(&state, project_id, thread.id, trigger, message).await?;
             Ok::<_, ApiError>(Opening {
                 thread: thread.id,
                 subscriber,
