@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { generateId } from 'ai';
-import { FakeAnthropic, Service, eventually, rebuild, send, sleep, textOf } from './harness.js';
+import { Chat, FakeAnthropic, Service, eventually, rebuild, send, sleep, textOf } from './harness.js';
 
 let upstream;
 let service;
@@ -202,6 +202,35 @@ for (const kind of ['http', 'ws']) {
       assert.equal(textOf(message), stored.content, 'the text before the failure, whole');
       assert.equal(errors.length, 1, 'one error chunk');
       assert.equal(errors[0].message, stored.error.message);
+    });
+
+    test('regenerate() gets a new answer to the same question: both kept, the question stored once', async () => {
+      upstream.queue.push(
+        { blocks: [{ kind: 'text', pieces: ['the first ', 'answer'] }] },
+        { blocks: [{ kind: 'text', pieces: ['another ', 'answer'] }] },
+      );
+      const chatId = generateId();
+      const question = `regenerate ${kind} ${chatId}`;
+      const transport = service.transport(kind);
+      const chat = new Chat({ id: chatId, transport });
+      await chat.sendMessage({ text: question });
+      await eventually(() => chat.status === 'ready' && textOf(chat.lastMessage) === 'the first answer');
+      const thread = await service.threadTitled(question);
+      const first = await service.settled(thread.id);
+      const asked = upstream.requests.length;
+      await chat.regenerate();
+      await eventually(() => chat.status === 'ready' && textOf(chat.lastMessage) === 'another answer');
+      transport.close?.();
+      assert.deepEqual(chat.messages.map((m) => m.role), ['user', 'assistant'], 'the SDK replaced its answer');
+      const second = await service.settled(thread.id);
+      assert.notEqual(second.id, first.id);
+      assert.equal(chat.lastMessage.id, second.id, 'the UI message is the new stored answer');
+      const history = await service.history(thread.id);
+      assert.deepEqual(history.map((m) => [m.role, m.content]),
+        [['user', question], ['assistant', 'the first answer'], ['assistant', 'another answer']]);
+      assert.equal(upstream.requests.length, asked + 1);
+      assert.deepEqual(upstream.requests[asked].messages, upstream.requests[asked - 1].messages,
+        'the model was asked the question alone again, not shown the earlier answer');
     });
 
     test('an answer the provider cuts goes on: the SDK sees one text part and no error, stored complete', async () => {
