@@ -346,6 +346,16 @@ const CONNECTION = {
   closed: ['offline', 'Closed'],
 };
 
+/** Why an answer was cut, as `message.continued` names it. */
+const CUT_REASONS = {
+  provider_error: 'the model provider reported an error',
+  connection_lost: 'the connection to the model provider dropped',
+  stalled: 'the model provider stopped sending',
+  restart: 'the service restarted',
+  owner_lost: 'the server running it stopped',
+  handoff: 'the server running it was replaced',
+};
+
 function threadView(pid, tid, main, list) {
   // Its title, renamed in place; every tab hears of it (`thread.updated`).
   const title = new ThreadTitle({
@@ -519,13 +529,14 @@ function threadView(pid, tid, main, list) {
         text: h('div', { class: 'text', 'data-testid': 'message', 'data-role': m.role, 'data-message-id': m.id }),
         tools: h('div', { class: 'tool-blocks' }),
         error: h('p', { class: 'msg-error', hidden: true, 'data-testid': 'message-error' }),
+        continued: h('p', { class: 'msg-note', hidden: true, 'data-testid': 'message-continued' }),
         blocks: new Map(),
         calls: new Map(),
       };
       r.article = h('article', { class: `msg msg-${m.role}`, 'data-message-id': m.id },
         h('div', { class: 'msg-meta' }, h('span', { class: 'role' }, m.role === 'user' ? 'You' : 'Assistant'),
           m.model ? h('span', { class: 'muted small' }, m.model) : null, r.badge, actions.element(m)),
-        r.thinking, r.text, r.tools, r.error);
+        r.thinking, r.text, r.tools, r.continued, r.error);
       rendered.set(m.id, r);
       const after = [...rendered.values()].map((x) => x.article).find((a) => Number(a.dataset.position) > m.position);
       r.article.dataset.position = String(m.position);
@@ -560,6 +571,19 @@ function threadView(pid, tid, main, list) {
     const error = m.error ? `${m.error.message} (${m.error.code})` : '';
     r.error.hidden = !error;
     r.error.textContent = error;
+    renderContinued(r.continued, m);
+  }
+
+  /** Says that an answer was cut and went on in place (issue 28), and, in
+   * a tab that saw it happen, why. */
+  function renderContinued(note, m) {
+    const n = m.continuations || 0;
+    note.hidden = n === 0;
+    const text = n === 0 ? '' : n === 1 ? 'Continued after an interruption' : `Continued after ${n} interruptions`;
+    if (note.textContent !== text) note.textContent = text;
+    const why = CUT_REASONS[m.continued_reason];
+    if (why) note.title = `Cut short: ${why}; the answer went on where it stopped.`;
+    else note.removeAttribute('title');
   }
 
   function renderThinking(r, block, index) {

@@ -102,6 +102,41 @@ test('Copy puts the answer\'s text on the clipboard, from a click or the keyboar
   }
 });
 
+test('an answer the provider cuts goes on in place, marked as continued, in every tab and after a reload', async () => {
+  const ctx = await context(browser, service.origin);
+  try {
+    const { page, pid, tid } = await openThread(ctx);
+    const other = (await openThread(ctx, { pid, tid })).page;
+    upstream.queue.push(
+      // (A fault of the provider's: the service asks again and goes on.)
+      { failAfter: 2, intervalMs: 40, blocks: [{ kind: 'text', pieces: ['Half ', 'of it, ', 'then gone'] }] },
+      { intervalMs: 40, blocks: [{ kind: 'text', pieces: [' and ', 'the rest.'] }] },
+    );
+    await ask(page, 'Cut me short');
+    const [, answer] = await settledWith(pid, tid, 2);
+    assert.deepEqual([answer.status, answer.continuations], ['complete', 1]);
+    for (const tab of [page, other]) {
+      await shown(tab, answer.id, 'complete');
+      const note = article(tab, answer.id).getByTestId('message-continued');
+      await note.waitFor();
+      assert.equal(await note.textContent(), 'Continued after an interruption');
+      assert.match(await note.getAttribute('title'), /model provider reported an error/, 'a tab that saw it says why');
+      assert.equal(await article(tab, answer.id).getByTestId('message').textContent(), answer.content);
+    }
+    await shot(page, 'continued');
+    await page.reload();
+    await page.waitForSelector('[data-testid="connection"][data-state="live"]');
+    const note = article(page, answer.id).getByTestId('message-continued');
+    await note.waitFor();
+    assert.equal(await note.textContent(), 'Continued after an interruption', 'the stored count, after a reload');
+    const question = (await service.history(pid, tid))[0];
+    assert.equal(await article(page, question.id).getByTestId('message-continued').isVisible(), false);
+    clean(ctx);
+  } finally {
+    await ctx.close();
+  }
+});
+
 test('Retry on a failed answer brings a new complete answer; the failed one stays, without Retry', async () => {
   const ctx = await context(browser, service.origin);
   try {

@@ -127,6 +127,9 @@ test('the service killed (SIGKILL) mid-answer: offline, then back, the answer go
       .getAttribute('data-status')) === 'complete', 10000);
     const shown = await finalMessage(page, answer.id);
     assert.deepEqual(shown, { status: 'complete', text: answer.content });
+    const note = page.locator(`article[data-message-id="${answer.id}"] [data-testid="message-continued"]`);
+    await note.waitFor();
+    assert.equal(await note.textContent(), 'Continued after an interruption', 'the page says it went on');
     await shot(page, 'after-sigkill');
   } finally {
     await ctx.close();

@@ -198,6 +198,15 @@ export class Transcript {
         m.pending = [];
         return { message: m.id };
       }
+      case 'message.continued': {
+        // The answer was cut and goes on in place (the stored message
+        // counts it as `continuations`).
+        const m = this.get(ev.message_id);
+        if (!m) return {};
+        m.continuations = Math.max(m.continuations || 0, ev.attempt);
+        m.continued_reason = ev.reason;
+        return { message: m.id };
+      }
       case 'error':
         if (ev.code === 'cursor_ahead') this.replacing = true;
         return ev.code === 'cursor_invalid' ? { resync: true } : {};
