@@ -58,6 +58,11 @@ use crate::{
     ws_guard::{Incoming, Refused},
 };
 
+/// How long a session whose catch-up found its thread's actor gone waits
+/// for the relay to deliver the thread's own closing (which says why)
+/// before it closes as `thread_stopped` itself.
+const THREAD_GONE_PATIENCE: Duration = Duration::from_secs(2);
+
 pub use websocket::{close, log_protocol_close, protocol_close};
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -213,8 +218,17 @@ impl SessionActor {
                     act.metrics.slow_consumers.inc();
                     act.close(StreamCode::SlowConsumer, StreamCode::SlowConsumer.message(), ctx);
                 }
+                // The thread's actor stopped while this subscriber caught
+                // up. Its relay is about to say why (`shutting_down` at a
+                // shutdown, `thread_deleted`, …: the closing the actor
+                // published, or `thread_stopped` when its ring ends), and
+                // that closing stops this session; only if none comes is
+                // it closed here, as stopped.
                 Err(Interrupted::ThreadGone) => {
-                    act.close(StreamCode::ThreadStopped, StreamCode::ThreadStopped.message(), ctx)
+                    ctx.run_later(THREAD_GONE_PATIENCE, |act, ctx| {
+                        tracing::debug!(thread_id = %act.thread_id, session = act.id, "thread gone; no closing came");
+                        act.close(StreamCode::ThreadStopped, StreamCode::ThreadStopped.message(), ctx)
+                    });
                 }
             }
         }));

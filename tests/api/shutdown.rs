@@ -97,10 +97,22 @@ async fn sigterm_stops_new_work_lets_the_answer_run_then_interrupts_it_and_exits
     bin.child.kill().unwrap();
 }
 
-/// A fast answer of about 300 KB, over sockets whose buffers are small:
-/// a reader that stops reading is soon far behind.
-const FAST_AND_BIG: &[&str] =
-    &["--sim-chunks", "300", "--sim-chunk-chars", "1000", "--sim-interval-ms", "5", "--broadcast-capacity", "8"];
+/// A fast answer of about 400 KB, over small server send buffers: a
+/// reader that stops reading is soon behind in its pipe, where the closing
+/// drops what waits. (With the kernel's autotuned send buffers the whole
+/// answer waited in the kernel, where no closing event can jump it.)
+const FAST_AND_BIG: &[&str] = &[
+    "--sim-chunks",
+    "300",
+    "--sim-chunk-chars",
+    "1000",
+    "--sim-interval-ms",
+    "5",
+    "--broadcast-capacity",
+    "8",
+    "--socket-send-buffer",
+    "8192",
+];
 
 /// Every event until the stream ends.
 async fn drain(mut events: impl crate::support::Events) -> Vec<Ev> {
@@ -110,6 +122,13 @@ async fn drain(mut events: impl crate::support::Events) -> Vec<Ev> {
     }
     out
 }
+
+/// A laggard's receive buffer: small beside the answer, so it is soon
+/// behind, and not so small that Linux drains it only on zero-window
+/// probes (see `RawSse::open_sized`): a catch-up already in flight when
+/// the service closes it (one coalesced delta of hundreds of kilobytes)
+/// took a 2 KB reader longer than the grace.
+const READER_BUFFER: u32 = 64 * 1024;
 
 /// Laggards (ten SSE and ten WebSocket readers that stopped reading
 /// during a fast answer, with small receive buffers) start reading again
@@ -121,9 +140,7 @@ async fn readers_far_behind_get_shutting_down_before_the_process_exits() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(dir.path()).await;
     let mut flags = FAST_AND_BIG.to_vec();
-    // A grace the slow readers' backlogs fit in even when the suite runs
-    // many servers at once on two cores (4 s, then 8 s, was cut short once
-    // in CI: twenty readers of a 300 KB answer with small buffers). The
+    // A grace with room for twenty slow readers on a loaded machine; the
     // process still exits as soon as the last of them has read its end.
     flags.extend(["--shutdown-grace-ms", "20000"]);
     let bin = Binary::start(&db, &flags).await;
@@ -131,10 +148,10 @@ async fn readers_far_behind_get_shutting_down_before_the_process_exits() {
     let mut sse = Vec::new();
     let mut ws = Vec::new();
     for _ in 0..10 {
-        let mut reader = RawSse::open(&bin.server.base, &format!("{thread}/events"), None).await;
+        let mut reader = RawSse::open_sized(&bin.server.base, &format!("{thread}/events"), None, READER_BUFFER).await;
         assert_eq!(reader.next().await.unwrap().kind, "ready");
         sse.push(reader);
-        let mut socket = Ws::open_small(&bin.server.base, &thread).await;
+        let mut socket = Ws::open_sized(&bin.server.base, &thread, READER_BUFFER).await;
         assert_eq!(socket.next().await.unwrap().kind, "ready");
         ws.push(socket);
     }
@@ -157,12 +174,16 @@ async fn readers_far_behind_get_shutting_down_before_the_process_exits() {
         readers.push((format!("SSE reader {i}"), task));
     }
     for (i, socket) in ws.into_iter().enumerate() {
+        let port = match socket.socket.get_ref() {
+            tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp.local_addr().unwrap().port(),
+            _ => 0,
+        };
         let wait = if i % 2 == 0 { 200 } else { 1000 };
         let task = actix_web::rt::spawn(async move {
             tokio::time::sleep(Duration::from_millis(wait)).await;
             (drain(socket).await, signalled.elapsed())
         });
-        readers.push((format!("WebSocket reader {i}"), task));
+        readers.push((format!("WebSocket reader {i} (client port {port})"), task));
     }
     while let Some(ev) = live.try_next().await {
         live_evs.push(ev);

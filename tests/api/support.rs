@@ -331,9 +331,18 @@ pub struct RawSse {
 
 impl RawSse {
     pub async fn open(base: &str, path: &str, cursor: Option<&str>) -> RawSse {
+        RawSse::open_sized(base, path, cursor, 2048).await
+    }
+
+    /// As `open`, with a receive buffer of `recv_buffer` bytes. (At 2 KB,
+    /// Linux on loopback often lets the window close and reopens it only
+    /// on its zero-window probes, a few kilobytes a second: enough for a
+    /// reader that must fall behind, too slow for one that must read a
+    /// large catch-up within a deadline.)
+    pub async fn open_sized(base: &str, path: &str, cursor: Option<&str>, recv_buffer: u32) -> RawSse {
         let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(2048).unwrap();
+        socket.set_recv_buffer_size(recv_buffer).unwrap();
         let mut sock = socket.connect(addr).await.unwrap();
         let resume = cursor.map(|c| format!("Last-Event-ID: {c}\r\n")).unwrap_or_default();
         let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{resume}\r\n");
@@ -434,9 +443,15 @@ impl Ws {
     /// client that stops polling it stops reading at once, so the server's
     /// side of the connection fills.
     pub async fn open_small(base: &str, thread: &str) -> Ws {
+        Ws::open_sized(base, thread, 2048).await
+    }
+
+    /// As `open_small`, with a receive buffer of `recv_buffer` bytes (see
+    /// `RawSse::open_sized`).
+    pub async fn open_sized(base: &str, thread: &str, recv_buffer: u32) -> Ws {
         let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(2048).unwrap();
+        socket.set_recv_buffer_size(recv_buffer).unwrap();
         let stream = socket.connect(addr).await.unwrap();
         let url = format!("ws://{addr}{thread}/ws");
         let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
