@@ -41,7 +41,8 @@ pub struct Metrics {
     /// Answers cut short, by why (`reason`: `provider_error`,
     /// `connection_lost`, `stalled`, `restart`, `owner_lost`, `handoff`)
     /// and what became of them (`outcome`: `continued`, or why not:
-    /// `off`, `budget_spent`, `too_old`, `no_progress`, `at_capacity`).
+    /// `off`, `budget_spent`, `too_old`, `no_progress`, `at_capacity`,
+    /// `stopping`).
     pub continuations: IntCounterVec,
     /// Calls of tools the service runs itself, by kind (`url`).
     pub tool_calls: IntCounterVec,

@@ -72,6 +72,9 @@ pub enum Refused {
     /// The generation caps are reached (after a crash or a take-over,
     /// where no slot is held).
     AtCapacity,
+    /// Its thread's actor is stopping (a shutdown, a hand-over): it starts
+    /// no model call, and the answer ends as the stop says.
+    Stopping,
 }
 
 impl Refused {
@@ -82,6 +85,7 @@ impl Refused {
             Refused::TooOld => "too_old",
             Refused::NoProgress => "no_progress",
             Refused::AtCapacity => "at_capacity",
+            Refused::Stopping => "stopping",
         }
     }
 }

@@ -139,6 +139,40 @@ async fn claude_4_6_is_asked_to_go_on_with_an_instruction_never_stored() {
     assert!(stored.iter().all(|m| !m["content"].as_str().unwrap().contains("without repeating")));
 }
 
+/// `--continue-form` forces one form whatever the model: `instruction`
+/// for Claude 4.5 (which would take a prefill), `prefill` for Claude 4.6
+/// (which would get an instruction; a proxy that accepts prefills, say).
+#[actix_web::test]
+async fn the_operator_can_force_either_form_for_every_model() {
+    let overloaded = || vec![Piece::Bytes(a::error("overloaded_error", "Overloaded"))];
+    for (form, model) in [("instruction", "claude-sonnet-4-5"), ("prefill", "claude-opus-4-6")] {
+        let replies = vec![cut_after(&["Begun, "], overloaded(), End::Clean), whole(&["ended."])];
+        let mut h = harness("anthropic", replies, &["--continue-form", form]).await;
+        h.new_thread(json!({"model": model})).await;
+        let events = h.ask(json!({"content": "go"})).await;
+        assert_eq!(completed(&events)["status"], "complete", "{form}");
+        assert_eq!(h.last_message().await["content"], "Begun, ended.", "{form}");
+        let second = sent(&h, 1);
+        let n = second.len();
+        match form {
+            "instruction" => {
+                assert_eq!(
+                    second[n - 2],
+                    json!({"role": "assistant", "content": [{"type": "text", "text": "Begun, "}]})
+                );
+                assert_eq!(second[n - 1]["role"], "user", "the instruction comes last");
+                assert!(second[n - 1]["content"][0]["text"].as_str().unwrap().contains("without repeating"));
+            }
+            _ => assert_eq!(
+                second[n - 1],
+                json!({"role": "assistant", "content": [{"type": "text", "text": "Begun,"}]}),
+                "a prefill, its trailing whitespace trimmed"
+            ),
+        }
+        assert_eq!(messages(&h).await.len(), 2, "{form}: nothing but the question and its answer stored");
+    }
+}
+
 #[actix_web::test]
 async fn a_continuation_that_repeats_the_end_of_the_partial_text_has_the_repeat_cut() {
     let replies = vec![

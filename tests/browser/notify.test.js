@@ -166,14 +166,21 @@ test('Notify me subscribes the thread, the answer is pushed to it, and off unsub
       });
     });
     await cdp.send('ServiceWorker.enable');
-    await cdp.send('ServiceWorker.deliverPushMessage', {
-      origin: service.origin, registrationId: await registrationId, data: JSON.stringify(data),
-    });
-    const shown = await eventually(() => page.evaluate(async () => {
+    const id = await registrationId;
+    const notifications = () => page.evaluate(async () => {
       const registration = await navigator.serviceWorker.ready;
       const notes = await registration.getNotifications();
       return notes.length ? notes.map((n) => ({ title: n.title, body: n.body, tag: n.tag })) : null;
-    }), 5000);
+    });
+    // Delivered again if nothing shows: once, in CI under load, the first
+    // delivery (DevTools' push, to a worker it may have to start) showed
+    // nothing within 5 s. A second push of the same message replaces the
+    // notification (its tag), so there is still exactly one.
+    let shown = null;
+    for (let attempt = 0; attempt < 3 && !shown; attempt += 1) {
+      await cdp.send('ServiceWorker.deliverPushMessage', { origin: service.origin, registrationId: id, data: JSON.stringify(data) });
+      shown = await eventually(notifications, 5000).catch(() => null);
+    }
     assert.deepEqual(shown, [{ title: 'An answer is ready', body: data.preview, tag: answer.id }]);
 
     // After a reload the toggle still says on; off DELETEs the subscription.

@@ -28,7 +28,10 @@ impl ThreadActor {
             true => self.deps.settings.continuing.budget().next(taken, Duration::ZERO),
         };
         let attempt = match decided {
-            Ok(_) if self.refuse_work => return false,
+            Ok(_) if self.refuse_work => {
+                self.count_continuation(cut, Refused::Stopping.as_str());
+                return false;
+            }
             Ok(attempt) => attempt,
             Err(refused) => {
                 self.count_continuation(cut, refused.as_str());
@@ -62,7 +65,9 @@ impl ThreadActor {
             Ok((attempt, slot))
         });
         match decided {
-            Ok(_) if self.refuse_work || self.deps.shutdown.is_draining() => {}
+            Ok(_) if self.refuse_work || self.deps.shutdown.is_draining() => {
+                self.count_continuation(cut, Refused::Stopping.as_str())
+            }
             Ok((attempt, slot)) => {
                 let max_tokens = self.deps.settings.provider.max_tokens;
                 tracing::warn!(thread_id = %self.thread_id, message_id = %answer.id, reason = cut.as_str(), attempt,
