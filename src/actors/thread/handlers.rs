@@ -269,8 +269,18 @@ impl ThreadActor {
         let thread_tools = thread.tools.clone();
         // A regenerate that names its question asks the newest one again
         // when it is that question.
-        let newest = self.conversation().and_then(Conversation::newest_question).map(Message::content);
-        let question = msg.question.filter(|q| !(msg.again_if_newest && newest.as_ref() == Some(q)));
+        let question = match msg.question {
+            Some(q)
+                if msg.again_if_newest
+                    && self
+                        .conversation()
+                        .and_then(Conversation::newest_question)
+                        .is_some_and(|m| m.content() == q) =>
+            {
+                None
+            }
+            question => question,
+        };
         let again = question.is_none();
         // An untitled thread's first question titles it.
         let title = question.as_deref().filter(|_| self.untitled()).map(crate::domain::title::title_of);
